@@ -1,0 +1,46 @@
+//! # bark-core
+//!
+//! The sans-IO heart of Bark: live, synchronized, lossless audio over a LAN.
+//! Nothing in this crate opens a socket, starts a thread or reads a clock.
+//! Adapters (the PipeWire modules, the PulseAudio client, the CLI) feed it
+//! datagrams and timestamps and move the bytes and samples it produces.
+//!
+//! - [`sender::Sender`] turns the sink's buffers into audio packets stamped on
+//!   the sender clock, and answers time requests.
+//! - [`receiver::Receiver`] keeps the sender clock ([`clock`]), buffers audio
+//!   by frame ([`jitter`]), picks the stream to follow ([`select`]), and fills
+//!   output buffers at the right instant through a drift-controlled
+//!   resampler ([`drift`], [`resample`]).
+//! - [`sim`] drives all of it through simulated clocks and networks.
+//!
+//! All times are `u64`/`i64` nanoseconds of the node's own monotonic clock
+//! unless a name says otherwise.
+
+pub mod clock;
+pub mod dll;
+pub mod drift;
+pub mod format;
+pub mod jitter;
+pub mod protocol;
+pub mod receiver;
+pub mod resample;
+pub mod select;
+pub mod sender;
+pub mod sim;
+pub mod stats;
+
+pub use format::{AudioFormat, SampleFormat};
+pub use receiver::{Receiver, ReceiverConfig};
+pub use sender::{Sender, SenderConfig};
+
+/// Errors of the core. None of them is fatal to the caller: a malformed
+/// packet is dropped, a bad config is reported to the user.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A datagram that does not follow docs/PROTOCOL.md; says what is wrong.
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    /// A setting out of range; says which and why.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,615 @@
+//! Wire protocol v1: a fixed 16-byte little-endian header followed by a
+//! type-specific body. docs/PROTOCOL.md gives the byte tables; this module is
+//! their one implementation.
+//!
+//! Parsers borrow from the datagram, never allocate and never panic: every
+//! length is checked before use, and anything malformed is an
+//! [`Error::Malformed`] naming what was wrong.
+
+use crate::format::{AudioFormat, SampleFormat, MAX_CHANNELS, MAX_RATE, MIN_RATE};
+use crate::Error;
+
+/// First four bytes of every datagram.
+pub const MAGIC: [u8; 4] = *b"BARK";
+/// Protocol version this code speaks.
+pub const VERSION: u8 = 1;
+/// Bytes of the common header.
+pub const HEADER_LEN: usize = 16;
+/// Bytes of the audio header (common header included) before the payload.
+pub const AUDIO_HEADER_LEN: usize = 60;
+/// Bytes of a time request or reply (common header included).
+pub const TIME_LEN: usize = 48;
+/// Fixed part of a status packet (common header included), before the strings.
+pub const STATUS_FIXED_LEN: usize = 104;
+/// Longest name, host or stream string in a status packet, bytes of UTF-8.
+pub const MAX_STRING: usize = 63;
+/// Largest datagram a status packet can need.
+pub const MAX_STATUS_LEN: usize = STATUS_FIXED_LEN + 3 * (1 + MAX_STRING);
+/// IPv4 (20) plus UDP (8) header bytes, subtracted from the MTU.
+pub const IP_UDP_OVERHEAD: usize = 28;
+/// Default path MTU, bytes: safe on plain 1500-byte Ethernet.
+pub const DEFAULT_MTU: usize = 1500;
+/// Most frames one audio packet may carry, whatever the MTU.
+pub const MAX_PACKET_FRAMES: usize = 4096;
+
+/// Packet type, byte 5 of the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketType {
+    /// Sender to group: audio frames with their presentation timestamp.
+    Audio = 1,
+    /// Receiver to sender: t1 of a PTP-style exchange.
+    TimeRequest = 2,
+    /// Sender to receiver: t1 echoed, t2 and t3.
+    TimeReply = 3,
+    /// Any node to group, about once a second: identity and counters.
+    Status = 4,
+}
+
+impl PacketType {
+    fn from_code(code: u8) -> Result<Self, Error> {
+        match code {
+            1 => Ok(PacketType::Audio),
+            2 => Ok(PacketType::TimeRequest),
+            3 => Ok(PacketType::TimeReply),
+            4 => Ok(PacketType::Status),
+            _ => Err(Error::Malformed("unknown packet type")),
+        }
+    }
+}
+
+/// The common header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Packet type.
+    pub ptype: PacketType,
+    /// Session id of the sender the packet is from (audio, reply, a sender's
+    /// status) or addressed to (request, a receiver's status; 0 = none).
+    /// A sender draws a new non-zero id at every start.
+    pub stream_id: u64,
+}
+
+/// FNV-1a, 32 bit, of a stream name: the compact stream name carried in
+/// every audio packet. (Fowler, Noll, Vo; parameters from the FNV reference,
+/// offset basis 0x811c9dc5, prime 0x01000193.)
+pub fn stream_hash(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Fields of an audio packet other than its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioHeader {
+    /// Sender session id.
+    pub stream_id: u64,
+    /// Packet sequence number within the session, from 0.
+    pub seq: u64,
+    /// Index of the packet's first frame within the session, from 0.
+    pub frame: u64,
+    /// Presentation timestamp of the first frame: the sender-clock time (ns)
+    /// at which it entered the sender. Receivers play it at `pts + latency`.
+    pub pts: i64,
+    /// Stream format.
+    pub format: AudioFormat,
+    /// The sender's target latency, µs.
+    pub latency_us: u32,
+    /// [`stream_hash`] of the stream name.
+    pub name_hash: u32,
+    /// Stream priority; higher wins.
+    pub priority: i8,
+    /// Frames in the payload.
+    pub frames: u16,
+}
+
+/// A parsed audio packet borrowing its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct AudioPacket<'a> {
+    /// Header fields.
+    pub header: AudioHeader,
+    /// `frames * channels * sample.bytes()` bytes of interleaved samples.
+    pub payload: &'a [u8],
+}
+
+/// A time request (t2 = t3 = 0) or reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimePacket {
+    /// Session addressed (request) or answering (reply).
+    pub stream_id: u64,
+    /// Node id of the receiver that asked.
+    pub node_id: u64,
+    /// Receiver clock when the request left, ns.
+    pub t1: u64,
+    /// Sender clock when the request arrived, ns.
+    pub t2: u64,
+    /// Sender clock when the reply left, ns.
+    pub t3: u64,
+}
+
+/// Role of a node in a status packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sends a stream.
+    Sender = 1,
+    /// Plays a stream.
+    Receiver = 2,
+}
+
+/// Counters and state a node reports about itself, about once a second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounters {
+    /// Stream format (rate 0 when unknown).
+    pub sample: u8,
+    /// Channels (0 when unknown).
+    pub channels: u8,
+    /// Rate, Hz (0 when unknown).
+    pub rate: u32,
+    /// Target latency, µs.
+    pub latency_us: u32,
+    /// Receiver: estimated sender clock minus local clock, ns.
+    pub clock_offset_ns: i64,
+    /// Receiver: sender clock rate relative to local, parts per billion.
+    pub rate_error_ppb: i32,
+    /// Receiver: current playback error (late positive), ns.
+    pub sync_error_ns: i32,
+    /// Receiver: audio buffered ahead of the playback position, µs.
+    pub buffer_us: u32,
+    /// Audio packets received (sender: sent).
+    pub packets: u64,
+    /// Packets never received (sequence gaps).
+    pub lost: u64,
+    /// Packets that arrived after their frames were played.
+    pub late: u64,
+    /// Packets received more than once.
+    pub duplicated: u64,
+    /// Frames concealed (faded or silent) because their packet was missing.
+    pub concealed_frames: u64,
+    /// Times the playback position ran past the newest received frame.
+    pub underruns: u64,
+}
+
+/// A parsed status packet borrowing its strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusPacket<'a> {
+    /// See [`Header::stream_id`].
+    pub stream_id: u64,
+    /// Random id of the reporting node, stable for its lifetime.
+    pub node_id: u64,
+    /// Sender or receiver.
+    pub role: Role,
+    /// Bit 0: playing (receiver) or streaming (sender).
+    pub flags: u8,
+    /// The counters.
+    pub counters: StatusCounters,
+    /// `node.name` of the node.
+    pub name: &'a str,
+    /// Host name.
+    pub host: &'a str,
+    /// Stream name (`bark.stream`).
+    pub stream: &'a str,
+}
+
+/// Any parsed packet.
+#[derive(Clone, Copy, Debug)]
+pub enum Packet<'a> {
+    /// Audio.
+    Audio(AudioPacket<'a>),
+    /// Time request.
+    TimeRequest(TimePacket),
+    /// Time reply.
+    TimeReply(TimePacket),
+    /// Status.
+    Status(StatusPacket<'a>),
+}
+
+fn u16_at(d: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([d[at], d[at + 1]])
+}
+fn u32_at(d: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(d[at..at + 4].try_into().unwrap_or([0; 4]))
+}
+fn u64_at(d: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(d[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// Parses the common header.
+///
+/// # Errors
+/// [`Error::Malformed`] if shorter than [`HEADER_LEN`], the magic is wrong,
+/// the version is not [`VERSION`], or the type is unknown.
+pub fn parse_header(d: &[u8]) -> Result<Header, Error> {
+    if d.len() < HEADER_LEN {
+        return Err(Error::Malformed("shorter than the header"));
+    }
+    if d[0..4] != MAGIC {
+        return Err(Error::Malformed("bad magic"));
+    }
+    if d[4] != VERSION {
+        return Err(Error::Malformed("unsupported protocol version"));
+    }
+    Ok(Header {
+        ptype: PacketType::from_code(d[5])?,
+        stream_id: u64_at(d, 8),
+    })
+}
+
+fn write_header(out: &mut [u8], ptype: PacketType, stream_id: u64) {
+    out[0..4].copy_from_slice(&MAGIC);
+    out[4] = VERSION;
+    out[5] = ptype as u8;
+    out[6..8].copy_from_slice(&0u16.to_le_bytes());
+    out[8..16].copy_from_slice(&stream_id.to_le_bytes());
+}
+
+/// Parses any packet.
+///
+/// # Errors
+/// [`Error::Malformed`] for anything that does not follow docs/PROTOCOL.md.
+pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
+    let h = parse_header(d)?;
+    match h.ptype {
+        PacketType::Audio => parse_audio(d).map(Packet::Audio),
+        PacketType::TimeRequest => parse_time(d).map(Packet::TimeRequest),
+        PacketType::TimeReply => parse_time(d).map(Packet::TimeReply),
+        PacketType::Status => parse_status(d).map(Packet::Status),
+    }
+}
+
+fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
+    if d.len() < AUDIO_HEADER_LEN {
+        return Err(Error::Malformed("audio packet shorter than its header"));
+    }
+    let rate = u32_at(d, 40);
+    if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+        return Err(Error::Malformed("audio rate out of range"));
+    }
+    let channels = d[53];
+    if channels == 0 || channels > MAX_CHANNELS {
+        return Err(Error::Malformed("audio channel count out of range"));
+    }
+    let sample = SampleFormat::from_code(d[52])?;
+    let frames = u16_at(d, 56);
+    if frames == 0 || frames as usize > MAX_PACKET_FRAMES {
+        return Err(Error::Malformed("audio frame count out of range"));
+    }
+    let format = AudioFormat {
+        sample,
+        rate,
+        channels,
+    };
+    let len = frames as usize * format.frame_bytes();
+    if d.len() != AUDIO_HEADER_LEN + len {
+        return Err(Error::Malformed("audio payload length does not match"));
+    }
+    let stream_id = u64_at(d, 8);
+    if stream_id == 0 {
+        return Err(Error::Malformed("audio from stream id 0"));
+    }
+    Ok(AudioPacket {
+        header: AudioHeader {
+            stream_id,
+            seq: u64_at(d, 16),
+            frame: u64_at(d, 24),
+            pts: u64_at(d, 32) as i64,
+            format,
+            latency_us: u32_at(d, 44),
+            name_hash: u32_at(d, 48),
+            priority: d[54] as i8,
+            frames,
+        },
+        payload: &d[AUDIO_HEADER_LEN..],
+    })
+}
+
+/// Writes an audio packet: header, then `samples` (interleaved, exactly
+/// `h.frames * channels` of them) encoded in `h.format.sample`. Returns the
+/// datagram length, or `None` if `out` is too small.
+pub fn write_audio(out: &mut [u8], h: &AudioHeader, samples: &[f32]) -> Option<usize> {
+    let payload = h.frames as usize * h.format.frame_bytes();
+    let len = AUDIO_HEADER_LEN + payload;
+    if out.len() < len || samples.len() != h.frames as usize * h.format.channels as usize {
+        return None;
+    }
+    write_header(out, PacketType::Audio, h.stream_id);
+    out[16..24].copy_from_slice(&h.seq.to_le_bytes());
+    out[24..32].copy_from_slice(&h.frame.to_le_bytes());
+    out[32..40].copy_from_slice(&h.pts.to_le_bytes());
+    out[40..44].copy_from_slice(&h.format.rate.to_le_bytes());
+    out[44..48].copy_from_slice(&h.latency_us.to_le_bytes());
+    out[48..52].copy_from_slice(&h.name_hash.to_le_bytes());
+    out[52] = h.format.sample.code();
+    out[53] = h.format.channels;
+    out[54] = h.priority as u8;
+    out[55] = 0;
+    out[56..58].copy_from_slice(&h.frames.to_le_bytes());
+    out[58..60].copy_from_slice(&0u16.to_le_bytes());
+    h.format
+        .sample
+        .encode(samples, &mut out[AUDIO_HEADER_LEN..len]);
+    Some(len)
+}
+
+/// Frames per audio packet that fit a path MTU of `mtu` bytes for `format`,
+/// at least 1 and at most [`MAX_PACKET_FRAMES`].
+pub fn frames_for_mtu(mtu: usize, format: &AudioFormat) -> usize {
+    let room = mtu.saturating_sub(IP_UDP_OVERHEAD + AUDIO_HEADER_LEN);
+    (room / format.frame_bytes()).clamp(1, MAX_PACKET_FRAMES)
+}
+
+fn parse_time(d: &[u8]) -> Result<TimePacket, Error> {
+    if d.len() != TIME_LEN {
+        return Err(Error::Malformed("time packet has the wrong length"));
+    }
+    Ok(TimePacket {
+        stream_id: u64_at(d, 8),
+        node_id: u64_at(d, 16),
+        t1: u64_at(d, 24),
+        t2: u64_at(d, 32),
+        t3: u64_at(d, 40),
+    })
+}
+
+/// Writes a time request (`reply == false`) or reply. Returns [`TIME_LEN`],
+/// or `None` if `out` is too small.
+pub fn write_time(out: &mut [u8], reply: bool, t: &TimePacket) -> Option<usize> {
+    if out.len() < TIME_LEN {
+        return None;
+    }
+    let ptype = if reply {
+        PacketType::TimeReply
+    } else {
+        PacketType::TimeRequest
+    };
+    write_header(out, ptype, t.stream_id);
+    out[16..24].copy_from_slice(&t.node_id.to_le_bytes());
+    out[24..32].copy_from_slice(&t.t1.to_le_bytes());
+    out[32..40].copy_from_slice(&t.t2.to_le_bytes());
+    out[40..48].copy_from_slice(&t.t3.to_le_bytes());
+    Some(TIME_LEN)
+}
+
+fn parse_str<'a>(d: &'a [u8], at: &mut usize) -> Result<&'a str, Error> {
+    let len = *d.get(*at).ok_or(Error::Malformed("status string missing"))? as usize;
+    if len > MAX_STRING {
+        return Err(Error::Malformed("status string too long"));
+    }
+    let bytes = d
+        .get(*at + 1..*at + 1 + len)
+        .ok_or(Error::Malformed("status string truncated"))?;
+    *at += 1 + len;
+    core::str::from_utf8(bytes).map_err(|_| Error::Malformed("status string is not UTF-8"))
+}
+
+fn parse_status(d: &[u8]) -> Result<StatusPacket<'_>, Error> {
+    if d.len() < STATUS_FIXED_LEN {
+        return Err(Error::Malformed("status packet shorter than its fixed part"));
+    }
+    let role = match d[24] {
+        1 => Role::Sender,
+        2 => Role::Receiver,
+        _ => return Err(Error::Malformed("unknown role")),
+    };
+    let counters = StatusCounters {
+        sample: d[26],
+        channels: d[27],
+        rate: u32_at(d, 28),
+        latency_us: u32_at(d, 32),
+        clock_offset_ns: u64_at(d, 36) as i64,
+        rate_error_ppb: u32_at(d, 44) as i32,
+        sync_error_ns: u32_at(d, 48) as i32,
+        buffer_us: u32_at(d, 52),
+        packets: u64_at(d, 56),
+        lost: u64_at(d, 64),
+        late: u64_at(d, 72),
+        duplicated: u64_at(d, 80),
+        concealed_frames: u64_at(d, 88),
+        underruns: u64_at(d, 96),
+    };
+    let mut at = STATUS_FIXED_LEN;
+    let name = parse_str(d, &mut at)?;
+    let host = parse_str(d, &mut at)?;
+    let stream = parse_str(d, &mut at)?;
+    if at != d.len() {
+        return Err(Error::Malformed("trailing bytes after status"));
+    }
+    Ok(StatusPacket {
+        stream_id: u64_at(d, 8),
+        node_id: u64_at(d, 16),
+        role,
+        flags: d[25],
+        counters,
+        name,
+        host,
+        stream,
+    })
+}
+
+/// Longest prefix of `s` of at most [`MAX_STRING`] bytes that ends on a
+/// character boundary.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(MAX_STRING);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Writes a status packet; strings longer than [`MAX_STRING`] bytes are cut
+/// at a character boundary. Returns the length, or `None` if `out` is too
+/// small ([`MAX_STATUS_LEN`] always suffices).
+pub fn write_status(out: &mut [u8], s: &StatusPacket<'_>) -> Option<usize> {
+    let (name, host, stream) = (clip(s.name), clip(s.host), clip(s.stream));
+    let len = STATUS_FIXED_LEN + 3 + name.len() + host.len() + stream.len();
+    if out.len() < len {
+        return None;
+    }
+    write_header(out, PacketType::Status, s.stream_id);
+    let c = &s.counters;
+    out[16..24].copy_from_slice(&s.node_id.to_le_bytes());
+    out[24] = s.role as u8;
+    out[25] = s.flags;
+    out[26] = c.sample;
+    out[27] = c.channels;
+    out[28..32].copy_from_slice(&c.rate.to_le_bytes());
+    out[32..36].copy_from_slice(&c.latency_us.to_le_bytes());
+    out[36..44].copy_from_slice(&c.clock_offset_ns.to_le_bytes());
+    out[44..48].copy_from_slice(&c.rate_error_ppb.to_le_bytes());
+    out[48..52].copy_from_slice(&c.sync_error_ns.to_le_bytes());
+    out[52..56].copy_from_slice(&c.buffer_us.to_le_bytes());
+    let counters = [
+        c.packets,
+        c.lost,
+        c.late,
+        c.duplicated,
+        c.concealed_frames,
+        c.underruns,
+    ];
+    for (i, v) in counters.iter().enumerate() {
+        out[56 + 8 * i..64 + 8 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    let mut at = STATUS_FIXED_LEN;
+    for part in [name, host, stream] {
+        out[at] = part.len() as u8;
+        out[at + 1..at + 1 + part.len()].copy_from_slice(part.as_bytes());
+        at += 1 + part.len();
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn audio_header(frames: u16, format: AudioFormat) -> AudioHeader {
+        AudioHeader {
+            stream_id: 7,
+            seq: 3,
+            frame: 144,
+            pts: 1_000_000,
+            format,
+            latency_us: 20_000,
+            name_hash: stream_hash("default"),
+            priority: -2,
+            frames,
+        }
+    }
+
+    #[test]
+    fn fnv_matches_reference_vectors() {
+        // Reference values of 32-bit FNV-1a.
+        assert_eq!(stream_hash(""), 0x811c_9dc5);
+        assert_eq!(stream_hash("a"), 0xe40c_292c);
+        assert_eq!(stream_hash("foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn default_mtu_fits_ethernet() {
+        let f = AudioFormat::default();
+        let frames = frames_for_mtu(DEFAULT_MTU, &f);
+        assert_eq!(frames, (1500 - 28 - 60) / 8);
+        assert!(IP_UDP_OVERHEAD + AUDIO_HEADER_LEN + frames * f.frame_bytes() <= DEFAULT_MTU);
+    }
+
+    #[test]
+    fn rejects_wrong_version_and_magic() {
+        let mut buf = [0u8; TIME_LEN];
+        let t = TimePacket { stream_id: 1, node_id: 2, t1: 3, t2: 4, t3: 5 };
+        write_time(&mut buf, true, &t).unwrap();
+        assert!(matches!(parse(&buf), Ok(Packet::TimeReply(p)) if p == t));
+        let mut bad = buf;
+        bad[4] = 2;
+        assert!(parse(&bad).is_err());
+        let mut bad = buf;
+        bad[0] = b'X';
+        assert!(parse(&bad).is_err());
+        assert!(parse(&buf[..TIME_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn status_cuts_long_strings_on_char_boundary() {
+        let long = "é".repeat(40); // 80 bytes
+        let s = StatusPacket {
+            stream_id: 0,
+            node_id: 9,
+            role: Role::Receiver,
+            flags: 1,
+            counters: StatusCounters::default(),
+            name: &long,
+            host: "h",
+            stream: "",
+        };
+        let mut buf = [0u8; MAX_STATUS_LEN];
+        let n = write_status(&mut buf, &s).unwrap();
+        match parse(&buf[..n]).unwrap() {
+            Packet::Status(p) => {
+                assert_eq!(p.name.len(), 62);
+                assert_eq!(p.host, "h");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = parse(&data);
+        }
+
+        #[test]
+        fn parse_never_panics_with_valid_header(mut data in proptest::collection::vec(any::<u8>(), 16..400), t in 0u8..6) {
+            data[0..4].copy_from_slice(&MAGIC);
+            data[4] = VERSION;
+            data[5] = t;
+            let _ = parse(&data);
+        }
+
+        #[test]
+        fn audio_round_trips(frames in 1u16..100, channels in 1u8..=8, fmt in 0u8..3, seed in any::<u32>()) {
+            let format = AudioFormat { sample: SampleFormat::from_code(fmt).unwrap(), rate: 44_100, channels };
+            let h = audio_header(frames, format);
+            let n = frames as usize * channels as usize;
+            let samples: Vec<f32> = (0..n).map(|i| (((i as u32).wrapping_mul(seed) % 2001) as f32 - 1000.0) / 1000.0).collect();
+            let mut buf = vec![0u8; 65536];
+            let len = write_audio(&mut buf, &h, &samples).unwrap();
+            let p = match parse(&buf[..len]).unwrap() { Packet::Audio(p) => p, _ => panic!() };
+            prop_assert_eq!(p.header, h);
+            let mut back = vec![0f32; n];
+            format.sample.decode(p.payload, &mut back);
+            for (a, b) in samples.iter().zip(&back) {
+                prop_assert!((a - b).abs() < 1e-4);
+            }
+            // Any truncation is rejected.
+            prop_assert!(parse(&buf[..len - 1]).is_err());
+        }
+
+        #[test]
+        fn status_round_trips(node in any::<u64>(), lost in any::<u64>(), off in any::<i64>(), name in "\\PC{0,20}", host in "[a-z]{0,63}") {
+            let s = StatusPacket {
+                stream_id: 5, node_id: node, role: Role::Sender, flags: 1,
+                counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, ..Default::default() },
+                name: &name, host: &host, stream: "kitchen",
+            };
+            let mut buf = [0u8; MAX_STATUS_LEN];
+            let n = write_status(&mut buf, &s).unwrap();
+            let expect = StatusPacket { name: clip(&name), ..s };
+            match parse(&buf[..n]).unwrap() {
+                Packet::Status(p) => prop_assert_eq!(p, expect),
+                _ => prop_assert!(false),
+            }
+        }
+
+        #[test]
+        fn time_round_trips(id in any::<u64>(), t1 in any::<u64>(), t2 in any::<u64>(), t3 in any::<u64>(), reply in any::<bool>()) {
+            let t = TimePacket { stream_id: id, node_id: !id, t1, t2, t3 };
+            let mut buf = [0u8; TIME_LEN];
+            write_time(&mut buf, reply, &t).unwrap();
+            match (parse(&buf).unwrap(), reply) {
+                (Packet::TimeReply(p), true) | (Packet::TimeRequest(p), false) => prop_assert_eq!(p, t),
+                _ => prop_assert!(false),
+            }
+        }
+    }
+}

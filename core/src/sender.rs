@@ -1,0 +1,296 @@
+//! The sending side: stamps the sink's buffers on the sender clock and cuts
+//! them into audio packets; answers receivers' time requests.
+//!
+//! Presentation timestamps come from a [`Dll`] over the buffers' raw
+//! timestamps, so they follow the sender's real audio clock (its true sample
+//! rate, not a nominal 48000) with the scheduling jitter averaged away.
+
+use crate::dll::Dll;
+use crate::format::AudioFormat;
+use crate::protocol::{self, AudioHeader, Packet, Role, StatusCounters, StatusPacket, TimePacket};
+use crate::Error;
+
+/// Default target latency, ns (`sess.latency.msec` = 40): PipeWire's default
+/// quantum (1024 frames, 21.3 ms at 48 kHz) on the receiver plus network
+/// jitter, with margin.
+pub const DEFAULT_LATENCY_NS: u64 = 40_000_000;
+
+/// Settings of a sender.
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Stream format; the sink's buffers arrive as interleaved `f32` of
+    /// `format.channels` and are sent as `format.sample`.
+    pub format: AudioFormat,
+    /// Stream name (`bark.stream`).
+    pub stream: String,
+    /// Stream priority (`bark.priority`); higher wins on a shared group.
+    pub priority: i8,
+    /// Target latency (`sess.latency.msec`), ns: receivers play each frame
+    /// this long after it entered the sink.
+    pub latency_ns: u64,
+    /// Path MTU (`net.mtu`), bytes; packets never exceed it.
+    pub mtu: usize,
+    /// Non-zero random session id, new at every start.
+    pub session_id: u64,
+    /// `node.name`, reported in status packets.
+    pub node_name: String,
+    /// Host name, reported in status packets.
+    pub host: String,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            format: AudioFormat::default(),
+            stream: "default".into(),
+            priority: 0,
+            latency_ns: DEFAULT_LATENCY_NS,
+            mtu: protocol::DEFAULT_MTU,
+            session_id: 1,
+            node_name: "bark_sink".into(),
+            host: String::new(),
+        }
+    }
+}
+
+/// The sender state machine. Owns one preallocated packet buffer; nothing
+/// in [`Sender::push`] allocates.
+pub struct Sender {
+    cfg: SenderConfig,
+    name_hash: u32,
+    packet_frames: usize,
+    buf: Vec<u8>,
+    dll: Dll,
+    frame: u64,
+    seq: u64,
+    next_time: Option<f64>,
+    packets: u64,
+}
+
+impl Sender {
+    /// Creates a sender.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad format, a zero session id, an MTU that
+    /// cannot carry one frame, or a latency over 10 s.
+    pub fn new(cfg: SenderConfig) -> Result<Self, Error> {
+        cfg.format.validate()?;
+        if cfg.session_id == 0 {
+            return Err(Error::Config("session id must not be 0".into()));
+        }
+        let min_mtu = protocol::IP_UDP_OVERHEAD + protocol::AUDIO_HEADER_LEN + cfg.format.frame_bytes();
+        if cfg.mtu < min_mtu || cfg.mtu > 65_507 {
+            return Err(Error::Config(format!(
+                "net.mtu {} must be within {min_mtu}..=65507 for this format",
+                cfg.mtu
+            )));
+        }
+        if cfg.latency_ns > 10_000_000_000 {
+            return Err(Error::Config("sess.latency.msec must be at most 10000".into()));
+        }
+        let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
+        let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
+        Ok(Sender {
+            name_hash: protocol::stream_hash(&cfg.stream),
+            dll: Dll::new(cfg.format.frame_ns()),
+            packet_frames,
+            buf,
+            cfg,
+            frame: 0,
+            seq: 0,
+            next_time: None,
+            packets: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SenderConfig {
+        &self.cfg
+    }
+
+    /// Frames per audio packet at the configured MTU.
+    pub fn packet_frames(&self) -> usize {
+        self.packet_frames
+    }
+
+    /// Real-time entry: one buffer of the sink. `now_ns` is the sender-clock
+    /// time at which its first frame entered the sink (PipeWire: the cycle's
+    /// `now`); `samples` holds whole interleaved frames (a trailing partial
+    /// frame is ignored). `send` is called once per packet with the datagram.
+    /// Does not allocate.
+    pub fn push(&mut self, now_ns: u64, samples: &[f32], send: &mut dyn FnMut(&[u8])) {
+        let ch = self.cfg.format.channels as usize;
+        let frames = samples.len() / ch;
+        if frames == 0 {
+            return;
+        }
+        let u = self.dll.update(now_ns as i64, frames as u32);
+        if u.reset {
+            if let Some(expected) = self.next_time {
+                // After a pause, keep frame index and time on one line: the
+                // skipped span counts as frames nobody sent.
+                let gap = (now_ns as f64 - expected) / self.dll.period();
+                if gap > 0.0 {
+                    self.frame += gap.round() as u64;
+                }
+            }
+        }
+        let period = self.dll.period();
+        self.next_time = Some(u.time as f64 + frames as f64 * period);
+        let mut done = 0;
+        while done < frames {
+            let n = (frames - done).min(self.packet_frames);
+            let h = AudioHeader {
+                stream_id: self.cfg.session_id,
+                seq: self.seq,
+                frame: self.frame,
+                pts: u.time + (done as f64 * period).round() as i64,
+                format: self.cfg.format,
+                latency_us: (self.cfg.latency_ns / 1000) as u32,
+                name_hash: self.name_hash,
+                priority: self.cfg.priority,
+                frames: n as u16,
+            };
+            if let Some(len) = protocol::write_audio(&mut self.buf, &h, &samples[done * ch..(done + n) * ch]) {
+                send(&self.buf[..len]);
+                self.packets += 1;
+            }
+            self.seq += 1;
+            self.frame += n as u64;
+            done += n;
+        }
+    }
+
+    /// Handles a datagram that arrived for the sender. A time request
+    /// addressed to this session gets a reply written into `reply`
+    /// (≥ [`protocol::TIME_LEN`] bytes); the length is returned, to be sent
+    /// back to the requester's address. `t2_ns` is when the request arrived
+    /// (kernel timestamp when available), `t3_ns` the time right before the
+    /// reply is sent. Anything else is ignored (`Ok(None)`).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a malformed datagram.
+    pub fn handle_packet(&mut self, t2_ns: u64, t3_ns: u64, data: &[u8], reply: &mut [u8]) -> Result<Option<usize>, Error> {
+        match protocol::parse(data)? {
+            Packet::TimeRequest(t) if t.stream_id == self.cfg.session_id => Ok(protocol::write_time(
+                reply,
+                true,
+                &TimePacket {
+                    t2: t2_ns,
+                    t3: t3_ns.max(t2_ns),
+                    ..t
+                },
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes this sender's status packet into `buf`
+    /// (≥ [`protocol::MAX_STATUS_LEN`] bytes); returns its length.
+    pub fn write_status(&self, node_id: u64, buf: &mut [u8]) -> Option<usize> {
+        let f = &self.cfg.format;
+        protocol::write_status(
+            buf,
+            &StatusPacket {
+                stream_id: self.cfg.session_id,
+                node_id,
+                role: Role::Sender,
+                flags: u8::from(self.packets > 0),
+                counters: StatusCounters {
+                    sample: f.sample.code(),
+                    channels: f.channels,
+                    rate: f.rate,
+                    latency_us: (self.cfg.latency_ns / 1000) as u32,
+                    rate_error_ppb: ((f.frame_ns() / self.dll.period() - 1.0) * 1e9) as i32,
+                    packets: self.packets,
+                    ..Default::default()
+                },
+                name: &self.cfg.node_name,
+                host: &self.cfg.host,
+                stream: &self.cfg.stream,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse;
+
+    #[test]
+    fn splits_buffers_by_mtu_and_numbers_frames() {
+        let mut s = Sender::new(SenderConfig::default()).unwrap();
+        let per = s.packet_frames();
+        let samples = vec![0.25f32; 1024 * 2];
+        let mut got = Vec::new();
+        s.push(1_000_000, &samples, &mut |d| got.push(d.to_vec()));
+        s.push(1_000_000 + 21_333_333, &samples, &mut |d| got.push(d.to_vec()));
+        let headers: Vec<_> = got
+            .iter()
+            .map(|d| match parse(d).unwrap() {
+                Packet::Audio(a) => a.header,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(headers.len(), 2 * 1024usize.div_ceil(per));
+        let mut next_frame = 0;
+        for (i, h) in headers.iter().enumerate() {
+            assert_eq!(h.seq, i as u64);
+            assert_eq!(h.frame, next_frame);
+            next_frame += h.frames as u64;
+            assert!(got[i].len() + protocol::IP_UDP_OVERHEAD <= 1500);
+        }
+        assert_eq!(next_frame, 2048);
+        // Second buffer's first packet is stamped at its time.
+        let second = headers.iter().find(|h| h.frame == 1024).unwrap();
+        assert_eq!(second.pts, 1_000_000 + 21_333_333);
+    }
+
+    #[test]
+    fn pause_advances_frame_index_with_time() {
+        let mut s = Sender::new(SenderConfig::default()).unwrap();
+        let samples = vec![0.0f32; 480 * 2];
+        let mut last = None;
+        s.push(0, &samples, &mut |_| {});
+        // One second later (a paused sink), frames continue on the same line.
+        s.push(1_000_000_000, &samples, &mut |d| {
+            if let Ok(Packet::Audio(a)) = parse(d) {
+                last.get_or_insert(a.header);
+            }
+        });
+        let h = last.unwrap();
+        assert_eq!(h.frame, 48_000);
+        assert_eq!(h.pts, 1_000_000_000);
+    }
+
+    #[test]
+    fn answers_only_its_own_time_requests() {
+        let cfg = SenderConfig { session_id: 42, ..Default::default() };
+        let mut s = Sender::new(cfg).unwrap();
+        let mut req = [0u8; protocol::TIME_LEN];
+        let t = TimePacket { stream_id: 42, node_id: 9, t1: 100, t2: 0, t3: 0 };
+        protocol::write_time(&mut req, false, &t).unwrap();
+        let mut reply = [0u8; 64];
+        let n = s.handle_packet(200, 210, &req, &mut reply).unwrap().unwrap();
+        match parse(&reply[..n]).unwrap() {
+            Packet::TimeReply(r) => assert_eq!((r.t1, r.t2, r.t3, r.node_id), (100, 200, 210, 9)),
+            _ => panic!(),
+        }
+        let other = TimePacket { stream_id: 43, ..t };
+        protocol::write_time(&mut req, false, &other).unwrap();
+        assert_eq!(s.handle_packet(200, 210, &req, &mut reply).unwrap(), None);
+        assert!(s.handle_packet(200, 210, b"junk", &mut reply).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        for cfg in [
+            SenderConfig { session_id: 0, ..Default::default() },
+            SenderConfig { mtu: 50, ..Default::default() },
+            SenderConfig { format: AudioFormat { rate: 1, ..Default::default() }, ..Default::default() },
+        ] {
+            assert!(Sender::new(cfg).is_err());
+        }
+    }
+}
