@@ -1,1 +1,201 @@
-//! (in progress)
+//! The jitter buffer: received frames stored by their frame index in the
+//! sender's session, already decoded to `f32` and mapped to the output's
+//! channels.
+//!
+//! Each slot carries a tag naming which frame it holds, so reordering,
+//! duplicates, holes and stale data from an earlier lap of the ring all fall
+//! out of one comparison, with no per-packet bookkeeping.
+
+use crate::format::SampleFormat;
+
+/// Outcome of [`JitterBuffer::insert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Insert {
+    /// At least one new frame stored.
+    New,
+    /// Every frame was already there.
+    Duplicate,
+    /// Entirely before `keep_from`: played already or about to be.
+    Late,
+    /// Too far ahead of `keep_from` to fit the ring.
+    TooFar,
+}
+
+/// Ring of frames. Capacity is a power of two, fixed at creation.
+#[derive(Clone, Debug)]
+pub struct JitterBuffer {
+    channels: usize,
+    mask: u64,
+    shift: u32,
+    data: Vec<f32>,
+    tags: Vec<u32>,
+    newest: Option<u64>,
+}
+
+impl JitterBuffer {
+    /// A ring of at least `min_frames` frames of `channels` samples.
+    pub fn new(min_frames: usize, channels: usize) -> Self {
+        let cap = min_frames.max(16).next_power_of_two();
+        JitterBuffer {
+            channels,
+            mask: cap as u64 - 1,
+            shift: cap.trailing_zeros(),
+            data: vec![0.0; cap * channels],
+            tags: vec![0; cap],
+            newest: None,
+        }
+    }
+
+    /// Capacity, frames.
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Output channels per frame.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// One past the highest frame index stored since the last clear.
+    pub fn end(&self) -> Option<u64> {
+        self.newest
+    }
+
+    /// Empties the ring (O(capacity); on session changes only).
+    pub fn clear(&mut self) {
+        self.tags.fill(0);
+        self.newest = None;
+    }
+
+    fn tag(&self, frame: u64) -> u32 {
+        // Lap number, never 0 so that 0 means empty.
+        ((frame >> self.shift) as u32).wrapping_add(1).max(1)
+    }
+
+    /// The frame `frame`, if stored.
+    pub fn get(&self, frame: u64) -> Option<&[f32]> {
+        let slot = (frame & self.mask) as usize;
+        if self.tags[slot] == self.tag(frame) {
+            Some(&self.data[slot * self.channels..(slot + 1) * self.channels])
+        } else {
+            None
+        }
+    }
+
+    /// Whether `frame` is stored.
+    pub fn has(&self, frame: u64) -> bool {
+        self.tags[(frame & self.mask) as usize] == self.tag(frame)
+    }
+
+    /// Stores `frames` frames starting at index `first`, decoded from
+    /// `payload` (wire format `sample`, `in_channels` per frame). Frames
+    /// before `keep_from` (the playback position) are skipped; the ring keeps
+    /// `[keep_from, keep_from + capacity)`. Input channels map to output
+    /// channels by averaging those with the same index modulo the output
+    /// count (downmix) or repeating (upmix).
+    pub fn insert(
+        &mut self,
+        first: u64,
+        frames: usize,
+        payload: &[u8],
+        sample: SampleFormat,
+        in_channels: usize,
+        keep_from: u64,
+    ) -> Insert {
+        let last = first + frames as u64;
+        if last <= keep_from {
+            return Insert::Late;
+        }
+        if last > keep_from + self.capacity() {
+            return Insert::TooFar;
+        }
+        let bytes = sample.bytes();
+        let out_ch = self.channels;
+        let mut fresh = false;
+        let mut one = [0f32; 1];
+        for i in 0..frames {
+            let frame = first + i as u64;
+            if frame < keep_from || self.has(frame) {
+                continue;
+            }
+            fresh = true;
+            let slot = (frame & self.mask) as usize;
+            let dst = &mut self.data[slot * out_ch..(slot + 1) * out_ch];
+            let src = &payload[i * in_channels * bytes..(i + 1) * in_channels * bytes];
+            if in_channels == out_ch {
+                sample.decode(src, dst);
+            } else if in_channels > out_ch {
+                dst.fill(0.0);
+                let mut counts = [0u8; 8];
+                for c in 0..in_channels {
+                    sample.decode(&src[c * bytes..(c + 1) * bytes], &mut one);
+                    dst[c % out_ch] += one[0];
+                    counts[c % out_ch] += 1;
+                }
+                for (d, n) in dst.iter_mut().zip(counts) {
+                    *d /= n.max(1) as f32;
+                }
+            } else {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    let s = c % in_channels;
+                    sample.decode(&src[s * bytes..(s + 1) * bytes], &mut one);
+                    *d = one[0];
+                }
+            }
+            self.tags[slot] = self.tag(frame);
+        }
+        self.newest = Some(self.newest.map_or(last, |n| n.max(last)));
+        if fresh {
+            Insert::New
+        } else {
+            Insert::Duplicate
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(values: &[f32]) -> Vec<u8> {
+        let mut b = vec![0u8; values.len() * 4];
+        SampleFormat::F32.encode(values, &mut b);
+        b
+    }
+
+    #[test]
+    fn stores_reordered_and_flags_duplicates_and_late() {
+        let mut j = JitterBuffer::new(64, 2);
+        let p = payload(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(j.insert(10, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
+        assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
+        assert_eq!(j.insert(10, 2, &p, SampleFormat::F32, 2, 0), Insert::Duplicate);
+        assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 8), Insert::Late);
+        assert_eq!(j.get(11), Some(&[3.0, 4.0][..]));
+        assert_eq!(j.get(12), None);
+        assert_eq!(j.end(), Some(12));
+        assert_eq!(j.insert(200, 2, &p, SampleFormat::F32, 2, 100), Insert::TooFar);
+    }
+
+    #[test]
+    fn a_lap_later_the_old_frame_is_gone() {
+        let mut j = JitterBuffer::new(16, 1);
+        let p = payload(&[0.5]);
+        j.insert(3, 1, &p, SampleFormat::F32, 1, 0);
+        assert!(j.has(3));
+        assert!(!j.has(3 + 16));
+        j.insert(19, 1, &payload(&[0.25]), SampleFormat::F32, 1, 10);
+        assert!(!j.has(3));
+        assert_eq!(j.get(19), Some(&[0.25][..]));
+    }
+
+    #[test]
+    fn maps_channels() {
+        let mut down = JitterBuffer::new(16, 1);
+        down.insert(0, 1, &payload(&[0.2, 0.4]), SampleFormat::F32, 2, 0);
+        assert!((down.get(0).unwrap()[0] - 0.3).abs() < 1e-6);
+        let mut up = JitterBuffer::new(16, 2);
+        up.insert(0, 1, &payload(&[0.7]), SampleFormat::F32, 1, 0);
+        assert_eq!(up.get(0).unwrap(), &[0.7, 0.7]);
+    }
+}

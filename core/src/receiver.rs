@@ -1,9 +1,53 @@
-//! The receiving side. (API frozen; implementation in progress.)
+//! The receiving side: follows one sender's stream and fills output buffers
+//! so that every frame is heard at its presentation time plus the target
+//! latency, on the sender's clock.
+//!
+//! Per output buffer ([`Receiver::fill`]):
+//! 1. a [`Dll`] smooths the adapter's "first frame heard at" timestamps and
+//!    measures the output device's real frame period;
+//! 2. that instant is mapped onto the sender clock ([`ClockSync`]), minus the
+//!    latency and the per-receiver delay, and through the sender's timeline
+//!    (`pts` of recent packets) to a fractional target frame;
+//! 3. the [`DriftController`] compares it with the frame actually being
+//!    played and trims the resampling ratio (or jumps);
+//! 4. frames come out of the [`JitterBuffer`], with holes faded out and in,
+//!    through the interpolation [`Kernel`].
+//!
+//! Everything is preallocated in [`Receiver::new`]; neither `fill` nor
+//! `handle_packet` allocates.
 
-use crate::format::AudioFormat;
-use crate::protocol::StatusCounters;
+use crate::clock::ClockSync;
+use crate::dll::Dll;
+use crate::drift::{Action, DriftController};
+use crate::format::{AudioFormat, MAX_RATE};
+use crate::jitter::{Insert, JitterBuffer};
+use crate::protocol::{self, Packet, Role, StatusCounters, StatusPacket, TimePacket};
+use crate::resample::{Kernel, AFTER, BEFORE, TAPS};
+use crate::select::{Choice, Selector, QUIET_NS};
 use crate::Error;
 use std::net::SocketAddr;
+
+/// Largest target latency, ns (2 s); the ring is sized for it.
+pub const MAX_LATENCY_NS: u64 = 2_000_000_000;
+/// Ring length, s of audio at [`MAX_RATE`]: latency plus headroom.
+const RING_SECONDS: f64 = 2.5;
+/// Frames over which audio fades out before a hole and in after it: about
+/// 1.3 ms at 48 kHz, long enough to avoid a click, short enough to keep most
+/// of the audio around a single lost packet.
+pub const FADE_FRAMES: usize = 64;
+/// Time requests during the first [`FAST_SAMPLES`] exchanges, ns apart.
+pub const FAST_INTERVAL_NS: u64 = 10_000_000;
+/// Exchanges made at the fast interval after a (re)start.
+pub const FAST_SAMPLES: usize = 48;
+/// Time requests afterwards, ns apart (20 per second: ≈ 2 kB/s each way).
+pub const SLOW_INTERVAL_NS: u64 = 50_000_000;
+/// Exchanges needed before playback starts.
+pub const MIN_CLOCK_SAMPLES: usize = 8;
+/// A packet whose pts is this far (ns) from the sender timeline's
+/// prediction starts a new timeline (the sender paused or re-anchored).
+const PTS_BREAK_NS: f64 = 1_000_000.0;
+/// Output frames rendered per inner step; bounds the scratch buffers.
+const CHUNK: usize = 4096;
 
 /// Settings of a receiver.
 #[derive(Clone, Debug)]
@@ -12,72 +56,559 @@ pub struct ReceiverConfig {
     pub rate: u32,
     /// Output channels (`audio.channels`).
     pub channels: u8,
-    /// Target latency override (`sess.latency.msec`), ns; `None` follows the sender.
+    /// Target latency override (`sess.latency.msec`), ns; `None` follows the
+    /// sender's. At most [`MAX_LATENCY_NS`].
     pub latency_ns: Option<u64>,
-    /// Extra per-receiver delay (`bark.delay.msec`), ns; may be negative.
+    /// Extra per-receiver delay (`bark.delay.msec`), ns; may be negative
+    /// (e.g. to compensate a slow DAC) but not below −latency.
     pub delay_ns: i64,
-    /// Stream to follow (`bark.stream`); `None` follows the best one.
+    /// Stream to follow (`bark.stream`); `None` follows the best one
+    /// (see [`crate::select`]).
     pub stream: Option<String>,
-    /// Random node id.
+    /// Random non-zero node id, stable for the receiver's lifetime.
     pub node_id: u64,
-    /// `node.name`.
+    /// `node.name`, reported in status packets.
     pub node_name: String,
-    /// Host name.
+    /// Host name, reported in status packets.
     pub host: String,
 }
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        ReceiverConfig { rate: 48_000, channels: 2, latency_ns: None, delay_ns: 0, stream: None, node_id: 1, node_name: "bark_source".into(), host: String::new() }
+        ReceiverConfig {
+            rate: 48_000,
+            channels: 2,
+            latency_ns: None,
+            delay_ns: 0,
+            stream: None,
+            node_id: 1,
+            node_name: "bark_source".into(),
+            host: String::new(),
+        }
     }
+}
+
+/// The sender's timeline: frame index → sender-clock time, from the `pts`
+/// of recent packets. Anchors one second apart give the sender's true frame
+/// period over up to 16 s.
+#[derive(Clone, Debug)]
+struct Timeline {
+    nominal: f64,
+    period: f64,
+    anchors: [(u64, i64); 16],
+    n: usize,
+    head: usize,
+    newest: Option<(u64, i64)>,
+}
+
+impl Timeline {
+    fn new(nominal: f64) -> Self {
+        Timeline {
+            nominal,
+            period: nominal,
+            anchors: [(0, 0); 16],
+            n: 0,
+            head: 0,
+            newest: None,
+        }
+    }
+
+    fn update(&mut self, frame: u64, pts: i64) {
+        if let Some((f, p)) = self.newest {
+            if frame <= f {
+                return;
+            }
+            let predicted = p as f64 + (frame - f) as f64 * self.period;
+            if (pts as f64 - predicted).abs() > PTS_BREAK_NS {
+                self.n = 0;
+            }
+        }
+        self.newest = Some((frame, pts));
+        let last_anchor = self.anchors[(self.head + 15) % 16].1;
+        if self.n == 0 || pts - last_anchor >= 1_000_000_000 {
+            self.anchors[self.head] = (frame, pts);
+            self.head = (self.head + 1) % 16;
+            self.n = (self.n + 1).min(16);
+        }
+        let (f0, p0) = self.anchors[(self.head + 16 - self.n) % 16];
+        if pts - p0 >= 500_000_000 && frame > f0 {
+            self.period = ((pts - p0) as f64 / (frame - f0) as f64).clamp(self.nominal * 0.99, self.nominal * 1.01);
+        }
+    }
+
+    /// Fractional frame index presented at sender time `s`.
+    fn frame_at(&self, s: f64) -> Option<f64> {
+        self.newest.map(|(f, p)| f as f64 + (s - p as f64) / self.period)
+    }
+}
+
+/// State of the followed session.
+#[derive(Clone, Debug)]
+struct Session {
+    id: u64,
+    format: AudioFormat,
+    latency_ns: u64,
+    timeline: Timeline,
+    first_seq: u64,
+    max_seq: u64,
+    unique: u64,
+    late: u64,
 }
 
 /// The receiver state machine.
 pub struct Receiver {
     cfg: ReceiverConfig,
+    selector: Selector,
+    clock: ClockSync,
+    jitter: JitterBuffer,
+    kernel: Kernel,
+    cutoff: f64,
+    session: Option<Session>,
+    out_dll: Dll,
+    drift: DriftController,
+    playing: bool,
+    in_underrun: bool,
+    /// Fractional sender frame heard at the next output frame.
+    x: f64,
+    ratio: f64,
+    scratch: Vec<f32>,
+    dist: Vec<u16>,
+    next_request: u64,
+    outstanding: [u64; 8],
+    out_next: usize,
+    counters: StatusCounters,
+    lost_before: u64,
+    last_error_ns: f64,
+    last_heard: u64,
 }
 
 impl Receiver {
-    /// Creates a receiver; preallocates everything.
+    /// Creates a receiver; preallocates the ring (2.5 s at 192 kHz) and all
+    /// scratch space.
     ///
     /// # Errors
-    /// [`Error::Config`] for out-of-range settings.
+    /// [`Error::Config`] for an output format out of range, a latency over
+    /// [`MAX_LATENCY_NS`], a delay that would play before the latency allows,
+    /// or a node id of 0.
     pub fn new(cfg: ReceiverConfig) -> Result<Self, Error> {
-        AudioFormat { rate: cfg.rate, channels: cfg.channels, ..Default::default() }.validate()?;
-        Ok(Receiver { cfg })
+        AudioFormat {
+            rate: cfg.rate,
+            channels: cfg.channels,
+            ..Default::default()
+        }
+        .validate()?;
+        if cfg.latency_ns.is_some_and(|l| l > MAX_LATENCY_NS) {
+            return Err(Error::Config(format!(
+                "sess.latency.msec must be at most {}",
+                MAX_LATENCY_NS / 1_000_000
+            )));
+        }
+        if cfg.delay_ns.unsigned_abs() > MAX_LATENCY_NS {
+            return Err(Error::Config("bark.delay.msec must be within ±2000".into()));
+        }
+        if cfg.node_id == 0 {
+            return Err(Error::Config("node id must not be 0".into()));
+        }
+        let ch = cfg.channels as usize;
+        let ring = (MAX_RATE as f64 * RING_SECONDS) as usize;
+        // Input frames one chunk can read at the highest rate ratio.
+        let max_ratio = (MAX_RATE as f64 / cfg.rate as f64) * 1.01;
+        let scratch_frames = (CHUNK as f64 * max_ratio) as usize + TAPS + 2 * FADE_FRAMES + 8;
+        Ok(Receiver {
+            selector: Selector::new(cfg.stream.as_deref().map(protocol::stream_hash)),
+            clock: ClockSync::new(),
+            jitter: JitterBuffer::new(ring, ch),
+            kernel: Kernel::new(1.0),
+            cutoff: 1.0,
+            session: None,
+            out_dll: Dll::new(1e9 / cfg.rate as f64),
+            drift: DriftController::new(),
+            playing: false,
+            in_underrun: false,
+            x: 0.0,
+            ratio: 1.0,
+            scratch: vec![0.0; scratch_frames * ch],
+            dist: vec![0; scratch_frames],
+            next_request: 0,
+            outstanding: [u64::MAX; 8],
+            out_next: 0,
+            counters: StatusCounters::default(),
+            lost_before: 0,
+            last_error_ns: 0.0,
+            last_heard: 0,
+            cfg,
+        })
     }
 
-    /// Handles a datagram received at local time `now_ns` from `from`.
+    /// The configuration.
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.cfg
+    }
+
+    /// Whether audio is being played (not silence).
+    pub fn playing(&self) -> bool {
+        self.playing
+    }
+
+    /// Session id followed, if any.
+    pub fn session(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
+    /// Format of the followed stream.
+    pub fn format(&self) -> Option<AudioFormat> {
+        self.session.as_ref().map(|s| s.format)
+    }
+
+    /// The sender clock estimator.
+    pub fn clock(&self) -> &ClockSync {
+        &self.clock
+    }
+
+    /// Read-position jumps so far (start-ups and resyncs).
+    pub fn jumps(&self) -> u64 {
+        self.drift.jumps()
+    }
+
+    /// The latest playback error, ns (late positive).
+    pub fn sync_error_ns(&self) -> f64 {
+        self.last_error_ns
+    }
+
+    /// Handles a datagram received at local time `now_ns` (kernel receive
+    /// timestamp when available) from `from`. Audio of other streams, status
+    /// packets and requests are ignored.
     ///
     /// # Errors
-    /// [`Error::Malformed`] for a malformed datagram (dropped).
+    /// [`Error::Malformed`] for a malformed datagram; it is dropped and
+    /// nothing buffered is touched.
     pub fn handle_packet(&mut self, now_ns: u64, data: &[u8], from: SocketAddr) -> Result<(), Error> {
-        let _ = (now_ns, data, from);
+        match protocol::parse(data)? {
+            Packet::Audio(a) => {
+                let h = a.header;
+                match self.selector.offer(now_ns, &h, from) {
+                    Choice::Ignore => return Ok(()),
+                    Choice::Switch => self.start_session(now_ns, &h),
+                    Choice::Follow => {
+                        if self.session.as_ref().is_some_and(|s| s.format != h.format) {
+                            self.start_session(now_ns, &h);
+                        }
+                    }
+                }
+                self.last_heard = now_ns;
+                let keep_from = if self.playing {
+                    (self.x.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64
+                } else {
+                    (h.frame + h.frames as u64).saturating_sub(self.jitter.capacity() / 2)
+                };
+                let Some(s) = self.session.as_mut() else {
+                    return Ok(());
+                };
+                let mut result = self.jitter.insert(
+                    h.frame,
+                    h.frames as usize,
+                    a.payload,
+                    h.format.sample,
+                    h.format.channels as usize,
+                    keep_from,
+                );
+                if result == Insert::TooFar {
+                    // The stream moved on (a long pause): restart playback
+                    // from wherever it is now.
+                    self.playing = false;
+                    result = self.jitter.insert(
+                        h.frame,
+                        h.frames as usize,
+                        a.payload,
+                        h.format.sample,
+                        h.format.channels as usize,
+                        h.frame,
+                    );
+                }
+                match result {
+                    Insert::New => {
+                        s.unique += 1;
+                        self.counters.packets += 1;
+                    }
+                    Insert::Duplicate => self.counters.duplicated += 1,
+                    Insert::Late => {
+                        s.late += 1;
+                        self.counters.late += 1;
+                    }
+                    Insert::TooFar => {}
+                }
+                if result != Insert::Duplicate {
+                    s.max_seq = s.max_seq.max(h.seq);
+                    s.first_seq = s.first_seq.min(h.seq);
+                }
+                s.timeline.update(h.frame, h.pts);
+                let expected = s.max_seq - s.first_seq + 1;
+                // Late packets arrived, just too late: they are not lost.
+                self.counters.lost = self.lost_before + expected.saturating_sub(s.unique + s.late);
+            }
+            Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
+            Packet::TimeRequest(_) | Packet::Status(_) => {}
+        }
         Ok(())
     }
 
-    /// A datagram to send now (a time request), written into `buf`
-    /// (≥ 64 bytes), with its destination.
-    pub fn poll_transmit(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        let _ = (now_ns, buf);
-        None
+    fn handle_reply(&mut self, now_ns: u64, t: &TimePacket) {
+        if Some(t.stream_id) != self.session() || t.node_id != self.cfg.node_id {
+            return;
+        }
+        // Only replies to requests we sent, each once.
+        let Some(slot) = self.outstanding.iter().position(|&o| o == t.t1) else {
+            return;
+        };
+        self.outstanding[slot] = u64::MAX;
+        self.clock.add(t.t1, t.t2, t.t3, now_ns);
     }
 
-    /// Real-time entry: fills `out` (interleaved, `channels` per frame) with
-    /// the audio to be heard from local time `play_ns` on.
+    fn start_session(&mut self, now_ns: u64, h: &protocol::AudioHeader) {
+        self.lost_before = self.counters.lost;
+        let latency = self
+            .cfg
+            .latency_ns
+            .unwrap_or(h.latency_us as u64 * 1000)
+            .min(MAX_LATENCY_NS);
+        self.session = Some(Session {
+            id: h.stream_id,
+            format: h.format,
+            latency_ns: latency,
+            timeline: Timeline::new(h.format.frame_ns()),
+            first_seq: h.seq,
+            max_seq: h.seq,
+            unique: 0,
+            late: 0,
+        });
+        self.clock.reset();
+        self.jitter.clear();
+        self.drift.reset();
+        self.playing = false;
+        self.next_request = now_ns;
+        self.outstanding = [u64::MAX; 8];
+        let r0 = h.format.rate as f64 / self.cfg.rate as f64;
+        let cutoff = if (r0 - 1.0).abs() < 1e-3 { 1.0 } else { (1.0 / r0).min(1.0) * 0.92 };
+        if cutoff != self.cutoff {
+            self.kernel.set_cutoff(cutoff);
+            self.cutoff = cutoff;
+        }
+        self.ratio = r0;
+    }
+
+    /// A datagram to send now, written into `buf` (≥ [`protocol::TIME_LEN`]
+    /// bytes), and its destination: the time request of the PTP-style
+    /// exchange, to the followed sender's address. Call until `None` each
+    /// cycle.
+    pub fn poll_transmit(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let session = self.session()?;
+        if now_ns < self.next_request {
+            return None;
+        }
+        let addr = self.selector.current_addr()?;
+        let interval = if self.clock.len() < FAST_SAMPLES {
+            FAST_INTERVAL_NS
+        } else {
+            SLOW_INTERVAL_NS
+        };
+        self.next_request = now_ns + interval;
+        let len = protocol::write_time(
+            buf,
+            false,
+            &TimePacket {
+                stream_id: session,
+                node_id: self.cfg.node_id,
+                t1: now_ns,
+                t2: 0,
+                t3: 0,
+            },
+        )?;
+        self.outstanding[self.out_next] = now_ns;
+        self.out_next = (self.out_next + 1) % self.outstanding.len();
+        Some((len, addr))
+    }
+
+    /// Real-time entry: fills `out` (interleaved, `channels` per frame; a
+    /// trailing partial frame is zeroed) with the audio to be heard from
+    /// local time `play_ns` on: the instant the first frame of `out` reaches
+    /// the listener. Silence until a stream is followed and the clock is
+    /// known. Does not allocate.
     pub fn fill(&mut self, play_ns: u64, out: &mut [f32]) {
-        let _ = play_ns;
-        out.fill(0.0);
+        let ch = self.cfg.channels as usize;
+        let frames = out.len() / ch;
+        out[frames * ch..].fill(0.0);
+        if frames == 0 {
+            return;
+        }
+        let u = self.out_dll.update(play_ns as i64, frames as u32);
+        let dt_s = frames as f64 * self.out_dll.period() * 1e-9;
+        let Some(target) = self.target(u.time) else {
+            self.playing = false;
+            out.fill(0.0);
+            return;
+        };
+        let Some(s) = self.session.as_ref() else {
+            out.fill(0.0);
+            return;
+        };
+        let period = s.timeline.period;
+        let r0 = self.out_dll.period() * (1.0 + self.clock.estimate().map_or(0.0, |e| e.rate)) / period;
+        if !self.playing {
+            let k = target.floor();
+            if k < BEFORE as f64 || !self.jitter.has(k as u64) || !self.jitter.has(k as u64 + 1) {
+                out.fill(0.0);
+                return;
+            }
+            self.playing = true;
+            self.x = target;
+            self.ratio = r0;
+            self.drift.note_jump();
+        } else {
+            let err = (target - self.x) * period;
+            self.last_error_ns = err;
+            match self.drift.update(err, dt_s) {
+                Action::Jump => {
+                    if std::env::var("BARK_DEBUG").is_ok() { eprintln!("jump node={} t={} err={} x={} target={} ratio={} period={} clock_n={} est={:?}", self.cfg.node_id, u.time, err, self.x, target, self.ratio, period, self.clock.len(), self.clock.estimate()); }
+                    self.x = target;
+                    self.ratio = r0;
+                }
+                Action::Slew(k) => self.ratio = r0 * (1.0 + k),
+            }
+        }
+        let mut done = 0;
+        while done < frames {
+            let n = (frames - done).min(CHUNK);
+            self.render(&mut out[done * ch..(done + n) * ch]);
+            done += n;
+        }
+        if let Some(end) = self.jitter.end() {
+            self.counters.buffer_us = ((end as f64 - self.x).max(0.0) * period / 1000.0) as u32;
+        }
+    }
+
+    /// Target read position for output heard at smoothed local time `t`.
+    fn target(&self, t: i64) -> Option<f64> {
+        let s = self.session.as_ref()?;
+        if self.clock.len() < MIN_CLOCK_SAMPLES {
+            return None;
+        }
+        if t > 0 && (t as u64).saturating_sub(self.last_heard) > QUIET_NS {
+            return None;
+        }
+        let e = self.clock.estimate()?;
+        let sender_t = e.to_sender(t) - s.latency_ns as f64 - self.cfg.delay_ns as f64;
+        s.timeline.frame_at(sender_t)
+    }
+
+    /// Renders one chunk at the current position and ratio, and advances.
+    fn render(&mut self, out: &mut [f32]) {
+        let ch = self.cfg.channels as usize;
+        let n = out.len() / ch;
+        let step = self.ratio;
+        let first = self.x.floor() as i64 - BEFORE as i64;
+        let last = (self.x + (n - 1) as f64 * step).floor() as i64 + AFTER as i64;
+        let len = (last - first + 1) as usize;
+        let fade = FADE_FRAMES as i64;
+        let span = len + 2 * FADE_FRAMES;
+        if span > self.dist.len() {
+            // Cannot happen with CHUNK-sized calls and a clamped ratio;
+            // stay silent rather than read out of bounds.
+            out.fill(0.0);
+            self.x += n as f64 * step;
+            return;
+        }
+        let end = self.jitter.end().unwrap_or(0) as i64;
+        if last >= end {
+            if !self.in_underrun {
+                self.counters.underruns += 1;
+                self.in_underrun = true;
+            }
+        } else {
+            self.in_underrun = false;
+        }
+        // Distance (frames) from each frame in [first − fade, last + fade]
+        // to the nearest missing one, capped at `fade`. Frames not yet
+        // received beyond what this chunk reads are not counted missing:
+        // they are simply still on their way.
+        let lo = first - fade;
+        let missing = |k: i64| -> bool {
+            if k < 0 {
+                return true;
+            }
+            if k >= end {
+                return k <= last;
+            }
+            !self.jitter.has(k as u64)
+        };
+        let mut d = fade as u16;
+        for i in 0..span {
+            let k = lo + i as i64;
+            d = if missing(k) { 0 } else { (d + 1).min(fade as u16) };
+            self.dist[i] = d;
+        }
+        d = fade as u16;
+        for i in (0..span).rev() {
+            let k = lo + i as i64;
+            d = if missing(k) { 0 } else { (d + 1).min(fade as u16) };
+            self.dist[i] = self.dist[i].min(d);
+        }
+        let consumed_to = (self.x + n as f64 * step).floor() as i64;
+        for i in 0..len {
+            let k = first + i as i64;
+            let dst = &mut self.scratch[i * ch..(i + 1) * ch];
+            let dist = self.dist[i + FADE_FRAMES];
+            let src = if k >= 0 && dist > 0 { self.jitter.get(k as u64) } else { None };
+            match src {
+                Some(src) => {
+                    let g = dist as f32 / fade as f32;
+                    for (o, s) in dst.iter_mut().zip(src) {
+                        *o = s * g;
+                    }
+                }
+                _ => {
+                    dst.fill(0.0);
+                    if k >= self.x.floor() as i64 && k < consumed_to {
+                        self.counters.concealed_frames += 1;
+                    }
+                }
+            }
+        }
+        self.kernel.render(&self.scratch[..len * ch], ch, self.x - first as f64, step, out);
+        self.x += n as f64 * step;
     }
 
     /// Counters for status packets and `bark stats`.
     pub fn counters(&self) -> StatusCounters {
-        StatusCounters::default()
+        let mut c = self.counters;
+        if let Some(s) = &self.session {
+            c.sample = s.format.sample.code();
+            c.channels = s.format.channels;
+            c.rate = s.format.rate;
+            c.latency_us = (s.latency_ns / 1000) as u32;
+        }
+        if let Some(e) = self.clock.estimate() {
+            c.clock_offset_ns = e.offset as i64;
+            c.rate_error_ppb = (e.rate * 1e9) as i32;
+        }
+        c.sync_error_ns = self.last_error_ns.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+        c
     }
 
-    /// Writes this receiver's status packet into `buf`; returns its length.
+    /// Writes this receiver's status packet into `buf`
+    /// (≥ [`protocol::MAX_STATUS_LEN`] bytes); returns its length.
     pub fn write_status(&self, buf: &mut [u8]) -> Option<usize> {
-        let _ = (buf, &self.cfg);
-        None
+        protocol::write_status(
+            buf,
+            &StatusPacket {
+                stream_id: self.session().unwrap_or(0),
+                node_id: self.cfg.node_id,
+                role: Role::Receiver,
+                flags: u8::from(self.playing),
+                counters: self.counters(),
+                name: &self.cfg.node_name,
+                host: &self.cfg.host,
+                stream: self.cfg.stream.as_deref().unwrap_or(""),
+            },
+        )
     }
 }

@@ -1,1 +1,671 @@
-//! (in progress)
+//! Deterministic simulation: one sender and several receivers, each with its
+//! own system clock (offset, rate error) and audio device clock (rate
+//! error), behind a network with delay, jitter, loss, bursts, reordering and
+//! duplication, all driven through the real [`Sender`] and [`Receiver`].
+//!
+//! Ground truth is simulated true time. The sender plays a quadrature tone
+//! (sine left, cosine right, [`TONE_HZ`]) whose phase encodes the frame
+//! index, so the frame a receiver is playing can be read back from its
+//! output alone, to a few nanoseconds, without trusting the receiver's own
+//! bookkeeping. For every output frame the simulator computes
+//!
+//! ```text
+//! error = (true time it is heard) − (true time its frame entered the sender
+//!          + target latency + receiver delay)
+//! ```
+//!
+//! and summarises convergence, error percentiles, inter-receiver skew and
+//! underruns. Same seed, same result: nothing reads a real clock.
+
+use crate::protocol;
+use crate::receiver::{Receiver, ReceiverConfig};
+use crate::sender::{Sender, SenderConfig};
+use crate::AudioFormat;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Frequency of the measurement tone, Hz. Low, so the resampler passes it
+/// unchanged and one period (1 s) spans any plausible error.
+pub const TONE_HZ: f64 = 1.0;
+/// An output frame counts as converged-audible when its amplitude exceeds
+/// this (faded, concealed frames are excluded from timing statistics).
+const AUDIBLE: f64 = 0.9;
+/// Convergence: the first 100 ms window of output, after which audio is due,
+/// whose frames all lie within this error.
+const CONVERGED_NS: f64 = 50_000.0;
+const WINDOW_NS: f64 = 100e6;
+
+/// Network impairments of one direction of one path.
+#[derive(Clone, Debug)]
+pub struct NetModel {
+    /// Fixed one-way delay, ns.
+    pub delay_ns: f64,
+    /// Extra queueing delay, uniform in [`jitter_min_ns`, `jitter_max_ns`].
+    pub jitter_min_ns: f64,
+    /// See `jitter_min_ns`.
+    pub jitter_max_ns: f64,
+    /// Probability a packet is lost outside bursts.
+    pub loss: f64,
+    /// Probability per packet of entering a loss burst.
+    pub burst_start: f64,
+    /// Packets lost in a burst.
+    pub burst_len: u32,
+    /// Probability a packet is held back by an extra `reorder_ns`.
+    pub reorder: f64,
+    /// Extra delay of a reordered packet, ns.
+    pub reorder_ns: f64,
+    /// Probability a packet is delivered twice.
+    pub duplicate: f64,
+}
+
+impl NetModel {
+    /// A clean wired LAN: `delay` ns plus up to `jitter` ns.
+    pub fn wired(delay: f64, jitter: f64) -> Self {
+        NetModel {
+            delay_ns: delay,
+            jitter_min_ns: 0.0,
+            jitter_max_ns: jitter,
+            loss: 0.0,
+            burst_start: 0.0,
+            burst_len: 0,
+            reorder: 0.0,
+            reorder_ns: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// One simulated receiver.
+#[derive(Clone, Debug)]
+pub struct RxSpec {
+    /// System clock offset from true time, ns.
+    pub clock_offset_ns: f64,
+    /// System clock rate error, ppm.
+    pub clock_ppm: f64,
+    /// Audio device clock rate error against true time, ppm.
+    pub device_ppm: f64,
+    /// Output buffer size, frames.
+    pub quantum: usize,
+    /// When the receiver starts, s of simulated time.
+    pub join_s: f64,
+    /// Per-receiver delay (`bark.delay.msec`), ns.
+    pub delay_ns: i64,
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Name, as given to `--scenario`.
+    pub name: String,
+    /// Simulated seconds.
+    pub duration_s: f64,
+    /// Sender system clock offset (ns) and rate error (ppm).
+    pub sender_clock: (f64, f64),
+    /// Sender audio device rate error, ppm.
+    pub sender_device_ppm: f64,
+    /// Sender buffer size, frames.
+    pub sender_quantum: usize,
+    /// Scheduling jitter of buffer timestamps on both ends, ns (uniform ±).
+    pub sched_jitter_ns: f64,
+    /// The receivers.
+    pub receivers: Vec<RxSpec>,
+    /// Sender → receivers and receivers → sender.
+    pub net: NetModel,
+    /// Sender restarts (new session) at these times, s.
+    pub restarts_s: Vec<f64>,
+    /// Target latency, ns.
+    pub latency_ns: u64,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// Scenario names [`scenario`] knows.
+pub const SCENARIOS: [&str; 5] = ["wired", "busy", "drift", "restart", "join"];
+
+fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
+    RxSpec {
+        clock_offset_ns: offset_ms * 1e6,
+        clock_ppm,
+        device_ppm,
+        quantum,
+        join_s: 0.0,
+        delay_ns: 0,
+    }
+}
+
+/// A named scenario, 60 simulated seconds, or `None` for an unknown name.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let mut s = Scenario {
+        name: name.to_string(),
+        duration_s: 60.0,
+        sender_clock: (-250e6, 20.0),
+        sender_device_ppm: 35.0,
+        sender_quantum: 256,
+        sched_jitter_ns: 30_000.0,
+        receivers: vec![
+            rx(730.0, -40.0, 25.0, 256),
+            rx(-910.0, 60.0, -45.0, 512),
+            rx(120.0, 10.0, 80.0, 480),
+        ],
+        net: NetModel::wired(200_000.0, 100_000.0),
+        restarts_s: vec![],
+        latency_ns: crate::sender::DEFAULT_LATENCY_NS,
+        seed: 0x6261_726b,
+    };
+    match name {
+        "wired" => {}
+        "busy" => {
+            s.net = NetModel {
+                delay_ns: 300_000.0,
+                jitter_min_ns: 1_000_000.0,
+                jitter_max_ns: 5_000_000.0,
+                loss: 0.02,
+                burst_start: 0.001,
+                burst_len: 5,
+                reorder: 0.01,
+                reorder_ns: 3_000_000.0,
+                duplicate: 0.01,
+            };
+        }
+        "drift" => {
+            s.sender_clock = (400e6, -200.0);
+            s.sender_device_ppm = 200.0;
+            s.receivers = vec![
+                rx(-1000.0, 200.0, -200.0, 256),
+                rx(1000.0, -200.0, 200.0, 512),
+                rx(3.0, 150.0, 190.0, 480),
+            ];
+        }
+        "restart" => s.restarts_s = vec![25.0],
+        "join" => {
+            let mut late = rx(-333.0, -120.0, 70.0, 256);
+            late.join_s = 20.0;
+            s.receivers.push(late);
+        }
+        _ => return None,
+    }
+    Some(s)
+}
+
+/// Results of one receiver.
+#[derive(Clone, Debug, Default)]
+pub struct RxReport {
+    /// Worst time from audio being due to convergence, ms (over the start
+    /// and every sender restart); `None` if it never converged.
+    pub converge_ms: Option<f64>,
+    /// p99 of |error| after convergence, µs.
+    pub p99_error_us: f64,
+    /// Max |error| after convergence, µs.
+    pub max_error_us: f64,
+    /// Mean error after convergence, µs (signed, late positive).
+    pub mean_error_us: f64,
+    /// Output frames measured after convergence.
+    pub frames: u64,
+    /// Underruns the receiver counted.
+    pub underruns: u64,
+    /// Frames concealed.
+    pub concealed: u64,
+    /// Read-position jumps (start-ups included).
+    pub jumps: u64,
+    /// Packets lost, late and duplicated as the receiver counted them.
+    pub lost: u64,
+    /// See `lost`.
+    pub late: u64,
+    /// See `lost`.
+    pub duplicated: u64,
+}
+
+/// Results of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Per receiver.
+    pub receivers: Vec<RxReport>,
+    /// p99 over 1 ms instants of (max − min) error across receivers, µs.
+    pub skew_p99_us: f64,
+}
+
+impl Report {
+    /// Worst convergence time over receivers, ms (`inf` if one never did).
+    pub fn converge_ms(&self) -> f64 {
+        self.receivers
+            .iter()
+            .map(|r| r.converge_ms.unwrap_or(f64::INFINITY))
+            .fold(0.0, f64::max)
+    }
+    /// Worst p99 over receivers, µs.
+    pub fn p99_error_us(&self) -> f64 {
+        self.receivers.iter().map(|r| r.p99_error_us).fold(0.0, f64::max)
+    }
+    /// Worst max over receivers, µs.
+    pub fn max_error_us(&self) -> f64 {
+        self.receivers.iter().map(|r| r.max_error_us).fold(0.0, f64::max)
+    }
+    /// Total underruns.
+    pub fn underruns(&self) -> u64 {
+        self.receivers.iter().map(|r| r.underruns).sum()
+    }
+}
+
+impl fmt::Display for Report {
+    /// The summary line scripts read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sim: scenario={} receivers={} converge_ms={:.1} p99_error_us={:.2} max_error_us={:.2} skew_p99_us={:.2} underruns={}",
+            self.scenario,
+            self.receivers.len(),
+            self.converge_ms(),
+            self.p99_error_us(),
+            self.max_error_us(),
+            self.skew_p99_us,
+            self.underruns()
+        )
+    }
+}
+
+/// xorshift64*: small, deterministic, good enough for impairments.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.next() < p
+    }
+}
+
+/// A clock: reading = true · (1 + ppm·1e-6) + offset.
+#[derive(Clone, Copy)]
+struct Clock {
+    offset: f64,
+    ppm: f64,
+}
+impl Clock {
+    fn read(&self, t: f64) -> u64 {
+        (t * (1.0 + self.ppm * 1e-6) + self.offset).max(0.0) as u64
+    }
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Event,
+}
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+enum Event {
+    SenderCycle,
+    Restart,
+    RxCycle(usize),
+    ToRx(usize, Vec<u8>),
+    ToSender(usize, Vec<u8>),
+}
+
+/// Per-receiver measurement state.
+struct Meter {
+    due_from: f64,
+    window_start: f64,
+    window_max: f64,
+    converged: bool,
+    converge_ms: Option<f64>,
+    hist: Vec<u64>,
+    max: f64,
+    sum: f64,
+    n: u64,
+    skew: Vec<f32>,
+}
+
+const HIST_BIN_NS: f64 = 100.0;
+const HIST_BINS: usize = 20_000;
+
+impl Meter {
+    fn new(due_from: f64, ms: usize) -> Self {
+        Meter {
+            due_from,
+            window_start: due_from,
+            window_max: 0.0,
+            converged: false,
+            converge_ms: None,
+            hist: vec![0; HIST_BINS + 1],
+            max: 0.0,
+            sum: 0.0,
+            n: 0,
+            skew: vec![f32::NAN; ms],
+        }
+    }
+
+    /// Audio is due again from `t` (a restart): convergence is re-measured.
+    fn rearm(&mut self, t: f64) {
+        self.due_from = t;
+        self.window_start = t;
+        self.window_max = 0.0;
+        self.converged = false;
+    }
+
+    fn frame(&mut self, heard: f64, err: Option<f64>) {
+        if heard < self.due_from {
+            return;
+        }
+        if !self.converged {
+            let e = err.map_or(f64::INFINITY, f64::abs);
+            self.window_max = self.window_max.max(e);
+            if heard - self.window_start >= WINDOW_NS {
+                if self.window_max <= CONVERGED_NS {
+                    self.converged = true;
+                    let ms = (self.window_start - self.due_from) / 1e6;
+                    self.converge_ms = Some(self.converge_ms.map_or(ms, |c: f64| c.max(ms)));
+                } else {
+                    self.window_start = heard;
+                    self.window_max = 0.0;
+                }
+            }
+            return;
+        }
+        let Some(e) = err else { return };
+        let a = e.abs();
+        self.hist[((a / HIST_BIN_NS) as usize).min(HIST_BINS)] += 1;
+        self.max = self.max.max(a);
+        self.sum += e;
+        self.n += 1;
+        let ms = (heard / 1e6) as usize;
+        if ms < self.skew.len() && self.skew[ms].is_nan() {
+            self.skew[ms] = e as f32;
+        }
+    }
+
+    fn p99(&self) -> f64 {
+        let target = (self.n as f64 * 0.99).ceil() as u64;
+        let mut acc = 0;
+        for (i, c) in self.hist.iter().enumerate() {
+            acc += c;
+            if acc >= target {
+                return (i + 1) as f64 * HIST_BIN_NS;
+            }
+        }
+        self.max
+    }
+}
+
+struct SimRx {
+    spec: RxSpec,
+    clock: Clock,
+    rx: Option<Receiver>,
+    frame: u64,
+    t0: f64,
+    period: f64,
+    out: Vec<f32>,
+    meter: Meter,
+    addr: SocketAddr,
+    burst: u32,
+}
+
+/// Runs a scenario to completion.
+pub fn run(sc: &Scenario) -> Report {
+    let rate = 48_000u32;
+    let mut rng = Rng(sc.seed | 1);
+    // Bases of several seconds keep every clock positive from the start.
+    let sender_clock = Clock { offset: sc.sender_clock.0 + 10e9, ppm: sc.sender_clock.1 };
+    let sender_addr: SocketAddr = "10.0.0.1:1530".parse().expect("literal address");
+    let s_period = 1e9 / (rate as f64 * (1.0 + sc.sender_device_ppm * 1e-6));
+    // Latency in true ns: the target is counted on the sender's clock.
+    let latency_true = sc.latency_ns as f64 / (1.0 + sc.sender_clock.1 * 1e-6);
+    let mut session = 0u64;
+    let new_sender = |session: &mut u64| {
+        *session += 1;
+        Sender::new(SenderConfig {
+            session_id: 0x5e55_0000 + *session,
+            latency_ns: sc.latency_ns,
+            ..Default::default()
+        })
+        .expect("valid sender config")
+    };
+    let mut sender = new_sender(&mut session);
+    // Session start in true time, and frames sent so far in it.
+    let mut s_t0 = 0.001;
+    let mut s_frame = 0u64;
+    let ms_total = (sc.duration_s * 1000.0) as usize + 1;
+    let mut rxs: Vec<SimRx> = sc
+        .receivers
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let period = 1e9 / (rate as f64 * (1.0 + spec.device_ppm * 1e-6));
+            let due = (spec.join_s * 1e9).max(s_t0 + latency_true);
+            SimRx {
+                clock: Clock { offset: spec.clock_offset_ns + 5e9, ppm: spec.clock_ppm },
+                rx: None,
+                frame: 0,
+                t0: spec.join_s * 1e9 + 1e6 * (i as f64 + 0.37),
+                period,
+                out: vec![0.0; spec.quantum * 2],
+                meter: Meter::new(due, ms_total),
+                addr: SocketAddr::from(([10, 0, 0, 10 + i as u8], 1530)),
+                burst: 0,
+                spec: spec.clone(),
+            }
+        })
+        .collect();
+
+    // Times are kept in 1/16 ns so that ordering is exact and stable.
+    let mut queue: BinaryHeap<Reverse<Queued>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |queue: &mut BinaryHeap<Reverse<Queued>>, t: f64, ev: Event| {
+        queue.push(Reverse(Queued { at: (t.max(0.0) * 16.0) as u64, seq, ev }));
+        seq += 1;
+    };
+    push(&mut queue, s_t0, Event::SenderCycle);
+    for (i, r) in rxs.iter().enumerate() {
+        push(&mut queue, r.t0, Event::RxCycle(i));
+    }
+    for &t in &sc.restarts_s {
+        push(&mut queue, t * 1e9, Event::Restart);
+    }
+    let end = sc.duration_s * 1e9;
+    let mut samples = vec![0f32; sc.sender_quantum * 2];
+    let mut outbox: Vec<Vec<u8>> = Vec::new();
+    let mut buf = [0u8; 256];
+    let tone_w = 2.0 * std::f64::consts::PI * TONE_HZ / rate as f64;
+
+    while let Some(Reverse(Queued { at, ev, .. })) = queue.pop() {
+        let t = at as f64 / 16.0;
+        if t > end {
+            break;
+        }
+        match ev {
+            Event::Restart => {
+                sender = new_sender(&mut session);
+                s_t0 = t;
+                s_frame = 0;
+                for r in &mut rxs {
+                    r.meter.rearm((t + latency_true).max(r.meter.due_from));
+                }
+            }
+            Event::SenderCycle => {
+                let first_true = s_t0 + s_frame as f64 * s_period;
+                for (j, f) in samples.chunks_exact_mut(2).enumerate() {
+                    let ph = tone_w * (s_frame + j as u64) as f64;
+                    f[0] = ph.sin() as f32;
+                    f[1] = ph.cos() as f32;
+                }
+                let jitter = (rng.next() - 0.5) * 2.0 * sc.sched_jitter_ns;
+                // Zero-mean: PipeWire's cycle times come from the driver's
+                // smoothed clock, not from wake-ups.
+                let now = sender_clock.read(first_true + jitter);
+                outbox.clear();
+                sender.push(now, &samples, &mut |d| outbox.push(d.to_vec()));
+                for d in &outbox {
+                    for (i, r) in rxs.iter_mut().enumerate() {
+                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
+                            push(&mut queue, t + delay, Event::ToRx(i, d.clone()));
+                            if rng.chance(sc.net.duplicate) {
+                                push(&mut queue, t + delay + 50_000.0, Event::ToRx(i, d.clone()));
+                            }
+                        }
+                    }
+                }
+                s_frame += sc.sender_quantum as u64;
+                let next = s_t0 + s_frame as f64 * s_period;
+                push(&mut queue, next, Event::SenderCycle);
+            }
+            Event::ToRx(i, d) => {
+                let r = &mut rxs[i];
+                if let Some(rx) = r.rx.as_mut() {
+                    let _ = rx.handle_packet(r.clock.read(t), &d, sender_addr);
+                }
+            }
+            Event::ToSender(i, d) => {
+                let t2 = sender_clock.read(t);
+                let t3 = sender_clock.read(t + 20_000.0);
+                if let Ok(Some(n)) = sender.handle_packet(t2, t3, &d, &mut buf) {
+                    let reply = buf[..n].to_vec();
+                    let r = &mut rxs[i];
+                    if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
+                        push(&mut queue, t + 20_000.0 + delay, Event::ToRx(i, reply));
+                    }
+                }
+            }
+            Event::RxCycle(i) => {
+                let r = &mut rxs[i];
+                if r.rx.is_none() {
+                    let cfg = ReceiverConfig {
+                        node_id: 100 + i as u64,
+                        delay_ns: r.spec.delay_ns,
+                        ..Default::default()
+                    };
+                    r.rx = Some(Receiver::new(cfg).expect("valid receiver config"));
+                }
+                let q = r.spec.quantum;
+                let heard0 = r.t0 + r.frame as f64 * r.period;
+                // The device asks one quantum plus 0.5 ms ahead of playing.
+                let cb = heard0 - q as f64 * r.period - 500_000.0;
+                let rx = r.rx.as_mut().expect("created above");
+                let now = r.clock.read(cb.max(0.0));
+                while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
+                    if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
+                        push(&mut queue, cb + delay, Event::ToSender(i, buf[..n].to_vec()));
+                    }
+                }
+                if std::env::var("BARK_DEBUG").is_ok() && i == 0 && r.frame % (48_000) < q as u64 {
+                    if let Some(e) = rx.clock().estimate() {
+                        let truth = sender_clock.read(cb) as f64;
+                        let truth_rate = (1.0 + sender_clock.ppm * 1e-6) / (1.0 + r.clock.ppm * 1e-6) - 1.0;
+                        eprintln!("dbg t={:.1} clock_err_us={:.1} rate_err_ppm={:.2} n={} sync_err_us={:.1}", cb / 1e9, (e.to_sender(now as i64) - truth) / 1e3, (e.rate - truth_rate) * 1e6, rx.clock().len(), rx.sync_error_ns() / 1e3);
+                    }
+                }
+                let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
+                for (j, f) in r.out.chunks_exact(2).enumerate() {
+                    let heard = heard0 + j as f64 * r.period;
+                    let (sn, cs) = (f[0] as f64, f[1] as f64);
+                    let amp = (sn * sn + cs * cs).sqrt();
+                    let err = (amp > AUDIBLE).then(|| {
+                        // Frame due now, then the played frame from the tone phase.
+                        let due = (heard - latency_true - r.spec.delay_ns as f64 - s_t0) / s_period;
+                        let want = tone_w * due;
+                        let got = sn.atan2(cs);
+                        let mut d = (got - want) % (2.0 * std::f64::consts::PI);
+                        if d > std::f64::consts::PI {
+                            d -= 2.0 * std::f64::consts::PI;
+                        } else if d < -std::f64::consts::PI {
+                            d += 2.0 * std::f64::consts::PI;
+                        }
+                        // Playing frame `due + δ` means it is heard δ frames early.
+                        -(d / tone_w) * s_period
+                    });
+                    r.meter.frame(heard, err);
+                }
+                r.frame += q as u64;
+                let next_cb = r.t0 + r.frame as f64 * r.period - q as f64 * r.period - 500_000.0;
+                push(&mut queue, next_cb.max(t + 1.0), Event::RxCycle(i));
+            }
+        }
+    }
+
+    let reports: Vec<RxReport> = rxs
+        .iter()
+        .map(|r| {
+            let c = r.rx.as_ref().map(|x| x.counters()).unwrap_or_default();
+            RxReport {
+                converge_ms: r.meter.converge_ms.filter(|_| r.meter.converged),
+                p99_error_us: r.meter.p99() / 1000.0,
+                max_error_us: r.meter.max / 1000.0,
+                mean_error_us: if r.meter.n > 0 { r.meter.sum / r.meter.n as f64 / 1000.0 } else { 0.0 },
+                frames: r.meter.n,
+                underruns: c.underruns,
+                concealed: c.concealed_frames,
+                jumps: r.rx.as_ref().map_or(0, |x| x.jumps()),
+                lost: c.lost,
+                late: c.late,
+                duplicated: c.duplicated,
+            }
+        })
+        .collect();
+    let mut skews: Vec<f32> = (0..ms_total)
+        .filter_map(|ms| {
+            let vals: Vec<f32> = rxs.iter().map(|r| r.meter.skew[ms]).collect();
+            if vals.iter().any(|v| v.is_nan()) {
+                return None;
+            }
+            let hi = vals.iter().cloned().fold(f32::MIN, f32::max);
+            let lo = vals.iter().cloned().fold(f32::MAX, f32::min);
+            Some(hi - lo)
+        })
+        .collect();
+    skews.sort_by(f32::total_cmp);
+    let skew_p99_us = skews
+        .get(((skews.len() as f64 * 0.99) as usize).min(skews.len().saturating_sub(1)))
+        .map_or(0.0, |v| *v as f64 / 1000.0);
+    Report {
+        scenario: sc.name.clone(),
+        receivers: reports,
+        skew_p99_us,
+    }
+}
+
+/// One-way transit: `None` if lost, else the delay in ns.
+fn transit(net: &NetModel, rng: &mut Rng, burst: &mut u32) -> Option<f64> {
+    if *burst > 0 {
+        *burst -= 1;
+        return None;
+    }
+    if rng.chance(net.burst_start) {
+        *burst = net.burst_len.saturating_sub(1);
+        return None;
+    }
+    if rng.chance(net.loss) {
+        return None;
+    }
+    let mut d = net.delay_ns + net.jitter_min_ns + rng.next() * (net.jitter_max_ns - net.jitter_min_ns);
+    if rng.chance(net.reorder) {
+        d += net.reorder_ns;
+    }
+    Some(d)
+}
+
+/// Audio packets per second a sender of `format` makes at the default MTU
+/// (for reports).
+pub fn packets_per_second(format: &AudioFormat) -> f64 {
+    format.rate as f64 / protocol::frames_for_mtu(protocol::DEFAULT_MTU, format) as f64
+}
