@@ -1,1 +1,115 @@
-//! placeholder
+//! # Bark's PipeWire modules
+//!
+//! One shared object serves two PipeWire modules; it takes its role from
+//! the name it is loaded under (`make modules` installs it under both):
+//!
+//! - `libpipewire-module-bark-sink`: a sink, "Bark Network", that sends
+//!   what is played into it to the network ([`bark_core::Sender`]).
+//! - `libpipewire-module-bark-source`: a receiver that plays the network
+//!   stream in sync, as a playback stream or a virtual source
+//!   ([`bark_core::Receiver`]).
+//!
+//! Both are thin adapters: PipeWire streams and UDP sockets around the
+//! sans-IO core. Arguments are in [`args`] (and `module.usage`, shown by
+//! `pw-cli ls Module`); conf/bark-sink.conf and conf/bark-source.conf show
+//! them all with their defaults.
+//!
+//! Rules kept throughout: no panic crosses into C ([`ffi::guard`] wraps
+//! every callback); `process` runs on PipeWire's data thread and neither
+//! allocates, locks, logs nor makes syscalls other than non-blocking UDP
+//! sends and receives and clock reads; a bad argument fails the load with a
+//! logged message and a negative errno, and unloading frees everything.
+
+pub mod args;
+pub mod clock;
+pub mod ffi;
+pub mod format;
+pub mod log;
+pub mod module;
+pub mod net;
+pub mod pw;
+pub mod sink;
+pub mod source;
+pub mod stats;
+pub mod timing;
+
+use crate::ffi::Properties;
+use crate::module::Role;
+use pipewire_sys as pws;
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::AtomicBool;
+
+/// `node.link-group` of every Bark node (overridable in `stream.props`).
+pub const LINK_GROUP: &str = "bark";
+
+/// A random non-zero `u64` (session and node ids).
+pub fn random_nonzero_u64() -> u64 {
+    loop {
+        // getrandom only fails without any entropy source; fall back to
+        // the clock, which is unique enough for an id.
+        let v = getrandom::u64()
+            .unwrap_or_else(|_| clock::realtime_ns() ^ clock::monotonic_ns().rotate_left(32));
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {
+    let mut p = Properties::new();
+    p.set("module.author", "Bark contributors");
+    p.set("module.description", role.description());
+    p.set("module.usage", role.usage());
+    p.set("module.version", env!("CARGO_PKG_VERSION"));
+    // SAFETY: a live module; PipeWire copies the dictionary.
+    unsafe { pws::pw_impl_module_update_properties(module, p.dict()) };
+}
+
+/// # Safety
+/// Called by PipeWire with the module being loaded and its argument string.
+unsafe fn init(module: *mut pws::pw_impl_module, args: *const c_char) -> c_int {
+    log::init();
+    let info = pws::pw_impl_module_get_info(module);
+    let (name, filename) = if info.is_null() {
+        (None, None)
+    } else {
+        (ffi::str_from((*info).name), ffi::str_from((*info).filename))
+    };
+    let Some(role) = filename
+        .and_then(Role::from_name)
+        .or_else(|| name.and_then(Role::from_name))
+    else {
+        log_error!(
+            "bark: cannot tell the role from the module name {:?}: load it as libpipewire-module-bark-sink or libpipewire-module-bark-source",
+            name.or(filename).unwrap_or("?")
+        );
+        return -libc::EINVAL;
+    };
+    set_module_info(module, role);
+    let props = Properties::from_json(ffi::str_from(args).unwrap_or(""));
+    match module::load(module, role, &props) {
+        Ok(()) => 0,
+        Err(e) => {
+            log_error!("{}: cannot load: {}", role.name(), e.msg);
+            -e.errno
+        }
+    }
+}
+
+/// The module entry point PipeWire looks up after `dlopen`.
+///
+/// # Safety
+/// Called by PipeWire on its main thread with a module under construction
+/// and a NUL-terminated (or NULL) argument string.
+#[no_mangle]
+pub unsafe extern "C" fn pipewire__module_init(
+    module: *mut pws::pw_impl_module,
+    args: *const c_char,
+) -> c_int {
+    ffi::guard(&AtomicBool::new(false), "module init", -libc::EIO, || {
+        if module.is_null() {
+            return -libc::EINVAL;
+        }
+        init(module, args)
+    })
+}

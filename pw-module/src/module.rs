@@ -1,0 +1,473 @@
+//! The life of a loaded module, for either role: load (check arguments,
+//! open sockets, create and connect the stream), the PipeWire callbacks,
+//! and unload (free everything in order).
+//!
+//! State is split by thread. `Main` is touched only on the main loop
+//! (PipeWire's callbacks other than `process` run there); `Rt` only on the
+//! data thread in `process`; `Counters` are atomics read by both.
+
+use crate::args::{self, SinkArgs, SourceArgs};
+use crate::clock::{monotonic_ns, ClockMap};
+use crate::ffi::{self, Hook, Properties};
+use crate::pw::{self, CoreConn, Stream, Timer};
+use crate::sink::RtSink;
+use crate::source::RtSource;
+use crate::stats::{Counters, Reporter};
+use crate::{log_error, log_info, log_warn};
+use libspa::param::audio::AudioInfoRaw;
+use libspa_sys as spa;
+use pipewire_sys as pws;
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+
+/// Which module this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `libpipewire-module-bark-sink`.
+    Sink,
+    /// `libpipewire-module-bark-source`.
+    Source,
+}
+
+impl Role {
+    /// The role for a module name or file name (`...bark-sink[.so]`).
+    pub fn from_name(name: &str) -> Option<Role> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let base = base.strip_suffix(".so").unwrap_or(base);
+        if base.ends_with("bark-sink") {
+            Some(Role::Sink)
+        } else if base.ends_with("bark-source") {
+            Some(Role::Source)
+        } else {
+            None
+        }
+    }
+
+    /// Short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Sink => "bark-sink",
+            Role::Source => "bark-source",
+        }
+    }
+
+    /// `module.description`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Role::Sink => "Bark sender: a sink that streams to the network in sync",
+            Role::Source => "Bark receiver: plays a Bark network stream in sync",
+        }
+    }
+
+    /// `module.usage`.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Role::Sink => args::SINK_USAGE,
+            Role::Source => args::SOURCE_USAGE,
+        }
+    }
+}
+
+/// Why a load failed: a message for the log and the errno to return.
+#[derive(Debug)]
+pub struct LoadError {
+    /// Positive errno.
+    pub errno: i32,
+    /// What went wrong, for users.
+    pub msg: String,
+}
+
+impl LoadError {
+    /// Bad arguments (EINVAL).
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        LoadError {
+            errno: libc::EINVAL,
+            msg: msg.into(),
+        }
+    }
+
+    /// A system error, keeping its errno.
+    pub fn io(e: std::io::Error) -> Self {
+        LoadError {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            msg: e.to_string(),
+        }
+    }
+
+    /// A PipeWire failure (EIO unless errno says otherwise).
+    pub fn pipewire(msg: impl Into<String>) -> Self {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .filter(|&e| e != 0)
+            .unwrap_or(libc::EIO);
+        LoadError {
+            errno,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// What a role hands to the common loader to create its stream.
+pub struct Setup {
+    /// Stream name.
+    pub name: String,
+    /// Stream properties.
+    pub props: Properties,
+    /// INPUT for the sink, OUTPUT for the source.
+    pub direction: spa::spa_direction,
+    /// Stream flags.
+    pub flags: pws::pw_stream_flags,
+    /// Serialized `EnumFormat`.
+    pub format_pod: Vec<u8>,
+    /// Stream rate, Hz (to check the negotiated format).
+    pub rate: u32,
+    /// Stream channels.
+    pub channels: u8,
+    /// One line about the configuration, logged once loaded.
+    pub info: String,
+}
+
+// Boxed: the receiver is large and the two differ widely in size.
+enum Rt {
+    Sink(Box<RtSink>),
+    Source(Box<RtSource>),
+}
+
+struct Main {
+    // Field order is teardown order: the stream (which waits for the data
+    // thread to leave `process`), then the core, then the timer.
+    stream: Option<Stream>,
+    core: Option<CoreConn>,
+    timer: Option<Timer>,
+    module_hook: Hook,
+    module: *mut pws::pw_impl_module,
+    who: String,
+    rate: u32,
+    channels: u8,
+    reporter: Reporter,
+    unloading: bool,
+}
+
+/// One loaded module.
+struct Bark {
+    main: UnsafeCell<Main>,
+    rt: UnsafeCell<Rt>,
+    stream: AtomicPtr<pws::pw_stream>,
+    counters: Counters,
+}
+
+impl Bark {
+    /// Main-thread state.
+    ///
+    /// # Safety
+    /// Main thread only, and no other reference to `Main` alive.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn main(&self) -> &mut Main {
+        &mut *self.main.get()
+    }
+
+    fn schedule_unload(&self, why: &str) {
+        // SAFETY: main-thread callers only.
+        let m = unsafe { self.main() };
+        if !m.unloading {
+            m.unloading = true;
+            log_info!("{}: {why}; unloading the module", m.who);
+            // SAFETY: the module is alive until its destroy event, which
+            // is what this schedules.
+            unsafe { pws::pw_impl_module_schedule_destroy(m.module) };
+        }
+    }
+
+    fn process(&self) {
+        let stream = self.stream.load(Relaxed);
+        if stream.is_null() {
+            return;
+        }
+        // SAFETY: only `process` (data thread) touches `rt` once the stream
+        // exists; PipeWire never runs two `process` calls at once.
+        let rt = unsafe { &mut *self.rt.get() };
+        let panicked = self.counters.panicked.load(Relaxed);
+        // SAFETY: this is the stream's process callback, stream is live.
+        unsafe {
+            match rt {
+                Rt::Sink(s) if panicked => s.idle(stream),
+                Rt::Source(s) if panicked => s.idle(stream),
+                Rt::Sink(s) => s.process(stream, &self.counters),
+                Rt::Source(s) => s.process(stream, &self.counters),
+            }
+        }
+    }
+}
+
+/// Loads `role` into `module` with the arguments in `props`.
+///
+/// # Safety
+/// `module` must be the module being initialized, on the main thread.
+pub unsafe fn load(
+    module: *mut pws::pw_impl_module,
+    role: Role,
+    props: &Properties,
+) -> Result<(), LoadError> {
+    let a: &dyn args::Lookup = props;
+    for k in args::unknown_keys(a, role == Role::Sink) {
+        log_warn!(
+            "{}: ignoring unknown argument {k:?} (stream properties go in stream.props)",
+            role.name()
+        );
+    }
+    let clock = ClockMap::from_env(monotonic_ns()).map_err(LoadError::invalid)?;
+    if !clock.is_identity() {
+        log_warn!(
+            "{}: {} is set: test-only clock skew {clock:?}",
+            role.name(),
+            crate::clock::TEST_CLOCK_ENV
+        );
+    }
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let (rt, setup) = match role {
+        Role::Sink => {
+            let args = SinkArgs::parse(a).map_err(LoadError::invalid)?;
+            let (rt, s) = crate::sink::setup(&args, clock, &host)?;
+            (Rt::Sink(Box::new(rt)), s)
+        }
+        Role::Source => {
+            let args = SourceArgs::parse(a).map_err(LoadError::invalid)?;
+            let (rt, s) = crate::source::setup(&args, clock, &host)?;
+            (Rt::Source(Box::new(rt)), s)
+        }
+    };
+
+    let bark = Box::new(Bark {
+        main: UnsafeCell::new(Main {
+            stream: None,
+            core: None,
+            timer: None,
+            module_hook: Hook::new(),
+            module,
+            who: format!("{} {}", role.name(), setup.name),
+            rate: setup.rate,
+            channels: setup.channels,
+            reporter: Reporter::default(),
+            unloading: false,
+        }),
+        rt: UnsafeCell::new(rt),
+        stream: AtomicPtr::new(std::ptr::null_mut()),
+        counters: Counters::default(),
+    });
+    let data = &*bark as *const Bark as *mut c_void;
+
+    // From here on, an error drops `bark`, which releases whatever exists.
+    // `Main` is borrowed afresh after each PipeWire call, because those may
+    // emit events that borrow it too.
+    let context = pws::pw_impl_module_get_context(module);
+    let mut core = CoreConn::new(context).map_err(LoadError::pipewire)?;
+    core.listen(&PROXY_EVENTS, &CORE_EVENTS, data);
+    let core_ptr = core.as_ptr();
+    bark.main().core = Some(core);
+
+    let stream = Stream::new(core_ptr, &setup.name, setup.props, &STREAM_EVENTS, data)
+        .map_err(LoadError::pipewire)?;
+    bark.stream.store(stream.as_ptr(), Relaxed);
+    let stream_ptr = stream.as_ptr();
+    bark.main().stream = Some(stream);
+    pw::connect(stream_ptr, setup.direction, setup.flags, &setup.format_pod)
+        .map_err(LoadError::pipewire)?;
+
+    let main_loop = pws::pw_context_get_main_loop(context);
+    let timer =
+        Timer::new(main_loop, on_timer, data, 1_000_000_000).map_err(LoadError::pipewire)?;
+    bark.main().timer = Some(timer);
+
+    let hook = bark.main().module_hook.as_ptr();
+    pws::pw_impl_module_add_listener(module, hook, &MODULE_EVENTS, data);
+    log_info!("{}: loaded: {}", bark.main().who, setup.info);
+    let _ = Box::into_raw(bark);
+    Ok(())
+}
+
+unsafe fn with<R>(data: *mut c_void, what: &str, default: R, f: impl FnOnce(&Bark) -> R) -> R {
+    if data.is_null() {
+        return default;
+    }
+    let b = &*(data as *const Bark);
+    ffi::guard(&b.counters.panicked, what, default, || f(b))
+}
+
+unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
+    ffi::guard(
+        &std::sync::atomic::AtomicBool::new(false),
+        "module destroy",
+        (),
+        || {
+            let bark = Box::from_raw(data as *mut Bark);
+            let m = bark.main();
+            m.module_hook.remove();
+            log_info!("{}: unloading", m.who);
+            // Teardown order is Main's field order; then the sockets in `rt`.
+            drop(bark);
+        },
+    );
+}
+
+unsafe extern "C" fn on_process(data: *mut c_void) {
+    with(data, "process", (), |b| b.process());
+}
+
+unsafe extern "C" fn on_state_changed(
+    data: *mut c_void,
+    old: pws::pw_stream_state,
+    state: pws::pw_stream_state,
+    error: *const c_char,
+) {
+    with(data, "state_changed", (), |b| {
+        let m = b.main();
+        let err = ffi::str_from(error).unwrap_or("");
+        match state {
+            pws::pw_stream_state_PW_STREAM_STATE_ERROR => {
+                log_error!("{}: stream error: {err}", m.who)
+            }
+            _ => log_info!(
+                "{}: stream {} -> {}",
+                m.who,
+                pw::state_name(old),
+                pw::state_name(state)
+            ),
+        }
+        if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
+            b.schedule_unload("stream disconnected");
+        }
+    });
+}
+
+unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const spa::spa_pod) {
+    with(data, "param_changed", (), |b| {
+        if id != spa::SPA_PARAM_Format || param.is_null() {
+            return;
+        }
+        let m = b.main();
+        let mut info = AudioInfoRaw::new();
+        let pod = libspa::pod::Pod::from_raw(param);
+        if info.parse(pod).is_err() {
+            log_warn!("{}: cannot parse the negotiated format", m.who);
+            return;
+        }
+        let positions: Vec<String> = info.position()[..info.channels().min(64) as usize]
+            .iter()
+            .map(|p| crate::format::channel_name(*p))
+            .collect();
+        log_info!(
+            "{}: negotiated {:?} {} Hz {} ch [{}]",
+            m.who,
+            info.format(),
+            info.rate(),
+            info.channels(),
+            positions.join(" ")
+        );
+        if info.rate() != m.rate || info.channels() != m.channels as u32 {
+            log_warn!("{}: expected {} Hz {} ch", m.who, m.rate, m.channels);
+        }
+    });
+}
+
+unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
+    with(data, "timer", (), |b| {
+        let m = b.main();
+        m.reporter.tick(&m.who, &b.counters);
+    });
+}
+
+unsafe extern "C" fn on_core_proxy_destroy(data: *mut c_void) {
+    with(data, "core destroy", (), |b| {
+        if let Some(c) = b.main().core.as_mut() {
+            c.forget();
+        }
+        b.schedule_unload("connection to the core destroyed");
+    });
+}
+
+unsafe extern "C" fn on_core_error(
+    data: *mut c_void,
+    id: u32,
+    _seq: c_int,
+    res: c_int,
+    message: *const c_char,
+) {
+    with(data, "core error", (), |b| {
+        let m = b.main();
+        let msg = ffi::str_from(message).unwrap_or("");
+        log_error!(
+            "{}: core error on object {id}: {} ({msg})",
+            m.who,
+            std::io::Error::from_raw_os_error(-res)
+        );
+        if id == pws::PW_ID_CORE && res == -libc::EPIPE {
+            b.schedule_unload("connection to the core lost");
+        }
+    });
+}
+
+static MODULE_EVENTS: pws::pw_impl_module_events = pws::pw_impl_module_events {
+    version: pws::PW_VERSION_IMPL_MODULE_EVENTS,
+    destroy: Some(on_module_destroy),
+    free: None,
+    initialized: None,
+    registered: None,
+};
+
+static STREAM_EVENTS: pws::pw_stream_events = pws::pw_stream_events {
+    version: pws::PW_VERSION_STREAM_EVENTS,
+    destroy: None,
+    state_changed: Some(on_state_changed),
+    control_info: None,
+    io_changed: None,
+    param_changed: Some(on_param_changed),
+    add_buffer: None,
+    remove_buffer: None,
+    process: Some(on_process),
+    drained: None,
+    command: None,
+    trigger_done: None,
+};
+
+static PROXY_EVENTS: pws::pw_proxy_events = pws::pw_proxy_events {
+    version: pws::PW_VERSION_PROXY_EVENTS,
+    destroy: Some(on_core_proxy_destroy),
+    bound: None,
+    removed: None,
+    done: None,
+    error: None,
+};
+
+static CORE_EVENTS: pws::pw_core_events = pws::pw_core_events {
+    version: pws::PW_VERSION_CORE_EVENTS,
+    info: None,
+    done: None,
+    ping: None,
+    error: Some(on_core_error),
+    remove_id: None,
+    bound_id: None,
+    add_mem: None,
+    remove_mem: None,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_from_module_names() {
+        assert_eq!(
+            Role::from_name("libpipewire-module-bark-sink"),
+            Some(Role::Sink)
+        );
+        assert_eq!(
+            Role::from_name("/usr/lib/pipewire-0.3/libpipewire-module-bark-source.so"),
+            Some(Role::Source)
+        );
+        assert_eq!(Role::from_name("libpipewire-module-rtp-sink"), None);
+    }
+}

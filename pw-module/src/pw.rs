@@ -1,0 +1,375 @@
+//! Thin owners of PipeWire objects used by both modules: the core
+//! connection, a stream with its listener, a main-loop timer, and the
+//! buffer and time accessors used on the data thread.
+//!
+//! Each owner releases its object on drop, so a module's state tears down
+//! in field order with nothing left behind.
+
+use crate::ffi::{self, Hook, Properties};
+use libspa_sys as spa;
+use pipewire_sys as pw;
+use std::ffi::c_void;
+use std::ptr;
+
+/// The `pw_core` a module creates its streams on: the one the context
+/// already has when loaded into a client, else an in-process connection to
+/// the daemon it is loaded into (which we then own and disconnect).
+pub struct CoreConn {
+    core: *mut pw::pw_core,
+    owned: bool,
+    proxy_hook: Hook,
+    core_hook: Hook,
+}
+
+impl CoreConn {
+    /// Finds or makes the core of `context`.
+    ///
+    /// # Safety
+    /// `context` must be the live context of the module being loaded.
+    pub unsafe fn new(context: *mut pw::pw_context) -> Result<CoreConn, String> {
+        let existing = pw::pw_context_get_object(context, c"PipeWire:Interface:Core".as_ptr());
+        if !existing.is_null() {
+            return Ok(CoreConn {
+                core: existing as *mut pw::pw_core,
+                owned: false,
+                proxy_hook: Hook::new(),
+                core_hook: Hook::new(),
+            });
+        }
+        let core = pw::pw_context_connect_self(context, ptr::null_mut(), 0);
+        if core.is_null() {
+            return Err(format!(
+                "cannot connect to the PipeWire core: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(CoreConn {
+            core,
+            owned: true,
+            proxy_hook: Hook::new(),
+            core_hook: Hook::new(),
+        })
+    }
+
+    /// The core.
+    pub fn as_ptr(&self) -> *mut pw::pw_core {
+        self.core
+    }
+
+    /// Listens for the core proxy going away and for core errors.
+    ///
+    /// # Safety
+    /// `data` must stay valid until this `CoreConn` is dropped.
+    pub unsafe fn listen(
+        &mut self,
+        proxy_events: &'static pw::pw_proxy_events,
+        core_events: &'static pw::pw_core_events,
+        data: *mut c_void,
+    ) {
+        pw::pw_proxy_add_listener(
+            self.core as *mut pw::pw_proxy,
+            self.proxy_hook.as_ptr(),
+            proxy_events,
+            data,
+        );
+        let hook = self.core_hook.as_ptr();
+        ffi::iface_call::<pw::pw_core_methods, _>(self.core as *mut c_void, |m, obj| {
+            if let Some(f) = m.add_listener {
+                f(obj, hook, core_events, data);
+            }
+        });
+    }
+
+    /// Forgets the core after PipeWire destroyed it (its proxy's destroy
+    /// event), so that drop does not touch it.
+    pub fn forget(&mut self) {
+        // SAFETY: the hooks' lists are being torn down by PipeWire itself;
+        // just clear our links.
+        unsafe {
+            self.proxy_hook.remove();
+            self.core_hook.remove();
+        }
+        self.core = ptr::null_mut();
+    }
+}
+
+impl Drop for CoreConn {
+    fn drop(&mut self) {
+        if self.core.is_null() {
+            return;
+        }
+        // SAFETY: the core is alive (else `forget` cleared it).
+        unsafe {
+            self.proxy_hook.remove();
+            self.core_hook.remove();
+            if self.owned {
+                pw::pw_core_disconnect(self.core);
+            }
+        }
+    }
+}
+
+/// A `pw_stream` with our listener; destroyed on drop (which waits for the
+/// data thread to leave `process`).
+pub struct Stream {
+    stream: *mut pw::pw_stream,
+    hook: Hook,
+}
+
+impl Stream {
+    /// Creates a stream named `name` with `props` (ownership passes to
+    /// PipeWire) and adds `events` with `data`.
+    ///
+    /// # Safety
+    /// `core` must be live; `data` must stay valid until the stream drops.
+    pub unsafe fn new(
+        core: *mut pw::pw_core,
+        name: &str,
+        props: Properties,
+        events: &'static pw::pw_stream_events,
+        data: *mut c_void,
+    ) -> Result<Stream, String> {
+        let n = ffi::cstring(name);
+        let s = pw::pw_stream_new(core, n.as_ptr(), props.into_raw());
+        if s.is_null() {
+            return Err(format!(
+                "cannot create stream: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut st = Stream {
+            stream: s,
+            hook: Hook::new(),
+        };
+        pw::pw_stream_add_listener(s, st.hook.as_ptr(), events, data);
+        Ok(st)
+    }
+
+    /// The raw stream, for the data-thread accessors.
+    pub fn as_ptr(&self) -> *mut pw::pw_stream {
+        self.stream
+    }
+
+    /// The node id in the graph (`u32::MAX` before it is known).
+    pub fn node_id(&self) -> u32 {
+        // SAFETY: live stream.
+        unsafe { pw::pw_stream_get_node_id(self.stream) }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: remove our hook first so that teardown emits nothing into
+        // state that is being dropped; then destroy (synchronizes with the
+        // data loop).
+        unsafe {
+            self.hook.remove();
+            pw::pw_stream_destroy(self.stream);
+        }
+    }
+}
+
+/// Connects `stream` with one `EnumFormat` param. A free function, not a
+/// method, because connecting may emit events that borrow the stream's owner.
+///
+/// # Safety
+/// `stream` must be live.
+pub unsafe fn connect(
+    stream: *mut pw::pw_stream,
+    direction: spa::spa_direction,
+    flags: pw::pw_stream_flags,
+    format_pod: &[u8],
+) -> Result<(), String> {
+    let mut params = [format_pod.as_ptr() as *const spa::spa_pod];
+    // PipeWire copies the pod.
+    let r = pw::pw_stream_connect(
+        stream,
+        direction,
+        pw::PW_ID_ANY,
+        flags,
+        params.as_mut_ptr(),
+        1,
+    );
+    if r < 0 {
+        return Err(format!(
+            "cannot connect stream: {}",
+            std::io::Error::from_raw_os_error(-r)
+        ));
+    }
+    Ok(())
+}
+
+/// Name of a stream state, for logs.
+pub fn state_name(s: pw::pw_stream_state) -> String {
+    // SAFETY: returns a static string.
+    unsafe {
+        ffi::str_from(pw::pw_stream_state_as_string(s))
+            .unwrap_or("?")
+            .to_owned()
+    }
+}
+
+/// A repeating timer on the main loop.
+pub struct Timer {
+    utils: *mut spa::spa_loop_utils,
+    source: *mut spa::spa_source,
+}
+
+impl Timer {
+    /// Calls `func(data, expirations)` every `interval_ns` on `main_loop`.
+    ///
+    /// # Safety
+    /// `main_loop` must be the live main loop; `data` must stay valid until
+    /// the timer drops.
+    pub unsafe fn new(
+        main_loop: *mut pw::pw_loop,
+        func: unsafe extern "C" fn(*mut c_void, u64),
+        data: *mut c_void,
+        interval_ns: u64,
+    ) -> Result<Timer, String> {
+        let utils = (*main_loop).utils;
+        let source = ffi::iface_call::<spa::spa_loop_utils_methods, _>(
+            utils as *mut c_void,
+            |m, obj| match m.add_timer {
+                Some(f) => f(obj, Some(func), data),
+                None => ptr::null_mut(),
+            },
+        );
+        if source.is_null() {
+            return Err("cannot add a main-loop timer".into());
+        }
+        let ts = spa::timespec {
+            tv_sec: (interval_ns / 1_000_000_000) as _,
+            tv_nsec: (interval_ns % 1_000_000_000) as _,
+        };
+        let (mut value, mut interval) = (ts, ts);
+        ffi::iface_call::<spa::spa_loop_utils_methods, _>(utils as *mut c_void, |m, obj| {
+            if let Some(f) = m.update_timer {
+                f(obj, source, &mut value, &mut interval, false);
+            }
+        });
+        Ok(Timer { utils, source })
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: the source was made by this loop's utils and not yet destroyed.
+        unsafe {
+            let source = self.source;
+            ffi::iface_call::<spa::spa_loop_utils_methods, _>(
+                self.utils as *mut c_void,
+                |m, obj| {
+                    if let Some(f) = m.destroy_source {
+                        f(obj, source);
+                    }
+                },
+            );
+        }
+    }
+}
+
+/// The stream's timing right now (data thread; lock-free in PipeWire).
+///
+/// # Safety
+/// `stream` must be live.
+pub unsafe fn stream_time(stream: *mut pw::pw_stream) -> pw::pw_time {
+    let mut t: pw::pw_time = std::mem::zeroed();
+    pw::pw_stream_get_time_n(stream, &mut t, std::mem::size_of::<pw::pw_time>());
+    t
+}
+
+/// A dequeued buffer, queued back on drop.
+pub struct Buffer {
+    stream: *mut pw::pw_stream,
+    buf: *mut pw::pw_buffer,
+}
+
+impl Buffer {
+    /// Dequeues a buffer; `None` when none is available.
+    ///
+    /// # Safety
+    /// Call on the data thread from `process`, with a live stream.
+    pub unsafe fn dequeue(stream: *mut pw::pw_stream) -> Option<Buffer> {
+        let buf = pw::pw_stream_dequeue_buffer(stream);
+        (!buf.is_null()).then_some(Buffer { stream, buf })
+    }
+
+    /// The first data plane, when it is mapped memory.
+    pub fn data(&mut self) -> Option<&mut spa::spa_data> {
+        // SAFETY: PipeWire keeps the buffer valid while dequeued; we check
+        // every pointer before use.
+        unsafe {
+            let sb = (*self.buf).buffer;
+            if sb.is_null() || (*sb).n_datas < 1 || (*sb).datas.is_null() {
+                return None;
+            }
+            let d = &mut *(*sb).datas;
+            (!d.data.is_null() && !d.chunk.is_null()).then_some(d)
+        }
+    }
+
+    /// Frames the graph asks for (playback streams); 0 when unknown.
+    pub fn requested(&self) -> u64 {
+        // SAFETY: valid while dequeued.
+        unsafe { (*self.buf).requested }
+    }
+
+    /// Sets the size reported in `pw_time.queued` (we use frames).
+    pub fn set_size(&mut self, frames: u64) {
+        // SAFETY: valid while dequeued.
+        unsafe { (*self.buf).size = frames }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: returns the buffer we dequeued from this stream.
+        unsafe {
+            pw::pw_stream_queue_buffer(self.stream, self.buf);
+        }
+    }
+}
+
+/// Interleaved `f32` samples in a mapped data plane: the valid region
+/// (`chunk.offset`, `chunk.size`) for reading.
+pub fn read_samples(d: &spa::spa_data) -> &[f32] {
+    // SAFETY: `data` maps `maxsize` bytes; the chunk region is clamped into it.
+    unsafe {
+        let c = &*d.chunk;
+        let max = d.maxsize as usize;
+        if max == 0 {
+            return &[];
+        }
+        let off = (c.offset as usize) % max;
+        let size = (c.size as usize).min(max - off);
+        let p = (d.data as *const u8).add(off);
+        if p.align_offset(std::mem::align_of::<f32>()) != 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(p as *const f32, size / 4)
+    }
+}
+
+/// The whole data plane as `f32` for writing.
+pub fn write_samples(d: &mut spa::spa_data) -> &mut [f32] {
+    // SAFETY: `data` maps `maxsize` bytes.
+    unsafe {
+        let p = d.data as *mut u8;
+        if p.align_offset(std::mem::align_of::<f32>()) != 0 {
+            return &mut [];
+        }
+        std::slice::from_raw_parts_mut(p as *mut f32, d.maxsize as usize / 4)
+    }
+}
+
+/// Marks `frames` frames of `stride` bytes as written at offset 0.
+pub fn set_chunk(d: &mut spa::spa_data, frames: usize, stride: usize) {
+    // SAFETY: the chunk pointer was checked when the plane was fetched.
+    unsafe {
+        let c = &mut *d.chunk;
+        c.offset = 0;
+        c.stride = stride as i32;
+        c.size = (frames * stride) as u32;
+    }
+}
