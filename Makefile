@@ -34,4 +34,4 @@ modules:
 	@ls -l $(PW_MODULES)
 
 test-pw: modules
-	PW_MODULE_DIR=$(PW_MODULE_DIR) pw-module/tests/headless.sh
+	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) $(CARGO) test --release -p bark-pw-module --test headless -- --ignored --nocapture

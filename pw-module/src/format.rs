@@ -39,6 +39,19 @@ pub fn channel_name(pos: u32) -> String {
     }
 }
 
+/// Short name of a SPA sample format (`F32LE`...), for logs.
+pub fn sample_format_name(fmt: u32) -> String {
+    // SAFETY: PipeWire's static type table; the result is static or NULL.
+    unsafe {
+        let p = spa::spa_debug_type_find_short_name(spa::spa_type_audio_format, fmt);
+        if p.is_null() {
+            format!("#{fmt}")
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
 /// The default layout for `channels` channels: MONO, FL FR, then the
 /// common 2.1 / 4.0 / 5.0 / 5.1 / 6.1 / 7.1 orders, AUX beyond.
 pub fn default_positions(channels: u8) -> Vec<u32> {
@@ -136,6 +149,7 @@ mod tests {
         assert!(parse_positions(Some("[ FL XX ]"), 2).is_err());
         assert!(parse_positions(Some("[ FL ]"), 2).is_err());
         assert_eq!(channel_name(fl), "FL");
+        assert_eq!(sample_format_name(spa::SPA_AUDIO_FORMAT_F32_LE), "F32LE");
         for ch in 1..=8 {
             assert_eq!(default_positions(ch).len(), ch as usize);
         }

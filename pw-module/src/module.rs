@@ -13,7 +13,7 @@ use crate::pw::{self, CoreConn, Stream, Timer};
 use crate::sink::RtSink;
 use crate::source::RtSource;
 use crate::stats::{Counters, Reporter};
-use crate::{log_error, log_info, log_warn};
+use crate::{log_debug, log_error, log_info, log_warn};
 use libspa::param::audio::AudioInfoRaw;
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -360,9 +360,9 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
             .map(|p| crate::format::channel_name(*p))
             .collect();
         log_info!(
-            "{}: negotiated {:?} {} Hz {} ch [{}]",
+            "{}: negotiated {} {} Hz {} ch [{}]",
             m.who,
-            info.format(),
+            crate::format::sample_format_name(info.format().as_raw()),
             info.rate(),
             info.channels(),
             positions.join(" ")
@@ -399,11 +399,14 @@ unsafe extern "C" fn on_core_error(
     with(data, "core error", (), |b| {
         let m = b.main();
         let msg = ffi::str_from(message).unwrap_or("");
-        log_error!(
-            "{}: core error on object {id}: {} ({msg})",
-            m.who,
-            std::io::Error::from_raw_os_error(-res)
-        );
+        let e = std::io::Error::from_raw_os_error(-res);
+        if id == pws::PW_ID_CORE {
+            log_error!("{}: core error: {e} ({msg})", m.who);
+        } else {
+            // Errors on the stream's own objects also reach the stream,
+            // which logs them through state_changed.
+            log_debug!("{}: error on object {id}: {e} ({msg})", m.who);
+        }
         if id == pws::PW_ID_CORE && res == -libc::EPIPE {
             b.schedule_unload("connection to the core lost");
         }

@@ -36,7 +36,13 @@ impl CoreConn {
                 core_hook: Hook::new(),
             });
         }
-        let core = pw::pw_context_connect_self(context, ptr::null_mut(), 0);
+        // In the daemon: an in-process connection. Loaded into a client
+        // process (no local server), connect_self fails; then connect to the
+        // default remote as any client would.
+        let mut core = pw::pw_context_connect_self(context, ptr::null_mut(), 0);
+        if core.is_null() {
+            core = pw::pw_context_connect(context, ptr::null_mut(), 0);
+        }
         if core.is_null() {
             return Err(format!(
                 "cannot connect to the PipeWire core: {}",

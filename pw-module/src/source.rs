@@ -13,7 +13,7 @@ use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
-use bark_core::protocol::MAX_STATUS_LEN;
+use bark_core::protocol::{parse_header, PacketType, MAX_STATUS_LEN};
 use bark_core::{Receiver, ReceiverConfig};
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -34,6 +34,7 @@ pub struct RtSource {
     group: UdpSocket,
     control: UdpSocket,
     group_addr: SockAddr,
+    multicast: bool,
     clock: ClockMap,
     rate: u32,
     channels: usize,
@@ -93,6 +94,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         group,
         control,
         group_addr: a.group.into(),
+        multicast: a.group.ip().is_multicast(),
         clock,
         rate: a.rate,
         channels: a.channels as usize,
@@ -189,6 +191,10 @@ impl RtSource {
                     Counters::bump(&c.malformed);
                     continue;
                 }
+                let data = &rx[..d.len];
+                if matches!(parse_header(data), Ok(h) if h.ptype == PacketType::Audio) {
+                    Counters::bump(&c.audio_received);
+                }
                 let pair = ClockPair::now();
                 let arrival = clock.map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
                 if receiver
@@ -216,7 +222,9 @@ impl RtSource {
             c.underruns.store(k.underruns, Relaxed);
             c.buffer_us.store(k.buffer_us as i64, Relaxed);
             c.sync_error_ns.store(k.sync_error_ns as i64, Relaxed);
-            if self.tx.len() >= MAX_STATUS_LEN {
+            // Status goes to the group, where `bark stats` and the other
+            // nodes listen; with a unicast address it would only reach us.
+            if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
                 if let Some(n) = self.receiver.write_status(&mut self.tx) {
                     self.control
                         .send_counted(&self.tx[..n], &self.group_addr, c);

@@ -19,6 +19,8 @@ pub struct Counters {
     pub last_send_errno: AtomicI64,
     /// Datagrams received.
     pub received: AtomicU64,
+    /// Audio datagrams received (receiver).
+    pub audio_received: AtomicU64,
     /// Datagrams dropped as malformed (or truncated).
     pub malformed: AtomicU64,
     /// Receive errors other than "nothing queued".
@@ -49,6 +51,7 @@ pub struct Reporter {
     sent: u64,
     send_errors: u64,
     received: u64,
+    audio_received: u64,
     malformed: u64,
     recv_errors: u64,
     lost: u64,
@@ -72,6 +75,7 @@ impl Reporter {
         let cycles = delta(c.cycles.load(Relaxed), &mut self.cycles);
         let sent = delta(c.sent.load(Relaxed), &mut self.sent);
         let received = delta(c.received.load(Relaxed), &mut self.received);
+        let audio_received = delta(c.audio_received.load(Relaxed), &mut self.audio_received);
         let send_errors = delta(c.send_errors.load(Relaxed), &mut self.send_errors);
         let malformed = delta(c.malformed.load(Relaxed), &mut self.malformed);
         let recv_errors = delta(c.recv_errors.load(Relaxed), &mut self.recv_errors);
@@ -86,11 +90,11 @@ impl Reporter {
                 if active { "processing" } else { "idle" }
             );
         }
-        let rx_active = received > 0;
+        let rx_active = audio_received > 0;
         if rx_active != self.rx_active {
             self.rx_active = rx_active;
             log_info!(
-                "{who}: network packets {}",
+                "{who}: network audio {}",
                 if rx_active { "arriving" } else { "stopped" }
             );
         }

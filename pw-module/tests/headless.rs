@@ -1,0 +1,439 @@
+//! Headless integration test of the modules in a real, private PipeWire.
+//!
+//! Run it with `make test-pw` (as root or any user, on Debian 12 with
+//! pipewire, pipewire-bin, wireplumber, pipewire-pulse, pulseaudio-utils,
+//! dbus and sox installed). That builds the modules and runs
+//! `cargo test --release -p bark-pw-module --test headless -- --ignored --nocapture`.
+//! It is `#[ignore]`d so that a plain `cargo test` needs no audio stack.
+//!
+//! It starts pipewire, wireplumber (under `dbus-run-session`) and
+//! pipewire-pulse with a private runtime and config directory, loads the
+//! modules from a drop-in, and checks:
+//! - the sink is listed by `pactl list sinks` as "Bark Network";
+//! - the modules document their arguments (`module.usage`, author, version);
+//! - bad arguments fail each load with a clear logged error while the
+//!   daemon keeps answering, and leave no node behind;
+//! - audio played into the sink leaves as Bark datagrams (unicast to
+//!   127.0.0.1, caught here), and a second sink at 44.1 kHz negotiates
+//!   44.1 kHz and feeds the receiver module;
+//! - unloading a module removes its node and closes its file descriptors.
+//!
+//! All traffic stays on 127.0.0.1. Every process is started in its own
+//! process group and killed by that id when the test ends, pass or fail; the
+//! temporary directory is removed.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::fs;
+use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one wait may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn module_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("BARK_PW_MODULE_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("pw-modules")
+}
+
+/// The private audio stack; everything is torn down on drop.
+struct Stack {
+    dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+    env: Vec<(String, String)>,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("bark-pw-test")
+            .tempdir()
+            .expect("tempdir");
+        let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
+        for d in ["run", "config/pipewire/pipewire.conf.d", "state", "home"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        let sysdir =
+            run_ok(Command::new("pkg-config").args(["--variable=moduledir", "libpipewire-0.3"]));
+        let env = vec![
+            ("XDG_RUNTIME_DIR".into(), p("run")),
+            ("XDG_CONFIG_HOME".into(), p("config")),
+            ("XDG_STATE_HOME".into(), p("state")),
+            ("HOME".into(), p("home")),
+            (
+                "PIPEWIRE_MODULE_DIR".into(),
+                format!("{}:{}", module_dir().display(), sysdir.trim()),
+            ),
+            // Only errors from the tools; the daemon gets its own level.
+            ("PIPEWIRE_DEBUG".into(), "1".into()),
+        ];
+        Stack {
+            dir,
+            children: Vec::new(),
+            env,
+        }
+    }
+
+    fn path(&self, s: &str) -> PathBuf {
+        self.dir.path().join(s)
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        // Nothing of the caller's session may leak in: no bus, no display,
+        // no other PipeWire or Pulse server.
+        for k in [
+            "DBUS_SESSION_BUS_ADDRESS",
+            "DISPLAY",
+            "WAYLAND_DISPLAY",
+            "PIPEWIRE_REMOTE",
+            "PULSE_SERVER",
+            "PULSE_RUNTIME_PATH",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Starts a long-running process in its own process group, logging to
+    /// `<name>.log` in the temporary directory.
+    fn spawn(&mut self, name: &str, mut c: Command) {
+        let log = fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        c.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0);
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.children.push((name.into(), child));
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .unwrap()
+    }
+
+    /// Runs a short command with a timeout; returns its output.
+    fn run(&self, prog: &str, args: &[&str]) -> Output {
+        let mut c = self.cmd("timeout");
+        c.arg("10").arg(prog).args(args);
+        c.output()
+            .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
+    }
+
+    fn run_ok(&self, prog: &str, args: &[&str]) -> String {
+        let o = self.run(prog, args);
+        assert!(
+            o.status.success(),
+            "{prog} {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn daemon_log(&self) -> String {
+        fs::read_to_string(self.path("pipewire.log")).unwrap_or_default()
+    }
+
+    fn dump(&self) -> Vec<Value> {
+        serde_json::from_str(&self.run_ok("pw-dump", &[])).expect("pw-dump JSON")
+    }
+
+    fn core_answers(&self) -> bool {
+        self.run("pw-cli", &["info", "0"]).status.success()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Newest first: pipewire-pulse and wireplumber before the daemon.
+        for (name, child) in self.children.iter_mut().rev() {
+            let pg = Pid::from_raw(child.id() as i32);
+            let _ = killpg(pg, Signal::SIGTERM);
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            // Whatever is left of the group (dbus-daemon, a stuck child).
+            let _ = killpg(pg, Signal::SIGKILL);
+            let _ = child.wait();
+            eprintln!("stopped {name}");
+        }
+        if std::thread::panicking() {
+            eprintln!("--- pipewire.log (tail) ---");
+            let log = self.daemon_log();
+            let lines: Vec<&str> = log.lines().collect();
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().expect("run");
+    assert!(o.status.success(), "{c:?} failed");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < WAIT {
+        if f() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn props_of<'a>(dump: &'a [Value], ty: &str, key: &str, value: &str) -> Option<&'a Value> {
+    dump.iter().find(|o| {
+        o["type"].as_str().is_some_and(|t| t.ends_with(ty))
+            && o["info"]["props"][key].as_str() == Some(value)
+    })
+}
+
+/// Counts Bark datagrams arriving at `sock` until `stop`: (audio, status).
+fn listen(sock: UdpSocket, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, u64)> {
+    thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (mut audio, mut status) = (0, 0);
+        let mut buf = [0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if n >= 16 && &buf[..4] == b"BARK" {
+                    match buf[5] {
+                        1 => audio += 1,
+                        4 => status += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (audio, status)
+    })
+}
+
+#[test]
+#[ignore = "needs a PipeWire stack and built modules: run `make test-pw`"]
+fn modules_in_headless_pipewire() {
+    let dir = module_dir();
+    for m in [
+        "libpipewire-module-bark-sink.so",
+        "libpipewire-module-bark-source.so",
+    ] {
+        assert!(
+            dir.join(m).exists(),
+            "{} missing: run `make modules` first",
+            dir.join(m).display()
+        );
+    }
+    let mut s = Stack::new();
+
+    // The sink sends to `catcher`; sink B sends to the receiver module.
+    let catcher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let catch_port = catcher.local_addr().unwrap().port();
+    let rx_port = free_udp_port();
+    let conf = format!(
+        r#"
+context.modules = [
+  {{ name = libpipewire-module-bark-sink
+     args = {{ destination.ip = 127.0.0.1 destination.port = {catch_port} net.ttl = 1 }} }}
+  {{ name = libpipewire-module-bark-sink
+     args = {{ node.name = bark_sink_b node.description = "Bark B" audio.rate = 44100
+              audio.format = S24 destination.ip = 127.0.0.1 destination.port = {rx_port}
+              bark.stream = b stream.props = {{ node.latency = 512/44100 }} }} }}
+  {{ name = libpipewire-module-bark-source
+     args = {{ source.ip = 127.0.0.1 source.port = {rx_port} bark.delay.msec = -1.5 }} }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_format audio.format = U8 }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_rate audio.rate = 0 }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_ip destination.ip = 300.1.2.3 }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_channels audio.channels = 0 }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-source args = {{ node.name = bad_class media.class = Video/Source }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-source args = {{ node.name = bad_iface source.port = {rx_port} local.ifname = bark-no-such-if }} flags = [ nofail ] }}
+]
+"#
+    );
+    fs::write(
+        s.path("config/pipewire/pipewire.conf.d/bark-test.conf"),
+        conf,
+    )
+    .unwrap();
+
+    let mut pw = s.cmd("pipewire");
+    pw.env("PIPEWIRE_DEBUG", "3");
+    s.spawn("pipewire", pw);
+    wait_for("the daemon", || s.core_answers());
+    let mut wp = s.cmd("dbus-run-session");
+    wp.args(["--", "wireplumber"]);
+    s.spawn("wireplumber", wp);
+    s.spawn("pipewire-pulse", s.cmd("pipewire-pulse"));
+    s.run_ok(
+        "pw-cli",
+        &["create-node", "adapter", "{ factory.name=support.null-audio-sink node.name=speaker media.class=Audio/Sink object.linger=true audio.position=[FL FR] }"],
+    );
+
+    // The sink is listed as "Bark Network".
+    wait_for("pactl to list Bark Network", || {
+        let o = s.run("pactl", &["list", "sinks"]);
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout).contains("Description: Bark Network")
+    });
+    eprintln!("ok: pactl lists the Bark Network sink");
+
+    // Module info documents the arguments.
+    let dump = s.dump();
+    for (name, key) in [
+        ("libpipewire-module-bark-sink", "destination.ip"),
+        ("libpipewire-module-bark-source", "bark.delay.msec"),
+    ] {
+        let m = props_of(&dump, "Module", "module.name", name)
+            .unwrap_or_else(|| panic!("{name} not loaded"));
+        let p = &m["info"]["props"];
+        assert!(
+            p["module.usage"].as_str().unwrap_or("").contains(key),
+            "{name} usage lacks {key}"
+        );
+        assert!(
+            p["module.author"].is_string()
+                && p["module.version"].is_string()
+                && p["module.description"].is_string()
+        );
+    }
+    eprintln!("ok: module.usage/author/version/description present");
+
+    // Bad arguments: a clear error each, no node left, daemon alive.
+    let log = s.daemon_log();
+    for needle in [
+        "audio.format = \"U8\": must be one of F32, S24, S16",
+        "audio.rate 0 Hz is outside",
+        "destination.ip = \"300.1.2.3\" is not an IPv4 address",
+        "audio.channels 0 is outside",
+        "media.class = \"Video/Source\"",
+        "\"bark-no-such-if\": no such interface",
+    ] {
+        assert!(log.contains(needle), "no error logged for {needle:?}");
+    }
+    for bad in [
+        "bad_format",
+        "bad_rate",
+        "bad_ip",
+        "bad_channels",
+        "bad_class",
+        "bad_iface",
+    ] {
+        assert!(
+            props_of(&dump, "Node", "node.name", bad).is_none(),
+            "{bad} exists"
+        );
+    }
+    assert!(s.core_answers(), "daemon stopped answering");
+    eprintln!("ok: bad arguments rejected with clear errors; daemon answers");
+
+    // The receiver must not play into a Bark sink (feedback), even though
+    // a Bark sink is the default one here.
+    wait_for("bark_source linked to the speaker", || {
+        let o = s.run("pw-link", &["-l"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        out.contains("bark_source:output_FL") && out.contains("speaker:playback_FL")
+    });
+    let links = s.run_ok("pw-link", &["-l"]);
+    assert!(
+        !links.lines().any(|l| l.contains("bark_sink")),
+        "a Bark node links into a Bark sink:\n{links}"
+    );
+    eprintln!("ok: the receiver plays to the speaker, not into a Bark sink");
+
+    // Audio in, datagrams out.
+    let tone = s.path("tone.wav");
+    run_ok(
+        Command::new("sox")
+            .args(["-n", "-r", "48000", "-c", "2", "-b", "16"])
+            .arg(&tone)
+            .args(["synth", "1.5", "sine", "440", "vol", "0.5"]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = listen(catcher, stop.clone());
+    let tone_s = tone.to_string_lossy().into_owned();
+    s.run_ok("pw-play", &["--target", "bark_sink", &tone_s]);
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (audio, status) = counter.join().unwrap();
+    // 1.5 s at 48 kHz in packets of 176 frames: about 410.
+    assert!(audio >= 300, "only {audio} audio datagrams");
+    assert!(status >= 1, "no status datagram");
+    eprintln!("ok: {audio} audio and {status} status datagrams sent for 1.5 s of audio");
+
+    // 44.1 kHz sink feeding the receiver module.
+    s.run_ok("pw-play", &["--target", "bark_sink_b", &tone_s]);
+    wait_for(
+        "sink B to negotiate 44.1 kHz and the receiver to get audio",
+        || {
+            let log = s.daemon_log();
+            log.contains("bark_sink_b: negotiated F32LE 44100 Hz 2 ch")
+                && log.contains("bark_source: network audio arriving")
+        },
+    );
+    eprintln!("ok: 44.1 kHz sink negotiated; the receiver module got its audio");
+
+    // Unload: node gone, descriptors closed, daemon alive.
+    let dump = s.dump();
+    let module_id = |name: &str| {
+        props_of(&dump, "Module", "module.name", name)
+            .map(|m| m["id"].as_u64().unwrap())
+            .unwrap()
+    };
+    let fds = |pid: u32| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let pid = s.pid_of("pipewire");
+    let before = fds(pid);
+    let source_id = module_id("libpipewire-module-bark-source").to_string();
+    s.run_ok("pw-cli", &["destroy", &source_id]);
+    wait_for("bark_source to go away", || {
+        props_of(&s.dump(), "Node", "node.name", "bark_source").is_none()
+    });
+    let after = fds(pid);
+    // Its two sockets at least, plus the stream's own descriptors.
+    assert!(
+        after + 2 <= before,
+        "fds {before} -> {after} after unloading the source"
+    );
+    assert!(s.core_answers());
+    assert!(s.daemon_log().contains("bark_source: unloading"));
+    eprintln!("ok: unloading closed {} descriptors", before - after);
+}
