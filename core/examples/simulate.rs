@@ -3,7 +3,8 @@
 //! `sim: scenario=NAME receivers=N converge_ms=X p99_error_us=X max_error_us=X skew_p99_us=X underruns=N`.
 //!
 //! Usage: `cargo run --release -p bark-core --example simulate -- --scenario wired [--seconds 60]`
-//! (`--scenario all` runs every scenario).
+//! (`--scenario all` runs every scenario; `--trace N` prints receiver N's
+//! clock-estimate error once per simulated second).
 
 use bark_core::sim;
 
@@ -11,12 +12,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut name = "wired".to_string();
     let mut seconds = None;
+    let mut trace = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => name = args.next().unwrap_or_default(),
             "--seconds" => seconds = args.next().and_then(|s| s.parse::<f64>().ok()),
+            "--trace" => trace = args.next().and_then(|s| s.parse::<usize>().ok()),
             "-h" | "--help" => {
-                println!("usage: simulate --scenario {{{}|all}} [--seconds S]", sim::SCENARIOS.join("|"));
+                println!(
+                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER]",
+                    sim::SCENARIOS.join("|")
+                );
                 return;
             }
             other => {
@@ -25,17 +31,24 @@ fn main() {
             }
         }
     }
-    let names: Vec<&str> = if name == "all" { sim::SCENARIOS.to_vec() } else { vec![name.as_str()] };
+    let names: Vec<&str> = if name == "all" {
+        sim::SCENARIOS.to_vec()
+    } else {
+        vec![name.as_str()]
+    };
     for n in names {
         let Some(mut sc) = sim::scenario(n) else {
-            eprintln!("simulate: unknown scenario {n:?}; known: {}", sim::SCENARIOS.join(", "));
+            eprintln!(
+                "simulate: unknown scenario {n:?}; known: {}",
+                sim::SCENARIOS.join(", ")
+            );
             std::process::exit(2);
         };
         if let Some(s) = seconds {
             sc.duration_s = s;
         }
         let started = std::time::Instant::now();
-        let report = sim::run(&sc);
+        let report = sim::run_traced(&sc, trace);
         for (i, r) in report.receivers.iter().enumerate() {
             println!(
                 "  rx{i}: converge_ms={} p99_us={:.2} max_us={:.2} mean_us={:.2} frames={} underruns={} concealed={} jumps={} lost={} late={} dup={}",
@@ -43,7 +56,11 @@ fn main() {
                 r.p99_error_us, r.max_error_us, r.mean_error_us, r.frames, r.underruns, r.concealed, r.jumps, r.lost, r.late, r.duplicated
             );
         }
-        println!("  wall: {:.2} s for {} simulated s", started.elapsed().as_secs_f64(), sc.duration_s);
+        println!(
+            "  wall: {:.2} s for {} simulated s",
+            started.elapsed().as_secs_f64(),
+            sc.duration_s
+        );
         println!("{report}");
     }
 }

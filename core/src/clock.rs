@@ -26,7 +26,7 @@
 /// Exchanges kept, oldest dropped first: 25 s at 20 exchanges per second.
 /// A long window lets each direction find its least-queued packets even on
 /// a busy network; clock rates are stable over such spans.
-pub const WINDOW: usize = 512;
+pub const WINDOW: usize = 2048;
 /// A reply whose round trip exceeds this (ns) is dropped as useless.
 pub const MAX_RTT_NS: u64 = 500_000_000;
 /// A sample this far (ns) outside the current estimate's envelope counts
@@ -34,6 +34,12 @@ pub const MAX_RTT_NS: u64 = 500_000_000;
 pub const STEP_NS: f64 = 20_000_000.0;
 /// Consecutive outlying samples that restart the estimator: a clock step.
 pub const STEP_COUNT: u32 = 4;
+/// Prior spread of the rate between two crystal clocks (±100 ppm parts
+/// each), dimensionless: 200 ppm.
+pub const PRIOR_RATE: f64 = 200e-6;
+/// Largest rate difference believed, dimensionless (1000 ppm); more is a
+/// broken clock.
+pub const MAX_RATE: f64 = 1e-3;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
@@ -74,7 +80,9 @@ pub struct ClockSync {
     outliers: u32,
     samples: u64,
     resets: u64,
+    jitter: f64,
     hull: [(f64, f64); WINDOW],
+    pts: [(f64, f64); WINDOW],
 }
 
 impl Default for ClockSync {
@@ -94,7 +102,9 @@ impl ClockSync {
             outliers: 0,
             samples: 0,
             resets: 0,
+            jitter: 0.0,
             hull: [(0.0, 0.0); WINDOW],
+            pts: [(0.0, 0.0); WINDOW],
         }
     }
 
@@ -121,6 +131,12 @@ impl ClockSync {
         self.len == 0
     }
 
+    /// Estimated width of the one-way queueing noise, ns: how busy the
+    /// network is.
+    pub fn jitter_ns(&self) -> f64 {
+        self.jitter
+    }
+
     /// Times a clock step restarted the estimator.
     pub fn resets(&self) -> u64 {
         self.resets
@@ -142,7 +158,7 @@ impl ClockSync {
             fwd: (t2 as i64).wrapping_sub(t1 as i64),
             bwd: (t4 as i64).wrapping_sub(t3 as i64),
         };
-        if let Some(e) = self.estimate {
+        if let Some(e) = self.estimate.filter(|_| self.len >= 16) {
             // θ from this sample alone lies within ±rtt/2 of the truth.
             let theta = (s.fwd - s.bwd) as f64 / 2.0;
             let predicted = e.to_sender(s.t4) - s.t4 as f64;
@@ -178,85 +194,133 @@ impl ClockSync {
             .ordered()
             .map(|s| (s.fwd + s.bwd) as f64)
             .fold(f64::INFINITY, f64::min);
-        if self.len < 4 {
-            // Too few points for a line: best single exchange, no rate.
-            let best = self
-                .ordered()
-                .min_by_key(|s| s.fwd + s.bwd)
-                .copied()
-                .unwrap_or(newest);
-            self.estimate = Some(Estimate {
-                at,
-                offset: (best.fwd - best.bwd) as f64 / 2.0,
-                rate: 0.0,
-                min_rtt,
-            });
-            return;
-        }
         // Work relative to the newest sample so f64 keeps sub-ns precision.
-        let fwd0 = newest.fwd;
-        let bwd0 = newest.bwd;
-        let (fa, fb) = self.envelope(at, fwd0, true);
-        let (ba, bb) = self.envelope(at, bwd0, false);
-        // Lines are value-at-`at` and slope: fwd = θ + d, bwd = d − θ.
-        let offset = ((fwd0 as f64 + fa) - (bwd0 as f64 + ba)) / 2.0;
-        let rate = ((fb - bb) / 2.0).clamp(-1e-3, 1e-3);
+        let fwd = self.envelope(at, newest.fwd, true);
+        let bwd = self.envelope(at, newest.bwd, false);
+        // fwd = θ + d and bwd = d − θ: evaluate both at a common time.
+        let xc = (fwd.mean_x + bwd.mean_x) / 2.0;
+        let lf = newest.fwd as f64 + fwd.value + fwd.slope * (xc - fwd.mean_x);
+        let lb = newest.bwd as f64 + bwd.value + bwd.slope * (xc - bwd.mean_x);
+        let theta_c = (lf - lb) / 2.0;
+        // Shrink the measured rate toward 0 by its standard error against
+        // the prior spread of crystal clocks (Kalman-style weighting), so a
+        // short or noisy window cannot extrapolate wildly.
+        let rate_lp = (fwd.slope - bwd.slope) / 2.0;
+        let var = (fwd.slope_var + bwd.slope_var) / 4.0;
+        let k = PRIOR_RATE * PRIOR_RATE / (PRIOR_RATE * PRIOR_RATE + var);
+        let rate = (rate_lp * k).clamp(-MAX_RATE, MAX_RATE);
+        self.jitter = (fwd.width + bwd.width) / 2.0;
         self.estimate = Some(Estimate {
             at,
-            offset,
+            offset: theta_c - rate * xc,
             rate,
             min_rtt,
         });
     }
 
-    /// Lower-envelope line of one direction's points, as (value at `at`
-    /// minus `y0`, slope).
-    fn envelope(&mut self, at: i64, y0: i64, forward: bool) -> (f64, f64) {
-        let mut n = 0usize;
-        let mut mean_x = 0.0;
+    /// Lower envelope of one direction's points (x relative to `at`, y
+    /// relative to `y0`). The lower convex hull bounds the points from
+    /// below; its value at an interior time is a tight bound there whatever
+    /// the sampling density. The line through its values at 1/4 and 3/4 of
+    /// the window's time span gives the slope from half the span, so a dense
+    /// burst of samples (the fast start) cannot make it rest on two
+    /// neighbouring points.
+    fn envelope(&mut self, at: i64, y0: i64, forward: bool) -> Envelope {
+        // Both directions are indexed by t1: θ moves by at most rate × rtt
+        // (nanoseconds) between t1 and t4. Replies arrive out of order, so
+        // sort; the disorder is local and insertion sort is near linear.
         let start = (self.head + WINDOW - self.len) % WINDOW;
+        let mut sum_y = 0.0;
         for i in 0..self.len {
             let s = self.ring[(start + i) % WINDOW];
-            let (x, y) = if forward {
-                ((s.t1 - at) as f64, (s.fwd - y0) as f64)
-            } else {
-                ((s.t4 - at) as f64, (s.bwd - y0) as f64)
-            };
-            mean_x += x;
-            // Monotone chain, lower hull; x is non-decreasing in time order.
+            let x = (s.t1 - at) as f64;
+            let y = if forward { s.fwd - y0 } else { s.bwd - y0 } as f64;
+            sum_y += y;
+            let mut j = i;
+            while j > 0 && self.pts[j - 1].0 > x {
+                self.pts[j] = self.pts[j - 1];
+                j -= 1;
+            }
+            self.pts[j] = (x, y);
+        }
+        let mut n = 0usize;
+        for i in 0..self.len {
+            let (x, y) = self.pts[i];
+            // Monotone chain, lower hull.
             while n >= 2 {
                 let (x1, y1) = self.hull[n - 2];
                 let (x2, y2) = self.hull[n - 1];
-                let cross = (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1);
-                if cross <= 0.0 {
+                if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) <= 0.0 {
                     n -= 1;
                 } else {
                     break;
                 }
             }
             if n >= 1 && self.hull[n - 1].0 == x {
-                if y < self.hull[n - 1].1 {
-                    self.hull[n - 1].1 = y;
-                }
+                self.hull[n - 1].1 = self.hull[n - 1].1.min(y);
                 continue;
             }
             self.hull[n] = (x, y);
             n += 1;
         }
-        mean_x /= self.len as f64;
-        if n == 1 {
-            return (self.hull[0].1, 0.0);
+        let hull = &self.hull[..n];
+        let (x0, x1) = (hull[0].0, hull[n - 1].0);
+        let count = self.len as f64;
+        if n < 2 || x1 - x0 <= 0.0 {
+            return Envelope {
+                mean_x: x1,
+                value: hull[0].1,
+                slope: 0.0,
+                slope_var: f64::INFINITY,
+                width: 0.0,
+            };
         }
-        let mut k = 0;
-        while k + 2 < n && self.hull[k + 1].0 < mean_x {
-            k += 1;
+        let at_x = |x: f64| -> f64 {
+            let k = hull.partition_point(|p| p.0 <= x).clamp(1, n - 1);
+            let (xa, ya) = hull[k - 1];
+            let (xb, yb) = hull[k];
+            ya + (yb - ya) * (x - xa) / (xb - xa)
+        };
+        let (qa, qb) = (x0 + (x1 - x0) * 0.25, x0 + (x1 - x0) * 0.75);
+        let (ha, hb) = (at_x(qa), at_x(qb));
+        let slope = (hb - ha) / (qb - qa);
+        // A hull value sits about W/m above the true floor, W the noise
+        // width (twice the mean height of the points above the envelope) and
+        // m the points within a quarter span of it.
+        let width = 2.0 * (sum_y / count - (ha + hb) / 2.0).max(0.0);
+        let quarter = (x1 - x0) / 4.0;
+        let (mut na, mut nb) = (0usize, 0usize);
+        for &(x, _) in &self.pts[..self.len] {
+            na += usize::from((x - qa).abs() <= quarter);
+            nb += usize::from((x - qb).abs() <= quarter);
         }
-        let (x1, y1) = self.hull[k];
-        let (x2, y2) = self.hull[k + 1];
-        let slope = (y2 - y1) / (x2 - x1);
-        let value_at_mean = y1 + slope * (mean_x - x1);
-        (value_at_mean - slope * mean_x, slope)
+        let (ea, eb) = (width / na.max(1) as f64, width / nb.max(1) as f64);
+        let slope_var = (ea * ea + eb * eb) / ((qb - qa) * (qb - qa));
+        Envelope {
+            mean_x: qb,
+            value: hb,
+            slope,
+            slope_var,
+            width,
+        }
     }
+}
+
+/// One direction's lower envelope.
+#[derive(Clone, Copy, Debug)]
+struct Envelope {
+    /// Where the envelope is read: 3/4 of the window's time span, ns
+    /// relative to the newest sample (late enough to extrapolate little,
+    /// early enough to have points on both sides).
+    mean_x: f64,
+    /// Envelope value at `mean_x`, ns (relative to the newest sample's value).
+    value: f64,
+    /// Envelope slope, dimensionless.
+    slope: f64,
+    /// Variance of the slope estimate.
+    slope_var: f64,
+    /// Estimated width of the queueing noise, ns.
+    width: f64,
 }
 
 #[cfg(test)]
@@ -288,7 +352,10 @@ mod tests {
         }
         let e = c.estimate().unwrap();
         let truth = sender(last as f64) - last as f64;
-        (e.to_sender(last) - last as f64 - truth, (e.rate - ppm * 1e-6) * 1e6)
+        (
+            e.to_sender(last) - last as f64 - truth,
+            (e.rate - ppm * 1e-6) * 1e6,
+        )
     }
 
     #[test]
@@ -304,6 +371,38 @@ mod tests {
         let (err, ppm_err) = run(7.7e8, -180.0, 4_000_000.0, 600);
         assert!(err.abs() < 40_000.0, "offset error {err} ns");
         assert!(ppm_err.abs() < 20.0, "rate error {ppm_err} ppm");
+    }
+
+    /// The start-up burst: 460 exchanges 2 ms apart over a network with
+    /// 1–5 ms of queueing each way, replies arriving out of order. Offset
+    /// and rate must already be usable after this second.
+    #[test]
+    fn fast_start_on_a_busy_network() {
+        for seed0 in 1..8u64 {
+            let mut seed = seed0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut c = ClockSync::new();
+            let ppm = 60.0;
+            let sender = |l: f64| l * (1.0 + ppm * 1e-6) + 3e8;
+            let mut last = 0.0;
+            for i in 0..460 {
+                let t1 = 5e9 + i as f64 * 2e6;
+                let arrive = t1 + 1.3e6 + rng(&mut seed) * 4e6;
+                let t2 = sender(arrive);
+                let t3 = t2 + 20_000.0;
+                let t4 = arrive + 20_000.0 + 1.3e6 + rng(&mut seed) * 4e6;
+                c.add(t1 as u64, t2 as u64, t3 as u64, t4 as u64);
+                last = t4;
+            }
+            let e = c.estimate().unwrap();
+            let err = e.to_sender(last as i64) - last - (sender(last) - last);
+            let ppm_err = (e.rate - ppm * 1e-6) * 1e6;
+            assert!(err.abs() < 60_000.0, "seed {seed0}: offset error {err} ns");
+            assert!(
+                ppm_err.abs() < 80.0,
+                "seed {seed0}: rate error {ppm_err} ppm"
+            );
+            assert!(c.jitter_ns() > 3e6, "seed {seed0}: busy network not seen");
+        }
     }
 
     #[test]

@@ -128,7 +128,9 @@ mod tests {
         let mut seed = 1u64;
         let mut worst_late = 0.0f64;
         for i in 0..6000u64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let jitter = ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 80_000.0;
             let truth = 1_000_000_000.0 + (i * 256) as f64 * true_period;
             let u = dll.update((truth + jitter) as i64, 256);

@@ -191,7 +191,10 @@ mod tests {
     #[test]
     fn integer_formats_round_trip_within_one_step() {
         let samples = [0.0f32, 0.5, -0.5, 1.0, -1.0, 0.123_456];
-        for (fmt, step) in [(SampleFormat::S24, 1.0 / 8_388_607.0), (SampleFormat::S16, 1.0 / 32_767.0)] {
+        for (fmt, step) in [
+            (SampleFormat::S24, 1.0 / 8_388_607.0),
+            (SampleFormat::S16, 1.0 / 32_767.0),
+        ] {
             let mut bytes = vec![0u8; samples.len() * fmt.bytes()];
             fmt.encode(&samples, &mut bytes);
             let mut back = vec![0f32; samples.len()];

@@ -169,12 +169,18 @@ mod tests {
         let p = payload(&[1.0, 2.0, 3.0, 4.0]);
         assert_eq!(j.insert(10, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
         assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
-        assert_eq!(j.insert(10, 2, &p, SampleFormat::F32, 2, 0), Insert::Duplicate);
+        assert_eq!(
+            j.insert(10, 2, &p, SampleFormat::F32, 2, 0),
+            Insert::Duplicate
+        );
         assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 8), Insert::Late);
         assert_eq!(j.get(11), Some(&[3.0, 4.0][..]));
         assert_eq!(j.get(12), None);
         assert_eq!(j.end(), Some(12));
-        assert_eq!(j.insert(200, 2, &p, SampleFormat::F32, 2, 100), Insert::TooFar);
+        assert_eq!(
+            j.insert(200, 2, &p, SampleFormat::F32, 2, 100),
+            Insert::TooFar
+        );
     }
 
     #[test]

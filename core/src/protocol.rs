@@ -371,7 +371,9 @@ pub fn write_time(out: &mut [u8], reply: bool, t: &TimePacket) -> Option<usize> 
 }
 
 fn parse_str<'a>(d: &'a [u8], at: &mut usize) -> Result<&'a str, Error> {
-    let len = *d.get(*at).ok_or(Error::Malformed("status string missing"))? as usize;
+    let len = *d
+        .get(*at)
+        .ok_or(Error::Malformed("status string missing"))? as usize;
     if len > MAX_STRING {
         return Err(Error::Malformed("status string too long"));
     }
@@ -384,7 +386,9 @@ fn parse_str<'a>(d: &'a [u8], at: &mut usize) -> Result<&'a str, Error> {
 
 fn parse_status(d: &[u8]) -> Result<StatusPacket<'_>, Error> {
     if d.len() < STATUS_FIXED_LEN {
-        return Err(Error::Malformed("status packet shorter than its fixed part"));
+        return Err(Error::Malformed(
+            "status packet shorter than its fixed part",
+        ));
     }
     let role = match d[24] {
         1 => Role::Sender,
@@ -516,7 +520,13 @@ mod tests {
     #[test]
     fn rejects_wrong_version_and_magic() {
         let mut buf = [0u8; TIME_LEN];
-        let t = TimePacket { stream_id: 1, node_id: 2, t1: 3, t2: 4, t3: 5 };
+        let t = TimePacket {
+            stream_id: 1,
+            node_id: 2,
+            t1: 3,
+            t2: 4,
+            t3: 5,
+        };
         write_time(&mut buf, true, &t).unwrap();
         assert!(matches!(parse(&buf), Ok(Packet::TimeReply(p)) if p == t));
         let mut bad = buf;

@@ -35,14 +35,26 @@ const RING_SECONDS: f64 = 2.5;
 /// 1.3 ms at 48 kHz, long enough to avoid a click, short enough to keep most
 /// of the audio around a single lost packet.
 pub const FADE_FRAMES: usize = 64;
-/// Time requests during the first [`FAST_SAMPLES`] exchanges, ns apart.
-pub const FAST_INTERVAL_NS: u64 = 10_000_000;
+/// Time requests during the first [`FAST_SAMPLES`] exchanges, ns apart:
+/// the clock estimate's error shrinks with the number of exchanges times the
+/// span they cover, so a burst of them (about a second) right after a start
+/// gives a usable rate within the 2 s convergence budget. Adapters call
+/// [`Receiver::poll_transmit`] at least this often (a timer on the data
+/// loop), else requests simply go out at their call rate.
+pub const FAST_INTERVAL_NS: u64 = 2_000_000;
 /// Exchanges made at the fast interval after a (re)start.
-pub const FAST_SAMPLES: usize = 48;
-/// Time requests afterwards, ns apart (20 per second: ≈ 2 kB/s each way).
-pub const SLOW_INTERVAL_NS: u64 = 50_000_000;
-/// Exchanges needed before playback starts.
-pub const MIN_CLOCK_SAMPLES: usize = 8;
+pub const FAST_SAMPLES: usize = 500;
+/// Time requests afterwards, ns apart (40 per second: 48-byte requests and
+/// replies, ≈ 3 kB/s each way with IP and UDP headers).
+pub const SLOW_INTERVAL_NS: u64 = 25_000_000;
+/// Time requests on a busy network, ns apart (100 per second, ≈ 8 kB/s each
+/// way): the estimate's error scales with queueing noise over the number of
+/// exchanges, so more exchanges buy back the precision a quiet LAN gives.
+pub const BUSY_INTERVAL_NS: u64 = 10_000_000;
+/// Queueing noise width (ns) above which the network counts as busy.
+pub const BUSY_JITTER_NS: f64 = 500_000.0;
+/// Exchanges needed before playback starts (≈ 60 ms at the fast interval).
+pub const MIN_CLOCK_SAMPLES: usize = 32;
 /// A packet whose pts is this far (ns) from the sender timeline's
 /// prediction starts a new timeline (the sender paused or re-anchored).
 const PTS_BREAK_NS: f64 = 1_000_000.0;
@@ -132,13 +144,15 @@ impl Timeline {
         }
         let (f0, p0) = self.anchors[(self.head + 16 - self.n) % 16];
         if pts - p0 >= 500_000_000 && frame > f0 {
-            self.period = ((pts - p0) as f64 / (frame - f0) as f64).clamp(self.nominal * 0.99, self.nominal * 1.01);
+            self.period = ((pts - p0) as f64 / (frame - f0) as f64)
+                .clamp(self.nominal * 0.99, self.nominal * 1.01);
         }
     }
 
     /// Fractional frame index presented at sender time `s`.
     fn frame_at(&self, s: f64) -> Option<f64> {
-        self.newest.map(|(f, p)| f as f64 + (s - p as f64) / self.period)
+        self.newest
+            .map(|(f, p)| f as f64 + (s - p as f64) / self.period)
     }
 }
 
@@ -174,7 +188,7 @@ pub struct Receiver {
     scratch: Vec<f32>,
     dist: Vec<u16>,
     next_request: u64,
-    outstanding: [u64; 8],
+    outstanding: [u64; 32],
     out_next: usize,
     counters: StatusCounters,
     lost_before: u64,
@@ -230,7 +244,7 @@ impl Receiver {
             scratch: vec![0.0; scratch_frames * ch],
             dist: vec![0; scratch_frames],
             next_request: 0,
-            outstanding: [u64::MAX; 8],
+            outstanding: [u64::MAX; 32],
             out_next: 0,
             counters: StatusCounters::default(),
             lost_before: 0,
@@ -282,7 +296,12 @@ impl Receiver {
     /// # Errors
     /// [`Error::Malformed`] for a malformed datagram; it is dropped and
     /// nothing buffered is touched.
-    pub fn handle_packet(&mut self, now_ns: u64, data: &[u8], from: SocketAddr) -> Result<(), Error> {
+    pub fn handle_packet(
+        &mut self,
+        now_ns: u64,
+        data: &[u8],
+        from: SocketAddr,
+    ) -> Result<(), Error> {
         match protocol::parse(data)? {
             Packet::Audio(a) => {
                 let h = a.header;
@@ -386,9 +405,13 @@ impl Receiver {
         self.drift.reset();
         self.playing = false;
         self.next_request = now_ns;
-        self.outstanding = [u64::MAX; 8];
+        self.outstanding = [u64::MAX; 32];
         let r0 = h.format.rate as f64 / self.cfg.rate as f64;
-        let cutoff = if (r0 - 1.0).abs() < 1e-3 { 1.0 } else { (1.0 / r0).min(1.0) * 0.92 };
+        let cutoff = if (r0 - 1.0).abs() < 1e-3 {
+            1.0
+        } else {
+            (1.0 / r0).min(1.0) * 0.92
+        };
         if cutoff != self.cutoff {
             self.kernel.set_cutoff(cutoff);
             self.cutoff = cutoff;
@@ -408,6 +431,8 @@ impl Receiver {
         let addr = self.selector.current_addr()?;
         let interval = if self.clock.len() < FAST_SAMPLES {
             FAST_INTERVAL_NS
+        } else if self.clock.jitter_ns() > BUSY_JITTER_NS {
+            BUSY_INTERVAL_NS
         } else {
             SLOW_INTERVAL_NS
         };
@@ -440,9 +465,12 @@ impl Receiver {
         if frames == 0 {
             return;
         }
-        let u = self.out_dll.update(play_ns as i64, frames as u32);
+        // The smoothed time is not used for the target: PipeWire's timestamps
+        // are already smooth, and the loop's phase lag while it learns would
+        // show as sync error. Its period feeds the feed-forward ratio.
+        self.out_dll.update(play_ns as i64, frames as u32);
         let dt_s = frames as f64 * self.out_dll.period() * 1e-9;
-        let Some(target) = self.target(u.time) else {
+        let Some(target) = self.target(play_ns as i64) else {
             self.playing = false;
             out.fill(0.0);
             return;
@@ -452,7 +480,8 @@ impl Receiver {
             return;
         };
         let period = s.timeline.period;
-        let r0 = self.out_dll.period() * (1.0 + self.clock.estimate().map_or(0.0, |e| e.rate)) / period;
+        let r0 =
+            self.out_dll.period() * (1.0 + self.clock.estimate().map_or(0.0, |e| e.rate)) / period;
         if !self.playing {
             let k = target.floor();
             if k < BEFORE as f64 || !self.jitter.has(k as u64) || !self.jitter.has(k as u64 + 1) {
@@ -468,7 +497,6 @@ impl Receiver {
             self.last_error_ns = err;
             match self.drift.update(err, dt_s) {
                 Action::Jump => {
-                    if std::env::var("BARK_DEBUG").is_ok() { eprintln!("jump node={} t={} err={} x={} target={} ratio={} period={} clock_n={} est={:?}", self.cfg.node_id, u.time, err, self.x, target, self.ratio, period, self.clock.len(), self.clock.estimate()); }
                     self.x = target;
                     self.ratio = r0;
                 }
@@ -543,13 +571,21 @@ impl Receiver {
         let mut d = fade as u16;
         for i in 0..span {
             let k = lo + i as i64;
-            d = if missing(k) { 0 } else { (d + 1).min(fade as u16) };
+            d = if missing(k) {
+                0
+            } else {
+                (d + 1).min(fade as u16)
+            };
             self.dist[i] = d;
         }
         d = fade as u16;
         for i in (0..span).rev() {
             let k = lo + i as i64;
-            d = if missing(k) { 0 } else { (d + 1).min(fade as u16) };
+            d = if missing(k) {
+                0
+            } else {
+                (d + 1).min(fade as u16)
+            };
             self.dist[i] = self.dist[i].min(d);
         }
         let consumed_to = (self.x + n as f64 * step).floor() as i64;
@@ -557,7 +593,11 @@ impl Receiver {
             let k = first + i as i64;
             let dst = &mut self.scratch[i * ch..(i + 1) * ch];
             let dist = self.dist[i + FADE_FRAMES];
-            let src = if k >= 0 && dist > 0 { self.jitter.get(k as u64) } else { None };
+            let src = if k >= 0 && dist > 0 {
+                self.jitter.get(k as u64)
+            } else {
+                None
+            };
             match src {
                 Some(src) => {
                     let g = dist as f32 / fade as f32;
@@ -573,7 +613,13 @@ impl Receiver {
                 }
             }
         }
-        self.kernel.render(&self.scratch[..len * ch], ch, self.x - first as f64, step, out);
+        self.kernel.render(
+            &self.scratch[..len * ch],
+            ch,
+            self.x - first as f64,
+            step,
+            out,
+        );
         self.x += n as f64 * step;
     }
 

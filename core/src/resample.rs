@@ -149,7 +149,9 @@ mod tests {
     #[test]
     fn phase_zero_is_identity() {
         let k = Kernel::new(1.0);
-        let src: Vec<f32> = (0..64).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let src: Vec<f32> = (0..64)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         let mut out = vec![0f32; 20];
         k.render(&src, 1, BEFORE as f64 + 3.0, 1.0, &mut out);
         assert_eq!(&out[..], &src[BEFORE + 3..BEFORE + 23]);
@@ -160,7 +162,9 @@ mod tests {
         // 1 kHz at 48 kHz, read at 0.37-frame offsets: error far below 16 bit.
         let k = Kernel::new(1.0);
         let f = 1000.0 / 48_000.0;
-        let src: Vec<f32> = (0..400).map(|i| (2.0 * core::f64::consts::PI * f * i as f64).sin() as f32).collect();
+        let src: Vec<f32> = (0..400)
+            .map(|i| (2.0 * core::f64::consts::PI * f * i as f64).sin() as f32)
+            .collect();
         let mut out = vec![0f32; 300];
         let x0 = 20.37;
         k.render(&src, 1, x0, 1.0003, &mut out);

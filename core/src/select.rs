@@ -70,13 +70,21 @@ impl Selector {
     /// Address the followed sender sends from (where time requests go).
     pub fn current_addr(&self) -> Option<SocketAddr> {
         let cur = self.current?;
-        self.cands.iter().flatten().find(|c| c.session == cur).map(|c| c.addr)
+        self.cands
+            .iter()
+            .flatten()
+            .find(|c| c.session == cur)
+            .map(|c| c.addr)
     }
 
     /// When the followed sender was last heard, ns.
     pub fn current_last_heard(&self) -> Option<u64> {
         let cur = self.current?;
-        self.cands.iter().flatten().find(|c| c.session == cur).map(|c| c.last_heard)
+        self.cands
+            .iter()
+            .flatten()
+            .find(|c| c.session == cur)
+            .map(|c| c.last_heard)
     }
 
     /// Offers an audio packet's header received at `now` from `from`.
@@ -84,7 +92,12 @@ impl Selector {
         if self.want.is_some_and(|w| w != h.name_hash) {
             return Choice::Ignore;
         }
-        match self.cands.iter_mut().flatten().find(|c| c.session == h.stream_id) {
+        match self
+            .cands
+            .iter_mut()
+            .flatten()
+            .find(|c| c.session == h.stream_id)
+        {
             Some(c) => {
                 c.last_heard = now;
                 c.priority = h.priority;
@@ -183,7 +196,13 @@ mod tests {
         assert_eq!(s.offer(0, &h(2, 0, "kitchen"), addr()), Choice::Switch);
         assert_eq!(s.offer(1, &h(3, 5, "kitchen"), addr()), Choice::Switch);
         // 3 goes quiet; 2 is still talking and takes over after the timeout.
-        assert_eq!(s.offer(QUIET_NS / 2, &h(2, 0, "kitchen"), addr()), Choice::Ignore);
-        assert_eq!(s.offer(QUIET_NS + 2, &h(2, 0, "kitchen"), addr()), Choice::Switch);
+        assert_eq!(
+            s.offer(QUIET_NS / 2, &h(2, 0, "kitchen"), addr()),
+            Choice::Ignore
+        );
+        assert_eq!(
+            s.offer(QUIET_NS + 2, &h(2, 0, "kitchen"), addr()),
+            Choice::Switch
+        );
     }
 }

@@ -78,7 +78,8 @@ impl Sender {
         if cfg.session_id == 0 {
             return Err(Error::Config("session id must not be 0".into()));
         }
-        let min_mtu = protocol::IP_UDP_OVERHEAD + protocol::AUDIO_HEADER_LEN + cfg.format.frame_bytes();
+        let min_mtu =
+            protocol::IP_UDP_OVERHEAD + protocol::AUDIO_HEADER_LEN + cfg.format.frame_bytes();
         if cfg.mtu < min_mtu || cfg.mtu > 65_507 {
             return Err(Error::Config(format!(
                 "net.mtu {} must be within {min_mtu}..=65507 for this format",
@@ -86,7 +87,9 @@ impl Sender {
             )));
         }
         if cfg.latency_ns > 10_000_000_000 {
-            return Err(Error::Config("sess.latency.msec must be at most 10000".into()));
+            return Err(Error::Config(
+                "sess.latency.msec must be at most 10000".into(),
+            ));
         }
         let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
@@ -151,7 +154,9 @@ impl Sender {
                 priority: self.cfg.priority,
                 frames: n as u16,
             };
-            if let Some(len) = protocol::write_audio(&mut self.buf, &h, &samples[done * ch..(done + n) * ch]) {
+            if let Some(len) =
+                protocol::write_audio(&mut self.buf, &h, &samples[done * ch..(done + n) * ch])
+            {
                 send(&self.buf[..len]);
                 self.packets += 1;
             }
@@ -170,17 +175,25 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Malformed`] for a malformed datagram.
-    pub fn handle_packet(&mut self, t2_ns: u64, t3_ns: u64, data: &[u8], reply: &mut [u8]) -> Result<Option<usize>, Error> {
+    pub fn handle_packet(
+        &mut self,
+        t2_ns: u64,
+        t3_ns: u64,
+        data: &[u8],
+        reply: &mut [u8],
+    ) -> Result<Option<usize>, Error> {
         match protocol::parse(data)? {
-            Packet::TimeRequest(t) if t.stream_id == self.cfg.session_id => Ok(protocol::write_time(
-                reply,
-                true,
-                &TimePacket {
-                    t2: t2_ns,
-                    t3: t3_ns.max(t2_ns),
-                    ..t
-                },
-            )),
+            Packet::TimeRequest(t) if t.stream_id == self.cfg.session_id => {
+                Ok(protocol::write_time(
+                    reply,
+                    true,
+                    &TimePacket {
+                        t2: t2_ns,
+                        t3: t3_ns.max(t2_ns),
+                        ..t
+                    },
+                ))
+            }
             _ => Ok(None),
         }
     }
@@ -225,7 +238,9 @@ mod tests {
         let samples = vec![0.25f32; 1024 * 2];
         let mut got = Vec::new();
         s.push(1_000_000, &samples, &mut |d| got.push(d.to_vec()));
-        s.push(1_000_000 + 21_333_333, &samples, &mut |d| got.push(d.to_vec()));
+        s.push(1_000_000 + 21_333_333, &samples, &mut |d| {
+            got.push(d.to_vec())
+        });
         let headers: Vec<_> = got
             .iter()
             .map(|d| match parse(d).unwrap() {
@@ -266,13 +281,25 @@ mod tests {
 
     #[test]
     fn answers_only_its_own_time_requests() {
-        let cfg = SenderConfig { session_id: 42, ..Default::default() };
+        let cfg = SenderConfig {
+            session_id: 42,
+            ..Default::default()
+        };
         let mut s = Sender::new(cfg).unwrap();
         let mut req = [0u8; protocol::TIME_LEN];
-        let t = TimePacket { stream_id: 42, node_id: 9, t1: 100, t2: 0, t3: 0 };
+        let t = TimePacket {
+            stream_id: 42,
+            node_id: 9,
+            t1: 100,
+            t2: 0,
+            t3: 0,
+        };
         protocol::write_time(&mut req, false, &t).unwrap();
         let mut reply = [0u8; 64];
-        let n = s.handle_packet(200, 210, &req, &mut reply).unwrap().unwrap();
+        let n = s
+            .handle_packet(200, 210, &req, &mut reply)
+            .unwrap()
+            .unwrap();
         match parse(&reply[..n]).unwrap() {
             Packet::TimeReply(r) => assert_eq!((r.t1, r.t2, r.t3, r.node_id), (100, 200, 210, 9)),
             _ => panic!(),
@@ -286,9 +313,21 @@ mod tests {
     #[test]
     fn rejects_bad_config() {
         for cfg in [
-            SenderConfig { session_id: 0, ..Default::default() },
-            SenderConfig { mtu: 50, ..Default::default() },
-            SenderConfig { format: AudioFormat { rate: 1, ..Default::default() }, ..Default::default() },
+            SenderConfig {
+                session_id: 0,
+                ..Default::default()
+            },
+            SenderConfig {
+                mtu: 50,
+                ..Default::default()
+            },
+            SenderConfig {
+                format: AudioFormat {
+                    rate: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         ] {
             assert!(Sender::new(cfg).is_err());
         }

@@ -238,11 +238,17 @@ impl Report {
     }
     /// Worst p99 over receivers, µs.
     pub fn p99_error_us(&self) -> f64 {
-        self.receivers.iter().map(|r| r.p99_error_us).fold(0.0, f64::max)
+        self.receivers
+            .iter()
+            .map(|r| r.p99_error_us)
+            .fold(0.0, f64::max)
     }
     /// Worst max over receivers, µs.
     pub fn max_error_us(&self) -> f64 {
-        self.receivers.iter().map(|r| r.max_error_us).fold(0.0, f64::max)
+        self.receivers
+            .iter()
+            .map(|r| r.max_error_us)
+            .fold(0.0, f64::max)
     }
     /// Total underruns.
     pub fn underruns(&self) -> u64 {
@@ -319,6 +325,7 @@ enum Event {
     SenderCycle,
     Restart,
     RxCycle(usize),
+    RxTimer(usize),
     ToRx(usize, Vec<u8>),
     ToSender(usize, Vec<u8>),
 }
@@ -417,16 +424,24 @@ struct SimRx {
     period: f64,
     out: Vec<f32>,
     meter: Meter,
-    addr: SocketAddr,
     burst: u32,
 }
 
 /// Runs a scenario to completion.
 pub fn run(sc: &Scenario) -> Report {
+    run_traced(sc, None)
+}
+
+/// Runs a scenario, printing once per simulated second to stderr receiver
+/// `trace`'s clock-estimate error against the truth (a diagnostic).
+pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let rate = 48_000u32;
     let mut rng = Rng(sc.seed | 1);
     // Bases of several seconds keep every clock positive from the start.
-    let sender_clock = Clock { offset: sc.sender_clock.0 + 10e9, ppm: sc.sender_clock.1 };
+    let sender_clock = Clock {
+        offset: sc.sender_clock.0 + 10e9,
+        ppm: sc.sender_clock.1,
+    };
     let sender_addr: SocketAddr = "10.0.0.1:1530".parse().expect("literal address");
     let s_period = 1e9 / (rate as f64 * (1.0 + sc.sender_device_ppm * 1e-6));
     // Latency in true ns: the target is counted on the sender's clock.
@@ -454,14 +469,16 @@ pub fn run(sc: &Scenario) -> Report {
             let period = 1e9 / (rate as f64 * (1.0 + spec.device_ppm * 1e-6));
             let due = (spec.join_s * 1e9).max(s_t0 + latency_true);
             SimRx {
-                clock: Clock { offset: spec.clock_offset_ns + 5e9, ppm: spec.clock_ppm },
+                clock: Clock {
+                    offset: spec.clock_offset_ns + 5e9,
+                    ppm: spec.clock_ppm,
+                },
                 rx: None,
                 frame: 0,
                 t0: spec.join_s * 1e9 + 1e6 * (i as f64 + 0.37),
                 period,
                 out: vec![0.0; spec.quantum * 2],
                 meter: Meter::new(due, ms_total),
-                addr: SocketAddr::from(([10, 0, 0, 10 + i as u8], 1530)),
                 burst: 0,
                 spec: spec.clone(),
             }
@@ -472,12 +489,17 @@ pub fn run(sc: &Scenario) -> Report {
     let mut queue: BinaryHeap<Reverse<Queued>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push = |queue: &mut BinaryHeap<Reverse<Queued>>, t: f64, ev: Event| {
-        queue.push(Reverse(Queued { at: (t.max(0.0) * 16.0) as u64, seq, ev }));
+        queue.push(Reverse(Queued {
+            at: (t.max(0.0) * 16.0) as u64,
+            seq,
+            ev,
+        }));
         seq += 1;
     };
     push(&mut queue, s_t0, Event::SenderCycle);
     for (i, r) in rxs.iter().enumerate() {
         push(&mut queue, r.t0, Event::RxCycle(i));
+        push(&mut queue, r.t0 + 1.0, Event::RxTimer(i));
     }
     for &t in &sc.restarts_s {
         push(&mut queue, t * 1e9, Event::Restart);
@@ -546,6 +568,23 @@ pub fn run(sc: &Scenario) -> Report {
                     }
                 }
             }
+            Event::RxTimer(i) => {
+                // The adapter's time-exchange timer on the data loop.
+                let r = &mut rxs[i];
+                if let Some(rx) = r.rx.as_mut() {
+                    let now = r.clock.read(t);
+                    while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
+                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
+                            push(&mut queue, t + delay, Event::ToSender(i, buf[..n].to_vec()));
+                        }
+                    }
+                }
+                push(
+                    &mut queue,
+                    t + crate::receiver::FAST_INTERVAL_NS as f64,
+                    Event::RxTimer(i),
+                );
+            }
             Event::RxCycle(i) => {
                 let r = &mut rxs[i];
                 if r.rx.is_none() {
@@ -562,16 +601,20 @@ pub fn run(sc: &Scenario) -> Report {
                 let cb = heard0 - q as f64 * r.period - 500_000.0;
                 let rx = r.rx.as_mut().expect("created above");
                 let now = r.clock.read(cb.max(0.0));
-                while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
-                    if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                        push(&mut queue, cb + delay, Event::ToSender(i, buf[..n].to_vec()));
-                    }
-                }
-                if std::env::var("BARK_DEBUG").is_ok() && i == 0 && r.frame % (48_000) < q as u64 {
+                if trace == Some(i) && r.frame % (rate as u64) < q as u64 {
                     if let Some(e) = rx.clock().estimate() {
                         let truth = sender_clock.read(cb) as f64;
-                        let truth_rate = (1.0 + sender_clock.ppm * 1e-6) / (1.0 + r.clock.ppm * 1e-6) - 1.0;
-                        eprintln!("dbg t={:.1} clock_err_us={:.1} rate_err_ppm={:.2} n={} sync_err_us={:.1}", cb / 1e9, (e.to_sender(now as i64) - truth) / 1e3, (e.rate - truth_rate) * 1e6, rx.clock().len(), rx.sync_error_ns() / 1e3);
+                        let truth_rate =
+                            (1.0 + sender_clock.ppm * 1e-6) / (1.0 + r.clock.ppm * 1e-6) - 1.0;
+                        eprintln!(
+                            "trace rx{i} t={:.1}s clock_err_us={:.1} rate_err_ppm={:.2} exchanges={} jitter_us={:.0} sync_err_us={:.1}",
+                            cb / 1e9,
+                            (e.to_sender(now as i64) - truth) / 1e3,
+                            (e.rate - truth_rate) * 1e6,
+                            rx.clock().len(),
+                            rx.clock().jitter_ns() / 1e3,
+                            rx.sync_error_ns() / 1e3
+                        );
                     }
                 }
                 let report_jitter = (rng.next() - 0.5) * 4_000.0;
@@ -611,7 +654,11 @@ pub fn run(sc: &Scenario) -> Report {
                 converge_ms: r.meter.converge_ms.filter(|_| r.meter.converged),
                 p99_error_us: r.meter.p99() / 1000.0,
                 max_error_us: r.meter.max / 1000.0,
-                mean_error_us: if r.meter.n > 0 { r.meter.sum / r.meter.n as f64 / 1000.0 } else { 0.0 },
+                mean_error_us: if r.meter.n > 0 {
+                    r.meter.sum / r.meter.n as f64 / 1000.0
+                } else {
+                    0.0
+                },
                 frames: r.meter.n,
                 underruns: c.underruns,
                 concealed: c.concealed_frames,
@@ -657,7 +704,8 @@ fn transit(net: &NetModel, rng: &mut Rng, burst: &mut u32) -> Option<f64> {
     if rng.chance(net.loss) {
         return None;
     }
-    let mut d = net.delay_ns + net.jitter_min_ns + rng.next() * (net.jitter_max_ns - net.jitter_min_ns);
+    let mut d =
+        net.delay_ns + net.jitter_min_ns + rng.next() * (net.jitter_max_ns - net.jitter_min_ns);
     if rng.chance(net.reorder) {
         d += net.reorder_ns;
     }

@@ -1,0 +1,246 @@
+//! Receiver behaviour through a perfect loopback network: content, stream
+//! selection, channel mapping and resistance to malformed input.
+
+use bark_core::protocol::{self, MAGIC, VERSION};
+use bark_core::{AudioFormat, Receiver, ReceiverConfig, Sender, SenderConfig};
+use std::net::SocketAddr;
+
+const RATE: f64 = 48_000.0;
+
+/// Fills one frame's samples for a frame index.
+type Gen<'a> = &'a dyn Fn(u64, &mut [f32]);
+const Q: usize = 256;
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 1530))
+}
+
+/// Runs `cycles` buffers: each sender produces `Q` frames from `gen`
+/// (frame index → interleaved samples), packets arrive 100 µs later, time
+/// exchanges are immediate, and the receiver's output (heard 6 ms after the
+/// cycle) is returned. `inject` may add datagrams before each fill.
+fn run(
+    senders: &mut [(Sender, Gen)],
+    rx: &mut Receiver,
+    cycles: usize,
+    inject: &mut dyn FnMut(usize, &mut Receiver),
+) -> Vec<f32> {
+    let ch = rx.config().channels as usize;
+    let mut out = Vec::new();
+    let mut buf = vec![0f32; Q * ch];
+    let mut reply = [0u8; 64];
+    let mut req = [0u8; 64];
+    for c in 0..cycles {
+        let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
+        for (i, (s, gen)) in senders.iter_mut().enumerate() {
+            let sch = s.config().format.channels as usize;
+            let mut samples = vec![0f32; Q * sch];
+            for f in 0..Q {
+                gen((c * Q + f) as u64, &mut samples[f * sch..(f + 1) * sch]);
+            }
+            let mut packets = Vec::new();
+            s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
+            for p in packets {
+                rx.handle_packet(now + 100_000, &p, addr(i as u8 + 1))
+                    .unwrap();
+            }
+        }
+        // Time exchanges every 2 ms of this cycle, answered by whichever
+        // sender the request is addressed to.
+        for k in 0..3 {
+            let t = now + k * 2_000_000;
+            while let Some((n, to)) = rx.poll_transmit(t, &mut req) {
+                let i = to
+                    .ip()
+                    .to_string()
+                    .rsplit('.')
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+                    - 1;
+                if let Ok(Some(m)) =
+                    senders[i]
+                        .0
+                        .handle_packet(t + 50_000, t + 60_000, &req[..n], &mut reply)
+                {
+                    rx.handle_packet(t + 110_000, &reply[..m], to).unwrap();
+                }
+            }
+        }
+        inject(c, rx);
+        rx.fill(now + 6_000_000, &mut buf);
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+fn sender(name: &str, session: u64, channels: u8, priority: i8) -> Sender {
+    Sender::new(SenderConfig {
+        session_id: session,
+        stream: name.into(),
+        priority,
+        latency_ns: 20_000_000,
+        format: AudioFormat {
+            channels,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn sine(f: u64, s: &mut [f32]) {
+    let v = (f as f64 * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
+    s.fill(v);
+}
+
+#[test]
+fn plays_the_stream_after_the_latency() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut senders: [(Sender, Gen); 1] =
+        [(sender("default", 1, 2, 0), &sine)];
+    let out = run(&mut senders, &mut rx, 400, &mut |_, _| {});
+    assert!(rx.playing());
+    // Output frame k (cycle c, offset f) is heard at 1 s + c·Q/48k + 6 ms +
+    // f/48k and should carry sender frame (heard − 1 s − 20 ms) · 48k.
+    let mut worst = 0f32;
+    for k in (200 * Q)..(400 * Q) {
+        let want_frame = k as f64 - 0.014 * RATE;
+        let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
+        worst = worst.max((out[2 * k] - want).abs());
+    }
+    assert!(worst < 2e-3, "worst sample error {worst}");
+    assert!(rx.sync_error_ns().abs() < 2_000.0);
+}
+
+#[test]
+fn malformed_datagrams_are_dropped_without_disturbing_playback() {
+    let mk = || {
+        (
+            Receiver::new(ReceiverConfig::default()).unwrap(),
+            [(
+                sender("default", 1, 2, 0),
+                &sine as &dyn Fn(u64, &mut [f32]),
+            )],
+        )
+    };
+    let (mut clean_rx, mut s1) = mk();
+    let clean = run(&mut s1, &mut clean_rx, 300, &mut |_, _| {});
+    let (mut rx, mut s2) = mk();
+    let mut rejected = 0;
+    let noisy = run(&mut s2, &mut rx, 300, &mut |c, rx| {
+        let mut junk: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xff; 7],
+            (0..200u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+        ];
+        // A valid-looking audio header with a lying payload length.
+        let mut audio = vec![0u8; protocol::AUDIO_HEADER_LEN + 8];
+        let h = protocol::AudioHeader {
+            stream_id: 1,
+            seq: 0,
+            frame: 0,
+            pts: 0,
+            format: AudioFormat::default(),
+            latency_us: 0,
+            name_hash: 0,
+            priority: 0,
+            frames: 1,
+        };
+        let n = protocol::write_audio(&mut audio, &h, &[0.0, 0.0]).unwrap();
+        junk.push(audio[..n - 1].to_vec());
+        let mut wrong_version = audio[..n].to_vec();
+        wrong_version[4] = VERSION + 1;
+        junk.push(wrong_version);
+        let mut bad_type = audio[..n].to_vec();
+        bad_type[5] = 99;
+        junk.push(bad_type);
+        let mut time = vec![0u8; protocol::TIME_LEN + 3];
+        time[..4].copy_from_slice(&MAGIC);
+        time[4] = VERSION;
+        time[5] = 3;
+        junk.push(time);
+        for j in &junk {
+            if rx.handle_packet(1_000 + c as u64, j, addr(9)).is_err() {
+                rejected += 1;
+            }
+        }
+    });
+    assert_eq!(rejected, 300 * 7);
+    assert!(rx.playing());
+    assert_eq!(clean, noisy, "garbage changed the output");
+}
+
+#[test]
+fn follows_the_named_stream_and_maps_channels() {
+    let cfg = ReceiverConfig {
+        stream: Some("kitchen".into()),
+        ..Default::default()
+    };
+    let mut rx = Receiver::new(cfg).unwrap();
+    let loud = |_f: u64, s: &mut [f32]| s.fill(0.5);
+    let quiet = |_f: u64, s: &mut [f32]| s.fill(-0.25);
+    // "living" has the higher priority, but the receiver was told otherwise.
+    let mut senders: [(Sender, Gen); 2] = [
+        (sender("living", 10, 2, 9), &loud),
+        (sender("kitchen", 20, 1, 0), &quiet),
+    ];
+    let out = run(&mut senders, &mut rx, 200, &mut |_, _| {});
+    assert_eq!(rx.session(), Some(20));
+    let tail = &out[out.len() - 2 * Q..];
+    // Mono upmixed to both channels.
+    assert!(
+        tail.iter().all(|v| (v + 0.25).abs() < 1e-4),
+        "{:?}",
+        &tail[..8]
+    );
+}
+
+#[test]
+fn highest_priority_wins_without_a_name() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let a = |_f: u64, s: &mut [f32]| s.fill(0.5);
+    let b = |_f: u64, s: &mut [f32]| s.fill(-0.25);
+    let mut senders: [(Sender, Gen); 2] =
+        [(sender("a", 10, 2, 9), &a), (sender("b", 20, 2, 0), &b)];
+    let out = run(&mut senders, &mut rx, 200, &mut |_, _| {});
+    assert_eq!(rx.session(), Some(10));
+    assert!(out[out.len() - 2 * Q..]
+        .iter()
+        .all(|v| (v - 0.5).abs() < 1e-4));
+    let c = rx.counters();
+    assert_eq!((c.lost, c.duplicated, c.underruns), (0, 0, 0));
+}
+
+#[test]
+fn silent_until_a_sender_appears_and_rejects_bad_config() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut buf = vec![1f32; 512];
+    rx.fill(123, &mut buf);
+    assert!(buf.iter().all(|v| *v == 0.0));
+    let mut req = [0u8; 64];
+    assert!(rx.poll_transmit(0, &mut req).is_none());
+    for cfg in [
+        ReceiverConfig {
+            rate: 0,
+            ..Default::default()
+        },
+        ReceiverConfig {
+            channels: 0,
+            ..Default::default()
+        },
+        ReceiverConfig {
+            latency_ns: Some(5_000_000_000),
+            ..Default::default()
+        },
+        ReceiverConfig {
+            node_id: 0,
+            ..Default::default()
+        },
+    ] {
+        assert!(Receiver::new(cfg).is_err());
+    }
+}
