@@ -1,1 +1,13 @@
-//! placeholder
+//! Bark lab: the measurement side of the network-namespace LAN harness.
+//!
+//! - [`recording`]: timestamped recordings (WAV + per-buffer CLOCK_MONOTONIC
+//!   stamps) as written by `bark-lab-record` and `bark-lab-tone`.
+//! - [`analysis`]: alignment, latency, inter-receiver skew, dropouts and
+//!   fidelity, as used by `bark-lab-analyze`.
+//!
+//! The shell side (namespaces, daemons, sessions) is in `lab/*.sh`; see
+//! `lab/README.md`.
+
+pub mod analysis;
+pub mod pwutil;
+pub mod recording;

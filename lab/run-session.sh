@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# One lab session: 1 sender + N receivers, each a network namespace with its
+# own headless PipeWire; real music played into the sender's network sink;
+# the sender sink's monitor (reference) and every receiver's speaker monitor
+# recorded with CLOCK_MONOTONIC stamps; then analyzed.
+#
+# Which network audio is tested is only a matter of drop-ins:
+#   --sender-conf FILE    pipewire.conf.d drop-in for the sender (h0)
+#   --receiver-conf FILE  drop-in for every receiver (h1..hN)
+#   --sink NODE           node.name of the sender's network sink (rtp-sink)
+#   --rx-node NODE        node.name that appears on a receiver once it plays
+#                         the stream (default: wait for any link into the
+#                         receiver's speaker)
+# Options:
+#   --receivers N (2)   --seconds S (20)   --quantum FRAMES (graph default)
+#   --music FILE (planetblupi Ogg)   --music-offset S (60)
+#   --module-dir DIR    extra PIPEWIRE_MODULE_DIR entry (default: the
+#                       Makefile's target/pw-modules if it exists)
+#   --sender-env K=V    environment for h0's daemons (repeatable)
+#   --rx-env K=V        environment for every receiver's daemons (repeatable)
+#   --host-env hN:K=V   environment for one host's daemons, e.g.
+#                       h2:BARK_TEST_CLOCK=150000,40 (repeatable)
+#   --settle S (3)      seconds between the receivers appearing and recording
+#   --speaker-driver    null-sink speakers drive their graphs (see lanlib.sh)
+#   --out DIR           results (default lab/out/<time>-<id>)
+#   --keep              keep the run dir (logs, configs) after teardown
+#   --id ID             run id (default: derived from this PID)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=lanlib.sh
+. "$here/lanlib.sh"
+
+usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+
+sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
+receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
+music='' music_offset=60 speaker_driver=''
+sender_env=() rx_env=() host_env=()
+while (($#)); do
+	case $1 in
+	--sender-conf) sender_conf=$2; shift 2 ;;
+	--receiver-conf) receiver_conf=$2; shift 2 ;;
+	--sink) sink=$2; shift 2 ;;
+	--rx-node) rx_node=$2; shift 2 ;;
+	--receivers) receivers=$2; shift 2 ;;
+	--seconds) seconds=$2; shift 2 ;;
+	--quantum) quantum=$2; shift 2 ;;
+	--music) music=$2; shift 2 ;;
+	--music-offset) music_offset=$2; shift 2 ;;
+	--module-dir) moddir=$2; shift 2 ;;
+	--sender-env) sender_env+=("$2"); shift 2 ;;
+	--rx-env) rx_env+=("$2"); shift 2 ;;
+	--host-env) host_env+=("$2"); shift 2 ;;
+	--settle) settle=$2; shift 2 ;;
+	--speaker-driver) speaker_driver=--speaker-driver; shift ;;
+	--out) out=$2; shift 2 ;;
+	--keep) keep=--keep; shift ;;
+	--id) id=$2; shift 2 ;;
+	-h | --help) usage ;;
+	*) lab_die "unknown option $1 (try --help)" ;;
+	esac
+done
+[[ -f $sender_conf ]] || lab_die "--sender-conf FILE is required"
+[[ -f $receiver_conf ]] || lab_die "--receiver-conf FILE is required"
+((receivers >= 1 && receivers <= 16)) || lab_die "--receivers must be 1..16"
+[[ $seconds =~ ^[0-9]+$ ]] && ((seconds >= 2 && seconds <= 600)) || lab_die "--seconds must be 2..600"
+lab_require_root
+sender_conf=$(realpath "$sender_conf")
+receiver_conf=$(realpath "$receiver_conf")
+
+if [[ -z $music ]]; then
+	music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
+	[[ -n $music ]] || lab_die "no --music and planetblupi-music-ogg is not installed"
+fi
+if [[ -z $moddir && -d $repo/target/pw-modules ]]; then moddir=$repo/target/pw-modules; fi
+
+bin=${BARK_LAB_BIN:-$repo/target/release}
+for b in bark-lab-record bark-lab-analyze; do
+	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: run 'cargo build --release -p bark-lab' (or make lab-build)"
+done
+
+[[ -n $id ]] || id=s$(($$ % 100000))
+[[ -n $out ]] || out=$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id
+mkdir -p "$out"
+out=$(realpath "$out")
+log=$out/session.log
+: >"$log"
+
+# Everything this run starts outside lanlib (recorders, the player) goes in
+# here; teardown stops those PIDs, then the LAN (daemons, namespaces).
+my_pids=()
+cleanup() {
+	local rc=$? p
+	trap - EXIT INT TERM
+	for p in "${my_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${my_pids[@]}"; do
+		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	if [[ -n $keep ]]; then
+		cp -r "$(lab_run_dir "$id")" "$out/run" 2>/dev/null || true
+	else
+		# Daemon logs are small and the first thing wanted when a run fails.
+		mkdir -p "$out/logs"
+		for d in "$(lab_run_dir "$id")"/h*; do
+			[[ -d $d/logs ]] && cp -r "$d/logs" "$out/logs/$(basename "$d")" 2>/dev/null
+		done
+	fi
+	lab_down "$id" >>"$log" 2>&1 || true
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+nhosts=$((receivers + 1))
+lab_log "run $id: 1 sender + $receivers receivers, ${seconds}s, out $out"
+lab_up "$id" "$nhosts" 2>>"$log"
+
+common=(--module-dir "$moddir")
+[[ -n $quantum ]] && common+=(--quantum "$quantum")
+[[ -n $speaker_driver ]] && common+=("$speaker_driver")
+host_envs() { # host_envs INDEX -> "--env K=V" words for that host
+	local i=$1 e
+	if ((i == 0)); then
+		for e in "${sender_env[@]}"; do printf -- '--env\n%s\n' "$e"; done
+	else
+		for e in "${rx_env[@]}"; do printf -- '--env\n%s\n' "$e"; done
+	fi
+	for e in "${host_env[@]}"; do
+		[[ $e == "h$i:"* ]] && printf -- '--env\n%s\n' "${e#h"$i":}"
+	done
+	return 0
+}
+mapfile -t envs < <(host_envs 0)
+lab_audio_up "$id" 0 --conf "$sender_conf" "${common[@]}" "${envs[@]}" 2>>"$log"
+for ((i = 1; i <= receivers; i++)); do
+	mapfile -t envs < <(host_envs "$i")
+	lab_audio_up "$id" "$i" --conf "$receiver_conf" "${common[@]}" "${envs[@]}" 2>>"$log"
+done
+lab_wait "$BARK_LAB_TIMEOUT" "sender sink '$sink' on h0" lab_node_id "$id" 0 "$sink" ||
+	lab_die "sender sink '$sink' did not appear (see $out/logs/h0/pipewire.log)"
+
+# The music: a 44.1 kHz excerpt, so the graph's resampler is in the path as
+# it is for a user playing a CD-rate file. Long enough for warm-up + run.
+excerpt=$out/music.wav
+total=$((seconds + 40))
+sox "$music" "$excerpt" trim "$music_offset" "$total" 2>>"$log" ||
+	lab_die "sox could not cut $music"
+
+# Player: pw-play, a stock client, into the network sink (the user's way:
+# pick the sink as target). Its own PID, stopped at teardown.
+lab_spawn "$id" 0 pw-play "$out/pw-play.log" pw-play --target "$sink" "$excerpt" >"$out/.player.pid"
+my_pids+=("$(cat "$out/.player.pid")")
+lab_log "playing $(basename "$music") (+${music_offset}s) into h0:$sink"
+
+# Receivers must have picked the stream up (rtp-source waits for a SAP
+# announcement, every 5 s), bounded.
+for ((i = 1; i <= receivers; i++)); do
+	if [[ -n $rx_node ]]; then
+		lab_wait 30 "h$i: node '$rx_node'" lab_node_id "$id" "$i" "$rx_node" ||
+			lab_die "h$i never created '$rx_node' (see $out/logs/h$i)"
+	else
+		lab_wait 30 "h$i: a stream into its speaker" lab_speaker_fed "$id" "$i" ||
+			lab_die "h$i never played into its speaker (see $out/logs/h$i)"
+	fi
+done
+lab_log "receivers up; settling ${settle}s"
+sleep "$settle"
+
+# CPU of each receiver's daemons over the recording window.
+declare -A cpu0
+snap_cpu() {
+	local i w pid
+	for ((i = 1; i <= receivers; i++)); do
+		for w in pipewire wireplumber pipewire-pulse; do
+			pid=$(cat "$(lab_host_dir "$id" "$i")/$w.pid")
+			# dbus-run-session is the recorded PID for wireplumber: count
+			# the wireplumber process itself.
+			[[ $w == wireplumber ]] && pid=$(pgrep -P "$pid" -x wireplumber | head -1)
+			printf '%s %s %s\n' "h$i" "$w" "$(lab_cpu_ticks "$pid")"
+		done
+	done
+}
+t_cpu0=$(date +%s.%N)
+while read -r h w t; do cpu0[$h.$w]=$t; done < <(snap_cpu)
+
+# Reference first (1 s early, 2 s longer): receivers play what the sender
+# played ~latency earlier, and that content must be in the reference.
+lab_spawn "$id" 0 record "$out/record-h0.log" \
+	"$bin/bark-lab-record" --target "$sink" --seconds $((seconds + 2)) --out "$out/ref.wav" >"$out/.rec0.pid"
+rec_pids=("$(cat "$out/.rec0.pid")")
+sleep 1
+for ((i = 1; i <= receivers; i++)); do
+	lab_spawn "$id" "$i" record "$out/record-h$i.log" \
+		"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.rec$i.pid"
+	rec_pids+=("$(cat "$out/.rec$i.pid")")
+done
+my_pids+=("${rec_pids[@]}")
+lab_log "recording ${seconds}s"
+# Recorders stop by themselves; bounded wait all the same.
+deadline=$((SECONDS + seconds + 30))
+for p in "${rec_pids[@]}"; do
+	while kill -0 "$p" 2>/dev/null; do
+		((SECONDS < deadline)) || lab_die "recorder $p overran"
+		sleep 0.2
+	done
+done
+t_cpu1=$(date +%s.%N)
+hz=$(getconf CLK_TCK)
+{
+	echo "host,process,cpu_percent_of_one_core"
+	while read -r h w t; do
+		awk -v a="${cpu0[$h.$w]}" -v b="$t" -v hz="$hz" -v t0="$t_cpu0" -v t1="$t_cpu1" -v h="$h" -v w="$w" \
+			'BEGIN { printf "%s,%s,%.2f\n", h, w, 100 * (b - a) / hz / (t1 - t0) }'
+	done < <(snap_cpu)
+} >"$out/cpu.csv"
+for f in "$out"/ref.wav "$out"/rx*.wav; do
+	[[ -s $f ]] || lab_die "recording $f is missing (see $out/record-*.log)"
+done
+
+args=(--reference "$out/ref.wav" --json "$out/analysis.json" --series "$out/series.csv")
+for ((i = 1; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label "h$i"); done
+"$bin/bark-lab-analyze" "${args[@]}" | tee "$out/analysis.txt"
+echo "CPU over the ${seconds}s window (% of one core):"
+column -s, -t "$out/cpu.csv" | sed 's/^/  /'
+{
+	echo "command: $0 $(printf '%q ' "${@:-}")"
+	echo "sender-conf: $sender_conf"
+	echo "receiver-conf: $receiver_conf"
+	echo "pipewire: $(pipewire --version | tail -1)"
+	echo "kernel: $(uname -r)"
+} >"$out/session.txt"
+lab_log "results in $out"

@@ -1,0 +1,225 @@
+//! bark-lab-analyze: compare receiver recordings with a reference.
+//!
+//! Prints, per receiver: end-to-end latency (reference play time → receiver
+//! play time of the same content, ms), fidelity (normalized correlation),
+//! dropouts (digital-silence runs and timestamp gaps inside the program);
+//! per receiver pair: skew over time (p50/p99/max of |skew|, µs).
+//! `--json FILE` writes the same figures machine-readably.
+
+use anyhow::{bail, Result};
+use bark_lab::analysis::{self, percentile, Params, Track};
+use bark_lab::recording::Recording;
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(about = "Latency, skew, dropouts and fidelity of lab recordings")]
+struct Args {
+    /// Reference recording (what the sender played), WAV (+ .ts.csv).
+    #[arg(long)]
+    reference: PathBuf,
+    /// Receiver recordings, WAV (+ .ts.csv); repeat for each receiver.
+    #[arg(long = "receiver", required = true)]
+    receivers: Vec<PathBuf>,
+    /// Labels for the receivers, same order (default: file stems).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Analysis rate, Hz; recordings at other rates are resampled to it.
+    #[arg(long, default_value_t = 48000)]
+    rate: u32,
+    /// Window length, ms.
+    #[arg(long, default_value_t = 200.0)]
+    window_ms: f64,
+    /// Window hop, ms.
+    #[arg(long, default_value_t = 100.0)]
+    hop_ms: f64,
+    /// Largest |latency| to consider when aligning, ms.
+    #[arg(long, default_value_t = 5000.0)]
+    max_latency_ms: f64,
+    /// Skip this many seconds at the start of each receiver recording
+    /// (start-up transients, e.g. before a receiver locked on).
+    #[arg(long, default_value_t = 0.0)]
+    settle_s: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write per-window series (CSV: receiver,t_s,latency_ms,fidelity,slew_ppm) here.
+    #[arg(long)]
+    series: Option<PathBuf>,
+}
+
+fn stats(v: &[f64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    json!({
+        "n": v.len(),
+        "mean": mean,
+        "min": v.iter().cloned().fold(f64::INFINITY, f64::min),
+        "p50": percentile(v, 50.0),
+        "p99": percentile(v, 99.0),
+        "max": v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
+fn settle(tr: &mut Track, settle_s: f64) {
+    tr.windows.retain(|w| w.probe_s >= settle_s);
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let p = Params {
+        window_s: a.window_ms / 1e3,
+        hop_s: a.hop_ms / 1e3,
+        max_latency_ms: a.max_latency_ms,
+        ..Params::default()
+    };
+    let load = |path: &PathBuf| -> Result<Recording> {
+        let r = Recording::load(path)?;
+        analysis::resample(&r, a.rate)
+    };
+    let reference = load(&a.reference)?;
+    let mut rx = Vec::new();
+    for (i, path) in a.receivers.iter().enumerate() {
+        let label = a.labels.get(i).cloned().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("rx{i}"))
+        });
+        rx.push((label, load(path)?));
+    }
+    if rx.is_empty() {
+        bail!("no receivers");
+    }
+
+    let mut out_rx = Vec::new();
+    let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
+    println!(
+        "reference: {} ({:.1} s, {} buffers)",
+        a.reference.display(),
+        reference.seconds(),
+        reference.stamps.len()
+    );
+    for (label, r) in &rx {
+        let mut tr = analysis::track(&reference, r, &p)?;
+        settle(&mut tr, a.settle_s);
+        let lat_ms: Vec<f64> = tr
+            .windows
+            .iter()
+            .filter_map(|w| w.delta_ns.map(|d| d / 1e6))
+            .collect();
+        let corr: Vec<f64> = tr.windows.iter().map(|w| w.corr).collect();
+        let drops = analysis::silence_dropouts(&reference, r, &tr, &p);
+        let gaps = analysis::program_time_gaps(r, &tr, &p);
+        let drop_ms: f64 =
+            drops.iter().map(|d| d.frames as f64).sum::<f64>() / f64::from(r.rate) * 1e3;
+        for (w, f) in tr.windows.iter().zip(&corr) {
+            series.push_str(&format!(
+                "{label},{:.4},{},{:.6},{:.1}\n",
+                w.probe_s,
+                w.delta_ns
+                    .map(|d| format!("{:.6}", d / 1e6))
+                    .unwrap_or_default(),
+                f,
+                w.slew_ppm
+            ));
+        }
+        let slew: Vec<f64> = tr.windows.iter().map(|w| w.slew_ppm).collect();
+        let ls = stats(&lat_ms);
+        let cs = stats(&corr);
+        println!(
+            "{label}: latency ms p50 {} (min {} max {})  slew ppm p50 {}  fidelity mean {:.4} min {:.4}  windows {} unmatched {}  dropouts {} ({:.1} ms)  ts-gaps {}",
+            fmt(&ls["p50"], 3),
+            fmt(&ls["min"], 3),
+            fmt(&ls["max"], 3),
+            fmt(&stats(&slew)["p50"], 0),
+            cs["mean"].as_f64().unwrap_or(f64::NAN),
+            cs["min"].as_f64().unwrap_or(f64::NAN),
+            tr.windows.len(),
+            tr.unmatched,
+            drops.len(),
+            drop_ms,
+            gaps.len()
+        );
+        out_rx.push(json!({
+            "label": label,
+            "seconds": r.seconds(),
+            "windows": tr.windows.len(),
+            "unmatched_subwindows": tr.unmatched,
+            "uncovered_subwindows": tr.uncovered,
+            "latency_ms": ls,
+            "fidelity": cs,
+            "slew_ppm": stats(&slew),
+            "dropouts": drops.len(),
+            "dropout_ms": drop_ms,
+            "dropout_at_s": drops.iter().map(|d| d.at_s).collect::<Vec<_>>(),
+            "timestamp_gaps": gaps.len(),
+            "timestamp_gap_ms": gaps.iter().map(|g| g.1 / 1e6).collect::<Vec<_>>(),
+        }));
+    }
+
+    // Skew: each pair directly (the same chain on both sides, so the
+    // correlation peak is sharpest there).
+    let mut out_pairs = Vec::new();
+    for i in 0..rx.len() {
+        for j in i + 1..rx.len() {
+            let (la, ra) = (&rx[i].0, &rx[i].1);
+            let (lb, rb) = (&rx[j].0, &rx[j].1);
+            let mut tr = analysis::track(ra, rb, &p)?;
+            settle(&mut tr, a.settle_s);
+            let skew_us: Vec<f64> = tr
+                .windows
+                .iter()
+                .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
+                .collect();
+            let abs: Vec<f64> = skew_us.iter().map(|v| v.abs()).collect();
+            let s = stats(&skew_us);
+            let sa = stats(&abs);
+            let wander = match (s["max"].as_f64(), s["min"].as_f64()) {
+                (Some(x), Some(n)) => x - n,
+                _ => f64::NAN,
+            };
+            println!(
+                "skew {lb} - {la}: |skew| us p50 {} p99 {} max {}  (signed mean {} wander {:.1})  windows {}",
+                fmt(&sa["p50"], 1),
+                fmt(&sa["p99"], 1),
+                fmt(&sa["max"], 1),
+                fmt(&s["mean"], 1),
+                wander,
+                tr.windows.len()
+            );
+            out_pairs.push(json!({
+                "a": la, "b": lb,
+                "skew_us": s,
+                "abs_skew_us": sa,
+                "wander_us": wander,
+                "windows": tr.windows.len(),
+            }));
+        }
+    }
+    if let Some(path) = &a.json {
+        let v = json!({
+            "reference": a.reference.display().to_string(),
+            "rate": a.rate,
+            "window_ms": a.window_ms,
+            "hop_ms": a.hop_ms,
+            "settle_s": a.settle_s,
+            "receivers": out_rx,
+            "pairs": out_pairs,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    }
+    if let Some(path) = &a.series {
+        std::fs::write(path, series)?;
+    }
+    Ok(())
+}
+
+fn fmt(v: &Value, prec: usize) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x:.prec$}"),
+        None => "-".into(),
+    }
+}
