@@ -82,6 +82,13 @@ impl JitterBuffer {
         }
     }
 
+    /// The slot that holds `frame` if stored, without checking its tag:
+    /// for callers that just checked [`JitterBuffer::has`].
+    pub fn get_unchecked_tag(&self, frame: u64) -> &[f32] {
+        let slot = (frame & self.mask) as usize;
+        &self.data[slot * self.channels..(slot + 1) * self.channels]
+    }
+
     /// Whether `frame` is stored.
     pub fn has(&self, frame: u64) -> bool {
         self.tags[(frame & self.mask) as usize] == self.tag(frame)
@@ -113,18 +120,38 @@ impl JitterBuffer {
         let out_ch = self.channels;
         let mut fresh = false;
         let mut one = [0f32; 1];
-        for i in 0..frames {
+        let frame_bytes = in_channels * bytes;
+        let mut i = 0;
+        while i < frames {
             let frame = first + i as u64;
             if frame < keep_from || self.has(frame) {
+                i += 1;
                 continue;
             }
             fresh = true;
+            if in_channels == out_ch {
+                // Decode the whole run of missing frames that does not wrap
+                // the ring in one call: the common case is the whole packet.
+                let slot = (frame & self.mask) as usize;
+                let room = self.capacity() as usize - slot;
+                let mut run = 1;
+                while run < (frames - i).min(room) && !self.has(frame + run as u64) {
+                    run += 1;
+                }
+                sample.decode(
+                    &payload[i * frame_bytes..(i + run) * frame_bytes],
+                    &mut self.data[slot * out_ch..(slot + run) * out_ch],
+                );
+                for r in 0..run {
+                    self.tags[slot + r] = self.tag(frame + r as u64);
+                }
+                i += run;
+                continue;
+            }
             let slot = (frame & self.mask) as usize;
             let dst = &mut self.data[slot * out_ch..(slot + 1) * out_ch];
-            let src = &payload[i * in_channels * bytes..(i + 1) * in_channels * bytes];
-            if in_channels == out_ch {
-                sample.decode(src, dst);
-            } else if in_channels > out_ch {
+            let src = &payload[i * frame_bytes..(i + 1) * frame_bytes];
+            if in_channels > out_ch {
                 dst.fill(0.0);
                 let mut counts = [0u8; 8];
                 for c in 0..in_channels {
@@ -143,6 +170,7 @@ impl JitterBuffer {
                 }
             }
             self.tags[slot] = self.tag(frame);
+            i += 1;
         }
         self.newest = Some(self.newest.map_or(last, |n| n.max(last)));
         if fresh {
@@ -193,6 +221,28 @@ mod tests {
         j.insert(19, 1, &payload(&[0.25]), SampleFormat::F32, 1, 10);
         assert!(!j.has(3));
         assert_eq!(j.get(19), Some(&[0.25][..]));
+    }
+
+    #[test]
+    fn a_packet_across_the_wrap_and_a_partial_duplicate() {
+        let mut j = JitterBuffer::new(16, 1);
+        let vals: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(
+            j.insert(13, 6, &payload(&vals), SampleFormat::F32, 1, 10),
+            Insert::New
+        );
+        for (i, v) in vals.iter().enumerate() {
+            assert_eq!(j.get(13 + i as u64), Some(&[*v][..]));
+        }
+        // Overlaps frames 16..19 (stored) and brings 19..21 (new).
+        let more: Vec<f32> = (0..5).map(|v| 10.0 + v as f32).collect();
+        assert_eq!(
+            j.insert(16, 5, &payload(&more), SampleFormat::F32, 1, 10),
+            Insert::New
+        );
+        assert_eq!(j.get(16), Some(&[3.0][..]));
+        assert_eq!(j.get(19), Some(&[13.0][..]));
+        assert_eq!(j.get(20), Some(&[14.0][..]));
     }
 
     #[test]

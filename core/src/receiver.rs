@@ -559,6 +559,7 @@ impl Receiver {
         // received beyond what this chunk reads are not counted missing:
         // they are simply still on their way.
         let lo = first - fade;
+        let jitter = &self.jitter;
         let missing = |k: i64| -> bool {
             if k < 0 {
                 return true;
@@ -566,55 +567,67 @@ impl Receiver {
             if k >= end {
                 return k <= last;
             }
-            !self.jitter.has(k as u64)
+            !jitter.has(k as u64)
         };
-        let mut d = fade as u16;
+        // Forward pass: distance since the last missing frame; also tells
+        // whether anything is missing at all (the common case is not).
+        let cap = fade as u16;
+        let mut d = cap;
+        let mut any_missing = false;
         for i in 0..span {
-            let k = lo + i as i64;
-            d = if missing(k) {
+            d = if missing(lo + i as i64) {
+                any_missing = true;
                 0
             } else {
-                (d + 1).min(fade as u16)
+                (d + 1).min(cap)
             };
             self.dist[i] = d;
         }
-        d = fade as u16;
-        for i in (0..span).rev() {
-            let k = lo + i as i64;
-            d = if missing(k) {
-                0
-            } else {
-                (d + 1).min(fade as u16)
-            };
-            self.dist[i] = self.dist[i].min(d);
-        }
-        let consumed_to = (self.x + n as f64 * step).floor() as i64;
-        for i in 0..len {
-            let k = first + i as i64;
-            let dst = &mut self.scratch[i * ch..(i + 1) * ch];
-            let dist = self.dist[i + FADE_FRAMES];
-            let src = if k >= 0 && dist > 0 {
-                self.jitter.get(k as u64)
-            } else {
-                None
-            };
-            match src {
-                Some(src) => {
-                    let g = dist as f32 / fade as f32;
-                    for (o, s) in dst.iter_mut().zip(src) {
-                        *o = s * g;
-                    }
+        // The scratch holds one plane per channel, `len` frames each.
+        if !any_missing {
+            for i in 0..len {
+                let src = self.jitter.get_unchecked_tag((first + i as i64) as u64);
+                for (c, v) in src.iter().enumerate() {
+                    self.scratch[c * len + i] = *v;
                 }
-                _ => {
-                    dst.fill(0.0);
-                    if k >= self.x.floor() as i64 && k < consumed_to {
-                        self.counters.concealed_frames += 1;
+            }
+        } else {
+            // Backward pass: distance to the next missing frame.
+            d = cap;
+            for i in (0..span).rev() {
+                d = if self.dist[i] == 0 {
+                    0
+                } else {
+                    (d + 1).min(cap)
+                };
+                self.dist[i] = self.dist[i].min(d);
+            }
+            let consumed_to = (self.x + n as f64 * step).floor() as i64;
+            let from = self.x.floor() as i64;
+            for i in 0..len {
+                let k = first + i as i64;
+                let dist = self.dist[i + FADE_FRAMES];
+                match (dist > 0).then(|| self.jitter.get(k as u64)).flatten() {
+                    Some(src) => {
+                        let g = dist as f32 / fade as f32;
+                        for (c, v) in src.iter().enumerate() {
+                            self.scratch[c * len + i] = v * g;
+                        }
+                    }
+                    None => {
+                        for c in 0..ch {
+                            self.scratch[c * len + i] = 0.0;
+                        }
+                        if k >= from && k < consumed_to {
+                            self.counters.concealed_frames += 1;
+                        }
                     }
                 }
             }
         }
         self.kernel.render(
             &self.scratch[..len * ch],
+            len,
             ch,
             self.x - first as f64,
             step,

@@ -98,8 +98,7 @@ fn sine(f: u64, s: &mut [f32]) {
 #[test]
 fn plays_the_stream_after_the_latency() {
     let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
-    let mut senders: [(Sender, Gen); 1] =
-        [(sender("default", 1, 2, 0), &sine)];
+    let mut senders: [(Sender, Gen); 1] = [(sender("default", 1, 2, 0), &sine)];
     let out = run(&mut senders, &mut rx, 400, &mut |_, _| {});
     assert!(rx.playing());
     // Output frame k (cycle c, offset f) is heard at 1 s + c·Q/48k + 6 ms +
