@@ -9,6 +9,10 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help
 help:
+	@echo "make demo      set up (as root: Debian packages) and run the demo"
+	@echo "make test      set up and run every test"
+	@echo "make deps      install the Debian packages builds and tests need"
+	@echo "make sim       the deterministic simulation, every scenario"
 	@echo "make modules   build the PipeWire modules into $(PW_MODULE_DIR)"
 	@echo "make test-pw   headless PipeWire integration test of the modules"
 
@@ -35,3 +39,38 @@ modules:
 
 test-pw: modules
 	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) $(CARGO) test --release -p bark-pw-module --test headless -- --ignored --nocapture
+
+# --- Set-up, tests and demo ----------------------------------------------------
+#
+# `make deps` installs what a fresh Debian 12 lacks (as root, or through
+# sudo). The Rust toolchain comes from rustup, not Debian: bookworm's cargo
+# is too old.
+
+DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev \
+	libpulse-dev pipewire pipewire-bin wireplumber pipewire-pulse \
+	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: deps test test-core sim demo
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
+
+# Every crate's unit, property and simulation tests, then the headless
+# PipeWire tests.
+test: deps
+	$(CARGO) test --workspace --release
+	$(MAKE) test-pw
+
+test-core:
+	$(CARGO) test --release -p bark-core
+
+sim:
+	$(CARGO) run --release -p bark-core --example simulate -- --scenario all
+
+demo: deps
+	$(MAKE) sim

@@ -27,7 +27,6 @@ pub mod resample;
 pub mod select;
 pub mod sender;
 pub mod sim;
-pub mod stats;
 
 pub use format::{AudioFormat, SampleFormat};
 pub use receiver::{Receiver, ReceiverConfig};
