@@ -34,9 +34,12 @@ fn run(
         let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
         for (i, (s, gen)) in senders.iter_mut().enumerate() {
             let sch = s.config().format.channels as usize;
-            let mut samples = vec![0f32; Q * sch];
-            for f in 0..Q {
-                gen((c * Q + f) as u64, &mut samples[f * sch..(f + 1) * sch]);
+            // The sender's buffers span the same time as the receiver's.
+            let srate = s.config().format.rate as usize;
+            let sq = Q * srate / RATE as usize;
+            let mut samples = vec![0f32; sq * sch];
+            for f in 0..sq {
+                gen((c * sq + f) as u64, &mut samples[f * sch..(f + 1) * sch]);
             }
             let mut packets = Vec::new();
             s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
@@ -76,6 +79,10 @@ fn run(
 }
 
 fn sender(name: &str, session: u64, channels: u8, priority: i8) -> Sender {
+    sender_at(name, session, channels, priority, 48_000)
+}
+
+fn sender_at(name: &str, session: u64, channels: u8, priority: i8, rate: u32) -> Sender {
     Sender::new(SenderConfig {
         session_id: session,
         stream: name.into(),
@@ -83,6 +90,7 @@ fn sender(name: &str, session: u64, channels: u8, priority: i8) -> Sender {
         latency_ns: 20_000_000,
         format: AudioFormat {
             channels,
+            rate,
             ..Default::default()
         },
         ..Default::default()
@@ -242,4 +250,30 @@ fn silent_until_a_sender_appears_and_rejects_bad_config() {
     ] {
         assert!(Receiver::new(cfg).is_err());
     }
+}
+
+#[test]
+fn converts_a_192k_eight_channel_stream_to_48k_stereo() {
+    // A 192 kHz, 8-channel sender (1024 frames per 256-frame output
+    // cycle), downmixed to stereo and resampled to 48 kHz.
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let f_hz = 1000.0;
+    let hi = move |f: u64, s: &mut [f32]| {
+        let v = (f as f64 * 2.0 * std::f64::consts::PI * f_hz / 192_000.0).sin() as f32;
+        s.fill(v);
+    };
+    let mut senders: [(Sender, Gen); 1] = [(sender_at("default", 1, 8, 0, 192_000), &hi)];
+    let out = run(&mut senders, &mut rx, 400, &mut |_, _| {});
+    assert!(rx.playing());
+    let mut worst = 0f32;
+    for k in (200 * Q)..(400 * Q) {
+        // Heard at k/48k + 6 ms after the first cycle; should carry the
+        // signal of 20 ms earlier.
+        let t = k as f64 / RATE - 0.014;
+        let want = (t * 2.0 * std::f64::consts::PI * f_hz).sin() as f32;
+        worst = worst
+            .max((out[2 * k] - want).abs())
+            .max((out[2 * k + 1] - want).abs());
+    }
+    assert!(worst < 5e-3, "worst sample error {worst}");
 }
