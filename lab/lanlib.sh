@@ -141,7 +141,7 @@ lab_stop_pid() {
 # lab_down ID [--keep]: stop every recorded process, delete every recorded
 # namespace, remove the run dir (kept with --keep, for the logs).
 lab_down() {
-	local id=$1 keep=${2:-} run state rec kind a b pids p ns
+	local id=$1 keep=${2:-} run state kind a pids p ns
 	run=$(lab_run_dir "$id")
 	state=$run/state
 	[[ -f $state ]] || {
@@ -149,7 +149,7 @@ lab_down() {
 		return 0
 	}
 	# Processes first, newest first.
-	while read -r kind a b _; do
+	while read -r kind a _; do
 		[[ $kind == proc ]] && lab_stop_pid "$id" "$a"
 	done < <(tac "$state")
 	# Anything else still inside our namespaces was started into them by this

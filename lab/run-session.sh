@@ -64,7 +64,9 @@ done
 [[ -f $sender_conf ]] || lab_die "--sender-conf FILE is required"
 [[ -f $receiver_conf ]] || lab_die "--receiver-conf FILE is required"
 ((receivers >= 1 && receivers <= 16)) || lab_die "--receivers must be 1..16"
-[[ $seconds =~ ^[0-9]+$ ]] && ((seconds >= 2 && seconds <= 600)) || lab_die "--seconds must be 2..600"
+if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 2 || seconds > 600)); then
+	lab_die "--seconds must be an integer in 2..600"
+fi
 lab_require_root
 sender_conf=$(realpath "$sender_conf")
 receiver_conf=$(realpath "$receiver_conf")

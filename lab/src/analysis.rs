@@ -19,8 +19,9 @@ pub struct Params {
     pub hop_s: f64,
     /// Sub-window length for alignment, s (see [`track`]).
     pub sub_s: f64,
-    /// Half-width of the per-sub-window lag search around the tracked
-    /// lag, s. Larger catches faster slewing, costs CPU linearly.
+    /// Half-width of the per-sub-window lag search around the predicted
+    /// lag, s. Must stay below the period of the music's tones (aliases),
+    /// above the prediction error of a slewing receiver.
     pub search_s: f64,
     /// Windows whose probe RMS is below this level (dBFS) are skipped:
     /// correlation of near-silence is noise.
@@ -45,7 +46,7 @@ impl Default for Params {
             window_s: 0.2,
             hop_s: 0.1,
             sub_s: 0.02,
-            search_s: 0.001,
+            search_s: 0.000125,
             silence_dbfs: -50.0,
             min_corr: 0.5,
             dropout_min_s: 0.001,
@@ -280,6 +281,10 @@ pub struct Track {
     /// recording (it started later or ended earlier): not counted against
     /// the probe.
     pub uncovered: usize,
+    /// The aligned sub-windows themselves, in probe order.
+    pub subs: Vec<Sub>,
+    /// Discontinuities between tracking segments.
+    pub jumps: Vec<Jump>,
 }
 
 /// Integer lag maximizing the cross-correlation of probe window
@@ -329,13 +334,35 @@ fn wide_lag(
     Some(k0 as i64 - r0 - best.0 as i64)
 }
 
-/// A short aligned piece of the probe.
+/// A short aligned piece of the probe (stage 1 of [`track`]).
 #[derive(Debug, Clone, Copy)]
-struct Sub {
-    centre: f64,
-    lag: f64,
-    corr: f64,
-    energy: f64,
+pub struct Sub {
+    /// Centre in the probe, frames.
+    pub centre: f64,
+    /// Lag, samples.
+    pub lag: f64,
+    /// Normalized correlation at the lag.
+    pub corr: f64,
+    /// Probe energy in the piece (sum of squares).
+    pub energy: f64,
+    /// Tracking segment: increments at every (re)acquisition, so a lag
+    /// jump (skipped or repeated audio) separates two segments.
+    pub segment: u32,
+}
+
+/// A discontinuity between two tracking segments.
+#[derive(Debug, Clone, Copy)]
+pub struct Jump {
+    /// Probe position, s: the end of the last piece matched before it.
+    pub at_s: f64,
+    /// Change of lag, samples (content skipped in the probe if negative,
+    /// repeated if positive).
+    pub lag_change: f64,
+    /// Change of latency across it, ms (`None` without timestamps). Near
+    /// zero when the jump is explained by the recordings' own timestamp
+    /// gaps (a recorder missed a cycle); else the receiver really skipped
+    /// or repeated audio.
+    pub latency_change_ms: Option<f64>,
 }
 
 /// Align `probe` against `reference`.
@@ -380,12 +407,22 @@ pub fn track(reference: &Recording, probe: &Recording, p: &Params) -> Result<Tra
     let mut out = Track::default();
     let good = |e: &Option<LagEstimate>| e.is_some_and(|e| !e.at_edge && e.corr >= p.min_corr);
 
-    // Stage 1: sub-windows.
+    // Stage 1: sub-windows, tracked. Each short piece is searched only a
+    // few samples around the lag predicted from the pieces before it
+    // (last lag + recent slope): a 20 ms piece of tonal music correlates
+    // almost as well one period off as at the truth, so a wide search per
+    // piece would lock onto aliases. (Re)acquisition uses a long window,
+    // which is unambiguous, searched widely by FFT.
+    let long = ((p.window_s * rate).round() as usize).max(sub);
     let mut subs: Vec<Sub> = Vec::new();
+    let mut hist: std::collections::VecDeque<(f64, f64)> = std::collections::VecDeque::new();
     let mut cur = coarse;
-    let margin = search.max(wide) + INTERP_HALF + 2;
+    let mut fails = 0usize;
+    let mut segment = 0u32;
+    let margin = wide + INTERP_HALF + 2;
     let mut k0 = 0usize;
     while k0 + sub <= probe.mono.len() {
+        let centre = k0 as f64 + sub as f64 / 2.0;
         let energy: f64 = probe.mono[k0..k0 + sub].iter().map(|v| v * v).sum();
         if (energy / sub as f64).sqrt() < thr {
             k0 += sub;
@@ -394,42 +431,96 @@ pub fn track(reference: &Recording, probe: &Recording, p: &Params) -> Result<Tra
         // Content the reference never had (recording started later or
         // stopped earlier) is not a failure to match.
         let rs = k0 as i64 - cur;
-        if rs - margin < 0 || rs + sub as i64 + margin > reference.mono.len() as i64 {
+        if rs - margin < 0 || rs + long as i64 + margin > reference.mono.len() as i64 {
             out.uncovered += 1;
             k0 += sub;
             continue;
         }
-        let mut est = window_lag(&reference.mono, &probe.mono, k0, sub, cur, search);
-        if !good(&est) {
-            // Lost track (a jump, a dropout): search widely around the
-            // last lag and around the coarse one, keep the better.
+        if hist.is_empty() {
+            // Acquire: long window from here, wide search around the last
+            // lag and the coarse one, keep the better.
+            // The long window gives the integer lag; a 60 ms one refines it
+            // within ±0.5 ms, because a slewing receiver's lag changes across
+            // the long window and smears its correlation peak.
+            let w = long.min(probe.mono.len() - k0);
+            let w_ref = (3 * sub).min(w);
+            let acq_search = (0.0005 * rate) as i64;
             let mut best: Option<LagEstimate> = None;
             for c in [cur, coarse] {
-                let Some(l) = wide_lag(&reference.mono, &probe.mono, k0, sub, c, wide) else {
+                let Some(l) = wide_lag(&reference.mono, &probe.mono, k0, w, c, wide) else {
                     continue;
                 };
-                if let Some(e) = window_lag(&reference.mono, &probe.mono, k0, sub, l, 2) {
+                let e = window_lag(&reference.mono, &probe.mono, k0, w_ref, l, acq_search);
+                if let Some(e) = e {
                     if best.is_none_or(|b| e.corr > b.corr) {
                         best = Some(e);
                     }
                 }
             }
-            est = best;
+            match best {
+                Some(e) if good(&Some(e)) => {
+                    cur = e.lag.round() as i64;
+                    hist.push_back((centre, e.lag));
+                    segment += 1;
+                }
+                _ => {
+                    out.unmatched += 1;
+                    k0 += sub;
+                    continue;
+                }
+            }
         }
+        let pred = predict(&hist, centre);
+        let est = window_lag(
+            &reference.mono,
+            &probe.mono,
+            k0,
+            sub,
+            pred.round() as i64,
+            search,
+        );
         match est {
             Some(e) if good(&est) => {
                 cur = e.lag.round() as i64;
+                fails = 0;
                 subs.push(Sub {
-                    centre: k0 as f64 + sub as f64 / 2.0,
+                    centre,
                     lag: e.lag,
                     corr: e.corr,
                     energy,
+                    segment,
                 });
+                hist.push_back((centre, e.lag));
+                // Keep ~200 ms of history for the slope.
+                while hist.len() > 10 {
+                    hist.pop_front();
+                }
             }
-            _ => out.unmatched += 1,
+            _ => {
+                out.unmatched += 1;
+                fails += 1;
+                // A real jump (skipped or repeated audio) or a lost lock:
+                // after 3 misses in a row, reacquire from scratch.
+                if fails >= 3 {
+                    hist.clear();
+                    fails = 0;
+                }
+            }
         }
         k0 += sub;
     }
+
+    // A piece right before a jump straddles it (part old content, part
+    // new) and scores low for that alone: drop it from the figures.
+    let straddling: Vec<bool> = (0..subs.len())
+        .map(|i| i + 1 < subs.len() && subs[i + 1].segment != subs[i].segment)
+        .collect();
+    let kept: Vec<Sub> = subs
+        .iter()
+        .zip(&straddling)
+        .filter(|(_, st)| !**st)
+        .map(|(s, _)| *s)
+        .collect();
 
     // Stage 2: reporting windows.
     let w = (p.window_s * rate).round() as usize;
@@ -439,11 +530,24 @@ pub fn track(reference: &Recording, probe: &Recording, p: &Params) -> Result<Tra
     let mut start = 0usize;
     while start + w <= probe.mono.len() {
         let (a, b) = (start as f64, (start + w) as f64);
-        let i0 = subs.partition_point(|s| s.centre < a);
-        let i1 = subs.partition_point(|s| s.centre < b);
+        let i0 = kept.partition_point(|s| s.centre < a);
+        let i1 = kept.partition_point(|s| s.centre < b);
         let centre = a + w as f64 / 2.0;
-        if i1 - i0 >= need {
-            if let Some((lag, slope, corr)) = fit(&subs[i0..i1], centre) {
+        // Never fit across a jump: keep the segment at the centre.
+        let ws: Vec<Sub> = match kept[i0..i1].iter().min_by(|x, y| {
+            (x.centre - centre)
+                .abs()
+                .total_cmp(&(y.centre - centre).abs())
+        }) {
+            Some(mid) => kept[i0..i1]
+                .iter()
+                .filter(|s| s.segment == mid.segment)
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        };
+        if ws.len() >= need {
+            if let Some((lag, slope, corr)) = fit(&ws, centre) {
                 let delta_ns = match (probe.time_at(centre), reference.time_at(centre - lag)) {
                     (Some(x), Some(y)) => Some(x - y),
                     _ => None,
@@ -461,7 +565,44 @@ pub fn track(reference: &Recording, probe: &Recording, p: &Params) -> Result<Tra
         }
         start += hop;
     }
+    // Jumps: where a new segment starts with a different lag.
+    let sub_delta = |s: &Sub| match (probe.time_at(s.centre), reference.time_at(s.centre - s.lag)) {
+        (Some(x), Some(y)) => Some(x - y),
+        _ => None,
+    };
+    for pair in subs.windows(2) {
+        let (x, y) = (&pair[0], &pair[1]);
+        if x.segment != y.segment && (y.lag - x.lag).abs() > 1.0 {
+            out.jumps.push(Jump {
+                // End of the last piece before it: the earliest place the
+                // discontinuity can be (pieces after it were unmatched).
+                at_s: (x.centre + sub as f64 / 2.0) / rate,
+                lag_change: y.lag - x.lag,
+                latency_change_ms: match (sub_delta(x), sub_delta(y)) {
+                    (Some(a), Some(b)) => Some((b - a) / 1e6),
+                    _ => None,
+                },
+            });
+        }
+    }
+    out.subs = subs;
     Ok(out)
+}
+
+/// Lag expected at `at` from recent (centre, lag) history: the newest lag
+/// plus the slope over the history (0 with under 60 ms of it).
+fn predict(hist: &std::collections::VecDeque<(f64, f64)>, at: f64) -> f64 {
+    let (Some(first), Some(last)) = (hist.front(), hist.back()) else {
+        return 0.0;
+    };
+    let span = last.0 - first.0;
+    // 2880 frames = 60 ms at 48 kHz; below that the slope is noise.
+    let slope = if span >= 2880.0 {
+        (last.1 - first.1) / span
+    } else {
+        0.0
+    };
+    last.1 + slope * (at - last.0)
 }
 
 /// Weighted least-squares line through (centre, lag) of `subs`, evaluated
@@ -954,6 +1095,66 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].frame, 96000);
         assert_eq!(d[0].frames, 240);
+    }
+
+    #[test]
+    fn jumps_are_found_and_not_smeared_into_windows() {
+        // The receiver skips 5 ms of audio at 1.5 s (latency drops 5 ms),
+        // and the reference recorder missed 256 frames at 2.5 s but its
+        // stamps say so (latency unchanged).
+        let rate = 48000;
+        let sig = Multitone::new(31, 150, 12000.0);
+        let n = 4 * rate as usize;
+        let skip = 240;
+        let probe: Vec<f64> = (0..n)
+            .map(|i| {
+                let c = if i >= 72000 { i + skip } else { i };
+                sig.at(c as f64 / 48000.0 - 0.01)
+            })
+            .collect();
+        let b = rec(rate, probe, Some(1_000_000_000));
+        let mut refv: Vec<f64> = (0..n + 1000).map(|i| sig.at(i as f64 / 48000.0)).collect();
+        refv.drain(120_000..120_256);
+        let mut a = rec(rate, refv, Some(1_000_000_000));
+        // Rebuild the reference stamps with the gap at frame 120000.
+        a.stamps = vec![
+            Stamp {
+                frame: 0,
+                frames: 120_000,
+                t_first_ns: 1_000_000_000,
+                ..a.stamps[0]
+            },
+            Stamp {
+                frame: 120_000,
+                frames: 200_000,
+                t_first_ns: 1_000_000_000 + (120_256.0 / 48000.0 * 1e9) as i64,
+                ..a.stamps[0]
+            },
+        ];
+        let tr = track(&a, &b, &Params::default()).unwrap();
+        let real: Vec<&Jump> = tr
+            .jumps
+            .iter()
+            .filter(|j| j.latency_change_ms.unwrap().abs() > 0.5)
+            .collect();
+        assert_eq!(real.len(), 1, "{:?}", tr.jumps);
+        assert!((real[0].at_s - 1.5).abs() < 0.05, "{:?}", real[0]);
+        assert!((real[0].latency_change_ms.unwrap() + 5.0).abs() < 0.01);
+        assert!(
+            tr.jumps.len() >= 2,
+            "reference gap not seen: {:?}",
+            tr.jumps
+        );
+        for w in &tr.windows {
+            let want = if w.probe_s < 1.5 { 10.0 } else { 5.0 };
+            let got = w.delta_ns.unwrap() / 1e6;
+            // Windows straddling the skip belong to one side or the other.
+            assert!(
+                (got - want).abs() < 0.002 || (got - (15.0 - want)).abs() < 0.002,
+                "t {} latency {got}",
+                w.probe_s
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! bark-lab-analyze: compare receiver recordings with a reference.
 //!
 //! Prints, per receiver: end-to-end latency (reference play time → receiver
-//! play time of the same content, ms), fidelity (normalized correlation),
-//! dropouts (digital-silence runs and timestamp gaps inside the program);
-//! per receiver pair: skew over time (p50/p99/max of |skew|, µs).
+//! play time of the same content, ms), slew (ppm), fidelity (normalized
+//! correlation), dropouts (digital-silence runs), timestamp gaps inside
+//! the program, and jumps (audio skipped or repeated); per receiver pair:
+//! skew over time (p50/p99/max of |skew|, µs).
 //! `--json FILE` writes the same figures machine-readably.
 
 use anyhow::{bail, Result};
@@ -96,11 +97,14 @@ fn main() -> Result<()> {
 
     let mut out_rx = Vec::new();
     let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
+    let ref_gaps = reference.time_gaps(p.gap_tol_ns);
     println!(
-        "reference: {} ({:.1} s, {} buffers)",
+        "reference: {} ({:.1} s, {} buffers, quantum {}, ts-gaps {})",
         a.reference.display(),
         reference.seconds(),
-        reference.stamps.len()
+        reference.stamps.len(),
+        quantum(&reference),
+        ref_gaps.len()
     );
     for (label, r) in &rx {
         let mut tr = analysis::track(&reference, r, &p)?;
@@ -113,6 +117,14 @@ fn main() -> Result<()> {
         let corr: Vec<f64> = tr.windows.iter().map(|w| w.corr).collect();
         let drops = analysis::silence_dropouts(&reference, r, &tr, &p);
         let gaps = analysis::program_time_gaps(r, &tr, &p);
+        // Content jumps the timestamps do not explain: the receiver skipped
+        // or repeated audio. (Jumps they do explain are a recorder missing a
+        // cycle, already counted as a timestamp gap of that recording.)
+        let jumps: Vec<_> = tr
+            .jumps
+            .iter()
+            .filter(|j| j.latency_change_ms.is_none_or(|c| c.abs() > 0.5))
+            .collect();
         let drop_ms: f64 =
             drops.iter().map(|d| d.frames as f64).sum::<f64>() / f64::from(r.rate) * 1e3;
         for (w, f) in tr.windows.iter().zip(&corr) {
@@ -130,7 +142,8 @@ fn main() -> Result<()> {
         let ls = stats(&lat_ms);
         let cs = stats(&corr);
         println!(
-            "{label}: latency ms p50 {} (min {} max {})  slew ppm p50 {}  fidelity mean {:.4} min {:.4}  windows {} unmatched {}  dropouts {} ({:.1} ms)  ts-gaps {}",
+            "{label} (quantum {}): latency ms p50 {} (min {} max {})  slew ppm p50 {}  fidelity mean {:.4} min {:.4}  windows {} unmatched {}  dropouts {} ({:.1} ms)  ts-gaps {}  jumps {}",
+            quantum(r),
             fmt(&ls["p50"], 3),
             fmt(&ls["min"], 3),
             fmt(&ls["max"], 3),
@@ -141,11 +154,13 @@ fn main() -> Result<()> {
             tr.unmatched,
             drops.len(),
             drop_ms,
-            gaps.len()
+            gaps.len(),
+            jumps.len()
         );
         out_rx.push(json!({
             "label": label,
             "seconds": r.seconds(),
+            "quantum_frames": quantum(r),
             "windows": tr.windows.len(),
             "unmatched_subwindows": tr.unmatched,
             "uncovered_subwindows": tr.uncovered,
@@ -157,6 +172,9 @@ fn main() -> Result<()> {
             "dropout_at_s": drops.iter().map(|d| d.at_s).collect::<Vec<_>>(),
             "timestamp_gaps": gaps.len(),
             "timestamp_gap_ms": gaps.iter().map(|g| g.1 / 1e6).collect::<Vec<_>>(),
+            "jumps": jumps.len(),
+            "jump_at_s": jumps.iter().map(|j| j.at_s).collect::<Vec<_>>(),
+            "jump_latency_change_ms": jumps.iter().map(|j| j.latency_change_ms).collect::<Vec<_>>(),
         }));
     }
 
@@ -202,6 +220,7 @@ fn main() -> Result<()> {
     if let Some(path) = &a.json {
         let v = json!({
             "reference": a.reference.display().to_string(),
+            "reference_timestamp_gaps": ref_gaps.len(),
             "rate": a.rate,
             "window_ms": a.window_ms,
             "hop_ms": a.hop_ms,
@@ -215,6 +234,14 @@ fn main() -> Result<()> {
         std::fs::write(path, series)?;
     }
     Ok(())
+}
+
+/// Median buffer size of a recording, frames: the graph quantum it ran at
+/// (at the analysis rate). 0 without stamps.
+fn quantum(r: &Recording) -> u32 {
+    let mut f: Vec<u32> = r.stamps.iter().map(|s| s.frames).collect();
+    f.sort_unstable();
+    f.get(f.len() / 2).copied().unwrap_or(0)
 }
 
 fn fmt(v: &Value, prec: usize) -> String {
