@@ -74,3 +74,39 @@ sim:
 
 demo: deps
 	$(MAKE) sim
+
+# --- Lab: network-namespace LAN harness (lab/) --------------------------------
+#
+# Root only (network namespaces). See lab/README.md. Every run cleans up its
+# namespaces and daemons, also on failure or Ctrl-C.
+#   make lab-session SENDER_CONF=f RECEIVER_CONF=f SINK=node [LAB_ARGS=...]
+
+LAB_BIN := $(TARGET_DIR)/release
+SENDER_CONF ?= lab/conf/rtp-sink.conf
+RECEIVER_CONF ?= lab/conf/rtp-source.conf
+SINK ?= rtp-sink
+LAB_ARGS ?=
+
+.PHONY: lab-help lab-build lab-test lab-selftest lab-baseline lab-session
+lab-help:
+	@echo "make lab-build     build bark-lab-record/-play/-analyze (release)"
+	@echo "make lab-test      analyzer unit tests"
+	@echo "make lab-selftest  check the lab's timestamps on this machine (root)"
+	@echo "make lab-baseline  PipeWire rtp-sink/rtp-source baseline run (root)"
+	@echo "make lab-session   a run with SENDER_CONF, RECEIVER_CONF, SINK, LAB_ARGS (root)"
+
+lab-build:
+	$(CARGO) build --release -p bark-lab
+
+lab-test:
+	$(CARGO) test --release -p bark-lab
+
+lab-selftest: lab-build
+	BARK_LAB_BIN=$(LAB_BIN) lab/selftest.sh
+
+lab-baseline: lab-build
+	BARK_LAB_BIN=$(LAB_BIN) lab/run-baseline.sh $(LAB_ARGS)
+
+lab-session: lab-build
+	BARK_LAB_BIN=$(LAB_BIN) lab/run-session.sh --sender-conf $(SENDER_CONF) \
+		--receiver-conf $(RECEIVER_CONF) --sink $(SINK) $(LAB_ARGS)

@@ -33,6 +33,7 @@ repo=$(cd "$here/.." && pwd)
 
 usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 
+orig_args=("$@")
 sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
 receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
 music='' music_offset=60 speaker_driver=''
@@ -228,7 +229,7 @@ for ((i = 1; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label
 echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'
 {
-	echo "command: $0 $(printf '%q ' "${@:-}")"
+	echo "command: $0 $(printf '%q ' "${orig_args[@]}")"
 	echo "sender-conf: $sender_conf"
 	echo "receiver-conf: $receiver_conf"
 	echo "pipewire: $(pipewire --version | tail -1)"

@@ -325,10 +325,23 @@ fn wide_lag(
     inv.process(&mut a);
     // a[m] = sum_i rs[i + m] p[i]: the probe matches reference offset
     // r0 + m, i.e. lag l = k0 - r0 - m, for m in 0..=2·half.
+    // Normalize by the energy of each reference segment: raw correlation
+    // favours loud passages, and music repeats (a louder beat 20 ms away
+    // can out-score the quieter truth).
+    let mut cum = Vec::with_capacity(rs.len() + 1);
+    cum.push(0.0);
+    for v in rs {
+        cum.push(cum.last().copied().unwrap_or(0.0) + v * v);
+    }
     let mut best = (0usize, f64::MIN);
     for (m, v) in a.iter().enumerate().take((2 * half + 1) as usize) {
-        if v.re > best.1 {
-            best = (m, v.re);
+        let e = cum[m + w] - cum[m];
+        if e <= 0.0 {
+            continue;
+        }
+        let score = v.re / e.sqrt();
+        if score > best.1 {
+            best = (m, score);
         }
     }
     Some(k0 as i64 - r0 - best.0 as i64)
