@@ -2,6 +2,9 @@
 use bark_lab::recording::Recording;
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
+    if a.len() != 6 {
+        anyhow::bail!("usage: resid REF.wav PROBE.wav LAG_SAMPLES T0_S T1_S");
+    }
     let r = Recording::load(a[1].as_ref())?;
     let p = Recording::load(a[2].as_ref())?;
     let lag: i64 = a[3].parse()?;

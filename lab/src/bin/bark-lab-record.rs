@@ -207,6 +207,17 @@ fn main() -> Result<()> {
                 if clock.id == tid_rt.load(Ordering::Relaxed) {
                     back = ticks_to_ns(clock.duration as i64, 1, clock.rate.denom);
                     c.driver_cycles += 1;
+                    if c.driver_cycles == 1 {
+                        // The first read of a driver's monitor is the
+                        // cycle before we were linked: silence that was
+                        // never played. Drop it.
+                        for _ in 0..MAX_DRAIN {
+                            if stream.dequeue_buffer().is_none() {
+                                break;
+                            }
+                        }
+                        return;
+                    }
                 }
             }
             // Drain every queued buffer, not just one: if this thread was
