@@ -9,7 +9,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help
 help:
-	@echo "make demo      set up (as root: Debian packages) and run the demo"
+	@echo "make demo      set up, then play music from a Bark sink to two receivers (root)"
 	@echo "make test      set up and run every test"
 	@echo "make deps      install the Debian packages builds and tests need"
 	@echo "make sim       the deterministic simulation, every scenario"
@@ -51,7 +51,7 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core sim demo
+.PHONY: deps test test-core test-lab sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -61,10 +61,14 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
 # Every crate's unit, property and simulation tests, then the headless
-# PipeWire tests.
+# PipeWire tests, then end-to-end sessions in network namespaces (root).
 test: deps
 	$(CARGO) test --workspace --release
 	$(MAKE) test-pw
+	$(MAKE) test-lab
+
+test-lab: modules lab-build
+	lab/test-bark.sh
 
 test-core:
 	$(CARGO) test --release -p bark-core
@@ -72,8 +76,9 @@ test-core:
 sim:
 	$(CARGO) run --release -p bark-core --example simulate -- --scenario all
 
-demo: deps
-	$(MAKE) sim
+# Real audio: one sender and two receivers in network namespaces (root).
+demo: deps modules lab-build
+	lab/demo.sh
 
 # --- Lab: network-namespace LAN harness (lab/) --------------------------------
 #

@@ -14,6 +14,12 @@
 # Options:
 #   --receivers N (2)   --seconds S (20)   --quantum FRAMES (graph default)
 #   --music FILE (planetblupi Ogg)   --music-offset S (60)
+#   --sender-receives   the sender host also runs the receiver drop-in and
+#                       its speaker is recorded as receiver h0 (a common
+#                       home set-up: the sending PC plays along)
+#   --player pw-play|paplay (pw-play): pw-play --target SINK, or paplay
+#                       after `pactl set-default-sink SINK` (what picking
+#                       the sink in pavucontrol does)
 #   --module-dir DIR    extra PIPEWIRE_MODULE_DIR entry (default: the
 #                       Makefile's target/pw-modules if it exists)
 #   --sender-env K=V    environment for h0's daemons (repeatable)
@@ -36,7 +42,7 @@ usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 orig_args=("$@")
 sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
 receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
-music='' music_offset=60 speaker_driver=''
+music='' music_offset=60 speaker_driver='' player=pw-play sender_receives=''
 sender_env=() rx_env=() host_env=()
 while (($#)); do
 	case $1 in
@@ -49,6 +55,8 @@ while (($#)); do
 	--quantum) quantum=$2; shift 2 ;;
 	--music) music=$2; shift 2 ;;
 	--music-offset) music_offset=$2; shift 2 ;;
+	--player) player=$2; shift 2 ;;
+	--sender-receives) sender_receives=1; shift ;;
 	--module-dir) moddir=$2; shift 2 ;;
 	--sender-env) sender_env+=("$2"); shift 2 ;;
 	--rx-env) rx_env+=("$2"); shift 2 ;;
@@ -137,7 +145,9 @@ host_envs() { # host_envs INDEX -> "--env K=V" words for that host
 	return 0
 }
 mapfile -t envs < <(host_envs 0)
-lab_audio_up "$id" 0 --conf "$sender_conf" "${common[@]}" "${envs[@]}" 2>>"$log"
+h0_confs=(--conf "$sender_conf")
+[[ -n $sender_receives ]] && h0_confs+=(--conf "$receiver_conf")
+lab_audio_up "$id" 0 "${h0_confs[@]}" "${common[@]}" "${envs[@]}" 2>>"$log"
 for ((i = 1; i <= receivers; i++)); do
 	mapfile -t envs < <(host_envs "$i")
 	lab_audio_up "$id" "$i" --conf "$receiver_conf" "${common[@]}" "${envs[@]}" 2>>"$log"
@@ -152,15 +162,26 @@ total=$((seconds + 40))
 sox "$music" "$excerpt" trim "$music_offset" "$total" 2>>"$log" ||
 	lab_die "sox could not cut $music"
 
-# Player: pw-play, a stock client, into the network sink (the user's way:
-# pick the sink as target). Its own PID, stopped at teardown.
-lab_spawn "$id" 0 pw-play "$out/pw-play.log" pw-play --target "$sink" "$excerpt" >"$out/.player.pid"
+# Player: a stock client into the network sink, the user's way: pw-play
+# with the sink as target, or paplay (through pipewire-pulse) after making
+# the sink the default. Its own PID, stopped at teardown.
+case $player in
+pw-play)
+	lab_spawn "$id" 0 pw-play "$out/pw-play.log" pw-play --target "$sink" "$excerpt" >"$out/.player.pid" ;;
+paplay)
+	lab_exec "$id" 0 pactl set-default-sink "$sink" >>"$log" 2>&1 ||
+		lab_die "pactl set-default-sink $sink failed on h0"
+	lab_spawn "$id" 0 paplay "$out/paplay.log" paplay "$excerpt" >"$out/.player.pid" ;;
+*) lab_die "unknown --player $player (pw-play or paplay)" ;;
+esac
 my_pids+=("$(cat "$out/.player.pid")")
-lab_log "playing $(basename "$music") (+${music_offset}s) into h0:$sink"
+lab_log "playing $(basename "$music") (+${music_offset}s) into h0:$sink with $player"
 
 # Receivers must have picked the stream up (rtp-source waits for a SAP
 # announcement, every 5 s), bounded.
-for ((i = 1; i <= receivers; i++)); do
+first_rx=1
+[[ -n $sender_receives ]] && first_rx=0
+for ((i = first_rx; i <= receivers; i++)); do
 	if [[ -n $rx_node ]]; then
 		lab_wait 30 "h$i: node '$rx_node'" lab_node_id "$id" "$i" "$rx_node" ||
 			lab_die "h$i never created '$rx_node' (see $out/logs/h$i)"
@@ -195,10 +216,10 @@ lab_spawn "$id" 0 record "$out/record-h0.log" \
 	"$bin/bark-lab-record" --target "$sink" --seconds $((seconds + 2)) --out "$out/ref.wav" >"$out/.rec0.pid"
 rec_pids=("$(cat "$out/.rec0.pid")")
 sleep 1
-for ((i = 1; i <= receivers; i++)); do
-	lab_spawn "$id" "$i" record "$out/record-h$i.log" \
-		"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.rec$i.pid"
-	rec_pids+=("$(cat "$out/.rec$i.pid")")
+for ((i = first_rx; i <= receivers; i++)); do
+	lab_spawn "$id" "$i" record "$out/record-rx$i.log" \
+		"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.recrx$i.pid"
+	rec_pids+=("$(cat "$out/.recrx$i.pid")")
 done
 my_pids+=("${rec_pids[@]}")
 lab_log "recording ${seconds}s"
@@ -224,7 +245,7 @@ for f in "$out"/ref.wav "$out"/rx*.wav; do
 done
 
 args=(--reference "$out/ref.wav" --json "$out/analysis.json" --series "$out/series.csv")
-for ((i = 1; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label "h$i"); done
+for ((i = first_rx; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label "h$i"); done
 "$bin/bark-lab-analyze" "${args[@]}" | tee "$out/analysis.txt"
 echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'
