@@ -34,6 +34,11 @@ struct Args {
     max_dropouts: Option<u64>,
 }
 
+/// `v` is a number within the limit; NaN (a figure missing) never is.
+fn within(v: f64, ok: impl Fn(f64) -> bool) -> bool {
+    !v.is_nan() && ok(v)
+}
+
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
 }
@@ -61,13 +66,13 @@ fn main() -> Result<()> {
             latency.max(lat)
         };
         dropouts += d;
-        if a.min_fidelity.is_some_and(|m| !(fid >= m)) {
+        if a.min_fidelity.is_some_and(|m| !within(fid, |f| f >= m)) {
             failures.push(format!(
                 "{label}: fidelity {fid:.4} below {}",
                 a.min_fidelity.unwrap_or(0.0)
             ));
         }
-        if a.max_latency_ms.is_some_and(|m| !(lat <= m)) {
+        if a.max_latency_ms.is_some_and(|m| !within(lat, |l| l <= m)) {
             failures.push(format!(
                 "{label}: latency {lat:.2} ms above {} ms",
                 a.max_latency_ms.unwrap_or(0.0)
@@ -83,7 +88,7 @@ fn main() -> Result<()> {
         })
         .unwrap_or(f64::NAN);
     if let Some(m) = a.max_skew_us {
-        if !(skew <= m) {
+        if !within(skew, |k| k <= m) {
             failures.push(format!("skew p99 {skew:.1} µs above {m} µs"));
         }
     }
