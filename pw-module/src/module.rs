@@ -9,7 +9,7 @@
 use crate::args::{self, SinkArgs, SourceArgs};
 use crate::clock::{monotonic_ns, ClockMap};
 use crate::ffi::{self, Hook, Properties};
-use crate::pw::{self, CoreConn, Stream, Timer};
+use crate::pw::{self, CoreConn, DataLoop, DataSource, Stream, Timer};
 use crate::sink::RtSink;
 use crate::source::RtSource;
 use crate::stats::{Counters, Reporter};
@@ -138,6 +138,9 @@ struct Main {
     // Field order is teardown order: the stream (which waits for the data
     // thread to leave `process`), then the core, then the timer.
     stream: Option<Stream>,
+    // Data-loop sources (sockets, timer): removed on the data thread before
+    // the sockets in `rt` close.
+    data_sources: Vec<DataSource>,
     core: Option<CoreConn>,
     timer: Option<Timer>,
     module_hook: Hook,
@@ -154,6 +157,10 @@ struct Bark {
     main: UnsafeCell<Main>,
     rt: UnsafeCell<Rt>,
     stream: AtomicPtr<pws::pw_stream>,
+    /// The data loop and the receiver's timer source, to re-arm it from
+    /// the data thread; set once at load.
+    data_loop: UnsafeCell<Option<DataLoop>>,
+    rt_timer: AtomicPtr<spa::spa_source>,
     counters: Counters,
 }
 
@@ -176,6 +183,35 @@ impl Bark {
             // SAFETY: the module is alive until its destroy event, which
             // is what this schedules.
             unsafe { pws::pw_impl_module_schedule_destroy(m.module) };
+        }
+    }
+
+    /// Socket and timer work on the data thread, between graph cycles.
+    fn service(&self, timer: bool) {
+        if self.counters.panicked.load(Relaxed) {
+            return;
+        }
+        // SAFETY: data-loop sources run on the data thread, like `process`,
+        // so they never overlap with it.
+        let rt = unsafe { &mut *self.rt.get() };
+        match rt {
+            Rt::Sink(s) => s.serve(&self.counters),
+            Rt::Source(s) => {
+                s.pump(&self.counters);
+                if timer {
+                    let want = s.timer_interval_ns();
+                    // SAFETY: set once at load, before any source existed.
+                    if let Some(dl) = unsafe { *self.data_loop.get() } {
+                        let t = self.rt_timer.load(Relaxed);
+                        if !t.is_null() && want != s.current_interval_ns() {
+                            s.set_current_interval_ns(want);
+                            // SAFETY: the timer lives until teardown, which
+                            // removes it on this thread first.
+                            unsafe { dl.set_timer_raw(t, want) };
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -244,6 +280,7 @@ pub unsafe fn load(
     let bark = Box::new(Bark {
         main: UnsafeCell::new(Main {
             stream: None,
+            data_sources: Vec::new(),
             core: None,
             timer: None,
             module_hook: Hook::new(),
@@ -256,6 +293,8 @@ pub unsafe fn load(
         }),
         rt: UnsafeCell::new(rt),
         stream: AtomicPtr::new(std::ptr::null_mut()),
+        data_loop: UnsafeCell::new(None),
+        rt_timer: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
     });
     let data = &*bark as *const Bark as *mut c_void;
@@ -276,6 +315,27 @@ pub unsafe fn load(
     bark.main().stream = Some(stream);
     pw::connect(stream_ptr, setup.direction, setup.flags, &setup.format_pod)
         .map_err(LoadError::pipewire)?;
+
+    // Sockets and a timer on the data loop: datagrams are handled when they
+    // arrive and time exchanges keep their pace whether or not the graph
+    // runs this node.
+    let dl = DataLoop::of(context).ok_or_else(|| LoadError::pipewire("no data loop"))?;
+    *bark.data_loop.get() = Some(dl);
+    let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
+        Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
+        Rt::Source(s) => (s.fds().to_vec(), s.timer_interval_ns()),
+    };
+    for fd in fds {
+        let src = dl
+            .add_io(fd, on_data_io, data)
+            .map_err(LoadError::pipewire)?;
+        bark.main().data_sources.push(src);
+    }
+    let timer = dl
+        .add_timer(on_data_timer, data, interval)
+        .map_err(LoadError::pipewire)?;
+    bark.rt_timer.store(timer.as_raw(), Relaxed);
+    bark.main().data_sources.push(timer);
 
     let main_loop = pws::pw_context_get_main_loop(context);
     let timer =
@@ -311,6 +371,17 @@ unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
             drop(bark);
         },
     );
+}
+
+/// Sink: a status packet and a socket check at least this often, ns.
+const SINK_TIMER_NS: u64 = 250_000_000;
+
+unsafe extern "C" fn on_data_io(data: *mut c_void, _fd: c_int, _mask: u32) {
+    with(data, "socket", (), |b| b.service(false));
+}
+
+unsafe extern "C" fn on_data_timer(data: *mut c_void, _expirations: u64) {
+    with(data, "data timer", (), |b| b.service(true));
 }
 
 unsafe extern "C" fn on_process(data: *mut c_void) {

@@ -114,6 +114,11 @@ impl UdpSocket {
         }
     }
 
+    /// The file descriptor (for data-loop sources; stays owned here).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+
     /// The bound local address.
     pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
         self.sock

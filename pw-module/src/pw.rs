@@ -379,3 +379,197 @@ pub fn set_chunk(d: &mut spa::spa_data, frames: usize, stride: usize) {
         c.size = (frames * stride) as u32;
     }
 }
+
+/// PipeWire's data loop: the real-time thread that runs `process`. Sources
+/// added here run on that same thread, so they may touch the state that
+/// `process` owns without any lock.
+#[derive(Clone, Copy)]
+pub struct DataLoop(*mut pw::pw_loop);
+
+unsafe extern "C" fn run_trampoline<F: FnOnce()>(
+    _loop: *mut spa::spa_loop,
+    _async: bool,
+    _seq: u32,
+    _data: *const c_void,
+    _size: usize,
+    user_data: *mut c_void,
+) -> std::ffi::c_int {
+    let slot = &mut *(user_data as *mut Option<F>);
+    if let Some(f) = slot.take() {
+        // A panic must not unwind into the loop; `f` guards its own work.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    }
+    0
+}
+
+impl DataLoop {
+    /// The data loop of `context`.
+    ///
+    /// # Safety
+    /// `context` must be live.
+    pub unsafe fn of(context: *mut pw::pw_context) -> Option<DataLoop> {
+        let dl = pw::pw_context_get_data_loop(context);
+        if dl.is_null() {
+            return None;
+        }
+        let l = pw::pw_data_loop_get_loop(dl);
+        (!l.is_null()).then_some(DataLoop(l))
+    }
+
+    /// Runs `f` on the data thread and waits for it (runs it here when the
+    /// loop is not running or this is the data thread). Adding and removing
+    /// sources goes through this, because the loop's source lists are not
+    /// safe to change from another thread while it polls.
+    pub fn run_sync(&self, f: impl FnOnce()) {
+        let mut slot = Some(f);
+        let user = &mut slot as *mut Option<_> as *mut c_void;
+        // SAFETY: a live loop; `slot` outlives the blocking call.
+        unsafe {
+            let lp = (*self.0).loop_;
+            ffi::iface_call::<spa::spa_loop_methods, _>(lp as *mut c_void, |m, obj| {
+                if let Some(inv) = m.invoke {
+                    inv(
+                        obj,
+                        Some(run_trampoline_of(&slot)),
+                        0,
+                        ptr::null(),
+                        0,
+                        true,
+                        user,
+                    );
+                }
+            });
+        }
+        // Not run (no invoke method): run it here rather than lose it.
+        if let Some(f) = slot.take() {
+            f();
+        }
+    }
+
+    fn utils(&self) -> *mut c_void {
+        // SAFETY: a live loop.
+        unsafe { (*self.0).utils as *mut c_void }
+    }
+
+    /// Calls `func(data, fd, mask)` on the data thread whenever `fd` is
+    /// readable. `fd` stays owned by the caller.
+    ///
+    /// # Safety
+    /// `data` must stay valid until the source drops; `fd` must outlive it.
+    pub unsafe fn add_io(
+        &self,
+        fd: std::ffi::c_int,
+        func: unsafe extern "C" fn(*mut c_void, std::ffi::c_int, u32),
+        data: *mut c_void,
+    ) -> Result<DataSource, String> {
+        let utils = self.utils();
+        let mut source: *mut spa::spa_source = ptr::null_mut();
+        self.run_sync(|| {
+            source =
+                ffi::iface_call::<spa::spa_loop_utils_methods, _>(utils, |m, obj| match m.add_io {
+                    Some(f) => f(obj, fd, spa::SPA_IO_IN, false, Some(func), data),
+                    None => ptr::null_mut(),
+                });
+        });
+        if source.is_null() {
+            return Err("cannot add a socket to the data loop".into());
+        }
+        Ok(DataSource { dl: *self, source })
+    }
+
+    /// Calls `func(data, expirations)` on the data thread every
+    /// `interval_ns`.
+    ///
+    /// # Safety
+    /// `data` must stay valid until the source drops.
+    pub unsafe fn add_timer(
+        &self,
+        func: unsafe extern "C" fn(*mut c_void, u64),
+        data: *mut c_void,
+        interval_ns: u64,
+    ) -> Result<DataSource, String> {
+        let utils = self.utils();
+        let mut source: *mut spa::spa_source = ptr::null_mut();
+        self.run_sync(|| {
+            source = ffi::iface_call::<spa::spa_loop_utils_methods, _>(utils, |m, obj| {
+                match m.add_timer {
+                    Some(f) => f(obj, Some(func), data),
+                    None => ptr::null_mut(),
+                }
+            });
+        });
+        if source.is_null() {
+            return Err("cannot add a timer to the data loop".into());
+        }
+        let s = DataSource { dl: *self, source };
+        let dl = *self;
+        self.run_sync(|| dl.set_timer(&s, interval_ns));
+        Ok(s)
+    }
+
+    /// Re-arms timer `s` to fire every `interval_ns`. Call on the data
+    /// thread (from one of its callbacks): no allocation, one timerfd call.
+    pub fn set_timer(&self, s: &DataSource, interval_ns: u64) {
+        // SAFETY: `s` is a live source of this loop.
+        unsafe { self.set_timer_raw(s.source, interval_ns) }
+    }
+
+    /// [`DataLoop::set_timer`] by raw source (from data-thread callbacks).
+    ///
+    /// # Safety
+    /// `source` must be a live timer source of this loop.
+    pub unsafe fn set_timer_raw(&self, source: *mut spa::spa_source, interval_ns: u64) {
+        let ts = spa::timespec {
+            tv_sec: (interval_ns / 1_000_000_000) as _,
+            tv_nsec: (interval_ns % 1_000_000_000) as _,
+        };
+        let (mut value, mut interval) = (ts, ts);
+        ffi::iface_call::<spa::spa_loop_utils_methods, _>(self.utils(), |m, obj| {
+            if let Some(f) = m.update_timer {
+                f(obj, source, &mut value, &mut interval, false);
+            }
+        });
+    }
+}
+
+fn run_trampoline_of<F: FnOnce()>(
+    _: &Option<F>,
+) -> unsafe extern "C" fn(
+    *mut spa::spa_loop,
+    bool,
+    u32,
+    *const c_void,
+    usize,
+    *mut c_void,
+) -> std::ffi::c_int {
+    run_trampoline::<F>
+}
+
+/// A source on the data loop; removed (on the data thread) on drop.
+pub struct DataSource {
+    dl: DataLoop,
+    source: *mut spa::spa_source,
+}
+
+impl DataSource {
+    /// The raw source (to re-arm a timer from the data thread).
+    pub fn as_raw(&self) -> *mut spa::spa_source {
+        self.source
+    }
+}
+
+impl Drop for DataSource {
+    fn drop(&mut self) {
+        let (utils, source) = (self.dl.utils(), self.source);
+        self.dl.run_sync(|| {
+            // SAFETY: our source, destroyed once, on its loop's thread.
+            unsafe {
+                ffi::iface_call::<spa::spa_loop_utils_methods, _>(utils, |m, obj| {
+                    if let Some(f) = m.destroy_source {
+                        f(obj, source);
+                    }
+                });
+            }
+        });
+    }
+}

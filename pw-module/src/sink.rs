@@ -143,6 +143,11 @@ impl RtSink {
         self.serve(c);
     }
 
+    /// The socket, for the data-loop source.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.sock.fd()
+    }
+
     /// After a panic: keep the graph going, touch nothing else.
     ///
     /// # Safety
@@ -153,7 +158,10 @@ impl RtSink {
     }
 
     /// Answers queued time requests and sends the periodic status packet.
-    fn serve(&mut self, c: &Counters) {
+    /// Runs from `process` and from the socket's data-loop source and timer,
+    /// so that requests are answered when they arrive, even while nothing
+    /// plays. Data thread only; no allocation.
+    pub fn serve(&mut self, c: &Counters) {
         for _ in 0..MAX_RX_PER_CYCLE {
             let d = match self.sock.recv(&mut self.rx) {
                 Ok(Some(d)) => d,

@@ -41,6 +41,7 @@ pub struct RtSource {
     rx: Vec<u8>,
     tx: Vec<u8>,
     next_status_ns: u64,
+    timer_ns: u64,
 }
 
 /// Checks the arguments, opens the sockets and builds the receiver.
@@ -101,6 +102,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         rx: vec![0; 65_536],
         tx: vec![0; 2048],
         next_status_ns: 0,
+        timer_ns: bark_core::receiver::FAST_INTERVAL_NS,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -148,6 +150,33 @@ impl RtSource {
         }
     }
 
+    /// The period the data-loop timer should have now, ns: the core's
+    /// fast exchange pace until playback runs (clock sync at start or after
+    /// a change of sender), then a relaxed one that still meets its
+    /// busy-network pace.
+    pub fn timer_interval_ns(&self) -> u64 {
+        if self.receiver.playing() {
+            bark_core::receiver::BUSY_INTERVAL_NS / 2
+        } else {
+            bark_core::receiver::FAST_INTERVAL_NS
+        }
+    }
+
+    /// The period the timer was last set to, ns.
+    pub fn current_interval_ns(&self) -> u64 {
+        self.timer_ns
+    }
+
+    /// Records the period the timer was set to, ns.
+    pub fn set_current_interval_ns(&mut self, ns: u64) {
+        self.timer_ns = ns;
+    }
+
+    /// The sockets, for data-loop sources.
+    pub fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        [self.group.fd(), self.control.fd()]
+    }
+
     /// After a panic: output silence, touch nothing else.
     ///
     /// # Safety
@@ -167,7 +196,12 @@ impl RtSource {
 
     /// Feeds queued datagrams to the receiver, sends what it asks for and
     /// the periodic status packet, and publishes its counters.
-    fn pump(&mut self, c: &Counters) {
+    ///
+    /// Runs from `process`, from the sockets' data-loop sources when a
+    /// datagram arrives, and from the data-loop timer (so that time requests
+    /// keep their pace when no graph cycle runs, e.g. an unrecorded
+    /// `Audio/Source`). Data thread only; no allocation.
+    pub fn pump(&mut self, c: &Counters) {
         let RtSource {
             receiver,
             group,
@@ -198,13 +232,14 @@ impl RtSource {
                 let pair = ClockPair::now();
                 let arrival = clock.map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
                 if receiver
-                    .handle_packet(arrival, &rx[..d.len], SocketAddr::V4(d.from))
+                    .handle_packet(arrival, data, SocketAddr::V4(d.from))
                     .is_err()
                 {
                     Counters::bump(&c.malformed);
                 }
             }
         }
+        c.playing.store(self.receiver.playing(), Relaxed);
         let now = monotonic_ns();
         let mapped = self.clock.map(now);
         for _ in 0..MAX_TX_PER_CYCLE {

@@ -25,6 +25,8 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Receive errors other than "nothing queued".
     pub recv_errors: AtomicU64,
+    /// Receiver: playing a stream (clock synced, audio flowing).
+    pub playing: AtomicBool,
     /// Receiver: packets lost, from the core's counters.
     pub lost: AtomicU64,
     /// Receiver: packets too late to play.
@@ -58,6 +60,7 @@ pub struct Reporter {
     underruns: u64,
     active: bool,
     rx_active: bool,
+    playing: bool,
     ticks: u64,
 }
 
@@ -97,6 +100,18 @@ impl Reporter {
                 "{who}: network audio {}",
                 if rx_active { "arriving" } else { "stopped" }
             );
+        }
+        let playing = c.playing.load(Relaxed);
+        if playing != self.playing {
+            self.playing = playing;
+            if playing {
+                log_info!(
+                    "{who}: playing in sync (sync error {} ns)",
+                    c.sync_error_ns.load(Relaxed)
+                );
+            } else {
+                log_info!("{who}: stopped playing");
+            }
         }
         if send_errors > 0 {
             let e = std::io::Error::from_raw_os_error(c.last_send_errno.load(Relaxed) as i32);

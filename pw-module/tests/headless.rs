@@ -404,9 +404,10 @@ context.modules = [
             let log = s.daemon_log();
             log.contains("bark_sink_b: negotiated F32LE 44100 Hz 2 ch")
                 && log.contains("bark_source: network audio arriving")
+                && log.contains("bark_source: playing in sync")
         },
     );
-    eprintln!("ok: 44.1 kHz sink negotiated; the receiver module got its audio");
+    eprintln!("ok: 44.1 kHz sink negotiated; the receiver module synced and played it");
 
     // Unload: node gone, descriptors closed, daemon alive.
     let dump = s.dump();
@@ -436,4 +437,8 @@ context.modules = [
     assert!(s.core_answers());
     assert!(s.daemon_log().contains("bark_source: unloading"));
     eprintln!("ok: unloading closed {} descriptors", before - after);
+    eprintln!("--- the modules' log lines ---");
+    for l in s.daemon_log().lines().filter(|l| l.contains("mod.bark")) {
+        eprintln!("{l}");
+    }
 }
