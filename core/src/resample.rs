@@ -105,18 +105,9 @@ impl Kernel {
     }
 
     /// The taps for fractional phase `frac` in [0, 1).
-    #[inline(always)]
     pub fn taps(&self, frac: f64, out: &mut [f32; TAPS]) {
-        let pf = frac * PHASES as f64;
-        let p = (pf as usize).min(PHASES - 1);
-        let t = (pf - p as f64) as f32;
-        let row: &[f32; 2 * TAPS] = self.table[p * 2 * TAPS..(p + 1) * 2 * TAPS]
-            .try_into()
-            .expect("rows are 2·TAPS long");
-        let (base, delta) = row.split_at(TAPS);
-        for i in 0..TAPS {
-            out[i] = base[i] + t * delta[i];
-        }
+        let fixed = (frac.clamp(0.0, 1.0) * (1u64 << 32) as f64) as u64;
+        self.taps_fixed(fixed.min(u32::MAX as u64) as u32, out);
     }
 
     /// Renders `out.len() / channels` interleaved frames from planar input.
@@ -138,7 +129,7 @@ impl Kernel {
         render_impl(self, src, plane, channels, x0, step, out);
     }
 
-    /// [`Kernel::taps`] for a 0.32 fixed-point phase.
+    /// The taps for a 0.32 fixed-point phase.
     #[inline(always)]
     fn taps_fixed(&self, frac: u32, out: &mut [f32; TAPS]) {
         const SHIFT: u32 = 32 - PHASES.trailing_zeros();
