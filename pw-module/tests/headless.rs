@@ -15,10 +15,12 @@
 //!   daemon keeps answering, and leave no node behind;
 //! - audio played into the sink leaves as Bark datagrams (unicast to
 //!   127.0.0.1, caught here), and a second sink at 44.1 kHz negotiates
-//!   44.1 kHz and feeds the receiver module;
+//!   44.1 kHz and feeds the receiver module, which syncs and plays;
+//! - multicast, joined on lo with TTL 0, reaches a second receiver;
 //! - unloading a module removes its node and closes its file descriptors.
 //!
-//! All traffic stays on 127.0.0.1. Every process is started in its own
+//! All traffic stays on this host: unicast to 127.0.0.1, and multicast on lo
+//! with TTL 0. Every process is started in its own
 //! process group and killed by that id when the test ends, pass or fail; the
 //! temporary directory is removed.
 
@@ -266,6 +268,7 @@ fn modules_in_headless_pipewire() {
     let catcher = UdpSocket::bind("127.0.0.1:0").unwrap();
     let catch_port = catcher.local_addr().unwrap().port();
     let rx_port = free_udp_port();
+    let mc_port = free_udp_port();
     let conf = format!(
         r#"
 context.modules = [
@@ -277,6 +280,12 @@ context.modules = [
               bark.stream = b stream.props = {{ node.latency = 512/44100 }} }} }}
   {{ name = libpipewire-module-bark-source
      args = {{ source.ip = 127.0.0.1 source.port = {rx_port} bark.delay.msec = -1.5 }} }}
+  {{ name = libpipewire-module-bark-sink
+     args = {{ node.name = bark_sink_mc node.description = "Bark MC" destination.ip = 239.255.66.66
+              destination.port = {mc_port} local.ifname = lo net.ttl = 0 bark.stream = mc }} }}
+  {{ name = libpipewire-module-bark-source
+     args = {{ node.name = bark_source_mc source.ip = 239.255.66.66 source.port = {mc_port}
+              local.ifname = lo bark.stream = mc }} }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_format audio.format = U8 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_rate audio.rate = 0 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_ip destination.ip = 300.1.2.3 }} flags = [ nofail ] }}
@@ -408,6 +417,13 @@ context.modules = [
         },
     );
     eprintln!("ok: 44.1 kHz sink negotiated; the receiver module synced and played it");
+
+    // Multicast, kept on this host: group joined on lo, TTL 0.
+    s.run_ok("pw-play", &["--target", "bark_sink_mc", &tone_s]);
+    wait_for("the multicast receiver to play", || {
+        s.daemon_log().contains("bark_source_mc: playing in sync")
+    });
+    eprintln!("ok: multicast on lo (TTL 0) reached the receiver, which played it");
 
     // Unload: node gone, descriptors closed, daemon alive.
     let dump = s.dump();
