@@ -126,21 +126,26 @@ impl RtSink {
                 monotonic_ns()
             };
             if let Some(d) = b.data() {
-                let samples = pw::read_samples(d);
-                let RtSink {
-                    sender,
-                    sock,
-                    dest,
-                    clock,
-                    ..
-                } = self;
-                sender.push(clock.map(now), samples, &mut |pkt| {
-                    sock.send_counted(pkt, dest, c)
-                });
-                Counters::bump(&c.cycles);
+                self.send_samples(now, pw::read_samples(d), c);
             }
         }
         self.serve(c);
+    }
+
+    /// Stamps interleaved `samples` that entered the sink at local
+    /// CLOCK_MONOTONIC `now_ns` and sends them. No allocation.
+    pub fn send_samples(&mut self, now_ns: u64, samples: &[f32], c: &Counters) {
+        let RtSink {
+            sender,
+            sock,
+            dest,
+            clock,
+            ..
+        } = self;
+        sender.push(clock.map(now_ns), samples, &mut |pkt| {
+            sock.send_counted(pkt, dest, c)
+        });
+        Counters::bump(&c.cycles);
     }
 
     /// The socket, for the data-loop source.

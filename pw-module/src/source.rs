@@ -143,11 +143,17 @@ impl RtSource {
             } else {
                 max_frames
             };
-            self.receiver.fill(play, &mut out[..frames * ch]);
+            self.fill(play, &mut out[..frames * ch], c);
             pw::set_chunk(d, frames, ch * 4);
             b.set_size(frames as u64);
-            Counters::bump(&c.cycles);
         }
+    }
+
+    /// Fills `out` (interleaved) with what is heard from `play_ns` on, a
+    /// (mapped) local CLOCK_MONOTONIC time. No allocation.
+    pub fn fill(&mut self, play_ns: u64, out: &mut [f32], c: &Counters) {
+        self.receiver.fill(play_ns, out);
+        Counters::bump(&c.cycles);
     }
 
     /// The period the data-loop timer should have now, ns: the core's
