@@ -388,6 +388,19 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
     with(data, "process", (), |b| b.process());
 }
 
+/// PipeWire destroys a stream itself when its core goes away (daemon
+/// shutdown, lost connection): forget it, stop `process` from touching it,
+/// and unload.
+unsafe extern "C" fn on_stream_destroy(data: *mut c_void) {
+    with(data, "stream destroy", (), |b| {
+        b.stream.store(std::ptr::null_mut(), Relaxed);
+        if let Some(s) = b.main().stream.as_mut() {
+            s.forget();
+        }
+        b.schedule_unload("stream destroyed");
+    });
+}
+
 unsafe extern "C" fn on_state_changed(
     data: *mut c_void,
     old: pws::pw_stream_state,
@@ -494,7 +507,7 @@ static MODULE_EVENTS: pws::pw_impl_module_events = pws::pw_impl_module_events {
 
 static STREAM_EVENTS: pws::pw_stream_events = pws::pw_stream_events {
     version: pws::PW_VERSION_STREAM_EVENTS,
-    destroy: None,
+    destroy: Some(on_stream_destroy),
     state_changed: Some(on_state_changed),
     control_info: None,
     io_changed: None,

@@ -151,20 +151,27 @@ impl Stream {
         Ok(st)
     }
 
+    /// Forgets the stream after PipeWire destroyed it itself (from its
+    /// destroy event: the core it lives on went away), so that drop does
+    /// not destroy it a second time.
+    pub fn forget(&mut self) {
+        // SAFETY: called from the stream's destroy event, while its hook
+        // list still exists; unlinking during emission is supported.
+        unsafe { self.hook.remove() };
+        self.stream = ptr::null_mut();
+    }
+
     /// The raw stream, for the data-thread accessors.
     pub fn as_ptr(&self) -> *mut pw::pw_stream {
         self.stream
-    }
-
-    /// The node id in the graph (`u32::MAX` before it is known).
-    pub fn node_id(&self) -> u32 {
-        // SAFETY: live stream.
-        unsafe { pw::pw_stream_get_node_id(self.stream) }
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        if self.stream.is_null() {
+            return;
+        }
         // SAFETY: remove our hook first so that teardown emits nothing into
         // state that is being dropped; then destroy (synchronizes with the
         // data loop).

@@ -126,6 +126,28 @@ impl Stack {
         self.children.push((name.into(), child));
     }
 
+    /// Stops `name` with SIGTERM (its whole process group) and returns how
+    /// it exited.
+    fn stop(&mut self, name: &str) -> std::process::ExitStatus {
+        let i = self.children.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut child) = self.children.remove(i);
+        let pg = Pid::from_raw(child.id() as i32);
+        let _ = killpg(pg, Signal::SIGTERM);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let _ = killpg(pg, Signal::SIGKILL);
+                return st;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = killpg(pg, Signal::SIGKILL);
+                let _ = child.wait();
+                panic!("{name} did not stop on SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn pid_of(&self, name: &str) -> u32 {
         self.children
             .iter()
@@ -453,6 +475,21 @@ context.modules = [
     assert!(s.core_answers());
     assert!(s.daemon_log().contains("bark_source: unloading"));
     eprintln!("ok: unloading closed {} descriptors", before - after);
+
+    // Daemon shutdown with the modules loaded: PipeWire tears down their
+    // streams itself, and must exit cleanly.
+    s.stop("pipewire-pulse");
+    s.stop("wireplumber");
+    let st = s.stop("pipewire");
+    let log = s.daemon_log();
+    assert!(st.success(), "pipewire exited with {st}");
+    assert!(
+        !log.contains("double free") && !log.contains("panicked"),
+        "unclean shutdown"
+    );
+    assert!(log.contains("bark_sink: unloading") && log.contains("bark_source_mc: unloading"));
+    eprintln!("ok: the daemon shut down cleanly with the modules loaded");
+
     eprintln!("--- the modules' log lines ---");
     for l in s.daemon_log().lines().filter(|l| l.contains("mod.bark")) {
         eprintln!("{l}");
