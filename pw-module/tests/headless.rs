@@ -16,8 +16,10 @@
 //! - audio played into the sink leaves as Bark datagrams (unicast to
 //!   127.0.0.1, caught here), and a second sink at 44.1 kHz negotiates
 //!   44.1 kHz and feeds the receiver module, which syncs and plays;
+//! - a 192 kHz sink negotiates 192 kHz;
 //! - multicast, joined on lo with TTL 0, reaches a second receiver;
-//! - unloading a module removes its node and closes its file descriptors.
+//! - unloading a module removes its node and closes its file descriptors;
+//! - the daemon shuts down cleanly with the modules loaded.
 //!
 //! All traffic stays on this host: unicast to 127.0.0.1, and multicast on lo
 //! with TTL 0. Every process is started in its own
@@ -308,6 +310,8 @@ context.modules = [
   {{ name = libpipewire-module-bark-source
      args = {{ node.name = bark_source_mc source.ip = 239.255.66.66 source.port = {mc_port}
               local.ifname = lo bark.stream = mc }} }}
+  {{ name = libpipewire-module-bark-sink
+     args = {{ node.name = bark_sink_hi audio.rate = 192000 destination.ip = 127.0.0.1 destination.port = {catch_port} }} }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_format audio.format = U8 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_rate audio.rate = 0 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_ip destination.ip = 300.1.2.3 }} flags = [ nofail ] }}
@@ -439,6 +443,14 @@ context.modules = [
         },
     );
     eprintln!("ok: 44.1 kHz sink negotiated; the receiver module synced and played it");
+
+    // 192 kHz is accepted too.
+    s.run_ok("pw-play", &["--target", "bark_sink_hi", &tone_s]);
+    wait_for("the 192 kHz sink to negotiate", || {
+        s.daemon_log()
+            .contains("bark_sink_hi: negotiated F32LE 192000 Hz 2 ch")
+    });
+    eprintln!("ok: a 192 kHz sink negotiates 192 kHz");
 
     // Multicast, kept on this host: group joined on lo, TTL 0.
     s.run_ok("pw-play", &["--target", "bark_sink_mc", &tone_s]);
