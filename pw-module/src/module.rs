@@ -298,6 +298,12 @@ pub unsafe fn load(
         counters: Counters::default(),
     });
     let data = &*bark as *const Bark as *mut c_void;
+    // Read before the stream exists: from then on only the data thread may
+    // touch `rt`.
+    let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
+        Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
+        Rt::Source(s) => (s.fds().to_vec(), s.timer_interval_ns()),
+    };
 
     // From here on, an error drops `bark`, which releases whatever exists.
     // `Main` is borrowed afresh after each PipeWire call, because those may
@@ -321,10 +327,6 @@ pub unsafe fn load(
     // runs this node.
     let dl = DataLoop::of(context).ok_or_else(|| LoadError::pipewire("no data loop"))?;
     *bark.data_loop.get() = Some(dl);
-    let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
-        Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
-        Rt::Source(s) => (s.fds().to_vec(), s.timer_interval_ns()),
-    };
     for fd in fds {
         let src = dl
             .add_io(fd, on_data_io, data)
