@@ -44,6 +44,26 @@ pub struct RtSource {
     timer_ns: u64,
 }
 
+/// The `node.latency` the receiver asks of its graph unless `stream.props`
+/// says otherwise: a quarter of the target latency, as a power of two
+/// between 64 and 1024 frames. The graph runs at the smallest quantum any
+/// node asks for, and a frame must have arrived one output quantum before
+/// it is heard: a player that asks for 2048 frames (pw-play does) would
+/// otherwise stretch the quantum past a 40 ms latency and starve the
+/// receiver.
+fn output_quantum(a: &SourceArgs) -> String {
+    let latency = a
+        .latency_ns
+        .unwrap_or(bark_core::sender::DEFAULT_LATENCY_NS);
+    let frames = (latency as f64 / 4.0 * a.rate as f64 / 1e9) as u32;
+    let pow2 = if frames == 0 {
+        64
+    } else {
+        1 << (31 - frames.leading_zeros())
+    };
+    format!("{}/{}", pow2.clamp(64, 1024), a.rate)
+}
+
 /// Checks the arguments, opens the sockets and builds the receiver.
 pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, Setup), LoadError> {
     let node_id = crate::random_nonzero_u64();
@@ -75,6 +95,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     props.set_default("node.link-group", crate::LINK_GROUP);
     props.set("audio.rate", &a.rate.to_string());
     props.set("audio.channels", &a.channels.to_string());
+    props.set_default("node.latency", &output_quantum(a));
 
     let info = format!(
         "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, node {node_id:016x}",
@@ -272,5 +293,37 @@ impl RtSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn args(pairs: &[(&str, &str)]) -> SourceArgs {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SourceArgs::parse(&m).unwrap()
+    }
+
+    #[test]
+    fn output_quantum_is_a_quarter_of_the_latency() {
+        // 40 ms default: 10 ms = 480 frames, down to 256.
+        assert_eq!(output_quantum(&args(&[])), "256/48000");
+        assert_eq!(
+            output_quantum(&args(&[("sess.latency.msec", "200")])),
+            "1024/48000"
+        );
+        assert_eq!(
+            output_quantum(&args(&[("sess.latency.msec", "4")])),
+            "64/48000"
+        );
+        assert_eq!(
+            output_quantum(&args(&[("audio.rate", "96000")])),
+            "512/96000"
+        );
     }
 }
