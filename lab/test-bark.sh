@@ -19,6 +19,7 @@ repo=$(cd "$here/.." && pwd)
 cd "$repo"
 summary="$repo/target/release/bark-lab-summary"
 stamp=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$repo/lab/out"
 drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=150000,80)
 bark=(--sender-conf conf/bark-sink.conf --receiver-conf conf/bark-source.conf --sink bark_sink)
 passed=0 failed=0
