@@ -48,7 +48,8 @@ test-pw: modules
 
 DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev \
 	libpulse-dev pipewire pipewire-bin wireplumber pipewire-pulse \
-	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make
+	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make \
+	tmux nftables
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps test test-core test-lab sim demo
@@ -115,3 +116,30 @@ lab-baseline: lab-build
 lab-session: lab-build
 	BARK_LAB_BIN=$(LAB_BIN) lab/run-session.sh --sender-conf $(SENDER_CONF) \
 		--receiver-conf $(RECEIVER_CONF) --sink $(SINK) $(LAB_ARGS)
+
+# --- CLI: `bark` stats / stream / receive / doctor (cli/) ---------------------
+#
+#   make cli          build target/release/bark
+#   make cli-test     its unit and integration tests (loopback; tmux for the
+#                     live view; namespace tests need root)
+#   make cli-man      man pages into $(CLI_MAN_DIR)
+#   make cli-scale    1 sender + 32 receivers in namespaces (root, several
+#                     minutes); CLI_SCALE_ARGS="--receivers 8 --seconds 20 ..."
+
+CLI_MAN_DIR ?= $(TARGET_DIR)/man
+CLI_SCALE_ARGS ?= --receivers 32 --seconds 30 --compare "1 8"
+
+.PHONY: cli cli-test cli-man cli-scale
+cli:
+	$(CARGO) build --release -p bark-cli
+
+cli-test:
+	$(CARGO) test --release -p bark-cli
+
+cli-man: cli
+	$(TARGET_DIR)/release/bark man --dir $(CLI_MAN_DIR)
+	@ls $(CLI_MAN_DIR)
+
+cli-scale: lab-build
+	$(CARGO) build --release -p bark-cli --bin bark --examples
+	BARK_BIN=$(abspath $(TARGET_DIR)/release/bark) BARK_LAB_BIN=$(abspath $(LAB_BIN)) cli/bench/scale.sh $(CLI_SCALE_ARGS)

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Scale run of the headless CLI in the lab LAN (root): 1 `bark stream` and
+# N `bark receive` (32 by default), each in a network namespace on a private
+# bridge (lab/lanlib.sh). Real music (planetblupi, Ogg Vorbis at 44.1 kHz,
+# decoded and resampled to 48 kHz by the sender). Each receiver gets its own
+# artificial clock error (offset up to ±1 ms, rate up to ±50 ppm), so clock
+# sync is doing real work. Receivers write what they would play with
+# CLOCK_MONOTONIC stamps (shared by all namespaces: ground truth), the
+# sender writes what it sent; bark-lab-analyze measures latency and skew.
+#
+# Measured: skew between every pair of receivers; sender CPU (getrusage of
+# the process, decoding and resampling included); the sender's bandwidth
+# (its eth0 byte counters and its own per-kind counts); clock-sync traffic
+# per receiver (time requests out, replies in); whether `bark stats` sees
+# every node.
+#
+#   cli/bench/scale.sh [--receivers N] [--seconds S] [--compare "1 8"]
+#                      [--no-analyze] [--out DIR] [--id ID] [--keep]
+#
+#   --receivers N   receivers in the main run (32; at most 62)
+#   --seconds S     seconds of audio per run (30)
+#   --compare LIST  extra shorter runs (same S) with these receiver counts,
+#                   to show the sender's CPU and bandwidth do not grow
+#   --no-analyze    skip the skew analysis (496 pairs for 32 receivers
+#                   take several minutes)
+#
+# The lab makes at most 32 hosts: h0 is the sender, receivers go round-robin
+# on h1..h31 (with 32 receivers, h1 runs two). Results: cli/bench/out/<time>/
+# (git-ignored): run-N/{ref,rxK}.wav + .ts.csv, tx.json, rxK.json,
+# stats.json, analysis.json; summary.txt and summary.json at the top.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=../../lab/lanlib.sh
+. "$repo/lab/lanlib.sh"
+
+usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+receivers=32 seconds=30 compare='' analyze=1 out='' id='' keep=''
+while (($#)); do
+	case $1 in
+	--receivers) receivers=$2; shift 2 ;;
+	--seconds) seconds=$2; shift 2 ;;
+	--compare) compare=$2; shift 2 ;;
+	--no-analyze) analyze=''; shift ;;
+	--out) out=$2; shift 2 ;;
+	--id) id=$2; shift 2 ;;
+	--keep) keep=--keep; shift ;;
+	-h | --help) usage ;;
+	*) lab_die "unknown option $1 (try --help)" ;;
+	esac
+done
+((receivers >= 1 && receivers <= 62)) || lab_die "--receivers must be 1..62"
+[[ -z $id || $id =~ ^[A-Za-z0-9]{1,5}$ ]] || lab_die "--id must be 1-5 alphanumerics"
+[[ $seconds =~ ^[0-9]+$ ]] && ((seconds >= 5 && seconds <= 600)) || lab_die "--seconds must be 5..600"
+lab_require_root
+bark=${BARK_BIN:-$repo/target/release/bark}
+analyzer=${BARK_LAB_BIN:-$repo/target/release}/bark-lab-analyze
+summary=$(dirname "$bark")/examples/scale-summary
+[[ -x $bark ]] || lab_die "$bark missing: cargo build --release -p bark-cli"
+[[ -x $summary ]] || lab_die "$summary missing: cargo build --release -p bark-cli --examples"
+if [[ -n $analyze && ! -x $analyzer ]]; then
+	lab_die "$analyzer missing: cargo build --release -p bark-lab (or --no-analyze)"
+fi
+music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
+[[ -n $music ]] || lab_die "planetblupi-music-ogg is not installed (make deps)"
+[[ -n $id ]] || id=c$(($$ % 1000))
+[[ -n $out ]] || out=$here/out/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+out=$(realpath "$out")
+hz=$(getconf CLK_TCK)
+
+current_id=''
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	# lab_down stops every recorded process (by PID, only if it carries
+	# this run's marker) and deletes the run's namespaces.
+	[[ -n $current_id ]] && lab_down "$current_id" $keep >>"$out/lab.log" 2>&1
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Counters of a host's eth0: "tx_bytes tx_packets rx_bytes rx_packets".
+eth0_counters() {
+	ip netns exec "$(lab_ns_host "$1" "$2")" sh -c \
+		'cd /sys/class/net/eth0/statistics && echo $(cat tx_bytes tx_packets rx_bytes rx_packets)'
+}
+
+# wait_pids DEADLINE_S PID...: wait for recorded processes to exit, bounded.
+wait_pids() {
+	local deadline=$((SECONDS + $1)) p
+	shift
+	for p in "$@"; do
+		while kill -0 "$p" 2>/dev/null; do
+			((SECONDS < deadline)) || { lab_log "pid $p overran"; return 1; }
+			sleep 0.2
+		done
+	done
+}
+
+# one_run N DIR: 1 sender + N receivers for $seconds; results into DIR.
+one_run() {
+	local n=$1 dir=$2 rid=${id}n$1 hosts i h off ppm pids=() txpid
+	mkdir -p "$dir"
+	hosts=$((n < 31 ? n + 1 : 32))
+	lab_log "run: 1 sender + $n receivers on $hosts hosts, ${seconds}s -> $dir"
+	current_id=$rid
+	lab_up "$rid" "$hosts" 2>>"$out/lab.log"
+	for ((i = 1; i <= n; i++)); do
+		h=$((1 + (i - 1) % (hosts - 1)))
+		# Distinct, repeatable clock errors: offsets within ±1 ms, rates
+		# within ±50 ppm.
+		off=$(((i * 7919) % 2001 * 1000 - 1000000))
+		ppm=$((((i * 37) % 101) - 50))
+		pids+=("$(lab_spawn "$rid" "$h" "rx$i" "$dir/rx$i.log" "$bark" receive \
+			--local-ifname eth0 --seconds $((seconds + 6)) --node-name "rx$i" \
+			--output "$dir/rx$i.wav" --summary "$dir/rx$i.json" \
+			--test-clock "$off,$ppm")")
+		printf 'rx%s h%s clock %s ns %s ppm\n' "$i" "$h" "$off" "$ppm" >>"$dir/clocks.txt"
+	done
+	sleep 1
+	read -r t0b t0p r0b r0p < <(eth0_counters "$rid" 0)
+	txpid=$(lab_spawn "$rid" 0 stream "$dir/tx.log" "$bark" stream --input "$music" \
+		--local-ifname eth0 --seconds "$seconds" --node-name sender \
+		--record "$dir/ref.wav" --summary "$dir/tx.json")
+	# Mid-run: what `bark stats` on the sender's host sees.
+	sleep $((seconds / 2))
+	lab_exec "$rid" 0 "$bark" stats --local-ifname eth0 --once --json --wait-sec 2.5 \
+		>"$dir/stats.json" 2>>"$dir/stats.log" || true
+	lab_exec "$rid" 0 "$bark" stats --local-ifname eth0 --once --wait-sec 1.5 \
+		>"$dir/stats.txt" 2>>"$dir/stats.log" || true
+	wait_pids $((seconds + 30)) "$txpid" || lab_die "the sender overran"
+	read -r t1b t1p r1b r1p < <(eth0_counters "$rid" 0)
+	printf '{"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s}\n' \
+		$((t1b - t0b)) $((t1p - t0p)) $((r1b - r0b)) $((r1p - r0p)) >"$dir/sender-eth0.json"
+	wait_pids 30 "${pids[@]}" || lab_die "a receiver overran"
+	lab_down "$rid" $keep >>"$out/lab.log" 2>&1
+	current_id=''
+	for ((i = 1; i <= n; i++)); do
+		[[ -s $dir/rx$i.json ]] || lab_die "rx$i wrote no summary (see $dir/rx$i.log)"
+	done
+}
+
+# summarize N DIR: one JSON line of the run's figures.
+summarize() {
+	"$summary" "$1" "$2" "$seconds"
+}
+
+analyze_run() {
+	local n=$1 dir=$2 i args=()
+	args=(--reference "$dir/ref.wav" --json "$dir/analysis.json" --settle-s 3)
+	for ((i = 1; i <= n; i++)); do args+=(--receiver "$dir/rx$i.wav" --label "rx$i"); done
+	lab_log "analyzing $n receivers ($((n * (n - 1) / 2)) pairs)"
+	"$analyzer" "${args[@]}" >"$dir/analysis.txt"
+}
+
+: >"$out/summary.json"
+for n in $compare $receivers; do
+	dir=$out/run-$n
+	one_run "$n" "$dir"
+	if [[ -n $analyze && $n == "$receivers" ]]; then analyze_run "$n" "$dir"; fi
+	summarize "$n" "$dir" | tee -a "$out/summary.json"
+done
+{
+	echo "command: $0 --receivers $receivers --seconds $seconds --compare '$compare'"
+	echo "bark: $("$bark" --version)"
+	echo "kernel: $(uname -r); cpus: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "music: $music"
+	cat "$out/summary.json"
+	[[ -f $out/run-$receivers/stats.txt ]] && cat "$out/run-$receivers/stats.txt"
+} >"$out/summary.txt"
+lab_log "results in $out (summary.txt)"

@@ -1,0 +1,464 @@
+//! Command-line interface: every subcommand and flag, with units and
+//! defaults in the help text (which is also what the man pages show).
+//!
+//! Flags mirror the PipeWire module arguments (`destination.ip` →
+//! `--destination-ip`, `sess.latency.msec` → `--latency-msec`, ...) with the
+//! same defaults, so a set-up tried with the CLI carries over to the modules.
+
+use bark_core::SampleFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Default multicast group (the modules' `destination.ip` / `source.ip`).
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 66, 66);
+/// Default UDP port (`destination.port` / `source.port`).
+pub const DEFAULT_PORT: u16 = 1530;
+
+/// bark: live stats, headless stream and receive, and diagnostics for Bark
+/// (synchronized multi-room audio over a LAN).
+#[derive(Parser, Debug)]
+#[command(
+    name = "bark",
+    version,
+    propagate_version = true,
+    after_help = "Logging: set RUST_LOG=debug (or info, warn) for more detail on stderr."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show every Bark sender and receiver on the group, live, from the
+    /// status packets each node sends about once a second.
+    Stats(StatsArgs),
+    /// Headless sender: stream an audio file (or stdin) to the group in
+    /// real time.
+    Stream(StreamArgs),
+    /// Headless receiver: run the full receive path against a simulated
+    /// output clock and write what it would play, with timestamps.
+    Receive(ReceiveArgs),
+    /// Check what usually breaks multicast audio, and say how to fix it.
+    Doctor(DoctorArgs),
+    /// Write the man pages (bark.1, bark-stats.1, ...) into a directory.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+fn parse_format(s: &str) -> Result<SampleFormat, String> {
+    SampleFormat::parse(s).map_err(|_| format!("{s:?} is not one of F32, S24, S16"))
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let r: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate in Hz"))?;
+    if !(bark_core::format::MIN_RATE..=bark_core::format::MAX_RATE).contains(&r) {
+        return Err(format!(
+            "{r} Hz is outside {}..={} Hz",
+            bark_core::format::MIN_RATE,
+            bark_core::format::MAX_RATE
+        ));
+    }
+    Ok(r)
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a UDP port (1..=65535)")),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_mtu(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (100..=65_507).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not an MTU in bytes (100..=65507)")),
+    }
+}
+
+fn ms_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s: &str| {
+        let v: f64 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(format!("{v} ms is outside {lo}..={hi} ms"));
+        }
+        Ok(v)
+    }
+}
+
+fn secs_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s: &str| {
+        let v: f64 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(format!("{v} s is outside {lo}..={hi} s"));
+        }
+        Ok(v)
+    }
+}
+
+/// Where listening roles (stats, receive) find the group.
+#[derive(Args, Debug, Clone)]
+pub struct ListenNet {
+    /// Multicast group to join and listen on, or a local unicast IPv4
+    /// address (the module's source.ip). Stats needs a group: status packets
+    /// are multicast.
+    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP)]
+    pub source_ip: Ipv4Addr,
+    /// UDP port of the group (source.port).
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = parse_port)]
+    pub port: u16,
+    /// Interface to join the group on (local.ifname), e.g. eth0; default:
+    /// the one the routing table picks for the group.
+    #[arg(long, value_name = "IFNAME")]
+    pub local_ifname: Option<String>,
+}
+
+/// `bark stats`.
+#[derive(Args, Debug, Clone)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    /// Listen for --wait-sec, print one plain table (or one JSON snapshot
+    /// with --json) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Print machine-readable snapshots instead of the live view: one JSON
+    /// object per line every --interval-msec (one only with --once).
+    #[arg(long)]
+    pub json: bool,
+    /// Serve the same figures as Prometheus metrics over HTTP at
+    /// http://ADDR/metrics (e.g. 0.0.0.0:9530). Without a terminal and
+    /// without --once/--json, bark only serves.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long --once listens before printing, seconds (status packets
+    /// come about once a second).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.5, value_parser = secs_parser(0.1, 600.0))]
+    pub wait_sec: f64,
+    /// Refresh period of the live view and of --json snapshots, ms
+    /// (the default refreshes 4 times a second).
+    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub interval_msec: u64,
+    /// A node not heard from for this long is marked quiet, seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = secs_parser(0.5, 3600.0))]
+    pub quiet_sec: f64,
+    /// A node not heard from for this long is dropped from the view,
+    /// seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = secs_parser(1.0, 86_400.0))]
+    pub drop_sec: f64,
+    /// Stop after this many refreshes (live view or --json); 0 runs until
+    /// q, Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub count: u64,
+}
+
+/// Network settings of the sender (the sink module's arguments).
+#[derive(Args, Debug, Clone)]
+pub struct SendNet {
+    /// Where audio and status go: a multicast group, or one receiver's
+    /// unicast IPv4 address (destination.ip).
+    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP)]
+    pub destination_ip: Ipv4Addr,
+    /// UDP port to send to (destination.port).
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = parse_port)]
+    pub port: u16,
+    /// Local IPv4 address to send from (source.ip); default: any, as the
+    /// routing table says.
+    #[arg(long, value_name = "IPV4")]
+    pub source_ip: Option<Ipv4Addr>,
+    /// Interface multicast leaves by (local.ifname), e.g. eth0; default:
+    /// the routing table's choice.
+    #[arg(long, value_name = "IFNAME")]
+    pub local_ifname: Option<String>,
+    /// Multicast TTL, hops (net.ttl): 1 keeps packets on the local link, 0
+    /// on this host.
+    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: u32,
+    /// Whether multicast loops back to listeners on this host (net.loop;
+    /// --loop repeats the input instead).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub multicast_loop: bool,
+    /// Path MTU, bytes (net.mtu); no packet exceeds it.
+    #[arg(long, value_name = "BYTES", default_value_t = bark_core::protocol::DEFAULT_MTU, value_parser = parse_mtu)]
+    pub mtu: usize,
+}
+
+/// `bark stream`.
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// Audio to send: a file (WAV, FLAC, Ogg Vorbis, MP3), or - for stdin.
+    /// It is decoded, its channels mapped and resampled to --rate/--channels.
+    #[arg(long, short = 'i', value_name = "FILE|-")]
+    pub input: String,
+    /// Start over at the end of the input, forever (or until --seconds).
+    /// Needs a file, not stdin.
+    #[arg(long = "loop")]
+    pub repeat: bool,
+    /// Stop after this many seconds of audio; default: at the end of the
+    /// input.
+    #[arg(long, value_name = "SECONDS", value_parser = secs_parser(0.001, 1e7))]
+    pub seconds: Option<f64>,
+    #[command(flatten)]
+    pub net: SendNet,
+    /// Receivers play each frame this long after it was sent, ms
+    /// (sess.latency.msec).
+    #[arg(long, value_name = "MS", default_value_t = 40.0, value_parser = ms_parser(0.0, 10_000.0))]
+    pub latency_msec: f64,
+    /// Stream name (bark.stream); receivers with --stream follow only it.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub stream: String,
+    /// Stream priority, -128..127 (bark.priority); receivers follow the
+    /// highest.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i8,
+    /// Sample format on the wire (audio.format): F32 (lossless), S24, S16.
+    #[arg(long, value_name = "FORMAT", default_value = "F32", value_parser = parse_format)]
+    pub format: SampleFormat,
+    /// Stream rate, Hz (audio.rate), 8000..=192000; the input is resampled
+    /// to it.
+    #[arg(long, value_name = "HZ", default_value_t = 48_000, value_parser = parse_rate)]
+    pub rate: u32,
+    /// Stream channels (audio.channels), 1..=8. Mono input is copied to
+    /// every channel; otherwise channel c plays input channel c (wrapping),
+    /// except that stereo to mono averages.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub channels: u8,
+    /// Frames handed to the sender at a time, like a sink's quantum: the
+    /// pacing step of the simulated input clock. Default: the frames of one
+    /// full packet at --mtu (176 for stereo F32 at 1500 bytes, 3.7 ms at
+    /// 48 kHz), so that every cycle sends one packet.
+    #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub quantum: Option<u32>,
+    /// Node name shown by `bark stats` (node.name).
+    #[arg(long, value_name = "NAME", default_value = "bark_stream")]
+    pub node_name: String,
+    /// Also write what was sent as a WAV file (F32) with a timestamp sidecar
+    /// FILE.ts.csv (CLOCK_MONOTONIC ns at which each buffer entered the
+    /// sender): the reference for lab measurements.
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
+    /// At exit, write counters (packets and bytes by kind, CPU time) as
+    /// JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
+    /// Test only: pretend the local clock is off by OFFSET_NS and runs PPM
+    /// fast ("OFFSET_NS,PPM"); also read from BARK_TEST_CLOCK.
+    #[arg(
+        long,
+        value_name = "OFFSET_NS,PPM",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub test_clock: Option<String>,
+}
+
+/// Where `bark receive` writes what it would play.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// Nowhere (`null`): run the receive path only.
+    Null,
+    /// A WAV file plus its `.ts.csv` timestamp sidecar.
+    Wav(PathBuf),
+}
+
+fn parse_output(s: &str) -> Result<OutputTarget, String> {
+    if s == "null" {
+        return Ok(OutputTarget::Null);
+    }
+    let p = PathBuf::from(s);
+    match p.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("wav") => Ok(OutputTarget::Wav(p)),
+        _ => Err(format!("{s:?}: want a FILE.wav or null")),
+    }
+}
+
+/// `bark receive`.
+#[derive(Args, Debug, Clone)]
+pub struct ReceiveArgs {
+    /// What to do with the audio: write it to FILE.wav (F32, at --rate and
+    /// --channels) plus FILE.ts.csv (CLOCK_MONOTONIC ns at which each
+    /// buffer's first frame would be heard), or null to discard it.
+    #[arg(long, short = 'o', value_name = "FILE.wav|null", default_value = "null", value_parser = parse_output)]
+    pub output: OutputTarget,
+    /// Stop after this many seconds; default: run until Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "SECONDS", value_parser = secs_parser(0.001, 1e7))]
+    pub seconds: Option<f64>,
+    #[command(flatten)]
+    pub net: ListenNet,
+    /// Multicast TTL of this receiver's status packets, hops (0 keeps them
+    /// on this host).
+    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: u32,
+    /// Play this long after the sender, ms, instead of the sender's latency
+    /// (sess.latency.msec); at most 2000.
+    #[arg(long, value_name = "MS", value_parser = ms_parser(0.0, 2000.0))]
+    pub latency_msec: Option<f64>,
+    /// Extra delay of this receiver, ms, may be negative (bark.delay.msec),
+    /// within ±2000.
+    #[arg(long, value_name = "MS", default_value_t = 0.0, allow_negative_numbers = true, value_parser = ms_parser(-2000.0, 2000.0))]
+    pub delay_msec: f64,
+    /// Follow only the stream of this name (bark.stream); default: the
+    /// highest-priority, newest stream.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Output rate, Hz (audio.rate), 8000..=192000.
+    #[arg(long, value_name = "HZ", default_value_t = 48_000, value_parser = parse_rate)]
+    pub rate: u32,
+    /// Output channels (audio.channels), 1..=8.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub channels: u8,
+    /// Frames per output buffer of the simulated output clock (its
+    /// quantum); one is filled every FRAMES/rate seconds.
+    #[arg(long, value_name = "FRAMES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub quantum: u32,
+    /// Time from filling a buffer to hearing its first frame, ms, as an
+    /// audio device's latency; default: one quantum.
+    #[arg(long, value_name = "MS", value_parser = ms_parser(0.0, 1000.0))]
+    pub output_delay_msec: Option<f64>,
+    /// Node name shown by `bark stats` (node.name).
+    #[arg(long, value_name = "NAME", default_value = "bark_receive")]
+    pub node_name: String,
+    /// At exit, write counters (packets and bytes by kind, CPU time, final
+    /// status figures) as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
+    /// Test only: pretend the local clock is off by OFFSET_NS and runs PPM
+    /// fast ("OFFSET_NS,PPM"); the simulated output clock runs on it. Also
+    /// read from BARK_TEST_CLOCK.
+    #[arg(
+        long,
+        value_name = "OFFSET_NS,PPM",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub test_clock: Option<String>,
+}
+
+/// Output style of `bark doctor`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoctorOutput {
+    /// Human-readable lines.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `bark doctor`.
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    /// The TTL the sender uses (net.ttl), hops: checked for what it reaches.
+    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: u32,
+    /// Skip the checks that ask the audio server (pw-cli, pactl).
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Output style: text (lines for people) or json (one document for
+    /// scripts).
+    #[arg(long, value_name = "STYLE", default_value = "text")]
+    pub output: DoctorOutput,
+}
+
+/// `bark man`.
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// The clap command, for man pages and tests.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_modules() {
+        let c = Cli::try_parse_from(["bark", "stream", "--input", "x.wav"]).unwrap();
+        let Command::Stream(s) = c.command else {
+            panic!()
+        };
+        assert_eq!(s.net.destination_ip, DEFAULT_GROUP);
+        assert_eq!(s.net.port, 1530);
+        assert_eq!(s.net.ttl, 1);
+        assert!(s.net.multicast_loop);
+        assert_eq!(s.net.mtu, 1500);
+        assert_eq!(s.latency_msec, 40.0);
+        assert_eq!(s.format, SampleFormat::F32);
+        assert_eq!((s.rate, s.channels, s.priority), (48_000, 2, 0));
+        assert!(!s.repeat);
+        let c = Cli::try_parse_from(["bark", "receive", "--delay-msec", "-1.5"]).unwrap();
+        let Command::Receive(r) = c.command else {
+            panic!()
+        };
+        assert_eq!(r.output, OutputTarget::Null);
+        assert_eq!(r.delay_msec, -1.5);
+        assert_eq!(r.latency_msec, None);
+        assert_eq!(r.net.source_ip, DEFAULT_GROUP);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_the_range() {
+        for (args, needle) in [
+            (vec!["stream", "-i", "x", "--rate", "4000"], "8000..=192000"),
+            (vec!["stream", "-i", "x", "--format", "U8"], "F32, S24, S16"),
+            (vec!["stream", "-i", "x", "--priority", "200"], "--priority"),
+            (vec!["stream", "-i", "x", "--port", "0"], "UDP port"),
+            (vec!["stream", "-i", "x", "--ttl", "256"], "--ttl"),
+            (
+                vec!["stream", "-i", "x", "--destination-ip", "::1"],
+                "--destination-ip",
+            ),
+            (vec!["receive", "--output", "x.mp3"], "FILE.wav or null"),
+            (vec!["receive", "--latency-msec", "5000"], "0..=2000 ms"),
+            (vec!["receive", "--channels", "9"], "--channels"),
+            (vec!["stats", "--interval-msec", "10"], "--interval-msec"),
+        ] {
+            let mut v = vec!["bark"];
+            v.extend(args.iter().copied());
+            let e = Cli::try_parse_from(&v).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(c: &clap::Command) {
+            for a in c.get_arguments() {
+                if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+                    continue;
+                }
+                let h = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(h.len() > 15, "{} --{}: no help", c.get_name(), a.get_id());
+            }
+            for s in c.get_subcommands() {
+                walk(s);
+            }
+        }
+        walk(&command());
+    }
+}

@@ -1,0 +1,165 @@
+//! Prometheus exposition of the node table (`--metrics-listen`): the same
+//! figures as the table, in base units (seconds, hertz), one series per
+//! node labelled with its id, name, host, role and stream.
+
+use super::model::{Liveness, Snapshot};
+use std::fmt::Write as _;
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders a snapshot in the Prometheus text format (version 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    type Get = fn(&super::model::NodeView) -> f64;
+    let gauges: &[(&str, &str, &str, Get)] = &[
+        ("bark_node_up", "gauge", "1 if heard within the quiet time, 0 if quiet", |n| {
+            f64::from(u8::from(n.state == Liveness::Active))
+        }),
+        ("bark_node_playing", "gauge", "1 if streaming (sender) or playing (receiver)", |n| {
+            f64::from(u8::from(n.playing))
+        }),
+        ("bark_node_rate_hertz", "gauge", "stream rate, Hz (0 if unknown)", |n| {
+            f64::from(n.rate_hz)
+        }),
+        ("bark_node_channels", "gauge", "stream channels (0 if unknown)", |n| {
+            f64::from(n.channels)
+        }),
+        ("bark_node_latency_seconds", "gauge", "target latency, seconds", |n| {
+            n.latency_ms / 1e3
+        }),
+        ("bark_node_clock_offset_seconds", "gauge", "receiver: sender clock minus local clock, seconds", |n| {
+            n.clock_offset_us / 1e6
+        }),
+        ("bark_node_rate_error_ppm", "gauge", "receiver: sender clock rate relative to local; sender: audio clock against nominal; ppm", |n| {
+            n.rate_error_ppm
+        }),
+        ("bark_node_sync_error_seconds", "gauge", "receiver: current playback error, seconds, late positive", |n| {
+            n.sync_error_us / 1e6
+        }),
+        ("bark_node_buffer_seconds", "gauge", "receiver: audio buffered ahead of playback, seconds", |n| {
+            n.buffer_ms / 1e3
+        }),
+        ("bark_node_packets_total", "counter", "audio packets received (sender: sent)", |n| {
+            n.packets as f64
+        }),
+        ("bark_node_lost_packets_total", "counter", "receiver: packets never received", |n| {
+            n.lost as f64
+        }),
+        ("bark_node_late_packets_total", "counter", "receiver: packets that came after their frames were played", |n| {
+            n.late as f64
+        }),
+        ("bark_node_duplicated_packets_total", "counter", "receiver: packets received more than once", |n| {
+            n.duplicated as f64
+        }),
+        ("bark_node_concealed_frames_total", "counter", "receiver: frames faded or silenced for lack of data", |n| {
+            n.concealed_frames as f64
+        }),
+        ("bark_node_underruns_total", "counter", "receiver: times playback ran past the newest received frame", |n| {
+            n.underruns as f64
+        }),
+        ("bark_node_last_heard_seconds", "gauge", "seconds since the node's last status packet", |n| {
+            n.last_heard_s
+        }),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for n in &s.nodes {
+            let _ = writeln!(
+                out,
+                "{name}{{node_id=\"{}\",name=\"{}\",host=\"{}\",role=\"{}\",stream=\"{}\"}} {}",
+                n.node_id,
+                esc(&n.name),
+                esc(&n.host),
+                n.role,
+                esc(&n.stream),
+                get(n)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP bark_nodes nodes in the view, by role");
+    let _ = writeln!(out, "# TYPE bark_nodes gauge");
+    let _ = writeln!(out, "bark_nodes{{role=\"sender\"}} {}", s.senders);
+    let _ = writeln!(out, "bark_nodes{{role=\"receiver\"}} {}", s.receivers);
+    let _ = writeln!(
+        out,
+        "# HELP bark_status_packets_total status packets taken in by this bark stats"
+    );
+    let _ = writeln!(out, "# TYPE bark_status_packets_total counter");
+    let _ = writeln!(out, "bark_status_packets_total {}", s.status_packets);
+    out
+}
+
+/// Serves `GET /metrics` (and a short index on `/`) on `server` until
+/// `stop` is set; `snapshot` gives the current figures.
+pub fn serve(
+    server: &tiny_http::Server,
+    stop: &std::sync::atomic::AtomicBool,
+    snapshot: &dyn Fn() -> Snapshot,
+) {
+    while !crate::util::stopping(stop) {
+        let req = match server.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("metrics: {e}");
+                continue;
+            }
+        };
+        let path = req.url().split('?').next().unwrap_or("").to_string();
+        let resp = match (req.method(), path.as_str()) {
+            (tiny_http::Method::Get, "/metrics") => {
+                let body = render(&snapshot());
+                tiny_http::Response::from_string(body).with_header(
+                    tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                    )
+                    .expect("static header is valid"),
+                )
+            }
+            (tiny_http::Method::Get, "/") => {
+                tiny_http::Response::from_string("bark stats: Prometheus metrics at /metrics\n")
+            }
+            _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+        };
+        if let Err(e) = req.respond(resp) {
+            log::debug!("metrics: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{tests::status, NodeTable};
+    use super::*;
+    use bark_core::protocol::Role;
+
+    #[test]
+    fn exposition_has_one_series_per_node_in_base_units() {
+        let mut t = NodeTable::default();
+        let a = "10.0.0.1:5000".parse().unwrap();
+        t.update(1, &status(1, Role::Receiver, 77, "rx \"1\"", 100), a);
+        t.update(1, &status(2, Role::Sender, 77, "tx", 100), a);
+        let text = render(&t.snapshot(2, 3_000_000_000, "g"));
+        assert!(text.contains("# TYPE bark_node_packets_total counter"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("bark_node_sync_error_seconds{") && l.contains("receiver"))
+            .unwrap();
+        assert!(line.contains("name=\"rx \\\"1\\\"\""), "{line}");
+        assert!(line.ends_with(" 0.0000015"), "{line}");
+        assert!(text.contains("bark_nodes{role=\"sender\"} 1"));
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("bark_node_latency_seconds{"))
+                .count(),
+            2
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! The node table behind every `bark stats` view: the latest status packet
+//! of each node, when it was heard, and snapshots of it in display units.
+
+use bark_core::protocol::{Role, StatusCounters, StatusPacket};
+use bark_core::SampleFormat;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+
+/// What is kept about one node.
+#[derive(Clone, Debug)]
+struct Entry {
+    stream_id: u64,
+    role: Role,
+    flags: u8,
+    counters: StatusCounters,
+    name: String,
+    host: String,
+    stream: String,
+    addr: SocketAddrV4,
+    first_heard_ns: u64,
+    last_heard_ns: u64,
+    reports: u64,
+    /// (time, packets) of the previous report, for the packet rate.
+    prev: Option<(u64, u64)>,
+}
+
+/// Every node heard on the group, keyed by node id.
+#[derive(Clone, Debug, Default)]
+pub struct NodeTable {
+    nodes: HashMap<u64, Entry>,
+    /// Status packets taken in.
+    pub status_packets: u64,
+    /// Datagrams on the group that were not Bark packets.
+    pub malformed: u64,
+}
+
+/// Liveness of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Heard within the quiet time.
+    Active,
+    /// Not heard for longer than the quiet time (dropped later).
+    Quiet,
+}
+
+/// One node in display units: what the table, JSON and metrics show.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    /// Node id, 16 hex digits.
+    pub node_id: String,
+    /// `node.name`.
+    pub name: String,
+    /// Host name it reports.
+    pub host: String,
+    /// IPv4 address and port its status came from.
+    pub addr: String,
+    /// "sender" or "receiver".
+    pub role: &'static str,
+    /// Stream name (a receiver's `--stream`; empty: follows the best).
+    pub stream: String,
+    /// Session id sent (sender) or followed (receiver; empty: none), hex.
+    pub session: String,
+    /// For a receiver: `name@host` of the sender whose session it follows,
+    /// if that sender is in the table.
+    pub following: Option<String>,
+    /// Streaming (sender) or playing (receiver).
+    pub playing: bool,
+    /// Wire sample format, e.g. "F32LE" (empty if unknown).
+    pub format: String,
+    /// Channels (0 if unknown).
+    pub channels: u8,
+    /// Rate, Hz (0 if unknown).
+    pub rate_hz: u32,
+    /// Target latency, ms.
+    pub latency_ms: f64,
+    /// Receiver: sender clock minus local clock, µs.
+    pub clock_offset_us: f64,
+    /// Receiver: sender clock rate relative to local; sender: its audio
+    /// clock against nominal; parts per million.
+    pub rate_error_ppm: f64,
+    /// Receiver: current playback error, µs (late positive).
+    pub sync_error_us: f64,
+    /// Receiver: audio buffered ahead of playback, ms.
+    pub buffer_ms: f64,
+    /// Audio packets received (sender: sent).
+    pub packets: u64,
+    /// Packets never received.
+    pub lost: u64,
+    /// Packets that came after their frames were played.
+    pub late: u64,
+    /// Packets received more than once.
+    pub duplicated: u64,
+    /// Frames faded or silenced for lack of data.
+    pub concealed_frames: u64,
+    /// Times playback ran past the newest received frame.
+    pub underruns: u64,
+    /// Audio packets per second between the last two reports.
+    pub packet_rate_hz: f64,
+    /// Seconds since the last status packet.
+    pub last_heard_s: f64,
+    /// Seconds since the first status packet.
+    pub heard_for_s: f64,
+    /// Status packets taken in from this node.
+    pub reports: u64,
+    /// Active or quiet.
+    pub state: Liveness,
+}
+
+/// A whole snapshot, as `--json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    /// Wall-clock time of the snapshot, seconds since the Unix epoch.
+    pub time_unix_s: f64,
+    /// Group listened on, "ip:port".
+    pub group: String,
+    /// Senders in the view.
+    pub senders: usize,
+    /// Receivers in the view.
+    pub receivers: usize,
+    /// Status packets taken in so far.
+    pub status_packets: u64,
+    /// Non-Bark or malformed datagrams seen on the group.
+    pub malformed: u64,
+    /// The nodes: senders first, then by stream, name, host.
+    pub nodes: Vec<NodeView>,
+}
+
+impl NodeTable {
+    /// Takes in a status packet heard at `now_ns` from `from`.
+    pub fn update(&mut self, now_ns: u64, s: &StatusPacket<'_>, from: SocketAddrV4) {
+        self.status_packets += 1;
+        let e = self.nodes.entry(s.node_id).or_insert_with(|| Entry {
+            stream_id: s.stream_id,
+            role: s.role,
+            flags: s.flags,
+            counters: s.counters,
+            name: String::new(),
+            host: String::new(),
+            stream: String::new(),
+            addr: from,
+            first_heard_ns: now_ns,
+            last_heard_ns: now_ns,
+            reports: 0,
+            prev: None,
+        });
+        if e.reports > 0 {
+            e.prev = Some((e.last_heard_ns, e.counters.packets));
+        }
+        e.stream_id = s.stream_id;
+        e.role = s.role;
+        e.flags = s.flags;
+        e.counters = s.counters;
+        s.name.clone_into(&mut e.name);
+        s.host.clone_into(&mut e.host);
+        s.stream.clone_into(&mut e.stream);
+        e.addr = from;
+        e.last_heard_ns = now_ns;
+        e.reports += 1;
+    }
+
+    /// Forgets nodes not heard from for `drop_ns`.
+    pub fn expire(&mut self, now_ns: u64, drop_ns: u64) {
+        self.nodes
+            .retain(|_, e| now_ns.saturating_sub(e.last_heard_ns) < drop_ns);
+    }
+
+    /// Nodes in the table.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The nodes in display units at `now_ns`; quiet after `quiet_ns`
+    /// without a report. Senders first, then by stream, name, host, id.
+    pub fn views(&self, now_ns: u64, quiet_ns: u64) -> Vec<NodeView> {
+        let senders: HashMap<u64, String> = self
+            .nodes
+            .values()
+            .filter(|e| e.role == Role::Sender)
+            .map(|e| (e.stream_id, format!("{}@{}", e.name, e.host)))
+            .collect();
+        let mut v: Vec<(u8, u64, NodeView)> = self
+            .nodes
+            .iter()
+            .map(|(&id, e)| {
+                let c = &e.counters;
+                let age = now_ns.saturating_sub(e.last_heard_ns);
+                let rate = e.prev.and_then(|(t, p)| {
+                    let dt = e.last_heard_ns.saturating_sub(t) as f64 * 1e-9;
+                    (dt > 0.05).then(|| c.packets.saturating_sub(p) as f64 / dt)
+                });
+                let is_sender = e.role == Role::Sender;
+                let view = NodeView {
+                    node_id: format!("{id:016x}"),
+                    name: e.name.clone(),
+                    host: e.host.clone(),
+                    addr: e.addr.to_string(),
+                    role: if is_sender { "sender" } else { "receiver" },
+                    stream: e.stream.clone(),
+                    session: if e.stream_id == 0 {
+                        String::new()
+                    } else {
+                        format!("{:016x}", e.stream_id)
+                    },
+                    following: if is_sender {
+                        None
+                    } else {
+                        senders.get(&e.stream_id).cloned()
+                    },
+                    playing: e.flags & 1 != 0,
+                    format: if c.rate == 0 {
+                        String::new()
+                    } else {
+                        SampleFormat::from_code(c.sample)
+                            .map(|f| f.name().to_string())
+                            .unwrap_or_else(|_| format!("?{}", c.sample))
+                    },
+                    channels: c.channels,
+                    rate_hz: c.rate,
+                    latency_ms: c.latency_us as f64 / 1e3,
+                    clock_offset_us: c.clock_offset_ns as f64 / 1e3,
+                    rate_error_ppm: c.rate_error_ppb as f64 / 1e3,
+                    sync_error_us: c.sync_error_ns as f64 / 1e3,
+                    buffer_ms: c.buffer_us as f64 / 1e3,
+                    packets: c.packets,
+                    lost: c.lost,
+                    late: c.late,
+                    duplicated: c.duplicated,
+                    concealed_frames: c.concealed_frames,
+                    underruns: c.underruns,
+                    packet_rate_hz: rate.unwrap_or(0.0),
+                    last_heard_s: age as f64 * 1e-9,
+                    heard_for_s: e.last_heard_ns.saturating_sub(e.first_heard_ns) as f64 * 1e-9,
+                    reports: e.reports,
+                    state: if age > quiet_ns {
+                        Liveness::Quiet
+                    } else {
+                        Liveness::Active
+                    },
+                };
+                (u8::from(!is_sender), id, view)
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.0, &a.2.stream, &a.2.name, &a.2.host, a.1).cmp(&(
+                b.0,
+                &b.2.stream,
+                &b.2.name,
+                &b.2.host,
+                b.1,
+            ))
+        });
+        v.into_iter().map(|(_, _, n)| n).collect()
+    }
+
+    /// A full snapshot at `now_ns`.
+    pub fn snapshot(&self, now_ns: u64, quiet_ns: u64, group: &str) -> Snapshot {
+        let nodes = self.views(now_ns, quiet_ns);
+        let senders = nodes.iter().filter(|n| n.role == "sender").count();
+        Snapshot {
+            time_unix_s: crate::clock::realtime_ns() as f64 * 1e-9,
+            group: group.to_string(),
+            senders,
+            receivers: nodes.len() - senders,
+            status_packets: self.status_packets,
+            malformed: self.malformed,
+            nodes,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn status(
+        node_id: u64,
+        role: Role,
+        stream_id: u64,
+        name: &'static str,
+        packets: u64,
+    ) -> StatusPacket<'static> {
+        StatusPacket {
+            stream_id,
+            node_id,
+            role,
+            flags: 1,
+            counters: StatusCounters {
+                sample: 0,
+                channels: 2,
+                rate: 48_000,
+                latency_us: 40_000,
+                clock_offset_ns: -12_345,
+                rate_error_ppb: 2_500,
+                sync_error_ns: 1_500,
+                buffer_us: 38_000,
+                packets,
+                lost: 3,
+                ..Default::default()
+            },
+            name,
+            host: "h",
+            stream: "default",
+        }
+    }
+
+    #[test]
+    fn tracks_nodes_rates_liveness_and_expiry() {
+        let mut t = NodeTable::default();
+        let a: SocketAddrV4 = "10.0.0.1:5000".parse().unwrap();
+        let b: SocketAddrV4 = "10.0.0.2:6000".parse().unwrap();
+        let s = 1_000_000_000;
+        t.update(s, &status(1, Role::Receiver, 77, "rx", 100), b);
+        t.update(s, &status(2, Role::Sender, 77, "tx", 100), a);
+        t.update(
+            s + 1_000_000_000,
+            &status(1, Role::Receiver, 77, "rx", 373),
+            b,
+        );
+        let v = t.views(s + 1_500_000_000, 3_000_000_000);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].role, "sender");
+        assert_eq!(v[0].name, "tx");
+        let rx = &v[1];
+        assert_eq!(rx.following.as_deref(), Some("tx@h"));
+        assert_eq!(rx.format, "F32LE");
+        assert!((rx.packet_rate_hz - 273.0).abs() < 1e-6);
+        assert!((rx.clock_offset_us + 12.345).abs() < 1e-9);
+        assert!((rx.rate_error_ppm - 2.5).abs() < 1e-9);
+        assert!((rx.sync_error_us - 1.5).abs() < 1e-9);
+        assert!((rx.buffer_ms - 38.0).abs() < 1e-9);
+        assert!((rx.last_heard_s - 0.5).abs() < 1e-9);
+        assert_eq!(rx.reports, 2);
+        assert_eq!(rx.state, Liveness::Active);
+        // The sender went quiet: marked, then dropped.
+        let later = s + 3_500_000_000;
+        let v = t.views(later, 3_000_000_000);
+        assert_eq!(v[0].state, Liveness::Quiet);
+        assert_eq!(v[1].state, Liveness::Active);
+        t.expire(s + 30_500_000_000, 30_000_000_000);
+        assert_eq!(t.len(), 1);
+        let snap = t.snapshot(s + 30_500_000_000, 3_000_000_000, "g");
+        assert_eq!((snap.senders, snap.receivers), (0, 1));
+    }
+}
