@@ -45,17 +45,18 @@ pub struct RtSource {
 }
 
 /// The `node.latency` the receiver asks of its graph unless `stream.props`
-/// says otherwise: a quarter of the target latency, as a power of two
-/// between 64 and 1024 frames. The graph runs at the smallest quantum any
-/// node asks for, and a frame must have arrived one output quantum before
-/// it is heard: a player that asks for 2048 frames (pw-play does) would
+/// says otherwise: half the target latency, as a power of two between 64
+/// and 1024 frames (512 at the default 40 ms and 48 kHz: half the wake-ups
+/// of a smaller quantum, and still a whole quantum of margin). The graph
+/// runs at the smallest quantum any node asks for, and a frame must have
+/// arrived one output quantum before it is heard: a player that asks for 2048 frames (pw-play does) would
 /// otherwise stretch the quantum past a 40 ms latency and starve the
 /// receiver.
 fn output_quantum(a: &SourceArgs) -> String {
     let latency = a
         .latency_ns
         .unwrap_or(bark_core::sender::DEFAULT_LATENCY_NS);
-    let frames = (latency as f64 / 4.0 * a.rate as f64 / 1e9) as u32;
+    let frames = (latency as f64 / 2.0 * a.rate as f64 / 1e9) as u32;
     let pow2 = if frames == 0 {
         64
     } else {
@@ -310,20 +311,14 @@ mod tests {
     }
 
     #[test]
-    fn output_quantum_is_a_quarter_of_the_latency() {
-        // 40 ms default: 10 ms = 480 frames, down to 256.
-        assert_eq!(output_quantum(&args(&[])), "256/48000");
-        assert_eq!(
-            output_quantum(&args(&[("sess.latency.msec", "200")])),
-            "1024/48000"
-        );
-        assert_eq!(
-            output_quantum(&args(&[("sess.latency.msec", "4")])),
-            "64/48000"
-        );
-        assert_eq!(
-            output_quantum(&args(&[("audio.rate", "96000")])),
-            "512/96000"
-        );
+    fn output_quantum_is_half_the_latency() {
+        // 40 ms default: 20 ms = 960 frames, down to 512.
+        assert_eq!(output_quantum(&args(&[])), "512/48000");
+        let q = |lat: &str, rate: &str| {
+            output_quantum(&args(&[("sess.latency.msec", lat), ("audio.rate", rate)]))
+        };
+        assert_eq!(q("200", "48000"), "1024/48000");
+        assert_eq!(q("2", "48000"), "64/48000");
+        assert_eq!(q("40", "96000"), "1024/96000");
     }
 }
