@@ -22,23 +22,31 @@ stamp=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$repo/lab/out"
 drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=150000,80)
 bark=(--sender-conf conf/bark-sink.conf --receiver-conf conf/bark-source.conf --sink bark_sink)
-passed=0 failed=0
+passed=0 failed=0 retried=()
 
 case_run() { # case_run NAME LIMITS... -- SESSION-ARGS...
-	local name=$1 out="$repo/lab/out/test-$stamp-$1"
+	local name=$1 try out
 	shift
 	local -a limits=()
 	while [[ $1 != -- ]]; do limits+=("$1"); shift; done
 	shift
-	echo "== $name"
-	if "$here/run-session.sh" "${bark[@]}" --out "$out" "$@" >"$out.log" 2>&1 &&
-		"$summary" --prefix "$name" "${limits[@]}" "$out/analysis.json"; then
-		passed=$((passed + 1))
-	else
-		echo "$name: FAILED (session log: $out.log)"
-		tail -20 "$out.log"
-		failed=$((failed + 1))
-	fi
+	# One retry: these hosts have no real-time scheduling, and a daemon
+	# starved by the other processes of the lab (or anything else on a
+	# 2-core machine) glitches whatever the module does. A retry is
+	# reported, so a case that needs one every time stays visible.
+	for try in 1 2; do
+		out="$repo/lab/out/test-$stamp-$name-$try"
+		echo "== $name (try $try)"
+		if "$here/run-session.sh" "${bark[@]}" --out "$out" "$@" >"$out.log" 2>&1 &&
+			"$summary" --prefix "$name" "${limits[@]}" "$out/analysis.json"; then
+			passed=$((passed + 1))
+			((try == 1)) || retried+=("$name")
+			return
+		fi
+		echo "$name: try $try failed (session log: $out.log)"
+		grep -E '^(h[0-9]|skew|reference)' "$out.log" || tail -20 "$out.log"
+	done
+	failed=$((failed + 1))
 }
 
 case_run pw-play-drift --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \
@@ -48,5 +56,6 @@ case_run paplay-30s --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \
 case_run sender-plays-along --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \
 	--seconds 15 --sender-receives "${drift[@]}"
 
+((${#retried[@]} == 0)) || echo "lab: passed only on a retry: ${retried[*]}"
 echo "lab: $passed passed, $failed failed"
 ((failed == 0))
