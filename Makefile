@@ -49,7 +49,7 @@ test-pw: modules
 DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev \
 	libpulse-dev pipewire pipewire-bin wireplumber pipewire-pulse \
 	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make \
-	tmux nftables
+	tmux nftables python3
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps test test-core test-lab sim demo
@@ -143,3 +143,32 @@ cli-man: cli
 cli-scale: lab-build
 	$(CARGO) build --release -p bark-cli --bin bark --examples
 	BARK_BIN=$(abspath $(TARGET_DIR)/release/bark) BARK_LAB_BIN=$(abspath $(LAB_BIN)) cli/bench/scale.sh $(CLI_SCALE_ARGS)
+
+# --- PulseAudio: bark-pulse (pulse-module/) -----------------------------------
+#
+#   make pulse          build target/release/bark-pulse
+#   make pulse-deps     a private pulseaudio daemon for the lab (lab/pa-fetch.sh:
+#                       the Debian package unpacked into target/pulseaudio, not
+#                       installed, so the system's sound server setup is untouched)
+#   make test-pulse     unit tests, then the lab tests on real pulseaudio daemons
+#                       beside PipeWire hosts (root, about 2 minutes)
+#   make pulse-selftest check the PulseAudio recorder's timestamps (root)
+# Run the lab cases by hand: lab/run-pa-session.sh --help.
+
+
+.PHONY: pulse pulse-deps pulse-lab-build test-pulse pulse-selftest
+pulse:
+	$(CARGO) build --release -p bark-pulse
+
+pulse-deps: deps
+	lab/pa-fetch.sh
+
+pulse-lab-build:
+	$(CARGO) build --release -p bark-pulse -p bark-lab-pulse -p bark-lab
+
+test-pulse: pulse-deps modules pulse-lab-build
+	$(CARGO) test --release -p bark-pulse -p bark-lab-pulse
+	BARK_LAB_BIN=$(LAB_BIN) lab/test-pulse.sh
+
+pulse-selftest: pulse-deps pulse-lab-build
+	BARK_LAB_BIN=$(LAB_BIN) lab/selftest-pulse.sh

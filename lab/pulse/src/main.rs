@@ -1,0 +1,723 @@
+//! bark-lab-pulse: the lab's recorder and player for PulseAudio hosts.
+//!
+//! `record` records a source (a sink's `.monitor`) and `play` plays noise or
+//! a WAV into a sink; both write `x.wav` plus `x.ts.csv` in the lab's stamp
+//! format (lab/src/recording.rs), so `bark-lab-analyze` compares them with
+//! PipeWire hosts' recordings directly. All hosts share one kernel, hence
+//! one CLOCK_MONOTONIC: the stamps are comparable across hosts.
+//!
+//! ## Timestamps
+//!
+//! Both derive "frame n is heard at t" from PulseAudio's timing reports, as
+//! bark-pulse does (pulse-module/src/timing.rs has the derivation from the
+//! 16.1 sources): for `play`, the playback path (`sink_usec`, read and write
+//! index); for `record` of a monitor, the monitor path (the monitored
+//! sink's latency against the record queue's write index, exact when the
+//! sink runs with `norewinds=1`, as the lab's speakers do). The lab's
+//! speaker is a null sink: its play-out clock is CLOCK_MONOTONIC at exactly
+//! the nominal rate, so within a run every report says the same thing,
+//! `play − n·period` = constant, up to the one-sided delay between the
+//! server's snapshot and its reply stamp. The tool keeps every report and,
+//! at the end, stamps each buffer with the *lowest* such offset among the
+//! reports within ±1 s of it (offline, both sides of the buffer), which is
+//! the snapshot instant.
+//!
+//! The two paths go through different server code (sink input vs monitor
+//! source), so `lab/selftest-pulse.sh` playing into a speaker and recording
+//! its monitor checks one against the other.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bark_lab::recording::{stamps_path, write_stamps, write_wav, Stamp};
+use bark_pulse::clock::{monotonic_ns, ClockPair};
+use bark_pulse::pa::{Conn, Loop};
+use bark_pulse::timing::Info;
+use clap::{Parser, Subcommand};
+use libpulse_binding as pulse;
+use pulse::context::State as CtxState;
+use pulse::def::BufferAttr;
+use pulse::sample::{Format, Spec};
+use pulse::stream::{FlagSet, PeekResult, SeekMode, State as StreamState, Stream};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Reports within this distance (ns) of a buffer vote on its stamp.
+const WINDOW_NS: f64 = 1e9;
+/// Timing requests, ns apart.
+const REPORT_PERIOD_NS: u64 = 10_000_000;
+
+#[derive(Parser, Debug)]
+#[command(about = "Record or play on a PulseAudio host with per-buffer CLOCK_MONOTONIC play times")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Record a source (e.g. `speaker.monitor`): when each frame was played.
+    Record {
+        /// Source to record.
+        #[arg(long)]
+        device: String,
+        /// Seconds of audio to keep (counted from the first stamped buffer).
+        #[arg(long)]
+        seconds: f64,
+        /// Output WAV (`.ts.csv` beside it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Rate, Hz: use the sink's, so nothing resamples in between.
+        #[arg(long, default_value_t = 48000)]
+        rate: u32,
+        /// Channels.
+        #[arg(long, default_value_t = 2)]
+        channels: u8,
+        /// Give up if no audio arrived within this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        start_timeout: f64,
+        /// Also write every raw timing report here (CSV), for debugging.
+        #[arg(long)]
+        reports: Option<PathBuf>,
+    },
+    /// Play noise (or `--wav`) into a sink: when each frame will be heard.
+    Play {
+        /// Sink to play into (default: the default sink).
+        #[arg(long)]
+        device: Option<String>,
+        /// Seconds to play.
+        #[arg(long)]
+        seconds: f64,
+        /// Where to write what was played, with stamps.
+        #[arg(long)]
+        out: PathBuf,
+        /// Play this WAV (float or integer, at --rate, stereo) instead of noise.
+        #[arg(long)]
+        wav: Option<PathBuf>,
+        /// Rate, Hz.
+        #[arg(long, default_value_t = 48000)]
+        rate: u32,
+        /// Target buffer of the stream, ms.
+        #[arg(long, default_value_t = 20.0)]
+        buffer_ms: f64,
+    },
+}
+
+/// One timing report: frame 0 heard at `offset` (ns), known at `t`.
+#[derive(Clone, Copy)]
+struct Rep {
+    t: u64,
+    offset: f64,
+    raw: Info,
+}
+
+/// One buffer: first frame index, frames, when it was handled (ns).
+#[derive(Clone, Copy)]
+struct Buf {
+    frame: u64,
+    frames: u32,
+    t: u64,
+}
+
+/// Stamps every buffer from the lower envelope of the reports around it:
+/// the lowest offset in the second before it and the lowest in the second
+/// after, joined by a line. (A null sink's play-out clock is not exactly
+/// nominal: it advances by whole µs per rendered chunk, so it runs tens of
+/// ppm off, and a flat minimum over two seconds would err by that.)
+/// Buffers with no report near them are left out.
+fn stamp(bufs: &[Buf], reps: &[Rep], rate: u32) -> Vec<Stamp> {
+    let period = 1e9 / rate as f64;
+    let mut out = Vec::with_capacity(bufs.len());
+    let lowest = |from: f64, to: f64| -> Option<(f64, f64)> {
+        let a = reps.partition_point(|r| (r.t as f64) < from);
+        let b = reps.partition_point(|r| (r.t as f64) <= to);
+        reps[a..b]
+            .iter()
+            .map(|r| (r.t as f64, r.offset))
+            .reduce(|x, y| if y.1 < x.1 { y } else { x })
+    };
+    for b in bufs {
+        let t = b.t as f64;
+        let off = match (lowest(t - WINDOW_NS, t), lowest(t, t + WINDOW_NS)) {
+            (Some((tl, ol)), Some((tr, or))) if tr > tl => ol + (or - ol) * (t - tl) / (tr - tl),
+            (Some((_, o)), _) | (None, Some((_, o))) => o,
+            (None, None) => continue,
+        };
+        let t_first = off + b.frame as f64 * period;
+        out.push(Stamp {
+            frame: b.frame,
+            frames: b.frames,
+            t_first_ns: t_first.round() as i64,
+            now_ns: b.t as i64,
+            delay: 0,
+            rate_num: 1,
+            rate_den: rate,
+            ticks: b.frame,
+            queued: 0,
+            backlog: 0,
+        });
+    }
+    out
+}
+
+#[derive(Default)]
+struct Notes {
+    state: Cell<bool>,
+    timing: Cell<bool>,
+}
+
+fn connect(lp: &mut Loop, deadline: Instant) -> Result<Conn> {
+    let conn = Conn::connect(lp, "bark-lab-pulse", "lab", None)?;
+    while conn.state() != CtxState::Ready {
+        if conn.is_dead() {
+            bail!("cannot connect to PulseAudio: {}", conn.error());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out connecting to PulseAudio");
+        }
+        lp.iterate()?;
+    }
+    Ok(conn)
+}
+
+fn new_stream(
+    conn: &mut Conn,
+    lp: &Loop,
+    name: &str,
+    spec: &Spec,
+    notes: &Rc<Notes>,
+) -> Result<Stream> {
+    let mut s = Stream::new(&mut conn.ctx, name, spec, None)
+        .ok_or_else(|| anyhow!("cannot create a stream: {}", conn.error()))?;
+    let n = notes.clone();
+    let g = lp.guard.clone();
+    s.set_state_callback(Some(Box::new(move || {
+        g.run("state", || n.state.set(true));
+    })));
+    Ok(s)
+}
+
+/// Requests a timing report unless one is on its way.
+fn request_report(
+    s: &mut Stream,
+    lp: &Loop,
+    notes: &Rc<Notes>,
+    in_flight: &mut bool,
+    next: &mut u64,
+) {
+    let now = monotonic_ns();
+    if *in_flight || now < *next {
+        return;
+    }
+    *next = now + REPORT_PERIOD_NS;
+    let n = notes.clone();
+    let g = lp.guard.clone();
+    let _ = s.update_timing_info(Some(Box::new(move |_| {
+        g.run("timing", || n.timing.set(true));
+    })));
+    *in_flight = true;
+}
+
+fn check_stream(s: &Stream, what: &str) -> Result<bool> {
+    match s.get_state() {
+        StreamState::Ready => Ok(true),
+        StreamState::Failed | StreamState::Terminated => bail!("{what} stream failed"),
+        _ => Ok(false),
+    }
+}
+
+fn record(
+    device: &str,
+    seconds: f64,
+    out: &Path,
+    rate: u32,
+    channels: u8,
+    start_timeout: f64,
+    reports: Option<&Path>,
+) -> Result<()> {
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        bail!("--seconds must be in (0, 3600]");
+    }
+    let want = (seconds * rate as f64).round() as u64;
+    let fb = 4 * channels as usize;
+    let mut lp = Loop::new(5_000)?;
+    let start = Instant::now();
+    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
+    let spec = Spec {
+        format: Format::FLOAT32NE,
+        rate,
+        channels,
+    };
+    let notes = Rc::new(Notes::default());
+    let mut s = new_stream(&mut conn, &lp, "bark-lab-record", &spec, &notes)?;
+    // No ADJUST_LATENCY and a large fragment: the recorder must not drive
+    // the sink's block size (the system under test does that).
+    let attr = BufferAttr {
+        maxlength: u32::MAX,
+        tlength: u32::MAX,
+        prebuf: u32::MAX,
+        minreq: u32::MAX,
+        fragsize: spec.usec_to_bytes(pulse::time::MicroSeconds(50_000)) as u32,
+    };
+    s.connect_record(Some(device), Some(&attr), FlagSet::DONT_MOVE)
+        .with_context(|| format!("recording {device}"))?;
+    let mut samples: Vec<f32> =
+        Vec::with_capacity((want as usize + rate as usize) * channels as usize);
+    let mut bufs = Vec::with_capacity(want as usize / 64 + 64);
+    let mut reps: Vec<Rep> = Vec::with_capacity(seconds as usize * 110 + 500);
+    let (mut in_flight, mut next) = (false, 0u64);
+    let mut frames_in = 0u64;
+    let mut first_kept: Option<u64> = None;
+    let hard_end = start + Duration::from_secs_f64(start_timeout + seconds + 10.0);
+    let period = 1e9 / rate as f64;
+    loop {
+        lp.iterate()?;
+        if lp.guard.tripped() {
+            bail!("a callback panicked");
+        }
+        if lp.quit_signal().is_some() {
+            bail!("interrupted");
+        }
+        if Instant::now() > hard_end {
+            bail!("recording overran its time limit");
+        }
+        if conn.is_dead() {
+            bail!("lost PulseAudio: {}", conn.error());
+        }
+        if !check_stream(&s, "record")? {
+            continue;
+        }
+        if notes.timing.take() {
+            in_flight = false;
+            if let Some(ti) = s.get_timing_info() {
+                if let Some(r) = Info::from_pa(ti).monitor_record(&ClockPair::now(), fb) {
+                    reps.push(Rep {
+                        t: r.t_ns,
+                        offset: r.play_ns - r.frame as f64 * period,
+                        raw: Info::from_pa(ti),
+                    });
+                }
+            }
+        }
+        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
+        let now = monotonic_ns();
+        while s.readable_size().unwrap_or(0) > 0 {
+            match s.peek() {
+                Ok(PeekResult::Data(d)) => {
+                    let n = d.len() / fb;
+                    if first_kept.is_none() && !reps.is_empty() {
+                        first_kept = Some(frames_in);
+                    }
+                    if first_kept.is_some() {
+                        samples.extend(
+                            d[..n * fb]
+                                .chunks_exact(4)
+                                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                        );
+                        bufs.push(Buf {
+                            frame: frames_in,
+                            frames: n as u32,
+                            t: now,
+                        });
+                    }
+                    frames_in += n as u64;
+                }
+                Ok(PeekResult::Hole(n)) => frames_in += (n / fb) as u64,
+                _ => break,
+            }
+            let _ = s.discard();
+        }
+        let kept = first_kept.map_or(0, |f| frames_in - f);
+        if first_kept.is_none() && start.elapsed().as_secs_f64() > start_timeout {
+            bail!("no audio from {device} within {start_timeout} s");
+        }
+        if kept >= want {
+            break;
+        }
+    }
+    // A second of reports after the end, so the last buffers have reports
+    // on both sides too.
+    let tail_end = Instant::now() + Duration::from_millis(1000);
+    while Instant::now() < tail_end {
+        lp.iterate()?;
+        if notes.timing.take() {
+            in_flight = false;
+            if let Some(ti) = s.get_timing_info() {
+                if let Some(r) = Info::from_pa(ti).monitor_record(&ClockPair::now(), fb) {
+                    reps.push(Rep {
+                        t: r.t_ns,
+                        offset: r.play_ns - r.frame as f64 * period,
+                        raw: Info::from_pa(ti),
+                    });
+                }
+            }
+        }
+        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
+        while s.readable_size().unwrap_or(0) > 0 {
+            // A fragment must be peeked before it can be dropped.
+            match s.peek() {
+                Ok(PeekResult::Data(_)) | Ok(PeekResult::Hole(_)) => {
+                    let _ = s.discard();
+                }
+                _ => break,
+            }
+        }
+    }
+    s.set_state_callback(None);
+    let _ = s.disconnect();
+    let base = first_kept.unwrap_or(0);
+    let keep_frames = want as usize;
+    samples.truncate(keep_frames * channels as usize);
+    let mut stamps = stamp(&bufs, &reps, rate);
+    for st in &mut stamps {
+        st.frame -= base;
+    }
+    stamps.retain(|st| (st.frame as usize) < keep_frames);
+    if let Some(p) = reports {
+        let mut t = String::from(
+            "t_ns,offset_ns,timestamp_us,sink_usec,source_usec,write_index,read_index\n",
+        );
+        for r in &reps {
+            t.push_str(&format!(
+                "{},{:.0},{},{},{},{},{}\n",
+                r.t,
+                r.offset,
+                r.raw.timestamp_us,
+                r.raw.sink_usec,
+                r.raw.source_usec,
+                r.raw.write_index.unwrap_or(-1),
+                r.raw.read_index.unwrap_or(-1)
+            ));
+        }
+        std::fs::write(p, t).with_context(|| format!("writing {}", p.display()))?;
+    }
+    finish(
+        out,
+        rate,
+        channels,
+        &samples,
+        &stamps,
+        &reps,
+        &format!("record {device}"),
+    )
+}
+
+fn finish(
+    out: &Path,
+    rate: u32,
+    channels: u8,
+    samples: &[f32],
+    stamps: &[Stamp],
+    reps: &[Rep],
+    what: &str,
+) -> Result<()> {
+    if stamps.is_empty() {
+        bail!("no stamped buffers ({} reports)", reps.len());
+    }
+    write_wav(out, rate, channels as u16, samples)?;
+    // The spread of the report offsets: how late the server's stamps were
+    // (for the log; the lowest is used).
+    let mut offs: Vec<f64> = reps.iter().map(|r| r.offset).collect();
+    offs.sort_by(f64::total_cmp);
+    let lo = offs.first().copied().unwrap_or(0.0);
+    let p50 = offs.get(offs.len() / 2).copied().unwrap_or(0.0) - lo;
+    let p99 = offs.get(offs.len() * 99 / 100).copied().unwrap_or(0.0) - lo;
+    let meta = format!(
+        "bark-lab-pulse {what}; {} reports, offset spread p50 {:.1} us p99 {:.1} us",
+        reps.len(),
+        p50 / 1e3,
+        p99 / 1e3
+    );
+    write_stamps(&stamps_path(out), &meta, stamps)?;
+    eprintln!(
+        "{}: {} frames, {} buffers; {meta}",
+        out.display(),
+        samples.len() / channels as usize,
+        stamps.len()
+    );
+    Ok(())
+}
+
+/// Deterministic noise with a slowly varying level: no periodicity, so
+/// cross-correlation finds one peak.
+struct Noise {
+    x: u64,
+    level: f32,
+    n: u64,
+}
+
+impl Noise {
+    fn uniform(&mut self) -> f32 {
+        self.x = self
+            .x
+            .wrapping_mul(0x5851_f42d_4c95_7f2d)
+            .wrapping_add(0x1405_7b7e_f767_814f);
+        ((self.x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn next(&mut self) -> f32 {
+        if self.n.is_multiple_of(2400) {
+            self.level = 0.1 + 0.2 * (self.uniform() * 0.5 + 0.5);
+        }
+        self.n += 1;
+        self.uniform() * self.level
+    }
+}
+
+fn load_wav(path: &Path, rate: u32) -> Result<Vec<f32>> {
+    let mut r =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let spec = r.spec();
+    if spec.sample_rate != rate || spec.channels != 2 {
+        bail!(
+            "{}: need {rate} Hz stereo, got {} Hz {} ch",
+            path.display(),
+            spec.sample_rate,
+            spec.channels
+        );
+    }
+    Ok(match spec.sample_format {
+        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            r.samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()?
+        }
+    })
+}
+
+fn play(
+    device: Option<&str>,
+    seconds: f64,
+    out: &Path,
+    wav: Option<&Path>,
+    rate: u32,
+    buffer_ms: f64,
+) -> Result<()> {
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        bail!("--seconds must be in (0, 3600]");
+    }
+    let channels = 2u8;
+    let fb = 8usize;
+    let total = (seconds * rate as f64) as usize;
+    let src: Vec<f32> = match wav {
+        Some(p) => {
+            let mut v = load_wav(p, rate)?;
+            v.truncate(total * 2);
+            v
+        }
+        None => {
+            let mut n = Noise {
+                x: 42,
+                level: 0.2,
+                n: 0,
+            };
+            (0..total)
+                .flat_map(|_| {
+                    let v = n.next();
+                    [v, v * 0.8]
+                })
+                .collect()
+        }
+    };
+    let frames_total = src.len() / 2;
+    let mut lp = Loop::new(5_000)?;
+    let start = Instant::now();
+    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
+    let spec = Spec {
+        format: Format::FLOAT32NE,
+        rate,
+        channels,
+    };
+    let notes = Rc::new(Notes::default());
+    let mut s = new_stream(&mut conn, &lp, "bark-lab-play", &spec, &notes)?;
+    let attr = BufferAttr {
+        maxlength: u32::MAX,
+        tlength: spec.usec_to_bytes(pulse::time::MicroSeconds((buffer_ms * 1000.0) as u64)) as u32,
+        prebuf: 0,
+        minreq: u32::MAX,
+        fragsize: u32::MAX,
+    };
+    s.connect_playback(
+        device,
+        Some(&attr),
+        FlagSet::ADJUST_LATENCY | FlagSet::DONT_MOVE,
+        None,
+        None,
+    )
+    .context("connecting the playback stream")?;
+    let mut reps = Vec::new();
+    let mut bufs = Vec::new();
+    let (mut in_flight, mut next) = (false, 0u64);
+    let mut written = 0usize;
+    let hard_end = start + Duration::from_secs_f64(seconds + 20.0);
+    let period = 1e9 / rate as f64;
+    // Play on for a second of silence past the end, for reports on both
+    // sides of the last buffers.
+    let silence_tail = rate as usize;
+    loop {
+        lp.iterate()?;
+        if lp.guard.tripped() {
+            bail!("a callback panicked");
+        }
+        if lp.quit_signal().is_some() {
+            bail!("interrupted");
+        }
+        if Instant::now() > hard_end {
+            bail!("playback overran its time limit");
+        }
+        if conn.is_dead() {
+            bail!("lost PulseAudio: {}", conn.error());
+        }
+        if !check_stream(&s, "playback")? {
+            continue;
+        }
+        if notes.timing.take() {
+            in_flight = false;
+            if let Some(ti) = s.get_timing_info() {
+                if let Some(r) =
+                    Info::from_pa(ti).playback(&ClockPair::now(), written as u64, fb, rate)
+                {
+                    reps.push(Rep {
+                        t: r.t_ns,
+                        offset: r.play_ns - r.frame as f64 * period,
+                        raw: Info::from_pa(ti),
+                    });
+                }
+            }
+        }
+        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
+        let now = monotonic_ns();
+        let n = s.writable_size().unwrap_or(0) / fb;
+        if n > 0 {
+            let mut chunk = vec![0f32; n * 2];
+            if written < frames_total {
+                let m = n.min(frames_total - written);
+                chunk[..m * 2].copy_from_slice(&src[written * 2..(written + m) * 2]);
+            }
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            s.write_copy(&bytes, 0, SeekMode::Relative)
+                .context("writing")?;
+            if written < frames_total {
+                bufs.push(Buf {
+                    frame: written as u64,
+                    frames: n.min(frames_total - written) as u32,
+                    t: now,
+                });
+            }
+            written += n;
+        }
+        if written >= frames_total + silence_tail {
+            break;
+        }
+    }
+    s.set_state_callback(None);
+    let _ = s.disconnect();
+    let stamps = stamp(&bufs, &reps, rate);
+    finish(
+        out,
+        rate,
+        channels,
+        &src,
+        &stamps,
+        &reps,
+        &format!("play {}", device.unwrap_or("(default)")),
+    )
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Record {
+            device,
+            seconds,
+            out,
+            rate,
+            channels,
+            start_timeout,
+            reports,
+        } => record(
+            &device,
+            seconds,
+            &out,
+            rate,
+            channels,
+            start_timeout,
+            reports.as_deref(),
+        ),
+        Cmd::Play {
+            device,
+            seconds,
+            out,
+            wav,
+            rate,
+            buffer_ms,
+        } => play(
+            device.as_deref(),
+            seconds,
+            &out,
+            wav.as_deref(),
+            rate,
+            buffer_ms,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_follow_the_lower_envelope() {
+        let reps: Vec<Rep> = (0..300)
+            .map(|i| Rep {
+                t: i * 10_000_000,
+                offset: 5_000.0 + if i % 7 == 0 { 0.0 } else { 40_000.0 },
+                raw: Info::default(),
+            })
+            .collect();
+        let bufs = [
+            Buf {
+                frame: 0,
+                frames: 480,
+                t: 0,
+            },
+            Buf {
+                frame: 48_000,
+                frames: 480,
+                t: 1_000_000_000,
+            },
+            // No report within a second: dropped.
+            Buf {
+                frame: 960_000,
+                frames: 480,
+                t: 20_000_000_000,
+            },
+        ];
+        let s = stamp(&bufs, &reps, 48_000);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].t_first_ns, 5_000);
+        assert_eq!(s[1].t_first_ns, 1_000_005_000);
+        // A play-out clock 50 ppm fast: offsets fall 50 us per second.
+        let reps: Vec<Rep> = (0..300)
+            .map(|i| Rep {
+                t: i * 10_000_000,
+                offset: -50e-6 * (i * 10_000_000) as f64 + if i % 5 == 0 { 0.0 } else { 30_000.0 },
+                raw: Info::default(),
+            })
+            .collect();
+        let s = stamp(
+            &[Buf {
+                frame: 0,
+                frames: 480,
+                t: 1_500_000_000,
+            }],
+            &reps,
+            48_000,
+        );
+        assert!(
+            (s[0].t_first_ns + 75_000).abs() <= 1_000,
+            "{}",
+            s[0].t_first_ns
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `bark-pulse`: see the library docs (`bark_pulse`) and `--help`.
+
+use bark_pulse::config::{Cli, ConfigFile, Role, SinkConfig, SourceConfig};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let (file, path) = match ConfigFile::load(cli.config.as_deref(), cli.no_config) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("bark-pulse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = &path {
+        log::info!("settings from {}", p.display());
+    }
+    let result = match &cli.role {
+        Role::Sink(flags) => match SinkConfig::resolve(flags, &file) {
+            Err(e) => {
+                eprintln!("bark-pulse sink: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(c) if cli.dry_run => {
+                println!("{}", c.summary());
+                return ExitCode::SUCCESS;
+            }
+            Ok(c) => bark_pulse::sink::run(c),
+        },
+        Role::Source(flags) => match SourceConfig::resolve(flags, &file) {
+            Err(e) => {
+                eprintln!("bark-pulse source: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(c) if cli.dry_run => {
+                println!("{}", c.summary());
+                return ExitCode::SUCCESS;
+            }
+            Ok(c) => bark_pulse::source::run(c),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
