@@ -64,12 +64,39 @@ pub struct ClockPair {
     pub real: u64,
 }
 
+/// Largest gap (ns) between the two monotonic reads around a realtime read
+/// that still counts as "taken together".
+const PAIR_TIGHT_NS: u64 = 2_000;
+
 impl ClockPair {
-    /// Reads both clocks now.
+    /// Reads both clocks now, as one instant: the realtime read is
+    /// bracketed by two monotonic reads and the narrowest of a few tries is
+    /// kept (its midpoint). A process preempted between two plain reads
+    /// would otherwise pair clocks milliseconds apart, and every kernel stamp
+    /// converted with that pair would be off by as much: a receive delay
+    /// that looks shorter than any real one, which a minimum-delay clock
+    /// filter then trusts for its whole window.
     pub fn now() -> Self {
-        let mono = monotonic_ns();
-        let real = realtime_ns();
-        ClockPair { mono, real }
+        let mut best = (u64::MAX, ClockPair { mono: 0, real: 0 });
+        for _ in 0..4 {
+            let m0 = monotonic_ns();
+            let real = realtime_ns();
+            let m1 = monotonic_ns();
+            let width = m1.saturating_sub(m0);
+            if width < best.0 {
+                best = (
+                    width,
+                    ClockPair {
+                        mono: m0 + width / 2,
+                        real,
+                    },
+                );
+            }
+            if width <= PAIR_TIGHT_NS {
+                break;
+            }
+        }
+        best.1
     }
 
     /// The monotonic time of realtime instant `real_ns`. A stamp in the
@@ -198,6 +225,13 @@ mod tests {
         assert_eq!(p.to_mono(p.real - 250_000), p.mono - 250_000);
         assert_eq!(p.to_mono(p.real + 1), p.mono);
         assert_eq!(p.to_mono(p.real - 2_000_000_000), p.mono);
+        // A pair read now converts a realtime read taken just before to a
+        // monotonic time just before now.
+        let r = realtime_ns();
+        let m = monotonic_ns();
+        let q = ClockPair::now();
+        let back = q.to_mono(r);
+        assert!(back <= q.mono && back + 1_000_000 > m, "{back} {m}");
     }
 
     #[test]

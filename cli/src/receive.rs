@@ -3,13 +3,22 @@
 //! One thread, one loop, as a PipeWire data loop would run it:
 //! - datagrams from the group and control sockets go to
 //!   [`Receiver::handle_packet`] with their kernel arrival stamps;
-//! - [`Receiver::poll_transmit`] is called at least every 2 ms and what it
-//!   returns (time requests) is sent;
+//! - [`Receiver::poll_transmit`] is called at every wake-up, and at least
+//!   every 2 ms while the clock estimate is young (the core's fast exchange
+//!   interval); what it returns (time requests) is sent;
 //! - the simulated output device asks for one quantum every
 //!   `quantum / rate` seconds of the local clock, exactly on schedule, as a
 //!   sound card's clock would; each buffer is heard `--output-delay-msec`
 //!   after its cycle starts, and [`Receiver::fill`] is told that instant;
 //! - a status packet goes to the group once a second.
+//!
+//! The loop does not wake up for each datagram: sockets are drained at each
+//! deadline (output cycle, request timer, status), which is early enough
+//! because every datagram carries its kernel arrival stamp, so reading it a
+//! few ms later changes nothing the core sees. Fewer wake-ups are what let
+//! dozens of receivers share a small machine (a scale run's 32 receivers on
+//! 2 cores) without the scheduling noise that would otherwise show up as
+//! network jitter.
 //!
 //! The output clock's schedule is fixed in advance, so a late wake-up of this
 //! process changes when a buffer is computed, never when it is heard: the
@@ -18,7 +27,7 @@
 //! device; those are counted (`late_cycles`).
 
 use crate::cli::{OutputTarget, ReceiveArgs};
-use crate::clock::{monotonic_ns, TestClock};
+use crate::clock::{self, monotonic_ns, TestClock};
 use crate::net::{self, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
 use crate::util::{self, Traffic};
@@ -28,9 +37,11 @@ use bark_core::{Receiver, ReceiverConfig};
 use serde_json::json;
 use std::net::{SocketAddr, SocketAddrV4};
 
-/// Longest gap between [`Receiver::poll_transmit`] calls, ns (the core's
-/// fast exchange interval).
-const TX_POLL_NS: u64 = 2_000_000;
+/// Longest gap between [`Receiver::poll_transmit`] calls while the clock
+/// estimate is young, ns (the core's fast exchange interval). Afterwards
+/// requests are 10 ms or more apart and the output cycle's wake-ups
+/// (every 5.3 ms by default) are often enough.
+const TX_POLL_NS: u64 = bark_core::receiver::FAST_INTERVAL_NS;
 /// Status packet period, ns.
 const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Most datagrams read per socket per loop turn.
@@ -121,6 +132,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let mut next_tx = start;
     let mut next_status = start;
     let mut was_playing = false;
+    let mut clock_resets = 0u64;
     let mut abs_err_us: Vec<f32> = Vec::new();
     let mut playing_cycles = 0u64;
 
@@ -130,11 +142,13 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         }
         let wake = clk.unmap((l0 + k as f64 * period_ns) as u64);
         let now = monotonic_ns();
-        let deadline = wake.min(next_tx).min(next_status);
-        if deadline > now {
-            // Bounded so that a signal is noticed within 100 ms.
-            net::wait_readable(&[&gsock, &csock], (deadline - now).min(100_000_000));
+        let young = rx.session().is_some() && rx.clock().len() < bark_core::receiver::FAST_SAMPLES;
+        let mut deadline = wake.min(next_status);
+        if young {
+            deadline = deadline.min(next_tx);
         }
+        // Bounded so that a signal is noticed within 100 ms.
+        clock::sleep_until(deadline.min(now + 100_000_000));
         for sock in [&mut gsock, &mut csock] {
             for _ in 0..MAX_RX_PER_TURN {
                 let d = match sock.recv(&mut data) {
@@ -213,7 +227,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             }
         }
 
-        if now >= next_tx {
+        {
             next_tx = now + TX_POLL_NS;
             for _ in 0..16 {
                 let t = clk.map(monotonic_ns());
@@ -248,13 +262,20 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                     }
                 }
             }
+            if rx.clock().resets() != clock_resets {
+                clock_resets = rx.clock().resets();
+                log::warn!(
+                    "the sender's clock stepped: clock sync restarted ({clock_resets} so far)"
+                );
+            }
             let c = rx.counters();
             log::debug!(
-                "sync error {:+.1} us, buffer {:.1} ms, offset {:.1} us, rate {:+.3} ppm, packets {} lost {} late {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
+                "sync error {:+.1} us, buffer {:.1} ms, offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
                 c.sync_error_ns as f64 / 1e3,
                 c.buffer_us as f64 / 1e3,
                 c.clock_offset_ns as f64 / 1e3,
                 c.rate_error_ppb as f64 / 1e3,
+                rx.clock().jitter_ns() / 1e3,
                 c.packets,
                 c.lost,
                 c.late,
@@ -302,6 +323,8 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             "late_cycles": late_cycles,
             "frames_written": written,
             "jumps": rx.jumps(),
+            "clock_resets": rx.clock().resets(),
+            "clock_jitter_ns": rx.clock().jitter_ns(),
             "abs_sync_error_us": {
                 "p50": pct(0.5), "p99": pct(0.99), "max": abs_err_us.last(),
             },

@@ -2,11 +2,18 @@
 //! ([`crate::decode`]); this loop paces it in real time with a simulated
 //! input clock (one quantum every `quantum / rate` seconds of the local
 //! clock, on a fixed schedule, as a sink's graph cycle would), hands each
-//! quantum to [`Sender::push`] stamped with its cycle time, answers time
-//! requests as soon as they arrive, and sends a status packet once a second.
+//! quantum to [`Sender::push`] stamped with its cycle time, answers the time
+//! requests that came in meanwhile, and sends a status packet once a second.
+//!
+//! It wakes up once per cycle, not per request: a request's arrival (t2) is
+//! the kernel's receive stamp and the reply's departure (t3) is read right
+//! before it is sent, so the time a request waits for the next cycle is in
+//! neither the forward nor the backward delay the receiver measures. That
+//! keeps the sender's wake-ups (and most of its CPU) independent of the
+//! number of receivers.
 
 use crate::cli::StreamArgs;
-use crate::clock::{monotonic_ns, TestClock};
+use crate::clock::{self, monotonic_ns, TestClock};
 use crate::decode;
 use crate::net::{self, SendOpts, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
@@ -134,17 +141,9 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         }
         let cycle_local = l0 + k as f64 * period_ns;
         let wake = clk.unmap(cycle_local as u64);
-        // Serve time requests until the cycle is due.
+        // Sleep until the cycle is due (status packets on the way).
         loop {
             let now = monotonic_ns();
-            serve(
-                &mut sock,
-                &mut sender,
-                &clk,
-                &mut data,
-                &mut reply,
-                &mut counts,
-            );
             if now >= next_status {
                 next_status = (next_status + STATUS_PERIOD_NS).max(now);
                 if let Some(n) = sender.write_status(node_id, &mut status) {
@@ -157,12 +156,10 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                     );
                 }
             }
-            let now = monotonic_ns();
             if now >= wake || util::stopping(&stop) {
                 break;
             }
-            let until = wake.min(next_status).saturating_sub(now);
-            net::wait_readable(&[&sock], until.min(100_000_000));
+            clock::sleep_until(wake.min(next_status).min(now + 100_000_000));
         }
         if monotonic_ns() > wake + period_ns as u64 {
             late_cycles += 1;
@@ -217,6 +214,15 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             )
             .context("writing --record")?;
         }
+        // Then the time requests that came in since the last cycle.
+        serve(
+            &mut sock,
+            &mut sender,
+            &clk,
+            &mut data,
+            &mut reply,
+            &mut counts,
+        );
         frames_sent += (chunk.len() / ch) as u64;
         k += 1;
         if max_frames.is_some_and(|m| frames_sent >= m) {

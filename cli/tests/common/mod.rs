@@ -169,11 +169,13 @@ pub fn write_test_wav(path: &Path, rate: u32, seconds: f64) {
     let mut lp = [0.0f64; 2];
     for i in 0..n {
         let t = i as f64 / rate as f64;
-        // Low-passed noise plus a slowly swept tone: broadband but smooth.
-        lp[0] = 0.9 * lp[0] + 0.1 * noise();
-        lp[1] = 0.8 * lp[1] + 0.2 * noise();
-        let l = 0.25 * (tau * (300.0 + 200.0 * t) * t).sin() + 1.5 * lp[0];
-        let r = 0.25 * (tau * 700.0 * t).sin() * (tau * 0.7 * t).cos() + 1.2 * lp[1];
+        // Low-passed noise plus a slowly swept tone: like music, most energy
+        // well below Nyquist (where any interpolating resampler is exact),
+        // yet never periodic, so the alignment is unambiguous.
+        lp[0] = 0.97 * lp[0] + 0.03 * noise();
+        lp[1] = 0.95 * lp[1] + 0.05 * noise();
+        let l = 0.25 * (tau * (300.0 + 200.0 * t) * t).sin() + 5.0 * lp[0];
+        let r = 0.25 * (tau * 700.0 * t).sin() * (tau * 0.7 * t).cos() + 4.0 * lp[1];
         w.write_sample((l.clamp(-1.0, 1.0) * 30_000.0) as i16)
             .unwrap();
         w.write_sample((r.clamp(-1.0, 1.0) * 30_000.0) as i16)
