@@ -127,6 +127,43 @@ pub struct Snapshot {
     pub nodes: Vec<NodeView>,
 }
 
+/// Orders names the way people number rooms: "rx2" before "rx10".
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (dx, dy) = (&x[..nx], &y[..ny]);
+                // Compare as numbers (leading zeros aside), then as text.
+                let tx = &dx[dx.iter().take_while(|&&c| c == b'0').count()..];
+                let ty = &dy[dy.iter().take_while(|&&c| c == b'0').count()..];
+                let o = tx
+                    .len()
+                    .cmp(&ty.len())
+                    .then_with(|| tx.cmp(ty))
+                    .then_with(|| dx.cmp(dy));
+                if o.is_ne() {
+                    return o;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
 impl NodeTable {
     /// Takes in a status packet heard at `now_ns` from `from`.
     pub fn update(&mut self, now_ns: u64, s: &StatusPacket<'_>, from: SocketAddrV4) {
@@ -248,13 +285,11 @@ impl NodeTable {
             })
             .collect();
         v.sort_by(|a, b| {
-            (a.0, &a.2.stream, &a.2.name, &a.2.host, a.1).cmp(&(
-                b.0,
-                &b.2.stream,
-                &b.2.name,
-                &b.2.host,
-                b.1,
-            ))
+            a.0.cmp(&b.0)
+                .then_with(|| a.2.stream.cmp(&b.2.stream))
+                .then_with(|| natural_cmp(&a.2.name, &b.2.name))
+                .then_with(|| a.2.host.cmp(&b.2.host))
+                .then_with(|| a.1.cmp(&b.1))
         });
         v.into_iter().map(|(_, _, n)| n).collect()
     }
@@ -308,6 +343,13 @@ pub(crate) mod tests {
             host: "h",
             stream: "default",
         }
+    }
+
+    #[test]
+    fn names_sort_naturally() {
+        let mut v = vec!["rx10", "rx2", "rx1", "kitchen", "rx"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["kitchen", "rx", "rx1", "rx2", "rx10"]);
     }
 
     #[test]
