@@ -5,7 +5,10 @@
 # PipeWire module. Real music from a stock client (paplay / pw-play) into
 # "Bark Network"; every speaker recorded against the one kernel clock.
 #
-#   lab/run-pa-session.sh [--sender pa|pw] [--receivers pw,pa,...] [options]
+#   lab/run-pa-session.sh [--sender pa|pw|pp] [--receivers pw,pa,pp,...] [options]
+#
+# Host kinds: pa = real pulseaudio + bark-pulse; pw = PipeWire + Bark's
+# module; pp = PipeWire + bark-pulse as a client of pipewire-pulse.
 #
 # Options:
 #   --seconds S            recording length (20)
@@ -33,7 +36,7 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=palib.sh
 . "$here/palib.sh"
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 orig_args=("$@")
 sender=pa receivers=pw,pa seconds=20 music='' music_offset=60 settle=3
 moddir='' out='' keep='' id='' crash_sender=0
@@ -59,11 +62,11 @@ while (($#)); do
 	*) lab_die "unknown option $1 (try --help)" ;;
 	esac
 done
-[[ $sender == pa || $sender == pw ]] || lab_die "--sender is pa or pw"
+[[ $sender == pa || $sender == pw || $sender == pp ]] || lab_die "--sender is pa, pw or pp"
 IFS=, read -ra kinds <<<"$receivers"
 nrx=${#kinds[@]}
 ((nrx >= 1 && nrx <= 8)) || lab_die "--receivers lists 1..8 of pw|pa"
-for k in "${kinds[@]}"; do [[ $k == pa || $k == pw ]] || lab_die "receiver kind '$k' is not pa or pw"; done
+for k in "${kinds[@]}"; do [[ $k == pa || $k == pw || $k == pp ]] || lab_die "receiver kind '$k' is not pa, pw or pp"; done
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 2 || seconds > 600)); then
 	lab_die "--seconds must be an integer in 2..600"
 fi
@@ -151,7 +154,7 @@ start_bark() {
 }
 
 start_player() {
-	if [[ $sender == pa ]]; then
+	if [[ $sender != pw ]]; then
 		lab_spawn "$id" 0 paplay "$out/player.log" paplay --device=bark_sink "$excerpt" >"$out/.player.pid"
 	else
 		lab_spawn "$id" 0 pw-play "$out/player.log" pw-play --target bark_sink "$excerpt" >"$out/.player.pid"
@@ -166,12 +169,18 @@ lab_up "$id" "$nhosts" 2>>"$log"
 # Receivers first: they must find the sender by themselves when it comes.
 for ((i = 1; i <= nrx; i++)); do
 	mapfile -t envs < <(host_envs "$i")
-	if [[ ${kind[$i]} == pw ]]; then
-		lab_audio_up "$id" "$i" --conf "$repo/conf/bark-source.conf" --module-dir "$moddir" "${envs[@]}" 2>>"$log"
-	else
+	case ${kind[$i]} in
+	pw) lab_audio_up "$id" "$i" --conf "$repo/conf/bark-source.conf" --module-dir "$moddir" "${envs[@]}" 2>>"$log" ;;
+	pa)
 		lab_pa_up "$id" "$i" "${envs[@]}" 2>>"$log"
 		start_bark "$i" source "${rx_args[@]}"
-	fi
+		;;
+	pp)
+		# bark-pulse as a client of pipewire-pulse (no Bark module loaded).
+		lab_audio_up "$id" "$i" --module-dir "$moddir" "${envs[@]}" 2>>"$log"
+		start_bark "$i" source "${rx_args[@]}"
+		;;
+	esac
 done
 sleep 1
 mapfile -t envs < <(host_envs 0)
@@ -179,6 +188,11 @@ if [[ $sender == pw ]]; then
 	lab_audio_up "$id" 0 --conf "$repo/conf/bark-sink.conf" --module-dir "$moddir" "${envs[@]}" 2>>"$log"
 	lab_wait "$BARK_LAB_TIMEOUT" "bark_sink on h0" lab_node_id "$id" 0 bark_sink ||
 		lab_die "h0: no bark_sink (see logs)"
+elif [[ $sender == pp ]]; then
+	lab_audio_up "$id" 0 --module-dir "$moddir" "${envs[@]}" 2>>"$log"
+	start_bark 0 sink "${sender_args[@]}"
+	lab_wait "$BARK_LAB_TIMEOUT" "bark_sink on h0" lab_node_id "$id" 0 bark_sink ||
+		lab_die "h0: bark-pulse sink did not load bark_sink through pipewire-pulse (see $out/logs/h0)"
 else
 	lab_pa_up "$id" 0 "${envs[@]}" 2>>"$log"
 	start_bark 0 sink "${sender_args[@]}"
@@ -196,7 +210,7 @@ lab_log "playing $(basename "$music") (+${music_offset}s) into h0:bark_sink"
 # says so; PipeWire: something plays into its speaker).
 wait_playing() {
 	local i=$1 n=${2:-1}
-	if [[ ${kind[$i]} == pa ]]; then
+	if [[ ${kind[$i]} != pw ]]; then
 		lab_wait 30 "h$i: bark-pulse playing (x$n)" bark_says "$i" "playing session" "$n"
 	else
 		lab_wait 30 "h$i: a stream into its speaker" lab_speaker_fed "$id" "$i"
@@ -252,16 +266,16 @@ sleep "$settle"
 
 # CPU over the recording window: the daemons and bark-pulse per host.
 cpu_pids() {
-	local i w p
+	local i w ws
 	for ((i = 0; i <= nrx; i++)); do
-		if [[ ${kind[$i]} == pa ]]; then
-			for w in pulseaudio bark-pulse; do
-				p=$(cat "$(hdir "$i")/$w.pid")
-				printf 'h%s %s %s\n' "$i" "$w" "$p"
-			done
-		else
-			printf 'h%s pipewire %s\n' "$i" "$(cat "$(hdir "$i")/pipewire.pid")"
-		fi
+		case ${kind[$i]} in
+		pa) ws=(pulseaudio bark-pulse) ;;
+		pp) ws=(pipewire pipewire-pulse bark-pulse) ;;
+		pw) ws=(pipewire) ;;
+		esac
+		for w in "${ws[@]}"; do
+			printf 'h%s %s %s\n' "$i" "$w" "$(cat "$(hdir "$i")/$w.pid")"
+		done
 	done
 }
 declare -A cpu0
@@ -279,6 +293,7 @@ rec_pids=("$(cat "$out/.rec0.pid")")
 sleep 1
 for ((i = 1; i <= nrx; i++)); do
 	if [[ ${kind[$i]} == pa ]]; then
+		# A pulseaudio host: its speaker is a PulseAudio null sink.
 		lab_spawn "$id" "$i" record "$out/record-rx$i.log" "$bin/bark-lab-pulse" record \
 			--device speaker.monitor --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.recrx$i.pid"
 	else
@@ -310,7 +325,7 @@ for f in "$out"/ref.wav "$out"/rx*.wav; do
 done
 # Every bark-pulse must still be the one started (no silent exit/restart).
 for ((i = 0; i <= nrx; i++)); do
-	[[ ${kind[$i]} == pa ]] || continue
+	[[ ${kind[$i]} != pw ]] || continue
 	lab_pid_is_ours "$id" "$(cat "$(hdir "$i")/bark-pulse.pid")" || lab_die "h$i: bark-pulse is not running"
 done
 

@@ -13,24 +13,30 @@
 #     errors (offset and -60..+80 ppm).
 #  2. pw-to-pa: pw-play into the PipeWire module's sink; two bark-pulse
 #     receivers and one PipeWire receiver, with clock errors.
-#  3. recovery: receivers start before the sender; the PulseAudio sender is
+#  3. pipewire-pulse: bark-pulse as a client of pipewire-pulse on PipeWire
+#     hosts, as the sender and as one receiver, beside a PipeWire-module
+#     receiver and a pulseaudio one.
+#  4. recovery: receivers start before the sender; the PulseAudio sender is
 #     killed -9 and restarted (it must clean up its stale sink, receivers
 #     must follow the new session); a receiver's pulseaudio is killed and
 #     restarted (its bark-pulse must reconnect, same PID). Then recorded.
 #
 # Limits per case: every receiver's fidelity ≥ 0.9, no dropouts or jumps,
 # median latency within 0.5 ms of the sender's 40 ms; skew p99 ≤ 100 µs
-# between two PipeWire receivers and ≤ 500 µs for any pair with a
-# PulseAudio receiver (the issue's goal; PulseAudio's timing is coarser).
+# between two PipeWire-module receivers, ≤ 500 µs for any pair with a
+# bark-pulse receiver on pulseaudio (the issue's goal; PulseAudio's timing
+# is coarser), ≤ 1 ms with bark-pulse on pipewire-pulse. One reported retry
+# per case.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo" || exit 1
 stamp=$(date +%Y%m%d-%H%M%S)
-passed=0 failed=0
+passed=0 failed=0 retried=()
+mkdir -p "$repo/lab/out"
 
-check() { # check ANALYSIS.JSON NAME
-	python3 - "$1" "$2" <<-'PY'
+check() { # check ANALYSIS.JSON NAME [LIMIT_US for pairs with bark-pulse]
+	python3 - "$1" "$2" "${3:-500}" <<-'PY'
 		import json, sys
 		d = json.load(open(sys.argv[1]))
 		name, bad = sys.argv[2], []
@@ -44,7 +50,8 @@ check() { # check ANALYSIS.JSON NAME
 		    if not abs(lat - 40.0) <= 0.5: bad.append(f"{lab} latency {lat:.3f} ms not 40 +- 0.5")
 		for p in d["pairs"]:
 		    k = p["abs_skew_us"]["p99"]
-		    lim = 100.0 if p["a"].endswith("-pw") and p["b"].endswith("-pw") else 500.0
+		    kinds = {p["a"][-2:], p["b"][-2:]}
+		    lim = 100.0 if kinds == {"pw"} else float(sys.argv[3])
 		    print(f"  skew {p['b']} - {p['a']}: p99 {k:.1f} us (limit {lim:.0f})")
 		    if not k <= lim: bad.append(f"skew {p['b']}-{p['a']} p99 {k:.1f} us > {lim:.0f}")
 		for b in bad: print(f"{name}: FAIL {b}")
@@ -54,18 +61,29 @@ check() { # check ANALYSIS.JSON NAME
 }
 
 case_run() { # case_run NAME SESSION-ARGS...
-	local name=$1 out="$repo/lab/out/pulse-$stamp-$1"
+	local name=$1 try out pa_limit=500
 	shift
-	echo "== $name"
-	if "$here/run-pa-session.sh" --out "$out" "$@" >"$out.log" 2>&1 &&
-		check "$out/analysis.json" "$name"; then
-		[[ -f $out/events.txt ]] && sed 's/^/  /' "$out/events.txt"
-		passed=$((passed + 1))
-	else
-		echo "$name: FAILED (session log: $out.log)"
-		tail -15 "$out.log"
-		failed=$((failed + 1))
-	fi
+	# bark-pulse on pipewire-pulse (whose reports are per graph cycle, see
+	# pulse-module/src/timing.rs): 1 ms.
+	[[ $* == *pp* ]] && pa_limit=1000
+	# One retry, reported (as lab/test-bark.sh does): the lab's PipeWire
+	# hosts run without real-time scheduling on a shared 2-core machine,
+	# and a starved daemon glitches whatever Bark does. A case that needs
+	# the retry every time stays visible in the summary.
+	for try in 1 2; do
+		out="$repo/lab/out/pulse-$stamp-$name-$try"
+		echo "== $name (try $try)"
+		if "$here/run-pa-session.sh" --out "$out" "$@" >"$out.log" 2>&1 &&
+			check "$out/analysis.json" "$name" "$pa_limit"; then
+			[[ -f $out/events.txt ]] && sed 's/^/  /' "$out/events.txt"
+			passed=$((passed + 1))
+			((try == 1)) || retried+=("$name")
+			return
+		fi
+		echo "$name: try $try failed (session log: $out.log)"
+		grep -E '^(h[0-9]|skew|reference|\[lab.*error)' "$out.log" || tail -15 "$out.log"
+	done
+	failed=$((failed + 1))
 }
 
 echo "== selftest"
@@ -76,11 +94,13 @@ drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=1
 	--host-env h3:BARK_TEST_CLOCK=50000,-30)
 case_run pa-to-pw --sender pa --receivers pw,pw,pa --seconds 20 "${drift[@]}"
 case_run pw-to-pa --sender pw --receivers pa,pa,pw --seconds 20 "${drift[@]}"
+case_run pipewire-pulse --sender pp --receivers pw,pa,pp --seconds 15
 case_run recovery --sender pa --receivers pa,pw --seconds 10 --crash-sender --restart-pa h1 \
 	--host-env h1:BARK_TEST_CLOCK=-300000,-60
 if [[ -n $(ip netns list | grep -E '^bark[pq][0-9]+-' || true) ]]; then
 	echo "pulse lab: namespaces left behind:"; ip netns list | grep -E '^bark[pq][0-9]+-'
 	failed=$((failed + 1))
 fi
+((${#retried[@]} == 0)) || echo "pulse lab: passed only on a retry: ${retried[*]}"
 echo "pulse lab: $passed passed, $failed failed"
 ((failed == 0))

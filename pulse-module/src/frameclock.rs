@@ -19,8 +19,8 @@
 //! along a slope that follows a card's drift (a robust fit over up to 20 s).
 //!
 //! A stream can also step: an underrun delays every later frame, a stream
-//! moved to another sink starts a new timeline. A sample far below the line,
-//! or two bucket minima in a row far above it, restart the estimate.
+//! moved to another sink starts a new timeline. A report far below the line,
+//! or five in a row far above it, restart the estimate.
 
 /// Length of one bucket, ns.
 pub const BUCKET_NS: u64 = 100_000_000;
@@ -38,8 +38,10 @@ const RECENT_BUCKETS: usize = 10;
 /// Largest rate error believed, parts per one: a sound card further off than
 /// 1000 ppm is broken, and a fit that says so is noise.
 const MAX_SLOPE: f64 = 1e-3;
-/// A step larger than this (ns) restarts the estimate.
+/// A step larger than this (ns) restarts the estimate (by default).
 pub const STEP_NS: f64 = 1_000_000.0;
+/// Reports in a row that far late make a step (50 ms at 10 ms apart).
+const ABOVE_RUN: u32 = 5;
 
 #[derive(Clone, Copy, Debug)]
 struct Point {
@@ -61,6 +63,8 @@ pub struct FrameClock {
     head: usize,
     cur: Option<(u64, Point)>,
     above: u32,
+    above_low: Option<(u64, f64)>,
+    step_ns: f64,
     /// Line: offset(t) = a + b·(t − tc), relative to the origins.
     a: f64,
     b: f64,
@@ -81,6 +85,8 @@ impl FrameClock {
             head: 0,
             cur: None,
             above: 0,
+            above_low: None,
+            step_ns: STEP_NS,
             a: 0.0,
             b: 0.0,
             tc: 0.0,
@@ -95,6 +101,7 @@ impl FrameClock {
         self.head = 0;
         self.cur = None;
         self.above = 0;
+        self.above_low = None;
         self.valid = false;
         self.resets += 1;
     }
@@ -107,6 +114,14 @@ impl FrameClock {
     /// Whether there is an estimate.
     pub fn is_valid(&self) -> bool {
         self.valid
+    }
+
+    /// Sets the step threshold, ns (default [`STEP_NS`]): reports this far
+    /// off the envelope count as a new timeline. Servers whose reports
+    /// scatter by more (pipewire-pulse: up to one graph quantum) need it
+    /// above their scatter.
+    pub fn set_step_ns(&mut self, ns: f64) {
+        self.step_ns = ns.max(STEP_NS);
     }
 
     /// Nominal frame period, ns.
@@ -136,13 +151,30 @@ impl FrameClock {
             t: t_ns as f64 - self.origin_t as f64,
             o: offset - self.origin_o as f64,
         };
-        if p.o < self.line(p.t) - STEP_NS {
+        if p.o < self.line(p.t) - self.step_ns {
             // Earlier than the envelope allows: a new timeline.
             self.reset();
             self.start(t_ns, offset);
             return true;
         }
-        let mut stepped = false;
+        if p.o > self.line(p.t) + self.step_ns {
+            // Late reports happen (a loaded server); a run of them means
+            // every frame is now heard later (an underrun, a resumed sink,
+            // a stalled graph). Restart from the lowest of the run.
+            self.above += 1;
+            if self.above_low.is_none_or(|(_, o)| offset < o) {
+                self.above_low = Some((t_ns, offset));
+            }
+            if self.above >= ABOVE_RUN {
+                let (t, o) = self.above_low.unwrap_or((t_ns, offset));
+                self.reset();
+                self.start(t, o);
+                return true;
+            }
+        } else {
+            self.above = 0;
+            self.above_low = None;
+        }
         match self.cur {
             Some((start, ref mut m)) if t_ns < start + BUCKET_NS => {
                 if p.o < m.o {
@@ -150,19 +182,13 @@ impl FrameClock {
                 }
             }
             Some((_, m)) => {
-                stepped = self.close_bucket(m);
-                // This sample opens the next bucket (relative to the new
-                // origins if the closed bucket restarted the estimate).
-                let p = Point {
-                    t: t_ns as f64 - self.origin_t as f64,
-                    o: offset - self.origin_o as f64,
-                };
+                self.close_bucket(m);
                 self.cur = Some((t_ns, p));
             }
             None => self.cur = Some((t_ns, p)),
         }
         self.refit();
-        stepped
+        false
     }
 
     fn start(&mut self, t_ns: u64, offset: f64) {
@@ -175,43 +201,22 @@ impl FrameClock {
         self.n = 0;
         self.head = 0;
         self.above = 0;
+        self.above_low = None;
         self.cur = Some((t_ns, p));
         self.valid = true;
         self.refit();
     }
 
-    /// Pushes a finished bucket's minimum; returns `true` if it restarted
-    /// the estimate.
-    fn close_bucket(&mut self, m: Point) -> bool {
-        if self.n > 0 && m.o > self.line(m.t) + STEP_NS {
-            self.above += 1;
-            if self.above >= 2 {
-                // Two buckets in a row well above the envelope: every frame
-                // is now heard later (an underrun, a resumed sink). Restart
-                // from this bucket.
-                let abs_t = self.origin_t as f64 + m.t;
-                let abs_o = self.origin_o as f64 + m.o;
-                self.reset();
-                self.origin_t = abs_t.max(0.0) as u64;
-                self.origin_o = abs_o.round() as i64;
-                self.ring[0] = Point {
-                    t: 0.0,
-                    o: abs_o - self.origin_o as f64,
-                };
-                self.head = 1;
-                self.n = 1;
-                self.valid = true;
-                return true;
-            }
-            // A single high bucket is noise (a loaded machine); keep it
-            // out of the line.
-            return false;
+    /// Pushes a finished bucket's minimum.
+    fn close_bucket(&mut self, m: Point) {
+        if self.n > 0 && m.o > self.line(m.t) + self.step_ns {
+            // A whole bucket late (a loaded machine) but no run of late
+            // reports long enough for a restart: keep it out of the line.
+            return;
         }
-        self.above = 0;
         self.ring[self.head] = m;
         self.head = (self.head + 1) % BUCKETS;
         self.n = (self.n + 1).min(BUCKETS);
-        false
     }
 
     fn points(&self) -> impl Iterator<Item = Point> + '_ {
@@ -417,6 +422,22 @@ mod tests {
         let e = err_ns(&fc, 30.0, t0, 0.0);
         assert!((0.0..10_000.0).contains(&e), "error {e} ns");
         assert_eq!(fc.resets(), 0);
+    }
+
+    #[test]
+    fn scatter_of_a_graph_quantum_needs_a_wider_step() {
+        // pipewire-pulse: reports late by 0..5.3 ms (one 256-frame quantum).
+        let run_with = |step: Option<f64>| {
+            let mut rng = Lcg(21);
+            let mut fc = FrameClock::new(48_000);
+            if let Some(s) = step {
+                fc.set_step_ns(s);
+            }
+            run(&mut fc, 5.0, 20.0, 5.0e9, 0.0, 5_333_333.0, &mut rng);
+            fc.resets()
+        };
+        assert!(run_with(None) > 0);
+        assert_eq!(run_with(Some(1.5 * 5_333_333.0)), 0);
     }
 
     #[test]

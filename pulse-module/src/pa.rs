@@ -336,7 +336,13 @@ pub fn random_nonzero_u64() -> u64 {
 /// below PulseAudio's default 5) when `RLIMIT_RTPRIO` or root allows it,
 /// else nice −11 (what PulseAudio asks for itself), else nothing. Not
 /// inherited by children (`SCHED_RESET_ON_FORK`). Returns what was got.
+/// `BARK_PULSE_NO_REALTIME` (any value) skips it.
 pub fn raise_priority() -> &'static str {
+    // For measurements: how the client fares without it (the lab's
+    // PipeWire hosts run without real-time scheduling).
+    if std::env::var_os("BARK_PULSE_NO_REALTIME").is_some() {
+        return "normal (BARK_PULSE_NO_REALTIME)";
+    }
     let param = libc::sched_param { sched_priority: 3 };
     // SAFETY: plain syscalls on this process with a valid parameter block.
     unsafe {
@@ -348,4 +354,41 @@ pub fn raise_priority() -> &'static str {
         }
     }
     "normal"
+}
+
+/// `period_ns` ± 30 %, from a small xorshift state: timing requests at a
+/// fixed pace beat against a server that updates per graph cycle
+/// (pipewire-pulse), so that for seconds every report would land at the
+/// same phase of the cycle; jitter spreads them over it.
+pub fn jittered(period_ns: u64, state: &mut u64) -> u64 {
+    let mut x = (*state).max(1);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    let spread = period_ns * 6 / 10;
+    period_ns - period_ns * 3 / 10 + x % spread.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_30_percent() {
+        let mut s = 12345;
+        let v: Vec<u64> = (0..1000).map(|_| jittered(10_000_000, &mut s)).collect();
+        assert!(v.iter().all(|&x| (7_000_000..13_000_000).contains(&x)));
+        let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
+        assert!((mean - 10e6).abs() < 0.3e6, "{mean}");
+    }
+
+    #[test]
+    fn backoff_doubles_to_four_seconds() {
+        let mut b = Backoff::default();
+        let d: Vec<u64> = (0..7).map(|_| b.step().as_millis() as u64).collect();
+        assert_eq!(d, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        b.reset();
+        assert_eq!(b.step().as_millis(), 250);
+    }
 }

@@ -22,7 +22,7 @@ use crate::config::SinkConfig;
 use crate::frameclock::FrameClock;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
-use crate::timing::Info;
+use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bark_core::protocol::{MAX_STATUS_LEN, TIME_LEN};
 use bark_core::Sender;
@@ -57,7 +57,12 @@ const FRAGMENT_US: u64 = 10_000;
 /// Largest chunk handed to the core at once, frames (a scratch bound).
 const MAX_CHUNK_FRAMES: usize = 8192;
 /// A stamp further than this from now (ns) means the estimate is stale.
-const MAX_STAMP_SKEW_NS: f64 = 2e9;
+/// Sanity bounds on a stamp, ns from now: a monitor hands out audio that
+/// the null sink rendered at most one block (≤ 50 ms) ahead, so a stamp
+/// further in the future is a wrong estimate (it would make every receiver
+/// play late); one further in the past than a long stall is wrong too.
+const MAX_STAMP_AHEAD_NS: f64 = 100e6;
+const MAX_STAMP_BEHIND_NS: f64 = 1e9;
 
 /// Everything network-side; lives across reconnections.
 struct Net {
@@ -163,7 +168,8 @@ enum Step {
     Connecting,
     /// Server info and the sink lookup are on their way.
     Lookup {
-        version: Slot<String>,
+        /// Server version, and whether it is pipewire-pulse.
+        version: Slot<(String, bool)>,
         sink: Slot<Option<Found>>,
     },
     /// A stale sink (module `idx`) is being unloaded.
@@ -209,6 +215,12 @@ struct Session {
     going: Option<(u32, Instant)>,
     /// Loads that did not give a sink by our name.
     attempts: u32,
+    /// The server is pipewire-pulse: its reports come from the last graph
+    /// cycle and scatter by up to a quantum.
+    pipewire: bool,
+    quantum: CycleQuantum,
+    /// State of the timing requests' jitter.
+    rng: u64,
 }
 
 /// Escapes `v` for a double-quoted PulseAudio property value inside a
@@ -294,6 +306,9 @@ impl Session {
             dropped_frames: 0,
             going: None,
             attempts: 0,
+            pipewire: false,
+            quantum: CycleQuantum::default(),
+            rng: pa::random_nonzero_u64(),
         }
     }
 
@@ -310,10 +325,12 @@ impl Session {
                 }
             }
             Step::Lookup { version, sink } => {
-                let (Some(v), Some(found)) = (version.borrow().clone(), sink.borrow().clone())
+                let (Some((v, pipewire)), Some(found)) =
+                    (version.borrow().clone(), sink.borrow().clone())
                 else {
                     return Ok(());
                 };
+                self.pipewire = pipewire;
                 let norewinds = major(&v) >= 13;
                 let Some(f) = found else {
                     self.going = None;
@@ -478,7 +495,14 @@ impl Session {
         let g = lp.guard.clone();
         self.conn.ctx.introspect().get_server_info(move |i| {
             g.run("server info", || {
-                *v.borrow_mut() = Some(i.server_version.as_deref().unwrap_or("0").to_string());
+                let pipewire = i
+                    .server_name
+                    .as_deref()
+                    .is_some_and(|n| n.contains("PipeWire"));
+                *v.borrow_mut() = Some((
+                    i.server_version.as_deref().unwrap_or("0").to_string(),
+                    pipewire,
+                ));
             });
         });
         let sink = self.lookup_sink(lp, cfg);
@@ -577,6 +601,7 @@ impl Session {
         self.stream = Some(s);
         self.notes = notes;
         self.frames_read = 0;
+        self.quantum.reset();
         self.fc.reset();
         self.timing_gen += 1;
         self.timing_in_flight = false;
@@ -621,7 +646,16 @@ impl Session {
             if gen == self.timing_gen {
                 if let Some(ti) = s.get_timing_info() {
                     let pair = ClockPair::now();
-                    if let Some(r) = Info::from_pa(ti).monitor_record(&pair, frame_bytes) {
+                    let info = Info::from_pa(ti);
+                    if self.pipewire {
+                        if let Some(w) = info.write_index {
+                            self.quantum.observe(w, frame_bytes);
+                        }
+                        if let Some(q) = self.quantum.frames() {
+                            self.fc.set_step_ns(1.5 * q as f64 * self.fc.period_ns());
+                        }
+                    }
+                    if let Some(r) = info.monitor_record(&pair, frame_bytes) {
                         if log::log_enabled!(log::Level::Trace) {
                             let est = self.fc.play_ns(r.frame, r.t_ns).unwrap_or(r.play_ns);
                             log::trace!(
@@ -640,7 +674,7 @@ impl Session {
             }
         }
         if !self.timing_in_flight && now >= self.next_timing_ns {
-            self.next_timing_ns = now + TIMING_PERIOD_NS;
+            self.next_timing_ns = now + pa::jittered(TIMING_PERIOD_NS, &mut self.rng);
             let n = self.notes.clone();
             let gen = self.timing_gen;
             let g = lp.guard.clone();
@@ -678,8 +712,21 @@ impl Session {
             while done < frames {
                 let n = (frames - done).min(self.scratch.len() / ch);
                 let t = self.fc.play_ns(first + done as u64, now);
-                match t {
-                    Some(t) if (t - now as f64).abs() < MAX_STAMP_SKEW_NS => {
+                let last = t.map(|t| t + n as f64 * self.fc.period_ns());
+                if let (Some(t), Some(last)) = (t, last) {
+                    if last > now as f64 + MAX_STAMP_AHEAD_NS
+                        || t < now as f64 - MAX_STAMP_BEHIND_NS
+                    {
+                        log::debug!(
+                            "stamp {:.1} ms from now is impossible; restarting the estimate",
+                            (t - now as f64) / 1e6
+                        );
+                        self.fc.reset();
+                        self.timing_gen += 1;
+                    }
+                }
+                match self.fc.play_ns(first + done as u64, now) {
+                    Some(t) => {
                         let bytes = &data[done * frame_bytes..(done + n) * frame_bytes];
                         for (o, b) in self.scratch[..n * ch].iter_mut().zip(bytes.chunks_exact(4)) {
                             *o = f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);

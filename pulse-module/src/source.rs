@@ -17,7 +17,7 @@ use crate::frameclock::FrameClock;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::sink::PID_PROP;
-use crate::timing::Info;
+use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, Context as _, Result};
 use bark_core::protocol::MAX_STATUS_LEN;
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
@@ -43,6 +43,11 @@ const MAX_TX_PER_TURN: usize = 16;
 const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Timing requests, ns apart.
 const TIMING_PERIOD_NS: u64 = 10_000_000;
+/// Sanity bounds on a write's play time, ns from now: it is heard after the
+/// stream's buffer and the sink's latency (tens of ms); an underrun may
+/// leave it slightly in the past.
+const MAX_PLAY_AHEAD_NS: f64 = 2e9;
+const MAX_PLAY_BEHIND_NS: f64 = 200e6;
 /// Largest write filled at once, frames (bounds the scratch buffer).
 const MAX_WRITE_FRAMES: usize = 16_384;
 
@@ -146,7 +151,8 @@ enum Step {
     Connecting,
     /// Server info (default sink) and the sink list are on their way.
     Choosing {
-        default: Slot<String>,
+        /// Default sink, and whether the server is pipewire-pulse.
+        default: Slot<(String, bool)>,
         sinks: Slot<Vec<SinkEntry>>,
     },
     Streaming,
@@ -177,6 +183,11 @@ struct Session {
     scratch: Vec<f32>,
     sink_name: String,
     underflows: u64,
+    /// The server is pipewire-pulse (see [`CycleQuantum`]).
+    pipewire: bool,
+    quantum: CycleQuantum,
+    /// State of the timing requests' jitter.
+    rng: u64,
 }
 
 /// Whether a sink is a Bark sender (ours on PulseAudio, or the PipeWire
@@ -216,6 +227,9 @@ impl Session {
             scratch: vec![0.0; MAX_WRITE_FRAMES * channels],
             sink_name: String::new(),
             underflows: 0,
+            pipewire: false,
+            quantum: CycleQuantum::default(),
+            rng: pa::random_nonzero_u64(),
         }
     }
 
@@ -231,10 +245,15 @@ impl Session {
                 }
             }
             Step::Choosing { default, sinks, .. } => {
-                let (Some(d), Some(list)) = (default.borrow().clone(), sinks.borrow().clone())
+                let (Some((d, pipewire)), Some(list)) =
+                    (default.borrow().clone(), sinks.borrow().clone())
                 else {
                     return Ok(());
                 };
+                if pipewire && !self.pipewire {
+                    log::info!("the server is pipewire-pulse: correcting its per-cycle timing reports by one quantum");
+                }
+                self.pipewire = pipewire;
                 match choose_sink(cfg.sink.as_deref(), &d, &list) {
                     Some(name) => {
                         if list.iter().any(|s| s.name == name && s.bark) {
@@ -295,7 +314,14 @@ impl Session {
         let intro = self.conn.ctx.introspect();
         intro.get_server_info(move |i| {
             g1.run("server info", || {
-                *d.borrow_mut() = Some(i.default_sink_name.as_deref().unwrap_or("").to_string());
+                let pipewire = i
+                    .server_name
+                    .as_deref()
+                    .is_some_and(|n| n.contains("PipeWire"));
+                *d.borrow_mut() = Some((
+                    i.default_sink_name.as_deref().unwrap_or("").to_string(),
+                    pipewire,
+                ));
             });
         });
         intro.get_sink_info_list(move |r| {
@@ -368,6 +394,7 @@ impl Session {
         self.notes = notes;
         self.sink_name = sink.to_owned();
         self.written = 0;
+        self.quantum.reset();
         self.fc.reset();
         self.timing_gen += 1;
         self.timing_in_flight = false;
@@ -413,9 +440,25 @@ impl Session {
             if gen == self.timing_gen {
                 if let Some(ti) = s.get_timing_info() {
                     let pair = ClockPair::now();
-                    if let Some(r) =
-                        Info::from_pa(ti).playback(&pair, self.written, frame_bytes, cfg.rate)
-                    {
+                    let info = Info::from_pa(ti);
+                    let mut report = info.playback(&pair, self.written, frame_bytes, cfg.rate);
+                    if self.pipewire {
+                        if let Some(ri) = info.read_index {
+                            self.quantum.observe(ri, frame_bytes);
+                        }
+                        // Until the quantum is known the report is useless.
+                        report = match (report, self.quantum.frames()) {
+                            (Some(mut r), Some(q)) => {
+                                let q_ns = q as f64 * 1e9 / cfg.rate as f64;
+                                r.play_ns += q_ns;
+                                // Its reports scatter by up to a quantum.
+                                self.fc.set_step_ns(1.5 * q_ns);
+                                Some(r)
+                            }
+                            _ => None,
+                        };
+                    }
+                    if let Some(r) = report {
                         if self.fc.add(r.t_ns, r.frame, r.play_ns) {
                             log::debug!("play-out clock stepped; restarted its estimate");
                         }
@@ -425,7 +468,7 @@ impl Session {
             }
         }
         if !self.timing_in_flight && now >= self.next_timing_ns {
-            self.next_timing_ns = now + TIMING_PERIOD_NS;
+            self.next_timing_ns = now + pa::jittered(TIMING_PERIOD_NS, &mut self.rng);
             let n = self.notes.clone();
             let gen = self.timing_gen;
             let g = lp.guard.clone();
@@ -443,6 +486,21 @@ impl Session {
         while frames > 0 {
             let n = frames.min(MAX_WRITE_FRAMES);
             let out = &mut self.scratch[..n * ch];
+            let est = self.fc.play_ns(self.written, now).or_else(|| {
+                self.fallback
+                    .as_ref()
+                    .and_then(|f| f.play_ns(self.written, now))
+            });
+            if est.is_some_and(|t| {
+                t < now as f64 - MAX_PLAY_BEHIND_NS || t > now as f64 + MAX_PLAY_AHEAD_NS
+            }) {
+                // A write is heard after the stream's buffer, never long
+                // before or after: the estimate is wrong. Start again.
+                log::debug!("play time estimate out of bounds; restarting it");
+                self.fc.reset();
+                self.fallback = None;
+                self.timing_gen += 1;
+            }
             let est = self.fc.play_ns(self.written, now).or_else(|| {
                 self.fallback
                     .as_ref()

@@ -56,6 +56,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Measure `PA_STREAM_VARIABLE_RATE`: play silence into a sink while
+    /// stepping the stream rate (`pa_stream_update_sample_rate`), and report
+    /// per step the rate the sink really consumed at (from the timing
+    /// reports) and how long after the request it took effect.
+    RateProbe {
+        /// Sink (default: the default sink).
+        #[arg(long)]
+        device: Option<String>,
+        /// Stream rates to step through, Hz.
+        #[arg(long, default_value = "48000,48001,48000,47999,48000,48002")]
+        steps: String,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 4.0)]
+        step_seconds: f64,
+    },
     /// Record a source (e.g. `speaker.monitor`): when each frame was played.
     Record {
         /// Source to record.
@@ -625,8 +640,174 @@ fn play(
     )
 }
 
+/// A line through the lower envelope of (t, offset) points: 100 ms bucket
+/// minima, least squares. Returns (slope, value at `t_ref`), ns/ns and ns.
+fn envelope_line(pts: &[(f64, f64)], t_ref: f64) -> Option<(f64, f64)> {
+    let mut mins: Vec<(f64, f64)> = Vec::new();
+    for &(t, o) in pts {
+        let b = (t / 1e8).floor();
+        match mins.last_mut() {
+            Some(m) if (m.0 / 1e8).floor() == b => {
+                if o < m.1 {
+                    *m = (t, o);
+                }
+            }
+            _ => mins.push((t, o)),
+        }
+    }
+    if mins.len() < 5 {
+        return None;
+    }
+    let n = mins.len() as f64;
+    let tm = mins.iter().map(|p| p.0).sum::<f64>() / n;
+    let om = mins.iter().map(|p| p.1).sum::<f64>() / n;
+    let sto: f64 = mins.iter().map(|p| (p.0 - tm) * (p.1 - om)).sum();
+    let stt: f64 = mins.iter().map(|p| (p.0 - tm) * (p.0 - tm)).sum();
+    let b = sto / stt;
+    Some((b, om + b * (t_ref - tm)))
+}
+
+fn rate_probe(device: Option<&str>, steps: &str, step_seconds: f64) -> Result<()> {
+    let rates: Vec<u32> = steps
+        .split(',')
+        .map(|r| r.trim().parse().context("--steps: rates in Hz"))
+        .collect::<Result<_>>()?;
+    if rates.is_empty() || !(1.0..=60.0).contains(&step_seconds) {
+        bail!("need at least one rate and 1..60 s per step");
+    }
+    let nominal = rates[0];
+    let fb = 8usize;
+    let mut lp = Loop::new(5_000)?;
+    let start = Instant::now();
+    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
+    let spec = Spec {
+        format: Format::FLOAT32NE,
+        rate: nominal,
+        channels: 2,
+    };
+    let notes = Rc::new(Notes::default());
+    let mut s = new_stream(&mut conn, &lp, "bark-lab-rate-probe", &spec, &notes)?;
+    let attr = BufferAttr {
+        maxlength: u32::MAX,
+        tlength: spec.usec_to_bytes(pulse::time::MicroSeconds(20_000)) as u32,
+        prebuf: 0,
+        minreq: u32::MAX,
+        fragsize: u32::MAX,
+    };
+    s.connect_playback(
+        device,
+        Some(&attr),
+        FlagSet::ADJUST_LATENCY | FlagSet::VARIABLE_RATE | FlagSet::DONT_MOVE,
+        None,
+        None,
+    )
+    .context("connecting the playback stream")?;
+    // Offsets at the *nominal* period: a stream consumed at rate r makes
+    // them move by (1 − r/nominal) per second.
+    let period = 1e9 / nominal as f64;
+    let mut pts: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rates.len()];
+    let mut req_t = vec![0f64; rates.len()];
+    let mut ack_ms = vec![f64::NAN; rates.len()];
+    let acked = Rc::new(Cell::new(None::<u64>));
+    let (mut in_flight, mut next) = (false, 0u64);
+    let mut written = 0u64;
+    let mut step = 0usize;
+    let mut step_started: Option<Instant> = None;
+    let zeros = vec![0u8; 1 << 20];
+    loop {
+        lp.iterate()?;
+        if lp.quit_signal().is_some() || lp.guard.tripped() {
+            bail!("interrupted");
+        }
+        if conn.is_dead() {
+            bail!("lost PulseAudio: {}", conn.error());
+        }
+        if !check_stream(&s, "playback")? {
+            continue;
+        }
+        let now = monotonic_ns();
+        if step_started.is_none() {
+            step_started = Some(Instant::now());
+            req_t[0] = now as f64;
+        }
+        if let Some(t) = acked.take() {
+            ack_ms[step] = (t as f64 - req_t[step]) / 1e6;
+        }
+        if step_started.is_some_and(|t| t.elapsed().as_secs_f64() >= step_seconds) {
+            step += 1;
+            if step == rates.len() {
+                break;
+            }
+            step_started = Some(Instant::now());
+            req_t[step] = now as f64;
+            let a = acked.clone();
+            let g = lp.guard.clone();
+            let _ = s.update_sample_rate(rates[step], move |ok| {
+                g.run("rate", || {
+                    if ok {
+                        a.set(Some(monotonic_ns()));
+                    }
+                });
+            });
+        }
+        if notes.timing.take() {
+            in_flight = false;
+            if let Some(ti) = s.get_timing_info() {
+                if let Some(r) = Info::from_pa(ti).playback(&ClockPair::now(), written, fb, nominal)
+                {
+                    pts[step].push((r.t_ns as f64, r.play_ns - r.frame as f64 * period));
+                }
+            }
+        }
+        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
+        let n = s.writable_size().unwrap_or(0).min(zeros.len()) / fb * fb;
+        if n > 0 {
+            s.write_copy(&zeros[..n], 0, SeekMode::Relative)
+                .context("writing")?;
+            written += (n / fb) as u64;
+        }
+    }
+    s.set_state_callback(None);
+    let _ = s.disconnect();
+    println!("step,rate_hz,expected_ppm,measured_ppm,ack_ms,effect_after_ms");
+    let mut prev: Option<(f64, f64)> = None;
+    for (i, &r) in rates.iter().enumerate() {
+        // Skip the first second of each step (the change settling in).
+        let settled: Vec<(f64, f64)> = pts[i]
+            .iter()
+            .copied()
+            .filter(|p| p.0 >= req_t[i] + 1e9)
+            .collect();
+        let Some((b, _)) = envelope_line(&settled, req_t[i]) else {
+            continue;
+        };
+        let expected = (1.0 - r as f64 / nominal as f64) * 1e6;
+        // Where the new line meets the previous one: the change took
+        // effect there (meaningless when the slope did not change).
+        let line_here = envelope_line(&settled, 0.0);
+        let effect = match (prev, line_here) {
+            (Some((b0, a0)), Some((b1, a1))) if (b1 - b0).abs() > 5e-6 => {
+                ((a0 - a1) / (b1 - b0) - req_t[i]) / 1e6
+            }
+            _ => f64::NAN,
+        };
+        println!(
+            "{i},{r},{expected:.2},{:.2},{:.2},{effect:.1}",
+            b * 1e6,
+            ack_ms[i]
+        );
+        prev = line_here;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::RateProbe {
+            device,
+            steps,
+            step_seconds,
+        } => rate_probe(device.as_deref(), &steps, step_seconds),
         Cmd::Record {
             device,
             seconds,
