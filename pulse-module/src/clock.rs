@@ -49,11 +49,33 @@ pub struct ClockPair {
 }
 
 impl ClockPair {
-    /// Reads both clocks now.
+    /// Reads both clocks now. The realtime read is bracketed by two
+    /// monotonic reads, and of up to four tries the tightest bracket wins:
+    /// a thread preempted between two plain reads would pair instants
+    /// milliseconds apart, and one such bogus pair makes a datagram look
+    /// early, which the clock estimator's minimum-delay filter then keeps.
     pub fn now() -> Self {
-        let mono = monotonic_ns();
-        let real = realtime_ns();
-        ClockPair { mono, real }
+        let mut best = (u64::MAX, ClockPair { mono: 0, real: 0 });
+        for _ in 0..4 {
+            let m0 = monotonic_ns();
+            let real = realtime_ns();
+            let m1 = monotonic_ns();
+            let span = m1.saturating_sub(m0);
+            if span < best.0 {
+                best = (
+                    span,
+                    ClockPair {
+                        mono: m0 + span / 2,
+                        real,
+                    },
+                );
+            }
+            // vDSO reads take tens of ns: 2 µs means nothing intervened.
+            if span < 2_000 {
+                break;
+            }
+        }
+        best.1
     }
 
     /// The monotonic time of the realtime instant `real_ns`, or `None` when
