@@ -22,6 +22,7 @@
 #                          restart the player; wait for receivers to follow
 #   --restart-pa hN        before recording: kill host N's pulseaudio, start
 #                          it again; its bark-pulse must reconnect, not exit
+#                          (h0: the sender reloads its sink; repeatable)
 #   --settle S (3)  --module-dir DIR  --out DIR  --keep  --id ID
 #
 # Receivers start before the sender, always: each must pick the stream up
@@ -249,14 +250,23 @@ if ((crash_sender)); then
 fi
 for r in "${restart_pa[@]}"; do
 	bp=$(cat "$(hdir "$r")/bark-pulse.pid")
+	# What bark-pulse logs once per connection that works: the sender
+	# "sending to", a receiver "playing into".
+	if ((r == 0)); then want="sending to"; else want="playing into"; fi
+	# shellcheck disable=SC2046 # one word per log file
+	n=$(cat $(bark_logs "$r") /dev/null | grep -c -- "$want" || true)
 	lab_log "restart: kill -9 pulseaudio on h$r"
 	lab_pa_kill "$id" "$r"
 	sleep 1
 	mapfile -t envs < <(host_envs "$r")
 	lab_pa_up "$id" "$r" "${envs[@]}" 2>>"$log"
-	lab_wait 20 "h$r: bark-pulse reconnected" bark_says "$r" "playing into" 2 ||
+	lab_wait 20 "h$r: bark-pulse reconnected" bark_says "$r" "$want" $((n + 1)) ||
 		lab_die "h$r: bark-pulse did not reconnect"
 	lab_pid_is_ours "$id" "$bp" || lab_die "h$r: bark-pulse exited instead of reconnecting"
+	if ((r == 0)); then
+		# The player died with its server: play again.
+		start_player
+	fi
 	echo "recovered: h$r bark-pulse (pid $bp) reconnected to a restarted pulseaudio" >>"$out/events.txt"
 	lab_log "h$r: bark-pulse reconnected (same pid $bp)"
 done

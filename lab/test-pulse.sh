@@ -18,8 +18,9 @@
 #     receiver and a pulseaudio one.
 #  4. recovery: receivers start before the sender; the PulseAudio sender is
 #     killed -9 and restarted (it must clean up its stale sink, receivers
-#     must follow the new session); a receiver's pulseaudio is killed and
-#     restarted (its bark-pulse must reconnect, same PID). Then recorded.
+#     must follow the new session); a receiver's pulseaudio, then the
+#     sender's, is killed and restarted (bark-pulse must reconnect, same
+#     PID; the sender reloads its sink). Then recorded.
 #
 # Limits per case: every receiver's fidelity ≥ 0.9, no dropouts or jumps,
 # median latency within 0.5 ms of the sender's 40 ms; skew p99 ≤ 100 µs
@@ -95,7 +96,7 @@ drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=1
 case_run pa-to-pw --sender pa --receivers pw,pw,pa --seconds 20 "${drift[@]}"
 case_run pw-to-pa --sender pw --receivers pa,pa,pw --seconds 20 "${drift[@]}"
 case_run pipewire-pulse --sender pp --receivers pw,pa,pp --seconds 15
-case_run recovery --sender pa --receivers pa,pw --seconds 10 --crash-sender --restart-pa h1 \
+case_run recovery --sender pa --receivers pa,pw --seconds 10 --crash-sender --restart-pa h1 --restart-pa h0 \
 	--host-env h1:BARK_TEST_CLOCK=-300000,-60
 if [[ -n $(ip netns list | grep -E '^bark[pq][0-9]+-' || true) ]]; then
 	echo "pulse lab: namespaces left behind:"; ip netns list | grep -E '^bark[pq][0-9]+-'
