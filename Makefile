@@ -93,13 +93,16 @@ RECEIVER_CONF ?= lab/conf/rtp-source.conf
 SINK ?= rtp-sink
 LAB_ARGS ?=
 
-.PHONY: lab-help lab-build lab-test lab-selftest lab-baseline lab-session
+BENCH_ARGS ?=
+
+.PHONY: lab-help lab-build lab-test lab-selftest lab-baseline lab-session lab-bench
 lab-help:
 	@echo "make lab-build     build bark-lab-record/-play/-analyze (release)"
 	@echo "make lab-test      analyzer unit tests"
 	@echo "make lab-selftest  check the lab's timestamps on this machine (root)"
 	@echo "make lab-baseline  PipeWire rtp-sink/rtp-source baseline run (root)"
 	@echo "make lab-session   a run with SENDER_CONF, RECEIVER_CONF, SINK, LAB_ARGS (root)"
+	@echo "make lab-bench     Bark beside PipeWire's rtp modules, 3 rounds, table (root); BENCH_ARGS=..."
 
 lab-build:
 	$(CARGO) build --release -p bark-lab
@@ -116,6 +119,10 @@ lab-baseline: lab-build
 lab-session: lab-build
 	BARK_LAB_BIN=$(LAB_BIN) lab/run-session.sh --sender-conf $(SENDER_CONF) \
 		--receiver-conf $(RECEIVER_CONF) --sink $(SINK) $(LAB_ARGS)
+
+# e.g. make lab-bench BENCH_ARGS='--variants "bark bark-pw rtp" --quantum 1024'
+lab-bench: modules lab-build
+	BARK_LAB_BIN=$(LAB_BIN) lab/bench-vs-rtp.sh $(BENCH_ARGS)
 
 # --- CLI: `bark` stats / stream / receive / doctor (cli/) ---------------------
 #

@@ -207,8 +207,20 @@ snap_cpu() {
 		done
 	done
 }
+# Context switches (voluntary + involuntary) of every thread of each
+# receiver's pipewire: how often its threads sleep and wake.
+snap_csw() {
+	local i pid
+	for ((i = 1; i <= receivers; i++)); do
+		pid=$(cat "$(lab_host_dir "$id" "$i")/pipewire.pid")
+		printf 'h%s %s\n' "$i" "$(cat /proc/"$pid"/task/*/status 2>/dev/null |
+			awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }')"
+	done
+}
+declare -A cpu1 csw0 csw1
 t_cpu0=$(date +%s.%N)
 while read -r h w t; do cpu0[$h.$w]=$t; done < <(snap_cpu)
+while read -r h n; do csw0[$h]=$n; done < <(snap_csw)
 
 # Reference first (1 s early, 2 s longer): receivers play what the sender
 # played ~latency earlier, and that content must be in the reference.
@@ -232,14 +244,24 @@ for p in "${rec_pids[@]}"; do
 	done
 done
 t_cpu1=$(date +%s.%N)
+while read -r h w t; do cpu1[$h.$w]=$t; done < <(snap_cpu)
+while read -r h n; do csw1[$h]=$n; done < <(snap_csw)
 hz=$(getconf CLK_TCK)
 {
 	echo "host,process,cpu_percent_of_one_core"
-	while read -r h w t; do
-		awk -v a="${cpu0[$h.$w]}" -v b="$t" -v hz="$hz" -v t0="$t_cpu0" -v t1="$t_cpu1" -v h="$h" -v w="$w" \
+	for k in "${!cpu1[@]}"; do
+		h=${k%%.*} w=${k#*.}
+		awk -v a="${cpu0[$k]}" -v b="${cpu1[$k]}" -v hz="$hz" -v t0="$t_cpu0" -v t1="$t_cpu1" -v h="$h" -v w="$w" \
 			'BEGIN { printf "%s,%s,%.2f\n", h, w, 100 * (b - a) / hz / (t1 - t0) }'
-	done < <(snap_cpu)
+	done | sort
 } >"$out/cpu.csv"
+{
+	echo "host,pipewire_context_switches_per_s"
+	for h in "${!csw1[@]}"; do
+		awk -v a="${csw0[$h]}" -v b="${csw1[$h]}" -v t0="$t_cpu0" -v t1="$t_cpu1" -v h="$h" \
+			'BEGIN { printf "%s,%.0f\n", h, (b - a) / (t1 - t0) }'
+	done | sort
+} >"$out/ctxsw.csv"
 for f in "$out"/ref.wav "$out"/rx*.wav; do
 	[[ -s $f ]] || lab_die "recording $f is missing (see $out/record-*.log)"
 done
@@ -249,6 +271,8 @@ for ((i = first_rx; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" 
 "$bin/bark-lab-analyze" "${args[@]}" | tee "$out/analysis.txt"
 echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'
+echo "Context switches per second, all threads of each receiver's pipewire:"
+column -s, -t "$out/ctxsw.csv" | sed 's/^/  /'
 {
 	echo "command: $0 $(printf '%q ' "${orig_args[@]}")"
 	echo "sender-conf: $sender_conf"

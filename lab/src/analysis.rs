@@ -736,6 +736,45 @@ pub fn silence_dropouts(
     out
 }
 
+/// Runs of digital silence at least `dropout_min_s` long *inside* the
+/// reference's program (after its first and before its last sample above
+/// the silence level): audio the sender's graph never got (an xrun of the
+/// player or of the sender's graph). Receivers cannot be blamed for these,
+/// and [`silence_dropouts`] does not see them (the reference is silent
+/// too), so they are counted on their own.
+pub fn reference_silence_runs(reference: &Recording, p: &Params) -> Vec<Dropout> {
+    let rate = f64::from(reference.rate);
+    let min_len = (p.dropout_min_s * rate).round().max(1.0) as usize;
+    let thr = dbfs_to_lin(p.silence_dbfs);
+    let x = &reference.mono;
+    let (Some(first), Some(last)) = (
+        x.iter().position(|v| v.abs() > thr),
+        x.iter().rposition(|v| v.abs() > thr),
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut k = first;
+    while k <= last {
+        if x[k].abs() > p.silence_eps {
+            k += 1;
+            continue;
+        }
+        let s = k;
+        while k <= last && x[k].abs() <= p.silence_eps {
+            k += 1;
+        }
+        if k - s >= min_len {
+            out.push(Dropout {
+                frame: s,
+                frames: k - s,
+                at_s: s as f64 / rate,
+            });
+        }
+    }
+    out
+}
+
 /// Timestamp gaps of `probe` inside the program span of `tr`.
 pub fn program_time_gaps(probe: &Recording, tr: &Track, p: &Params) -> Vec<(u64, f64)> {
     let (Some(first), Some(last)) = (tr.windows.first(), tr.windows.last()) else {
@@ -1108,6 +1147,11 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].frame, 96000);
         assert_eq!(d[0].frames, 240);
+        // The reference's own 50 ms hole is counted on the sender's side.
+        let r = reference_silence_runs(&a, &p);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!((r[0].frame, r[0].frames), (48000, 2400));
+        assert!(reference_silence_runs(&b, &p).len() == 2);
     }
 
     #[test]

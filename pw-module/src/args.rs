@@ -98,6 +98,29 @@ impl SourceClass {
     }
 }
 
+/// Which resampler applies the drift controller's rate (`bark.resampler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resampler {
+    /// Bark's own band-limited interpolator in the core slews the read
+    /// position; the stream runs at a fixed rate (the default).
+    Core,
+    /// PipeWire's adapter resampler, steered through `SPA_IO_RateMatch`
+    /// (as `module-rtp-source` does); the core renders at the nominal ratio
+    /// against a smooth virtual clock and the module's own loop keeps the
+    /// real output on it. See `source::RateMatchLoop`.
+    PipeWire,
+}
+
+impl Resampler {
+    /// The argument value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resampler::Core => "core",
+            Resampler::PipeWire => "pipewire",
+        }
+    }
+}
+
 /// Arguments of `libpipewire-module-bark-source` (the receiver).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceArgs {
@@ -127,6 +150,9 @@ pub struct SourceArgs {
     pub positions: Vec<u32>,
     /// Extra stream properties, SPA-JSON object text (`stream.props`).
     pub stream_props: Option<String>,
+    /// Drift control through the core's resampler or PipeWire's
+    /// (`bark.resampler`).
+    pub resampler: Resampler,
 }
 
 /// Documentation of the sink's arguments (`module.usage`).
@@ -162,6 +188,7 @@ pub const SOURCE_USAGE: &str =
 ( audio.rate=<output Hz, default 48000> ) \
 ( audio.channels=<output channels, default 2> ) \
 ( audio.position=<output channel map, default [ FL FR ]> ) \
+( bark.resampler=<drift control through core (default) or pipewire> ) \
 ( stream.props=<extra stream properties, e.g. { node.latency=256/48000 }> )";
 
 const SINK_KEYS: &[&str] = &[
@@ -197,6 +224,7 @@ const SOURCE_KEYS: &[&str] = &[
     "audio.rate",
     "audio.channels",
     "audio.position",
+    "bark.resampler",
     "stream.props",
 ];
 
@@ -370,6 +398,15 @@ impl SourceArgs {
             }
         };
         let (rate, channels, positions) = rate_channels(l)?;
+        let resampler = match l
+            .get("bark.resampler")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => Resampler::Core,
+            Some(v) if v == "core" => Resampler::Core,
+            Some(v) if v == "pipewire" => Resampler::PipeWire,
+            Some(v) => return Err(format!("bark.resampler = {v:?}: must be core or pipewire")),
+        };
         Ok(SourceArgs {
             group: SocketAddrV4::new(ip, port(l, "source.port")?),
             ifname: opt_string(l, "local.ifname"),
@@ -383,6 +420,7 @@ impl SourceArgs {
             channels,
             positions,
             stream_props: opt_string(l, "stream.props"),
+            resampler,
         })
     }
 }
@@ -478,14 +516,18 @@ mod tests {
             (48_000, 2, 0, None)
         );
         assert_eq!(a.stream, None);
+        assert_eq!(a.resampler, Resampler::Core);
         let b = SourceArgs::parse(&map(&[
             ("media.class", "Audio/Source"),
             ("bark.delay.msec", "-1.5"),
             ("sess.latency.msec", "80"),
             ("bark.stream", "kitchen"),
             ("source.ip", "127.0.0.1"),
+            ("bark.resampler", "PipeWire"),
         ]))
         .unwrap();
+        assert_eq!(b.resampler, Resampler::PipeWire);
+        assert!(SourceArgs::parse(&map(&[("bark.resampler", "soxr")])).is_err());
         assert_eq!(b.class, SourceClass::VirtualSource);
         assert_eq!(b.delay_ns, -1_500_000);
         assert_eq!(b.latency_ns, Some(80_000_000));

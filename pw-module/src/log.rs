@@ -50,7 +50,9 @@ pub fn init() {
             return;
         }
         let iface = &(*log).iface;
-        if iface.version < 1 || iface.cb.funcs.is_null() {
+        // The interface itself is version 0 (SPA_VERSION_LOG); topic_init
+        // is a version-1 *method*, which is what spa_log_topic_init checks.
+        if iface.cb.funcs.is_null() {
             return;
         }
         let m = &*(iface.cb.funcs as *const spa::spa_log_methods);

@@ -19,7 +19,10 @@ use libspa_sys as spa;
 use pipewire_sys as pws;
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicPtr,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// Which module this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +164,13 @@ struct Bark {
     /// the data thread; set once at load.
     data_loop: UnsafeCell<Option<DataLoop>>,
     rt_timer: AtomicPtr<spa::spa_source>,
+    /// The receiver's socket sources, to pause them from the data thread
+    /// while graph cycles drain the sockets anyway; set once at load.
+    rt_io: [AtomicPtr<spa::spa_source>; 2],
+    /// The adapter's rate-match area (`io_changed`), or null: the receiver
+    /// steers PipeWire's resampler through it with `bark.resampler =
+    /// pipewire`. It lives in the adapter, as long as the stream.
+    rate_match: AtomicPtr<spa::spa_io_rate_match>,
     counters: Counters,
 }
 
@@ -199,15 +209,29 @@ impl Bark {
             Rt::Source(s) => {
                 s.pump(&self.counters);
                 if timer {
-                    let want = s.timer_interval_ns();
+                    let now = monotonic_ns();
+                    let (first, period, always) = s.timer_schedule(now);
                     // SAFETY: set once at load, before any source existed.
                     if let Some(dl) = unsafe { *self.data_loop.get() } {
                         let t = self.rt_timer.load(Relaxed);
-                        if !t.is_null() && want != s.current_interval_ns() {
-                            s.set_current_interval_ns(want);
+                        if !t.is_null() && (always || period != s.current_interval_ns()) {
+                            s.set_current_interval_ns(period);
                             // SAFETY: the timer lives until teardown, which
                             // removes it on this thread first.
-                            unsafe { dl.set_timer_raw(t, want) };
+                            unsafe { dl.set_timer_raw(t, first, period) };
+                        }
+                        let io = s.wants_socket_wakeups(now);
+                        if io != s.socket_wakeups() {
+                            s.set_socket_wakeups(io);
+                            for p in &self.rt_io {
+                                let src = p.load(Relaxed);
+                                if !src.is_null() {
+                                    // SAFETY: like the timer, the sources
+                                    // live until teardown removes them on
+                                    // this thread.
+                                    unsafe { dl.set_io_raw(src, io) };
+                                }
+                            }
                         }
                     }
                 }
@@ -230,7 +254,7 @@ impl Bark {
                 Rt::Sink(s) if panicked => s.idle(stream),
                 Rt::Source(s) if panicked => s.idle(stream),
                 Rt::Sink(s) => s.process(stream, &self.counters),
-                Rt::Source(s) => s.process(stream, &self.counters),
+                Rt::Source(s) => s.process(stream, self.rate_match.load(Acquire), &self.counters),
             }
         }
     }
@@ -295,6 +319,11 @@ pub unsafe fn load(
         stream: AtomicPtr::new(std::ptr::null_mut()),
         data_loop: UnsafeCell::new(None),
         rt_timer: AtomicPtr::new(std::ptr::null_mut()),
+        rt_io: [
+            AtomicPtr::new(std::ptr::null_mut()),
+            AtomicPtr::new(std::ptr::null_mut()),
+        ],
+        rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
     });
     let data = &*bark as *const Bark as *mut c_void;
@@ -302,7 +331,7 @@ pub unsafe fn load(
     // touch `rt`.
     let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
         Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
-        Rt::Source(s) => (s.fds().to_vec(), s.timer_interval_ns()),
+        Rt::Source(s) => (s.fds().to_vec(), s.timer_schedule(monotonic_ns()).1),
     };
 
     // From here on, an error drops `bark`, which releases whatever exists.
@@ -327,10 +356,13 @@ pub unsafe fn load(
     // runs this node.
     let dl = DataLoop::of(context).ok_or_else(|| LoadError::pipewire("no data loop"))?;
     *bark.data_loop.get() = Some(dl);
-    for fd in fds {
+    for (i, fd) in fds.into_iter().enumerate() {
         let src = dl
             .add_io(fd, on_data_io, data)
             .map_err(LoadError::pipewire)?;
+        if let Some(slot) = bark.rt_io.get(i) {
+            slot.store(src.as_raw(), Relaxed);
+        }
         bark.main().data_sources.push(src);
     }
     let timer = dl
@@ -396,6 +428,7 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
 unsafe extern "C" fn on_stream_destroy(data: *mut c_void) {
     with(data, "stream destroy", (), |b| {
         b.stream.store(std::ptr::null_mut(), Relaxed);
+        b.rate_match.store(std::ptr::null_mut(), Release);
         if let Some(s) = b.main().stream.as_mut() {
             s.forget();
         }
@@ -426,6 +459,23 @@ unsafe extern "C" fn on_state_changed(
         if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
             b.schedule_unload("stream disconnected");
         }
+    });
+}
+
+/// The adapter hands the stream its IO areas; keep the rate-match one
+/// (PipeWire 0.3.65 has no `pw_stream_set_rate`).
+unsafe extern "C" fn on_io_changed(data: *mut c_void, id: u32, area: *mut c_void, size: u32) {
+    with(data, "io_changed", (), |b| {
+        if id != spa::SPA_IO_RateMatch {
+            return;
+        }
+        let ok = !area.is_null() && size as usize >= std::mem::size_of::<spa::spa_io_rate_match>();
+        let p = if ok {
+            area as *mut spa::spa_io_rate_match
+        } else {
+            std::ptr::null_mut()
+        };
+        b.rate_match.store(p, Release);
     });
 }
 
@@ -512,7 +562,7 @@ static STREAM_EVENTS: pws::pw_stream_events = pws::pw_stream_events {
     destroy: Some(on_stream_destroy),
     state_changed: Some(on_state_changed),
     control_info: None,
-    io_changed: None,
+    io_changed: Some(on_io_changed),
     param_changed: Some(on_param_changed),
     add_buffer: None,
     remove_buffer: None,

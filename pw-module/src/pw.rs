@@ -518,19 +518,40 @@ impl DataLoop {
     /// thread (from one of its callbacks): no allocation, one timerfd call.
     pub fn set_timer(&self, s: &DataSource, interval_ns: u64) {
         // SAFETY: `s` is a live source of this loop.
-        unsafe { self.set_timer_raw(s.source, interval_ns) }
+        unsafe { self.set_timer_raw(s.source, interval_ns, interval_ns) }
     }
 
-    /// [`DataLoop::set_timer`] by raw source (from data-thread callbacks).
+    /// Turns readiness wakeups of io source `source` on or off (from
+    /// data-thread callbacks: one `epoll_ctl`, no allocation). Off, the fd
+    /// stays registered but never wakes the loop.
+    ///
+    /// # Safety
+    /// `source` must be a live io source of this loop.
+    pub unsafe fn set_io_raw(&self, source: *mut spa::spa_source, enabled: bool) {
+        let mask = if enabled { spa::SPA_IO_IN } else { 0 };
+        ffi::iface_call::<spa::spa_loop_utils_methods, _>(self.utils(), |m, obj| {
+            if let Some(f) = m.update_io {
+                f(obj, source, mask);
+            }
+        });
+    }
+
+    /// Re-arms timer `source` (from data-thread callbacks) to fire in
+    /// `first_ns`, then every `interval_ns`.
     ///
     /// # Safety
     /// `source` must be a live timer source of this loop.
-    pub unsafe fn set_timer_raw(&self, source: *mut spa::spa_source, interval_ns: u64) {
-        let ts = spa::timespec {
-            tv_sec: (interval_ns / 1_000_000_000) as _,
-            tv_nsec: (interval_ns % 1_000_000_000) as _,
+    pub unsafe fn set_timer_raw(
+        &self,
+        source: *mut spa::spa_source,
+        first_ns: u64,
+        interval_ns: u64,
+    ) {
+        let ts = |ns: u64| spa::timespec {
+            tv_sec: (ns / 1_000_000_000) as _,
+            tv_nsec: (ns % 1_000_000_000) as _,
         };
-        let (mut value, mut interval) = (ts, ts);
+        let (mut value, mut interval) = (ts(first_ns.max(1)), ts(interval_ns));
         ffi::iface_call::<spa::spa_loop_utils_methods, _>(self.utils(), |m, obj| {
             if let Some(f) = m.update_timer {
                 f(obj, source, &mut value, &mut interval, false);

@@ -5,7 +5,7 @@
 //! datagrams to the receiver, send what it wants sent, then fill the buffer
 //! for the instant it will be heard.
 
-use crate::args::SourceArgs;
+use crate::args::{Resampler, SourceArgs};
 use crate::clock::{monotonic_ns, ClockMap, ClockPair};
 use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
@@ -42,6 +42,157 @@ pub struct RtSource {
     tx: Vec<u8>,
     next_status_ns: u64,
     timer_ns: u64,
+    resampler: Resampler,
+    rm: RateMatchLoop,
+    buffer_min_us: i64,
+    last_process_ns: u64,
+    socket_wakeups: bool,
+    /// When the core's next time request falls due, mapped ns.
+    next_request_ns: u64,
+}
+
+/// Graph cycles this far apart (ns) or more count as stopped: the sockets
+/// wake the data loop again.
+const GRAPH_IDLE_NS: u64 = 100_000_000;
+/// Timer period (ns) while no stream is followed: nothing to send but the
+/// status packet; a new stream's first datagram wakes the loop itself.
+const IDLE_TIMER_NS: u64 = 100_000_000;
+/// The timer fires this long (ns) after a time request falls due, so that
+/// the core finds it due.
+const TIMER_LATE_NS: u64 = 100_000;
+
+/// Largest correction applied through PipeWire's resampler (±0.2 %, the
+/// core's own slew limit).
+pub const RM_MAX_CORR: f64 = 2e-3;
+/// An error (ns) between the real and the virtual clock beyond which the
+/// loop lets go of the virtual clock and starts again from the real one
+/// (a graph stall, a changed latency): the core then removes the error
+/// with its own jump or slew.
+pub const RM_RESYNC_NS: f64 = 2_000_000.0;
+/// Natural frequency (rad/s) and damping of the rate-match loop: the
+/// core's drift-controller values (core/src/drift.rs), so both methods
+/// differ only in where the correction is applied.
+pub const RM_OMEGA: f64 = bark_core::drift::OMEGA;
+/// See [`RM_OMEGA`].
+pub const RM_ZETA: f64 = bark_core::drift::ZETA;
+
+/// The `spa_io_rate_match.rate` that makes PipeWire's resampler consume
+/// `ratio` input frames per output frame of a `stream_rate` stream.
+///
+/// PipeWire divides the input rate by this value. Its 0.3.65 native
+/// resampler truncates that quotient to whole Hz (steps of 20.8 ppm at
+/// 48 kHz) and, when it lands exactly on the nominal rate, switches to a
+/// plain copy that drops the fractional read phase (up to one frame, a
+/// step in the output timing each time the loop passes through 1). So a
+/// ratio within one step of 1 is pushed out to the nearest step on its
+/// side; the loop's integrator takes up the difference. (PipeWire 1.5
+/// resamples with a fixed-point rate and keeps the phase; there this only
+/// keeps the rate from resting at exactly 1.)
+pub fn pipewire_rate(ratio: f64, stream_rate: u32) -> f64 {
+    let step = 1.0 / stream_rate.max(1) as f64;
+    let r = if ratio >= 1.0 {
+        ratio.max(1.0 + 1.5 * step)
+    } else {
+        ratio.min(1.0 - 0.5 * step)
+    };
+    1.0 / r
+}
+
+/// Drift control through PipeWire's resampler (`bark.resampler =
+/// pipewire`), done in the adapter because the core's API cannot render
+/// at a fixed ratio and hand its desired ratio out.
+///
+/// The core is given a *virtual* play time `v` instead of the real one:
+/// `v` advances by exactly `frames × P` per buffer, `P` being one output
+/// frame of the sender's clock in local time (`1/rate / (1 + clock
+/// rate)`). Against that perfectly smooth clock the core's feed-forward
+/// ratio is the nominal one (1 at equal rates), so its interpolator does
+/// no drift correction beyond what its estimates miss. This loop then
+/// keeps the *real* play time of each buffer (`pw_time`, including the
+/// adapter resampler's delay in `buffered`) on `v`, a PI loop with the
+/// core's gains whose output is the consumption ratio written to
+/// `spa_io_rate_match.rate` (as its inverse: PipeWire's rate divides the
+/// input rate). Late (real after virtual) means consume faster.
+#[derive(Clone, Debug, Default)]
+pub struct RateMatchLoop {
+    v: f64,
+    locked: bool,
+    err_ns: f64,
+    integral: f64,
+    corr: f64,
+    resyncs: u64,
+}
+
+impl RateMatchLoop {
+    /// The play time to give the core for a buffer heard from `real_ns`
+    /// (mapped local ns): the virtual clock once locked, else `real_ns`.
+    pub fn virtual_time(&mut self, real_ns: u64) -> u64 {
+        if self.locked {
+            let err = real_ns as f64 - self.v;
+            if err.abs() <= RM_RESYNC_NS {
+                self.err_ns = err;
+                return self.v.round().max(0.0) as u64;
+            }
+            self.resyncs += 1;
+        }
+        self.unlock();
+        self.v = real_ns as f64;
+        real_ns
+    }
+
+    /// After the core filled `frames` frames for the time
+    /// [`RateMatchLoop::virtual_time`] gave: advances the virtual clock by
+    /// `frames × frame_ns` and updates the loop. `playing` is whether the
+    /// core plays (the loop locks once it does). Returns the consumption
+    /// ratio to apply: input frames per output frame, 1 = nominal.
+    pub fn advance(&mut self, frames: usize, frame_ns: f64, playing: bool) -> f64 {
+        let dt = (frames as f64 * frame_ns * 1e-9).clamp(0.0, 0.5);
+        if !playing {
+            self.unlock();
+        } else if !self.locked {
+            self.locked = true;
+        } else {
+            let e = self.err_ns * 1e-9;
+            let kp = 2.0 * RM_ZETA * RM_OMEGA;
+            let ki = RM_OMEGA * RM_OMEGA;
+            self.integral = (self.integral + ki * e * dt).clamp(-RM_MAX_CORR, RM_MAX_CORR);
+            self.corr = (kp * e + self.integral).clamp(-RM_MAX_CORR, RM_MAX_CORR);
+        }
+        self.v += frames as f64 * frame_ns;
+        1.0 + self.corr
+    }
+
+    fn unlock(&mut self) {
+        self.locked = false;
+        self.err_ns = 0.0;
+        self.integral = 0.0;
+        self.corr = 0.0;
+    }
+
+    /// Real minus virtual play time at the last buffer, ns (late positive).
+    pub fn error_ns(&self) -> f64 {
+        self.err_ns
+    }
+
+    /// The correction applied, dimensionless (consumption ratio − 1).
+    pub fn correction(&self) -> f64 {
+        self.corr
+    }
+
+    /// Times the loop let go of the virtual clock while locked.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+
+    /// Whether the virtual clock is in use.
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    #[cfg(test)]
+    fn rate_match_ratio_for_test(&self) -> f64 {
+        1.0 + self.corr
+    }
 }
 
 /// The `node.latency` the receiver asks of its graph unless `stream.props`
@@ -99,7 +250,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     props.set_default("node.latency", &output_quantum(a));
 
     let info = format!(
-        "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, node {node_id:016x}",
+        "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}",
         a.node_description,
         a.node_name,
         a.class.media_class(),
@@ -111,6 +262,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         a.latency_ns.map_or("from sender".to_owned(), |l| format!("{} ms", l as f64 / 1e6)),
         a.delay_ns as f64 / 1e6,
         a.stream.as_deref().unwrap_or("(best)"),
+        a.resampler.name(),
     );
     let rt = RtSource {
         receiver,
@@ -125,6 +277,12 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         tx: vec![0; 2048],
         next_status_ns: 0,
         timer_ns: bark_core::receiver::FAST_INTERVAL_NS,
+        resampler: a.resampler,
+        rm: RateMatchLoop::default(),
+        buffer_min_us: i64::MAX,
+        last_process_ns: 0,
+        socket_wakeups: true,
+        next_request_ns: 0,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -143,20 +301,30 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
 
 impl RtSource {
     /// One graph cycle (data thread). No allocation, no blocking.
+    /// `rate_match` is the adapter's rate-match area, or null.
     ///
     /// # Safety
-    /// Only from the process callback of the live `stream`.
-    pub unsafe fn process(&mut self, stream: *mut pws::pw_stream, c: &Counters) {
+    /// Only from the process callback of the live `stream`; `rate_match`
+    /// null or the area the stream's `io_changed` gave.
+    pub unsafe fn process(
+        &mut self,
+        stream: *mut pws::pw_stream,
+        rate_match: *mut spa::spa_io_rate_match,
+        c: &Counters,
+    ) {
         self.pump(c);
+        let now = monotonic_ns();
+        self.last_process_ns = now;
         // SAFETY: the caller is the stream's process callback.
         let Some(mut b) = (unsafe { Buffer::dequeue(stream) }) else {
             return;
         };
         // SAFETY: live stream, data thread.
         let t = StreamTime::from(&unsafe { pw::stream_time(stream) });
-        let play = self.clock.map(play_ns(&t, self.rate, monotonic_ns()));
+        let play = self.clock.map(play_ns(&t, self.rate, now));
         let requested = b.requested() as usize;
         let ch = self.channels;
+        let steer = self.resampler == Resampler::PipeWire && !rate_match.is_null();
         if let Some(d) = b.data() {
             let out = pw::write_samples(d);
             let max_frames = out.len() / ch;
@@ -165,10 +333,44 @@ impl RtSource {
             } else {
                 max_frames
             };
-            self.fill(play, &mut out[..frames * ch], c);
+            if steer {
+                let ratio = self.fill_rate_matched(play, &mut out[..frames * ch], c);
+                // SAFETY: the adapter's area, valid while the stream is;
+                // only the data thread writes it (the converter reads it
+                // later in this same cycle).
+                unsafe {
+                    (*rate_match).rate = pipewire_rate(ratio, self.rate);
+                    (*rate_match).flags |= spa::SPA_IO_RATE_MATCH_FLAG_ACTIVE;
+                }
+            } else {
+                self.fill(play, &mut out[..frames * ch], c);
+            }
             pw::set_chunk(d, frames, ch * 4);
             b.set_size(frames as u64);
         }
+    }
+
+    /// `bark.resampler = pipewire`: fills `out` for the virtual clock of
+    /// [`RateMatchLoop`] and returns the consumption ratio for PipeWire's
+    /// resampler. `play_ns` is the real (mapped) time the buffer is heard.
+    pub fn fill_rate_matched(&mut self, play_ns: u64, out: &mut [f32], c: &Counters) -> f64 {
+        let v = self.rm.virtual_time(play_ns);
+        self.receiver.fill(v, out);
+        Counters::bump(&c.cycles);
+        self.note_buffer();
+        let frames = out.len() / self.channels.max(1);
+        // One output frame of the sender's clock, in local ns.
+        let clock_rate = self.receiver.clock().estimate().map_or(0.0, |e| e.rate);
+        let frame_ns = 1e9 / self.rate as f64 / (1.0 + clock_rate);
+        let ratio = self.rm.advance(frames, frame_ns, self.receiver.playing());
+        c.rate_match_ppb
+            .store((self.rm.correction() * 1e9) as i64, Relaxed);
+        ratio
+    }
+
+    /// The rate-match loop (`bark.resampler = pipewire`).
+    pub fn rate_match_loop(&self) -> &RateMatchLoop {
+        &self.rm
     }
 
     /// Fills `out` (interleaved) with what is heard from `play_ns` on, a
@@ -176,18 +378,56 @@ impl RtSource {
     pub fn fill(&mut self, play_ns: u64, out: &mut [f32], c: &Counters) {
         self.receiver.fill(play_ns, out);
         Counters::bump(&c.cycles);
+        self.note_buffer();
     }
 
-    /// The period the data-loop timer should have now, ns: the core's
-    /// fast exchange pace until playback runs (clock sync at start or after
-    /// a change of sender), then a relaxed one that still meets its
-    /// busy-network pace.
-    pub fn timer_interval_ns(&self) -> u64 {
+    /// Keeps the least buffered audio of this status period.
+    fn note_buffer(&mut self) {
         if self.receiver.playing() {
-            bark_core::receiver::BUSY_INTERVAL_NS / 2
-        } else {
-            bark_core::receiver::FAST_INTERVAL_NS
+            let b = self.receiver.counters().buffer_us as i64;
+            self.buffer_min_us = self.buffer_min_us.min(b);
         }
+    }
+
+    /// When the data-loop timer should fire next: `(in_ns, then_every_ns,
+    /// re-arm now)`. Slow while no stream is followed (nothing to send;
+    /// datagrams wake the loop); the core's fast exchange pace until
+    /// playback runs (clock sync at start or after a change of sender);
+    /// while playing, just after the next time request is due (the core's
+    /// pace: every 10 ms on a busy network, 25 ms on a quiet one), so that
+    /// the timer wakes the loop once per request rather than on a fixed
+    /// 5 ms beat; `process` sends requests that fall due between.
+    pub fn timer_schedule(&self, now_ns: u64) -> (u64, u64, bool) {
+        use bark_core::receiver::{FAST_INTERVAL_NS, SLOW_INTERVAL_NS};
+        if self.receiver.session().is_none() {
+            (IDLE_TIMER_NS, IDLE_TIMER_NS, false)
+        } else if !self.receiver.playing() {
+            (FAST_INTERVAL_NS, FAST_INTERVAL_NS, false)
+        } else {
+            let until = self.next_request_ns.saturating_sub(self.clock.map(now_ns));
+            let first = until.clamp(FAST_INTERVAL_NS, SLOW_INTERVAL_NS) + TIMER_LATE_NS;
+            (first, SLOW_INTERVAL_NS, true)
+        }
+    }
+
+    /// Whether datagrams should wake the data loop at `now_ns`. Not while
+    /// the receiver plays and graph cycles run: `process` drains both
+    /// sockets before every buffer and the timer at least every 25 ms, and
+    /// arrival times are the kernel's receive stamps, so nothing is gained
+    /// by handling each datagram at once, and some 300 wakeups a second are
+    /// saved (one per audio packet and time reply).
+    pub fn wants_socket_wakeups(&self, now_ns: u64) -> bool {
+        !(self.receiver.playing() && now_ns.saturating_sub(self.last_process_ns) < GRAPH_IDLE_NS)
+    }
+
+    /// Whether the sockets' sources currently wake the loop.
+    pub fn socket_wakeups(&self) -> bool {
+        self.socket_wakeups
+    }
+
+    /// Records whether the sockets' sources wake the loop.
+    pub fn set_socket_wakeups(&mut self, on: bool) {
+        self.socket_wakeups = on;
     }
 
     /// The period the timer was last set to, ns.
@@ -274,6 +514,16 @@ impl RtSource {
             let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
                 break;
             };
+            // The core's pace (receiver::poll_transmit), to time the timer.
+            let clock = self.receiver.clock();
+            let interval = if clock.len() < bark_core::receiver::FAST_SAMPLES {
+                bark_core::receiver::FAST_INTERVAL_NS
+            } else if clock.jitter_ns() > bark_core::receiver::BUSY_JITTER_NS {
+                bark_core::receiver::BUSY_INTERVAL_NS
+            } else {
+                bark_core::receiver::SLOW_INTERVAL_NS
+            };
+            self.next_request_ns = mapped + interval;
             self.control
                 .send_counted(&self.tx[..n.min(self.tx.len())], &SockAddr::from(to), c);
         }
@@ -284,7 +534,18 @@ impl RtSource {
             c.late.store(k.late, Relaxed);
             c.underruns.store(k.underruns, Relaxed);
             c.buffer_us.store(k.buffer_us as i64, Relaxed);
-            c.sync_error_ns.store(k.sync_error_ns as i64, Relaxed);
+            let min = std::mem::replace(&mut self.buffer_min_us, i64::MAX);
+            c.buffer_min_us
+                .store(if min == i64::MAX { -1 } else { min }, Relaxed);
+            // With PipeWire's resampler the core's error is against the
+            // virtual clock; the real output is off by the loop's error too.
+            let rm_err = if self.resampler == Resampler::PipeWire && self.rm.locked() {
+                self.rm.error_ns() as i64
+            } else {
+                0
+            };
+            c.sync_error_ns
+                .store(k.sync_error_ns as i64 + rm_err, Relaxed);
             // Status goes to the group, where `bark stats` and the other
             // nodes listen; with a unicast address it would only reach us.
             if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
@@ -308,6 +569,84 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         SourceArgs::parse(&m).unwrap()
+    }
+
+    /// A device `ppm` fast or slow against the sender, PipeWire's rate
+    /// quantisation (0.3.65's native resampler truncates the input rate to
+    /// whole Hz: 20.8 ppm steps at 48 kHz), ±10 µs of measurement noise
+    /// (the resampler's fractional phase, which `pw_time` does not show):
+    /// the loop locks, its mean correction undoes the device's rate error, and
+    /// the real output stays within a few tens of µs of the virtual clock.
+    #[test]
+    fn rate_match_loop_follows_a_drifting_device() {
+        for ppm in [-80.0, -3.0, 0.0, 60.0, 150.0] {
+            let mut l = RateMatchLoop::default();
+            let p = 1e9 / 48_000.0;
+            let q = 512.0;
+            let mut real = 1e9;
+            let mut seed = 7u64;
+            let (mut worst, mut sum_corr, mut n) = (0.0f64, 0.0, 0.0);
+            for k in 0..6000 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let noise = ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 20_000.0;
+                let v = l.virtual_time((real + noise) as u64);
+                assert!(k < 2 || l.locked());
+                let _ = v;
+                let c = l.rate_match_ratio_for_test();
+                let c_eff = (48_000.0 / pipewire_rate(c, 48_000)).floor() / 48_000.0;
+                let frames = (q * c_eff).round() as usize;
+                l.advance(frames, p, true);
+                // The device plays q frames at its own rate; they hold
+                // q·c_eff frames of the stream.
+                real += q * p / (1.0 + ppm * 1e-6) * (frames as f64 / (q * c_eff));
+                if k > 2000 {
+                    worst = worst.max((real - l.v).abs());
+                    // What PipeWire applies (the loop's integrator absorbs
+                    // the truncation's bias).
+                    sum_corr += c_eff - 1.0;
+                    n += 1.0;
+                }
+            }
+            let mean_ppm = sum_corr / n * 1e6;
+            let want = (1.0 / (1.0 + ppm * 1e-6) - 1.0) * 1e6;
+            assert!(
+                (mean_ppm - want).abs() < 1.0,
+                "{ppm} ppm: mean corr {mean_ppm}"
+            );
+            assert!(worst < 10_000.0, "{ppm} ppm: worst {worst} ns");
+            assert_eq!(l.resyncs(), 0);
+        }
+    }
+
+    #[test]
+    fn pipewire_rates_stay_off_the_copy_mode() {
+        // PipeWire 0.3.65: in_rate = (u32)(i_rate / rate).
+        let pw_in_rate = |ratio: f64| (48_000.0 / pipewire_rate(ratio, 48_000)) as u32;
+        assert_eq!(pw_in_rate(1.0), 48_001);
+        assert_eq!(pw_in_rate(1.0 + 1e-7), 48_001);
+        assert_eq!(pw_in_rate(1.0 - 1e-7), 47_999);
+        assert_eq!(pw_in_rate(1.0 + 100e-6), 48_004);
+        assert_eq!(pw_in_rate(1.0 - 100e-6), 47_995);
+    }
+
+    #[test]
+    fn rate_match_loop_resyncs_on_a_stall_and_unlocks_on_silence() {
+        let mut l = RateMatchLoop::default();
+        let p = 1e9 / 48_000.0;
+        let mut real = 5e9;
+        for _ in 0..100 {
+            l.virtual_time(real as u64);
+            l.advance(480, p, true);
+            real += 480.0 * p;
+        }
+        assert!(l.locked());
+        // A 5 ms stall: let go, start again from the real clock.
+        real += 5e6;
+        assert_eq!(l.virtual_time(real as u64), real as u64);
+        assert_eq!(l.resyncs(), 1);
+        assert!(!l.locked());
+        l.advance(480, p, false);
+        assert_eq!(l.correction(), 0.0);
     }
 
     #[test]

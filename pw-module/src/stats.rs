@@ -37,6 +37,13 @@ pub struct Counters {
     pub buffer_us: AtomicI64,
     /// Receiver: playback error against the sender, ns.
     pub sync_error_ns: AtomicI64,
+    /// Receiver: the least audio buffered beyond what had been played, at
+    /// any output buffer of the last status period, µs (−1: none played).
+    /// Below one output quantum, a later packet would have been too late.
+    pub buffer_min_us: AtomicI64,
+    /// Receiver with `bark.resampler = pipewire`: the correction applied
+    /// through PipeWire's resampler, parts per billion.
+    pub rate_match_ppb: AtomicI64,
 }
 
 impl Counters {
@@ -125,6 +132,14 @@ impl Reporter {
         }
         if lost > 0 || underruns > 0 {
             log_info!("{who}: {lost} packets lost, {underruns} underruns in the last second");
+        }
+        if playing && active {
+            log_debug!(
+                "{who}: last second: buffer min {} us, sync error {} ns, rate match {} ppb",
+                c.buffer_min_us.load(Relaxed),
+                c.sync_error_ns.load(Relaxed),
+                c.rate_match_ppb.load(Relaxed)
+            );
         }
         if self.ticks.is_multiple_of(10) && (active || rx_active) {
             log_debug!(

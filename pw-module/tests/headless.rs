@@ -309,7 +309,7 @@ context.modules = [
               destination.port = {mc_port} local.ifname = lo net.ttl = 0 bark.stream = mc }} }}
   {{ name = libpipewire-module-bark-source
      args = {{ node.name = bark_source_mc source.ip = 239.255.66.66 source.port = {mc_port}
-              local.ifname = lo bark.stream = mc }} }}
+              local.ifname = lo bark.stream = mc bark.resampler = pipewire }} }}
   {{ name = libpipewire-module-bark-sink
      args = {{ node.name = bark_sink_hi audio.rate = 192000 destination.ip = 127.0.0.1 destination.port = {catch_port} }} }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_format audio.format = U8 }} flags = [ nofail ] }}
@@ -452,12 +452,14 @@ context.modules = [
     });
     eprintln!("ok: a 192 kHz sink negotiates 192 kHz");
 
-    // Multicast, kept on this host: group joined on lo, TTL 0.
+    // Multicast, kept on this host: group joined on lo, TTL 0. This
+    // receiver steers PipeWire's resampler (bark.resampler = pipewire).
     s.run_ok("pw-play", &["--target", "bark_sink_mc", &tone_s]);
     wait_for("the multicast receiver to play", || {
-        s.daemon_log().contains("bark_source_mc: playing in sync")
+        let log = s.daemon_log();
+        log.contains("bark_source_mc: playing in sync") && log.contains("resampler pipewire")
     });
-    eprintln!("ok: multicast on lo (TTL 0) reached the receiver, which played it");
+    eprintln!("ok: multicast on lo (TTL 0) reached the receiver, which played it through PipeWire's resampler");
 
     // Unload: node gone, descriptors closed, daemon alive.
     let dump = s.dump();

@@ -98,13 +98,15 @@ fn main() -> Result<()> {
     let mut out_rx = Vec::new();
     let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
     let ref_gaps = reference.time_gaps(p.gap_tol_ns);
+    let ref_silences = analysis::reference_silence_runs(&reference, &p);
     println!(
-        "reference: {} ({:.1} s, {} buffers, quantum {}, ts-gaps {})",
+        "reference: {} ({:.1} s, {} buffers, quantum {}, ts-gaps {}, silence runs {})",
         a.reference.display(),
         reference.seconds(),
         reference.stamps.len(),
         quantum(&reference),
-        ref_gaps.len()
+        ref_gaps.len(),
+        ref_silences.len()
     );
     for (label, r) in &rx {
         let mut tr = analysis::track(&reference, r, &p)?;
@@ -221,6 +223,8 @@ fn main() -> Result<()> {
         let v = json!({
             "reference": a.reference.display().to_string(),
             "reference_timestamp_gaps": ref_gaps.len(),
+            "reference_silence_runs": ref_silences.len(),
+            "reference_silence_at_s": ref_silences.iter().map(|d| d.at_s).collect::<Vec<_>>(),
             "rate": a.rate,
             "window_ms": a.window_ms,
             "hop_ms": a.hop_ms,
