@@ -210,15 +210,15 @@ impl Bark {
                 s.pump(&self.counters);
                 if timer {
                     let now = monotonic_ns();
-                    let (first, period, always) = s.timer_schedule(now);
+                    let period = s.timer_schedule(now);
                     // SAFETY: set once at load, before any source existed.
                     if let Some(dl) = unsafe { *self.data_loop.get() } {
                         let t = self.rt_timer.load(Relaxed);
-                        if !t.is_null() && (always || period != s.current_interval_ns()) {
+                        if !t.is_null() && period != s.current_interval_ns() {
                             s.set_current_interval_ns(period);
                             // SAFETY: the timer lives until teardown, which
                             // removes it on this thread first.
-                            unsafe { dl.set_timer_raw(t, first, period) };
+                            unsafe { dl.set_timer_raw(t, period, period) };
                         }
                         let io = s.wants_socket_wakeups(now);
                         if io != s.socket_wakeups() {
@@ -331,7 +331,7 @@ pub unsafe fn load(
     // touch `rt`.
     let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
         Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
-        Rt::Source(s) => (s.fds().to_vec(), s.timer_schedule(monotonic_ns()).1),
+        Rt::Source(s) => (s.fds().to_vec(), s.timer_schedule(monotonic_ns())),
     };
 
     // From here on, an error drops `bark`, which releases whatever exists.

@@ -47,8 +47,6 @@ pub struct RtSource {
     buffer_min_us: i64,
     last_process_ns: u64,
     socket_wakeups: bool,
-    /// When the core's next time request falls due, mapped ns.
-    next_request_ns: u64,
 }
 
 /// Graph cycles this far apart (ns) or more count as stopped: the sockets
@@ -57,9 +55,13 @@ const GRAPH_IDLE_NS: u64 = 100_000_000;
 /// Timer period (ns) while no stream is followed: nothing to send but the
 /// status packet; a new stream's first datagram wakes the loop itself.
 const IDLE_TIMER_NS: u64 = 100_000_000;
-/// The timer fires this long (ns) after a time request falls due, so that
-/// the core finds it due.
-const TIMER_LATE_NS: u64 = 100_000;
+/// Timer period (ns) while graph cycles run and do the socket work: a
+/// watchdog that notices the graph stopping (then the sockets and a short
+/// timer take over again).
+const WATCHDOG_TIMER_NS: u64 = 50_000_000;
+/// Timer period (ns) while playing without graph cycles (a suspended or
+/// stalled graph): the core's busy-network exchange pace, halved.
+const STALLED_TIMER_NS: u64 = bark_core::receiver::BUSY_INTERVAL_NS / 2;
 
 /// Largest correction applied through PipeWire's resampler (±0.2 %, the
 /// core's own slew limit).
@@ -282,7 +284,6 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         buffer_min_us: i64::MAX,
         last_process_ns: 0,
         socket_wakeups: true,
-        next_request_ns: 0,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -389,25 +390,28 @@ impl RtSource {
         }
     }
 
-    /// When the data-loop timer should fire next: `(in_ns, then_every_ns,
-    /// re-arm now)`. Slow while no stream is followed (nothing to send;
-    /// datagrams wake the loop); the core's fast exchange pace until
-    /// playback runs (clock sync at start or after a change of sender);
-    /// while playing, just after the next time request is due (the core's
-    /// pace: every 10 ms on a busy network, 25 ms on a quiet one), so that
-    /// the timer wakes the loop once per request rather than on a fixed
-    /// 5 ms beat; `process` sends requests that fall due between.
-    pub fn timer_schedule(&self, now_ns: u64) -> (u64, u64, bool) {
-        use bark_core::receiver::{FAST_INTERVAL_NS, SLOW_INTERVAL_NS};
+    /// The period the data-loop timer should have at `now_ns`, ns: slow
+    /// while no stream is followed (nothing to send; a datagram wakes the
+    /// loop); the core's fast exchange pace until playback runs (clock sync
+    /// at start or after a change of sender); while playing with graph
+    /// cycles running, only a watchdog, because `process` then drains the
+    /// sockets and sends the time requests that fell due (each request is
+    /// stamped when sent, so sending it up to one quantum late costs no
+    /// precision, and the ~40 timer wakeups a second are saved).
+    pub fn timer_schedule(&self, now_ns: u64) -> u64 {
         if self.receiver.session().is_none() {
-            (IDLE_TIMER_NS, IDLE_TIMER_NS, false)
+            IDLE_TIMER_NS
         } else if !self.receiver.playing() {
-            (FAST_INTERVAL_NS, FAST_INTERVAL_NS, false)
+            bark_core::receiver::FAST_INTERVAL_NS
+        } else if self.graph_running(now_ns) {
+            WATCHDOG_TIMER_NS
         } else {
-            let until = self.next_request_ns.saturating_sub(self.clock.map(now_ns));
-            let first = until.clamp(FAST_INTERVAL_NS, SLOW_INTERVAL_NS) + TIMER_LATE_NS;
-            (first, SLOW_INTERVAL_NS, true)
+            STALLED_TIMER_NS
         }
+    }
+
+    fn graph_running(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_process_ns) < GRAPH_IDLE_NS
     }
 
     /// Whether datagrams should wake the data loop at `now_ns`. Not while
@@ -417,7 +421,7 @@ impl RtSource {
     /// by handling each datagram at once, and some 300 wakeups a second are
     /// saved (one per audio packet and time reply).
     pub fn wants_socket_wakeups(&self, now_ns: u64) -> bool {
-        !(self.receiver.playing() && now_ns.saturating_sub(self.last_process_ns) < GRAPH_IDLE_NS)
+        !(self.receiver.playing() && self.graph_running(now_ns))
     }
 
     /// Whether the sockets' sources currently wake the loop.
@@ -514,16 +518,6 @@ impl RtSource {
             let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
                 break;
             };
-            // The core's pace (receiver::poll_transmit), to time the timer.
-            let clock = self.receiver.clock();
-            let interval = if clock.len() < bark_core::receiver::FAST_SAMPLES {
-                bark_core::receiver::FAST_INTERVAL_NS
-            } else if clock.jitter_ns() > bark_core::receiver::BUSY_JITTER_NS {
-                bark_core::receiver::BUSY_INTERVAL_NS
-            } else {
-                bark_core::receiver::SLOW_INTERVAL_NS
-            };
-            self.next_request_ns = mapped + interval;
             self.control
                 .send_counted(&self.tx[..n.min(self.tx.len())], &SockAddr::from(to), c);
         }
