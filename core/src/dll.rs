@@ -13,13 +13,15 @@ pub const BW_START_HZ: f64 = 2.0;
 /// Steady-state bandwidth, Hz: narrow, to average scheduling jitter away.
 pub const BW_MIN_HZ: f64 = 0.1;
 /// A timestamp this far (ns) from the prediction restarts the loop: the
-/// stream was paused, or the clock stepped.
+/// stream was paused, or the clock stepped. The default of [`Dll::new`];
+/// [`Dll::with_step`] sets a tighter one for smooth time sources.
 pub const RESET_NS: f64 = 20e6;
 
 /// The loop's state. Times are `i64` ns of whatever clock feeds it.
 #[derive(Clone, Debug)]
 pub struct Dll {
     nominal_period: f64,
+    step_ns: f64,
     period: f64,
     base: i64,
     /// Smoothed time of the last buffer's first frame, ns after `base`.
@@ -44,8 +46,21 @@ pub struct DllUpdate {
 impl Dll {
     /// A loop for a clock whose nominal frame period is `nominal_period` ns.
     pub fn new(nominal_period: f64) -> Self {
+        Self::with_step(nominal_period, RESET_NS)
+    }
+
+    /// A loop that restarts (re-anchors its phase, keeps its period) when a
+    /// timestamp is more than `step_ns` ns from the prediction, instead of
+    /// filtering it. For sources whose timestamps are smooth, where any
+    /// such error is a real discontinuity (an xrun, a skipped cycle): a
+    /// second-order loop turns a phase step into a large, slow period
+    /// swing (a 10.7 ms step at 512-frame buffers swings the period by
+    /// about 3000 ppm for a second, about 11 ms of accumulated rate error),
+    /// which a consumer of [`Dll::period`] would play out.
+    pub fn with_step(nominal_period: f64, step_ns: f64) -> Self {
         Dll {
             nominal_period,
+            step_ns,
             period: nominal_period,
             base: 0,
             t: 0.0,
@@ -75,7 +90,7 @@ impl Dll {
         let pred = self.t + self.last_frames as f64 * self.period;
         let raw = (now - self.base) as f64;
         let error = raw - pred;
-        if error.abs() > RESET_NS {
+        if error.abs() > self.step_ns {
             return self.restart(now, frames);
         }
         let interval_s = self.last_frames as f64 * self.period * 1e-9;
@@ -141,6 +156,34 @@ mod tests {
         let ppm = (dll.period() / true_period - 1.0) * 1e6;
         assert!(ppm.abs() < 5.0, "period off by {ppm} ppm");
         assert!(worst_late < 8_000.0, "phase error {worst_late} ns");
+    }
+
+    /// One step in otherwise exact timestamps (a skipped 512-frame cycle):
+    /// the default loop filters it and its period swings by thousands of
+    /// ppm; a loop with a 1 ms step threshold re-anchors and keeps the
+    /// period it had.
+    #[test]
+    fn a_step_swings_the_period_unless_it_restarts_the_loop() {
+        let nominal = 1e9 / 48_000.0;
+        let swing = |mut dll: Dll| {
+            let mut t = 1e9;
+            let mut worst = 0.0f64;
+            for i in 0..4000 {
+                if i == 2000 {
+                    t += 512.0 * nominal;
+                }
+                dll.update(t as i64, 512);
+                if i >= 2000 {
+                    worst = worst.max((dll.period() / nominal - 1.0).abs() * 1e6);
+                }
+                t += 512.0 * nominal;
+            }
+            worst
+        };
+        let filtered = swing(Dll::new(nominal));
+        let restarted = swing(Dll::with_step(nominal, 1e6));
+        assert!(filtered > 1000.0, "filtered swing {filtered} ppm");
+        assert!(restarted < 1.0, "restarted swing {restarted} ppm");
     }
 
     #[test]

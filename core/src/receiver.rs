@@ -55,6 +55,14 @@ pub const BUSY_INTERVAL_NS: u64 = 10_000_000;
 pub const BUSY_JITTER_NS: f64 = 500_000.0;
 /// Exchanges needed before playback starts (≈ 60 ms at the fast interval).
 pub const MIN_CLOCK_SAMPLES: usize = 32;
+/// An output play time this far (ns) from the output loop's prediction is
+/// a discontinuity (an xrun of the output, a stream moved), not jitter: the
+/// adapters' play times are smooth (PipeWire's driver clock, bark-pulse's
+/// envelope), so the loop re-anchors rather than filtering it. Filtered, a
+/// one-quantum step swung the feed-forward ratio by up to 0.3 % for about
+/// a second, more than the drift controller's slew limit: ms-sized sync
+/// excursions after every output xrun (seen in the lab under load).
+pub const OUTPUT_STEP_NS: f64 = 1_000_000.0;
 /// A packet whose pts is this far (ns) from the sender timeline's
 /// prediction starts a new timeline (the sender paused or re-anchored).
 const PTS_BREAK_NS: f64 = 1_000_000.0;
@@ -235,7 +243,7 @@ impl Receiver {
             kernel: Kernel::new(1.0),
             cutoff: 1.0,
             session: None,
-            out_dll: Dll::new(1e9 / cfg.rate as f64),
+            out_dll: Dll::with_step(1e9 / cfg.rate as f64, OUTPUT_STEP_NS),
             drift: DriftController::new(),
             playing: false,
             in_underrun: false,

@@ -14,6 +14,14 @@ use crate::Error;
 /// quantum (1024 frames, 21.3 ms at 48 kHz) on the receiver plus network
 /// jitter, with margin.
 pub const DEFAULT_LATENCY_NS: u64 = 40_000_000;
+/// A buffer time this far (ns) from the input loop's prediction is a
+/// discontinuity (a skipped cycle, a pause), handled as a gap in the
+/// timeline, rather than jitter to filter: the adapters' buffer times are
+/// smooth (PipeWire's driver clock, bark-pulse's envelope, `bark stream`'s
+/// schedule), and a filtered step would swing the timeline's period, and
+/// so every presentation timestamp, for about a second
+/// ([`crate::dll::Dll::with_step`]).
+pub const INPUT_STEP_NS: f64 = 2_000_000.0;
 
 /// Settings of a sender.
 #[derive(Clone, Debug)]
@@ -95,7 +103,7 @@ impl Sender {
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
         Ok(Sender {
             name_hash: protocol::stream_hash(&cfg.stream),
-            dll: Dll::new(cfg.format.frame_ns()),
+            dll: Dll::with_step(cfg.format.frame_ns(), INPUT_STEP_NS),
             packet_frames,
             buf,
             cfg,

@@ -277,3 +277,47 @@ fn converts_a_192k_eight_channel_stream_to_48k_stereo() {
     }
     assert!(worst < 5e-3, "worst sample error {worst}");
 }
+
+/// An output xrun: from cycle 300 on, every buffer is heard one quantum
+/// later than before (the device played a quantum of silence). The
+/// receiver jumps once to the new position and then stays on it: the
+/// step must not leak into its rate estimate of the output (it did, as a
+/// swing of ~0.3 % for about a second, when the output loop filtered the
+/// step: sync error ramping to milliseconds).
+#[test]
+fn an_output_xrun_is_one_jump_not_an_excursion() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut s = sender("default", 1, 2, 0);
+    let mut buf = vec![0f32; Q * 2];
+    let mut samples = vec![0f32; Q * 2];
+    let (mut req, mut reply) = ([0u8; 64], [0u8; 64]);
+    let mut worst_after = 0f64;
+    for c in 0..900usize {
+        let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
+        for f in 0..Q {
+            sine((c * Q + f) as u64, &mut samples[f * 2..f * 2 + 2]);
+        }
+        let mut packets = Vec::new();
+        s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
+        for p in packets {
+            rx.handle_packet(now + 100_000, &p, addr(1)).unwrap();
+        }
+        while let Some((n, to)) = rx.poll_transmit(now, &mut req) {
+            if let Ok(Some(m)) = s.handle_packet(now + 50_000, now + 60_000, &req[..n], &mut reply)
+            {
+                rx.handle_packet(now + 110_000, &reply[..m], to).unwrap();
+            }
+        }
+        let skipped = if c >= 300 { Q as f64 * 1e9 / RATE } else { 0.0 };
+        rx.fill(now + 6_000_000 + skipped as u64, &mut buf);
+        // A few cycles for the jump itself, then it must hold.
+        if c >= 310 {
+            worst_after = worst_after.max(rx.sync_error_ns().abs());
+        }
+    }
+    assert!(rx.playing());
+    assert!(
+        worst_after < 20_000.0,
+        "sync error after the xrun reached {worst_after} ns"
+    );
+}
