@@ -67,6 +67,7 @@ test: deps
 	$(CARGO) test --workspace --release
 	$(MAKE) test-pw
 	$(MAKE) test-lab
+	$(MAKE) test-pulse
 
 test-lab: modules lab-build
 	lab/test-bark.sh
