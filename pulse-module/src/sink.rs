@@ -99,7 +99,7 @@ impl Net {
             let pair = ClockPair::now();
             let arrival = d
                 .kernel_real_ns
-                .and_then(|r| pair.to_mono(r, 1_000_000_000))
+                .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
                 .unwrap_or(pair.mono);
             let t2 = self.clock.map(arrival);
             let t3 = self.clock.map(monotonic_ns());

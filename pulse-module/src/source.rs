@@ -96,7 +96,7 @@ impl Net {
                 let pair = ClockPair::now();
                 let arrival = clock.map(
                     d.kernel_real_ns
-                        .and_then(|r| pair.to_mono(r, 1_000_000_000))
+                        .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
                         .unwrap_or(pair.mono),
                 );
                 if receiver

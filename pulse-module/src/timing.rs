@@ -88,7 +88,7 @@ impl Info {
         if self.timestamp_us <= 0 {
             return None;
         }
-        now.to_mono(self.timestamp_us as u64 * 1000, MAX_REPORT_AGE_NS)
+        now.to_mono_within(self.timestamp_us as u64 * 1000, MAX_REPORT_AGE_NS)
     }
 
     /// Playback: when the next frame written is heard. `next_frame` is the
