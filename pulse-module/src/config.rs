@@ -84,6 +84,29 @@ pub enum Role {
     Sink(SinkFlags),
     /// The receiver: plays the network stream in sync into a sink.
     Source(SourceFlags),
+    /// Write the man pages (bark-pulse.1, bark-pulse-sink.1,
+    /// bark-pulse-source.1) into a directory; used by the meson install.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// Flags of the hidden `bark-pulse man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Writes the man pages, generated from this command line definition by
+/// clap_mangen, into `dir`: one page for `bark-pulse` and one per visible
+/// subcommand, so they list exactly the flags the binary accepts.
+///
+/// # Errors
+/// If the directory or a page cannot be written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir)
 }
 
 /// Flags of `bark-pulse sink`.
@@ -742,6 +765,27 @@ impl SourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn man_pages_cover_both_roles_and_their_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        write_man_pages(dir.path()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        // The hidden `man` subcommand gets no page.
+        assert_eq!(
+            names,
+            ["bark-pulse-sink.1", "bark-pulse-source.1", "bark-pulse.1"]
+        );
+        let source = std::fs::read_to_string(dir.path().join("bark-pulse-source.1")).unwrap();
+        // roff escapes "-" as "\-".
+        for flag in ["delay\\-msec", "buffer\\-msec", "group"] {
+            assert!(source.contains(flag), "bark-pulse-source.1 lacks {flag}");
+        }
+    }
 
     fn sink(flags: SinkFlags, toml: &str) -> Result<SinkConfig, String> {
         SinkConfig::resolve(&flags, &ConfigFile::parse(toml, "test.toml")?)

@@ -6,6 +6,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Role::Man(a) = &cli.role {
+        return match bark_pulse::config::write_man_pages(&a.dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bark-pulse man: {}: {e}", a.dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -47,6 +56,8 @@ fn main() -> ExitCode {
             }
             Ok(c) => bark_pulse::source::run(c),
         },
+        // Written and returned before the settings were read.
+        Role::Man(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
