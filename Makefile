@@ -15,6 +15,8 @@ help:
 	@echo "make sim       the deterministic simulation, every scenario"
 	@echo "make modules   build the PipeWire modules into $(PW_MODULE_DIR)"
 	@echo "make test-pw   headless PipeWire integration test of the modules"
+	@echo "make deb       Debian packages into $(PKG_DIR)/deb"
+	@echo "make test-pkg  build, lint, install and try the packages (root)"
 
 # --- PipeWire modules (pw-module/) -------------------------------------------
 #
@@ -62,12 +64,14 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
 # Every crate's unit, property and simulation tests, then the headless
-# PipeWire tests, then end-to-end sessions in network namespaces (root).
+# PipeWire tests, then end-to-end sessions in network namespaces (PipeWire,
+# then PulseAudio), then the packages (root).
 test: deps
 	$(CARGO) test --workspace --release
 	$(MAKE) test-pw
 	$(MAKE) test-lab
 	$(MAKE) test-pulse
+	$(MAKE) test-pkg
 
 test-lab: modules lab-build
 	lab/test-bark.sh
@@ -180,3 +184,48 @@ test-pulse: pulse-deps modules pulse-lab-build
 
 pulse-selftest: pulse-deps pulse-lab-build
 	BARK_LAB_BIN=$(LAB_BIN) lab/selftest-pulse.sh
+
+# --- Packaging: meson install, .deb, rpm spec, PKGBUILD (packaging/) ----------
+#
+#   make deb        Debian packages into $(PKG_DIR)/deb (dpkg-buildpackage on a
+#                   copy of the tree with packaging/debian as debian/)
+#   make dist       source tarball $(PKG_DIR)/bark-VERSION.tar.gz (rpmbuild -ta)
+#   make test-pkg   the .debs: build, lintian (no errors), install with apt and
+#                   check that a fresh PipeWire with the installed drop-ins
+#                   lists "Bark Network" (root); then meson install in the
+#                   Fedora and Arch layouts against the spec's and the
+#                   PKGBUILD's file lists, rpmspec -P, bash -n
+# The meson builds of test-pkg share cargo's target dir with the workspace,
+# so after `make test` they cost little; the .deb is always built from clean.
+
+PKG_DIR := $(TARGET_DIR)/pkg
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+PKG_DEB_PACKAGES := build-essential meson ninja-build debhelper dpkg-dev fakeroot lintian rpm
+
+.PHONY: pkg-deps deb dist test-pkg
+pkg-deps:
+	@missing=$$(for p in $(PKG_DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deb: pkg-deps
+	packaging/build-deb.sh $(PKG_DIR)/deb
+
+dist:
+	install -d $(PKG_DIR)
+	git archive --format=tar.gz --prefix=bark-$(VERSION)/ -o $(PKG_DIR)/bark-$(VERSION).tar.gz HEAD
+	@echo $(PKG_DIR)/bark-$(VERSION).tar.gz
+
+test-pkg: deb
+	lintian --fail-on error $(PKG_DIR)/deb/bark_$(VERSION)_*.changes
+	packaging/test-install.sh $(PKG_DIR)/deb
+	rpmspec -P packaging/rpm/bark.spec >/dev/null
+	bash -n packaging/arch/PKGBUILD
+	rm -rf $(PKG_DIR)/root-rpm $(PKG_DIR)/root-arch $(PKG_DIR)/meson-rpm $(PKG_DIR)/meson-arch
+	meson setup $(PKG_DIR)/meson-rpm --prefix=/usr --libdir=lib64 -Dcargo_target_dir=$(abspath $(TARGET_DIR))
+	meson install -C $(PKG_DIR)/meson-rpm --destdir $(abspath $(PKG_DIR))/root-rpm
+	meson setup $(PKG_DIR)/meson-arch --prefix=/usr --libdir=lib -Dcargo_target_dir=$(abspath $(TARGET_DIR))
+	meson install -C $(PKG_DIR)/meson-arch --destdir $(abspath $(PKG_DIR))/root-arch
+	packaging/check-files.py --rpm-root $(PKG_DIR)/root-rpm --arch-root $(PKG_DIR)/root-arch
