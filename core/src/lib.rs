@@ -11,11 +11,14 @@
 //!   by frame ([`jitter`]), picks the stream to follow ([`select`]), and fills
 //!   output buffers at the right instant through a drift-controlled
 //!   resampler ([`drift`], [`resample`]).
+//! - [`auth`] seals and opens datagrams with an optional pre-shared key, at
+//!   the adapters' socket boundary.
 //! - [`sim`] drives all of it through simulated clocks and networks.
 //!
 //! All times are `u64`/`i64` nanoseconds of the node's own monotonic clock
 //! unless a name says otherwise.
 
+pub mod auth;
 pub mod clock;
 pub mod dll;
 pub mod drift;

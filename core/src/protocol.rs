@@ -218,7 +218,8 @@ fn u64_at(d: &[u8], at: usize) -> u64 {
 ///
 /// # Errors
 /// [`Error::Malformed`] if shorter than [`HEADER_LEN`], the magic is wrong,
-/// the version is not [`VERSION`], or the type is unknown.
+/// the version is not [`VERSION`], the type is unknown, or the datagram is
+/// still sealed ([`crate::auth::FLAG_AUTH`] set; see [`crate::auth`]).
 pub fn parse_header(d: &[u8]) -> Result<Header, Error> {
     if d.len() < HEADER_LEN {
         return Err(Error::Malformed("shorter than the header"));
@@ -228,6 +229,11 @@ pub fn parse_header(d: &[u8]) -> Result<Header, Error> {
     }
     if d[4] != VERSION {
         return Err(Error::Malformed("unsupported protocol version"));
+    }
+    if u16_at(d, 6) & crate::auth::FLAG_AUTH != 0 {
+        // A sealed datagram reaches the parser only if an adapter skipped
+        // `auth::Opener`; its trailer would otherwise read as garbage.
+        return Err(Error::Malformed("sealed datagram not opened"));
     }
     Ok(Header {
         ptype: PacketType::from_code(d[5])?,
