@@ -9,6 +9,7 @@ use bark_core::format::AudioFormat;
 use bark_core::SampleFormat;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Default multicast group: organization-local scope (239.255.0.0/16,
@@ -77,6 +78,11 @@ pub struct SinkArgs {
     pub priority: i8,
     /// Extra stream properties, SPA-JSON object text (`stream.props`).
     pub stream_props: Option<String>,
+    /// Pre-shared key file (`bark.key-file`): seal every datagram, accept
+    /// only sealed ones. `None`: open (docs/SECURITY.md).
+    pub key_file: Option<PathBuf>,
+    /// Also encrypt the audio payload (`bark.encrypt`; needs a key file).
+    pub encrypt: bool,
 }
 
 /// How the receiver shows up in the graph (`media.class`).
@@ -153,6 +159,9 @@ pub struct SourceArgs {
     /// Drift control through the core's resampler or PipeWire's
     /// (`bark.resampler`).
     pub resampler: Resampler,
+    /// Pre-shared key file (`bark.key-file`): accept only datagrams sealed
+    /// with this key, and seal our own. `None`: open.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Documentation of the sink's arguments (`module.usage`).
@@ -172,6 +181,8 @@ pub const SINK_USAGE: &str = "( node.name=<node name, default bark_sink> ) \
 ( sess.latency.msec=<playback latency ms, default 40> ) \
 ( bark.stream=<stream name, default \"default\"> ) \
 ( bark.priority=<-128..127, higher wins, default 0> ) \
+( bark.key-file=<pre-shared key file (bark keygen), default none: open> ) \
+( bark.encrypt=<also encrypt audio, needs bark.key-file, default false> ) \
 ( stream.props=<extra stream properties, e.g. { node.latency=256/48000 }> )";
 
 /// Documentation of the source's arguments (`module.usage`).
@@ -182,6 +193,7 @@ pub const SOURCE_USAGE: &str =
 ( sess.latency.msec=<override the sender's latency, ms, default: follow sender> ) \
 ( bark.stream=<stream name to follow, default: the best stream> ) \
 ( bark.delay.msec=<extra delay for this receiver, ms, may be negative, default 0> ) \
+( bark.key-file=<pre-shared key file (bark keygen), default none: open> ) \
 ( node.name=<node name, default bark_source> ) \
 ( node.description=<name shown to users, default \"Bark Receiver\"> ) \
 ( media.class=<Stream/Output/Audio (default) or Audio/Source> ) \
@@ -208,6 +220,8 @@ const SINK_KEYS: &[&str] = &[
     "sess.latency.msec",
     "bark.stream",
     "bark.priority",
+    "bark.key-file",
+    "bark.encrypt",
     "stream.props",
 ];
 
@@ -218,6 +232,7 @@ const SOURCE_KEYS: &[&str] = &[
     "sess.latency.msec",
     "bark.stream",
     "bark.delay.msec",
+    "bark.key-file",
     "node.name",
     "node.description",
     "media.class",
@@ -350,6 +365,13 @@ impl SinkArgs {
             return Err(format!("net.ttl = {ttl} is outside 0..=255"));
         }
         let latency = msec(l, "sess.latency.msec", 0.0..=10_000.0)?;
+        let key_file = opt_string(l, "bark.key-file").map(PathBuf::from);
+        let encrypt = boolean(l, "bark.encrypt", false)?;
+        if encrypt && key_file.is_none() {
+            return Err(
+                "bark.encrypt = true needs bark.key-file (make one with `bark keygen FILE`)".into(),
+            );
+        }
         Ok(SinkArgs {
             node_name: string(l, "node.name", "bark_sink")?,
             node_description: string(l, "node.description", "Bark Network")?,
@@ -374,6 +396,8 @@ impl SinkArgs {
             stream: string(l, "bark.stream", "default")?,
             priority: num(l, "bark.priority", 0, "a priority (-128..127)")?,
             stream_props: opt_string(l, "stream.props"),
+            key_file,
+            encrypt,
         })
     }
 }
@@ -421,8 +445,17 @@ impl SourceArgs {
             positions,
             stream_props: opt_string(l, "stream.props"),
             resampler,
+            key_file: opt_string(l, "bark.key-file").map(PathBuf::from),
         })
     }
+}
+
+/// Loads `bark.key-file`, if set: the key, or a message naming the file
+/// and the fix (permissions, owner, format). The key's bytes never reach
+/// a message.
+pub fn load_key(path: Option<&std::path::Path>) -> Result<Option<bark_core::auth::Key>, String> {
+    path.map(|p| bark_core::auth::load_key_file(p).map_err(|e| format!("bark.key-file: {e}")))
+        .transpose()
 }
 
 #[cfg(test)]
@@ -452,6 +485,19 @@ mod tests {
         assert_eq!(a.stream, "default");
         assert_eq!(a.priority, 0);
         assert_eq!(a.positions.len(), 2);
+        assert_eq!((a.key_file, a.encrypt), (None, false));
+        let k = SinkArgs::parse(&map(&[("bark.key-file", "/k"), ("bark.encrypt", "on")])).unwrap();
+        assert_eq!(
+            (k.key_file.as_deref(), k.encrypt),
+            (Some(std::path::Path::new("/k")), true)
+        );
+        let r = SourceArgs::parse(&map(&[("bark.key-file", " /k ")])).unwrap();
+        assert_eq!(r.key_file.as_deref(), Some(std::path::Path::new("/k")));
+        let e = load_key(Some(std::path::Path::new("/nonexistent/bark.key"))).unwrap_err();
+        assert!(
+            e.contains("bark.key-file") && e.contains("/nonexistent/bark.key"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -500,6 +546,8 @@ mod tests {
             ("bark.priority", "200", "bark.priority"),
             ("node.name", "", "node.name"),
             ("audio.position", "[ FL ]", "audio.position"),
+            ("bark.encrypt", "true", "bark.key-file"),
+            ("bark.encrypt", "sometimes", "bark.encrypt"),
         ] {
             let e = SinkArgs::parse(&map(&[(k, v)])).unwrap_err();
             assert!(e.contains(needle), "{k}={v}: {e}");

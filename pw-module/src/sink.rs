@@ -6,12 +6,13 @@
 //! the buffer, answer time requests, send a status packet once a second.
 
 use crate::args::SinkArgs;
-use crate::clock::{monotonic_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
+use bark_core::auth::{self, Opener, Sealer};
 use bark_core::protocol::{MAX_STATUS_LEN, TIME_LEN};
 use bark_core::{Sender, SenderConfig};
 use libspa_sys as spa;
@@ -32,25 +33,49 @@ pub struct RtSink {
     clock: ClockMap,
     node_id: u64,
     rx: Vec<u8>,
-    reply: [u8; TIME_LEN],
+    reply: [u8; TIME_LEN + auth::OVERHEAD],
     status: Vec<u8>,
     next_status_ns: u64,
+    /// Seals what we send (a no-op without `bark.key-file`).
+    sealer: Sealer,
+    /// Opens what we receive (drops sealed datagrams without a key).
+    opener: Opener,
+    /// An audio packet being sealed: the core's packet plus the trailer.
+    tx: Vec<u8>,
 }
 
 /// Checks the arguments, opens the socket and builds the sender.
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
     let session_id = crate::random_nonzero_u64();
+    let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
+    let (sealer, opener) = match &key {
+        Some(k) => (
+            Sealer::new(k, a.encrypt)
+                .map_err(|e| LoadError::invalid(format!("no randomness: {e}")))?,
+            Opener::new(k),
+        ),
+        None => (Sealer::keyless(), Opener::keyless()),
+    };
+    // The trailer takes room from the audio: fewer frames per packet, so
+    // that sealed datagrams still fit net.mtu.
+    let overhead = sealer.overhead();
     let sender = Sender::new(SenderConfig {
         format: a.format,
         stream: a.stream.clone(),
         priority: a.priority,
         latency_ns: a.latency_ns,
-        mtu: a.mtu,
+        mtu: a.mtu.saturating_sub(overhead),
         session_id,
         node_name: a.node_name.clone(),
         host: host.to_owned(),
     })
-    .map_err(|e| LoadError::invalid(e.to_string()))?;
+    .map_err(|e| {
+        LoadError::invalid(if overhead > 0 {
+            format!("{e} (net.mtu less the {overhead}-byte authentication trailer)")
+        } else {
+            e.to_string()
+        })
+    })?;
     let sock = net::sender_socket(a).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
 
@@ -72,8 +97,13 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     props.set("audio.channels", &a.format.channels.to_string());
     props.set("bark.stream", &a.stream);
 
+    let security = match &key {
+        Some(k) if a.encrypt => format!("authenticated and encrypted, key id {}", k.id()),
+        Some(k) => format!("authenticated, key id {}", k.id()),
+        None => "open (no bark.key-file)".to_owned(),
+    };
     let info = format!(
-        "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms, session {session_id:016x}",
+        "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms, session {session_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.format.sample.name(),
@@ -83,16 +113,22 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         sender.packet_frames(),
         a.latency_ns as f64 / 1e6,
     );
+    let tx_len = bark_core::protocol::AUDIO_HEADER_LEN
+        + sender.packet_frames() * a.format.frame_bytes()
+        + overhead;
     let rt = RtSink {
         sender,
         sock,
         dest: a.destination.into(),
         clock,
         node_id: crate::random_nonzero_u64(),
+        tx: vec![0; tx_len],
         rx: vec![0; 65_536],
-        reply: [0; TIME_LEN],
-        status: vec![0; MAX_STATUS_LEN],
+        reply: [0; TIME_LEN + auth::OVERHEAD],
+        status: vec![0; MAX_STATUS_LEN + auth::OVERHEAD],
         next_status_ns: 0,
+        sealer,
+        opener,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -140,10 +176,23 @@ impl RtSink {
             sock,
             dest,
             clock,
+            sealer,
+            tx,
             ..
         } = self;
+        let wall = if sealer.keyed() { realtime_ns() } else { 0 };
         sender.push(clock.map(now_ns), samples, &mut |pkt| {
-            sock.send_counted(pkt, dest, c)
+            if !sealer.keyed() {
+                return sock.send_counted(pkt, dest, c);
+            }
+            let Some(room) = tx.get_mut(..pkt.len()) else {
+                return Counters::bump(&c.send_errors);
+            };
+            room.copy_from_slice(pkt);
+            match sealer.seal(tx, pkt.len(), wall) {
+                Some(n) => sock.send_counted(&tx[..n], dest, c),
+                None => Counters::bump(&c.send_errors),
+            }
         });
         Counters::bump(&c.cycles);
     }
@@ -182,17 +231,27 @@ impl RtSink {
                 continue;
             }
             let pair = ClockPair::now();
+            let n = match self.opener.open(&mut self.rx[..d.len], pair.real) {
+                Ok(n) => n,
+                Err(e) => {
+                    c.count_auth(e, &self.opener);
+                    continue;
+                }
+            };
             let t2 = self
                 .clock
                 .map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
             let t3 = self.clock.map(monotonic_ns());
             match self
                 .sender
-                .handle_packet(t2, t3, &self.rx[..d.len], &mut self.reply)
+                .handle_packet(t2, t3, &self.rx[..n], &mut self.reply)
             {
-                Ok(Some(n)) => self
-                    .sock
-                    .send_counted(&self.reply[..n], &SockAddr::from(d.from), c),
+                Ok(Some(n)) => {
+                    if let Some(n) = self.sealer.seal(&mut self.reply, n, pair.real) {
+                        self.sock
+                            .send_counted(&self.reply[..n], &SockAddr::from(d.from), c)
+                    }
+                }
                 Ok(None) => {}
                 Err(_) => Counters::bump(&c.malformed),
             }
@@ -200,7 +259,11 @@ impl RtSink {
         let now = monotonic_ns();
         if now >= self.next_status_ns {
             self.next_status_ns = now + STATUS_PERIOD_NS;
-            if let Some(n) = self.sender.write_status(self.node_id, &mut self.status) {
+            let n = self
+                .sender
+                .write_status(self.node_id, &mut self.status)
+                .and_then(|n| self.sealer.seal(&mut self.status, n, realtime_ns()));
+            if let Some(n) = n {
                 self.sock.send_counted(&self.status[..n], &self.dest, c);
             }
         }

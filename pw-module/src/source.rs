@@ -6,13 +6,14 @@
 //! for the instant it will be heard.
 
 use crate::args::{Resampler, SourceArgs};
-use crate::clock::{monotonic_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
+use bark_core::auth::{self, Opener, Sealer};
 use bark_core::protocol::{parse_header, PacketType, MAX_STATUS_LEN};
 use bark_core::{Receiver, ReceiverConfig};
 use libspa_sys as spa;
@@ -47,6 +48,10 @@ pub struct RtSource {
     buffer_min_us: i64,
     last_process_ns: u64,
     socket_wakeups: bool,
+    /// Seals what we send (a no-op without `bark.key-file`).
+    sealer: Sealer,
+    /// Opens what we receive: with a key, only datagrams sealed with it.
+    opener: Opener,
 }
 
 /// Graph cycles this far apart (ns) or more count as stopped: the sockets
@@ -221,6 +226,14 @@ fn output_quantum(a: &SourceArgs) -> String {
 /// Checks the arguments, opens the sockets and builds the receiver.
 pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, Setup), LoadError> {
     let node_id = crate::random_nonzero_u64();
+    let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
+    let (sealer, opener) = match &key {
+        Some(k) => (
+            Sealer::new(k, false).map_err(|e| LoadError::invalid(format!("no randomness: {e}")))?,
+            Opener::new(k),
+        ),
+        None => (Sealer::keyless(), Opener::keyless()),
+    };
     let receiver = Receiver::new(ReceiverConfig {
         rate: a.rate,
         channels: a.channels,
@@ -251,8 +264,12 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     props.set("audio.channels", &a.channels.to_string());
     props.set_default("node.latency", &output_quantum(a));
 
+    let security = match &key {
+        Some(k) => format!("authenticated, key id {}", k.id()),
+        None => "open (no bark.key-file)".to_owned(),
+    };
     let info = format!(
-        "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}",
+        "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.class.media_class(),
@@ -276,7 +293,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         rate: a.rate,
         channels: a.channels as usize,
         rx: vec![0; 65_536],
-        tx: vec![0; 2048],
+        tx: vec![0; MAX_STATUS_LEN.max(2048) + auth::OVERHEAD],
         next_status_ns: 0,
         timer_ns: bark_core::receiver::FAST_INTERVAL_NS,
         resampler: a.resampler,
@@ -284,6 +301,8 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         buffer_min_us: i64::MAX,
         last_process_ns: 0,
         socket_wakeups: true,
+        sealer,
+        opener,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -480,6 +499,7 @@ impl RtSource {
             control,
             clock,
             rx,
+            opener,
             ..
         } = self;
         for sock in [&mut *group, &mut *control] {
@@ -497,11 +517,18 @@ impl RtSource {
                     Counters::bump(&c.malformed);
                     continue;
                 }
-                let data = &rx[..d.len];
+                let pair = ClockPair::now();
+                let n = match opener.open(&mut rx[..d.len], pair.real) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        c.count_auth(e, opener);
+                        continue;
+                    }
+                };
+                let data = &rx[..n];
                 if matches!(parse_header(data), Ok(h) if h.ptype == PacketType::Audio) {
                     Counters::bump(&c.audio_received);
                 }
-                let pair = ClockPair::now();
                 let arrival = clock.map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
                 if receiver
                     .handle_packet(arrival, data, SocketAddr::V4(d.from))
@@ -518,8 +545,10 @@ impl RtSource {
             let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
                 break;
             };
-            self.control
-                .send_counted(&self.tx[..n.min(self.tx.len())], &SockAddr::from(to), c);
+            if let Some(n) = self.sealer.seal(&mut self.tx, n, realtime_ns()) {
+                self.control
+                    .send_counted(&self.tx[..n], &SockAddr::from(to), c);
+            }
         }
         if now >= self.next_status_ns {
             self.next_status_ns = now + STATUS_PERIOD_NS;
@@ -543,7 +572,11 @@ impl RtSource {
             // Status goes to the group, where `bark stats` and the other
             // nodes listen; with a unicast address it would only reach us.
             if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
-                if let Some(n) = self.receiver.write_status(&mut self.tx) {
+                let n = self
+                    .receiver
+                    .write_status(&mut self.tx)
+                    .and_then(|n| self.sealer.seal(&mut self.tx, n, realtime_ns()));
+                if let Some(n) = n {
                     self.control
                         .send_counted(&self.tx[..n], &self.group_addr, c);
                 }

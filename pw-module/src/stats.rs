@@ -2,7 +2,12 @@
 //! main-loop reporter that turns their changes into rate-limited log lines.
 
 use crate::{log_debug, log_info, log_warn};
+use bark_core::auth::{AuthError, Opener};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Seconds between repeated warnings about one kind of rejected datagram:
+/// the first is logged at once, then a summary at most this often.
+const AUTH_LOG_PERIOD_S: u64 = 60;
 
 /// Counters shared between the data thread and the main loop.
 #[derive(Default)]
@@ -44,12 +49,67 @@ pub struct Counters {
     /// Receiver with `bark.resampler = pipewire`: the correction applied
     /// through PipeWire's resampler, parts per billion.
     pub rate_match_ppb: AtomicI64,
+    /// Open datagrams dropped because this node has a key.
+    pub auth_unauthenticated: AtomicU64,
+    /// Sealed datagrams dropped because this node has no key.
+    pub auth_no_key: AtomicU64,
+    /// Datagrams whose tag did not verify (other key, corrupted, forged).
+    pub auth_bad_tag: AtomicU64,
+    /// Authentic datagrams dropped as replays.
+    pub auth_replayed: AtomicU64,
+    /// Authentic datagrams dropped for a wall-clock stamp too far off.
+    pub auth_stale: AtomicU64,
+    /// Stamp minus our wall clock of the last stale datagram, ns.
+    pub auth_skew_ns: AtomicI64,
 }
 
 impl Counters {
     /// Adds one to `c` (data thread).
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a datagram `o` refused with `e` (data thread).
+    pub fn count_auth(&self, e: AuthError, o: &Opener) {
+        match e {
+            AuthError::Unauthenticated => Self::bump(&self.auth_unauthenticated),
+            AuthError::NoKey => Self::bump(&self.auth_no_key),
+            AuthError::Malformed(_) => Self::bump(&self.malformed),
+            AuthError::BadTag => Self::bump(&self.auth_bad_tag),
+            AuthError::Replay => Self::bump(&self.auth_replayed),
+            AuthError::Stale => {
+                Self::bump(&self.auth_stale);
+                self.auth_skew_ns
+                    .store(o.counters().last_stale_skew_ns, Relaxed);
+            }
+        }
+    }
+}
+
+/// Rate limit of one warning: the first occurrence at once, then at most
+/// one summary per [`AUTH_LOG_PERIOD_S`].
+#[derive(Default)]
+struct Throttle {
+    logged_total: u64,
+    last_tick: Option<u64>,
+}
+
+impl Throttle {
+    /// Datagrams since the last warning, if one is due now.
+    fn due(&mut self, tick: u64, total: u64) -> Option<u64> {
+        if total <= self.logged_total {
+            return None;
+        }
+        if self
+            .last_tick
+            .is_some_and(|t| tick.saturating_sub(t) < AUTH_LOG_PERIOD_S)
+        {
+            return None;
+        }
+        let d = total - self.logged_total;
+        self.logged_total = total;
+        self.last_tick = Some(tick);
+        Some(d)
     }
 }
 
@@ -69,6 +129,7 @@ pub struct Reporter {
     rx_active: bool,
     playing: bool,
     ticks: u64,
+    auth: [Throttle; 5],
 }
 
 fn delta(now: u64, last: &mut u64) -> u64 {
@@ -127,6 +188,7 @@ impl Reporter {
         if malformed > 0 {
             log_warn!("{who}: dropped {malformed} malformed datagrams in the last second");
         }
+        self.auth_warnings(who, c);
         if recv_errors > 0 {
             log_warn!("{who}: {recv_errors} receive errors in the last second");
         }
@@ -149,5 +211,44 @@ impl Reporter {
                 c.late.load(Relaxed)
             );
         }
+    }
+
+    fn auth_warnings(&mut self, who: &str, c: &Counters) {
+        let t = self.ticks;
+        let [unauth, nokey, badtag, replay, stale] = &mut self.auth;
+        if let Some(n) = nokey.due(t, c.auth_no_key.load(Relaxed)) {
+            log_warn!("{who}: dropped {n} authenticated datagrams: senders use a key and this node has none; set bark.key-file to their key file");
+        }
+        if let Some(n) = unauth.due(t, c.auth_unauthenticated.load(Relaxed)) {
+            log_warn!("{who}: dropped {n} unauthenticated datagrams: a node without bark.key-file is sending to this group");
+        }
+        if let Some(n) = badtag.due(t, c.auth_bad_tag.load(Relaxed)) {
+            log_warn!("{who}: dropped {n} datagrams that failed authentication: a node with a different key (compare the key ids in the logs), or corrupted or forged datagrams");
+        }
+        if let Some(n) = replay.due(t, c.auth_replayed.load(Relaxed)) {
+            log_warn!("{who}: dropped {n} replayed datagrams");
+        }
+        if let Some(n) = stale.due(t, c.auth_stale.load(Relaxed)) {
+            log_warn!(
+                "{who}: dropped {n} authentic datagrams stamped {:.0} s from this host's wall clock (limit {} s): set the hosts' clocks (NTP), or these are old captures being replayed",
+                c.auth_skew_ns.load(Relaxed) as f64 / 1e9,
+                bark_core::auth::MAX_CLOCK_SKEW_NS / 1_000_000_000
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_warnings_are_throttled() {
+        let mut t = Throttle::default();
+        assert_eq!(t.due(1, 0), None);
+        assert_eq!(t.due(1, 3), Some(3));
+        assert_eq!(t.due(2, 10), None);
+        assert_eq!(t.due(1 + AUTH_LOG_PERIOD_S, 12), Some(9));
+        assert_eq!(t.due(200, 12), None);
     }
 }

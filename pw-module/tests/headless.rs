@@ -293,6 +293,20 @@ fn modules_in_headless_pipewire() {
     let catch_port = catcher.local_addr().unwrap().port();
     let rx_port = free_udp_port();
     let mc_port = free_udp_port();
+    let k_port = free_udp_port();
+    // A key file as `bark keygen` writes it, and a good key in a file that
+    // others may read, which must be refused.
+    let key = bark_core::auth::Key::generate().unwrap();
+    let key_file = s.path("bark.key");
+    bark_core::auth::write_key_file(&key_file, &key).unwrap();
+    let bad_key_file = s.path("world-readable.key");
+    fs::write(&bad_key_file, key.to_file_text()).unwrap();
+    fs::set_permissions(
+        &bad_key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let (key_file, bad_key_file) = (key_file.display(), bad_key_file.display());
     let conf = format!(
         r#"
 context.modules = [
@@ -312,6 +326,17 @@ context.modules = [
               local.ifname = lo bark.stream = mc bark.resampler = pipewire }} }}
   {{ name = libpipewire-module-bark-sink
      args = {{ node.name = bark_sink_hi audio.rate = 192000 destination.ip = 127.0.0.1 destination.port = {catch_port} }} }}
+  {{ name = libpipewire-module-bark-sink
+     args = {{ node.name = bark_sink_k destination.ip = 127.0.0.1 destination.port = {k_port}
+              bark.stream = k bark.key-file = "{key_file}" bark.encrypt = true }} }}
+  {{ name = libpipewire-module-bark-source
+     args = {{ node.name = bark_source_k source.ip = 127.0.0.1 source.port = {k_port}
+              bark.stream = k bark.key-file = "{key_file}" }} }}
+  {{ name = libpipewire-module-bark-sink
+     args = {{ node.name = bark_sink_kx destination.ip = 127.0.0.1 destination.port = {rx_port}
+              bark.stream = kx bark.key-file = "{key_file}" }} }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_key bark.key-file = "{bad_key_file}" }} flags = [ nofail ] }}
+  {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_encrypt bark.encrypt = true }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_format audio.format = U8 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_rate audio.rate = 0 }} flags = [ nofail ] }}
   {{ name = libpipewire-module-bark-sink args = {{ node.name = bad_ip destination.ip = 300.1.2.3 }} flags = [ nofail ] }}
@@ -378,6 +403,8 @@ context.modules = [
         "audio.channels 0 is outside",
         "media.class = \"Video/Source\"",
         "\"bark-no-such-if\": no such interface",
+        "lets other users read or change it; run `chmod 600",
+        "bark.encrypt = true needs bark.key-file",
     ] {
         assert!(log.contains(needle), "no error logged for {needle:?}");
     }
@@ -388,6 +415,8 @@ context.modules = [
         "bad_channels",
         "bad_class",
         "bad_iface",
+        "bad_key",
+        "bad_encrypt",
     ] {
         assert!(
             props_of(&dump, "Node", "node.name", bad).is_none(),
@@ -443,6 +472,41 @@ context.modules = [
         },
     );
     eprintln!("ok: 44.1 kHz sink negotiated; the receiver module synced and played it");
+
+    // With a key file on both ends and encrypted audio, the receiver plays;
+    // the key never reaches the log, its id does.
+    s.run_ok("pw-play", &["--target", "bark_sink_k", &tone_s]);
+    wait_for("the keyed receiver to play", || {
+        s.daemon_log().contains("bark_source_k: playing in sync")
+    });
+    let log = s.daemon_log();
+    let id = format!("key id {}", key.id());
+    assert!(
+        log.contains(&format!("authenticated and encrypted, {id}")),
+        "no key id for the sink"
+    );
+    assert!(
+        log.contains(&format!("authenticated, {id}")),
+        "no key id for the receiver"
+    );
+    let hex = key.to_file_text();
+    let hex = hex.lines().last().unwrap();
+    assert!(!log.contains(&hex[..16]), "key bytes in the log");
+    eprintln!("ok: a keyed, encrypted sink played to a receiver with the same key file");
+
+    // An open receiver hears a keyed sink's status packets: one clear
+    // warning, no malformed spam.
+    wait_for("the open receiver to warn about sealed datagrams", || {
+        s.daemon_log()
+            .contains("authenticated datagrams: senders use a key and this node has none")
+    });
+    assert!(
+        !s.daemon_log()
+            .lines()
+            .any(|l| l.contains("bark_source: dropped") && l.contains("malformed")),
+        "sealed datagrams counted as malformed"
+    );
+    eprintln!("ok: an open receiver drops a keyed sender's datagrams with a clear warning");
 
     // 192 kHz is accepted too.
     s.run_ok("pw-play", &["--target", "bark_sink_hi", &tone_s]);

@@ -1,7 +1,8 @@
 //! The data-thread paths never allocate: a sender and a receiver are wired
 //! together over real loopback sockets and driven like graph cycles, and a
 //! counting allocator checks that, once the receiver plays, a stretch of
-//! cycles (send, serve, pump, fill) makes no allocation at all.
+//! cycles (send, serve, pump, fill) makes no allocation at all: open, and
+//! with a key file and encrypted audio (sealing and opening every datagram).
 //!
 //! Runs in plain `cargo test`; no PipeWire daemon needed.
 
@@ -50,22 +51,51 @@ fn cycles_do_not_allocate() {
     drop(std::hint::black_box(Box::new(1u64)));
     COUNTING.store(false, Relaxed);
     assert!(ALLOCS.load(Relaxed) > 0);
+    // One after the other: the counter is global.
+    run(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bark.key");
+    bark_core::auth::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
+    let key = key.to_string_lossy().into_owned();
+    let c = run(
+        &[
+            ("bark.key-file", key.clone()),
+            ("bark.encrypt", "true".into()),
+        ],
+        &[("bark.key-file", key)],
+    );
+    for (what, v) in [
+        ("bad tag", &c.auth_bad_tag),
+        ("replayed", &c.auth_replayed),
+        ("unauthenticated", &c.auth_unauthenticated),
+        ("stale", &c.auth_stale),
+    ] {
+        assert_eq!(v.load(Relaxed), 0, "{what}");
+    }
+}
+
+/// Runs a sender and a receiver with extra arguments until the receiver
+/// plays, then counts allocations over 300 cycles.
+fn run(sink_extra: &[(&str, String)], source_extra: &[(&str, String)]) -> Counters {
+    ALLOCS.store(0, Relaxed);
 
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let sink = SinkArgs::parse(&args(&[
+    let mut sink = vec![
         ("destination.ip", "127.0.0.1".into()),
         ("destination.port", port.to_string()),
-    ]))
-    .unwrap();
-    let source = SourceArgs::parse(&args(&[
+    ];
+    sink.extend_from_slice(sink_extra);
+    let mut source = vec![
         ("source.ip", "127.0.0.1".into()),
         ("source.port", port.to_string()),
-    ]))
-    .unwrap();
+    ];
+    source.extend_from_slice(source_extra);
+    let sink = SinkArgs::parse(&args(&sink)).unwrap();
+    let source = SourceArgs::parse(&args(&source)).unwrap();
     let (mut tx, _) = bark_pw_module::sink::setup(&sink, ClockMap::IDENTITY, "test").unwrap();
     let (mut rx, _) = bark_pw_module::source::setup(&source, ClockMap::IDENTITY, "test").unwrap();
     let c = Counters::default();
@@ -124,4 +154,5 @@ fn cycles_do_not_allocate() {
     );
     assert_eq!(c.send_errors.load(Relaxed), 0);
     assert_eq!(c.malformed.load(Relaxed), 0);
+    c
 }
