@@ -44,6 +44,9 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// Check what usually breaks multicast audio, and say how to fix it.
     Doctor(DoctorArgs),
+    /// Write a new random pre-shared key file (mode 0600) for --key-file,
+    /// bark.key-file and bark-pulse's key-file, and print its key id.
+    Keygen(KeygenArgs),
     /// Write the man pages (bark.1, bark-stats.1, ...) into a directory.
     #[command(hide = true)]
     Man(ManArgs),
@@ -122,11 +125,32 @@ pub struct ListenNet {
     pub local_ifname: Option<String>,
 }
 
+/// `--key-file`, shared by every command that sends or receives.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// Pre-shared key file (as `bark keygen` writes it; the modules'
+    /// bark.key-file): seal every datagram sent and accept only datagrams
+    /// sealed with this key. Must be mode 0600 and owned by you. Without
+    /// it, Bark is open: see docs/SECURITY.md.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `bark keygen`.
+#[derive(Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Where to write the key; an existing file is never overwritten.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
 /// `bark stats`.
 #[derive(Args, Debug, Clone)]
 pub struct StatsArgs {
     #[command(flatten)]
     pub net: ListenNet,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Listen for --wait-sec, print one plain table (or one JSON snapshot
     /// with --json) and exit.
     #[arg(long)]
@@ -199,6 +223,11 @@ pub struct StreamArgs {
     /// It is decoded, its channels mapped and resampled to --rate/--channels.
     #[arg(long, short = 'i', value_name = "FILE|-")]
     pub input: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Also encrypt the audio payload (bark.encrypt); needs --key-file.
+    #[arg(long, requires = "key_file")]
+    pub encrypt: bool,
     /// Start over at the end of the input, forever (or until --seconds).
     /// Needs a file, not stdin.
     #[arg(long = "loop")]
@@ -289,6 +318,8 @@ fn parse_output(s: &str) -> Result<OutputTarget, String> {
 /// `bark receive`.
 #[derive(Args, Debug, Clone)]
 pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// What to do with the audio: write it to FILE.wav (F32, at --rate and
     /// --channels) plus FILE.ts.csv (CLOCK_MONOTONIC ns at which each
     /// buffer's first frame would be heard), or null to discard it.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod decode;
 pub mod doctor;
+pub mod keyed;
 pub mod man;
 pub mod net;
 pub mod receive;
@@ -27,6 +28,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Stream(a) => stream::run(&a).map(|()| 0),
         cli::Command::Receive(a) => receive::run(&a).map(|()| 0),
         cli::Command::Doctor(a) => doctor::run(&a),
+        cli::Command::Keygen(a) => keyed::keygen(&a.file).map(|()| 0),
         cli::Command::Man(a) => man::write_all(&a.dir).map(|()| 0),
     }
 }

@@ -31,6 +31,7 @@ mod tests {
             names,
             [
                 "bark-doctor.1",
+                "bark-keygen.1",
                 "bark-receive.1",
                 "bark-stats.1",
                 "bark-stream.1",
@@ -44,6 +45,8 @@ mod tests {
             "destination\\-ip",
             "multicast\\-loop",
             "loop",
+            "key\\-file",
+            "encrypt",
         ] {
             assert!(stream.contains(flag), "bark-stream.1 lacks {flag}");
         }

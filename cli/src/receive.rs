@@ -28,6 +28,7 @@
 
 use crate::cli::{OutputTarget, ReceiveArgs};
 use crate::clock::{self, monotonic_ns, TestClock};
+use crate::keyed::Auth;
 use crate::net::{self, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
 use crate::util::{self, Traffic};
@@ -74,6 +75,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
     let ifname = a.net.local_ifname.as_deref();
     let node_id = util::random_nonzero_u64();
+    let mut auth = Auth::new(a.key.key_file.as_deref(), false)?;
     let mut rx = Receiver::new(ReceiverConfig {
         rate: a.rate,
         channels: a.channels,
@@ -110,7 +112,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         OutputTarget::Null => None,
     };
     log::info!(
-        "receiving on {group}{}, control port {}, output {} Hz {} ch, quantum {q} ({:.2} ms), output delay {:.2} ms, node {} ({node_id:016x}){}",
+        "receiving on {group}{}, control port {}, output {} Hz {} ch, quantum {q} ({:.2} ms), output delay {:.2} ms, node {} ({node_id:016x}), {}{}",
         ifname.map(|i| format!(" via {i}")).unwrap_or_default(),
         csock.local_addr().map(|a| a.port()).unwrap_or(0),
         a.rate,
@@ -118,6 +120,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         period_ns / 1e6,
         out_delay_ns / 1e6,
         a.node_name,
+        auth.describe(),
         if clk.is_identity() { "" } else { " [test clock]" },
     );
 
@@ -159,19 +162,25 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                         break;
                     }
                 };
-                let bytes = &data[..d.len];
+                if d.truncated {
+                    counts.rx_malformed += 1;
+                    continue;
+                }
+                let Some(n) = auth.open(&mut data[..d.len]) else {
+                    continue;
+                };
+                let bytes = &data[..n];
                 let kind = protocol::parse_header(bytes).map(|h| h.ptype);
                 match kind {
-                    Ok(PacketType::Audio) => counts.rx_audio.add(d.len),
-                    Ok(PacketType::TimeReply) => counts.rx_time_reply.add(d.len),
-                    Ok(PacketType::Status) => counts.rx_status.add(d.len),
-                    Ok(_) => counts.rx_other.add(d.len),
+                    Ok(PacketType::Audio) => counts.rx_audio.add(n),
+                    Ok(PacketType::TimeReply) => counts.rx_time_reply.add(n),
+                    Ok(PacketType::Status) => counts.rx_status.add(n),
+                    Ok(_) => counts.rx_other.add(n),
                     Err(_) => {}
                 }
-                if d.truncated
-                    || rx
-                        .handle_packet(clk.map(d.arrival_ns), bytes, SocketAddr::V4(d.from))
-                        .is_err()
+                if rx
+                    .handle_packet(clk.map(d.arrival_ns), bytes, SocketAddr::V4(d.from))
+                    .is_err()
                 {
                     counts.rx_malformed += 1;
                 }
@@ -235,7 +244,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                     break;
                 };
                 let SocketAddr::V4(to) = to else { continue };
-                match csock.send_to(&tx[..n], to) {
+                let Some(sealed) = auth.seal(&tx[..n]) else {
+                    continue;
+                };
+                match csock.send_to(sealed, to) {
                     Ok(()) => counts.tx_time_request.add(n),
                     Err(e) => {
                         counts.send_errors += 1;
@@ -252,8 +264,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             // Status goes to the group, where `bark stats` listens; with a
             // unicast address there is nobody to tell.
             if multicast {
-                if let Some(n) = rx.write_status(&mut tx) {
-                    match csock.send_to(&tx[..n], group) {
+                let sealed = rx.write_status(&mut tx).and_then(|n| auth.seal(&tx[..n]));
+                if let Some(sealed) = sealed {
+                    let n = sealed.len();
+                    match csock.send_to(sealed, group) {
                         Ok(()) => counts.tx_status.add(n),
                         Err(e) => {
                             counts.send_errors += 1;
@@ -299,7 +313,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             .then(|| abs_err_us[((abs_err_us.len() - 1) as f64 * p).round() as usize])
     };
     log::info!(
-        "done after {wall_s:.1} s: {} cycles ({} playing, {late_cycles} late), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, CPU {:.1} %",
+        "done after {wall_s:.1} s: {} cycles ({} playing, {late_cycles} late), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, CPU {:.1} %, {} datagrams dropped by authentication",
         k,
         playing_cycles,
         counts.rx_audio.packets,
@@ -309,6 +323,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         pct(0.5).unwrap_or(f32::NAN),
         pct(0.99).unwrap_or(f32::NAN),
         100.0 * cpu_s / wall_s.max(1e-9),
+        auth.counters().total(),
     );
     if let Some(path) = &a.summary {
         let v = json!({
@@ -335,6 +350,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 "other": counts.rx_other,
                 "malformed": counts.rx_malformed,
             },
+            "auth": auth.counters_json(),
             "tx": {
                 "time_request": counts.tx_time_request,
                 "status": counts.tx_status,

@@ -15,6 +15,7 @@
 use crate::cli::StreamArgs;
 use crate::clock::{self, monotonic_ns, TestClock};
 use crate::decode;
+use crate::keyed::Auth;
 use crate::net::{self, SendOpts, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
 use crate::util::{self, Traffic};
@@ -59,12 +60,14 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     };
     let node_id = util::random_nonzero_u64();
     let session_id = util::random_nonzero_u64();
+    let mut auth = Auth::new(a.key.key_file.as_deref(), a.encrypt)?;
     let mut sender = Sender::new(SenderConfig {
         format,
         stream: a.stream.clone(),
         priority: a.priority,
         latency_ns: (a.latency_msec * 1e6).round() as u64,
-        mtu: a.net.mtu,
+        // Sealed datagrams must still fit --mtu: fewer frames per packet.
+        mtu: a.net.mtu.saturating_sub(auth.overhead()),
         session_id,
         node_name: a.node_name.clone(),
         host: util::hostname(),
@@ -97,7 +100,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         None => None,
     };
     log::info!(
-        "streaming {} ({} {} Hz {} ch) to {dest} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms, stream {:?} priority {}, session {session_id:016x}",
+        "streaming {} ({} {} Hz {} ch) to {dest} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms, stream {:?} priority {}, session {session_id:016x}, {}",
         if a.input == "-" { "stdin" } else { &a.input },
         src.info.codec,
         src.info.rate,
@@ -109,7 +112,8 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         sender.packet_frames(),
         a.latency_msec,
         a.stream,
-        a.priority
+        a.priority,
+        auth.describe()
     );
 
     // Wait for the decoder's first chunk before the clock starts, so that
@@ -149,6 +153,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 if let Some(n) = sender.write_status(node_id, &mut status) {
                     send(
                         &sock,
+                        &mut auth,
                         &status[..n],
                         dest,
                         &mut counts.tx_status,
@@ -195,8 +200,9 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 ..
             } = &mut counts;
             let sock = &sock;
+            let auth = &mut auth;
             sender.push(cycle_local as u64, &chunk, &mut |pkt| {
-                send(sock, pkt, dest, tx_audio, send_errors)
+                send(sock, auth, pkt, dest, tx_audio, send_errors)
             });
         }
         if let Some(r) = record.as_mut() {
@@ -217,6 +223,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         // Then the time requests that came in since the last cycle.
         serve(
             &mut sock,
+            &mut auth,
             &mut sender,
             &clk,
             &mut data,
@@ -239,6 +246,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     if let Some(n) = sender.write_status(node_id, &mut status) {
         send(
             &sock,
+            &mut auth,
             &status[..n],
             dest,
             &mut counts.tx_status,
@@ -285,6 +293,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 "other": counts.rx_other,
                 "malformed": counts.rx_malformed,
             },
+            "auth": auth.counters_json(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -292,7 +301,18 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     decode_result
 }
 
-fn send(sock: &net::UdpSocket, data: &[u8], to: SocketAddrV4, t: &mut Traffic, errors: &mut u64) {
+fn send(
+    sock: &net::UdpSocket,
+    auth: &mut Auth,
+    data: &[u8],
+    to: SocketAddrV4,
+    t: &mut Traffic,
+    errors: &mut u64,
+) {
+    let Some(data) = auth.seal(data) else {
+        *errors += 1;
+        return;
+    };
     match sock.send_to(data, to) {
         Ok(()) => t.add(data.len()),
         Err(e) => {
@@ -308,6 +328,7 @@ fn send(sock: &net::UdpSocket, data: &[u8], to: SocketAddrV4, t: &mut Traffic, e
 /// Answers every queued time request.
 fn serve(
     sock: &mut net::UdpSocket,
+    auth: &mut Auth,
     sender: &mut Sender,
     clk: &TestClock,
     data: &mut [u8],
@@ -323,7 +344,14 @@ fn serve(
                 return;
             }
         };
-        let bytes = &data[..d.len];
+        if d.truncated {
+            counts.rx_malformed += 1;
+            continue;
+        }
+        let Some(n) = auth.open(&mut data[..d.len]) else {
+            continue;
+        };
+        let bytes = &data[..n];
         match protocol::parse_header(bytes).map(|h| h.ptype) {
             Ok(PacketType::TimeRequest) => counts.rx_time_request.add(d.len),
             _ => counts.rx_other.add(d.len),
@@ -333,6 +361,7 @@ fn serve(
         match sender.handle_packet(t2, t3, bytes, reply) {
             Ok(Some(n)) => send(
                 sock,
+                auth,
                 &reply[..n],
                 d.from,
                 &mut counts.tx_time_reply,

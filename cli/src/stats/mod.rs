@@ -40,6 +40,7 @@ impl Collector {
         ifname: Option<&str>,
         quiet_ns: u64,
         drop_ns: u64,
+        mut auth: crate::keyed::Auth,
     ) -> Result<Self> {
         let mut sock = net::group_socket(group, ifname)?;
         let table = Arc::new(Mutex::new(NodeTable::default()));
@@ -64,7 +65,11 @@ impl Collector {
                             }
                         };
                         let mut tab = t.lock().unwrap_or_else(|p| p.into_inner());
-                        match protocol::parse(&buf[..d.len]) {
+                        let Some(n) = auth.open(&mut buf[..d.len]) else {
+                            tab.auth_dropped += 1;
+                            continue;
+                        };
+                        match protocol::parse(&buf[..n]) {
                             Ok(Packet::Status(st)) if !d.truncated => {
                                 tab.update(d.arrival_ns, &st, d.from)
                             }
@@ -143,6 +148,7 @@ pub fn run(a: &StatsArgs) -> Result<()> {
         a.net.local_ifname.as_deref(),
         (a.quiet_sec * 1e9) as u64,
         (a.drop_sec * 1e9) as u64,
+        crate::keyed::Auth::new(a.key.key_file.as_deref(), false)?,
     )?);
 
     let metrics = match a.metrics_listen {

@@ -33,6 +33,8 @@ pub struct NodeTable {
     pub status_packets: u64,
     /// Datagrams on the group that were not Bark packets.
     pub malformed: u64,
+    /// Datagrams dropped by `--key-file` checks.
+    pub auth_dropped: u64,
 }
 
 /// Liveness of a node.
@@ -123,6 +125,9 @@ pub struct Snapshot {
     pub status_packets: u64,
     /// Non-Bark or malformed datagrams seen on the group.
     pub malformed: u64,
+    /// Datagrams dropped by `--key-file` checks (unauthenticated, other
+    /// key, replayed, stale; or sealed, when listening without a key).
+    pub auth_dropped: u64,
     /// The nodes: senders first, then by stream, name, host.
     pub nodes: Vec<NodeView>,
 }
@@ -305,6 +310,7 @@ impl NodeTable {
             receivers: nodes.len() - senders,
             status_packets: self.status_packets,
             malformed: self.malformed,
+            auth_dropped: self.auth_dropped,
             nodes,
         }
     }
