@@ -20,6 +20,9 @@
 //! | `name`               | `node.name` (the sink's name, the stream's) |
 //! | `description`        | `node.description`                       |
 //!
+//! | `key-file`           | `bark.key-file`                          |
+//! | `encrypt` (sink)     | `bark.encrypt`                           |
+//!
 //! PulseAudio-only: `server` (a `PULSE_SERVER` string), and for the
 //! receiver `sink` (where to play; default: the default sink) and
 //! `buffer-msec` (the playback stream's target buffer).
@@ -160,6 +163,13 @@ pub struct SinkFlags {
     /// Sink description, shown in pavucontrol [Bark Network].
     #[arg(long)]
     pub description: Option<String>,
+    /// Pre-shared key file (`bark keygen`): seal every datagram; mode 0600
+    /// [none: open, see docs/SECURITY.md].
+    #[arg(long)]
+    pub key_file: Option<String>,
+    /// Also encrypt the audio: true or false; needs a key file [false].
+    #[arg(long)]
+    pub encrypt: Option<String>,
 }
 
 /// Flags of `bark-pulse source`.
@@ -204,6 +214,10 @@ pub struct SourceFlags {
     /// Stream description, shown in pavucontrol [Bark Receiver].
     #[arg(long)]
     pub description: Option<String>,
+    /// Pre-shared key file (`bark keygen`): accept only datagrams sealed
+    /// with it; mode 0600 [none: open, see docs/SECURITY.md].
+    #[arg(long)]
+    pub key_file: Option<String>,
 }
 
 /// A scalar TOML value, read as text and parsed like a flag.
@@ -252,6 +266,8 @@ pub struct SinkFile {
     multicast_loop: Option<Value>,
     name: Option<Value>,
     description: Option<Value>,
+    key_file: Option<Value>,
+    encrypt: Option<Value>,
 }
 
 /// `[source]` table of the file.
@@ -271,6 +287,7 @@ pub struct SourceFile {
     buffer_msec: Option<Value>,
     name: Option<Value>,
     description: Option<Value>,
+    key_file: Option<Value>,
 }
 
 /// The whole file.
@@ -476,6 +493,10 @@ pub struct SinkConfig {
     pub name: String,
     /// Sink description (`device.description`).
     pub description: String,
+    /// Pre-shared key file, `None`: open.
+    pub key_file: Option<PathBuf>,
+    /// Encrypt audio payloads (needs `key_file`).
+    pub encrypt: bool,
 }
 
 /// Resolved settings of the receiver.
@@ -505,6 +526,8 @@ pub struct SourceConfig {
     pub name: String,
     /// Stream description (`media.name`).
     pub description: String,
+    /// Pre-shared key file, `None`: open.
+    pub key_file: Option<PathBuf>,
 }
 
 impl SinkConfig {
@@ -601,7 +624,18 @@ impl SinkConfig {
                 ),
                 "Bark Network",
             )?,
+            key_file: opt_text(pick(&f.key_file, &t.key_file, "key-file", "sink.key-file"))
+                .map(PathBuf::from),
+            encrypt: boolean(
+                pick(&f.encrypt, &t.encrypt, "encrypt", "sink.encrypt"),
+                false,
+            )?,
         };
+        if cfg.encrypt && cfg.key_file.is_none() {
+            return Err("encrypt = true needs key-file (make one with `bark keygen FILE`)".into());
+        }
+        // Refuse a bad key file now, before connecting.
+        crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
         // The core checks the rest (MTU against the frame size, latency):
         // build a sender config once to report it here, before connecting.
         bark_core::Sender::new(cfg.sender_config(1, String::new()))
@@ -616,7 +650,12 @@ impl SinkConfig {
             stream: self.stream.clone(),
             priority: self.priority,
             latency_ns: self.latency_ns,
-            mtu: self.mtu,
+            // The authentication trailer takes room from the audio.
+            mtu: self.mtu.saturating_sub(if self.key_file.is_some() {
+                bark_core::auth::OVERHEAD
+            } else {
+                0
+            }),
             session_id,
             node_name: self.name.clone(),
             host,
@@ -626,7 +665,7 @@ impl SinkConfig {
     /// One line for logs and `--dry-run`.
     pub fn summary(&self) -> String {
         format!(
-            "sink {} ({:?}) {} {} Hz {} ch -> {}{}{}, ttl {}, loop {}, mtu {}, latency {} ms, stream {:?}, priority {}, server {}",
+            "sink {} ({:?}) {} {} Hz {} ch -> {}{}{}, ttl {}, loop {}, mtu {}, latency {} ms, stream {:?}, priority {}, server {}, {}",
             self.name,
             self.description,
             self.format.sample.name(),
@@ -642,6 +681,11 @@ impl SinkConfig {
             self.stream,
             self.priority,
             self.server.as_deref().unwrap_or("(default)"),
+            match (&self.key_file, self.encrypt) {
+                (Some(k), true) => format!("authenticated and encrypted with {}", k.display()),
+                (Some(k), false) => format!("authenticated with {}", k.display()),
+                (None, _) => "open (no key-file)".to_owned(),
+            },
         )
     }
 }
@@ -722,7 +766,15 @@ impl SourceConfig {
                 ),
                 "Bark Receiver",
             )?,
+            key_file: opt_text(pick(
+                &f.key_file,
+                &t.key_file,
+                "key-file",
+                "source.key-file",
+            ))
+            .map(PathBuf::from),
         };
+        crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
         bark_core::Receiver::new(cfg.receiver_config(1, String::new()))
             .map_err(|e| format!("{e} (settings: {})", cfg.summary()))?;
         Ok(cfg)
@@ -745,7 +797,7 @@ impl SourceConfig {
     /// One line for logs and `--dry-run`.
     pub fn summary(&self) -> String {
         format!(
-            "source {} ({:?}) listening on {}{}, output {} Hz {} ch to {}, buffer {} ms, latency {}, delay {} ms, stream {}, server {}",
+            "source {} ({:?}) listening on {}{}, output {} Hz {} ch to {}, buffer {} ms, latency {}, delay {} ms, stream {}, server {}, {}",
             self.name,
             self.description,
             self.group,
@@ -758,6 +810,10 @@ impl SourceConfig {
             self.delay_ns as f64 / 1e6,
             self.stream.as_deref().unwrap_or("(best)"),
             self.server.as_deref().unwrap_or("(default)"),
+            match &self.key_file {
+                Some(k) => format!("authenticated with {}", k.display()),
+                None => "open (no key-file)".to_owned(),
+            },
         )
     }
 }
@@ -793,6 +849,52 @@ mod tests {
 
     fn source(flags: SourceFlags, toml: &str) -> Result<SourceConfig, String> {
         SourceConfig::resolve(&flags, &ConfigFile::parse(toml, "test.toml")?)
+    }
+
+    #[test]
+    fn key_file_from_flag_or_file_is_checked_before_connecting() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir();
+        let key = dir.join("bark.key");
+        bark_core::auth::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
+        let toml = format!(
+            "[sink]\nkey-file = {:?}\nencrypt = true\n[source]\nkey-file = {:?}\n",
+            key, key
+        );
+        let c = sink(SinkFlags::default(), &toml).unwrap();
+        assert_eq!(
+            (c.key_file.as_deref(), c.encrypt),
+            (Some(key.as_path()), true)
+        );
+        // The trailer's bytes come out of the packet: 170 frames, not 176.
+        let s = bark_core::Sender::new(c.sender_config(1, String::new())).unwrap();
+        assert_eq!(s.packet_frames(), 170);
+        assert!(c.summary().contains("authenticated and encrypted"));
+        let r = source(SourceFlags::default(), &toml).unwrap();
+        assert_eq!(r.key_file.as_deref(), Some(key.as_path()));
+        let e = sink(
+            SinkFlags {
+                encrypt: Some("true".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("needs key-file"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = source(SourceFlags::default(), &toml).unwrap_err();
+        assert!(e.contains("chmod 600") && e.contains("bark.key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "bark-pulse-config-{}-{}",
+            std::process::id(),
+            crate::pa::random_nonzero_u64()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]

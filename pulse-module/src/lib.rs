@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod config;
 pub mod frameclock;
+pub mod keyed;
 pub mod net;
 pub mod pa;
 pub mod sink;

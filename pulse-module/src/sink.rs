@@ -17,9 +17,10 @@
 //! record stream does not keep the sink awake: when nothing plays it
 //! suspends (module-suspend-on-idle) and nothing is sent.
 
-use crate::clock::{monotonic_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::config::SinkConfig;
 use crate::frameclock::FrameClock;
+use crate::keyed::Auth;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::timing::{CycleQuantum, Info};
@@ -78,6 +79,7 @@ struct Net {
     sent: u64,
     send_errors: u64,
     malformed: u64,
+    auth: Auth,
 }
 
 impl Net {
@@ -97,6 +99,9 @@ impl Net {
                 continue;
             }
             let pair = ClockPair::now();
+            let Some(len) = self.auth.open(&mut self.rx[..d.len], pair.real) else {
+                continue;
+            };
             let arrival = d
                 .kernel_real_ns
                 .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
@@ -105,14 +110,14 @@ impl Net {
             let t3 = self.clock.map(monotonic_ns());
             match self
                 .sender
-                .handle_packet(t2, t3, &self.rx[..d.len], &mut self.reply)
+                .handle_packet(t2, t3, &self.rx[..len], &mut self.reply)
             {
                 Ok(Some(n)) => {
-                    if self
-                        .sock
-                        .send_to(&self.reply[..n], &SockAddr::from(d.from))
-                        .is_err()
-                    {
+                    let sent = self
+                        .auth
+                        .seal(&self.reply[..n], pair.real)
+                        .map(|p| self.sock.send_to(p, &SockAddr::from(d.from)));
+                    if !matches!(sent, Some(Ok(()))) {
                         self.send_errors += 1;
                     }
                 }
@@ -124,10 +129,15 @@ impl Net {
         if now >= self.next_status_ns {
             self.next_status_ns = now + STATUS_PERIOD_NS;
             if let Some(n) = self.sender.write_status(self.node_id, &mut self.status) {
-                if self.sock.send_to(&self.status[..n], &self.dest).is_err() {
+                let sent = self
+                    .auth
+                    .seal(&self.status[..n], realtime_ns())
+                    .map(|p| self.sock.send_to(p, &self.dest));
+                if !matches!(sent, Some(Ok(()))) {
                     self.send_errors += 1;
                 }
             }
+            self.auth.warn();
         }
     }
 
@@ -141,16 +151,17 @@ impl Net {
             clock,
             sent,
             send_errors,
+            auth,
             ..
         } = self;
-        sender.push(
-            clock.map(t_ns),
-            samples,
-            &mut |pkt| match sock.send_to(pkt, dest) {
-                Ok(()) => *sent += 1,
-                Err(_) => *send_errors += 1,
-            },
-        );
+        let wall = realtime_ns();
+        sender.push(clock.map(t_ns), samples, &mut |pkt| match auth
+            .seal(pkt, wall)
+            .map(|p| sock.send_to(p, dest))
+        {
+            Some(Ok(())) => *sent += 1,
+            _ => *send_errors += 1,
+        });
     }
 }
 
@@ -788,14 +799,19 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         log::warn!("test clock skew active ({})", crate::clock::TEST_CLOCK_ENV);
     }
     let session_id = pa::random_nonzero_u64();
+    let key = crate::keyed::load(cfg.key_file.as_deref())?;
+    let auth = Auth::new(key.as_ref(), cfg.encrypt)?;
     let sender =
         Sender::new(cfg.sender_config(session_id, host.clone())).map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg).context("setting up the network")?;
     let local = sock.local_addr()?;
     log::info!(
-        "{}; {} frames/packet, session {session_id:016x}, time requests on {local}",
+        "{}; {} frames/packet, session {session_id:016x}, time requests on {local}{}",
         cfg.summary(),
-        sender.packet_frames()
+        sender.packet_frames(),
+        key.as_ref()
+            .map(|k| format!(", key id {}", k.id()))
+            .unwrap_or_default()
     );
     let mut net = Net {
         sender,
@@ -810,6 +826,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         sent: 0,
         send_errors: 0,
         malformed: 0,
+        auth,
     };
     let frame_bytes = 4 * cfg.format.channels as usize;
     let mut lp = Loop::new(TICK_US)?;
@@ -863,10 +880,11 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
             last_report = Instant::now();
             if let Some(s) = session.as_ref() {
                 log::debug!(
-                    "sent {} datagrams ({} errors, {} malformed in), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
+                    "sent {} datagrams ({} errors, {} malformed in, {} dropped by authentication), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
                     net.sent,
                     net.send_errors,
                     net.malformed,
+                    net.auth.dropped(),
                     s.dropped_frames,
                     s.fc.drift_ppm(),
                     s.fc.resets()

@@ -11,9 +11,10 @@
 //! connections to the server: when PulseAudio restarts, the receiver keeps
 //! its clock estimate and plays again as soon as a new stream runs.
 
-use crate::clock::{monotonic_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::config::SourceConfig;
 use crate::frameclock::FrameClock;
+use crate::keyed::Auth;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::sink::PID_PROP;
@@ -64,6 +65,7 @@ struct Net {
     next_status_ns: u64,
     malformed: u64,
     send_errors: u64,
+    auth: Auth,
 }
 
 impl Net {
@@ -77,6 +79,7 @@ impl Net {
             clock,
             rx,
             malformed,
+            auth,
             ..
         } = self;
         for sock in [&mut *group, &mut *control] {
@@ -94,13 +97,16 @@ impl Net {
                     continue;
                 }
                 let pair = ClockPair::now();
+                let Some(len) = auth.open(&mut rx[..d.len], pair.real) else {
+                    continue;
+                };
                 let arrival = clock.map(
                     d.kernel_real_ns
                         .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
                         .unwrap_or(pair.mono),
                 );
                 if receiver
-                    .handle_packet(arrival, &rx[..d.len], SocketAddr::V4(d.from))
+                    .handle_packet(arrival, &rx[..len], SocketAddr::V4(d.from))
                     .is_err()
                 {
                     *malformed += 1;
@@ -113,11 +119,11 @@ impl Net {
             let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
                 break;
             };
-            if self
-                .control
-                .send_to(&self.tx[..n.min(self.tx.len())], &SockAddr::from(to))
-                .is_err()
-            {
+            let sent = self
+                .auth
+                .seal(&self.tx[..n.min(self.tx.len())], realtime_ns())
+                .map(|p| self.control.send_to(p, &SockAddr::from(to)));
+            if !matches!(sent, Some(Ok(()))) {
                 self.send_errors += 1;
             }
         }
@@ -127,15 +133,16 @@ impl Net {
             // nodes listen; to a unicast address it would only reach us.
             if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
                 if let Some(n) = self.receiver.write_status(&mut self.tx) {
-                    if self
-                        .control
-                        .send_to(&self.tx[..n], &self.group_addr)
-                        .is_err()
-                    {
+                    let sent = self
+                        .auth
+                        .seal(&self.tx[..n], realtime_ns())
+                        .map(|p| self.control.send_to(p, &self.group_addr));
+                    if !matches!(sent, Some(Ok(()))) {
                         self.send_errors += 1;
                     }
                 }
             }
+            self.auth.warn();
         }
     }
 }
@@ -539,12 +546,17 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         log::warn!("test clock skew active ({})", crate::clock::TEST_CLOCK_ENV);
     }
     let node_id = pa::random_nonzero_u64();
+    let key = crate::keyed::load(cfg.key_file.as_deref())?;
+    let auth = Auth::new(key.as_ref(), false)?;
     let receiver = Receiver::new(cfg.receiver_config(node_id, host)).map_err(|e| anyhow!("{e}"))?;
     let (group, control) = net::receiver_sockets(&cfg).context("setting up the network")?;
     log::info!(
-        "{}; control port {}, node {node_id:016x}",
+        "{}; control port {}, node {node_id:016x}{}",
         cfg.summary(),
-        control.local_addr()?.port()
+        control.local_addr()?.port(),
+        key.as_ref()
+            .map(|k| format!(", key id {}", k.id()))
+            .unwrap_or_default()
     );
     let mut net = Net {
         receiver,
@@ -558,6 +570,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         next_status_ns: 0,
         malformed: 0,
         send_errors: 0,
+        auth,
     };
     let mut lp = Loop::new(FAST_INTERVAL_NS / 1000)?;
     log::debug!("scheduling: {}", pa::raise_priority());
@@ -635,7 +648,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
             last_report = Instant::now();
             let k = net.receiver.counters();
             log::debug!(
-                "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}; play-out drift {:.1} ppm, estimate restarts {}",
+                "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; play-out drift {:.1} ppm, estimate restarts {}",
                 playing,
                 k.sync_error_ns / 1000,
                 k.buffer_us,
@@ -644,6 +657,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
                 k.underruns,
                 net.receiver.jumps(),
                 net.malformed,
+                net.auth.dropped(),
                 session.as_ref().map_or(0.0, |s| s.fc.drift_ppm()),
                 session.as_ref().map_or(0, |s| s.fc.resets()),
             );
