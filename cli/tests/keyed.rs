@@ -131,6 +131,11 @@ fn keyed_stream_plays_only_with_the_same_key() {
     );
     assert!(!names.contains(&"other"), "{out}");
     assert!(snap["auth_dropped"].as_u64().unwrap() > 0, "{out}");
+    let mut a = vec!["stats", "--once", "--wait-sec", "1.5", "--key-file", ka_s];
+    a.extend(net.iter().map(String::as_str));
+    let (st, table, err) = run(&a, Duration::from_secs(10));
+    assert!(st.success(), "{err}");
+    assert!(table.contains("dropped by key checks"), "{table}");
 
     let (st, _) = tx.wait(Duration::from_secs(15));
     assert!(

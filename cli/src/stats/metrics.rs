@@ -92,6 +92,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(out, "# TYPE bark_status_packets_total counter");
     let _ = writeln!(out, "bark_status_packets_total {}", s.status_packets);
+    let _ = writeln!(
+        out,
+        "# HELP bark_auth_dropped_total datagrams this bark stats dropped in its --key-file checks"
+    );
+    let _ = writeln!(out, "# TYPE bark_auth_dropped_total counter");
+    let _ = writeln!(out, "bark_auth_dropped_total {}", s.auth_dropped);
     out
 }
 

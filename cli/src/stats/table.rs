@@ -143,15 +143,22 @@ pub const COLUMNS: &[Column] = &[
     },
 ];
 
-/// The one-line summary above the table.
+/// The one-line summary above the table; it names datagrams the
+/// `--key-file` checks dropped, when there were any (nodes with another
+/// key, or none, are invisible otherwise).
 pub fn title(s: &Snapshot) -> String {
     format!(
-        "bark stats: {} - {} sender{}, {} receiver{}",
+        "bark stats: {} - {} sender{}, {} receiver{}{}",
         s.group,
         s.senders,
         if s.senders == 1 { "" } else { "s" },
         s.receivers,
         if s.receivers == 1 { "" } else { "s" },
+        if s.auth_dropped > 0 {
+            format!(" ({} datagrams dropped by key checks)", s.auth_dropped)
+        } else {
+            String::new()
+        },
     )
 }
 
