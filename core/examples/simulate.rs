@@ -4,7 +4,9 @@
 //!
 //! Usage: `cargo run --release -p bark-core --example simulate -- --scenario wired [--seconds 60]`
 //! (`--scenario all` runs every scenario; `--trace N` prints receiver N's
-//! clock-estimate error once per simulated second).
+//! clock-estimate error once per simulated second; `--seed N` changes the
+//! impairments' random seed; `--no-sync` models a sender without sync
+//! messages).
 
 use bark_core::sim;
 
@@ -13,14 +15,18 @@ fn main() {
     let mut name = "wired".to_string();
     let mut seconds = None;
     let mut trace = None;
+    let mut seed = None;
+    let mut sync = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => name = args.next().unwrap_or_default(),
             "--seconds" => seconds = args.next().and_then(|s| s.parse::<f64>().ok()),
             "--trace" => trace = args.next().and_then(|s| s.parse::<usize>().ok()),
+            "--seed" => seed = args.next().and_then(|s| s.parse::<u64>().ok()),
+            "--no-sync" => sync = false,
             "-h" | "--help" => {
                 println!(
-                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER]",
+                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER] [--seed N] [--no-sync]",
                     sim::SCENARIOS.join("|")
                 );
                 return;
@@ -47,6 +53,10 @@ fn main() {
         if let Some(s) = seconds {
             sc.duration_s = s;
         }
+        if let Some(s) = seed {
+            sc.seed = s;
+        }
+        sc.sync = sync;
         let started = std::time::Instant::now();
         let report = sim::run_traced(&sc, trace);
         for (i, r) in report.receivers.iter().enumerate() {

@@ -19,6 +19,8 @@ pub const HEADER_LEN: usize = 16;
 pub const AUDIO_HEADER_LEN: usize = 60;
 /// Bytes of a time request or reply (common header included).
 pub const TIME_LEN: usize = 48;
+/// Bytes of a sync message (common header included).
+pub const SYNC_LEN: usize = 32;
 /// Fixed part of a status packet (common header included), before the strings.
 pub const STATUS_FIXED_LEN: usize = 104;
 /// Longest name, host or stream string in a status packet, bytes of UTF-8.
@@ -43,6 +45,9 @@ pub enum PacketType {
     TimeReply = 3,
     /// Any node to group, about once a second: identity and counters.
     Status = 4,
+    /// Sender to group, every few ms while streaming: t3 of a one-way
+    /// exchange (PTP's one-step Sync, IEEE 1588-2019 §11.3).
+    Sync = 5,
 }
 
 impl PacketType {
@@ -52,6 +57,7 @@ impl PacketType {
             2 => Ok(PacketType::TimeRequest),
             3 => Ok(PacketType::TimeReply),
             4 => Ok(PacketType::Status),
+            5 => Ok(PacketType::Sync),
             _ => Err(Error::Malformed("unknown packet type")),
         }
     }
@@ -125,6 +131,20 @@ pub struct TimePacket {
     /// Sender clock when the request arrived, ns.
     pub t2: u64,
     /// Sender clock when the reply left, ns.
+    pub t3: u64,
+}
+
+/// A sync message: the sender clock at the moment it was sent. With the
+/// receiver's arrival stamp t4 it gives one backward point of the clock
+/// estimate (see [`crate::clock`]), for every receiver of the group at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncPacket {
+    /// Sender session id (non-zero).
+    pub stream_id: u64,
+    /// Per-session counter of sync messages, from 0: shows loss and
+    /// duplicates.
+    pub seq: u64,
+    /// Sender clock when the message left, ns.
     pub t3: u64,
 }
 
@@ -202,6 +222,8 @@ pub enum Packet<'a> {
     TimeReply(TimePacket),
     /// Status.
     Status(StatusPacket<'a>),
+    /// Sync message.
+    Sync(SyncPacket),
 }
 
 fn u16_at(d: &[u8], at: usize) -> u16 {
@@ -260,6 +282,7 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
         PacketType::TimeRequest => parse_time(d).map(Packet::TimeRequest),
         PacketType::TimeReply => parse_time(d).map(Packet::TimeReply),
         PacketType::Status => parse_status(d).map(Packet::Status),
+        PacketType::Sync => parse_sync(d).map(Packet::Sync),
     }
 }
 
@@ -374,6 +397,33 @@ pub fn write_time(out: &mut [u8], reply: bool, t: &TimePacket) -> Option<usize> 
     out[32..40].copy_from_slice(&t.t2.to_le_bytes());
     out[40..48].copy_from_slice(&t.t3.to_le_bytes());
     Some(TIME_LEN)
+}
+
+fn parse_sync(d: &[u8]) -> Result<SyncPacket, Error> {
+    if d.len() != SYNC_LEN {
+        return Err(Error::Malformed("sync message has the wrong length"));
+    }
+    let stream_id = u64_at(d, 8);
+    if stream_id == 0 {
+        return Err(Error::Malformed("sync from stream id 0"));
+    }
+    Ok(SyncPacket {
+        stream_id,
+        seq: u64_at(d, 16),
+        t3: u64_at(d, 24),
+    })
+}
+
+/// Writes a sync message. Returns [`SYNC_LEN`], or `None` if `out` is too
+/// small.
+pub fn write_sync(out: &mut [u8], s: &SyncPacket) -> Option<usize> {
+    if out.len() < SYNC_LEN {
+        return None;
+    }
+    write_header(out, PacketType::Sync, s.stream_id);
+    out[16..24].copy_from_slice(&s.seq.to_le_bytes());
+    out[24..32].copy_from_slice(&s.t3.to_le_bytes());
+    Some(SYNC_LEN)
 }
 
 fn parse_str<'a>(d: &'a [u8], at: &mut usize) -> Result<&'a str, Error> {
@@ -575,7 +625,7 @@ mod tests {
         }
 
         #[test]
-        fn parse_never_panics_with_valid_header(mut data in proptest::collection::vec(any::<u8>(), 16..400), t in 0u8..6) {
+        fn parse_never_panics_with_valid_header(mut data in proptest::collection::vec(any::<u8>(), 16..400), t in 0u8..7) {
             data[0..4].copy_from_slice(&MAGIC);
             data[4] = VERSION;
             data[5] = t;
@@ -615,6 +665,22 @@ mod tests {
                 Packet::Status(p) => prop_assert_eq!(p, expect),
                 _ => prop_assert!(false),
             }
+        }
+
+        #[test]
+        fn sync_round_trips(id in 1u64.., seq in any::<u64>(), t3 in any::<u64>(), cut in 0usize..SYNC_LEN) {
+            let s = SyncPacket { stream_id: id, seq, t3 };
+            let mut buf = [0u8; SYNC_LEN + 1];
+            prop_assert_eq!(write_sync(&mut buf, &s), Some(SYNC_LEN));
+            match parse(&buf[..SYNC_LEN]).unwrap() {
+                Packet::Sync(p) => prop_assert_eq!(p, s),
+                _ => prop_assert!(false),
+            }
+            // Any other length is rejected, as is session 0.
+            prop_assert!(parse(&buf[..cut]).is_err());
+            prop_assert!(parse(&buf).is_err());
+            buf[8..16].fill(0);
+            prop_assert!(parse(&buf[..SYNC_LEN]).is_err());
         }
 
         #[test]

@@ -119,6 +119,10 @@ pub struct Scenario {
     pub latency_ns: u64,
     /// Random seed.
     pub seed: u64,
+    /// Whether the sender multicasts sync messages
+    /// ([`crate::sender::SYNC_INTERVAL_NS`]); `false` models a sender from
+    /// before them, whose receivers keep their own exchanges at full pace.
+    pub sync: bool,
 }
 
 /// Scenario names [`scenario`] knows.
@@ -153,6 +157,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         restarts_s: vec![],
         latency_ns: crate::sender::DEFAULT_LATENCY_NS,
         seed: 0x6261_726b,
+        sync: true,
     };
     match name {
         "wired" => {}
@@ -215,6 +220,10 @@ pub struct RxReport {
     pub late: u64,
     /// See `lost`.
     pub duplicated: u64,
+    /// Time requests per second over the run's second half (after the
+    /// fast start, except for a receiver joining later): the clock-sync
+    /// load this receiver puts on the sender.
+    pub requests_per_s: f64,
 }
 
 /// Results of a run.
@@ -254,6 +263,13 @@ impl Report {
     pub fn underruns(&self) -> u64 {
         self.receivers.iter().map(|r| r.underruns).sum()
     }
+    /// Highest time-request rate over receivers, per second (second half).
+    pub fn requests_per_s(&self) -> f64 {
+        self.receivers
+            .iter()
+            .map(|r| r.requests_per_s)
+            .fold(0.0, f64::max)
+    }
 }
 
 impl fmt::Display for Report {
@@ -261,14 +277,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sim: scenario={} receivers={} converge_ms={:.1} p99_error_us={:.2} max_error_us={:.2} skew_p99_us={:.2} underruns={}",
+            "sim: scenario={} receivers={} converge_ms={:.1} p99_error_us={:.2} max_error_us={:.2} skew_p99_us={:.2} underruns={} requests_per_s={:.1}",
             self.scenario,
             self.receivers.len(),
             self.converge_ms(),
             self.p99_error_us(),
             self.max_error_us(),
             self.skew_p99_us,
-            self.underruns()
+            self.underruns(),
+            self.requests_per_s()
         )
     }
 }
@@ -425,6 +442,8 @@ struct SimRx {
     out: Vec<f32>,
     meter: Meter,
     burst: u32,
+    /// Requests sent when the run's second half began.
+    requests_mark: Option<u64>,
 }
 
 /// Runs a scenario to completion.
@@ -452,6 +471,11 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         Sender::new(SenderConfig {
             session_id: 0x5e55_0000 + *session,
             latency_ns: sc.latency_ns,
+            sync_interval_ns: if sc.sync {
+                crate::sender::SYNC_INTERVAL_NS
+            } else {
+                0
+            },
             ..Default::default()
         })
         .expect("valid sender config")
@@ -480,6 +504,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 out: vec![0.0; spec.quantum * 2],
                 meter: Meter::new(due, ms_total),
                 burst: 0,
+                requests_mark: None,
                 spec: spec.clone(),
             }
         })
@@ -536,7 +561,10 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 // smoothed clock, not from wake-ups.
                 let now = sender_clock.read(first_true + jitter);
                 outbox.clear();
-                sender.push(now, &samples, &mut |d| outbox.push(d.to_vec()));
+                // The cycle runs (and sends) at true time `t`; adapters
+                // stamp the sync message with the clock read right then.
+                let send_ns = sender_clock.read(t);
+                sender.push_at(now, send_ns, &samples, &mut |d| outbox.push(d.to_vec()));
                 for d in &outbox {
                     for (i, r) in rxs.iter_mut().enumerate() {
                         if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
@@ -572,6 +600,9 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 // The adapter's time-exchange timer on the data loop.
                 let r = &mut rxs[i];
                 if let Some(rx) = r.rx.as_mut() {
+                    if r.requests_mark.is_none() && t >= end / 2.0 {
+                        r.requests_mark = Some(rx.requests());
+                    }
                     let now = r.clock.read(t);
                     while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
                         if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
@@ -611,7 +642,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                             cb / 1e9,
                             (e.to_sender(now as i64) - truth) / 1e3,
                             (e.rate - truth_rate) * 1e6,
-                            rx.clock().len(),
+                            rx.clock().exchanges(),
                             rx.clock().jitter_ns() / 1e3,
                             rx.sync_error_ns() / 1e3
                         );
@@ -666,6 +697,10 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 lost: c.lost,
                 late: c.late,
                 duplicated: c.duplicated,
+                requests_per_s: match (r.rx.as_ref(), r.requests_mark) {
+                    (Some(x), Some(m)) => (x.requests() - m) as f64 / (sc.duration_s / 2.0),
+                    _ => 0.0,
+                },
             }
         })
         .collect();
