@@ -72,7 +72,9 @@ lab_up() {
 	local id=$1 n=$2 run br i ns
 	lab_require_root
 	[[ $id =~ ^[A-Za-z0-9]{1,8}$ ]] || lab_die "run id must be 1-8 alphanumerics (it goes into netns names)"
-	((n >= 1 && n <= 32)) || lab_die "hosts must be 1..32"
+	# 64: one host per receiver in the CLI scale run; the /24 and a Linux
+	# bridge (1024 ports) hold far more.
+	((n >= 1 && n <= 64)) || lab_die "hosts must be 1..64"
 	run=$(lab_run_dir "$id")
 	[[ -e $run/state ]] && lab_die "run $id already exists ($run)"
 	mkdir -p "$run"

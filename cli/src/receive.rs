@@ -55,6 +55,7 @@ const MAX_CATCH_UP: usize = 64;
 struct Counts {
     rx_audio: Traffic,
     rx_time_reply: Traffic,
+    rx_sync: Traffic,
     rx_status: Traffic,
     rx_other: Traffic,
     rx_malformed: u64,
@@ -145,7 +146,8 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         }
         let wake = clk.unmap((l0 + k as f64 * period_ns) as u64);
         let now = monotonic_ns();
-        let young = rx.session().is_some() && rx.clock().len() < bark_core::receiver::FAST_SAMPLES;
+        let young = rx.session().is_some()
+            && rx.clock().exchanges() < bark_core::receiver::FAST_SAMPLES as u64;
         let mut deadline = wake.min(next_status);
         if young {
             deadline = deadline.min(next_tx);
@@ -174,6 +176,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 match kind {
                     Ok(PacketType::Audio) => counts.rx_audio.add(n),
                     Ok(PacketType::TimeReply) => counts.rx_time_reply.add(n),
+                    Ok(PacketType::Sync) => counts.rx_sync.add(n),
                     Ok(PacketType::Status) => counts.rx_status.add(n),
                     Ok(_) => counts.rx_other.add(n),
                     Err(_) => {}
@@ -346,6 +349,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             "rx": {
                 "audio": counts.rx_audio,
                 "time_reply": counts.rx_time_reply,
+                "sync": counts.rx_sync,
                 "status": counts.rx_status,
                 "other": counts.rx_other,
                 "malformed": counts.rx_malformed,

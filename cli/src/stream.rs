@@ -39,6 +39,7 @@ const FIRST_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default, Debug, Clone, Copy)]
 struct Counts {
     tx_audio: Traffic,
+    tx_sync: Traffic,
     tx_time_reply: Traffic,
     tx_status: Traffic,
     rx_time_request: Traffic,
@@ -71,6 +72,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         session_id,
         node_name: a.node_name.clone(),
         host: util::hostname(),
+        sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
     })
     .map_err(|e| anyhow!("{e}"))?;
     let dest = SocketAddrV4::new(a.net.destination_ip, a.net.port);
@@ -196,13 +198,20 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         {
             let Counts {
                 tx_audio,
+                tx_sync,
                 send_errors,
                 ..
             } = &mut counts;
             let sock = &sock;
             let auth = &mut auth;
-            sender.push(cycle_local as u64, &chunk, &mut |pkt| {
-                send(sock, auth, pkt, dest, tx_audio, send_errors)
+            // The cycle's nominal time stamps the audio; the sync message
+            // needs the time it actually leaves (the wake-up may be late,
+            // the decoder may have been waited for).
+            let send_ns = clk.map(monotonic_ns());
+            sender.push_at(cycle_local as u64, send_ns, &chunk, &mut |pkt| {
+                let sync = protocol::parse_header(pkt).is_ok_and(|h| h.ptype == PacketType::Sync);
+                let t = if sync { &mut *tx_sync } else { &mut *tx_audio };
+                send(sock, auth, pkt, dest, t, send_errors)
             });
         }
         if let Some(r) = record.as_mut() {
@@ -260,10 +269,11 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     }
     let decode_result = src.join();
     log::info!(
-        "done: {:.1} s of audio in {wall_s:.1} s, {} audio packets ({:.1} kbit/s with IP/UDP headers), {} time replies, {} status, {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
+        "done: {:.1} s of audio in {wall_s:.1} s, {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
         frames_sent as f64 / a.rate as f64,
         counts.tx_audio.packets,
         counts.tx_audio.ip_bytes as f64 * 8.0 / 1e3 / wall_s.max(1e-9),
+        counts.tx_sync.packets,
         counts.tx_time_reply.packets,
         counts.tx_status.packets,
         100.0 * cpu_s / wall_s.max(1e-9),
@@ -284,6 +294,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             "decoder_stalls": underflows,
             "tx": {
                 "audio": counts.tx_audio,
+                "sync": counts.tx_sync,
                 "time_reply": counts.tx_time_reply,
                 "status": counts.tx_status,
                 "send_errors": counts.send_errors,

@@ -659,6 +659,7 @@ impl SinkConfig {
             session_id,
             node_name: self.name.clone(),
             host,
+            sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
         }
     }
 

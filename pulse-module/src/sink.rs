@@ -155,7 +155,10 @@ impl Net {
             ..
         } = self;
         let wall = realtime_ns();
-        sender.push(clock.map(t_ns), samples, &mut |pkt| match auth
+        // `t_ns` is the estimated play time of the chunk, not now: the
+        // sync message gets the time it actually leaves.
+        let send_ns = clock.map(monotonic_ns());
+        sender.push_at(clock.map(t_ns), send_ns, samples, &mut |pkt| match auth
             .seal(pkt, wall)
             .map(|p| sock.send_to(p, dest))
         {

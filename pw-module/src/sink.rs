@@ -68,6 +68,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         session_id,
         node_name: a.node_name.clone(),
         host: host.to_owned(),
+        sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
     })
     .map_err(|e| {
         LoadError::invalid(if overhead > 0 {
@@ -181,7 +182,10 @@ impl RtSink {
             ..
         } = self;
         let wall = if sealer.keyed() { realtime_ns() } else { 0 };
-        sender.push(clock.map(now_ns), samples, &mut |pkt| {
+        // The audio is stamped with the cycle's start; the sync message
+        // with the time it leaves (this callback runs later in the cycle).
+        let send_ns = clock.map(monotonic_ns());
+        sender.push_at(clock.map(now_ns), send_ns, samples, &mut |pkt| {
             if !sealer.keyed() {
                 return sock.send_counted(pkt, dest, c);
             }
