@@ -17,15 +17,18 @@
 #   cli/bench/scale.sh [--receivers N] [--seconds S] [--compare "1 8"]
 #                      [--no-analyze] [--out DIR] [--id ID] [--keep]
 #
-#   --receivers N   receivers in the main run (32; at most 62)
+#   --receivers N   receivers in the main run (32; at most 63)
 #   --seconds S     seconds of audio per run (30)
 #   --compare LIST  extra shorter runs (same S) with these receiver counts,
 #                   to show the sender's CPU and bandwidth do not grow
 #   --no-analyze    skip the skew analysis (496 pairs for 32 receivers
 #                   take several minutes)
 #
-# The lab makes at most 32 hosts: h0 is the sender, receivers go round-robin
-# on h1..h31 (with 32 receivers, h1 runs two). Results: cli/bench/out/<time>/
+# The lab makes at most 64 hosts: h0 is the sender, each receiver has its
+# own host (h1..h63). Besides whole-run totals, the sender's eth0 counters
+# are read over a window in the run's second half (from S/2, about S/3
+# long), after every receiver's start-up burst of time requests: the
+# steady state. Results: cli/bench/out/<time>/
 # (git-ignored): run-N/{ref,rxK}.wav + .ts.csv, tx.json, rxK.json,
 # stats.json, analysis.json; summary.txt and summary.json at the top.
 set -euo pipefail
@@ -49,7 +52,7 @@ while (($#)); do
 	*) lab_die "unknown option $1 (try --help)" ;;
 	esac
 done
-((receivers >= 1 && receivers <= 62)) || lab_die "--receivers must be 1..62"
+((receivers >= 1 && receivers <= 63)) || lab_die "--receivers must be 1..63"
 [[ -z $id || $id =~ ^[A-Za-z0-9]{1,5}$ ]] || lab_die "--id must be 1-5 alphanumerics"
 [[ $seconds =~ ^[0-9]+$ ]] && ((seconds >= 5 && seconds <= 600)) || lab_die "--seconds must be 5..600"
 lab_require_root
@@ -88,6 +91,12 @@ eth0_counters() {
 		'cd /sys/class/net/eth0/statistics && echo $(cat tx_bytes tx_packets rx_bytes rx_packets)'
 }
 
+# User and system CPU ticks of a process, all its threads (/proc/PID/stat
+# fields 14 and 15; the command name "bark" has no spaces).
+cpu_ticks() {
+	awk '{ print $14, $15 }' "/proc/$1/stat"
+}
+
 # wait_pids DEADLINE_S PID...: wait for recorded processes to exit, bounded.
 wait_pids() {
 	local deadline=$((SECONDS + $1)) p
@@ -104,7 +113,7 @@ wait_pids() {
 one_run() {
 	local n=$1 dir=$2 rid=${id}n$1 hosts i h off ppm pids=() txpid
 	mkdir -p "$dir"
-	hosts=$((n < 31 ? n + 1 : 32))
+	hosts=$((n + 1))
 	lab_log "run: 1 sender + $n receivers on $hosts hosts, ${seconds}s -> $dir"
 	current_id=$rid
 	lab_up "$rid" "$hosts" 2>>"$out/lab.log"
@@ -125,16 +134,30 @@ one_run() {
 	txpid=$(lab_spawn "$rid" 0 stream "$dir/tx.log" "$bark" stream --input "$music" \
 		--local-ifname eth0 --seconds "$seconds" --node-name sender \
 		--record "$dir/ref.wav" --summary "$dir/tx.json")
-	# Mid-run: what `bark stats` on the sender's host sees.
+	# Mid-run: the steady-state window opens; what `bark stats` on the
+	# sender's host sees.
 	sleep $((seconds / 2))
+	read -r tab tap rab rap < <(eth0_counters "$rid" 0)
+	local ta=$EPOCHREALTIME tb cua csa cub csb
+	read -r cua csa < <(cpu_ticks "$txpid")
 	lab_exec "$rid" 0 "$bark" stats --local-ifname eth0 --once --json --wait-sec 2.5 \
 		>"$dir/stats.json" 2>>"$dir/stats.log" || true
 	lab_exec "$rid" 0 "$bark" stats --local-ifname eth0 --once --wait-sec 1.5 \
 		>"$dir/stats.txt" 2>>"$dir/stats.log" || true
+	# The window closes about S/3 after it opened, before the sender stops.
+	sleep "$(awk -v a="$ta" -v b="$EPOCHREALTIME" -v s="$seconds" \
+		'BEGIN { d = s / 3 - (b - a); print (d > 0 ? d : 0) }')"
+	read -r tbb tbp rbb rbp < <(eth0_counters "$rid" 0)
+	tb=$EPOCHREALTIME
+	read -r cub csb < <(cpu_ticks "$txpid")
 	wait_pids $((seconds + 30)) "$txpid" || lab_die "the sender overran"
 	read -r t1b t1p r1b r1p < <(eth0_counters "$rid" 0)
-	printf '{"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s}\n' \
-		$((t1b - t0b)) $((t1p - t0p)) $((r1b - r0b)) $((r1p - r0p)) >"$dir/sender-eth0.json"
+	printf '{"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s,"window":{"seconds":%s,"sender_user_s":%s,"sender_sys_s":%s,"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s}}\n' \
+		$((t1b - t0b)) $((t1p - t0p)) $((r1b - r0b)) $((r1p - r0p)) \
+		"$(awk -v a="$ta" -v b="$tb" 'BEGIN { printf "%.3f", b - a }')" \
+		"$(awk -v a="$cua" -v b="$cub" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')" \
+		"$(awk -v a="$csa" -v b="$csb" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')" \
+		$((tbb - tab)) $((tbp - tap)) $((rbb - rab)) $((rbp - rap)) >"$dir/sender-eth0.json"
 	wait_pids 30 "${pids[@]}" || lab_die "a receiver overran"
 	lab_down "$rid" $keep >>"$out/lab.log" 2>&1
 	current_id=''

@@ -55,7 +55,8 @@ fn main() {
         // receiver's start-up burst. In: time requests plus one status
         // packet per receiver per second.
         "window_s": eth["window"]["seconds"],
-        "window_sender_cpu_percent": 100.0 * f(&eth["window"]["sender_cpu_s"]) / f(&eth["window"]["seconds"]),
+        "window_sender_user_percent": 100.0 * f(&eth["window"]["sender_user_s"]) / f(&eth["window"]["seconds"]),
+        "window_sender_sys_percent": 100.0 * f(&eth["window"]["sender_sys_s"]) / f(&eth["window"]["seconds"]),
         "window_sender_eth0_tx_kbit_s": f(&eth["window"]["tx_bytes"]) * 8.0 / 1e3 / f(&eth["window"]["seconds"]),
         "window_sender_eth0_tx_packets_s": f(&eth["window"]["tx_packets"]) / f(&eth["window"]["seconds"]),
         "window_sender_eth0_rx_kbit_s": f(&eth["window"]["rx_bytes"]) * 8.0 / 1e3 / f(&eth["window"]["seconds"]),
