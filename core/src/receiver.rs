@@ -94,6 +94,21 @@ pub const SYNC_STALE_NS: u64 = 1_000_000_000;
 /// A packet whose pts is this far (ns) from the sender timeline's
 /// prediction starts a new timeline (the sender paused or re-anchored).
 const PTS_BREAK_NS: f64 = 1_000_000.0;
+/// A followed session is live while a packet was accepted this recently,
+/// ns; only then are its packets checked for plausibility.
+const LIVE_NS: u64 = 2_000_000_000;
+/// Largest distance of a live session's packet sequence number from the
+/// highest seen: 4 minutes of packets at 273/s, far beyond any loss burst
+/// a live session survives.
+const SEQ_WINDOW: u64 = 1 << 16;
+/// Largest distance of a live session's packet frame from the newest, s of
+/// frames at the stream rate (a live session pauses for less than
+/// [`LIVE_NS`]).
+const FRAME_WINDOW_S: u64 = 10;
+/// Largest distance of a live session's `pts` from the timeline's
+/// prediction for its frame, ns (a genuine sender stays on one line: see
+/// docs/PROTOCOL.md, audio `frame`).
+const PTS_WINDOW_NS: f64 = 1e9;
 /// Output frames rendered per inner step; bounds the scratch buffers.
 const CHUNK: usize = 4096;
 
@@ -360,6 +375,11 @@ impl Receiver {
         match protocol::parse(data)? {
             Packet::Audio(a) => {
                 let h = a.header;
+                if !self.plausible(now_ns, &h) {
+                    return Err(Error::Malformed(
+                        "audio sequence, frame or pts implausible for the live session",
+                    ));
+                }
                 match self.selector.offer(now_ns, &h, from) {
                     Choice::Ignore => return Ok(()),
                     Choice::Switch => self.start_session(now_ns, &h),
@@ -430,6 +450,37 @@ impl Receiver {
             Packet::TimeRequest(_) | Packet::Status(_) => {}
         }
         Ok(())
+    }
+
+    /// Whether an audio packet of the followed session fits it while the
+    /// session is live (a packet accepted within [`LIVE_NS`]): sequence
+    /// within [`SEQ_WINDOW`] of the highest seen, frame within
+    /// [`FRAME_WINDOW_S`] of the newest, and `pts` within
+    /// [`PTS_WINDOW_NS`] of the timeline's prediction for its frame. A
+    /// genuine sender never breaks these (seq counts packets, so loss moves
+    /// it little; a pause moves frame and pts together, and a pause longer
+    /// than `LIVE_NS` ends the live state); a forged or corrupted packet
+    /// with the session's id would otherwise move the playback position
+    /// anywhere and stop playback for good. Other sessions, and any packet
+    /// after a silence, pass: the selector and the timeline handle them.
+    fn plausible(&self, now_ns: u64, h: &protocol::AudioHeader) -> bool {
+        let Some(s) = self.session.as_ref().filter(|s| s.id == h.stream_id) else {
+            return true;
+        };
+        if now_ns.saturating_sub(self.last_heard) > LIVE_NS || s.unique == 0 {
+            return true;
+        }
+        if h.seq.abs_diff(s.max_seq) > SEQ_WINDOW {
+            return false;
+        }
+        let Some((f, p)) = s.timeline.newest else {
+            return true;
+        };
+        if h.frame.abs_diff(f) > FRAME_WINDOW_S * h.format.rate as u64 {
+            return false;
+        }
+        let predicted = p as f64 + (h.frame as f64 - f as f64) * s.timeline.period;
+        (h.pts as f64 - predicted).abs() <= PTS_WINDOW_NS
     }
 
     fn handle_reply(&mut self, now_ns: u64, t: &TimePacket) {

@@ -321,3 +321,54 @@ fn an_output_xrun_is_one_jump_not_an_excursion() {
         "sync error after the xrun reached {worst_after} ns"
     );
 }
+
+/// Forged audio with the followed session's id (v1 is unauthenticated:
+/// anyone on the LAN can send it) but a sequence number, frame or pts far
+/// from the live stream's: refused as implausible, and playback goes on in
+/// sync. Before the check, one such packet moved the playback position to
+/// the forged frame and playback stopped for good (found by
+/// lab/test-robust.sh hostile).
+#[test]
+fn forged_packets_of_the_live_session_are_refused() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut senders: [(Sender, Gen); 1] = [(sender("default", 1, 2, 0), &sine)];
+    let mut refused = 0;
+    let mut pkt = vec![0u8; 2048];
+    let out = run(&mut senders, &mut rx, 400, &mut |c, rx| {
+        if !(150..250).contains(&c) {
+            return;
+        }
+        let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
+        let live_frame = (c * Q) as u64;
+        // seq far ahead; frame far ahead with a matching pts; pts absurd.
+        let (seq, frame, pts) = match c % 3 {
+            0 => (1_000_000 + c as u64, live_frame, now as i64),
+            1 => (c as u64, live_frame + 48_000 * 3600, now as i64 + 3_600_000_000_000),
+            _ => (c as u64, live_frame, i64::MAX),
+        };
+        let h = protocol::AudioHeader {
+            stream_id: 1,
+            seq,
+            frame,
+            pts,
+            format: AudioFormat::default(),
+            latency_us: 20_000,
+            name_hash: protocol::stream_hash("default"),
+            priority: 0,
+            frames: 16,
+        };
+        let n = protocol::write_audio(&mut pkt, &h, &[0.9; 32]).unwrap();
+        if rx.handle_packet(now, &pkt[..n], addr(9)).is_err() {
+            refused += 1;
+        }
+    });
+    assert_eq!(refused, 100, "every forged packet refused");
+    assert!(rx.playing());
+    let mut worst = 0f32;
+    for k in (260 * Q)..(400 * Q) {
+        let want_frame = k as f64 - 0.014 * RATE;
+        let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
+        worst = worst.max((out[2 * k] - want).abs());
+    }
+    assert!(worst < 2e-3, "worst sample error {worst} after the forgeries");
+}

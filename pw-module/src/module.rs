@@ -172,6 +172,40 @@ struct Bark {
     /// pipewire`. It lives in the adapter, as long as the stream.
     rate_match: AtomicPtr<spa::spa_io_rate_match>,
     counters: Counters,
+    /// Test only: where to panic on purpose (see [`TEST_PANIC_ENV`]).
+    test_panic: TestPanic,
+}
+
+/// **Test only:** `BARK_TEST_PANIC="<node.name>:<where>[,...]"`, read at
+/// load, makes the named module panic on purpose, once, inside a real-time
+/// callback: `process` (the stream's process callback) or `data` (its
+/// data-loop socket/timer callback). It shows that the `catch_unwind` guard
+/// around every `extern "C"` entry keeps the daemon alive and the module
+/// idles (make test-pw checks it). Unset, it costs one branch per cycle.
+pub const TEST_PANIC_ENV: &str = "BARK_TEST_PANIC";
+
+/// Where a module was told to panic by [`TEST_PANIC_ENV`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TestPanic {
+    process: bool,
+    data: bool,
+}
+
+impl TestPanic {
+    /// From the environment, for the module of stream name `name`.
+    fn from_env(name: &str) -> TestPanic {
+        let mut t = TestPanic::default();
+        if let Ok(v) = std::env::var(TEST_PANIC_ENV) {
+            for item in v.split(',') {
+                match item.trim().split_once(':') {
+                    Some((n, "process")) if n == name => t.process = true,
+                    Some((n, "data")) if n == name => t.data = true,
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
 }
 
 impl Bark {
@@ -200,6 +234,9 @@ impl Bark {
     fn service(&self, timer: bool) {
         if self.counters.panicked.load(Relaxed) {
             return;
+        }
+        if self.test_panic.data {
+            panic!("{TEST_PANIC_ENV}: on purpose in a data-loop callback");
         }
         // SAFETY: data-loop sources run on the data thread, like `process`,
         // so they never overlap with it.
@@ -248,6 +285,9 @@ impl Bark {
         // exists; PipeWire never runs two `process` calls at once.
         let rt = unsafe { &mut *self.rt.get() };
         let panicked = self.counters.panicked.load(Relaxed);
+        if self.test_panic.process && !panicked {
+            panic!("{TEST_PANIC_ENV}: on purpose in process");
+        }
         // SAFETY: this is the stream's process callback, stream is live.
         unsafe {
             match rt {
@@ -325,7 +365,15 @@ pub unsafe fn load(
         ],
         rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
+        test_panic: TestPanic::from_env(&setup.name),
     });
+    if bark.test_panic != TestPanic::default() {
+        log_warn!(
+            "{}: {TEST_PANIC_ENV} is set: test-only panic in {:?}",
+            role.name(),
+            bark.test_panic
+        );
+    }
     let data = &*bark as *const Bark as *mut c_void;
     // Read before the stream exists: from then on only the data thread may
     // touch `rt`.

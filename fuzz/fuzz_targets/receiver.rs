@@ -1,0 +1,222 @@
+//! The receiver state machine fed an arbitrary sequence of events: raw
+//! datagrams, audio packets with arbitrary header fields (built with the
+//! core's writer so that they pass the parser and reach the jitter buffer,
+//! the selector and the timeline), time replies to its own requests or to
+//! none, status packets, output cycles and jumps of the clock. Invariants:
+//! nothing panics, and every output sample is finite.
+#![no_main]
+
+use bark_core::format::{AudioFormat, SampleFormat};
+use bark_core::protocol::{self, AudioHeader, Role, StatusCounters, StatusPacket, TimePacket};
+use bark_core::{Receiver, ReceiverConfig};
+use bark_fuzz::Bytes;
+use libfuzzer_sys::fuzz_target;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// Events per input: bounds the time one input takes.
+const MAX_EVENTS: usize = 2_000;
+/// Largest output buffer asked for, frames (PipeWire quanta go to 8192).
+const MAX_FILL: usize = 8_192;
+
+fuzz_target!(|d: &[u8]| {
+    let mut b = Bytes::new(d);
+    let cfg_byte = b.u8();
+    let rate = [48_000, 44_100, 96_000, 8_000, 192_000][cfg_byte as usize % 5];
+    let channels = 1 + (cfg_byte >> 3) % 8;
+    let Ok(mut rx) = Receiver::new(ReceiverConfig {
+        rate,
+        channels,
+        latency_ns: (cfg_byte & 0x80 != 0).then_some(20_000_000),
+        stream: (cfg_byte & 0x40 != 0).then(|| "default".to_string()),
+        node_id: 7,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let addrs: [SocketAddr; 3] = [
+        (Ipv4Addr::new(10, 0, 0, 1), 1530).into(),
+        (Ipv4Addr::new(10, 0, 0, 2), 1530).into(),
+        (Ipv4Addr::new(10, 0, 0, 3), 40000).into(),
+    ];
+    let sessions = [0x1111u64, 0x2222, 0x3333];
+    // Local clock (ns) and the sender clock's offset from it.
+    let mut now: u64 = 1_000_000_000;
+    let offset: i64 = b.u32() as i64 * 1000 - (1 << 41);
+    let mut seq = [0u64; 3];
+    let mut frame = [0u64; 3];
+    let mut requests = [0u64; 8];
+    let mut nreq = 0usize;
+    let mut pkt = vec![0u8; 70_000];
+    let mut samples = vec![0f32; 4096 * 8];
+    let mut out = vec![0f32; MAX_FILL * 8];
+    for _ in 0..MAX_EVENTS {
+        if b.is_empty() {
+            break;
+        }
+        let op = b.u8();
+        let from = addrs[(op >> 4) as usize % 3];
+        match op % 8 {
+            // Raw bytes.
+            0 => {
+                let n = b.u16() as usize % 1600;
+                let raw = b.take(n);
+                let _ = rx.handle_packet(now, raw, from);
+            }
+            // An audio packet: mostly a plausible stream, any field absurd.
+            1 | 2 => {
+                let s = (op >> 4) as usize % 3;
+                let ctl = b.u8();
+                let fmt_byte = b.u8();
+                let sample = [SampleFormat::F32, SampleFormat::S24, SampleFormat::S16]
+                    [fmt_byte as usize % 3];
+                let frames = if ctl & 1 == 0 { 176 } else { 1 + b.u16() % 4096 };
+                let format = AudioFormat {
+                    sample,
+                    rate: if ctl & 2 == 0 {
+                        48_000
+                    } else {
+                        8_000 + b.u32() % 184_001
+                    },
+                    channels: if ctl & 4 == 0 { 2 } else { 1 + fmt_byte % 8 },
+                };
+                let (sq, fr) = if ctl & 8 == 0 {
+                    (seq[s], frame[s])
+                } else {
+                    (b.u64(), b.u64())
+                };
+                let pts_at_sender =
+                    ((now as i64).wrapping_add(offset) as u64).wrapping_sub(b.u16() as u64 * 1000);
+                let pts = if ctl & 16 == 0 {
+                    pts_at_sender as i64
+                } else {
+                    b.u64() as i64
+                };
+                let h = AudioHeader {
+                    stream_id: if ctl & 32 == 0 {
+                        sessions[s]
+                    } else {
+                        b.u64() | 1
+                    },
+                    seq: sq,
+                    frame: fr,
+                    pts,
+                    format,
+                    latency_us: if ctl & 64 == 0 { 40_000 } else { b.u32() },
+                    name_hash: if ctl & 128 == 0 {
+                        protocol::stream_hash("default")
+                    } else {
+                        b.u32()
+                    },
+                    priority: (fmt_byte >> 4) as i8 - 8,
+                    frames,
+                };
+                let n = frames as usize * format.channels as usize;
+                let level = b.u8();
+                for (i, v) in samples[..n].iter_mut().enumerate() {
+                    *v = match level {
+                        // Full scale, beyond full scale, and the largest
+                        // finite f32: a hostile sender's choices.
+                        255 => f32::MAX,
+                        254 => if i % 2 == 0 { 1e30 } else { -1e30 },
+                        _ => ((i as f32) * 0.05).sin() * level as f32 / 64.0,
+                    };
+                }
+                if let Some(len) = protocol::write_audio(&mut pkt, &h, &samples[..n]) {
+                    let _ = rx.handle_packet(now, &pkt[..len], from);
+                }
+                seq[s] = sq.wrapping_add(1);
+                frame[s] = fr.wrapping_add(frames as u64);
+            }
+            // A time reply: to an outstanding request or made up.
+            3 => {
+                let pick = b.u8();
+                let t1 = if pick & 1 == 0 && nreq > 0 {
+                    requests[pick as usize / 2 % nreq]
+                } else {
+                    b.u64()
+                };
+                let delay = b.u16() as u64 * 100;
+                let t2 = (t1.wrapping_add(delay) as i64).wrapping_add(offset) as u64;
+                let t3 = if pick & 2 == 0 {
+                    t2.wrapping_add(10_000)
+                } else {
+                    b.u64()
+                };
+                let t = TimePacket {
+                    stream_id: if pick & 4 == 0 {
+                        sessions[(pick >> 3) as usize % 3]
+                    } else {
+                        b.u64()
+                    },
+                    node_id: 7,
+                    t1,
+                    t2,
+                    t3,
+                };
+                let mut buf = [0u8; protocol::TIME_LEN];
+                if let Some(n) = protocol::write_time(&mut buf, pick & 8 == 0, &t) {
+                    let _ = rx.handle_packet(now, &buf[..n], from);
+                }
+            }
+            // Status from anyone.
+            4 => {
+                let mut buf = [0u8; protocol::MAX_STATUS_LEN];
+                let st = StatusPacket {
+                    stream_id: b.u64(),
+                    node_id: b.u64(),
+                    role: if op & 16 == 0 { Role::Sender } else { Role::Receiver },
+                    flags: b.u8(),
+                    counters: StatusCounters {
+                        rate: b.u32(),
+                        ..Default::default()
+                    },
+                    name: "fuzz",
+                    host: "fuzz",
+                    stream: "default",
+                };
+                if let Some(n) = protocol::write_status(&mut buf, &st) {
+                    let _ = rx.handle_packet(now, &buf[..n], from);
+                }
+            }
+            // An output cycle at the instant it is heard.
+            5 => {
+                let frames = b.u16() as usize % MAX_FILL + 1;
+                let ahead = b.u16() as u64 * 1000;
+                let o = &mut out[..frames * channels as usize];
+                rx.fill(now.wrapping_add(ahead), o);
+                assert!(
+                    o.iter().all(|s| s.is_finite()),
+                    "non-finite output sample"
+                );
+            }
+            // Requests due.
+            6 => {
+                for _ in 0..4 {
+                    match rx.poll_transmit(now, &mut pkt) {
+                        Some((n, _)) => {
+                            assert_eq!(n, protocol::TIME_LEN);
+                            requests[nreq % requests.len()] = now;
+                            nreq = (nreq + 1).min(requests.len());
+                        }
+                        None => break,
+                    }
+                }
+            }
+            // Time passes (CLOCK_MONOTONIC never goes back): mostly a
+            // cycle's worth, sometimes seconds, sometimes days.
+            _ => {
+                now = match op >> 5 {
+                    0..=5 => now + b.u16() as u64 * 1000,
+                    6 => now + b.u16() as u64 * 1_000_000,
+                    _ => now + b.u32() as u64 * 1_000_000,
+                };
+            }
+        }
+        assert!(rx.sync_error_ns().is_finite(), "sync error is not finite");
+    }
+    // Whatever state it ended in, its own status report is well-formed.
+    let mut st = [0u8; protocol::MAX_STATUS_LEN];
+    if let Some(n) = rx.write_status(&mut st) {
+        assert!(protocol::parse(&st[..n]).is_ok(), "own status does not parse");
+    }
+});

@@ -1,0 +1,254 @@
+//! bark-lab-hostile: a hostile node for the lab. It listens to the group
+//! until it has heard a real sender's audio (to learn its session id,
+//! sequence numbers, frames and stream hash), then sends, round-robin:
+//!
+//! - `random`: random bytes, 1..1472 long;
+//! - `truncated`: a real audio packet cut short;
+//! - `oversized`: a real audio packet with bytes appended (up to 9000);
+//! - `version`: a real packet with version 2; `magic`: with a bad magic;
+//! - `fields`: header fields out of range (rate 0 or 10⁹, channels 0 or 200,
+//!   frames 0 or 65535, unknown sample format or packet type);
+//! - `forged-session`: well-formed audio of a new random session, other
+//!   stream name, lowest priority (-128);
+//! - `forged-seq`: well-formed audio of the *real* session with sequence
+//!   numbers and frames far from the real ones and absurd `pts`;
+//! - `forged-time`: time replies with the real session id, random node
+//!   ids and t1 no receiver sent;
+//!
+//! at `--pps` for `--seconds`, then (with `--flood-seconds`) a flood of
+//! random-byte and truncated datagrams as fast as the socket takes them,
+//! bounded by `--flood-max` datagrams. Counts per kind go to stdout (JSON)
+//! at exit. Lab only: it refuses a destination outside 239.0.0.0/8 or the
+//! lab subnet 10.99.0.0/24.
+
+use anyhow::{bail, Context, Result};
+use bark_core::protocol::{self, Packet};
+use clap::Parser;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Send hostile Bark datagrams into a lab LAN")]
+struct Args {
+    /// Group (or receiver) to attack.
+    #[arg(long, default_value = "239.255.66.66:1530")]
+    to: SocketAddrV4,
+    /// Local address to join the group on (this host's eth0 address).
+    #[arg(long)]
+    local: Ipv4Addr,
+    /// Seconds of mixed hostile traffic.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Datagrams per second of mixed hostile traffic.
+    #[arg(long, default_value_t = 500.0)]
+    pps: f64,
+    /// Seconds of flood after the mix (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    flood_seconds: f64,
+    /// Most datagrams of the flood.
+    #[arg(long, default_value_t = 2_000_000)]
+    flood_max: u64,
+    /// Longest wait for a real sender, s.
+    #[arg(long, default_value_t = 10.0)]
+    learn_seconds: f64,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+const KINDS: [&str; 10] = [
+    "random",
+    "truncated",
+    "oversized",
+    "version",
+    "magic",
+    "fields",
+    "forged-session",
+    "forged-seq",
+    "forged-time",
+    "flood",
+];
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let ip = a.to.ip().octets();
+    if !(ip[0] == 239 || (ip[0] == 10 && ip[1] == 99 && ip[2] == 0)) {
+        bail!("lab only: --to must be in 239.0.0.0/8 or 10.99.0.0/24");
+    }
+    if !(a.seconds >= 0.0 && a.seconds <= 600.0 && a.flood_seconds <= 60.0 && a.pps > 0.0) {
+        bail!("--seconds ≤ 600, --flood-seconds ≤ 60, --pps > 0");
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(a.seed);
+    // Learn a real packet.
+    let listen = UdpSocket::bind(("0.0.0.0", a.to.port())).context("binding the group port")?;
+    if a.to.ip().is_multicast() {
+        listen
+            .join_multicast_v4(a.to.ip(), &a.local)
+            .context("joining the group")?;
+    }
+    listen.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(a.learn_seconds);
+    let mut buf = vec![0u8; 65_536];
+    let real: Vec<u8> = loop {
+        if Instant::now() > deadline {
+            bail!("no sender heard within {} s", a.learn_seconds);
+        }
+        if let Ok((n, _)) = listen.recv_from(&mut buf) {
+            if let Ok(Packet::Audio(_)) = protocol::parse(&buf[..n]) {
+                break buf[..n].to_vec();
+            }
+        }
+    };
+    drop(listen);
+    let Ok(Packet::Audio(ra)) = protocol::parse(&real) else {
+        unreachable!("parsed above")
+    };
+    let h = ra.header;
+    eprintln!(
+        "bark-lab-hostile: learned session {:016x} seq {} frame {} ({} bytes)",
+        h.stream_id,
+        h.seq,
+        h.frame,
+        real.len()
+    );
+    let tx = UdpSocket::bind((a.local, 0)).context("binding the send socket")?;
+    tx.set_multicast_ttl_v4(1)?;
+    let mut counts = [0u64; KINDS.len()];
+    let mut send_errors = 0u64;
+    let mut pkt = vec![0u8; 9_000];
+    let period = Duration::from_secs_f64(1.0 / a.pps);
+    let start = Instant::now();
+    let mut next = start;
+    let mut k = 0usize;
+    let end = start + Duration::from_secs_f64(a.seconds);
+    while Instant::now() < end {
+        let kind = k % 9;
+        k += 1;
+        let len = match kind {
+            0 => {
+                let n = rng.random_range(1..=1472);
+                rng.fill(&mut pkt[..n]);
+                n
+            }
+            1 => {
+                let n = rng.random_range(1..real.len());
+                pkt[..n].copy_from_slice(&real[..n]);
+                n
+            }
+            2 => {
+                let n = rng.random_range(real.len() + 1..=9_000);
+                pkt[..real.len()].copy_from_slice(&real);
+                rng.fill(&mut pkt[real.len()..n]);
+                n
+            }
+            3 | 4 => {
+                pkt[..real.len()].copy_from_slice(&real);
+                if kind == 3 {
+                    pkt[4] = 2;
+                } else {
+                    pkt[0] = b'X';
+                }
+                real.len()
+            }
+            5 => {
+                pkt[..real.len()].copy_from_slice(&real);
+                match rng.random_range(0..7) {
+                    0 => pkt[40..44].copy_from_slice(&0u32.to_le_bytes()),
+                    1 => pkt[40..44].copy_from_slice(&1_000_000_000u32.to_le_bytes()),
+                    2 => pkt[53] = 0,
+                    3 => pkt[53] = 200,
+                    4 => pkt[56..58].copy_from_slice(&0u16.to_le_bytes()),
+                    5 => pkt[52] = 9,
+                    _ => pkt[5] = 77,
+                }
+                real.len()
+            }
+            6 => {
+                let mut fh = h;
+                fh.stream_id = rng.random::<u64>() | 1;
+                fh.name_hash = protocol::stream_hash("hostile");
+                fh.priority = -128;
+                fh.seq = rng.random();
+                write(&mut pkt, &fh)
+            }
+            7 => {
+                let mut fh = h;
+                let dt = start.elapsed().as_nanos() as u64;
+                fh.seq = h.seq.wrapping_add(rng.random_range(1_000..1_000_000_000));
+                fh.frame = h.frame.wrapping_add(rng.random_range(100_000..1_000_000_000));
+                fh.pts = match rng.random_range(0..3) {
+                    0 => i64::MAX,
+                    1 => i64::MIN,
+                    _ => h.pts.wrapping_add(dt as i64).wrapping_add(rng.random_range(-1_000_000_000_000..1_000_000_000_000)),
+                };
+                write(&mut pkt, &fh)
+            }
+            _ => protocol::write_time(
+                &mut pkt,
+                true,
+                &protocol::TimePacket {
+                    stream_id: h.stream_id,
+                    node_id: rng.random(),
+                    t1: rng.random(),
+                    t2: rng.random(),
+                    t3: rng.random(),
+                },
+            )
+            .expect("room"),
+        };
+        match tx.send_to(&pkt[..len], a.to) {
+            Ok(_) => counts[kind] += 1,
+            Err(_) => send_errors += 1,
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > Duration::from_millis(100) {
+            // Fell behind (a loaded box): do not burst to catch up.
+            next = now;
+        }
+    }
+    if a.flood_seconds > 0.0 {
+        let fend = Instant::now() + Duration::from_secs_f64(a.flood_seconds);
+        let mut n = 0u64;
+        while n < a.flood_max && Instant::now() < fend {
+            for _ in 0..64 {
+                let len = if n % 2 == 0 {
+                    let l = rng.random_range(16..=1472);
+                    rng.fill(&mut pkt[..l]);
+                    l
+                } else {
+                    let l = rng.random_range(1..real.len());
+                    pkt[..l].copy_from_slice(&real[..l]);
+                    l
+                };
+                match tx.send_to(&pkt[..len], a.to) {
+                    Ok(_) => counts[9] += 1,
+                    Err(_) => send_errors += 1,
+                }
+                n += 1;
+            }
+        }
+    }
+    let fields: Vec<String> = KINDS
+        .iter()
+        .zip(counts)
+        .map(|(k, c)| format!("\"{k}\":{c}"))
+        .collect();
+    println!(
+        "{{{},\"total\":{},\"send_errors\":{send_errors}}}",
+        fields.join(","),
+        counts.iter().sum::<u64>()
+    );
+    Ok(())
+}
+
+/// A well-formed audio packet with header `h` and a quiet payload.
+fn write(out: &mut [u8], h: &protocol::AudioHeader) -> usize {
+    let n = h.frames as usize * h.format.channels as usize;
+    let samples = vec![0.25f32; n];
+    protocol::write_audio(out, h, &samples).expect("room for audio")
+}
