@@ -17,6 +17,8 @@ help:
 	@echo "make test-pw   headless PipeWire integration test of the modules"
 	@echo "make deb       Debian packages into $(PKG_DIR)/deb"
 	@echo "make test-pkg  build, lint, install and try the packages (root)"
+	@echo "make fuzz      each fuzz target for FUZZ_SECONDS (60) on the stable toolchain"
+	@echo "make test-robust  fault-injection scenarios in namespaces (root, ~6 min)"
 
 # --- PipeWire modules (pw-module/) -------------------------------------------
 #
@@ -40,7 +42,7 @@ modules:
 	@ls -l $(PW_MODULES)
 
 test-pw: modules
-	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) $(CARGO) test --release -p bark-pw-module --test headless -- --ignored --nocapture
+	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) $(CARGO) test --release -p bark-pw-module --test headless --test lifecycle -- --ignored --nocapture
 
 # --- Set-up, tests and demo ----------------------------------------------------
 #
@@ -72,6 +74,8 @@ test: deps
 	$(MAKE) test-lab
 	$(MAKE) test-pulse
 	$(MAKE) test-pkg
+	$(MAKE) fuzz
+	$(MAKE) test-robust
 
 test-lab: modules lab-build
 	lab/test-bark.sh
@@ -229,3 +233,40 @@ test-pkg: deb
 	meson setup $(PKG_DIR)/meson-arch --prefix=/usr --libdir=lib -Dcargo_target_dir=$(abspath $(TARGET_DIR))
 	meson install -C $(PKG_DIR)/meson-arch --destdir $(abspath $(PKG_DIR))/root-arch
 	packaging/check-files.py --rpm-root $(PKG_DIR)/root-rpm --arch-root $(PKG_DIR)/root-arch
+
+# --- Robustness: fuzzing and fault injection (fuzz/, lab/test-robust.sh) ------
+#
+#   make fuzz          each cargo-fuzz target for FUZZ_SECONDS, seeded from the
+#                      committed corpus (fuzz/corpus/<target>, read only: new
+#                      inputs go to a scratch dir that is wiped first); fails on
+#                      any crash (the input is kept in fuzz/artifacts/<target>).
+#                      Stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass
+#                      its -Z flags (sanitizer=address, whose runtime ships with
+#                      stable's rust-std); cargo-fuzz is installed if missing.
+#   make fuzz-seeds    rewrite the seed corpus with the core's own writers
+#   make test-robust   lab/test-robust.sh: loss, partition, sender restart, late
+#                      join, two senders, hostile packets (root)
+# Figures: docs/ROBUSTNESS.md.
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= parse receiver
+FUZZ_SCRATCH := fuzz/target/scratch-corpus
+
+.PHONY: fuzz fuzz-seeds test-robust
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_SCRATCH)/$$t && mkdir -p $(FUZZ_SCRATCH)/$$t && \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s" && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t $(FUZZ_SCRATCH)/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >$(FUZZ_SCRATCH)/$$t.log 2>&1; \
+		rc=$$?; \
+		grep -E '^stat::|#[0-9]+ +DONE|INFO: seed corpus' $(FUZZ_SCRATCH)/$$t.log; \
+		[ $$rc -eq 0 ] || { tail -40 $(FUZZ_SCRATCH)/$$t.log; echo "fuzz $$t failed (exit $$rc)"; exit 1; }; \
+	done
+
+fuzz-seeds:
+	$(CARGO) run --manifest-path fuzz/Cargo.toml -p bark-fuzz-seeds -- fuzz/corpus
+
+test-robust: cli lab-build
+	BARK_BIN=$(abspath $(TARGET_DIR)/release/bark) BARK_LAB_BIN=$(abspath $(LAB_BIN)) lab/test-robust.sh

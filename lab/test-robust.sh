@@ -23,8 +23,10 @@
 #               receiver plays its own (fidelity ≥ 0.9 against its sender).
 #   hostile     bark-lab-hostile sends 10 s of malformed and forged packets
 #               and a 2 s flood at the group while two receivers play: both
-#               run to the end, every malformed datagram is counted, fidelity
-#               ≥ 0.9, skew p99 ≤ 100 µs, no dropouts.
+#               run to the end and play throughout, every malformed datagram
+#               is counted, fidelity ≥ 0.9, skew p99 ≤ 100 µs, no jump, no
+#               dropout outside the flood (during it genuine packets are lost
+#               with the rest and concealed).
 #
 # One reported retry per case (lab hosts have no real-time scheduling on a
 # shared 2-core box), never a silent one. Results: lab/out/robust-<time>/.
@@ -308,7 +310,15 @@ case_hostile() {
 	    # 22 s of audio, 3 s settle, a window every 100 ms: about 190.
 	    need(r["windows"] >= 170, f"{r['label']} played throughout ({r['windows']} analysis windows ≥ 170)")
 	    need(r["fidelity"]["mean"] >= 0.9, f"{r['label']} fidelity ≥ 0.9")
-	    need(r["dropouts"] == 0 and r["jumps"] == 0, f"{r['label']} no dropout, no jump")
+	    need(r["jumps"] == 0, f"{r['label']} no jump")
+	    # The flood fills the link and the receivers' socket buffers: some
+	    # genuine packets are lost then, and concealed. Outside it (the
+	    # whole malformed/forged mix included) nothing may be lost.
+	    t0 = int(open(os.path.join(d, r["label"] + ".ts.csv")).read().splitlines()[2].split(",")[2])
+	    at = [t0 + x * 1e9 for x in r["dropout_at_s"]]
+	    inside = [t for t in at if h["flood_start_ns"] - 1e8 <= t <= h["flood_end_ns"] + 5e8]
+	    print(f"  {r['label']}: dropouts {len(at)}, {len(inside)} of them during the {(h['flood_end_ns'] - h['flood_start_ns']) / 1e9:.1f} s flood ({r['dropout_ms']:.1f} ms in all)")
+	    need(len(at) == len(inside), f"{r['label']} no dropout outside the flood")
 	for p in a["pairs"]:
 	    print(f"  skew {p['a']}-{p['b']}: |skew| p99 {p['abs_skew_us']['p99']:.1f} us")
 	    need(p["abs_skew_us"]["p99"] <= 100, "skew p99 ≤ 100 µs")

@@ -343,7 +343,11 @@ fn forged_packets_of_the_live_session_are_refused() {
         // seq far ahead; frame far ahead with a matching pts; pts absurd.
         let (seq, frame, pts) = match c % 3 {
             0 => (1_000_000 + c as u64, live_frame, now as i64),
-            1 => (c as u64, live_frame + 48_000 * 3600, now as i64 + 3_600_000_000_000),
+            1 => (
+                c as u64,
+                live_frame + 48_000 * 3600,
+                now as i64 + 3_600_000_000_000,
+            ),
             _ => (c as u64, live_frame, i64::MAX),
         };
         let h = protocol::AudioHeader {
@@ -370,5 +374,8 @@ fn forged_packets_of_the_live_session_are_refused() {
         let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
         worst = worst.max((out[2 * k] - want).abs());
     }
-    assert!(worst < 2e-3, "worst sample error {worst} after the forgeries");
+    assert!(
+        worst < 2e-3,
+        "worst sample error {worst} after the forgeries"
+    );
 }

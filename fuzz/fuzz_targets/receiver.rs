@@ -69,7 +69,11 @@ fuzz_target!(|d: &[u8]| {
                 let fmt_byte = b.u8();
                 let sample = [SampleFormat::F32, SampleFormat::S24, SampleFormat::S16]
                     [fmt_byte as usize % 3];
-                let frames = if ctl & 1 == 0 { 176 } else { 1 + b.u16() % 4096 };
+                let frames = if ctl & 1 == 0 {
+                    176
+                } else {
+                    1 + b.u16() % 4096
+                };
                 let format = AudioFormat {
                     sample,
                     rate: if ctl & 2 == 0 {
@@ -117,7 +121,13 @@ fuzz_target!(|d: &[u8]| {
                         // Full scale, beyond full scale, and the largest
                         // finite f32: a hostile sender's choices.
                         255 => f32::MAX,
-                        254 => if i % 2 == 0 { 1e30 } else { -1e30 },
+                        254 => {
+                            if i % 2 == 0 {
+                                1e30
+                            } else {
+                                -1e30
+                            }
+                        }
                         _ => ((i as f32) * 0.05).sin() * level as f32 / 64.0,
                     };
                 }
@@ -164,7 +174,11 @@ fuzz_target!(|d: &[u8]| {
                 let st = StatusPacket {
                     stream_id: b.u64(),
                     node_id: b.u64(),
-                    role: if op & 16 == 0 { Role::Sender } else { Role::Receiver },
+                    role: if op & 16 == 0 {
+                        Role::Sender
+                    } else {
+                        Role::Receiver
+                    },
                     flags: b.u8(),
                     counters: StatusCounters {
                         rate: b.u32(),
@@ -184,10 +198,7 @@ fuzz_target!(|d: &[u8]| {
                 let ahead = b.u16() as u64 * 1000;
                 let o = &mut out[..frames * channels as usize];
                 rx.fill(now.wrapping_add(ahead), o);
-                assert!(
-                    o.iter().all(|s| s.is_finite()),
-                    "non-finite output sample"
-                );
+                assert!(o.iter().all(|s| s.is_finite()), "non-finite output sample");
             }
             // Requests due.
             6 => {
@@ -217,6 +228,9 @@ fuzz_target!(|d: &[u8]| {
     // Whatever state it ended in, its own status report is well-formed.
     let mut st = [0u8; protocol::MAX_STATUS_LEN];
     if let Some(n) = rx.write_status(&mut st) {
-        assert!(protocol::parse(&st[..n]).is_ok(), "own status does not parse");
+        assert!(
+            protocol::parse(&st[..n]).is_ok(),
+            "own status does not parse"
+        );
     }
 });

@@ -615,7 +615,6 @@ context.modules = [
         &["create-node", "adapter", "{ factory.name=support.null-audio-sink node.name=speaker media.class=Audio/Sink object.linger=true audio.position=[FL FR] }"],
     );
 
-
     // Panics: the source's data timer runs on its own; the sink's process
     // runs once something plays into it.
     wait_for("the data-loop panic to be caught", || {
@@ -632,18 +631,30 @@ context.modules = [
     let tone_s = tone.to_string_lossy().into_owned();
     s.run_ok("pw-play", &["--target", "bark_panic_process", &tone_s]);
     wait_for("the process panic to be caught", || {
-        s.daemon_log().contains("bark: panic in process: BARK_TEST_PANIC")
+        s.daemon_log()
+            .contains("bark: panic in process: BARK_TEST_PANIC")
     });
     // Once each, then idle: the graph kept running the sink (pw-play
     // finished), and a second play still completes.
     s.run_ok("pw-play", &["--target", "bark_panic_process", &tone_s]);
     let log = s.daemon_log();
-    assert_eq!(log.matches("bark: panic in").count(), 2, "each panic logged once");
+    assert_eq!(
+        log.matches("bark: panic in").count(),
+        2,
+        "each panic logged once"
+    );
     let dump = s.dump();
     for n in ["bark_panic_process", "bark_panic_data"] {
-        assert!(props_of(&dump, "Node", "node.name", n).is_some(), "{n} gone");
+        assert!(
+            props_of(&dump, "Node", "node.name", n).is_some(),
+            "{n} gone"
+        );
     }
-    assert!(s.core_answers(), "daemon stopped answering after the panics");
-    eprintln!("ok: panics in process and in a data-loop callback caught; modules idle, daemon answers");
-
+    assert!(
+        s.core_answers(),
+        "daemon stopped answering after the panics"
+    );
+    eprintln!(
+        "ok: panics in process and in a data-loop callback caught; modules idle, daemon answers"
+    );
 }

@@ -136,10 +136,7 @@ fn load_unload_cycles_leak_nothing() {
     let sysdir = String::from_utf8_lossy(&sysdir.stdout).trim().to_string();
     // SAFETY (edition 2021: safe fn): set before any PipeWire call or
     // thread reads the environment.
-    std::env::set_var(
-        "PIPEWIRE_MODULE_DIR",
-        format!("{}:{sysdir}", dir.display()),
-    );
+    std::env::set_var("PIPEWIRE_MODULE_DIR", format!("{}:{sysdir}", dir.display()));
     // A private runtime dir: nothing here may reach a real daemon.
     let run = tempfile::tempdir().expect("tempdir");
     std::env::set_var("XDG_RUNTIME_DIR", run.path());
@@ -148,11 +145,20 @@ fn load_unload_cycles_leak_nothing() {
 
     for (m, args) in [
         ("libpipewire-module-bark-sink", "{ audio.rate = 0 }"),
-        ("libpipewire-module-bark-sink", "{ destination.ip = 300.1.2.3 }"),
+        (
+            "libpipewire-module-bark-sink",
+            "{ destination.ip = 300.1.2.3 }",
+        ),
         ("libpipewire-module-bark-sink", "{ audio.format = U8 }"),
-        ("libpipewire-module-bark-source", "{ media.class = Video/Source }"),
+        (
+            "libpipewire-module-bark-source",
+            "{ media.class = Video/Source }",
+        ),
         ("libpipewire-module-bark-source", "{ source.port = 99999 }"),
-        ("libpipewire-module-bark-source", "{ sess.latency.msec = -5 }"),
+        (
+            "libpipewire-module-bark-source",
+            "{ sess.latency.msec = -5 }",
+        ),
     ] {
         match host.load(m, args) {
             Ok(_) => panic!("{m} {args} loaded"),
@@ -168,7 +174,9 @@ fn load_unload_cycles_leak_nothing() {
     for (m, args) in [
         (
             "libpipewire-module-bark-sink",
-            format!("{{ node.name = cycle_sink destination.ip = 127.0.0.1 destination.port = {port} }}"),
+            format!(
+                "{{ node.name = cycle_sink destination.ip = 127.0.0.1 destination.port = {port} }}"
+            ),
         ),
         (
             "libpipewire-module-bark-source",
@@ -201,7 +209,10 @@ fn load_unload_cycles_leak_nothing() {
             rss1 as i64 - rss0 as i64,
             loaded_fds.get()
         );
-        assert!(loaded_fds.get() > fd0, "{m}: opened no descriptor while loaded");
+        assert!(
+            loaded_fds.get() > fd0,
+            "{m}: opened no descriptor while loaded"
+        );
         assert_eq!(fd1, fd0, "{m}: descriptors leaked");
         assert!(
             rss1 <= rss0 + RSS_SLACK_KIB,

@@ -82,7 +82,11 @@ fn program(cfg: u8, cycles: usize, switch_at: Option<usize>, lose_every: usize) 
     let mut p = vec![cfg];
     p.extend_from_slice(&1_000_000u32.to_le_bytes()); // sender offset
     for c in 0..cycles {
-        let s = if switch_at.is_some_and(|k| c >= k) { 0x10 } else { 0 };
+        let s = if switch_at.is_some_and(|k| c >= k) {
+            0x10
+        } else {
+            0
+        };
         if lose_every == 0 || c % lose_every != lose_every - 1 {
             // op 1 (audio) from session s, ctl 0 (plausible), F32, level 32
             p.extend_from_slice(&[1 | s, 0, 0, 32]);
@@ -113,8 +117,16 @@ fn main() {
     for d in [&parse, &recv] {
         std::fs::create_dir_all(d).expect("corpus dir");
     }
-    write(&parse, "audio-f32-stereo", &audio(SampleFormat::F32, 2, 176, 3));
-    write(&parse, "audio-s24-mono", &audio(SampleFormat::S24, 1, 48, 0));
+    write(
+        &parse,
+        "audio-f32-stereo",
+        &audio(SampleFormat::F32, 2, 176, 3),
+    );
+    write(
+        &parse,
+        "audio-s24-mono",
+        &audio(SampleFormat::S24, 1, 48, 0),
+    );
     write(&parse, "audio-s16-8ch", &audio(SampleFormat::S16, 8, 32, 9));
     write(&parse, "time-request", &time(false));
     write(&parse, "time-reply", &time(true));

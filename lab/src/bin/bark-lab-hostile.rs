@@ -17,8 +17,9 @@
 //!
 //! at `--pps` for `--seconds`, then (with `--flood-seconds`) a flood of
 //! random-byte and truncated datagrams as fast as the socket takes them,
-//! bounded by `--flood-max` datagrams. Counts per kind go to stdout (JSON)
-//! at exit. Lab only: it refuses a destination outside 239.0.0.0/8 or the
+//! bounded by `--flood-max` datagrams. Counts per kind, and the
+//! CLOCK_MONOTONIC times the mix and the flood began and ended, go to
+//! stdout (JSON) at exit. Lab only: it refuses a destination outside 239.0.0.0/8 or the
 //! lab subnet 10.99.0.0/24.
 
 use anyhow::{bail, Context, Result};
@@ -120,6 +121,7 @@ fn main() -> Result<()> {
     let mut pkt = vec![0u8; 9_000];
     let period = Duration::from_secs_f64(1.0 / a.pps);
     let start = Instant::now();
+    let mix_start_ns = mono_ns();
     let mut next = start;
     let mut k = 0usize;
     let end = start + Duration::from_secs_f64(a.seconds);
@@ -177,11 +179,16 @@ fn main() -> Result<()> {
                 let mut fh = h;
                 let dt = start.elapsed().as_nanos() as u64;
                 fh.seq = h.seq.wrapping_add(rng.random_range(1_000..1_000_000_000));
-                fh.frame = h.frame.wrapping_add(rng.random_range(100_000..1_000_000_000));
+                fh.frame = h
+                    .frame
+                    .wrapping_add(rng.random_range(100_000..1_000_000_000));
                 fh.pts = match rng.random_range(0..3) {
                     0 => i64::MAX,
                     1 => i64::MIN,
-                    _ => h.pts.wrapping_add(dt as i64).wrapping_add(rng.random_range(-1_000_000_000_000..1_000_000_000_000)),
+                    _ => h
+                        .pts
+                        .wrapping_add(dt as i64)
+                        .wrapping_add(rng.random_range(-1_000_000_000_000..1_000_000_000_000)),
                 };
                 write(&mut pkt, &fh)
             }
@@ -211,6 +218,7 @@ fn main() -> Result<()> {
             next = now;
         }
     }
+    let flood_start_ns = mono_ns();
     if a.flood_seconds > 0.0 {
         let fend = Instant::now() + Duration::from_secs_f64(a.flood_seconds);
         let mut n = 0u64;
@@ -233,17 +241,30 @@ fn main() -> Result<()> {
             }
         }
     }
+    let flood_end_ns = mono_ns();
     let fields: Vec<String> = KINDS
         .iter()
         .zip(counts)
         .map(|(k, c)| format!("\"{k}\":{c}"))
         .collect();
     println!(
-        "{{{},\"total\":{},\"send_errors\":{send_errors}}}",
+        "{{{},\"total\":{},\"send_errors\":{send_errors},\"mix_start_ns\":{mix_start_ns},\"flood_start_ns\":{flood_start_ns},\"flood_end_ns\":{flood_end_ns}}}",
         fields.join(","),
         counts.iter().sum::<u64>()
     );
     Ok(())
+}
+
+/// CLOCK_MONOTONIC, ns: the lab's shared time base, so a scenario can line
+/// the attack up with the receivers' stamps.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A well-formed audio packet with header `h` and a quiet payload.

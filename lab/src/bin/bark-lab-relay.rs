@@ -545,7 +545,8 @@ fn main() -> Result<()> {
     );
     println!("{line}");
     if let Some(p) = stats_path {
-        std::fs::write(&p, format!("{line}\n")).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, format!("{line}\n"))
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
