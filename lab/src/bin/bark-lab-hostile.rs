@@ -224,7 +224,7 @@ fn main() -> Result<()> {
         let mut n = 0u64;
         while n < a.flood_max && Instant::now() < fend {
             for _ in 0..64 {
-                let len = if n % 2 == 0 {
+                let len = if n.is_multiple_of(2) {
                     let l = rng.random_range(16..=1472);
                     rng.fill(&mut pkt[..l]);
                     l
