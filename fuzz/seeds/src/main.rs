@@ -1,5 +1,5 @@
-//! Writes the seed corpus of the fuzz targets into `<dir>/parse/` and
-//! `<dir>/receiver/` (default `fuzz/corpus`): valid packets of every type,
+//! Writes the seed corpus of the fuzz targets into `<dir>/parse/`,
+//! `<dir>/receiver/` and `<dir>/auth/` (default `fuzz/corpus`): valid packets of every type,
 //! written by bark-core's own writers, a few malformed ones, and receiver
 //! programs (see fuzz_targets/receiver.rs for their encoding) that reach
 //! playback, switch sessions and lose packets. Deterministic: re-running it
@@ -103,6 +103,38 @@ fn program(cfg: u8, cycles: usize, switch_at: Option<usize>, lose_every: usize) 
     p
 }
 
+/// An auth program (see fuzz_targets/auth.rs): seal and open genuine
+/// datagrams, replay and tamper with them, move the clocks, go stale.
+fn auth_program(encrypt: bool) -> Vec<u8> {
+    let mut p = vec![u8::from(encrypt)];
+    for i in 0..8u8 {
+        // op 1: a time request with these ids and t1.
+        p.push(1);
+        p.extend_from_slice(&0x1111u64.to_le_bytes());
+        p.extend_from_slice(&7u64.to_le_bytes());
+        p.extend_from_slice(&(1_000 + i as u64).to_le_bytes());
+        // op 2: audio type with a 64-byte body.
+        p.push(2);
+        p.extend_from_slice(&64u16.to_le_bytes());
+        p.extend(std::iter::repeat_n(i, 64));
+        p.push(0); // type 1 (audio)
+        p.extend_from_slice(&0x1111u64.to_le_bytes());
+        // op 3: replay datagram i, flip byte 20.
+        p.extend_from_slice(&[3, i, 20, 0, 0x40]);
+        // op 4: 1 ms passes.
+        p.push(4);
+        p.extend_from_slice(&1000u32.to_le_bytes());
+    }
+    // op 4 with bit 7: a stale datagram.
+    p.push(4 | 0x80);
+    p.extend_from_slice(&5u32.to_le_bytes());
+    // op 0: 48 random-looking bytes.
+    p.push(0);
+    p.extend_from_slice(&48u16.to_le_bytes());
+    p.extend((0..48u8).map(|x| x.wrapping_mul(37)));
+    p
+}
+
 fn write(dir: &Path, name: &str, data: &[u8]) {
     std::fs::write(dir.join(name), data).unwrap_or_else(|e| panic!("{name}: {e}"));
 }
@@ -114,7 +146,8 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("fuzz/corpus"));
     let parse = root.join("parse");
     let recv = root.join("receiver");
-    for d in [&parse, &recv] {
+    let auth = root.join("auth");
+    for d in [&parse, &recv, &auth] {
         std::fs::create_dir_all(d).expect("corpus dir");
     }
     write(
@@ -152,5 +185,7 @@ fn main() {
     write(&recv, "play-mono-44k", &program(1, 300, None, 0));
     write(&recv, "switch-session", &program(10, 400, Some(250), 0));
     write(&recv, "loss-1-in-7", &program(0x4B, 400, None, 7));
+    write(&auth, "seal-open-replay", &auth_program(false));
+    write(&auth, "seal-open-replay-encrypted", &auth_program(true));
     println!("seed corpus written to {}", root.display());
 }
