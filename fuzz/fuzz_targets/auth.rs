@@ -90,7 +90,10 @@ fuzz_target!(|d: &[u8]| {
                 let mut copy = sealed[i].clone();
                 let at = b.u16() as usize % copy.len();
                 copy[at] ^= b.u8() | 1;
-                assert!(opener.open(&mut copy, wall).is_err(), "a tampered datagram opened");
+                assert!(
+                    opener.open(&mut copy, wall).is_err(),
+                    "a tampered datagram opened"
+                );
                 let mut again = sealed[i].clone();
                 assert!(opener.open(&mut again, wall).is_err(), "a replay opened");
             }
@@ -113,7 +116,10 @@ fuzz_target!(|d: &[u8]| {
                     .expect("room");
                     n = sealer.seal(&mut buf, n, wall).expect("sealable");
                     let late = wall + MAX_CLOCK_SKEW_NS + 1 + step;
-                    assert!(opener.open(&mut buf[..n], late).is_err(), "a stale datagram opened");
+                    assert!(
+                        opener.open(&mut buf[..n], late).is_err(),
+                        "a stale datagram opened"
+                    );
                 } else {
                     wall += step;
                 }
