@@ -24,6 +24,7 @@
 
 use anyhow::{bail, Context, Result};
 use bark_core::protocol::{self, Packet};
+use bark_io::clock::monotonic_ns as mono_ns;
 use clap::Parser;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -253,18 +254,6 @@ fn main() -> Result<()> {
         counts.iter().sum::<u64>()
     );
     Ok(())
-}
-
-/// CLOCK_MONOTONIC, ns: the lab's shared time base, so a scenario can line
-/// the attack up with the receivers' stamps.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A well-formed audio packet with header `h` and a quiet payload.
