@@ -73,6 +73,8 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         node_name: a.node_name.clone(),
         host: util::hostname(),
         sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
+        // Cycle times follow a nominal schedule: smooth.
+        input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
     })
     .map_err(|e| anyhow!("{e}"))?;
     let dest = SocketAddrV4::new(a.net.destination_ip, a.net.port);

@@ -18,14 +18,14 @@ use crate::Error;
 /// quantum (1024 frames, 21.3 ms at 48 kHz) on the receiver plus network
 /// jitter, with margin.
 pub const DEFAULT_LATENCY_NS: u64 = 40_000_000;
-/// A buffer time this far (ns) from the input loop's prediction is a
-/// discontinuity (a skipped cycle, a pause), handled as a gap in the
-/// timeline, rather than jitter to filter: the adapters' buffer times are
-/// smooth (PipeWire's driver clock, bark-pulse's envelope, `bark stream`'s
-/// schedule), and a filtered step would swing the timeline's period, and
-/// so every presentation timestamp, for about a second
-/// ([`crate::dll::Dll::with_step`]).
-pub const INPUT_STEP_NS: f64 = 2_000_000.0;
+/// [`SenderConfig::input_step_ns`] for adapters whose buffer times are
+/// smooth, so that any larger error is a discontinuity (a skipped cycle, a
+/// pause), handled as a gap in the timeline rather than jitter to filter:
+/// a filtered step would swing the timeline's period, and so every
+/// presentation timestamp, for about a second
+/// ([`crate::dll::Dll::with_step`]). PipeWire's driver clock is such a
+/// source; 2 ms, ns.
+pub const SMOOTH_INPUT_STEP_NS: f64 = 2_000_000.0;
 
 /// Default spacing of sync messages, ns (10 ms: 100 per second, 32-byte
 /// datagrams, ≈ 60 kbit/s on Ethernet, 4 % of a 48 kHz stereo s16 stream).
@@ -62,6 +62,14 @@ pub struct SenderConfig {
     /// none (as senders before sync messages did: receivers then keep up
     /// their own exchanges at full pace).
     pub sync_interval_ns: u64,
+    /// A buffer time this far (ns) from the timeline's prediction restarts
+    /// it (a gap: the skipped span counts as frames nobody sent) instead of
+    /// being filtered: [`SMOOTH_INPUT_STEP_NS`] for smooth time sources
+    /// (the PipeWire sink), the default [`crate::dll::RESET_NS`] (20 ms)
+    /// for sources that scatter by up to a quantum (bark-pulse on
+    /// pipewire-pulse, whose timing reports come from the last graph
+    /// cycle).
+    pub input_step_ns: f64,
 }
 
 impl Default for SenderConfig {
@@ -76,6 +84,7 @@ impl Default for SenderConfig {
             node_name: "bark_sink".into(),
             host: String::new(),
             sync_interval_ns: SYNC_INTERVAL_NS,
+            input_step_ns: crate::dll::RESET_NS,
         }
     }
 }
@@ -124,7 +133,7 @@ impl Sender {
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
         Ok(Sender {
             name_hash: protocol::stream_hash(&cfg.stream),
-            dll: Dll::with_step(cfg.format.frame_ns(), INPUT_STEP_NS),
+            dll: Dll::with_step(cfg.format.frame_ns(), cfg.input_step_ns),
             packet_frames,
             buf,
             cfg,

@@ -660,6 +660,9 @@ impl SinkConfig {
             node_name: self.name.clone(),
             host,
             sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
+            // pipewire-pulse's timing reports scatter by up to a quantum:
+            // keep the 20 ms default, filter rather than restart.
+            input_step_ns: bark_core::dll::RESET_NS,
         }
     }
 

@@ -69,6 +69,8 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         node_name: a.node_name.clone(),
         host: host.to_owned(),
         sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
+        // The cycle times are the driver's clock: smooth.
+        input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
     })
     .map_err(|e| {
         LoadError::invalid(if overhead > 0 {
