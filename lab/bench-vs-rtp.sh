@@ -21,8 +21,11 @@
 #                     (lab/conf/bark-source-pipewire.conf)
 #       bark-lowlat   10 ms, 128-frame quanta (lab/conf/bark-*-lowlat.conf)
 #       bark-lowlat256  10 ms, 256-frame quanta (lab/conf/bark-*-lowlat256.conf)
+#       bark-s16      defaults but S16 on the wire, as rtp's S16BE
+#                     (lab/conf/bark-sink-s16.conf)
 #       rtp           lab/conf/rtp-sink.conf + lab/conf/rtp-source.conf
 #                     (sess.latency.msec 100, the default)
+#       rtp-40        the same at Bark's 40 ms (lab/conf/rtp-source-40.conf)
 #     or NAME=SENDER_CONF,RECEIVER_CONF,SINK for any other drop-ins
 #   --no-drift            no BARK_TEST_CLOCK on the receivers (default: h1
 #                         300 µs behind and 60 ppm slow, h2 150 µs ahead
@@ -76,8 +79,10 @@ variant() {
 	bark) echo "conf/bark-sink.conf conf/bark-source.conf bark_sink" ;;
 	bark-pw) echo "conf/bark-sink.conf lab/conf/bark-source-pipewire.conf bark_sink" ;;
 	bark-lowlat) echo "lab/conf/bark-sink-lowlat.conf lab/conf/bark-source-lowlat.conf bark_sink" ;;
+	bark-s16) echo "lab/conf/bark-sink-s16.conf conf/bark-source.conf bark_sink" ;;
 	bark-lowlat256) echo "lab/conf/bark-sink-lowlat256.conf lab/conf/bark-source-lowlat256.conf bark_sink" ;;
 	rtp) echo "lab/conf/rtp-sink.conf lab/conf/rtp-source.conf rtp-sink" ;;
+	rtp-40) echo "lab/conf/rtp-sink.conf lab/conf/rtp-source-40.conf rtp-sink" ;;
 	*=*,*,*) local spec=${1#*=}; echo "${spec//,/ }" ;;
 	*) return 1 ;;
 	esac

@@ -203,18 +203,22 @@ impl RateMatchLoop {
 }
 
 /// The `node.latency` the receiver asks of its graph unless `stream.props`
-/// says otherwise: half the target latency, as a power of two between 64
-/// and 1024 frames (512 at the default 40 ms and 48 kHz: half the wake-ups
-/// of a smaller quantum, and still a whole quantum of margin). The graph
-/// runs at the smallest quantum any node asks for, and a frame must have
-/// arrived one output quantum before it is heard: a player that asks for 2048 frames (pw-play does) would
-/// otherwise stretch the quantum past a 40 ms latency and starve the
-/// receiver.
+/// says otherwise: the largest power of two not above 55 % of the target
+/// latency, between 64 and 1024 frames. A frame must have arrived one
+/// output quantum before it is heard, so the quantum is bounded by the
+/// latency; the other 45 % covers the sender's cycle and the network.
+/// At 48 kHz that is 1024 frames at the default 40 ms (PipeWire's own
+/// default quantum: the receiver forces no extra wake-ups on the graph;
+/// the lab's least buffered audio at 1024 is 31 ms, docs/BENCHMARKS.md)
+/// and 256 at 10 ms (the lab-tested low-latency quantum). The graph runs
+/// at the smallest quantum any node asks for: a player that asks for 2048
+/// frames (pw-play does) would otherwise stretch the quantum past a 40 ms
+/// latency and starve the receiver.
 fn output_quantum(a: &SourceArgs) -> String {
     let latency = a
         .latency_ns
         .unwrap_or(bark_core::sender::DEFAULT_LATENCY_NS);
-    let frames = (latency as f64 / 2.0 * a.rate as f64 / 1e9) as u32;
+    let frames = (latency as f64 * 0.55 * a.rate as f64 / 1e9) as u32;
     let pow2 = if frames == 0 {
         64
     } else {
@@ -677,14 +681,17 @@ mod tests {
     }
 
     #[test]
-    fn output_quantum_is_half_the_latency() {
-        // 40 ms default: 20 ms = 960 frames, down to 512.
-        assert_eq!(output_quantum(&args(&[])), "512/48000");
+    fn output_quantum_fits_in_the_latency() {
+        // 40 ms default: 22 ms = 1056 frames, down to 1024.
+        assert_eq!(output_quantum(&args(&[])), "1024/48000");
         let q = |lat: &str, rate: &str| {
             output_quantum(&args(&[("sess.latency.msec", lat), ("audio.rate", rate)]))
         };
         assert_eq!(q("200", "48000"), "1024/48000");
         assert_eq!(q("2", "48000"), "64/48000");
+        // 10 ms: 5.5 ms = 264 frames, down to 256; 30 ms: 792, down to 512.
+        assert_eq!(q("10", "48000"), "256/48000");
+        assert_eq!(q("30", "48000"), "512/48000");
         assert_eq!(q("40", "96000"), "1024/96000");
     }
 }
