@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 /// Time between repeated warnings about one kind of dropped datagram.
 const WARN_PERIOD: Duration = Duration::from_secs(60);
 
+/// What [`Auth::recv_open`] got.
+pub enum Received {
+    /// A datagram and its plain length (the opened bytes lead the buffer).
+    Packet(crate::net::Datagram, usize),
+    /// One datagram dropped; more may be queued.
+    Dropped,
+    /// Nothing more to read this turn.
+    Empty,
+}
+
 /// A command's sealer, opener and warning state.
 pub struct Auth {
     sealer: Sealer,
@@ -93,6 +103,35 @@ impl Auth {
                 self.warn(e);
                 None
             }
+        }
+    }
+
+    /// Reads the next datagram from `sock` into `data` and opens it:
+    /// [`Received::Packet`] with its metadata and plain length, or
+    /// [`Received::Dropped`] for one that was cut (`malformed` is bumped)
+    /// or failed authentication, or [`Received::Empty`] when nothing more
+    /// is queued or the socket failed (logged).
+    pub fn recv_open(
+        &mut self,
+        sock: &mut crate::net::UdpSocket,
+        data: &mut [u8],
+        malformed: &mut u64,
+    ) -> Received {
+        let d = match sock.recv(data) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Received::Empty,
+            Err(e) => {
+                log::warn!("receive error: {e}");
+                return Received::Empty;
+            }
+        };
+        if d.truncated {
+            *malformed += 1;
+            return Received::Dropped;
+        }
+        match self.open(&mut data[..d.len]) {
+            Some(n) => Received::Packet(d, n),
+            None => Received::Dropped,
         }
     }
 

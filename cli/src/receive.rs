@@ -28,7 +28,7 @@
 
 use crate::cli::{OutputTarget, ReceiveArgs};
 use crate::clock::{self, monotonic_ns, TestClock};
-use crate::keyed::Auth;
+use crate::keyed::{Auth, Received};
 use crate::net::{self, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
 use crate::util::{self, Traffic};
@@ -156,20 +156,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         clock::sleep_until(deadline.min(now + 100_000_000));
         for sock in [&mut gsock, &mut csock] {
             for _ in 0..MAX_RX_PER_TURN {
-                let d = match sock.recv(&mut data) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => break,
-                    Err(e) => {
-                        log::warn!("receive error: {e}");
-                        break;
-                    }
-                };
-                if d.truncated {
-                    counts.rx_malformed += 1;
-                    continue;
-                }
-                let Some(n) = auth.open(&mut data[..d.len]) else {
-                    continue;
+                let (d, n) = match auth.recv_open(sock, &mut data, &mut counts.rx_malformed) {
+                    Received::Packet(d, n) => (d, n),
+                    Received::Dropped => continue,
+                    Received::Empty => break,
                 };
                 let bytes = &data[..n];
                 let kind = protocol::parse_header(bytes).map(|h| h.ptype);

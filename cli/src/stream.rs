@@ -15,7 +15,7 @@
 use crate::cli::StreamArgs;
 use crate::clock::{self, monotonic_ns, TestClock};
 use crate::decode;
-use crate::keyed::Auth;
+use crate::keyed::{Auth, Received};
 use crate::net::{self, SendOpts, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
 use crate::util::{self, Traffic};
@@ -349,20 +349,10 @@ fn serve(
     counts: &mut Counts,
 ) {
     for _ in 0..MAX_RX_PER_TURN {
-        let d = match sock.recv(data) {
-            Ok(Some(d)) => d,
-            Ok(None) => return,
-            Err(e) => {
-                log::warn!("receive error: {e}");
-                return;
-            }
-        };
-        if d.truncated {
-            counts.rx_malformed += 1;
-            continue;
-        }
-        let Some(n) = auth.open(&mut data[..d.len]) else {
-            continue;
+        let (d, n) = match auth.recv_open(sock, data, &mut counts.rx_malformed) {
+            Received::Packet(d, n) => (d, n),
+            Received::Dropped => continue,
+            Received::Empty => return,
         };
         let bytes = &data[..n];
         match protocol::parse_header(bytes).map(|h| h.ptype) {

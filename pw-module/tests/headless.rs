@@ -26,13 +26,15 @@
 //! process group and killed by that id when the test ends, pass or fail; the
 //! temporary directory is removed.
 
+mod common;
+use common::module_dir;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::fs;
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,16 +43,6 @@ use std::time::{Duration, Instant};
 
 /// How long any one wait may take.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn module_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("BARK_PW_MODULE_DIR") {
-        return PathBuf::from(d);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("pw-modules")
-}
 
 /// The private audio stack; everything is torn down on drop.
 struct Stack {

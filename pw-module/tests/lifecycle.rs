@@ -13,9 +13,10 @@
 //!
 //! Run by `make test-pw` (needs `make modules` first, like tests/headless.rs).
 
+mod common;
+use common::module_dir;
 use pipewire_sys as pw;
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
 use std::ptr;
 use std::thread;
 use std::time::Duration;
@@ -32,16 +33,6 @@ const CYCLES: usize = 20;
 /// the stream's buffers, and a leaked stream or core connection its
 /// shared-memory pool (≥ 1 MiB each).
 const RSS_SLACK_KIB: u64 = 4096;
-
-fn module_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("BARK_PW_MODULE_DIR") {
-        return PathBuf::from(d);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("pw-modules")
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
