@@ -96,8 +96,6 @@ fn main() -> Result<()> {
     }
 
     let mut out_rx = Vec::new();
-    // Each receiver's dropouts as (start, end) in its own recording, s.
-    let mut silent: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
     let ref_gaps = reference.time_gaps(p.gap_tol_ns);
     let ref_silences = analysis::reference_silence_runs(&reference, &p);
@@ -120,12 +118,6 @@ fn main() -> Result<()> {
             .collect();
         let corr: Vec<f64> = tr.windows.iter().map(|w| w.corr).collect();
         let drops = analysis::silence_dropouts(&reference, r, &tr, &p);
-        silent.push(
-            drops
-                .iter()
-                .map(|d| (d.at_s, d.at_s + d.frames as f64 / r.rate as f64))
-                .collect(),
-        );
         let gaps = analysis::program_time_gaps(r, &tr, &p);
         // Content jumps the timestamps do not explain: the receiver skipped
         // or repeated audio. (Jumps they do explain are a recorder missing a
@@ -197,28 +189,9 @@ fn main() -> Result<()> {
             let (lb, rb) = (&rx[j].0, &rx[j].1);
             let mut tr = analysis::track(ra, rb, &p)?;
             settle(&mut tr, a.settle_s);
-            // A window where either receiver concealed a dropout holds no
-            // common audio to align (a flood that drops half the packets
-            // would otherwise show as a lag of milliseconds), so skew is
-            // taken only where both played; the dropouts are reported on
-            // their own above. The window's span in `ra` is its span in `rb`
-            // shifted by the lag, so it is widened by that much. The count
-            // of windows used is reported (`skew_windows`).
-            let rate = rb.rate as f64;
-            let overlaps = |spans: &[(f64, f64)], lo: f64, hi: f64| {
-                spans.iter().any(|&(a, b)| a < hi && b > lo)
-            };
             let skew_us: Vec<f64> = tr
                 .windows
                 .iter()
-                .filter(|w| {
-                    // Plus 50 ms: concealment fades in and out around
-                    // each gap, and partly damaged audio aligns poorly.
-                    let half = w.window as f64 / rate / 2.0 + 0.05;
-                    let (lo, hi) = (w.probe_s - half, w.probe_s + half);
-                    let shift = w.lag.abs() / rate;
-                    !overlaps(&silent[j], lo, hi) && !overlaps(&silent[i], lo - shift, hi + shift)
-                })
                 .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
                 .collect();
             let abs: Vec<f64> = skew_us.iter().map(|v| v.abs()).collect();
@@ -235,10 +208,9 @@ fn main() -> Result<()> {
                 fmt(&sa["max"], 1),
                 fmt(&s["mean"], 1),
                 wander,
-                skew_us.len()
+                tr.windows.len()
             );
             out_pairs.push(json!({
-                "skew_windows": skew_us.len(),
                 "a": la, "b": lb,
                 "skew_us": s,
                 "abs_skew_us": sa,
