@@ -42,6 +42,12 @@ struct Args {
     /// (start-up transients, e.g. before a receiver locked on).
     #[arg(long, default_value_t = 0.0)]
     settle_s: f64,
+    /// Leave windows played inside START:END (CLOCK_MONOTONIC ns, as the
+    /// recordings' stamps) out of the pair skew: a span of deliberate
+    /// disruption (a flood) whose concealed gaps would align as lags of
+    /// milliseconds, and which a test judges on its own terms.
+    #[arg(long, value_name = "START:END")]
+    skew_exclude_ns: Option<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -95,6 +101,15 @@ fn main() -> Result<()> {
         bail!("no receivers");
     }
 
+    let exclude = match &a.skew_exclude_ns {
+        Some(v) => {
+            let (x, y) = v
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--skew-exclude-ns {v}: want START:END"))?;
+            Some((x.trim().parse::<f64>()?, y.trim().parse::<f64>()?))
+        }
+        None => None,
+    };
     let mut out_rx = Vec::new();
     let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
     let ref_gaps = reference.time_gaps(p.gap_tol_ns);
@@ -192,6 +207,11 @@ fn main() -> Result<()> {
             let skew_us: Vec<f64> = tr
                 .windows
                 .iter()
+                .filter(|w| {
+                    !exclude.is_some_and(|(x, y)| {
+                        rb.time_at(w.probe_frame).is_some_and(|t| t >= x && t <= y)
+                    })
+                })
                 .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
                 .collect();
             let abs: Vec<f64> = skew_us.iter().map(|v| v.abs()).collect();
