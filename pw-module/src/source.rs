@@ -214,11 +214,15 @@ impl RateMatchLoop {
 /// at the smallest quantum any node asks for: a player that asks for 2048
 /// frames (pw-play does) would otherwise stretch the quantum past a 40 ms
 /// latency and starve the receiver.
+/// Share of the target latency the default output quantum may take (see
+/// [`output_quantum`]).
+const QUANTUM_SHARE: f64 = 0.55;
+
 fn output_quantum(a: &SourceArgs) -> String {
     let latency = a
         .latency_ns
         .unwrap_or(bark_core::sender::DEFAULT_LATENCY_NS);
-    let frames = (latency as f64 * 0.55 * a.rate as f64 / 1e9) as u32;
+    let frames = (latency as f64 * QUANTUM_SHARE * a.rate as f64 / 1e9) as u32;
     let pow2 = if frames == 0 {
         64
     } else {
