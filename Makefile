@@ -15,6 +15,10 @@ help:
 	@echo "make sim       the deterministic simulation, every scenario"
 	@echo "make modules   build the PipeWire modules into $(PW_MODULE_DIR)"
 	@echo "make test-pw   headless PipeWire integration test of the modules"
+	@echo "make test-start   the first frame after idle, pauses, restarts, real players (root)"
+	@echo "make test-speaker sync at the speaker behind a node that delays and reports it (root)"
+	@echo "make test-pw1  the headless tests, the demo session, test-start and test-speaker on PipeWire 1.4 (Debian 13 root; root)"
+	@echo "make demo-pw1  the demo on PipeWire 1.4 (Debian 13 root; root)"
 	@echo "make deb       Debian packages into $(PKG_DIR)/deb"
 	@echo "make test-pkg  build, lint, install and try the packages (root)"
 	@echo "make fuzz      each fuzz target for FUZZ_SECONDS (60) on the stable toolchain"
@@ -53,10 +57,12 @@ test-pw: modules
 DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev \
 	libpulse-dev pipewire pipewire-bin wireplumber pipewire-pulse \
 	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make \
-	tmux nftables python3
+	tmux nftables python3 debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 \
+	gir1.2-gst-plugins-base-1.0
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core test-lab sim demo
+.PHONY: deps test test-core test-lab test-start test-speaker sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -66,12 +72,16 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
 # Every crate's unit, property and simulation tests, then the headless
-# PipeWire tests, then end-to-end sessions in network namespaces (PipeWire,
-# then PulseAudio), then the packages (root).
+# PipeWire tests, then end-to-end sessions in network namespaces (PipeWire
+# 0.3.65, this machine's; then both again on PipeWire 1.4; then PulseAudio),
+# then the packages (root).
 test: deps
 	$(CARGO) test --workspace --release
 	$(MAKE) test-pw
 	$(MAKE) test-lab
+	$(MAKE) test-start
+	$(MAKE) test-speaker
+	$(MAKE) test-pw1
 	$(MAKE) test-pulse
 	$(MAKE) test-pkg
 	$(MAKE) fuzz
@@ -79,6 +89,18 @@ test: deps
 
 test-lab: modules lab-build
 	lab/test-bark.sh
+
+# The first frame after idle, pauses, a second player, a sender restart,
+# with pw-play, paplay and a GStreamer player (lab/test-start.sh); and sync
+# at the speakers behind a node that delays 20, 50, 150 ms and reports it
+# (lab/test-speaker.sh). Both on this machine's PipeWire; test-pw1 runs
+# them on 1.4 too. START_ARGS="--repeat 10" for the acceptance runs.
+START_ARGS ?=
+test-start: modules lab-build
+	lab/test-start.sh $(START_ARGS)
+
+test-speaker: modules lab-build
+	lab/test-speaker.sh
 
 test-core:
 	$(CARGO) test --release -p bark-core
@@ -89,6 +111,30 @@ sim:
 # Real audio: one sender and two receivers in network namespaces (root).
 demo: deps modules lab-build
 	lab/demo.sh
+
+# --- PipeWire 1.x: the same on Debian 13's PipeWire (lab/pw1-root.sh) -------
+#
+# This machine is Debian 12 (PipeWire 0.3.65); users run 1.x. A Debian 13
+# root (PW1_ROOT, built once by lab/pw1-root.sh in ~30 s from the machine's
+# Debian mirror) supplies PipeWire 1.4.2 and WirePlumber 0.5.8; the modules
+# and the lab's tools are the ones built here.
+#   make test-pw1   the headless module tests with their daemons and
+#                   libpipewire from the root (lab/in-root.sh), then the
+#                   demo's session with every lab host in it, with limits
+#                   (lab/test-pw1.sh; root)
+#   make demo-pw1   the demo with every host on PipeWire 1.4 (root)
+
+PW1_ROOT ?= /var/cache/bark-lab/trixie
+
+.PHONY: pw1-root test-pw1 demo-pw1
+pw1-root:
+	lab/pw1-root.sh $(PW1_ROOT)
+
+test-pw1: modules lab-build
+	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) CARGO="$(CARGO)" lab/test-pw1.sh --rootfs $(PW1_ROOT)
+
+demo-pw1: deps modules lab-build
+	root=$$(lab/pw1-root.sh $(PW1_ROOT)) && lab/demo.sh --rootfs "$$root"
 
 # --- Lab: network-namespace LAN harness (lab/) --------------------------------
 #

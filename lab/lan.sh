@@ -6,6 +6,10 @@
 #   lan.sh down --id ID [--keep]               remove everything run ID made
 #   lan.sh audio-up --id ID HOST [--conf FILE]... [--env K=V]...
 #              [--quantum FRAMES] [--rate HZ] [--module-dir DIR] [--no-pulse] [--speaker-driver]
+#              [--rootfs DIR] [--bind DIR]...
+#                                              --rootfs: run HOST in that root
+#                                              (lab/pw1-root.sh: PipeWire 1.x);
+#                                              default $BARK_LAB_ROOTFS
 #   lan.sh audio-down --id ID HOST
 #   lan.sh exec --id ID HOST CMD...            run CMD as a user of HOST
 #   lan.sh status --id ID
@@ -17,7 +21,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 
 (($#)) || usage
 cmd=$1

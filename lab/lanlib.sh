@@ -8,6 +8,8 @@
 #
 # Layout of one run (RUN = $BARK_LAB_ROOT/<id>):
 #   state                 one record a line: "netns NAME" / "proc PID HOST WHAT"
+#                         / "mount PATH" (hosts in another root, see below)
+#   roots                 "ROOT VIEW" per root this run's hosts use
 #   hN/runtime            XDG_RUNTIME_DIR of host N (PipeWire sockets)
 #   hN/config             XDG_CONFIG_HOME of host N (pipewire.conf.d drop-ins)
 #   hN/logs               daemon logs
@@ -21,6 +23,9 @@
 set -o pipefail
 
 : "${BARK_LAB_ROOT:=/tmp/bark-lab}"
+# The repository this library belongs to: its modules and lab tools must be
+# reachable from hosts that run in another root.
+BARK_LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Upper bound for any single wait, seconds.
 : "${BARK_LAB_TIMEOUT:=15}"
 
@@ -67,10 +72,28 @@ lab_require_root() {
 	[[ $EUID -eq 0 ]] || lab_die "needs root (network namespaces)"
 }
 
+# lab_lock: one lab at a time on this machine. Two lab runs side by side on
+# a 2-core machine starve each other's audio threads, and their figures mean
+# nothing. Taken by lab_up (so every session holds it for its lifetime) and
+# by lab/with-lock.sh for manual work; a script run under either sees
+# BARK_LAB_LOCKED and does not take it again; daemons started by lab_spawn
+# do not inherit it. Waits (bounded) for the holder to finish.
+lab_lock() {
+	[[ -n ${BARK_LAB_LOCKED:-} ]] && return 0
+	mkdir -p "$BARK_LAB_ROOT"
+	exec {BARK_LAB_LOCK_FD}>"$BARK_LAB_ROOT/.lock"
+	if ! flock -n "$BARK_LAB_LOCK_FD"; then
+		lab_log "another lab run holds $BARK_LAB_ROOT/.lock; waiting (at most ${BARK_LAB_LOCK_WAIT:-3600} s)"
+		flock -w "${BARK_LAB_LOCK_WAIT:-3600}" "$BARK_LAB_LOCK_FD" || lab_die "lab lock: gave up waiting"
+	fi
+	export BARK_LAB_LOCKED=$$ BARK_LAB_LOCK_FD
+}
+
 # lab_up ID NHOSTS: create the bridge namespace and NHOSTS host namespaces.
 lab_up() {
 	local id=$1 n=$2 run br i ns
 	lab_require_root
+	lab_lock
 	[[ $id =~ ^[A-Za-z0-9]{1,8}$ ]] || lab_die "run id must be 1-8 alphanumerics (it goes into netns names)"
 	# 64: one host per receiver in the CLI scale run; the /24 and a Linux
 	# bridge (1024 ports) hold far more.
@@ -170,12 +193,162 @@ lab_down() {
 		[[ $kind == netns ]] || continue
 		ip netns list | grep -q "^$ns\b" && ip netns delete "$ns"
 	done < <(tac "$state")
+	# Mounts last, newest first: nothing of the run runs in them any more.
+	lab_rootfs_down "$id" || return 1
 	if [[ $keep == --keep ]]; then
 		mv "$state" "$state.down"
 		lab_log "LAN $id down (kept $run)"
 	else
 		rm -rf -- "$run"
 		lab_log "LAN $id down"
+	fi
+}
+
+# --- Hosts in another root ---------------------------------------------------
+#
+# A host may run its daemons, and everything lab_exec/lab_spawn start on it,
+# in `chroot ROOT`, still in its own network namespace: ROOT only swaps the
+# userland. That is how this Debian 12 machine (PipeWire 0.3.65) runs hosts
+# on PipeWire 1.x: lab/pw1-root.sh builds a Debian 13 root with 1.4.2.
+# Select it with `lab_audio_up ... --rootfs ROOT` or BARK_LAB_ROOTFS=ROOT.
+#
+# A run gets its own view of each root it uses, $BARK_LAB_ROOT/.roots/<id>.<n>,
+# made once by the first host that needs it and shared by the others:
+#   - ROOT bound there and made private before anything is mounted below
+#     it, so that nothing mounted below it propagates to other mount
+#     namespaces, or from them. (Where / is shared, as under systemd, the
+#     view itself, a plain bind of ROOT, also appears in /'s peers until
+#     lab_down unmounts it, which propagates the same way.)
+#   - /proc /sys /dev /dev/shm /dev/pts bound on top, each made private: a
+#     bind of a shared mount is its peer, and what happens below one would
+#     happen below the other;
+#   - the directories the lab needs, at identical paths: $BARK_LAB_ROOT (the
+#     hosts' runtime and config dirs), this repository (target/pw-modules,
+#     target/release/bark-lab-*), the module dir and whatever the caller
+#     binds (a run's out dir).
+# A view per run rather than mounts in ROOT itself: two runs on one root
+# never share a mount point, so each unmounts exactly what it mounted and no
+# reference count is needed. The views live outside the run dir, so
+# copying or removing a run dir never walks into a mounted root (or /dev).
+# Each mount is recorded ("mount PATH") before it is made: every such path
+# is in this run's own, new view, so it can only be ours. lab_down
+# unmounts them newest first once the run's processes are gone (also on
+# failure, INT and TERM, through the callers' traps).
+#
+# Inside a view /sys is the root namespace's sysfs (bound before any host
+# namespace exists): /sys/class/net lists this machine's interfaces, not the
+# host's eth0. PipeWire and the modules do not read it.
+
+lab_views_dir() { printf '%s/.roots' "$BARK_LAB_ROOT"; }
+
+# lab_mount ID SRC DST: bind SRC on DST, private; recorded first (see above).
+lab_mount() {
+	lab_record "$1" "mount $3"
+	mount --bind "$2" "$3" || return 1
+	mount --make-private "$3"
+}
+
+# lab_umount PATH: unmount one of our mounts; a mount still busy after 3 s
+# (a process that escaped teardown) is detached lazily rather than left.
+lab_umount() {
+	local p=$1 i
+	mountpoint -q "$p" 2>/dev/null || return 0
+	for ((i = 0; i < 30; i++)); do
+		umount "$p" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	lab_log "warning: $p still busy after 3 s; detaching it (umount -l)"
+	umount -l "$p"
+}
+
+# lab_rootfs_view ID ROOT [DIR...]: print this run's view of ROOT, making it
+# (once per run) and binding each DIR into it (once per view).
+lab_rootfs_view() {
+	local id=$1 root=$2 run views view='' r v n=0 d b bound
+	shift 2
+	run=$(lab_run_dir "$id")
+	[[ -d $root && -x $root/usr/bin/pipewire ]] ||
+		lab_die "rootfs $root has no usr/bin/pipewire (lab/pw1-root.sh builds one)"
+	root=$(realpath -- "$root")
+	[[ $root != / ]] || lab_die "rootfs /: that is this machine's own root (leave --rootfs out)"
+	if [[ -f $run/roots ]]; then
+		while read -r r v; do
+			[[ $r == "$root" ]] && view=$v
+			n=$((n + 1))
+		done <"$run/roots"
+	fi
+	if [[ -z $view ]]; then
+		views=$(lab_views_dir)
+		view=$views/$id.$n
+		mkdir -p "$views"
+		mkdir "$view" || return 1
+		printf '%s %s\n' "$root" "$view" >>"$run/roots"
+		: >"$run/roots.$n.binds"
+		lab_mount "$id" "$root" "$view" || return 1
+		for d in /proc /sys /dev /dev/shm /dev/pts; do
+			lab_mount "$id" "$d" "$view$d" || return 1
+		done
+	else
+		n=${view##*.}
+	fi
+	for d in "$BARK_LAB_ROOT" "$BARK_LAB_REPO" "$@"; do
+		[[ -n $d ]] || continue
+		d=$(realpath -- "$d") || return 1
+		[[ -d $d ]] || lab_die "rootfs bind: $d is not a directory"
+		# The root's own system must stay the root's.
+		case $d in
+		/ | /usr | /usr/* | /etc | /etc/* | /bin | /sbin | /lib* | /var/lib | /var/lib/* | /proc* | /sys* | /dev*)
+			lab_die "rootfs bind: refusing to cover the root's $d" ;;
+		esac
+		bound=''
+		while read -r b; do
+			[[ $d == "$b" || $d == "$b"/* ]] && bound=1
+		done <"$run/roots.$n.binds"
+		[[ -n $bound ]] && continue
+		mkdir -p "$view$d"
+		lab_mount "$id" "$d" "$view$d" || return 1
+		printf '%s\n' "$d" >>"$run/roots.$n.binds"
+	done
+	printf '%s' "$view"
+}
+
+# lab_rootfs_down ID: unmount every recorded mount of run ID, newest first,
+# and remove its (then empty) views. Fails, leaving the state for another
+# try, if a mount stays.
+lab_rootfs_down() {
+	local id=$1 run kind path left=0
+	run=$(lab_run_dir "$id")
+	[[ -f $run/state ]] || return 0
+	while read -r kind path; do
+		[[ $kind == mount ]] || continue
+		lab_umount "$path" || left=1
+	done < <(tac "$run/state")
+	if ((left)); then
+		lab_log "error: run $id still has mounts (state: $run/state); unmount them, then lan.sh down --id $id again"
+		return 1
+	fi
+	if [[ -f $run/roots ]]; then
+		local r v
+		# rmdir, never rm -r: a view that is not empty is still mounted.
+		while read -r r v; do
+			[[ -d $v ]] && { rmdir "$v" || return 1; }
+		done <"$run/roots"
+		rmdir "$(lab_views_dir)" 2>/dev/null || true
+	fi
+	return 0
+}
+
+# lab_root_prefix HOSTDIR: the words that put a command into that host's
+# root, one a line; nothing for a host on this machine's own root.
+lab_root_prefix() {
+	local view
+	[[ -f $1/root ]] || return 0
+	view=$(<"$1/root")
+	printf '%s\n' "$(command -v chroot)" "$view"
+	# chroot starts in /: stay in the caller's directory when the view shows
+	# the same one (the repository, an out dir), for relative paths.
+	if [[ -d $view$PWD && $(stat -c %d:%i "$PWD") == "$(stat -c %d:%i "$view$PWD")" ]]; then
+		printf '%s\n' env -C "$PWD"
 	fi
 }
 
@@ -207,9 +380,10 @@ lab_exec() {
 	local id=$1 i
 	i=$(lab_host_index "$2")
 	shift 2
-	local -a envs
+	local -a envs root
 	mapfile -t envs < <(lab_host_env "$id" "$i")
-	ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "$@"
+	mapfile -t root < <(lab_root_prefix "$(lab_host_dir "$id" "$i")")
+	ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@"
 }
 
 # lab_spawn ID HOST WHAT LOG CMD...: start CMD in the background inside the
@@ -217,13 +391,21 @@ lab_exec() {
 lab_spawn() {
 	local id=$1 i=$2 what=$3 log=$4 pid
 	shift 4
-	local -a envs
+	local -a envs root
 	mapfile -t envs < <(lab_host_env "$id" "$i")
+	mapfile -t root < <(lab_root_prefix "$(lab_host_dir "$id" "$i")")
 	# setsid without -f does not fork when the caller is not a group leader
-	# (true for a background job of a non-interactive shell); `ip netns exec`
-	# and `env` exec too, so $! is the daemon's own PID.
-	setsid ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "$@" \
-		</dev/null >"$log" 2>&1 &
+	# (true for a background job of a non-interactive shell); `ip netns exec`,
+	# `env` and `chroot` (and `env -C`) exec too, so $! is the daemon's own PID.
+	# The daemons must not inherit the lab lock: one that outlived its run
+	# would hold it.
+	if [[ -n ${BARK_LAB_LOCK_FD:-} ]]; then
+		setsid ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@" \
+			</dev/null >"$log" 2>&1 {BARK_LAB_LOCK_FD}>&- &
+	else
+		setsid ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@" \
+			</dev/null >"$log" 2>&1 &
+	fi
 	pid=$!
 	lab_record "$id" "proc $pid h$i $what"
 	printf '%s' "$pid"
@@ -231,19 +413,35 @@ lab_spawn() {
 
 lab_pw_socket_ready() { [[ -S $1/runtime/pipewire-0 ]]; }
 
+# lab_default_module_path [EXTRA_DIR] [ROOTFS]: EXTRA_DIR, then PipeWire's
+# own module dir (the one inside ROOTFS for a host in another root: no
+# pkg-config or headers there, so found by its adapter module).
 lab_default_module_path() {
-	local sysdir
+	local sysdir f
 	sysdir=$(pkg-config --variable=moduledir libpipewire-0.3 2>/dev/null ||
 		echo /usr/lib/x86_64-linux-gnu/pipewire-0.3)
+	if [[ -n ${2:-} && ! -f $2$sysdir/libpipewire-module-adapter.so ]]; then
+		f=$(find "$2/usr/lib" -maxdepth 3 -path '*/pipewire-0.3/libpipewire-module-adapter.so' -print -quit)
+		[[ -n $f ]] || lab_die "no PipeWire modules under $2/usr/lib"
+		f=${f#"$2"}
+		sysdir=${f%/*}
+	fi
 	if [[ -n ${1:-} ]]; then printf '%s:%s' "$1" "$sysdir"; else printf '%s' "$sysdir"; fi
 }
 
 # lab_audio_up ID HOST [--conf FILE]... [--env K=V]... [--quantum FRAMES]
 #              [--rate HZ] [--module-dir DIR] [--no-pulse] [--speaker-driver]
+#              [--rootfs DIR] [--bind DIR]...
 # Start pipewire, wireplumber (in its own D-Bus session) and pipewire-pulse
 # in the host namespace, then create the "speaker" null sink as default.
+# --rootfs DIR (default $BARK_LAB_ROOTFS; "" = this machine's own) runs the
+# host in that root, with each --bind DIR (and each of the colon-separated
+# $BARK_LAB_ROOTFS_BIND) visible at its own path; see "Hosts in another
+# root" above.
 lab_audio_up() {
 	local id=$1 i d pid confs=() envs=() quantum='' rate=48000 moddir='' pulse=1 driver=0
+	local rootfs=${BARK_LAB_ROOTFS:-} binds=()
+	[[ -n ${BARK_LAB_ROOTFS_BIND:-} ]] && IFS=: read -r -a binds <<<"$BARK_LAB_ROOTFS_BIND"
 	i=$(lab_host_index "$2")
 	shift 2
 	while (($#)); do
@@ -255,12 +453,14 @@ lab_audio_up() {
 		--module-dir) moddir=$2; shift 2 ;;
 		--no-pulse) pulse=0; shift ;;
 		--speaker-driver) driver=1; shift ;;
+		--rootfs) rootfs=$2; shift 2 ;;
+		--bind) binds+=("$2"); shift 2 ;;
 		*) lab_die "audio-up: unknown option $1" ;;
 		esac
 	done
 	[[ -d $(lab_run_dir "$id") ]] || lab_die "run $id is not up"
 	d=$(lab_host_dir "$id" "$i")
-	mkdir -p "$d"/{runtime,config/pipewire/pipewire.conf.d,config/wireplumber/main.lua.d,config/wireplumber/bluetooth.lua.d,state,data,home,logs}
+	mkdir -p "$d"/{runtime,config/pipewire/pipewire.conf.d,config/wireplumber/main.lua.d,config/wireplumber/bluetooth.lua.d,config/wireplumber/wireplumber.conf.d,state,data,home,logs}
 	chmod 700 "$d/runtime"
 	: >"$d/extra-env"
 	local e
@@ -268,7 +468,13 @@ lab_audio_up() {
 		[[ $e == *=* ]] || lab_die "--env wants K=V, got '$e'"
 		printf '%s\n' "$e" >>"$d/extra-env"
 	done
-	BARK_LAB_MODULE_PATH=$(lab_default_module_path "$moddir")
+	rm -f "$d/root"
+	if [[ -n $rootfs ]]; then
+		local view
+		view=$(lab_rootfs_view "$id" "$rootfs" "$moddir" "${binds[@]}") || return 1
+		printf '%s\n' "$view" >"$d/root"
+	fi
+	BARK_LAB_MODULE_PATH=$(lab_default_module_path "$moddir" "$rootfs")
 	export BARK_LAB_MODULE_PATH
 	printf '%s\n' "$BARK_LAB_MODULE_PATH" >"$d/module-path"
 
@@ -291,13 +497,37 @@ lab_audio_up() {
 	done
 	# No hardware in a lab host: keep WirePlumber from probing any (this
 	# machine may have sound cards or cameras that belong to the real user).
-	cat >"$d/config/wireplumber/main.lua.d/51-bark-lab.lua" <<-'EOF'
-		alsa_monitor.enabled = false
-		v4l2_monitor.enabled = false
-		libcamera_monitor.enabled = false
-	EOF
-	cat >"$d/config/wireplumber/bluetooth.lua.d/51-bark-lab.lua" <<-'EOF'
-		bluez_monitor.enabled = false
+	# WirePlumber 0.4 (Debian 12: 0.4.13) reads the Lua files; 0.5 (Debian
+	# 13: 0.5.8) reads only SPA-JSON wireplumber.conf.d/*.conf, where the
+	# monitors are profile features, and warns about Lua files, so they are
+	# written only where the stock Lua config is (0.4). 0.4 does not read
+	# the .conf drop-in (its log lists only wireplumber.conf).
+	rm -f "$d"/config/wireplumber/{main,bluetooth}.lua.d/51-bark-lab.lua
+	if [[ -d $rootfs/usr/share/wireplumber/main.lua.d ]]; then
+		cat >"$d/config/wireplumber/main.lua.d/51-bark-lab.lua" <<-'EOF'
+			alsa_monitor.enabled = false
+			v4l2_monitor.enabled = false
+			libcamera_monitor.enabled = false
+		EOF
+		cat >"$d/config/wireplumber/bluetooth.lua.d/51-bark-lab.lua" <<-'EOF'
+			bluez_monitor.enabled = false
+		EOF
+	fi
+	cat >"$d/config/wireplumber/wireplumber.conf.d/51-bark-lab.conf" <<-'EOF'
+		# written by bark lab: no hardware monitors (WirePlumber 0.5)
+		wireplumber.profiles = {
+		  main = {
+		    hardware.audio = disabled
+		    hardware.bluetooth = disabled
+		    hardware.video-capture = disabled
+		    monitor.alsa = disabled
+		    monitor.alsa-midi = disabled
+		    monitor.bluez = disabled
+		    monitor.bluez-midi = disabled
+		    monitor.v4l2 = disabled
+		    monitor.libcamera = disabled
+		  }
+		}
 	EOF
 
 	pid=$(lab_spawn "$id" "$i" pipewire "$d/logs/pipewire.log" pipewire)
@@ -325,6 +555,10 @@ lab_audio_up() {
 	# write (repeated/skipped quanta). On a follower it runs after the sink
 	# in the same cycle: clean. --speaker-driver keeps the null sink driving
 	# (closer to an ALSA card); bark-lab-record then corrects by one quantum.
+	# Holds on 0.3.65 and 1.4.2 alike: the Dummy-Driver is in group
+	# pipewire.dummy in both (1.4 also gives it node.sync-group=sync.dummy
+	# and priority.driver 200000, 0.3.65 20000), and on 1.4 pw-dump shows
+	# the speaker's node.driver-id = the Dummy-Driver's id.
 	local group=''
 	((driver)) || group='node.group=pipewire.dummy'
 	lab_exec "$id" "$i" pw-cli create-node adapter \
@@ -333,11 +567,15 @@ lab_audio_up() {
 	lab_wait "$BARK_LAB_TIMEOUT" "h$i speaker node" lab_node_id "$id" "$i" speaker || return 1
 	local sid
 	sid=$(lab_node_id "$id" "$i" speaker)
+	# wpctl set-default: the same on WirePlumber 0.4.13 and 0.5.8 (both store
+	# default.configured.audio.sink).
 	lab_wait "$BARK_LAB_TIMEOUT" "h$i default sink" lab_exec "$id" "$i" wpctl set-default "$sid" || return 1
 	lab_log "h$i audio up (pipewire pid $(cat "$d/pipewire.pid"), speaker node $sid)"
 }
 
 # lab_node_id ID HOST NODE_NAME: print the object id of a node, fail if none.
+# `pw-cli ls Node` prints "\tid N, type ..." then "\t\tkey = "value"" lines,
+# identically on 0.3.65 and 1.4.2.
 lab_node_id() {
 	local id=$1 i=$2 name=$3 out
 	out=$(lab_exec "$id" "$i" pw-cli ls Node 2>/dev/null | awk -v want="$name" '
@@ -349,6 +587,8 @@ lab_node_id() {
 
 # lab_speaker_fed ID HOST: true once something plays into the speaker (a
 # link into its playback port), whatever the receiving module calls itself.
+# `pw-link -l` prints "speaker:playback_FL" then "  |<- peer:port" on
+# 0.3.65 and 1.4.2 alike.
 lab_speaker_fed() {
 	lab_exec "$1" "$2" pw-link -l 2>/dev/null |
 		awk '/^speaker:playback_FL$/ { s = 1; next } /^[^ ]/ { s = 0 } s && /\|<-/ { f = 1 } END { exit !f }'

@@ -28,6 +28,9 @@
 #                       h2:BARK_TEST_CLOCK=150000,40 (repeatable)
 #   --settle S (3)      seconds between the receivers appearing and recording
 #   --speaker-driver    null-sink speakers drive their graphs (see lanlib.sh)
+#   --rootfs DIR        every host runs in that root, e.g. PipeWire 1.x from
+#                       lab/pw1-root.sh (default $BARK_LAB_ROOTFS; lanlib.sh,
+#                       "Hosts in another root")
 #   --out DIR           results (default lab/out/<time>-<id>)
 #   --keep              keep the run dir (logs, configs) after teardown
 #   --id ID             run id (default: derived from this PID)
@@ -37,13 +40,13 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 
 orig_args=("$@")
 sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
 receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
 music='' music_offset=60 speaker_driver='' player=pw-play sender_receives=''
-sender_env=() rx_env=() host_env=()
+sender_env=() rx_env=() host_env=() rootfs=${BARK_LAB_ROOTFS:-}
 while (($#)); do
 	case $1 in
 	--sender-conf) sender_conf=$2; shift 2 ;;
@@ -65,6 +68,7 @@ while (($#)); do
 	--speaker-driver) speaker_driver=--speaker-driver; shift ;;
 	--out) out=$2; shift 2 ;;
 	--keep) keep=--keep; shift ;;
+	--rootfs) rootfs=$2; shift 2 ;;
 	--id) id=$2; shift 2 ;;
 	-h | --help) usage ;;
 	*) lab_die "unknown option $1 (try --help)" ;;
@@ -90,6 +94,12 @@ bin=${BARK_LAB_BIN:-$repo/target/release}
 for b in bark-lab-record bark-lab-analyze; do
 	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: run 'cargo build --release -p bark-lab' (or make lab-build)"
 done
+# Absolute: a host in another root starts its commands in its root's /.
+bin=$(realpath "$bin")
+if [[ -n $rootfs ]]; then
+	[[ -d $rootfs ]] || lab_die "--rootfs $rootfs is not a directory (lab/pw1-root.sh builds one)"
+	rootfs=$(realpath "$rootfs")
+fi
 
 [[ -n $id ]] || id=s$(($$ % 100000))
 [[ -n $out ]] || out=$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id
@@ -129,7 +139,11 @@ nhosts=$((receivers + 1))
 lab_log "run $id: 1 sender + $receivers receivers, ${seconds}s, out $out"
 lab_up "$id" "$nhosts" 2>>"$log"
 
-common=(--module-dir "$moddir")
+# Always passed, so that --rootfs '' overrides $BARK_LAB_ROOTFS. In another
+# root the hosts need the recorders and the out dir (music, recordings) at
+# the same paths; lanlib binds the repository and the run dirs itself.
+common=(--module-dir "$moddir" --rootfs "$rootfs")
+[[ -n $rootfs ]] && common+=(--bind "$out" --bind "$bin")
 [[ -n $quantum ]] && common+=(--quantum "$quantum")
 [[ -n $speaker_driver ]] && common+=("$speaker_driver")
 host_envs() { # host_envs INDEX -> "--env K=V" words for that host
@@ -277,7 +291,8 @@ column -s, -t "$out/ctxsw.csv" | sed 's/^/  /'
 	echo "command: $0 $(printf '%q ' "${orig_args[@]}")"
 	echo "sender-conf: $sender_conf"
 	echo "receiver-conf: $receiver_conf"
-	echo "pipewire: $(pipewire --version | tail -1)"
+	echo "pipewire: $(lab_exec "$id" 0 pipewire --version 2>/dev/null | tail -1)"
+	[[ -z $rootfs ]] || echo "rootfs: $rootfs"
 	echo "kernel: $(uname -r)"
 } >"$out/session.txt"
 lab_log "results in $out"

@@ -8,18 +8,22 @@
 # the fidelity ~1. Also run against a driving speaker (--speaker-driver),
 # where the recorder must apply its one-quantum correction.
 #
-#   lab/selftest.sh [--quantum FRAMES]
-# Exit 0 when all checks pass. Needs root (network namespaces).
+#   lab/selftest.sh [--quantum FRAMES] [--rootfs DIR]
+# Exit 0 when all checks pass. Needs root (network namespaces). --rootfs
+# (default $BARK_LAB_ROOTFS) runs both hosts and the tools in that root, e.g.
+# PipeWire 1.x from lab/pw1-root.sh: the tools built here against 0.3.65
+# then stamp with 1.x's libpipewire.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-quantum=256
+quantum=256 rootfs=${BARK_LAB_ROOTFS:-}
 while (($#)); do
 	case $1 in
 	--quantum) quantum=$2; shift 2 ;;
+	--rootfs) rootfs=$2; shift 2 ;;
 	*) lab_die "unknown option $1" ;;
 	esac
 done
@@ -28,6 +32,7 @@ bin=${BARK_LAB_BIN:-$repo/target/release}
 for b in bark-lab-record bark-lab-play bark-lab-analyze; do
 	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: cargo build --release -p bark-lab"
 done
+bin=$(realpath "$bin")
 id=t$(($$ % 100000))
 out=$(mktemp -d /tmp/bark-selftest.XXXXXX)
 cleanup() {
@@ -41,9 +46,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+root_args=(--rootfs "$rootfs")
+[[ -n $rootfs ]] && root_args+=(--bind "$out" --bind "$bin")
 lab_up "$id" 2 2>/dev/null
-lab_audio_up "$id" 0 --quantum "$quantum" 2>/dev/null
-lab_audio_up "$id" 1 --quantum "$quantum" --speaker-driver 2>/dev/null
+lab_audio_up "$id" 0 --quantum "$quantum" "${root_args[@]}" 2>/dev/null
+lab_audio_up "$id" 1 --quantum "$quantum" --speaker-driver "${root_args[@]}" 2>/dev/null
+[[ -z $rootfs ]] || lab_log "selftest in $rootfs: $(lab_exec "$id" 0 pipewire --version 2>/dev/null | tail -1)"
 
 fails=0
 check() { # check HOST LABEL MAX_ABS_LATENCY_US MIN_FIDELITY

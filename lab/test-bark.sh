@@ -13,15 +13,33 @@
 #     ≤ 100 µs.
 #  3. The sender host also runs a receiver (it plays along): three
 #     receivers in sync, skew p99 ≤ 100 µs.
+#
+#   lab/test-bark.sh [--rootfs DIR] [--only CASE]...
+# --rootfs runs every host in that root (lab/pw1-root.sh: PipeWire 1.x);
+# --only picks cases by name (pw-play-drift is the demo's session).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
+rootfs='' only=()
+while (($#)); do
+	case $1 in
+	--rootfs) rootfs=$2; shift 2 ;;
+	--only) only+=("$2"); shift 2 ;;
+	*) echo "usage: $0 [--rootfs DIR] [--only CASE]..." >&2; exit 2 ;;
+	esac
+done
 summary="$repo/target/release/bark-lab-summary"
 stamp=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$repo/lab/out"
+# shellcheck disable=SC2054 # the commas belong to BARK_TEST_CLOCK values
 drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=150000,80)
 bark=(--sender-conf conf/bark-sink.conf --receiver-conf conf/bark-source.conf --sink bark_sink)
+tag=''
+if [[ -n $rootfs ]]; then
+	bark+=(--rootfs "$rootfs")
+	tag=pw1-
+fi
 passed=0 failed=0 retried=()
 
 case_run() { # case_run NAME LIMITS... -- SESSION-ARGS...
@@ -30,6 +48,10 @@ case_run() { # case_run NAME LIMITS... -- SESSION-ARGS...
 	local -a limits=()
 	while [[ $1 != -- ]]; do limits+=("$1"); shift; done
 	shift
+	if ((${#only[@]})) && ! printf '%s\n' "${only[@]}" | grep -qxF -- "$name"; then
+		return
+	fi
+	name=$tag$name
 	# One retry: these hosts have no real-time scheduling, and a daemon
 	# starved by the other processes of the lab (or anything else on a
 	# 2-core machine) glitches whatever the module does. A retry is
@@ -56,6 +78,6 @@ case_run paplay-30s --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \
 case_run sender-plays-along --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \
 	--seconds 15 --sender-receives "${drift[@]}"
 
-((${#retried[@]} == 0)) || echo "lab: passed only on a retry: ${retried[*]}"
-echo "lab: $passed passed, $failed failed"
+((${#retried[@]} == 0)) || echo "${tag}lab: passed only on a retry: ${retried[*]}"
+echo "${tag}lab: $passed passed, $failed failed"
 ((failed == 0))

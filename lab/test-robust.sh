@@ -27,6 +27,12 @@
 #               is counted, fidelity ≥ 0.9, skew p99 ≤ 100 µs, no jump, no
 #               dropout outside the flood (during it genuine packets are lost
 #               with the rest and concealed).
+#   flap        a sender that starts and stops every 100 ms for 30 s (300
+#               sessions, `bark stream` killed each time) at two receivers
+#               running the PipeWire module: afterwards both play the next
+#               stream (fidelity ≥ 0.9, skew p99 ≤ 100 µs, no dropout), and
+#               neither receiving daemon crashed or grew (fds equal, RSS
+#               within 2 MiB).
 #
 # One reported retry per case (lab hosts have no real-time scheduling on a
 # shared 2-core box), never a silent one. Results: lab/out/robust-<time>/.
@@ -333,7 +339,69 @@ case_hostile() {
 	verdict "$dir"
 }
 
-all=(loss5 partition restart join two hostile)
+# pw_stats HOST: "fds rss_kib" of a host's pipewire daemon.
+pw_stats() {
+	local pid
+	pid=$(cat "$(lab_host_dir "$1" "$2")/pipewire.pid")
+	printf '%s %s\n' "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
+		"$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+}
+
+case_flap() {
+	local id=$1 dir=$2 i k t p
+	lab_up "$id" 3 2>>"$out/lab.log" || return 1
+	lab_audio_up "$id" 1 --conf "$repo/conf/bark-source.conf" --module-dir "$repo/target/pw-modules" \
+		--env BARK_TEST_CLOCK=-300000,-40 2>>"$out/lab.log" || return 1
+	lab_audio_up "$id" 2 --conf "$repo/conf/bark-source.conf" --module-dir "$repo/target/pw-modules" \
+		--env BARK_TEST_CLOCK=200000,50 2>>"$out/lab.log" || return 1
+	for i in 1 2; do lab_wait 30 "h$i playing into its speaker" lab_speaker_fed "$id" "$i" || return 1; done
+	# One real stream first, so the receivers' buffers and clocks are in
+	# use before the "before" figures are taken.
+	t=$(tx "$id" 0 warm "$dir" 3 "$out/music-b.wav" --lead-in-msec 300)
+	wait_pids 30 "$t" || return 1
+	sleep 2
+	for i in 1 2; do pw_stats "$id" "$i" >"$dir/h$i.before"; done
+	# 300 senders, each killed 100 ms after it started: most only announce,
+	# some get a packet or two of audio out.
+	local t_end=$((SECONDS + 30)) n=0
+	while ((SECONDS < t_end && n < 300)); do
+		p=$(lab_spawn "$id" 0 flap "$dir/flap.log" "$bark" stream --input "$out/music-b.wav" \
+			--local-ifname eth0 --lead-in-msec $((n % 3 == 0 ? 0 : 50)) --node-name "flap$n")
+		sleep 0.1
+		kill -KILL "$p" 2>/dev/null
+		n=$((n + 1))
+	done
+	echo "$n senders started and killed" >"$dir/flap.count"
+	sleep 2
+	for i in 1 2; do
+		lab_spawn "$id" "$i" record "$dir/rec$i.log" "$labbin/bark-lab-record" --target speaker \
+			--seconds 14 --out "$dir/rx$i.wav" >"$dir/.rec$i"
+	done
+	t=$(tx "$id" 0 tx "$dir" 12 "$out/music-a.wav" --lead-in-msec 300)
+	wait_pids 60 "$t" "$(cat "$dir/.rec1")" "$(cat "$dir/.rec2")" || return 1
+	for i in 1 2; do pw_stats "$id" "$i" >"$dir/h$i.after"; done
+	SETTLE=1 analyze "$dir" tx rx1 rx2 || return 1
+	cat >"$dir/checks.py" <<-'EOF'
+	print("  " + open(os.path.join(d, "flap.count")).read().strip())
+	a = load("analysis.json")
+	for r in a["receivers"]:
+	    print(f"  {r['label']}: fidelity {r['fidelity']['mean']:.4f} dropouts {r['dropouts']} jumps {r['jumps']}")
+	    need(r["fidelity"]["mean"] >= 0.9, f"{r['label']} plays the next stream (fidelity ≥ 0.9)")
+	    need(r["dropouts"] == 0, f"{r['label']} no dropout")
+	for p in a["pairs"]:
+	    print(f"  skew {p['a']}-{p['b']}: |skew| p99 {p['abs_skew_us']['p99']:.1f} us")
+	    need(p["abs_skew_us"]["p99"] <= 100, "skew p99 ≤ 100 µs")
+	for h in ("h1", "h2"):
+	    b = open(os.path.join(d, h + ".before")).read().split()
+	    f = open(os.path.join(d, h + ".after")).read().split()
+	    print(f"  {h} pipewire: fds {b[0]} -> {f[0]}, RSS {b[1]} -> {f[1]} KiB")
+	    need(int(f[0]) == int(b[0]), f"{h} no fd leak")
+	    need(int(f[1]) - int(b[1]) <= 2048, f"{h} RSS grew at most 2 MiB")
+	EOF
+	verdict "$dir"
+}
+
+all=(loss5 partition restart join two hostile flap)
 cases=("$@")
 ((${#cases[@]})) || cases=("${all[@]}")
 passed=0 failed=0 retried=() failures=()

@@ -43,6 +43,15 @@ pub enum Command {
     /// output clock and write what it would play, with timestamps.
     Receive(ReceiveArgs),
     /// Check what usually breaks multicast audio, and say how to fix it.
+    ///
+    /// Checks the interface, the multicast route, joining the group, the
+    /// firewall (test datagrams that never leave this host), the TTL,
+    /// socket buffers and the installation. Then it asks the audio server:
+    /// the PipeWire version (the daemon's and the library's) with its known
+    /// issues for Bark and their workarounds, the Bark nodes loaded, and
+    /// for each receiver where its audio goes and the latency PipeWire
+    /// reports on the way (WARN when a loopback or filter there delays it
+    /// uncounted). Exit code 1 if any check failed.
     Doctor(DoctorArgs),
     /// Write a new random pre-shared key file (mode 0600) for --key-file,
     /// bark.key-file and bark-pulse's key-file, and print its key id.
@@ -242,6 +251,20 @@ pub struct StreamArgs {
     /// (sess.latency.msec).
     #[arg(long, value_name = "MS", default_value_t = 40.0, value_parser = ms_parser(0.0, 10_000.0))]
     pub latency_msec: f64,
+    /// The most the session latency may rise to, ms
+    /// (bark.latency.max-msec): receivers report what their output needs,
+    /// and the latency rises up to this so that every receiver plays every
+    /// frame in time. Equal to --latency-msec (or below it) pins the
+    /// latency: a receiver that needs more then plays late and says so.
+    #[arg(long, value_name = "MS", default_value_t = bark_core::sender::DEFAULT_MAX_LATENCY_NS as f64 / 1e6, value_parser = ms_parser(0.0, 10_000.0))]
+    pub latency_max_msec: f64,
+    /// Announce the session for this long before the first audio packet,
+    /// ms: sync messages (10 a second) let receivers that have never heard
+    /// this sender lock their clocks first, so that they play its first
+    /// frame at its instant rather than join late. 0 starts the audio at
+    /// once.
+    #[arg(long, value_name = "MS", default_value_t = 500.0, value_parser = ms_parser(0.0, 10_000.0))]
+    pub lead_in_msec: f64,
     /// Stream name (bark.stream); receivers with --stream follow only it.
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub stream: String,
@@ -357,7 +380,11 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "FRAMES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=8192))]
     pub quantum: u32,
     /// Time from filling a buffer to hearing its first frame, ms, as an
-    /// audio device's latency; default: one quantum.
+    /// audio device's latency; default: one quantum. It is this receiver's
+    /// downstream latency: reported in its status (`bark stats`), and with
+    /// one quantum and a 4 ms margin the latency it needs, which its sender
+    /// raises the session latency to cover (up to the sender's
+    /// --latency-max-msec; beyond it this receiver plays late).
     #[arg(long, value_name = "MS", value_parser = ms_parser(0.0, 1000.0))]
     pub output_delay_msec: Option<f64>,
     /// Node name shown by `bark stats` (node.name).
@@ -396,7 +423,8 @@ pub struct DoctorArgs {
     /// The TTL the sender uses (net.ttl), hops: checked for what it reaches.
     #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     pub ttl: u32,
-    /// Skip the checks that ask the audio server (pw-cli, pactl).
+    /// Skip the checks that ask the audio server (pw-dump, pactl): Bark
+    /// nodes and receivers. The PipeWire library version is still read.
     #[arg(long)]
     pub no_audio: bool,
     /// Output style: text (lines for people) or json (one document for
@@ -439,6 +467,8 @@ mod tests {
         assert!(s.net.multicast_loop);
         assert_eq!(s.net.mtu, 1500);
         assert_eq!(s.latency_msec, 40.0);
+        assert_eq!(s.latency_max_msec, 1000.0);
+        assert_eq!(s.lead_in_msec, 500.0);
         assert_eq!(s.format, SampleFormat::F32);
         assert_eq!((s.rate, s.channels, s.priority), (48_000, 2, 0));
         assert!(!s.repeat);
@@ -463,6 +493,14 @@ mod tests {
             (
                 vec!["stream", "-i", "x", "--destination-ip", "::1"],
                 "--destination-ip",
+            ),
+            (
+                vec!["stream", "-i", "x", "--lead-in-msec=-1"],
+                "0..=10000 ms",
+            ),
+            (
+                vec!["stream", "-i", "x", "--latency-max-msec", "20000"],
+                "0..=10000 ms",
             ),
             (vec!["receive", "--output", "x.mp3"], "FILE.wav or null"),
             (vec!["receive", "--latency-msec", "5000"], "0..=2000 ms"),

@@ -1,32 +1,21 @@
-//! `--key-file`: seals what a command sends and opens what it receives
-//! with [`bark_core::auth`], at the socket boundary, and warns (rate
-//! limited) about what it drops.
+//! `--key-file`: the key a command's endpoint seals what it sends with
+//! and checks what it receives against ([`bark_core::auth`], applied by
+//! [`bark_core::endpoint`]), and rate-limited warnings about the datagrams
+//! dropped, from the endpoint's [`AuthCounters`].
 
 use anyhow::Result;
-use bark_core::auth::{self, AuthCounters, AuthError, Key, Opener, Sealer};
+use bark_core::auth::{self, AuthCounters, AuthError, Key, Opener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Time between repeated warnings about one kind of dropped datagram.
 const WARN_PERIOD: Duration = Duration::from_secs(60);
 
-/// What [`Auth::recv_open`] got.
-pub enum Received {
-    /// A datagram and its plain length (the opened bytes lead the buffer).
-    Packet(crate::net::Datagram, usize),
-    /// One datagram dropped; more may be queued.
-    Dropped,
-    /// Nothing more to read this turn.
-    Empty,
-}
-
-/// A command's sealer, opener and warning state.
+/// A command's key (if any) and its warning state.
 pub struct Auth {
-    sealer: Sealer,
-    opener: Opener,
     key: Option<Key>,
     encrypt: bool,
-    buf: Vec<u8>,
+    /// Per reason: the count at the last warning, and when it was given.
     warned: [(u64, Option<Instant>); 6],
 }
 
@@ -40,29 +29,30 @@ impl Auth {
         let key = key_file
             .map(|p| auth::load_key_file(p).map_err(|e| anyhow::anyhow!("--key-file: {e}")))
             .transpose()?;
-        let (sealer, opener) = match &key {
-            Some(k) => (
-                Sealer::new(k, encrypt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?,
-                Opener::new(k),
-            ),
-            None if encrypt => {
-                anyhow::bail!("--encrypt needs --key-file (make one with `bark keygen FILE`)")
-            }
-            None => (Sealer::keyless(), Opener::keyless()),
-        };
+        if encrypt && key.is_none() {
+            anyhow::bail!("--encrypt needs --key-file (make one with `bark keygen FILE`)");
+        }
         Ok(Auth {
-            sealer,
-            opener,
             key,
             encrypt,
-            buf: vec![0; crate::net::MAX_DATAGRAM + auth::OVERHEAD],
             warned: [(0, None); 6],
         })
     }
 
-    /// Bytes sealing adds to each datagram (0 when open).
-    pub fn overhead(&self) -> usize {
-        self.sealer.overhead()
+    /// The key, for the endpoint (`None`: open).
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
+    }
+
+    /// Whether audio payloads are to be encrypted too.
+    pub fn encrypt(&self) -> bool {
+        self.encrypt
+    }
+
+    /// An opener with this key, for a listener that has no endpoint
+    /// (`bark stats`).
+    pub fn opener(&self) -> Opener {
+        self.key.as_ref().map_or_else(Opener::keyless, Opener::new)
     }
 
     /// For log lines: "open", or the key id and whether audio is encrypted.
@@ -74,14 +64,9 @@ impl Auth {
         }
     }
 
-    /// What was dropped so far.
-    pub fn counters(&self) -> AuthCounters {
-        *self.opener.counters()
-    }
-
-    /// The counters as JSON for `--summary`.
-    pub fn counters_json(&self) -> serde_json::Value {
-        let c = self.counters();
+    /// What was dropped (`c`: the endpoint's or opener's counters) as JSON
+    /// for `--summary`.
+    pub fn counters_json(&self, c: &AuthCounters) -> serde_json::Value {
         serde_json::json!({
             "keyed": self.key.is_some(),
             "unauthenticated": c.unauthenticated,
@@ -93,50 +78,11 @@ impl Auth {
         })
     }
 
-    /// Opens the received datagram `data` in place: the plain length, or
-    /// `None` when it is dropped (counted, and warned about at most once a
-    /// minute per reason).
-    pub fn open(&mut self, data: &mut [u8]) -> Option<usize> {
-        match self.opener.open(data, crate::clock::realtime_ns()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                self.warn(e);
-                None
-            }
-        }
-    }
-
-    /// Reads the next datagram from `sock` into `data` and opens it:
-    /// [`Received::Packet`] with its metadata and plain length, or
-    /// [`Received::Dropped`] for one that was cut (`malformed` is bumped)
-    /// or failed authentication, or [`Received::Empty`] when nothing more
-    /// is queued or the socket failed (logged).
-    pub fn recv_open(
-        &mut self,
-        sock: &mut crate::net::UdpSocket,
-        data: &mut [u8],
-        malformed: &mut u64,
-    ) -> Received {
-        let d = match sock.recv(data) {
-            Ok(Some(d)) => d,
-            Ok(None) => return Received::Empty,
-            Err(e) => {
-                log::warn!("receive error: {e}");
-                return Received::Empty;
-            }
-        };
-        if d.truncated {
-            *malformed += 1;
-            return Received::Dropped;
-        }
-        match self.open(&mut data[..d.len]) {
-            Some(n) => Received::Packet(d, n),
-            None => Received::Dropped,
-        }
-    }
-
-    fn warn(&mut self, e: AuthError) {
-        let c = self.opener.counters();
+    /// After a datagram was dropped for `e` (`c`: the counters that
+    /// counted it): warns with the count since the last warning of that
+    /// kind, at most once a minute per kind (the first at once), so that a
+    /// misconfigured node on the group is named without flooding the log.
+    pub fn warn(&mut self, e: AuthError, c: &AuthCounters) {
         let (i, total) = match e {
             AuthError::NoKey => (0, c.no_key),
             AuthError::Unauthenticated => (1, c.unauthenticated),
@@ -162,20 +108,6 @@ impl Auth {
             AuthError::Malformed(what) => format!("malformed sealed datagrams ({what})"),
         };
         log::warn!("dropped {n} {why}");
-    }
-
-    /// Seals a copy of the datagram `pkt` for sending: the bytes to send,
-    /// or `None` if it cannot be sealed (not Bark, too large).
-    pub fn seal<'a>(&'a mut self, pkt: &'a [u8]) -> Option<&'a [u8]> {
-        if !self.sealer.keyed() {
-            return Some(pkt);
-        }
-        let room = self.buf.get_mut(..pkt.len())?;
-        room.copy_from_slice(pkt);
-        let n = self
-            .sealer
-            .seal(&mut self.buf, pkt.len(), crate::clock::realtime_ns())?;
-        Some(&self.buf[..n])
     }
 }
 

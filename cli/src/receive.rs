@@ -1,16 +1,22 @@
 //! `bark receive`: the full receive path against a simulated output clock.
 //!
-//! One thread, one loop, as a PipeWire data loop would run it:
+//! One thread, one loop, as a PipeWire data loop would run it, around a
+//! [`ReceiverEndpoint`] (which opens and seals datagrams, and paces the
+//! status packets):
 //! - datagrams from the group and control sockets go to
-//!   [`Receiver::handle_packet`] with their kernel arrival stamps;
-//! - [`Receiver::poll_transmit`] is called at every wake-up, and at least
-//!   every 2 ms while the clock estimate is young (the core's fast exchange
-//!   interval); what it returns (time requests) is sent;
+//!   [`ReceiverEndpoint::handle_datagram`] with their kernel arrival stamps;
+//! - [`ReceiverEndpoint::poll_transmit`] is called at every wake-up, and
+//!   at its deadlines while the clock estimate is young (time requests
+//!   every 2 ms, the core's fast exchange interval); what it returns goes
+//!   out: time requests and status to the followed sender, status to the
+//!   group once a second (at once when this receiver needs more latency
+//!   than the session gives);
 //! - the simulated output device asks for one quantum every
 //!   `quantum / rate` seconds of the local clock, exactly on schedule, as a
 //!   sound card's clock would; each buffer is heard `--output-delay-msec`
-//!   after its cycle starts, and [`Receiver::fill`] is told that instant;
-//! - a status packet goes to the group once a second.
+//!   after its cycle starts, and [`ReceiverEndpoint::fill`] is told that
+//!   instant and that downstream latency (from which the latency this
+//!   receiver needs follows, reported to the sender).
 //!
 //! The loop does not wake up for each datagram: sockets are drained at each
 //! deadline (output cycle, request timer, status), which is early enough
@@ -27,41 +33,118 @@
 //! device; those are counted (`late_cycles`).
 
 use crate::cli::{OutputTarget, ReceiveArgs};
-use crate::clock::{self, monotonic_ns, TestClock};
-use crate::keyed::{Auth, Received};
+use crate::clock::{self, monotonic_ns, realtime_ns, TestClock};
+use crate::keyed::Auth;
 use crate::net::{self, MAX_DATAGRAM};
 use crate::stamps::{Stamp, StampedWav};
-use crate::util::{self, Traffic};
+use crate::stream::traffic_json;
+use crate::util;
 use anyhow::{anyhow, Context, Result};
-use bark_core::protocol::{self, PacketType, MAX_STATUS_LEN};
-use bark_core::{Receiver, ReceiverConfig};
+use bark_core::endpoint::{Dest, Dropped, ReceiverEndpoint, STATUS_PERIOD_NS, TRANSMIT_BUF};
+use bark_core::ReceiverConfig;
 use serde_json::json;
 use std::net::{SocketAddr, SocketAddrV4};
 
-/// Longest gap between [`Receiver::poll_transmit`] calls while the clock
-/// estimate is young, ns (the core's fast exchange interval). Afterwards
-/// requests are 10 ms or more apart and the output cycle's wake-ups
-/// (every 5.3 ms by default) are often enough.
-const TX_POLL_NS: u64 = bark_core::receiver::FAST_INTERVAL_NS;
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Most datagrams read per socket per loop turn.
 const MAX_RX_PER_TURN: usize = 256;
+/// Most datagrams sent per loop turn.
+const MAX_TX_PER_TURN: usize = 16;
 /// Most overdue cycles caught up in one loop turn.
 const MAX_CATCH_UP: usize = 64;
 
-/// Traffic of the receiver, by kind.
-#[derive(Default, Debug, Clone, Copy)]
-struct Counts {
-    rx_audio: Traffic,
-    rx_time_reply: Traffic,
-    rx_sync: Traffic,
-    rx_status: Traffic,
-    rx_other: Traffic,
-    rx_malformed: u64,
-    tx_time_request: Traffic,
-    tx_status: Traffic,
+/// The endpoint and the sockets it is served on. Everything is allocated
+/// before the first cycle.
+struct Link {
+    ep: ReceiverEndpoint,
+    gsock: net::UdpSocket,
+    csock: net::UdpSocket,
+    group: SocketAddrV4,
+    clk: TestClock,
+    auth: Auth,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// Datagrams cut by a too-small buffer (cannot happen below 64 KiB).
+    truncated: u64,
     send_errors: u64,
+}
+
+impl Link {
+    /// CLOCK_REALTIME for the sealer and opener (read only when keyed).
+    fn wall(&self) -> u64 {
+        if self.ep.keyed() {
+            realtime_ns()
+        } else {
+            0
+        }
+    }
+
+    /// Hands every queued datagram of both sockets to the endpoint. No
+    /// allocation.
+    fn drain(&mut self) {
+        let wall = self.wall();
+        let Link {
+            ep,
+            gsock,
+            csock,
+            clk,
+            auth,
+            rx,
+            truncated,
+            ..
+        } = self;
+        for sock in [gsock, csock] {
+            for _ in 0..MAX_RX_PER_TURN {
+                let d = match sock.recv(rx) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("receive error: {e}");
+                        break;
+                    }
+                };
+                if d.truncated {
+                    *truncated += 1;
+                    continue;
+                }
+                let from = SocketAddr::V4(d.from);
+                match ep.handle_datagram(clk.map(d.arrival_ns), wall, &mut rx[..d.len], from) {
+                    Ok(_) => {}
+                    Err(Dropped::Auth(e)) => auth.warn(e, ep.auth()),
+                    Err(e) => log::debug!("from {from}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Sends what the endpoint has to send now: time requests, status.
+    /// No allocation.
+    fn transmit(&mut self) {
+        for _ in 0..MAX_TX_PER_TURN {
+            // t1 of a time request: read right before the send.
+            let now = self.clk.map(monotonic_ns());
+            let wall = self.wall();
+            let Some((n, dest)) = self.ep.poll_transmit(now, wall, &mut self.tx) else {
+                break;
+            };
+            let to = match dest {
+                Dest::Group => self.group,
+                Dest::To(SocketAddr::V4(a)) => a,
+                Dest::To(SocketAddr::V6(_)) => {
+                    self.send_errors += 1;
+                    continue;
+                }
+            };
+            if let Err(e) = self.csock.send_to(&self.tx[..n], to) {
+                self.send_errors += 1;
+                log::debug!("sending to {to}: {e}");
+            }
+        }
+    }
+
+    /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
+    fn due(&self) -> u64 {
+        self.clk.unmap(self.ep.poll_timeout())
+    }
 }
 
 /// Runs `bark receive`.
@@ -76,26 +159,36 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
     let ifname = a.net.local_ifname.as_deref();
     let node_id = util::random_nonzero_u64();
-    let mut auth = Auth::new(a.key.key_file.as_deref(), false)?;
-    let mut rx = Receiver::new(ReceiverConfig {
-        rate: a.rate,
-        channels: a.channels,
-        latency_ns: a.latency_msec.map(|ms| (ms * 1e6).round() as u64),
-        delay_ns: (a.delay_msec * 1e6).round() as i64,
-        stream: a.stream.clone(),
-        node_id,
-        node_name: a.node_name.clone(),
-        host: util::hostname(),
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    let mut gsock = net::group_socket(group, ifname)?;
-    let mut csock = net::control_socket(group, ifname, a.ttl)?;
+    let auth = Auth::new(a.key.key_file.as_deref(), false)?;
+    // Status goes to the group, where `bark stats` and the other nodes
+    // listen (with a unicast address it would only reach this host), and
+    // to the followed sender.
     let multicast = group.ip().is_multicast();
+    let ep = ReceiverEndpoint::new(
+        ReceiverConfig {
+            rate: a.rate,
+            channels: a.channels,
+            latency_ns: a.latency_msec.map(|ms| (ms * 1e6).round() as u64),
+            delay_ns: (a.delay_msec * 1e6).round() as i64,
+            stream: a.stream.clone(),
+            node_id,
+            node_name: a.node_name.clone(),
+            host: util::hostname(),
+        },
+        auth.key(),
+        multicast,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let gsock = net::group_socket(group, ifname)?;
+    let csock = net::control_socket(group, ifname, a.ttl)?;
 
     let ch = a.channels as usize;
     let q = a.quantum as usize;
     let period_ns = q as f64 * 1e9 / a.rate as f64;
     let out_delay_ns = a.output_delay_msec.map_or(period_ns, |ms| ms * 1e6);
+    // The simulated device's latency is all this receiver adds after
+    // `fill`: its downstream latency.
+    let downstream_ns = out_delay_ns.round() as u64;
     let delay_frames = (out_delay_ns * a.rate as f64 / 1e9).round() as i64;
     let total_cycles = a
         .seconds
@@ -124,21 +217,31 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         auth.describe(),
         if clk.is_identity() { "" } else { " [test clock]" },
     );
+    let mut link = Link {
+        ep,
+        gsock,
+        csock,
+        group,
+        clk,
+        auth,
+        rx: vec![0; MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
+        truncated: 0,
+        send_errors: 0,
+    };
 
     let mut buf = vec![0f32; q * ch];
-    let mut data = vec![0u8; MAX_DATAGRAM];
-    let mut tx = vec![0u8; MAX_STATUS_LEN.max(protocol::TIME_LEN)];
-    let mut counts = Counts::default();
     // The first cycle starts one period from now on the local clock.
     let l0 = clk.map(start) as f64 + period_ns;
     let mut k: u64 = 0;
     let mut late_cycles: u64 = 0;
-    let mut next_tx = start;
-    let mut next_status = start;
+    let mut next_report = start;
     let mut was_playing = false;
+    let mut was_late = false;
     let mut clock_resets = 0u64;
     let mut abs_err_us: Vec<f32> = Vec::new();
     let mut playing_cycles = 0u64;
+    let mut playing_late_cycles = 0u64;
 
     loop {
         if util::stopping(&stop) || total_cycles.is_some_and(|t| k >= t) {
@@ -146,39 +249,16 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         }
         let wake = clk.unmap((l0 + k as f64 * period_ns) as u64);
         let now = monotonic_ns();
-        let young = rx.session().is_some()
-            && rx.clock().exchanges() < bark_core::receiver::FAST_SAMPLES as u64;
-        let mut deadline = wake.min(next_status);
-        if young {
-            deadline = deadline.min(next_tx);
-        }
+        let r = link.ep.receiver();
+        let young = r.session().is_some()
+            && r.clock().exchanges() < bark_core::receiver::FAST_SAMPLES as u64;
+        // Young, requests go every 2 ms: wake up for them. Afterwards they
+        // are 10 ms or more apart, and the output cycle's wake-ups (every
+        // 5.3 ms by default) are early enough for them and for the status.
+        let deadline = if young { wake.min(link.due()) } else { wake };
         // Bounded so that a signal is noticed within 100 ms.
         clock::sleep_until(deadline.min(now + 100_000_000));
-        for sock in [&mut gsock, &mut csock] {
-            for _ in 0..MAX_RX_PER_TURN {
-                let (d, n) = match auth.recv_open(sock, &mut data, &mut counts.rx_malformed) {
-                    Received::Packet(d, n) => (d, n),
-                    Received::Dropped => continue,
-                    Received::Empty => break,
-                };
-                let bytes = &data[..n];
-                let kind = protocol::parse_header(bytes).map(|h| h.ptype);
-                match kind {
-                    Ok(PacketType::Audio) => counts.rx_audio.add(n),
-                    Ok(PacketType::TimeReply) => counts.rx_time_reply.add(n),
-                    Ok(PacketType::Sync) => counts.rx_sync.add(n),
-                    Ok(PacketType::Status) => counts.rx_status.add(n),
-                    Ok(_) => counts.rx_other.add(n),
-                    Err(_) => {}
-                }
-                if rx
-                    .handle_packet(clk.map(d.arrival_ns), bytes, SocketAddr::V4(d.from))
-                    .is_err()
-                {
-                    counts.rx_malformed += 1;
-                }
-            }
-        }
+        link.drain();
 
         let now = monotonic_ns();
         for _ in 0..MAX_CATCH_UP {
@@ -188,14 +268,16 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 break;
             }
             let play_local = (cycle_local + out_delay_ns) as u64;
-            rx.fill(play_local, &mut buf);
+            link.ep.fill(play_local, downstream_ns, &mut buf);
             let play_true = clk.unmap(play_local);
             if now > play_true {
                 late_cycles += 1;
             }
-            if rx.playing() {
+            let r = link.ep.receiver();
+            if r.playing() {
                 playing_cycles += 1;
-                abs_err_us.push((rx.sync_error_ns().abs() / 1e3) as f32);
+                playing_late_cycles += u64::from(r.late());
+                abs_err_us.push((r.sync_error_ns().abs() / 1e3) as f32);
             }
             if let Some(w) = wav.as_mut() {
                 w.write(
@@ -214,75 +296,67 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             }
             k += 1;
         }
-        if rx.playing() != was_playing {
-            was_playing = rx.playing();
+        let r = link.ep.receiver();
+        if r.playing() != was_playing {
+            was_playing = r.playing();
             if was_playing {
-                let f = rx.format();
+                let f = r.format();
                 log::info!(
-                    "playing session {:016x}{}",
-                    rx.session().unwrap_or(0),
+                    "playing session {:016x}{} at {:.1} ms latency (downstream {:.1} ms, needs {:.1} ms)",
+                    r.session().unwrap_or(0),
                     f.map(|f| format!(" ({} {} Hz {} ch)", f.sample.name(), f.rate, f.channels))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    r.play_latency_ns() as f64 / 1e6,
+                    downstream_ns as f64 / 1e6,
+                    r.need_ns() as f64 / 1e6,
                 );
             } else {
                 log::info!("stopped playing (no stream, or clock not yet known)");
             }
         }
-
-        {
-            next_tx = now + TX_POLL_NS;
-            for _ in 0..16 {
-                let t = clk.map(monotonic_ns());
-                let Some((n, to)) = rx.poll_transmit(t, &mut tx) else {
-                    break;
-                };
-                let SocketAddr::V4(to) = to else { continue };
-                let Some(sealed) = auth.seal(&tx[..n]) else {
-                    continue;
-                };
-                match csock.send_to(sealed, to) {
-                    Ok(()) => counts.tx_time_request.add(n),
-                    Err(e) => {
-                        counts.send_errors += 1;
-                        log::debug!("time request to {to}: {e}");
-                    }
-                }
+        if r.late() != was_late {
+            was_late = r.late();
+            let c = r.counters();
+            if was_late {
+                log::warn!(
+                    "playing late, out of sync with the other receivers: this output needs {:.1} ms (downstream {:.1} ms), the session gives {:.1} ms; playing at {:.1} ms until the sender raises the latency (--latency-max-msec)",
+                    r.need_ns() as f64 / 1e6,
+                    downstream_ns as f64 / 1e6,
+                    c.latency_us as f64 / 1e3,
+                    r.play_latency_ns() as f64 / 1e6,
+                );
+            } else {
+                log::info!(
+                    "back in sync: the session latency {:.1} ms covers this output's {:.1} ms",
+                    c.latency_us as f64 / 1e3,
+                    r.need_ns() as f64 / 1e6,
+                );
             }
         }
-        if now >= next_status {
-            next_status += STATUS_PERIOD_NS;
-            if next_status < now {
-                next_status = now + STATUS_PERIOD_NS;
-            }
-            // Status goes to the group, where `bark stats` listens; with a
-            // unicast address there is nobody to tell.
-            if multicast {
-                let sealed = rx.write_status(&mut tx).and_then(|n| auth.seal(&tx[..n]));
-                if let Some(sealed) = sealed {
-                    let n = sealed.len();
-                    match csock.send_to(sealed, group) {
-                        Ok(()) => counts.tx_status.add(n),
-                        Err(e) => {
-                            counts.send_errors += 1;
-                            log::debug!("status to {group}: {e}");
-                        }
-                    }
-                }
-            }
-            if rx.clock().resets() != clock_resets {
-                clock_resets = rx.clock().resets();
+
+        link.transmit();
+        if now >= next_report {
+            next_report = (next_report + STATUS_PERIOD_NS).max(now);
+            let r = link.ep.receiver();
+            if r.clock().resets() != clock_resets {
+                clock_resets = r.clock().resets();
                 log::warn!(
                     "the sender's clock stepped: clock sync restarted ({clock_resets} so far)"
                 );
             }
-            let c = rx.counters();
+            let c = r.counters();
             log::debug!(
-                "sync error {:+.1} us, buffer {:.1} ms, offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
+                "sync error {:+.1} us, buffer {:.1} ms, latency {:.1} ms (session {:.1} ms, downstream {:.1} ms, need {:.1} ms{}), offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
                 c.sync_error_ns as f64 / 1e3,
                 c.buffer_us as f64 / 1e3,
+                r.play_latency_ns() as f64 / 1e6,
+                c.latency_us as f64 / 1e3,
+                c.downstream_us as f64 / 1e3,
+                c.need_us as f64 / 1e3,
+                if r.late() { ", LATE" } else { "" },
                 c.clock_offset_ns as f64 / 1e3,
                 c.rate_error_ppb as f64 / 1e3,
-                rx.clock().jitter_ns() / 1e3,
+                r.clock().jitter_ns() / 1e3,
                 c.packets,
                 c.lost,
                 c.late,
@@ -299,14 +373,16 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     if let Some(w) = wav.take() {
         w.finish().context("finishing the output file")?;
     }
-    let c = rx.counters();
+    let r = link.ep.receiver();
+    let c = r.counters();
+    let counts = *link.ep.counts();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())
             .then(|| abs_err_us[((abs_err_us.len() - 1) as f64 * p).round() as usize])
     };
     log::info!(
-        "done after {wall_s:.1} s: {} cycles ({} playing, {late_cycles} late), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, CPU {:.1} %, {} datagrams dropped by authentication",
+        "done after {wall_s:.1} s: {} cycles ({} playing, {playing_late_cycles} of them late, {late_cycles} xruns), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, latency {:.1} ms (downstream {:.1} ms, need {:.1} ms), CPU {:.1} %, {} datagrams dropped by authentication",
         k,
         playing_cycles,
         counts.rx_audio.packets,
@@ -315,8 +391,11 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         c.underruns,
         pct(0.5).unwrap_or(f32::NAN),
         pct(0.99).unwrap_or(f32::NAN),
+        r.play_latency_ns() as f64 / 1e6,
+        c.downstream_us as f64 / 1e3,
+        c.need_us as f64 / 1e3,
         100.0 * cpu_s / wall_s.max(1e-9),
-        auth.counters().total(),
+        link.ep.auth().total(),
     );
     if let Some(path) = &a.summary {
         let v = json!({
@@ -328,31 +407,36 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             "cpu_percent": 100.0 * cpu_s / wall_s.max(1e-9),
             "cycles": k,
             "playing_cycles": playing_cycles,
+            "playing_late_cycles": playing_late_cycles,
             "late_cycles": late_cycles,
             "frames_written": written,
-            "jumps": rx.jumps(),
-            "clock_resets": rx.clock().resets(),
-            "clock_jitter_ns": rx.clock().jitter_ns(),
+            "jumps": r.jumps(),
+            "clock_resets": r.clock().resets(),
+            "clock_jitter_ns": r.clock().jitter_ns(),
             "abs_sync_error_us": {
                 "p50": pct(0.5), "p99": pct(0.99), "max": abs_err_us.last(),
             },
             "rx": {
-                "audio": counts.rx_audio,
-                "time_reply": counts.rx_time_reply,
-                "sync": counts.rx_sync,
-                "status": counts.rx_status,
-                "other": counts.rx_other,
-                "malformed": counts.rx_malformed,
+                "audio": traffic_json(counts.rx_audio),
+                "time_reply": traffic_json(counts.rx_time_reply),
+                "sync": traffic_json(counts.rx_sync),
+                "status": traffic_json(counts.rx_status),
+                "other": traffic_json(counts.rx_time_request),
+                "malformed": counts.malformed + link.truncated,
             },
-            "auth": auth.counters_json(),
+            "auth": link.auth.counters_json(link.ep.auth()),
             "tx": {
-                "time_request": counts.tx_time_request,
-                "status": counts.tx_status,
-                "send_errors": counts.send_errors,
+                "time_request": traffic_json(counts.tx_time_request),
+                "status": traffic_json(counts.tx_status),
+                "send_errors": link.send_errors,
             },
             "counters": {
                 "rate_hz": c.rate,
                 "latency_us": c.latency_us,
+                "downstream_us": c.downstream_us,
+                "need_us": c.need_us,
+                "play_latency_us": c.play_latency_us,
+                "playing_late": r.late(),
                 "clock_offset_ns": c.clock_offset_ns,
                 "rate_error_ppb": c.rate_error_ppb,
                 "sync_error_ns": c.sync_error_ns,

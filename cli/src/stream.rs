@@ -1,51 +1,252 @@
 //! `bark stream`: a headless sender. The input is decoded ahead in a thread
 //! ([`crate::decode`]); this loop paces it in real time with a simulated
 //! input clock (one quantum every `quantum / rate` seconds of the local
-//! clock, on a fixed schedule, as a sink's graph cycle would), hands each
-//! quantum to [`Sender::push`] stamped with its cycle time, answers the time
-//! requests that came in meanwhile, and sends a status packet once a second.
+//! clock, on a fixed schedule, as a sink's graph cycle would) and hands
+//! each quantum to a [`SenderEndpoint`] stamped with its cycle time. The
+//! endpoint seals what leaves, answers time requests, sends the status
+//! packet once a second and, while no audio flows, the idle sync messages.
 //!
-//! It wakes up once per cycle, not per request: a request's arrival (t2) is
-//! the kernel's receive stamp and the reply's departure (t3) is read right
-//! before it is sent, so the time a request waits for the next cycle is in
-//! neither the forward nor the backward delay the receiver measures. That
-//! keeps the sender's wake-ups (and most of its CPU) independent of the
-//! number of receivers.
+//! Before the first audio packet comes a lead-in (`--lead-in-msec`): the
+//! endpoint announces the session with idle sync messages, so receivers
+//! that have never heard this sender lock their clocks first and play its
+//! first frame at its instant instead of joining some 100 ms into it.
+//!
+//! While streaming it wakes up once per cycle, not per request: a request's
+//! arrival (t2) is the kernel's receive stamp and the reply's departure
+//! (t3) is read when the endpoint writes it, right before it is sent, so
+//! the time a request waits for the next cycle is in neither the forward
+//! nor the backward delay the receiver measures. That keeps the sender's
+//! wake-ups (and most of its CPU) independent of the number of receivers.
 
 use crate::cli::StreamArgs;
-use crate::clock::{self, monotonic_ns, TestClock};
+use crate::clock::{self, monotonic_ns, realtime_ns, TestClock};
 use crate::decode;
-use crate::keyed::{Auth, Received};
-use crate::net::{self, SendOpts, MAX_DATAGRAM};
+use crate::keyed::Auth;
+use crate::net::{self, SendOpts};
 use crate::stamps::{Stamp, StampedWav};
-use crate::util::{self, Traffic};
 use anyhow::{anyhow, Context, Result};
+use bark_core::endpoint::{self, Dest, Dropped, SenderEndpoint, Traffic, TRANSMIT_BUF};
 use bark_core::format::AudioFormat;
-use bark_core::protocol::{self, PacketType, MAX_STATUS_LEN};
-use bark_core::{Sender, SenderConfig};
+use bark_core::protocol::IP_UDP_OVERHEAD;
+use bark_core::SenderConfig;
 use serde_json::json;
-use std::net::SocketAddrV4;
-use std::sync::mpsc::RecvTimeoutError;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::mpsc::{Receiver as ChunkRx, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Most datagrams read per loop turn.
 const MAX_RX_PER_TURN: usize = 256;
 /// How long the first decoded audio may take to appear.
 const FIRST_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest sleep while no audio flows (lead-in, a stalled decoder), ns:
+/// the endpoint's idle syncs are due every 100 ms, so it is asked at
+/// least twice as often.
+const IDLE_POLL_NS: u64 = 50_000_000;
+/// A decoder this late (ns) with a cycle's audio costs that cycle: the
+/// timeline moves on and the audio, when it comes, is a gap later.
+const STALL_NS: u64 = 1_000_000_000;
 
-/// Traffic of the sender, by kind.
-#[derive(Default, Debug, Clone, Copy)]
-struct Counts {
-    tx_audio: Traffic,
-    tx_sync: Traffic,
-    tx_time_reply: Traffic,
-    tx_status: Traffic,
-    rx_time_request: Traffic,
-    rx_other: Traffic,
-    rx_malformed: u64,
+/// A [`Traffic`] as the summary shows it: packets, UDP payload bytes, and
+/// bytes on the wire with the IPv4 and UDP headers.
+pub(crate) fn traffic_json(t: Traffic) -> serde_json::Value {
+    json!({
+        "packets": t.packets,
+        "bytes": t.bytes,
+        "ip_bytes": t.bytes + IP_UDP_OVERHEAD as u64 * t.packets,
+    })
+}
+
+/// Sum of several [`Traffic`]s.
+fn sum(ts: &[Traffic]) -> Traffic {
+    ts.iter().fold(Traffic::default(), |a, t| Traffic {
+        packets: a.packets + t.packets,
+        bytes: a.bytes + t.bytes,
+    })
+}
+
+/// The endpoint and the socket it is served on. Everything is allocated
+/// before the first cycle.
+struct Link {
+    ep: SenderEndpoint,
+    sock: net::UdpSocket,
+    dest: SocketAddrV4,
+    clk: TestClock,
+    auth: Auth,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// Datagrams cut by a too-small buffer (cannot happen below 64 KiB).
+    truncated: u64,
     send_errors: u64,
+}
+
+impl Link {
+    /// CLOCK_REALTIME for the sealer (read only when keyed).
+    fn wall(&self) -> u64 {
+        if self.ep.keyed() {
+            realtime_ns()
+        } else {
+            0
+        }
+    }
+
+    /// One cycle's audio: `samples` entered the simulated sink at local
+    /// time `cycle_local` (mapped); sent sealed to the group. No allocation.
+    fn push(&mut self, cycle_local: u64, samples: &[f32]) {
+        let wall = self.wall();
+        let Link {
+            ep,
+            sock,
+            dest,
+            clk,
+            send_errors,
+            ..
+        } = self;
+        // The cycle's nominal time stamps the audio; the sync message needs
+        // the time it actually leaves (the wake-up may be late, the decoder
+        // may have been waited for).
+        let send_ns = clk.map(monotonic_ns());
+        ep.push(cycle_local, send_ns, wall, samples, &mut |pkt| {
+            send(sock, pkt, *dest, send_errors)
+        });
+    }
+
+    /// Hands every queued datagram to the endpoint, then sends what it
+    /// returns (time replies, idle syncs, the status packet). No allocation.
+    fn serve(&mut self) {
+        for _ in 0..MAX_RX_PER_TURN {
+            let d = match self.sock.recv(&mut self.rx) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("receive error: {e}");
+                    break;
+                }
+            };
+            if d.truncated {
+                self.truncated += 1;
+                continue;
+            }
+            let wall = self.wall();
+            let t2 = self.clk.map(d.arrival_ns);
+            let from = SocketAddr::V4(d.from);
+            match self
+                .ep
+                .handle_datagram(t2, wall, &mut self.rx[..d.len], from)
+            {
+                Ok(_) => {}
+                Err(Dropped::Auth(e)) => self.auth.warn(e, self.ep.auth()),
+                Err(e) => log::debug!("from {from}: {e}"),
+            }
+        }
+        loop {
+            // t3 of a time reply and of an idle sync: read right before
+            // the send.
+            let now = self.clk.map(monotonic_ns());
+            let wall = self.wall();
+            let Some((n, dest)) = self.ep.poll_transmit(now, wall, &mut self.tx) else {
+                break;
+            };
+            let to = match dest {
+                Dest::Group => self.dest,
+                Dest::To(SocketAddr::V4(a)) => a,
+                Dest::To(SocketAddr::V6(_)) => {
+                    self.send_errors += 1;
+                    continue;
+                }
+            };
+            send(&self.sock, &self.tx[..n], to, &mut self.send_errors);
+        }
+    }
+
+    /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
+    fn due(&self) -> u64 {
+        let now = self.clk.map(monotonic_ns());
+        self.clk.unmap(self.ep.poll_timeout(now))
+    }
+
+    /// Serves the socket until CLOCK_MONOTONIC `until` (or `stop`), waking
+    /// on datagrams and at the endpoint's deadlines.
+    fn serve_until(&mut self, until: u64, stop: &std::sync::atomic::AtomicBool) {
+        loop {
+            self.serve();
+            let now = monotonic_ns();
+            if now >= until || crate::util::stopping(stop) {
+                return;
+            }
+            let next = until.min(self.due()).min(now + IDLE_POLL_NS);
+            net::wait_readable(&[&self.sock], next.saturating_sub(now));
+        }
+    }
+}
+
+fn send(sock: &net::UdpSocket, data: &[u8], to: SocketAddrV4, errors: &mut u64) {
+    if let Err(e) = sock.send_to(data, to) {
+        *errors += 1;
+        // Once per thousand, so a dead route does not flood the log.
+        if (*errors - 1).is_multiple_of(1000) {
+            log::warn!("sending to {to}: {e} ({errors} errors so far)");
+        }
+    }
+}
+
+/// What the lead-in ended with.
+enum LeadIn {
+    /// The first chunk of audio, due now.
+    Audio(Vec<f32>),
+    /// The input ended before any audio.
+    Empty,
+    /// SIGINT or SIGTERM.
+    Stopped,
+}
+
+/// Announces the session (the endpoint's idle syncs, replies, status) for
+/// at least `lead_in_ns` and until the decoder has the first chunk. The
+/// socket is served at least every [`IDLE_POLL_NS`].
+fn lead_in(
+    link: &mut Link,
+    chunks: &ChunkRx<Vec<f32>>,
+    lead_in_ns: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<LeadIn> {
+    let t0 = monotonic_ns();
+    let end = t0 + lead_in_ns;
+    let give_up = t0 + FIRST_CHUNK_TIMEOUT.as_nanos() as u64;
+    let mut first = None;
+    loop {
+        if first.is_none() {
+            match chunks.try_recv() {
+                Ok(c) => first = Some(c),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return Ok(LeadIn::Empty),
+            }
+        }
+        let now = monotonic_ns();
+        if now >= end {
+            if let Some(c) = first.take() {
+                return Ok(LeadIn::Audio(c));
+            }
+        }
+        if crate::util::stopping(stop) {
+            return Ok(LeadIn::Stopped);
+        }
+        if now >= give_up {
+            anyhow::bail!("the input produced no audio in 10 s");
+        }
+        if now >= end {
+            // Only the decoder is awaited: wake when it delivers. With
+            // --lead-in-msec 0 nothing goes out before the first audio
+            // packet unless the decoder takes longer than this.
+            match chunks.recv_timeout(Duration::from_nanos(IDLE_POLL_NS)) {
+                Ok(c) => first = Some(c),
+                Err(RecvTimeoutError::Timeout) => link.serve(),
+                Err(RecvTimeoutError::Disconnected) => return Ok(LeadIn::Empty),
+            }
+            continue;
+        }
+        link.serve();
+        let next = link.due().min(now + IDLE_POLL_NS).min(end);
+        net::wait_readable(&[&link.sock], next.saturating_sub(now));
+    }
 }
 
 /// Runs `bark stream`.
@@ -53,35 +254,43 @@ struct Counts {
 /// # Errors
 /// Bad settings, an unreadable input, socket set-up, output file errors.
 pub fn run(a: &StreamArgs) -> Result<()> {
-    let stop = util::shutdown_flag()?;
+    let stop = crate::util::shutdown_flag()?;
     let format = AudioFormat {
         sample: a.format,
         rate: a.rate,
         channels: a.channels,
     };
-    let node_id = util::random_nonzero_u64();
-    let session_id = util::random_nonzero_u64();
-    let mut auth = Auth::new(a.key.key_file.as_deref(), a.encrypt)?;
-    let mut sender = Sender::new(SenderConfig {
-        format,
-        stream: a.stream.clone(),
-        priority: a.priority,
-        latency_ns: (a.latency_msec * 1e6).round() as u64,
-        // Sealed datagrams must still fit --mtu: fewer frames per packet.
-        mtu: a.net.mtu.saturating_sub(auth.overhead()),
-        session_id,
-        node_name: a.node_name.clone(),
-        host: util::hostname(),
-        sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
-        // Cycle times follow a nominal schedule: smooth.
-        input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
-    })
+    let node_id = crate::util::random_nonzero_u64();
+    let session_id = crate::util::random_nonzero_u64();
+    let auth = Auth::new(a.key.key_file.as_deref(), a.encrypt)?;
+    let latency_ns = (a.latency_msec * 1e6).round() as u64;
+    let max_latency_ns = (a.latency_max_msec * 1e6).round() as u64;
+    let ep = SenderEndpoint::new(
+        SenderConfig {
+            format,
+            stream: a.stream.clone(),
+            priority: a.priority,
+            latency_ns,
+            max_latency_ns,
+            // The endpoint takes the sealing trailer out of it.
+            mtu: a.net.mtu,
+            session_id,
+            node_name: a.node_name.clone(),
+            host: crate::util::hostname(),
+            sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
+            // Cycle times follow a nominal schedule: smooth.
+            input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
+        },
+        auth.key(),
+        auth.encrypt(),
+        node_id,
+    )
     .map_err(|e| anyhow!("{e}"))?;
     let dest = SocketAddrV4::new(a.net.destination_ip, a.net.port);
     if dest.ip().is_unspecified() || dest.ip().is_broadcast() {
         anyhow::bail!("--destination-ip {} cannot be sent to", dest.ip());
     }
-    let mut sock = net::sender_socket(&SendOpts {
+    let sock = net::sender_socket(&SendOpts {
         destination: dest,
         source_ip: a.net.source_ip,
         ifname: a.net.local_ifname.clone(),
@@ -89,7 +298,8 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         multicast_loop: a.net.multicast_loop,
     })?;
     let ch = a.channels as usize;
-    let q = a.quantum.map_or(sender.packet_frames(), |q| q as usize);
+    let packet_frames = ep.sender().packet_frames();
+    let q = a.quantum.map_or(packet_frames, |q| q as usize);
     let src = decode::start(&a.input, a.repeat, a.rate, ch, q)?;
     let mut record = match &a.record {
         Some(p) => Some(StampedWav::create(
@@ -104,7 +314,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         None => None,
     };
     log::info!(
-        "streaming {} ({} {} Hz {} ch) to {dest} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms, stream {:?} priority {}, session {session_id:016x}, {}",
+        "streaming {} ({} {} Hz {} ch) to {dest} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), lead-in {} ms, stream {:?} priority {}, session {session_id:016x}, {}",
         if a.input == "-" { "stdin" } else { &a.input },
         src.info.codec,
         src.info.rate,
@@ -113,82 +323,92 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         format.sample.name(),
         a.rate,
         a.channels,
-        sender.packet_frames(),
+        packet_frames,
         a.latency_msec,
+        a.latency_max_msec.max(a.latency_msec),
+        a.lead_in_msec,
         a.stream,
         a.priority,
         auth.describe()
     );
-
-    // Wait for the decoder's first chunk before the clock starts, so that
-    // a slow start (opening, probing) is not a gap in the stream.
-    let mut next_chunk = match src.chunks.recv_timeout(FIRST_CHUNK_TIMEOUT) {
-        Ok(c) => Some(c),
-        Err(RecvTimeoutError::Timeout) => anyhow::bail!("the input produced no audio in 10 s"),
-        Err(RecvTimeoutError::Disconnected) => return src.join(),
+    let boot = monotonic_ns();
+    let clk = TestClock::from_spec_or_env(a.test_clock.as_deref(), boot).map_err(|e| anyhow!(e))?;
+    let mut link = Link {
+        ep,
+        sock,
+        dest,
+        clk,
+        auth,
+        rx: vec![0; endpoint::MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
+        truncated: 0,
+        send_errors: 0,
     };
+
+    // The lead-in also covers the decoder's start (opening, probing), so
+    // that a slow start is not a gap in the stream.
+    let lead_in_ns = (a.lead_in_msec * 1e6).round() as u64;
+    let mut next_chunk = match lead_in(&mut link, &src.chunks, lead_in_ns, &stop)? {
+        LeadIn::Audio(c) => Some(c),
+        LeadIn::Empty => return src.join(),
+        LeadIn::Stopped => None,
+    };
+    let lead_in_counts = *link.ep.counts();
     let start = monotonic_ns();
-    let clk =
-        TestClock::from_spec_or_env(a.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
+    let lead_in_s = (start - boot) as f64 * 1e-9;
+    let clk = link.clk;
     let period_ns = q as f64 * 1e9 / a.rate as f64;
     let l0 = clk.map(start) as f64;
     let max_frames = a.seconds.map(|s| (s * a.rate as f64).round() as u64);
-    let mut data = vec![0u8; MAX_DATAGRAM];
-    let mut reply = vec![0u8; protocol::TIME_LEN];
-    let mut status = vec![0u8; MAX_STATUS_LEN];
-    let mut counts = Counts::default();
     let mut k: u64 = 0;
     let mut frames_sent: u64 = 0;
     let mut late_cycles = 0u64;
-    let mut next_status = start;
     let mut underflows = 0u64;
 
     'run: loop {
-        if util::stopping(&stop) {
+        if crate::util::stopping(&stop) {
             break;
         }
         let cycle_local = l0 + k as f64 * period_ns;
         let wake = clk.unmap(cycle_local as u64);
-        // Sleep until the cycle is due (status packets on the way).
+        // Sleep until the cycle is due, serving the socket when the
+        // endpoint has something due (the status packet).
         loop {
             let now = monotonic_ns();
-            if now >= next_status {
-                next_status = (next_status + STATUS_PERIOD_NS).max(now);
-                if let Some(n) = sender.write_status(node_id, &mut status) {
-                    send(
-                        &sock,
-                        &mut auth,
-                        &status[..n],
-                        dest,
-                        &mut counts.tx_status,
-                        &mut counts.send_errors,
-                    );
-                }
-            }
-            if now >= wake || util::stopping(&stop) {
+            if now >= wake || crate::util::stopping(&stop) {
                 break;
             }
-            clock::sleep_until(wake.min(next_status).min(now + 100_000_000));
+            clock::sleep_until(wake.min(link.due()).min(now + 100_000_000));
+            link.serve();
         }
         if monotonic_ns() > wake + period_ns as u64 {
             late_cycles += 1;
         }
         // The cycle's audio: decoded well ahead; a decoder that falls
-        // behind is waited for (a gap the sender's timeline absorbs).
+        // behind is waited for (a gap the sender's timeline absorbs), the
+        // socket served meanwhile (idle syncs once it counts as idle).
         let mut chunk = match next_chunk.take() {
             Some(c) => c,
-            None => match src.chunks.recv_timeout(Duration::from_secs(1)) {
-                Ok(c) => {
-                    underflows += 1;
-                    c
+            None => {
+                let since = monotonic_ns();
+                loop {
+                    match src.chunks.recv_timeout(Duration::from_nanos(IDLE_POLL_NS)) {
+                        Ok(c) => {
+                            underflows += 1;
+                            break c;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            link.serve();
+                            if monotonic_ns() - since >= STALL_NS || crate::util::stopping(&stop) {
+                                underflows += 1;
+                                k += 1;
+                                continue 'run;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break 'run,
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    underflows += 1;
-                    k += 1;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break 'run,
-            },
+            }
         };
         if let Some(m) = max_frames {
             let left = m.saturating_sub(frames_sent) as usize;
@@ -197,25 +417,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 break;
             }
         }
-        {
-            let Counts {
-                tx_audio,
-                tx_sync,
-                send_errors,
-                ..
-            } = &mut counts;
-            let sock = &sock;
-            let auth = &mut auth;
-            // The cycle's nominal time stamps the audio; the sync message
-            // needs the time it actually leaves (the wake-up may be late,
-            // the decoder may have been waited for).
-            let send_ns = clk.map(monotonic_ns());
-            sender.push_at(cycle_local as u64, send_ns, &chunk, &mut |pkt| {
-                let sync = protocol::parse_header(pkt).is_ok_and(|h| h.ptype == PacketType::Sync);
-                let t = if sync { &mut *tx_sync } else { &mut *tx_audio };
-                send(sock, auth, pkt, dest, t, send_errors)
-            });
-        }
+        link.push(cycle_local as u64, &chunk);
         if let Some(r) = record.as_mut() {
             r.write(
                 &chunk,
@@ -232,15 +434,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             .context("writing --record")?;
         }
         // Then the time requests that came in since the last cycle.
-        serve(
-            &mut sock,
-            &mut auth,
-            &mut sender,
-            &clk,
-            &mut data,
-            &mut reply,
-            &mut counts,
-        );
+        link.serve();
         frames_sent += (chunk.len() / ch) as u64;
         k += 1;
         if max_frames.is_some_and(|m| frames_sent >= m) {
@@ -248,36 +442,37 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         }
         next_chunk = match src.chunks.try_recv() {
             Ok(c) => Some(c),
-            Err(std::sync::mpsc::TryRecvError::Empty) => None,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => break,
         };
     }
-    // Receivers still need replies for the last packets' latency; a final
-    // status tells `bark stats` the totals.
-    if let Some(n) = sender.write_status(node_id, &mut status) {
-        send(
-            &sock,
-            &mut auth,
-            &status[..n],
-            dest,
-            &mut counts.tx_status,
-            &mut counts.send_errors,
-        );
-    }
     let wall_s = (monotonic_ns() - start) as f64 * 1e-9;
-    let cpu_s = util::cpu_seconds();
+    // The last frames are heard one session latency after they were sent:
+    // receivers still ask for the time until then.
+    let tail = link.ep.sender().latency_ns();
+    // A last status tells `bark stats` the totals.
+    link.ep.status_now();
+    link.serve_until(monotonic_ns() + tail, &stop);
+    let cpu_s = crate::util::cpu_seconds();
     if let Some(r) = record.take() {
         r.finish().context("finishing --record")?;
     }
     let decode_result = src.join();
+    let c = *link.ep.counts();
+    let sl = link.ep.sender().session_latency();
     log::info!(
-        "done: {:.1} s of audio in {wall_s:.1} s, {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
+        "done: {:.1} s of audio in {wall_s:.1} s after a {lead_in_s:.2} s lead-in ({} sync messages), {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, session latency {:.1} ms (changed {} times), {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
         frames_sent as f64 / a.rate as f64,
-        counts.tx_audio.packets,
-        counts.tx_audio.ip_bytes as f64 * 8.0 / 1e3 / wall_s.max(1e-9),
-        counts.tx_sync.packets,
-        counts.tx_time_reply.packets,
-        counts.tx_status.packets,
+        lead_in_counts.tx_sync.packets,
+        c.tx_audio.packets,
+        (c.tx_audio.bytes + IP_UDP_OVERHEAD as u64 * c.tx_audio.packets) as f64 * 8.0
+            / 1e3
+            / wall_s.max(1e-9),
+        c.tx_sync.packets,
+        c.tx_time_reply.packets,
+        c.tx_status.packets,
+        sl.current() as f64 / 1e6,
+        sl.changes(),
         100.0 * cpu_s / wall_s.max(1e-9),
     );
     if let Some(path) = &a.summary {
@@ -291,87 +486,37 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             "cpu_percent": 100.0 * cpu_s / wall_s.max(1e-9),
             "frames_sent": frames_sent,
             "audio_seconds": frames_sent as f64 / a.rate as f64,
-            "packet_frames": sender.packet_frames(),
+            "packet_frames": packet_frames,
             "late_cycles": late_cycles,
             "decoder_stalls": underflows,
+            "lead_in": {
+                "seconds": lead_in_s,
+                "sync": traffic_json(lead_in_counts.tx_sync),
+                "time_reply": traffic_json(lead_in_counts.tx_time_reply),
+            },
+            "latency": {
+                "base_us": sl.base() / 1000,
+                "max_us": sl.max() / 1000,
+                "session_us": sl.current() / 1000,
+                "changes": sl.changes(),
+            },
             "tx": {
-                "audio": counts.tx_audio,
-                "sync": counts.tx_sync,
-                "time_reply": counts.tx_time_reply,
-                "status": counts.tx_status,
-                "send_errors": counts.send_errors,
+                "audio": traffic_json(c.tx_audio),
+                "sync": traffic_json(c.tx_sync),
+                "time_reply": traffic_json(c.tx_time_reply),
+                "status": traffic_json(c.tx_status),
+                "send_errors": link.send_errors,
             },
             "rx": {
-                "time_request": counts.rx_time_request,
-                "other": counts.rx_other,
-                "malformed": counts.rx_malformed,
+                "time_request": traffic_json(c.rx_time_request),
+                "other": traffic_json(sum(&[c.rx_audio, c.rx_time_reply, c.rx_status, c.rx_sync])),
+                "malformed": c.malformed + link.truncated,
+                "flood_dropped": c.flood_dropped,
             },
-            "auth": auth.counters_json(),
+            "auth": link.auth.counters_json(link.ep.auth()),
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     decode_result
-}
-
-fn send(
-    sock: &net::UdpSocket,
-    auth: &mut Auth,
-    data: &[u8],
-    to: SocketAddrV4,
-    t: &mut Traffic,
-    errors: &mut u64,
-) {
-    let Some(data) = auth.seal(data) else {
-        *errors += 1;
-        return;
-    };
-    match sock.send_to(data, to) {
-        Ok(()) => t.add(data.len()),
-        Err(e) => {
-            *errors += 1;
-            // Once per thousand, so a dead route does not flood the log.
-            if (*errors - 1).is_multiple_of(1000) {
-                log::warn!("sending to {to}: {e} ({errors} errors so far)");
-            }
-        }
-    }
-}
-
-/// Answers every queued time request.
-fn serve(
-    sock: &mut net::UdpSocket,
-    auth: &mut Auth,
-    sender: &mut Sender,
-    clk: &TestClock,
-    data: &mut [u8],
-    reply: &mut [u8],
-    counts: &mut Counts,
-) {
-    for _ in 0..MAX_RX_PER_TURN {
-        let (d, n) = match auth.recv_open(sock, data, &mut counts.rx_malformed) {
-            Received::Packet(d, n) => (d, n),
-            Received::Dropped => continue,
-            Received::Empty => return,
-        };
-        let bytes = &data[..n];
-        match protocol::parse_header(bytes).map(|h| h.ptype) {
-            Ok(PacketType::TimeRequest) => counts.rx_time_request.add(d.len),
-            _ => counts.rx_other.add(d.len),
-        }
-        let t2 = clk.map(d.arrival_ns);
-        let t3 = clk.map(monotonic_ns());
-        match sender.handle_packet(t2, t3, bytes, reply) {
-            Ok(Some(n)) => send(
-                sock,
-                auth,
-                &reply[..n],
-                d.from,
-                &mut counts.tx_time_reply,
-                &mut counts.send_errors,
-            ),
-            Ok(None) => {}
-            Err(_) => counts.rx_malformed += 1,
-        }
-    }
 }

@@ -26,6 +26,10 @@ fn help_shows_units_and_defaults() {
         "[default: 48000]",
         "--format <FORMAT>",
         "--priority <N>",
+        "--latency-max-msec <MS>",
+        "[default: 1000]",
+        "--lead-in-msec <MS>",
+        "[default: 500]",
     ] {
         assert!(
             out.contains(needle),

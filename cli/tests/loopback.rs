@@ -106,7 +106,17 @@ fn stream_two_receivers_stats_and_metrics() {
         assert!((5.0..=45.0).contains(&buf), "buffer {buf} ms: {n}");
         assert!(n["last_heard_s"].as_f64().unwrap() < 1.6, "{n}");
         assert_eq!(n["state"], "active");
+        // Its output's latency: one quantum (256 frames), the default
+        // --output-delay-msec; the session's 40 ms cover it.
+        let down = n["downstream_ms"].as_f64().unwrap();
+        assert!((down - 5.333).abs() < 0.01, "{n}");
+        assert_eq!(n["playing_late"], false, "{n}");
+        assert_eq!(n["play_latency_ms"], 40.0, "{n}");
     }
+    // A sender's need is its base latency, its play latency the most the
+    // session latency may rise to.
+    assert_eq!(tx_node["need_ms"], 40.0, "{tx_node}");
+    assert_eq!(tx_node["play_latency_ms"], 1000.0, "{tx_node}");
 
     // The plain table shows the same nodes.
     let mut a = vec!["stats", "--once", "--wait-sec", "1.5"];
@@ -151,6 +161,13 @@ fn stream_two_receivers_stats_and_metrics() {
             .unwrap_or_else(|| panic!("no bark_node_up for {name}: {body}"));
         assert!(up.ends_with(" 1"), "{up}");
     }
+    let down = body
+        .lines()
+        .find(|l| {
+            l.starts_with("bark_node_downstream_latency_seconds{") && l.contains("name=\"rx2\"")
+        })
+        .unwrap_or_else(|| panic!("no downstream latency for rx2: {body}"));
+    assert!(down.ends_with(" 0.005333"), "{down}");
     let pk = body
         .lines()
         .find(|l| l.starts_with("bark_node_packets_total{") && l.contains("name=\"rx1\""))
@@ -281,4 +298,271 @@ fn streams_from_stdin() {
     assert!(rxs["playing_cycles"].as_u64().unwrap() > 400, "{rxs}");
     let r = Rec::load(&dir.join("rx.wav"));
     assert!(r.rms(1, 48_000, 96_000) > 0.05);
+}
+
+/// `seconds` of a 200 Hz cosine at half scale on both channels, 16-bit:
+/// it starts at its peak, so the first frame is an unmistakable onset, a
+/// step from silence. (Band-limited, as the receiver's interpolator plays
+/// it, that step passes half its height half a frame before the first
+/// frame's instant, midway between it and the silent frame before.)
+fn write_onset_wav(path: &std::path::Path, rate: u32, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(seconds * rate as f64) as usize {
+        let v = 0.5 * (std::f64::consts::TAU * 200.0 * i as f64 / rate as f64).cos();
+        for _ in 0..2 {
+            w.write_sample((v * 32_767.0).round() as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+}
+
+/// A receiver that has never heard the sender plays its very first frame
+/// at its instant: the stream's lead-in (idle sync messages) lets it lock
+/// its clock before the audio starts, instead of joining 50-150 ms into it.
+#[test]
+fn the_first_frame_is_heard_at_its_instant_after_the_lead_in() {
+    let dir = scratch("loopback-first-frame");
+    let net = unique_net();
+    let src = dir.join("onset.wav");
+    write_onset_wav(&src, 48_000, 1.0);
+    let mut a = s(&["receive", "--ttl", "0", "--seconds", "3", "-o"]);
+    a.push(dir.join("rx.wav").to_str().unwrap().into());
+    a.extend(s(&["--summary", dir.join("rx.json").to_str().unwrap()]));
+    a.extend(net.clone());
+    let mut rx = Proc::spawn("rx", &a, &dir.join("rx.log"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = s(&["stream", "--ttl", "0", "--input", src.to_str().unwrap()]);
+    a.extend(s(&["--record", dir.join("ref.wav").to_str().unwrap()]));
+    a.extend(s(&["--summary", dir.join("tx.json").to_str().unwrap()]));
+    a.extend(net.clone());
+    let mut tx = Proc::spawn("stream", &a, &dir.join("tx.log"));
+    let (st, _) = tx.wait(Duration::from_secs(15));
+    assert!(st.success(), "see {}", dir.join("tx.log").display());
+    let (st, _) = rx.wait(Duration::from_secs(15));
+    assert!(st.success(), "see {}", dir.join("rx.log").display());
+
+    let txs = read_json(&dir.join("tx.json"));
+    let lead = &txs["lead_in"];
+    assert!(lead["seconds"].as_f64().unwrap() >= 0.5, "{txs}");
+    // The receiver locked during the lead-in: it asked for the time then.
+    assert!(
+        lead["time_reply"]["packets"].as_u64().unwrap() > 32,
+        "{txs}"
+    );
+    let latency_ms = txs["latency"]["session_us"].as_f64().unwrap() / 1e3;
+    assert_eq!(latency_ms, 40.0, "{txs}");
+
+    // The sender's first frame entered it at the reference's first stamp;
+    // it is heard one session latency later.
+    let reference = Rec::load(&dir.join("ref.wav"));
+    let r = Rec::load(&dir.join("rx.wav"));
+    let expected = reference.time_of(0.0) + latency_ms * 1e6;
+    // The first frame heard: the first output frame past half the
+    // onset's height (within half a frame of the instant when the timing
+    // is exact).
+    let onset = r.chans[0]
+        .iter()
+        .position(|v| v.abs() >= 0.25)
+        .expect("the receiver played nothing");
+    let frame_ns = 1e9 / 48_000.0;
+    let err_ns = r.time_of(onset as f64) - expected;
+    // Where the output crosses half the onset's height, between frames,
+    // half a frame on: the onset's instant as heard, off the output's
+    // frame grid (the timing error itself).
+    let (v0, v1) = (r.chans[0][onset - 1], r.chans[0][onset]);
+    let cross = onset as f64 - 0.5 + f64::from((0.25 - v0) / (v1 - v0));
+    let cross_err_ns = r.time_of(cross) - expected;
+    eprintln!(
+        "first frame heard {:+.2} us ({:+.3} frames) from its instant; onset {:+.2} us",
+        err_ns / 1e3,
+        err_ns / frame_ns,
+        cross_err_ns / 1e3,
+    );
+    assert!(
+        err_ns.abs() <= frame_ns,
+        "first frame heard {:.1} us from its instant",
+        err_ns / 1e3
+    );
+    assert!(
+        cross_err_ns.abs() <= frame_ns,
+        "onset heard {:.1} us from its instant",
+        cross_err_ns / 1e3
+    );
+    // Nothing before it but the interpolator's ringing into the onset
+    // (a few % of it, within its taps).
+    let before = r.chans[0][..onset.saturating_sub(1)]
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(before < 0.1, "audio {before} before the first frame");
+    // And the stream went on from there: 0.5 s later it still plays the
+    // cosine at full level.
+    let fr = onset + 24_000;
+    assert!(r.rms(0, fr, fr + 4_800) > 0.3);
+    let rxs = read_json(&dir.join("rx.json"));
+    assert_eq!(rxs["counters"]["playing_late"], false, "{rxs}");
+    assert_eq!(rxs["counters"]["downstream_us"], 5_333, "{rxs}");
+}
+
+/// During its lead-in `bark stream` sends idle sync messages (announcing
+/// the session, not streaming) and no audio; its summary counts them. With
+/// `--lead-in-msec 0` the audio starts at once.
+#[test]
+fn stream_announces_the_session_during_its_lead_in() {
+    use bark_core::protocol::{self, Packet};
+    let dir = scratch("loopback-lead-in");
+    for lead_ms in [300u64, 0] {
+        let net = unique_net();
+        let group: std::net::SocketAddrV4 = format!("{}:{}", net[1], net[3]).parse().unwrap();
+        let mut sock = bark_cli::net::group_socket(group, Some("lo")).unwrap();
+        let summary = dir.join(format!("tx{lead_ms}.json"));
+        let mut a = s(&["stream", "--ttl", "0", "--seconds", "0.3", "--lead-in-msec"]);
+        a.push(lead_ms.to_string());
+        a.extend(s(&["--input", dir.join("in.wav").to_str().unwrap()]));
+        a.extend(s(&["--summary", summary.to_str().unwrap()]));
+        a.extend(net.clone());
+        if lead_ms > 0 {
+            write_test_wav(&dir.join("in.wav"), 48_000, 1.0);
+        }
+        let mut tx = Proc::spawn("stream", &a, &dir.join(format!("tx{lead_ms}.log")));
+        // (arrival ns, is audio, idle sync) of every datagram until the
+        // stream has sent audio for a while.
+        let mut seen: Vec<(u64, bool, bool)> = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end && seen.iter().filter(|d| d.1).count() < 20 {
+            bark_cli::net::wait_readable(&[&sock], 50_000_000);
+            while let Some(d) = sock.recv(&mut buf).unwrap() {
+                match protocol::parse(&buf[..d.len]) {
+                    Ok(Packet::Audio(_)) => seen.push((d.arrival_ns, true, false)),
+                    Ok(Packet::Sync(y)) => {
+                        let idle = y.announce.is_some_and(|a| !a.streaming);
+                        seen.push((d.arrival_ns, false, idle));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (st, _) = tx.wait(Duration::from_secs(15));
+        assert!(st.success());
+        let first_audio = seen.iter().position(|d| d.1).expect("no audio");
+        let idle: Vec<u64> = seen[..first_audio]
+            .iter()
+            .filter(|d| d.2)
+            .map(|d| d.0)
+            .collect();
+        let txs = read_json(&summary);
+        let counted = txs["lead_in"]["sync"]["packets"].as_u64().unwrap();
+        assert_eq!(counted, idle.len() as u64, "{txs}");
+        // Before the audio, nothing but those and the streaming sync that
+        // leads the first audio packet.
+        assert!(
+            seen[..first_audio].iter().filter(|d| !d.2).count() <= 1,
+            "{seen:?}"
+        );
+        if lead_ms == 0 {
+            assert_eq!(counted, 0, "{txs}");
+            continue;
+        }
+        // One every 100 ms from the start of the lead-in until the audio.
+        assert!((3..=5).contains(&counted), "{counted} idle syncs in 300 ms");
+        let span_ms = (seen[first_audio].0 - idle[0]) as f64 / 1e6;
+        assert!(
+            (290.0..600.0).contains(&span_ms),
+            "audio {span_ms} ms after the first idle sync"
+        );
+        for w in idle.windows(2) {
+            let gap_ms = (w[1] - w[0]) as f64 / 1e6;
+            assert!(
+                (90.0..=160.0).contains(&gap_ms),
+                "idle syncs {gap_ms} ms apart"
+            );
+        }
+        // The summary's sync total includes the lead-in's.
+        assert!(txs["tx"]["sync"]["packets"].as_u64().unwrap() > counted);
+    }
+}
+
+/// A receiver whose output needs more than the session latency (60 ms
+/// downstream against 40 ms) tells its sender, which raises the session
+/// latency to cover it (up to `--latency-max-msec`); with the latency
+/// pinned, the receiver plays late instead and says so in its status, and
+/// `bark stats` shows it.
+#[test]
+fn a_slow_output_raises_the_session_latency_or_plays_late() {
+    let dir = scratch("loopback-slow-output");
+    let src = dir.join("source.wav");
+    write_test_wav(&src, 48_000, 3.0);
+    let mut runs = Vec::new();
+    for (tag, max) in [("rise", "1000"), ("pinned", "40")] {
+        let net = unique_net();
+        let mut a = s(&["receive", "--ttl", "0", "--seconds", "4.5"]);
+        a.extend(s(&["--output-delay-msec", "60", "--node-name"]));
+        a.push(format!("slow-{tag}"));
+        let rx_json = dir.join(format!("rx-{tag}.json"));
+        a.extend(s(&["--summary", rx_json.to_str().unwrap()]));
+        a.extend(net.clone());
+        let rx = Proc::spawn(tag, &a, &dir.join(format!("rx-{tag}.log")));
+        std::thread::sleep(Duration::from_millis(300));
+        let tx_json = dir.join(format!("tx-{tag}.json"));
+        let mut a = s(&["stream", "--ttl", "0", "--latency-max-msec", max, "--input"]);
+        a.push(src.to_str().unwrap().into());
+        a.extend(s(&["--summary", tx_json.to_str().unwrap()]));
+        a.extend(net.clone());
+        let tx = Proc::spawn("stream", &a, &dir.join(format!("tx-{tag}.log")));
+        runs.push((tag, net, rx, tx, rx_json, tx_json));
+    }
+    // While they play: the pinned receiver is flagged late.
+    std::thread::sleep(Duration::from_millis(2000));
+    let net = &runs[1].1;
+    let mut a = vec!["stats", "--once", "--json", "--wait-sec", "1.2"];
+    a.extend(net.iter().map(String::as_str));
+    let (st, out, err) = run(&a, Duration::from_secs(10));
+    assert!(st.success(), "{err}");
+    let snap: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let n = snap["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "slow-pinned")
+        .unwrap_or_else(|| panic!("no slow-pinned in {out}"))
+        .clone();
+    assert_eq!(n["playing_late"], true, "{n}");
+    assert_eq!(n["downstream_ms"], 60.0, "{n}");
+    // 60 ms downstream, a 5.3 ms quantum and a 4 ms margin: 69.3 ms,
+    // played on the 5 ms grid.
+    assert_eq!(n["play_latency_ms"], 70.0, "{n}");
+    assert_eq!(n["latency_ms"], 40.0, "{n}");
+
+    for (tag, _, mut rx, mut tx, rx_json, tx_json) in runs {
+        let (st, _) = tx.wait(Duration::from_secs(15));
+        assert!(st.success(), "{tag}: stream failed");
+        let (st, _) = rx.wait(Duration::from_secs(15));
+        assert!(st.success(), "{tag}: receive failed");
+        let txs = read_json(&tx_json);
+        let rxs = read_json(&rx_json);
+        let c = &rxs["counters"];
+        assert_eq!(c["downstream_us"], 60_000, "{tag}: {rxs}");
+        assert_eq!(c["need_us"], 69_333, "{tag}: {rxs}");
+        assert_eq!(c["play_latency_us"], 70_000, "{tag}: {rxs}");
+        assert!(
+            rxs["playing_cycles"].as_u64().unwrap() > 300,
+            "{tag}: {rxs}"
+        );
+        if tag == "rise" {
+            assert_eq!(txs["latency"]["session_us"], 70_000, "{txs}");
+            assert_eq!(c["latency_us"], 70_000, "{rxs}");
+            assert_eq!(c["playing_late"], false, "{rxs}");
+        } else {
+            assert_eq!(txs["latency"]["session_us"], 40_000, "{txs}");
+            assert_eq!(txs["latency"]["changes"], 0, "{txs}");
+            assert_eq!(c["playing_late"], true, "{rxs}");
+            assert!(rxs["playing_late_cycles"].as_u64().unwrap() > 300, "{rxs}");
+        }
+    }
 }

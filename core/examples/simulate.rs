@@ -65,6 +65,22 @@ fn main() {
                 r.converge_ms.map_or("never".into(), |c| format!("{c:.1}")),
                 r.p99_error_us, r.max_error_us, r.mean_error_us, r.frames, r.underruns, r.concealed, r.jumps, r.lost, r.late, r.duplicated
             );
+            for o in &r.onsets {
+                println!(
+                    "    onset at {:.3} s: clipped_ms={} error_us={:.1}",
+                    o.due_s,
+                    o.clipped_ms.map_or("all".into(), |c| format!("{c:.3}")),
+                    o.error_us
+                );
+            }
+        }
+        if report.latency.len() > 1 {
+            let steps: Vec<String> = report
+                .latency
+                .iter()
+                .map(|(t, l)| format!("{:.1}s:{}ms", t, *l as f64 / 1e6))
+                .collect();
+            println!("  session latency: {}", steps.join(" "));
         }
         println!(
             "  wall: {:.2} s for {} simulated s",

@@ -19,10 +19,12 @@ pub const HEADER_LEN: usize = 16;
 pub const AUDIO_HEADER_LEN: usize = 60;
 /// Bytes of a time request or reply (common header included).
 pub const TIME_LEN: usize = 48;
-/// Bytes of a sync message (common header included).
-pub const SYNC_LEN: usize = 32;
+/// Bytes of a sync message with its announcement (common header included).
+pub const SYNC_LEN: usize = 40;
+/// Bytes of a sync message from a sender before announcements: t3 only.
+pub const SYNC_V0_LEN: usize = 32;
 /// Fixed part of a status packet (common header included), before the strings.
-pub const STATUS_FIXED_LEN: usize = 104;
+pub const STATUS_FIXED_LEN: usize = 120;
 /// Longest name, host or stream string in a status packet, bytes of UTF-8.
 pub const MAX_STRING: usize = 63;
 /// Largest datagram a status packet can need.
@@ -137,6 +139,8 @@ pub struct TimePacket {
 /// A sync message: the sender clock at the moment it was sent. With the
 /// receiver's arrival stamp t4 it gives one backward point of the clock
 /// estimate (see [`crate::clock`]), for every receiver of the group at once.
+/// It also announces the session, so that receivers can lock onto a sender
+/// whose sink is idle and play its first frame when audio starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncPacket {
     /// Sender session id (non-zero).
@@ -146,7 +150,28 @@ pub struct SyncPacket {
     pub seq: u64,
     /// Sender clock when the message left, ns.
     pub t3: u64,
+    /// The session's identity, for stream selection before any audio;
+    /// `None` in a [`SYNC_V0_LEN`]-byte message of an older sender.
+    pub announce: Option<Announce>,
 }
+
+/// What a sync message says about its session (bytes 32..40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// [`stream_hash`] of the stream name, as in audio packets.
+    pub name_hash: u32,
+    /// Stream priority, as in audio packets.
+    pub priority: i8,
+    /// Whether audio is flowing (false: the sink is idle, and the sync
+    /// message only keeps the receivers' clocks).
+    pub streaming: bool,
+    /// The session latency, ms (saturating at 65535), so that a receiver
+    /// can plan its output before audio (which carries it in µs) arrives.
+    pub latency_ms: u16,
+}
+
+/// [`Announce::streaming`] bit of the sync message's state byte.
+pub const SYNC_STREAMING: u8 = 1;
 
 /// Role of a node in a status packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +213,21 @@ pub struct StatusCounters {
     pub concealed_frames: u64,
     /// Times the playback position ran past the newest received frame.
     pub underruns: u64,
+    /// Receiver: downstream latency of its output, µs: from the moment a
+    /// frame leaves the receiver to the moment it is heard, as the audio
+    /// server reports it (PipeWire: the stream's `pw_time.delay` and
+    /// queued data; filters, DSP and the device itself).
+    pub downstream_us: u32,
+    /// Receiver: the least session latency at which it plays every frame
+    /// in time, µs (downstream latency, one output quantum and a margin:
+    /// see `receiver::NEED_MARGIN_NS`). Sender: its configured (base)
+    /// latency, from which the session latency rises to cover receivers.
+    pub need_us: u32,
+    /// Receiver: the latency it actually plays at, µs: the session latency,
+    /// or its own need when that is larger (it then plays late, out of
+    /// sync with the others; flag bit 1). Sender: the most the session
+    /// latency may rise to, µs (`bark.latency.max-msec`).
+    pub play_latency_us: u32,
 }
 
 /// A parsed status packet borrowing its strings.
@@ -199,7 +239,9 @@ pub struct StatusPacket<'a> {
     pub node_id: u64,
     /// Sender or receiver.
     pub role: Role,
-    /// Bit 0: playing (receiver) or streaming (sender).
+    /// Bit 0: playing (receiver) or streaming (sender). Bit 1
+    /// ([`STATUS_LATE`]): the receiver plays later than the session
+    /// latency, because its output needs more than that.
     pub flags: u8,
     /// The counters.
     pub counters: StatusCounters,
@@ -210,6 +252,12 @@ pub struct StatusPacket<'a> {
     /// Stream name (`bark.stream`).
     pub stream: &'a str,
 }
+
+/// [`StatusPacket::flags`] bit 0: playing (receiver), streaming (sender).
+pub const STATUS_ACTIVE: u8 = 1;
+/// [`StatusPacket::flags`] bit 1: the receiver plays late (see
+/// [`StatusCounters::play_latency_us`]).
+pub const STATUS_LATE: u8 = 2;
 
 /// Any parsed packet.
 #[derive(Clone, Copy, Debug)]
@@ -400,30 +448,56 @@ pub fn write_time(out: &mut [u8], reply: bool, t: &TimePacket) -> Option<usize> 
 }
 
 fn parse_sync(d: &[u8]) -> Result<SyncPacket, Error> {
-    if d.len() != SYNC_LEN {
+    if d.len() != SYNC_LEN && d.len() != SYNC_V0_LEN {
         return Err(Error::Malformed("sync message has the wrong length"));
     }
     let stream_id = u64_at(d, 8);
     if stream_id == 0 {
         return Err(Error::Malformed("sync from stream id 0"));
     }
+    let announce = if d.len() == SYNC_LEN {
+        if d[37] & !SYNC_STREAMING != 0 {
+            return Err(Error::Malformed("sync message with reserved bits set"));
+        }
+        Some(Announce {
+            name_hash: u32_at(d, 32),
+            priority: d[36] as i8,
+            streaming: d[37] & SYNC_STREAMING != 0,
+            latency_ms: u16_at(d, 38),
+        })
+    } else {
+        None
+    };
     Ok(SyncPacket {
         stream_id,
         seq: u64_at(d, 16),
         t3: u64_at(d, 24),
+        announce,
     })
 }
 
-/// Writes a sync message. Returns [`SYNC_LEN`], or `None` if `out` is too
+/// Writes a sync message: [`SYNC_LEN`] bytes with its announcement,
+/// [`SYNC_V0_LEN`] without. Returns the length, or `None` if `out` is too
 /// small.
 pub fn write_sync(out: &mut [u8], s: &SyncPacket) -> Option<usize> {
-    if out.len() < SYNC_LEN {
+    let len = if s.announce.is_some() {
+        SYNC_LEN
+    } else {
+        SYNC_V0_LEN
+    };
+    if out.len() < len {
         return None;
     }
     write_header(out, PacketType::Sync, s.stream_id);
     out[16..24].copy_from_slice(&s.seq.to_le_bytes());
     out[24..32].copy_from_slice(&s.t3.to_le_bytes());
-    Some(SYNC_LEN)
+    if let Some(a) = s.announce {
+        out[32..36].copy_from_slice(&a.name_hash.to_le_bytes());
+        out[36] = a.priority as u8;
+        out[37] = if a.streaming { SYNC_STREAMING } else { 0 };
+        out[38..40].copy_from_slice(&a.latency_ms.to_le_bytes());
+    }
+    Some(len)
 }
 
 fn parse_str<'a>(d: &'a [u8], at: &mut usize) -> Result<&'a str, Error> {
@@ -466,6 +540,9 @@ fn parse_status(d: &[u8]) -> Result<StatusPacket<'_>, Error> {
         duplicated: u64_at(d, 80),
         concealed_frames: u64_at(d, 88),
         underruns: u64_at(d, 96),
+        downstream_us: u32_at(d, 104),
+        need_us: u32_at(d, 108),
+        play_latency_us: u32_at(d, 112),
     };
     let mut at = STATUS_FIXED_LEN;
     let name = parse_str(d, &mut at)?;
@@ -529,6 +606,10 @@ pub fn write_status(out: &mut [u8], s: &StatusPacket<'_>) -> Option<usize> {
     for (i, v) in counters.iter().enumerate() {
         out[56 + 8 * i..64 + 8 * i].copy_from_slice(&v.to_le_bytes());
     }
+    out[104..108].copy_from_slice(&c.downstream_us.to_le_bytes());
+    out[108..112].copy_from_slice(&c.need_us.to_le_bytes());
+    out[112..116].copy_from_slice(&c.play_latency_us.to_le_bytes());
+    out[116..120].copy_from_slice(&0u32.to_le_bytes());
     let mut at = STATUS_FIXED_LEN;
     for part in [name, host, stream] {
         out[at] = part.len() as u8;
@@ -655,7 +736,7 @@ mod tests {
         fn status_round_trips(node in any::<u64>(), lost in any::<u64>(), off in any::<i64>(), name in "\\PC{0,20}", host in "[a-z]{0,63}") {
             let s = StatusPacket {
                 stream_id: 5, node_id: node, role: Role::Sender, flags: 1,
-                counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, ..Default::default() },
+                counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, downstream_us: lost as u32, need_us: node as u32, play_latency_us: 7, ..Default::default() },
                 name: &name, host: &host, stream: "kitchen",
             };
             let mut buf = [0u8; MAX_STATUS_LEN];
@@ -668,19 +749,33 @@ mod tests {
         }
 
         #[test]
-        fn sync_round_trips(id in 1u64.., seq in any::<u64>(), t3 in any::<u64>(), cut in 0usize..SYNC_LEN) {
-            let s = SyncPacket { stream_id: id, seq, t3 };
-            let mut buf = [0u8; SYNC_LEN + 1];
-            prop_assert_eq!(write_sync(&mut buf, &s), Some(SYNC_LEN));
-            match parse(&buf[..SYNC_LEN]).unwrap() {
-                Packet::Sync(p) => prop_assert_eq!(p, s),
-                _ => prop_assert!(false),
+        fn sync_round_trips(id in 1u64.., seq in any::<u64>(), t3 in any::<u64>(), cut in 0usize..SYNC_LEN, hash in any::<u32>(), prio in any::<i8>(), streaming in any::<bool>()) {
+            for announce in [None, Some(Announce { name_hash: hash, priority: prio, streaming, latency_ms: hash as u16 })] {
+                let s = SyncPacket { stream_id: id, seq, t3, announce };
+                let len = if announce.is_some() { SYNC_LEN } else { SYNC_V0_LEN };
+                let mut buf = [0u8; SYNC_LEN + 1];
+                prop_assert_eq!(write_sync(&mut buf, &s), Some(len));
+                match parse(&buf[..len]).unwrap() {
+                    Packet::Sync(p) => prop_assert_eq!(p, s),
+                    _ => prop_assert!(false),
+                }
+                // Any other length is rejected, as is session 0.
+                if cut != SYNC_V0_LEN {
+                    prop_assert!(parse(&buf[..cut]).is_err());
+                }
+                prop_assert!(parse(&buf).is_err());
+                buf[8..16].fill(0);
+                prop_assert!(parse(&buf[..len]).is_err());
             }
-            // Any other length is rejected, as is session 0.
-            prop_assert!(parse(&buf[..cut]).is_err());
+        }
+
+        #[test]
+        fn sync_reserved_bits_are_rejected(bit in 1u8..8) {
+            let s = SyncPacket { stream_id: 1, seq: 0, t3: 0, announce: Some(Announce { name_hash: 0, priority: 0, streaming: true, latency_ms: 40 }) };
+            let mut buf = [0u8; SYNC_LEN];
+            write_sync(&mut buf, &s).unwrap();
+            buf[37] |= 1 << bit;
             prop_assert!(parse(&buf).is_err());
-            buf[8..16].fill(0);
-            prop_assert!(parse(&buf[..SYNC_LEN]).is_err());
         }
 
         #[test]

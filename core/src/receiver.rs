@@ -21,7 +21,9 @@ use crate::dll::Dll;
 use crate::drift::{Action, DriftController};
 use crate::format::{AudioFormat, MAX_RATE};
 use crate::jitter::{Insert, JitterBuffer};
-use crate::protocol::{self, Packet, Role, StatusCounters, StatusPacket, TimePacket};
+use crate::protocol::{
+    self, Packet, Role, StatusCounters, StatusPacket, TimePacket, STATUS_ACTIVE, STATUS_LATE,
+};
 use crate::resample::{Kernel, AFTER, BEFORE, TAPS};
 use crate::select::{Choice, Selector, QUIET_NS};
 use crate::Error;
@@ -111,6 +113,52 @@ const FRAME_WINDOW_S: u64 = 10;
 const PTS_WINDOW_NS: f64 = 1e9;
 /// Output frames rendered per inner step; bounds the scratch buffers.
 const CHUNK: usize = 4096;
+/// What a receiver needs in hand beyond its downstream latency and one
+/// output quantum, ns (4 ms): the sender's time from its cycle start to
+/// the send (≤ 1 ms, measured), the network (≤ 1 ms on a wired LAN), the
+/// interpolator's look-ahead ([`AFTER`] frames, 0.2 ms) and scheduling
+/// jitter of the two audio threads. A receiver's need
+/// ([`Receiver::need_ns`]) is the latency below which it would play gaps.
+pub const NEED_MARGIN_NS: u64 = 4_000_000;
+/// A receiver's own need falls only after it stayed lower for this long,
+/// ns (5 s): a graph whose quantum or latency flickers (a stream moved, a
+/// node added) must not make the receiver jump back and forth.
+pub const NEED_FALL_HOLD_NS: u64 = 5_000_000_000;
+
+/// Shortest output quantum [`plan_quantum`] picks, frames at 48 kHz
+/// (5.3 ms): below it a graph wakes so often that a loaded machine misses
+/// deadlines (docs/BENCHMARKS.md, "Low latency").
+pub const MIN_PLANNED_QUANTUM_48K: u32 = 256;
+
+/// The output quantum a receiver should ask its graph for, frames at
+/// `rate` Hz: `default` (the adapter's rule for its configured latency)
+/// when a frame of the session still arrives in time with it — its need,
+/// `downstream_ns` + one quantum + [`NEED_MARGIN_NS`], within
+/// `latency_ns` —, else the largest power of two that fits, down to
+/// [`MIN_PLANNED_QUANTUM_48K`] (scaled to `rate`); if none fits, `default`
+/// (the session latency then rises for this receiver instead). So a
+/// receiver behind a DSP of 20 ms keeps the default 40 ms session by
+/// running 512-frame cycles, and one behind a Bluetooth speaker makes the
+/// latency rise rather than waking every 5 ms. `latency_ns` 0 (not known
+/// yet) gives `default`.
+pub fn plan_quantum(latency_ns: u64, downstream_ns: u64, rate: u32, default: u32) -> u32 {
+    let fits = |frames: u32| {
+        let q = frames as u64 * 1_000_000_000 / rate.max(1) as u64;
+        downstream_ns + q + NEED_MARGIN_NS <= latency_ns
+    };
+    if latency_ns == 0 || fits(default) {
+        return default;
+    }
+    let min = (MIN_PLANNED_QUANTUM_48K as u64 * rate as u64 / 48_000).max(32) as u32;
+    let mut q = default.next_power_of_two() / 2;
+    while q >= min {
+        if fits(q) {
+            return q;
+        }
+        q /= 2;
+    }
+    default
+}
 
 /// Settings of a receiver.
 #[derive(Clone, Debug)]
@@ -211,13 +259,26 @@ impl Timeline {
 #[derive(Clone, Debug)]
 struct Session {
     id: u64,
-    format: AudioFormat,
+    /// The stream format; `None` while the session is followed on its
+    /// announcements alone (idle sender, no audio yet).
+    format: Option<AudioFormat>,
+    /// Session latency from the newest audio packet, ns (0: none yet).
     latency_ns: u64,
+    /// Session latency from the newest announcement, ns (0: none): for
+    /// planning the output before audio arrives, never for playing.
+    announced_latency_ns: u64,
     timeline: Timeline,
+    /// Sequence number and frame end (one past its last frame) of the
+    /// audio packet with the highest sequence number, once one arrived.
+    newest: Option<(u64, u64)>,
+    /// Most frames seen in one packet (the sender's packet size).
+    max_frames: u64,
     first_seq: u64,
     max_seq: u64,
     unique: u64,
     late: u64,
+    /// The sender's last announcement said its sink is idle.
+    sender_idle: bool,
 }
 
 /// The receiver state machine.
@@ -247,6 +308,34 @@ pub struct Receiver {
     last_heard: u64,
     last_sync: Option<u64>,
     requests: u64,
+    /// Frames `[.0, .1)` skipped by the last backward resync: faded out and
+    /// in around, not counted as concealed.
+    mute: (u64, u64),
+    /// Frames `[.0, .1)` of the session that nobody sent (the sender was
+    /// idle, or the session had not begun): played as silence, not
+    /// concealed as lost, and the onset after them is not faded in.
+    silence: (u64, u64),
+    /// Counters when the current underrun began: if the stream resumes
+    /// with nothing lost, it was the sender pausing, and the underrun and
+    /// its concealed frames are taken back.
+    pause_undo: Option<(u64, u64)>,
+    /// The output's downstream latency, ns, and one output quantum, ns,
+    /// as the adapter last reported them.
+    downstream_ns: u64,
+    quantum_ns: u64,
+    quantum_hint_ns: Option<u64>,
+    /// The need in force ([`Receiver::need_ns`]) and since when a lower one
+    /// was seen (for [`NEED_FALL_HOLD_NS`]).
+    need_ns: u64,
+    need_low_since: Option<u64>,
+    status_due: bool,
+    /// (need on the grid, session latency) last reported as late.
+    late_reported: (u64, u64),
+    /// The play latency of the last fill, ns.
+    play_latency_ns: u64,
+    /// One output quantum of audio rendered at the old position, for the
+    /// crossfade after a jump.
+    xfade: Vec<f32>,
 }
 
 impl Receiver {
@@ -305,6 +394,18 @@ impl Receiver {
             last_heard: 0,
             last_sync: None,
             requests: 0,
+            silence: (0, 0),
+            mute: (0, 0),
+            pause_undo: None,
+            downstream_ns: 0,
+            quantum_ns: 0,
+            quantum_hint_ns: None,
+            need_ns: 0,
+            need_low_since: None,
+            status_due: false,
+            late_reported: (0, 0),
+            play_latency_ns: 0,
+            xfade: vec![0.0; FADE_FRAMES * ch],
             cfg,
         })
     }
@@ -324,9 +425,9 @@ impl Receiver {
         self.session.as_ref().map(|s| s.id)
     }
 
-    /// Format of the followed stream.
+    /// Format of the followed stream (once its audio was heard).
     pub fn format(&self) -> Option<AudioFormat> {
-        self.session.as_ref().map(|s| s.format)
+        self.session.as_ref().and_then(|s| s.format)
     }
 
     /// The sender clock estimator.
@@ -347,6 +448,22 @@ impl Receiver {
     /// Time requests sent so far (all sessions).
     pub fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// When the next time request is due, local ns (`u64::MAX` while no
+    /// session is followed).
+    pub fn next_request_ns(&self) -> u64 {
+        if self.session.is_some() {
+            self.next_request
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// The followed sender's address (where its audio and announcements
+    /// come from, and where time requests and status go), if any.
+    pub fn sender_addr(&self) -> Option<SocketAddr> {
+        self.selector.current_addr()
     }
 
     /// Whether the followed sender's sync messages are arriving (as of the
@@ -382,69 +499,33 @@ impl Receiver {
                 }
                 match self.selector.offer(now_ns, &h, from) {
                     Choice::Ignore => return Ok(()),
-                    Choice::Switch => self.start_session(now_ns, &h),
-                    Choice::Follow => {
-                        if self.session.as_ref().is_some_and(|s| s.format != h.format) {
-                            self.start_session(now_ns, &h);
-                        }
-                    }
+                    Choice::Switch => self.start_session(now_ns, h.stream_id),
+                    Choice::Follow => {}
+                }
+                if self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.format != Some(h.format))
+                {
+                    self.set_format(h.format);
                 }
                 self.last_heard = now_ns;
-                let keep_from = if self.playing {
-                    (self.x.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64
-                } else {
-                    (h.frame + h.frames as u64).saturating_sub(self.jitter.capacity() / 2)
-                };
-                let Some(s) = self.session.as_mut() else {
-                    return Ok(());
-                };
-                let mut result = self.jitter.insert(
-                    h.frame,
-                    h.frames as usize,
-                    a.payload,
-                    h.format.sample,
-                    h.format.channels as usize,
-                    keep_from,
-                );
-                if result == Insert::TooFar {
-                    // The stream moved on (a long pause): restart playback
-                    // from wherever it is now.
-                    self.playing = false;
-                    result = self.jitter.insert(
-                        h.frame,
-                        h.frames as usize,
-                        a.payload,
-                        h.format.sample,
-                        h.format.channels as usize,
-                        h.frame,
-                    );
-                }
-                match result {
-                    Insert::New => {
-                        s.unique += 1;
-                        self.counters.packets += 1;
-                    }
-                    Insert::Duplicate => self.counters.duplicated += 1,
-                    Insert::Late => {
-                        s.late += 1;
-                        self.counters.late += 1;
-                    }
-                    Insert::TooFar => {}
-                }
-                if result != Insert::Duplicate {
-                    s.max_seq = s.max_seq.max(h.seq);
-                    s.first_seq = s.first_seq.min(h.seq);
-                }
-                s.timeline.update(h.frame, h.pts);
-                let expected = s.max_seq - s.first_seq + 1;
-                // Late packets arrived, just too late: they are not lost.
-                self.counters.lost = self.lost_before + expected.saturating_sub(s.unique + s.late);
+                self.insert_audio(&h, a.payload);
             }
             Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
-            Packet::Sync(s) => {
-                if Some(s.stream_id) == self.session() {
+            Packet::Sync(y) => {
+                if let Some(a) = y.announce {
+                    if self.selector.announce(now_ns, y.stream_id, &a, from) == Choice::Switch {
+                        self.start_session(now_ns, y.stream_id);
+                    }
+                }
+                if let Some(s) = self.session.as_mut().filter(|s| s.id == y.stream_id) {
+                    if let Some(a) = y.announce {
+                        s.sender_idle = !a.streaming;
+                        s.announced_latency_ns = a.latency_ms as u64 * 1_000_000;
+                    }
                     self.last_sync = Some(now_ns);
-                    self.clock.add_backward(s.t3, now_ns);
+                    self.clock.add_backward(y.t3, now_ns);
                 }
             }
             Packet::TimeRequest(_) | Packet::Status(_) => {}
@@ -495,22 +576,24 @@ impl Receiver {
         self.clock.add(t.t1, t.t2, t.t3, now_ns);
     }
 
-    fn start_session(&mut self, now_ns: u64, h: &protocol::AudioHeader) {
+    /// Follows session `id` from now on: the clock, buffered audio and
+    /// drift state of any previous session are dropped. Its format and
+    /// latency come with its first audio packet.
+    fn start_session(&mut self, now_ns: u64, id: u64) {
         self.lost_before = self.counters.lost;
-        let latency = self
-            .cfg
-            .latency_ns
-            .unwrap_or(h.latency_us as u64 * 1000)
-            .min(MAX_LATENCY_NS);
         self.session = Some(Session {
-            id: h.stream_id,
-            format: h.format,
-            latency_ns: latency,
-            timeline: Timeline::new(h.format.frame_ns()),
-            first_seq: h.seq,
-            max_seq: h.seq,
+            id,
+            format: None,
+            latency_ns: 0,
+            announced_latency_ns: 0,
+            timeline: Timeline::new(1e9 / self.cfg.rate as f64),
+            newest: None,
+            max_frames: 0,
+            first_seq: 0,
+            max_seq: 0,
             unique: 0,
             late: 0,
+            sender_idle: false,
         });
         self.clock.reset();
         self.jitter.clear();
@@ -519,7 +602,25 @@ impl Receiver {
         self.next_request = now_ns;
         self.last_sync = None;
         self.outstanding = [u64::MAX; 32];
-        let r0 = h.format.rate as f64 / self.cfg.rate as f64;
+        self.silence = (0, 0);
+        self.mute = (0, 0);
+        self.pause_undo = None;
+    }
+
+    /// The followed session's audio format is (now) `format`: buffered
+    /// audio of another format is dropped; the clock is kept (same sender).
+    fn set_format(&mut self, format: AudioFormat) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if s.format.is_some() {
+            self.jitter.clear();
+            self.playing = false;
+            s.newest = None;
+        }
+        s.format = Some(format);
+        s.timeline = Timeline::new(format.frame_ns());
+        let r0 = format.rate as f64 / self.cfg.rate as f64;
         let cutoff = if (r0 - 1.0).abs() < 1e-3 {
             1.0
         } else {
@@ -530,6 +631,101 @@ impl Receiver {
             self.cutoff = cutoff;
         }
         self.ratio = r0;
+    }
+
+    /// Stores an audio packet of the followed session and keeps the
+    /// session's bookkeeping: loss counts, the timeline, and the silent
+    /// span before a run of audio (docs/PROTOCOL.md, "Idle senders").
+    fn insert_audio(&mut self, h: &protocol::AudioHeader, payload: &[u8]) {
+        let keep_from = if self.playing {
+            (self.x.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64
+        } else {
+            (h.frame + h.frames as u64).saturating_sub(self.jitter.capacity() / 2)
+        };
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        s.latency_ns = h.latency_us as u64 * 1000;
+        let end = h.frame + h.frames as u64;
+        match s.newest {
+            None => {
+                // The first audio of the session (or of its format): what
+                // lies before it was never sent to us.
+                s.first_seq = h.seq;
+                s.max_seq = h.seq;
+                self.silence = (0, h.frame);
+            }
+            Some((seq, prev_end))
+                if h.seq > seq
+                    && h.frame - prev_end.min(h.frame)
+                        > (h.seq - seq - 1).saturating_mul(s.max_frames) =>
+            {
+                // More frames skipped than the packets skipped could hold:
+                // the sender sent nothing for a while (its sink idled, a
+                // track changed). Silence, not loss; the onset after it
+                // plays without a fade-in. The underrun that began at the
+                // end of the previous run was the pause, not a fault
+                // (packets lost at its edge count as lost).
+                self.silence = (prev_end, h.frame);
+                if let Some((underruns, concealed)) = self.pause_undo.take() {
+                    self.counters.underruns = underruns;
+                    self.counters.concealed_frames = concealed;
+                }
+            }
+            Some((seq, _))
+                if h.seq < seq && h.frame >= self.silence.0 && h.frame < self.silence.1 =>
+            {
+                // An earlier packet of the new run, overtaken in the
+                // network by a later one: the run begins here.
+                self.silence.1 = h.frame;
+            }
+            _ => {}
+        }
+        s.max_frames = s.max_frames.max(h.frames as u64);
+        if s.newest.is_none_or(|(seq, _)| h.seq > seq) {
+            s.newest = Some((h.seq, end));
+        }
+        let mut result = self.jitter.insert(
+            h.frame,
+            h.frames as usize,
+            payload,
+            h.format.sample,
+            h.format.channels as usize,
+            keep_from,
+        );
+        if result == Insert::TooFar {
+            // The stream moved on (a long pause): restart playback from
+            // wherever it is now.
+            self.playing = false;
+            result = self.jitter.insert(
+                h.frame,
+                h.frames as usize,
+                payload,
+                h.format.sample,
+                h.format.channels as usize,
+                h.frame,
+            );
+        }
+        match result {
+            Insert::New => {
+                s.unique += 1;
+                self.counters.packets += 1;
+            }
+            Insert::Duplicate => self.counters.duplicated += 1,
+            Insert::Late => {
+                s.late += 1;
+                self.counters.late += 1;
+            }
+            Insert::TooFar => {}
+        }
+        if result != Insert::Duplicate {
+            s.max_seq = s.max_seq.max(h.seq);
+            s.first_seq = s.first_seq.min(h.seq);
+        }
+        s.timeline.update(h.frame, h.pts);
+        let expected = s.max_seq - s.first_seq + 1;
+        // Late packets arrived, just too late: they are not lost.
+        self.counters.lost = self.lost_before + expected.saturating_sub(s.unique + s.late);
     }
 
     /// A datagram to send now, written into `buf` (≥ [`protocol::TIME_LEN`]
@@ -576,11 +772,113 @@ impl Receiver {
         Some((len, addr))
     }
 
+    /// Tells the receiver its output's downstream latency, ns: from the
+    /// moment a frame leaves the receiver until it is heard, as the audio
+    /// server reports it (PipeWire: `pw_time.delay` and queued data; the
+    /// same figure the adapter adds into `fill`'s `play_ns`). With the
+    /// output quantum (from `fill`) it gives the receiver's need
+    /// ([`Receiver::need_ns`]). Adapters call it before each `fill`.
+    pub fn set_downstream_ns(&mut self, ns: u64) {
+        self.downstream_ns = ns;
+    }
+
+    /// The least session latency at which this receiver plays every frame
+    /// in time, ns: its downstream latency, one output quantum and
+    /// [`NEED_MARGIN_NS`] (0 before the first `fill`). It rises at once and
+    /// falls after [`NEED_FALL_HOLD_NS`]. Reported to the sender in status
+    /// packets, so that the session latency covers it (see
+    /// [`crate::latency`]).
+    pub fn need_ns(&self) -> u64 {
+        self.need_ns
+    }
+
+    /// The latency the receiver plays at, ns (as of the last `fill`): the
+    /// session's (or this receiver's `sess.latency.msec`), raised to its
+    /// own need, rounded up to [`crate::latency::GRID_NS`], when that is
+    /// larger. It then plays late, out of sync with the other receivers,
+    /// rather than a stream of gaps; [`Receiver::late`] says so.
+    pub fn play_latency_ns(&self) -> u64 {
+        self.play_latency_ns
+    }
+
+    /// Whether the receiver plays later than the session latency (its
+    /// output needs more; see [`Receiver::play_latency_ns`]).
+    pub fn late(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| self.play_latency_ns > self.session_latency(s))
+    }
+
+    /// The session latency this receiver follows, ns: its own override or
+    /// the sender's (from its audio; before any, from its announcements,
+    /// for planning); 0 while unknown.
+    pub fn session_latency_ns(&self) -> u64 {
+        self.session.as_ref().map_or(0, |s| self.session_latency(s))
+    }
+
+    fn session_latency(&self, s: &Session) -> u64 {
+        let sender = if s.latency_ns > 0 {
+            s.latency_ns
+        } else {
+            s.announced_latency_ns
+        };
+        self.cfg.latency_ns.unwrap_or(sender).min(MAX_LATENCY_NS)
+    }
+
+    /// Tells the receiver the output quantum its adapter just asked the
+    /// graph for, ns, until the buffers it fills have that size (`None`):
+    /// its need is then computed with it, so that a receiver switching to
+    /// a shorter quantum (see [`plan_quantum`]) does not first report the
+    /// need of the longer one, and make the session latency rise for
+    /// nothing.
+    pub fn set_quantum_hint_ns(&mut self, ns: Option<u64>) {
+        self.quantum_hint_ns = ns;
+    }
+
+    /// Whether a status packet should go out now, ahead of the periodic
+    /// one (true once after the need rose past the session latency): the
+    /// receiver plays late until the sender has raised the latency, so the
+    /// sender should hear of it at once. Adapters call it after `fill`.
+    pub fn take_status_due(&mut self) -> bool {
+        std::mem::take(&mut self.status_due)
+    }
+
+    fn update_need(&mut self, now_ns: u64, quantum_ns: u64) {
+        let quantum_ns = self.quantum_hint_ns.unwrap_or(quantum_ns);
+        self.quantum_ns = quantum_ns;
+        let need = self.downstream_ns + quantum_ns + NEED_MARGIN_NS;
+        // The sender must hear at once when this receiver needs more than
+        // the session gives: when its need grows past it, and when it
+        // learns the session's latency (a new session, a change) and its
+        // need is already past it.
+        let session = self.session.as_ref().map_or(0, |s| self.session_latency(s));
+        let key = (crate::latency::round_up(need.max(self.need_ns)), session);
+        if session > 0 && key.0 > session && key != self.late_reported {
+            self.status_due = true;
+            self.late_reported = key;
+        }
+        if need >= self.need_ns {
+            self.need_ns = need;
+            self.need_low_since = None;
+        } else {
+            match self.need_low_since {
+                None => self.need_low_since = Some(now_ns),
+                Some(t) if now_ns.saturating_sub(t) >= NEED_FALL_HOLD_NS => {
+                    self.need_ns = need;
+                    self.need_low_since = None;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Real-time entry: fills `out` (interleaved, `channels` per frame; a
     /// trailing partial frame is zeroed) with the audio to be heard from
     /// local time `play_ns` on: the instant the first frame of `out` reaches
     /// the listener. Silence until a stream is followed and the clock is
-    /// known. Does not allocate.
+    /// known. The first frame of a run of audio (after the sender was idle,
+    /// or a new session) is heard exactly at its instant, from within the
+    /// buffer that reaches it. Does not allocate.
     pub fn fill(&mut self, play_ns: u64, out: &mut [f32]) {
         let ch = self.cfg.channels as usize;
         let frames = out.len() / ch;
@@ -593,6 +891,7 @@ impl Receiver {
         // show as sync error. Its period feeds the feed-forward ratio.
         self.out_dll.update(play_ns as i64, frames as u32);
         let dt_s = frames as f64 * self.out_dll.period() * 1e-9;
+        self.update_need(play_ns, (frames as f64 * self.out_dll.period()) as u64);
         let Some(target) = self.target(play_ns as i64) else {
             self.playing = false;
             out.fill(0.0);
@@ -605,9 +904,19 @@ impl Receiver {
         let period = s.timeline.period;
         let r0 =
             self.out_dll.period() * (1.0 + self.clock.estimate().map_or(0.0, |e| e.rate)) / period;
+        let mut jumped_from = None;
         if !self.playing {
             let k = target.floor();
-            if k < BEFORE as f64 || !self.jitter.has(k as u64) || !self.jitter.has(k as u64 + 1) {
+            // Joining a run already under way: from the target, as soon as
+            // its frames are here. Or the run begins within this buffer:
+            // from the target too, with the silence before the run's first
+            // frame, so that frame is heard at its instant.
+            let run = self.silence.1;
+            let reach = target + frames as f64 * r0;
+            let under_way =
+                k >= BEFORE as f64 && self.jitter.has(k as u64) && self.jitter.has(k as u64 + 1);
+            let onset = target < run as f64 && reach >= run as f64 && self.jitter.has(run);
+            if !(under_way || onset) {
                 out.fill(0.0);
                 return;
             }
@@ -620,6 +929,13 @@ impl Receiver {
             self.last_error_ns = err;
             match self.drift.update(err, dt_s) {
                 Action::Jump => {
+                    jumped_from = Some(self.x);
+                    if target < self.x {
+                        // Back (the latency rose): what lies between was
+                        // heard already. Pause over it rather than play it
+                        // twice; the audio fades back in after it.
+                        self.mute = (target.floor().max(0.0) as u64, self.x.ceil() as u64);
+                    }
                     self.x = target;
                     self.ratio = r0;
                 }
@@ -629,16 +945,41 @@ impl Receiver {
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(CHUNK);
-            self.render(&mut out[done * ch..(done + n) * ch]);
+            self.render(&mut out[done * ch..(done + n) * ch], true);
             done += n;
+        }
+        if let Some(old) = jumped_from {
+            self.crossfade_from(old, out);
         }
         if let Some(end) = self.jitter.end() {
             self.counters.buffer_us = ((end as f64 - self.x).max(0.0) * period / 1000.0) as u32;
         }
     }
 
+    /// After a jump: blends the first [`FADE_FRAMES`] of `out` from the
+    /// audio at the old read position `old` (fading out) into the new
+    /// (fading in), so that a resync is a short crossfade, not a click.
+    fn crossfade_from(&mut self, old: f64, out: &mut [f32]) {
+        let ch = self.cfg.channels as usize;
+        let n = FADE_FRAMES.min(out.len() / ch);
+        let (x, ratio) = (self.x, self.ratio);
+        self.x = old;
+        let mut xfade = std::mem::take(&mut self.xfade);
+        self.render(&mut xfade[..n * ch], false);
+        for i in 0..n {
+            let g = (i + 1) as f32 / (n + 1) as f32;
+            for c in 0..ch {
+                let o = &mut out[i * ch + c];
+                *o = xfade[i * ch + c] * (1.0 - g) + *o * g;
+            }
+        }
+        self.xfade = xfade;
+        self.x = x;
+        self.ratio = ratio;
+    }
+
     /// Target read position for output heard at smoothed local time `t`.
-    fn target(&self, t: i64) -> Option<f64> {
+    fn target(&mut self, t: i64) -> Option<f64> {
         let s = self.session.as_ref()?;
         if self.clock.exchanges() < MIN_CLOCK_SAMPLES as u64 {
             return None;
@@ -646,13 +987,23 @@ impl Receiver {
         if t > 0 && (t as u64).saturating_sub(self.last_heard) > QUIET_NS {
             return None;
         }
+        let session = self.session_latency(s);
+        let latency = if self.need_ns > session {
+            crate::latency::round_up(self.need_ns).min(MAX_LATENCY_NS)
+        } else {
+            session
+        };
         let e = self.clock.estimate()?;
-        let sender_t = e.to_sender(t) - s.latency_ns as f64 - self.cfg.delay_ns as f64;
-        s.timeline.frame_at(sender_t)
+        let sender_t = e.to_sender(t) - latency as f64 - self.cfg.delay_ns as f64;
+        let frame = s.timeline.frame_at(sender_t);
+        self.play_latency_ns = latency;
+        frame
     }
 
     /// Renders one chunk at the current position and ratio, and advances.
-    fn render(&mut self, out: &mut [f32]) {
+    /// `count`: whether underruns and concealed frames are counted (not
+    /// for the crossfade's second look at the old position).
+    fn render(&mut self, out: &mut [f32], count: bool) {
         let ch = self.cfg.channels as usize;
         let n = out.len() / ch;
         let step = self.ratio;
@@ -669,22 +1020,35 @@ impl Receiver {
             return;
         }
         let end = self.jitter.end().unwrap_or(0) as i64;
-        if last >= end {
-            if !self.in_underrun {
-                self.counters.underruns += 1;
-                self.in_underrun = true;
+        if count {
+            if last >= end {
+                if !self.in_underrun {
+                    self.pause_undo =
+                        Some((self.counters.underruns, self.counters.concealed_frames));
+                    self.counters.underruns += 1;
+                    self.in_underrun = true;
+                }
+            } else {
+                // Data came in time: that underrun was not a pause.
+                self.in_underrun = false;
+                self.pause_undo = None;
             }
-        } else {
-            self.in_underrun = false;
         }
-        // Distance (frames) from each frame in [first − fade, last + fade]
-        // to the nearest missing one, capped at `fade`. Frames not yet
-        // received beyond what this chunk reads are not counted missing:
-        // they are simply still on their way.
+        // Each frame in [first − fade, last + fade] is present, silent (never
+        // sent: before the session or between runs) or missing (lost, or
+        // not yet received within what this chunk reads; also the span
+        // skipped by a backward resync). Frames not yet received beyond
+        // this chunk are simply still on their way.
         let lo = first - fade;
         let jitter = &self.jitter;
+        let (s0, s1) = (self.silence.0 as i64, self.silence.1 as i64);
+        let (m0, m1) = (self.mute.0 as i64, self.mute.1 as i64);
+        let silent = |k: i64| k < 0 || (k >= s0 && k < s1 && (k >= end || !jitter.has(k as u64)));
         let missing = |k: i64| -> bool {
-            if k < 0 {
+            if silent(k) {
+                return false;
+            }
+            if k >= m0 && k < m1 {
                 return true;
             }
             if k >= end {
@@ -692,22 +1056,25 @@ impl Receiver {
             }
             !jitter.has(k as u64)
         };
-        // Forward pass: distance since the last missing frame; also tells
-        // whether anything is missing at all (the common case is not).
+        // Forward pass: distance (frames) since the last missing frame,
+        // capped at `fade`; also whether any frame is not plainly present
+        // (the common case is none).
         let cap = fade as u16;
         let mut d = cap;
-        let mut any_missing = false;
+        let mut any_special = false;
         for i in 0..span {
-            d = if missing(lo + i as i64) {
-                any_missing = true;
+            let k = lo + i as i64;
+            d = if missing(k) {
+                any_special = true;
                 0
             } else {
                 (d + 1).min(cap)
             };
+            any_special |= silent(k);
             self.dist[i] = d;
         }
         // The scratch holds one plane per channel, `len` frames each.
-        if !any_missing {
+        if !any_special {
             for i in 0..len {
                 let src = self.jitter.get_unchecked_tag((first + i as i64) as u64);
                 for (c, v) in src.iter().enumerate() {
@@ -730,7 +1097,12 @@ impl Receiver {
             for i in 0..len {
                 let k = first + i as i64;
                 let dist = self.dist[i + FADE_FRAMES];
-                match (dist > 0).then(|| self.jitter.get(k as u64)).flatten() {
+                let src = if dist > 0 && k >= 0 {
+                    self.jitter.get(k as u64)
+                } else {
+                    None
+                };
+                match src {
                     Some(src) => {
                         let g = dist as f32 / fade as f32;
                         for (c, v) in src.iter().enumerate() {
@@ -741,7 +1113,8 @@ impl Receiver {
                         for c in 0..ch {
                             self.scratch[c * len + i] = 0.0;
                         }
-                        if k >= from && k < consumed_to {
+                        let muted = k >= m0 && k < m1;
+                        if count && dist == 0 && !muted && k >= from && k < consumed_to {
                             self.counters.concealed_frames += 1;
                         }
                     }
@@ -763,16 +1136,21 @@ impl Receiver {
     pub fn counters(&self) -> StatusCounters {
         let mut c = self.counters;
         if let Some(s) = &self.session {
-            c.sample = s.format.sample.code();
-            c.channels = s.format.channels;
-            c.rate = s.format.rate;
-            c.latency_us = (s.latency_ns / 1000) as u32;
+            if let Some(f) = s.format {
+                c.sample = f.sample.code();
+                c.channels = f.channels;
+                c.rate = f.rate;
+            }
+            c.latency_us = (self.session_latency(s) / 1000) as u32;
         }
         if let Some(e) = self.clock.estimate() {
             c.clock_offset_ns = e.offset as i64;
             c.rate_error_ppb = (e.rate * 1e9) as i32;
         }
         c.sync_error_ns = self.last_error_ns.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+        c.downstream_us = (self.downstream_ns / 1000).min(u32::MAX as u64) as u32;
+        c.need_us = (self.need_ns / 1000).min(u32::MAX as u64) as u32;
+        c.play_latency_us = (self.play_latency_ns / 1000).min(u32::MAX as u64) as u32;
         c
     }
 
@@ -785,7 +1163,8 @@ impl Receiver {
                 stream_id: self.session().unwrap_or(0),
                 node_id: self.cfg.node_id,
                 role: Role::Receiver,
-                flags: u8::from(self.playing),
+                flags: if self.playing { STATUS_ACTIVE } else { 0 }
+                    | if self.late() { STATUS_LATE } else { 0 },
                 counters: self.counters(),
                 name: &self.cfg.node_name,
                 host: &self.cfg.host,

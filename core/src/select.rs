@@ -3,17 +3,24 @@
 //! Rules, in order:
 //! 1. If the receiver is configured with a stream name (`bark.stream`), only
 //!    senders of that name are candidates.
-//! 2. A candidate that has not been heard for [`QUIET_NS`] is gone.
-//! 3. Among the rest: highest priority (`bark.priority`) first; between equal
-//!    priorities, the newest session (first heard last) wins, so a sender
-//!    that restarts, or a newer session of the same priority, takes over at
-//!    once.
+//! 2. A candidate streams while its audio was heard within [`QUIET_NS`].
+//!    Among streaming candidates: highest priority (`bark.priority`) first;
+//!    between equal priorities, the newest session (first heard last) wins,
+//!    so a sender that restarts, or a newer session of the same priority,
+//!    takes over at once.
+//! 3. While none streams, the same ranking picks among the candidates whose
+//!    sync messages announced them within [`ANNOUNCE_QUIET_NS`] (idle
+//!    senders): the receiver follows that session ahead of its audio, so
+//!    its clock is known when the first frame arrives.
+//! 4. While nothing is heard at all, the followed session stays followed:
+//!    it is the likeliest to come back, with the clock still valid.
 //!
-//! Choices are made on every audio packet, so a followed sender that goes
-//! quiet is replaced by the next candidate as soon as that one's packets
-//! arrive after the timeout.
+//! Choices are made on every audio packet and announcement, so a followed
+//! sender that goes quiet is replaced by the next candidate as soon as that
+//! one's packets arrive after the timeout. An announcement never takes a
+//! receiver away from a streaming session.
 
-use crate::protocol::AudioHeader;
+use crate::protocol::{Announce, AudioHeader};
 use std::net::SocketAddr;
 
 /// Silence after which a sender is considered gone, ns (1 s: far above any
@@ -22,13 +29,19 @@ use std::net::SocketAddr;
 pub const QUIET_NS: u64 = 1_000_000_000;
 /// Senders tracked at once; the stalest is forgotten to make room.
 pub const MAX_CANDIDATES: usize = 8;
+/// An idle sender counts as present while its announcements (sync messages,
+/// 10 per second while idle) arrived this recently, ns (1 s).
+pub const ANNOUNCE_QUIET_NS: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
     session: u64,
     priority: i8,
     first_heard: u64,
+    /// Last audio packet, ns (0: none yet).
     last_heard: u64,
+    /// Last audio packet or announcement, ns.
+    last_seen: u64,
     addr: SocketAddr,
 }
 
@@ -77,7 +90,7 @@ impl Selector {
             .map(|c| c.addr)
     }
 
-    /// When the followed sender was last heard, ns.
+    /// When the followed sender's audio was last heard, ns (0: never).
     pub fn current_last_heard(&self) -> Option<u64> {
         let cur = self.current?;
         self.cands
@@ -89,26 +102,49 @@ impl Selector {
 
     /// Offers an audio packet's header received at `now` from `from`.
     pub fn offer(&mut self, now: u64, h: &AudioHeader, from: SocketAddr) -> Choice {
-        if self.want.is_some_and(|w| w != h.name_hash) {
+        self.see(now, h.stream_id, h.name_hash, h.priority, from, true)
+    }
+
+    /// Offers a sync message's announcement of `session` received at
+    /// `now` from `from`. [`Choice::Switch`] means: follow it now, ahead of
+    /// its audio (nothing streams, and it ranks first).
+    pub fn announce(&mut self, now: u64, session: u64, a: &Announce, from: SocketAddr) -> Choice {
+        self.see(now, session, a.name_hash, a.priority, from, false)
+    }
+
+    fn see(
+        &mut self,
+        now: u64,
+        session: u64,
+        name_hash: u32,
+        priority: i8,
+        from: SocketAddr,
+        audio: bool,
+    ) -> Choice {
+        if self.want.is_some_and(|w| w != name_hash) {
             return Choice::Ignore;
         }
         match self
             .cands
             .iter_mut()
             .flatten()
-            .find(|c| c.session == h.stream_id)
+            .find(|c| c.session == session)
         {
             Some(c) => {
-                c.last_heard = now;
-                c.priority = h.priority;
+                if audio {
+                    c.last_heard = now;
+                }
+                c.last_seen = now;
+                c.priority = priority;
                 c.addr = from;
             }
             None => {
                 let fresh = Candidate {
-                    session: h.stream_id,
-                    priority: h.priority,
+                    session,
+                    priority,
                     first_heard: now,
-                    last_heard: now,
+                    last_heard: if audio { now } else { 0 },
+                    last_seen: now,
                     addr: from,
                 };
                 let slot = self
@@ -121,8 +157,8 @@ impl Selector {
                         let mut oldest = u64::MAX;
                         for (i, c) in self.cands.iter().enumerate() {
                             if let Some(c) = c {
-                                if Some(c.session) != self.current && c.last_heard < oldest {
-                                    oldest = c.last_heard;
+                                if Some(c.session) != self.current && c.last_seen < oldest {
+                                    oldest = c.last_seen;
                                     worst = i;
                                 }
                             }
@@ -132,20 +168,29 @@ impl Selector {
                 self.cands[slot] = Some(fresh);
             }
         }
-        let best = self
+        let rank = |c: &&Candidate| (c.priority, c.first_heard, c.session);
+        let streaming = self
             .cands
             .iter()
             .flatten()
-            .filter(|c| now.saturating_sub(c.last_heard) <= QUIET_NS)
-            .max_by_key(|c| (c.priority, c.first_heard, c.session))
+            .filter(|c| c.last_heard > 0 && now.saturating_sub(c.last_heard) <= QUIET_NS)
+            .max_by_key(rank)
             .map(|c| c.session);
-        if best != self.current {
+        let best = streaming.or_else(|| {
+            self.cands
+                .iter()
+                .flatten()
+                .filter(|c| now.saturating_sub(c.last_seen) <= ANNOUNCE_QUIET_NS)
+                .max_by_key(rank)
+                .map(|c| c.session)
+        });
+        if best.is_some() && best != self.current {
             self.current = best;
-            if best == Some(h.stream_id) {
+            if best == Some(session) {
                 return Choice::Switch;
             }
         }
-        if self.current == Some(h.stream_id) {
+        if self.current == Some(session) {
             Choice::Follow
         } else {
             Choice::Ignore
@@ -187,6 +232,38 @@ mod tests {
         // A newer but lower-priority stream does not take over.
         assert_eq!(s.offer(50, &h(4, 0, "d"), addr()), Choice::Ignore);
         assert_eq!(s.current(), Some(3));
+    }
+
+    fn idle(priority: i8, name: &str) -> Announce {
+        Announce {
+            name_hash: crate::protocol::stream_hash(name),
+            priority,
+            streaming: false,
+            latency_ms: 40,
+        }
+    }
+
+    #[test]
+    fn idle_senders_are_followed_ahead_of_their_audio_but_never_preempt_audio() {
+        let mut s = Selector::new(None);
+        // Only an idle sender: followed at once.
+        assert_eq!(s.announce(0, 1, &idle(0, "a"), addr()), Choice::Switch);
+        assert_eq!(s.announce(100, 1, &idle(0, "a"), addr()), Choice::Follow);
+        // Its audio then follows without a switch (the clock is kept).
+        assert_eq!(s.offer(200, &h(1, 0, "a"), addr()), Choice::Follow);
+        // A higher-priority idle sender does not take a streaming receiver.
+        assert_eq!(s.announce(300, 2, &idle(9, "b"), addr()), Choice::Ignore);
+        assert_eq!(s.current(), Some(1));
+        // Once 1 has been quiet for QUIET_NS, the idle sender ranks first.
+        let t = 200 + QUIET_NS + 1;
+        assert_eq!(s.announce(t, 2, &idle(9, "b"), addr()), Choice::Switch);
+        // Nothing heard at all: the followed session stays followed.
+        let t = t + 10 * ANNOUNCE_QUIET_NS;
+        assert_eq!(s.offer(t, &h(2, 9, "b"), addr()), Choice::Follow);
+        // A named receiver ignores other streams' announcements.
+        let mut n = Selector::new(Some(crate::protocol::stream_hash("kitchen")));
+        assert_eq!(n.announce(0, 5, &idle(0, "living"), addr()), Choice::Ignore);
+        assert_eq!(n.current(), None);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 
 use crate::dll::Dll;
 use crate::format::AudioFormat;
+use crate::latency::SessionLatency;
 use crate::protocol::{
-    self, AudioHeader, Packet, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
+    self, Announce, AudioHeader, Packet, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
 };
 use crate::Error;
 
@@ -36,6 +37,35 @@ pub const SMOOTH_INPUT_STEP_NS: f64 = 2_000_000.0;
 /// [`Sender::push`], so with quanta longer than this (PipeWire's default
 /// 1024 frames, 21.3 ms) there is one per buffer.
 pub const SYNC_INTERVAL_NS: u64 = 10_000_000;
+/// Spacing of sync messages while the sink is idle, ns (100 ms: 10 per
+/// second, 40-byte datagrams, ≈ 5.4 kbit/s on Ethernet with IP and UDP
+/// headers). They keep every receiver's clock estimate (and its lock on
+/// this session) alive through idle spans, so that the first frame after
+/// one is played at its instant: a receiver that had to learn the clock
+/// when audio starts needs [`crate::receiver::MIN_CLOCK_SAMPLES`] exchanges
+/// first, which clipped the first 50–150 ms of every playback (the lab,
+/// docs/BENCHMARKS.md, "Start of playback"). A tenth of the streaming
+/// pace suffices: idle, only the forward level and the rate must be held,
+/// and both change slowly.
+pub const IDLE_SYNC_INTERVAL_NS: u64 = 100_000_000;
+/// The sink counts as idle once no buffer arrived for this long, ns
+/// (200 ms: above any graph quantum, 8192 frames at 44.1 kHz are 186 ms).
+pub const IDLE_AFTER_NS: u64 = 200_000_000;
+/// Digital silence (every sample exactly 0) that lasts this long stops the
+/// audio packets until a non-zero sample comes, ns (250 ms): the sink is
+/// then idle as far as the network is concerned. Players that keep a stream
+/// open playing zeros (a paused browser tab, a game), and PipeWire 1.x,
+/// which runs an idle sink whenever another node of its link group runs,
+/// would otherwise send 3.3 Mbit/s of zeros for nothing. Receivers play
+/// the frames not sent as silence, and the first one after them at its
+/// instant; shorter silences inside music are sent as they are.
+pub const SILENCE_HOLD_NS: u64 = 250_000_000;
+/// Default for [`SenderConfig::max_latency_ns`]: the session latency rises
+/// to cover the slowest receiver's output up to 1 s (a Bluetooth speaker's
+/// 150–250 ms with room to spare), ns.
+pub const DEFAULT_MAX_LATENCY_NS: u64 = 1_000_000_000;
+/// Largest base latency a sender takes, ns (10 s).
+pub const MAX_LATENCY_NS: u64 = 10_000_000_000;
 
 /// Settings of a sender.
 #[derive(Clone, Debug)]
@@ -47,9 +77,16 @@ pub struct SenderConfig {
     pub stream: String,
     /// Stream priority (`bark.priority`); higher wins on a shared group.
     pub priority: i8,
-    /// Target latency (`sess.latency.msec`), ns: receivers play each frame
-    /// this long after it entered the sink.
+    /// Base target latency (`sess.latency.msec`), ns: receivers play each
+    /// frame this long after it entered the sink, unless one of them needs
+    /// more (see `max_latency_ns`).
     pub latency_ns: u64,
+    /// The most the session latency may rise to, ns
+    /// (`bark.latency.max-msec`), so that every receiver plays every frame
+    /// in time whatever its output adds ([`crate::latency`]); equal to
+    /// `latency_ns` pins the latency (a receiver that needs more then plays
+    /// late and says so). Values below `latency_ns` count as `latency_ns`.
+    pub max_latency_ns: u64,
     /// Path MTU (`net.mtu`), bytes; packets never exceed it.
     pub mtu: usize,
     /// Non-zero random session id, new at every start.
@@ -79,6 +116,7 @@ impl Default for SenderConfig {
             stream: "default".into(),
             priority: 0,
             latency_ns: DEFAULT_LATENCY_NS,
+            max_latency_ns: DEFAULT_MAX_LATENCY_NS,
             mtu: protocol::DEFAULT_MTU,
             session_id: 1,
             node_name: "bark_sink".into(),
@@ -103,6 +141,13 @@ pub struct Sender {
     packets: u64,
     sync_seq: u64,
     next_sync: u64,
+    /// Sender-clock time of the last buffer sent (ns), if any.
+    last_push: Option<u64>,
+    /// Since when the buffers have been digital silence (ns), if they are.
+    silent_since: Option<u64>,
+    /// Digital silence has lasted [`SILENCE_HOLD_NS`]: nothing is sent.
+    suppressing: bool,
+    latency: SessionLatency,
 }
 
 impl Sender {
@@ -124,13 +169,15 @@ impl Sender {
                 cfg.mtu
             )));
         }
-        if cfg.latency_ns > 10_000_000_000 {
-            return Err(Error::Config(
-                "sess.latency.msec must be at most 10000".into(),
-            ));
+        if cfg.latency_ns > MAX_LATENCY_NS || cfg.max_latency_ns > MAX_LATENCY_NS {
+            return Err(Error::Config(format!(
+                "sess.latency.msec and bark.latency.max-msec must be at most {}",
+                MAX_LATENCY_NS / 1_000_000
+            )));
         }
         let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
+        let latency = SessionLatency::new(cfg.latency_ns, cfg.max_latency_ns);
         Ok(Sender {
             name_hash: protocol::stream_hash(&cfg.stream),
             dll: Dll::with_step(cfg.format.frame_ns(), cfg.input_step_ns),
@@ -143,7 +190,72 @@ impl Sender {
             packets: 0,
             sync_seq: 0,
             next_sync: 0,
+            last_push: None,
+            silent_since: None,
+            suppressing: false,
+            latency,
         })
+    }
+
+    /// The session latency now, ns: the base latency, raised to cover the
+    /// receivers' reported needs ([`crate::latency::SessionLatency`]).
+    /// Carried in every audio packet.
+    pub fn latency_ns(&self) -> u64 {
+        self.latency.current()
+    }
+
+    /// The session-latency controller.
+    pub fn session_latency(&self) -> &SessionLatency {
+        &self.latency
+    }
+
+    /// Whether the sink is idle at sender time `now_ns`: no buffer for
+    /// [`IDLE_AFTER_NS`], or only digital silence for [`SILENCE_HOLD_NS`].
+    pub fn idle(&self, now_ns: u64) -> bool {
+        self.suppressing
+            || self
+                .last_push
+                .is_none_or(|t| now_ns.saturating_sub(t) >= IDLE_AFTER_NS)
+    }
+
+    /// Timer entry, while the sink may be idle: sends a sync message
+    /// (announcing the session as idle) through `send` when one is due at
+    /// the idle pace, [`IDLE_SYNC_INTERVAL_NS`], and expires stale latency
+    /// reports. `now_ns` is the sender clock read right before sending.
+    /// Call at least every [`IDLE_SYNC_INTERVAL_NS`] (the adapters' data
+    /// timer does); while buffers flow it sends nothing, as
+    /// [`Sender::push_at`] sends the syncs. Does not allocate.
+    pub fn poll_idle(&mut self, now_ns: u64, send: &mut dyn FnMut(&[u8])) {
+        self.latency.update(now_ns);
+        if !self.idle(now_ns) || self.cfg.sync_interval_ns == 0 {
+            return;
+        }
+        if now_ns.saturating_add(IDLE_SYNC_INTERVAL_NS) < self.next_sync {
+            self.next_sync = now_ns;
+        }
+        if now_ns >= self.next_sync {
+            self.next_sync = now_ns.saturating_add(IDLE_SYNC_INTERVAL_NS);
+            self.send_sync(now_ns, false, send);
+        }
+    }
+
+    fn send_sync(&mut self, t3: u64, streaming: bool, send: &mut dyn FnMut(&[u8])) {
+        let sync = SyncPacket {
+            stream_id: self.cfg.session_id,
+            seq: self.sync_seq,
+            t3,
+            announce: Some(Announce {
+                name_hash: self.name_hash,
+                priority: self.cfg.priority,
+                streaming,
+                latency_ms: (self.latency.current() / 1_000_000).min(u16::MAX as u64) as u16,
+            }),
+        };
+        let mut out = [0u8; protocol::SYNC_LEN];
+        if let Some(len) = protocol::write_sync(&mut out, &sync) {
+            send(&out[..len]);
+            self.sync_seq += 1;
+        }
     }
 
     /// The configuration.
@@ -183,23 +295,35 @@ impl Sender {
         send: &mut dyn FnMut(&[u8]),
     ) {
         let interval = self.cfg.sync_interval_ns;
-        if send_ns.saturating_add(interval) < self.next_sync {
+        if send_ns.saturating_add(interval.max(IDLE_SYNC_INTERVAL_NS)) < self.next_sync {
             // The clock went back (a restarted adapter clock): sync
             // messages must not stop for as long as it went back.
             self.next_sync = send_ns;
         }
-        if interval > 0 && send_ns >= self.next_sync {
-            self.next_sync = send_ns.saturating_add(interval);
-            let sync = SyncPacket {
-                stream_id: self.cfg.session_id,
-                seq: self.sync_seq,
-                t3: send_ns,
-            };
-            let mut out = [0u8; protocol::SYNC_LEN];
-            if let Some(len) = protocol::write_sync(&mut out, &sync) {
-                send(&out[..len]);
-                self.sync_seq += 1;
+        if !samples.is_empty() {
+            // Exact zeros only: dither or a quiet passage is audio.
+            if samples.iter().any(|&v| v != 0.0) {
+                self.silent_since = None;
+            } else {
+                self.silent_since.get_or_insert(now_ns);
             }
+            let was_idle = self.idle(now_ns);
+            self.suppressing = self
+                .silent_since
+                .is_some_and(|t| now_ns.saturating_sub(t) >= SILENCE_HOLD_NS);
+            if !self.suppressing {
+                // Once buffers flow, syncs go at the streaming pace at once
+                // (the idle pace may have scheduled the next one 100 ms out).
+                if was_idle {
+                    self.next_sync = self.next_sync.min(send_ns);
+                }
+                self.last_push = Some(now_ns);
+            }
+        }
+        self.latency.update(now_ns);
+        if interval > 0 && send_ns >= self.next_sync && !self.suppressing {
+            self.next_sync = send_ns.saturating_add(interval);
+            self.send_sync(send_ns, true, send);
         }
         let ch = self.cfg.format.channels as usize;
         let frames = samples.len() / ch;
@@ -219,6 +343,11 @@ impl Sender {
         }
         let period = self.dll.period();
         self.next_time = Some(u.time as f64 + frames as f64 * period);
+        if self.suppressing {
+            // The timeline runs on; the frames are counted, not sent.
+            self.frame += frames as u64;
+            return;
+        }
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(self.packet_frames);
@@ -228,7 +357,7 @@ impl Sender {
                 frame: self.frame,
                 pts: u.time + (done as f64 * period).round() as i64,
                 format: self.cfg.format,
-                latency_us: (self.cfg.latency_ns / 1000) as u32,
+                latency_us: (self.latency.current() / 1000) as u32,
                 name_hash: self.name_hash,
                 priority: self.cfg.priority,
                 frames: n as u16,
@@ -250,7 +379,9 @@ impl Sender {
     /// (≥ [`protocol::TIME_LEN`] bytes); the length is returned, to be sent
     /// back to the requester's address. `t2_ns` is when the request arrived
     /// (kernel timestamp when available), `t3_ns` the time right before the
-    /// reply is sent. Anything else is ignored (`Ok(None)`).
+    /// reply is sent. A receiver's status packet for this session reports
+    /// the latency it needs ([`SessionLatency::report`]). Anything else is
+    /// ignored (`Ok(None)`).
     ///
     /// # Errors
     /// [`Error::Malformed`] for a malformed datagram.
@@ -273,6 +404,13 @@ impl Sender {
                     },
                 ))
             }
+            Packet::Status(st)
+                if st.role == Role::Receiver && st.stream_id == self.cfg.session_id =>
+            {
+                self.latency
+                    .report(t2_ns, st.node_id, st.counters.need_us as u64 * 1000);
+                Ok(None)
+            }
             _ => Ok(None),
         }
     }
@@ -287,12 +425,14 @@ impl Sender {
                 stream_id: self.cfg.session_id,
                 node_id,
                 role: Role::Sender,
-                flags: u8::from(self.packets > 0),
+                flags: u8::from(self.last_push.is_some() && !self.suppressing),
                 counters: StatusCounters {
                     sample: f.sample.code(),
                     channels: f.channels,
                     rate: f.rate,
-                    latency_us: (self.cfg.latency_ns / 1000) as u32,
+                    latency_us: (self.latency.current() / 1000) as u32,
+                    need_us: (self.cfg.latency_ns / 1000) as u32,
+                    play_latency_us: (self.latency.max() / 1000) as u32,
                     rate_error_ppb: ((f.frame_ns() / self.dll.period() - 1.0) * 1e9) as i32,
                     packets: self.packets,
                     ..Default::default()
@@ -347,7 +487,8 @@ mod tests {
     #[test]
     fn sync_goes_first_at_most_once_per_interval() {
         let mut s = Sender::new(SenderConfig::default()).unwrap();
-        let samples = vec![0.0f32; 256 * 2];
+        // Audio, not digital silence (which is not sent after 250 ms).
+        let samples = vec![0.1f32; 256 * 2];
         let mut syncs = Vec::new();
         let mut first_kinds = Vec::new();
         // 256-frame buffers (5.3 ms) for one second, sent 40 µs after
@@ -393,7 +534,7 @@ mod tests {
     #[test]
     fn pause_advances_frame_index_with_time() {
         let mut s = Sender::new(SenderConfig::default()).unwrap();
-        let samples = vec![0.0f32; 480 * 2];
+        let samples = vec![0.1f32; 480 * 2];
         let mut last = None;
         s.push(0, &samples, &mut |_| {});
         // One second later (a paused sink), frames continue on the same line.

@@ -92,6 +92,11 @@ pub struct RxSpec {
     pub join_s: f64,
     /// Per-receiver delay (`bark.delay.msec`), ns.
     pub delay_ns: i64,
+    /// Downstream latency of the receiver's output (a DSP, a Bluetooth
+    /// speaker), reported to the receiver as PipeWire would, ns, from the
+    /// given simulated time on, s: `(from_s, ns)`, in time order (empty:
+    /// none). The device asks for each buffer that much earlier.
+    pub downstream: Vec<(f64, f64)>,
 }
 
 /// A whole scenario.
@@ -123,10 +128,26 @@ pub struct Scenario {
     /// ([`crate::sender::SYNC_INTERVAL_NS`]); `false` models a sender from
     /// before them, whose receivers keep their own exchanges at full pace.
     pub sync: bool,
+    /// Spans `(from_s, to_s)` in which the sender's sink is idle: no
+    /// buffers, only its idle sync messages (its data timer runs every
+    /// 50 ms). Each span's end is an onset: its first frame must be heard
+    /// at its instant ([`Onset`]).
+    pub idle_s: Vec<(f64, f64)>,
+    /// The most the session latency may rise to, ns
+    /// ([`crate::sender::SenderConfig::max_latency_ns`]).
+    pub max_latency_ns: u64,
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 5] = ["wired", "busy", "drift", "restart", "join"];
+pub const SCENARIOS: [&str; 7] = [
+    "wired",
+    "busy",
+    "drift",
+    "restart",
+    "join",
+    "idle",
+    "downstream",
+];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
     RxSpec {
@@ -136,6 +157,7 @@ fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec
         quantum,
         join_s: 0.0,
         delay_ns: 0,
+        downstream: vec![],
     }
 }
 
@@ -158,6 +180,8 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         latency_ns: crate::sender::DEFAULT_LATENCY_NS,
         seed: 0x6261_726b,
         sync: true,
+        idle_s: vec![],
+        max_latency_ns: crate::sender::DEFAULT_MAX_LATENCY_NS,
     };
     match name {
         "wired" => {}
@@ -189,9 +213,46 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             late.join_s = 20.0;
             s.receivers.push(late);
         }
+        "idle" => {
+            // A sink idle at first (the receivers lock onto its
+            // announcements), then playback with pauses: long ones (the
+            // receivers stop), a short one (they play through it), and a
+            // receiver that joins while the sink is idle.
+            s.idle_s = vec![
+                (0.0, 2.0),
+                (10.0, 16.0),
+                (20.0, 20.3),
+                (30.0, 40.0),
+                (47.0, 47.05),
+            ];
+            let mut late = rx(-333.0, -120.0, 70.0, 256);
+            late.join_s = 32.0;
+            s.receivers.push(late);
+        }
+        "downstream" => {
+            // Receiver 1 plays through an output that adds 50 ms, then
+            // 150 ms (a Bluetooth speaker), then nothing: the session
+            // latency rises to cover it and comes back down.
+            s.receivers[1].downstream = vec![(0.0, 50e6), (20.0, 150e6), (40.0, 0.0)];
+        }
         _ => return None,
     }
     Some(s)
+}
+
+/// The first frame after an idle span (or of the session), as one receiver
+/// played it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Onset {
+    /// When the onset's first frame is due at this receiver, s of
+    /// simulated time.
+    pub due_s: f64,
+    /// How late the first audible frame at or after the onset was heard,
+    /// ms (0: nothing of the onset was lost); `None`: none was heard in
+    /// the second after it.
+    pub clipped_ms: Option<f64>,
+    /// |error| of that first audible frame, µs.
+    pub error_us: f64,
 }
 
 /// Results of one receiver.
@@ -224,6 +285,8 @@ pub struct RxReport {
     /// fast start, except for a receiver joining later): the clock-sync
     /// load this receiver puts on the sender.
     pub requests_per_s: f64,
+    /// Every onset (the end of each idle span) after the receiver joined.
+    pub onsets: Vec<Onset>,
 }
 
 /// Results of a run.
@@ -235,6 +298,9 @@ pub struct Report {
     pub receivers: Vec<RxReport>,
     /// p99 over 1 ms instants of (max − min) error across receivers, µs.
     pub skew_p99_us: f64,
+    /// The sender's session latency over the run: `(s, ns)` at the start
+    /// and at each change.
+    pub latency: Vec<(f64, u64)>,
 }
 
 impl Report {
@@ -340,6 +406,10 @@ impl Ord for Queued {
 
 enum Event {
     SenderCycle,
+    SenderTimer,
+    /// A receiver's status packet; `true` for the periodic one (which
+    /// schedules the next).
+    RxStatus(usize, bool),
     Restart,
     RxCycle(usize),
     RxTimer(usize),
@@ -359,9 +429,15 @@ struct Meter {
     sum: f64,
     n: u64,
     skew: Vec<f32>,
+    /// Onsets due (true ns), with the first audible frame heard at or
+    /// after each: `(due, Some((heard, err)))`.
+    onsets: Vec<(f64, Option<(f64, f64)>)>,
 }
 
 const HIST_BIN_NS: f64 = 100.0;
+/// An audible frame heard this long before an onset is due counts as the
+/// onset's (a receiver early by a few samples still played it), ns.
+const ONSET_SLACK_NS: f64 = 1e6;
 const HIST_BINS: usize = 20_000;
 
 impl Meter {
@@ -377,7 +453,13 @@ impl Meter {
             sum: 0.0,
             n: 0,
             skew: vec![f32::NAN; ms],
+            onsets: Vec::new(),
         }
+    }
+
+    /// An onset is due at true time `due` (ns).
+    fn onset(&mut self, due: f64) {
+        self.onsets.push((due, None));
     }
 
     /// Audio is due again from `t` (a restart): convergence is re-measured.
@@ -389,6 +471,13 @@ impl Meter {
     }
 
     fn frame(&mut self, heard: f64, err: Option<f64>) {
+        if let Some(e) = err {
+            for o in self.onsets.iter_mut() {
+                if o.1.is_none() && heard >= o.0 - ONSET_SLACK_NS && heard < o.0 + 1e9 {
+                    o.1 = Some((heard, e));
+                }
+            }
+        }
         if heard < self.due_from {
             return;
         }
@@ -464,13 +553,18 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let sender_addr: SocketAddr = "10.0.0.1:1530".parse().expect("literal address");
     let s_period = 1e9 / (rate as f64 * (1.0 + sc.sender_device_ppm * 1e-6));
     // Latency in true ns: the target is counted on the sender's clock.
-    let latency_true = sc.latency_ns as f64 / (1.0 + sc.sender_clock.1 * 1e-6);
+    let to_true = |ns: u64| ns as f64 / (1.0 + sc.sender_clock.1 * 1e-6);
+    let mut latency_true = to_true(sc.latency_ns);
+    let mut latency_log = vec![(0.0, sc.latency_ns)];
+    let idle_at = |t: f64| sc.idle_s.iter().any(|&(a, b)| t >= a * 1e9 && t < b * 1e9);
+    let mut was_idle = false;
     let mut session = 0u64;
     let new_sender = |session: &mut u64| {
         *session += 1;
         Sender::new(SenderConfig {
             session_id: 0x5e55_0000 + *session,
             latency_ns: sc.latency_ns,
+            max_latency_ns: sc.max_latency_ns,
             sync_interval_ns: if sc.sync {
                 crate::sender::SYNC_INTERVAL_NS
             } else {
@@ -491,7 +585,15 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         .enumerate()
         .map(|(i, spec)| {
             let period = 1e9 / (rate as f64 * (1.0 + spec.device_ppm * 1e-6));
-            let due = (spec.join_s * 1e9).max(s_t0 + latency_true);
+            // Audio is due from the first frame sent (after an idle
+            // start) plus the latency.
+            let join = (spec.join_s * 1e9).max(s_t0);
+            let first_audio = sc
+                .idle_s
+                .iter()
+                .find(|(a, b)| a * 1e9 <= join && join < b * 1e9)
+                .map_or(join, |&(_, b)| b * 1e9);
+            let due = (spec.join_s * 1e9).max(first_audio + latency_true);
             SimRx {
                 clock: Clock {
                     offset: spec.clock_offset_ns + 5e9,
@@ -522,9 +624,11 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         seq += 1;
     };
     push(&mut queue, s_t0, Event::SenderCycle);
+    push(&mut queue, s_t0 + 0.5, Event::SenderTimer);
     for (i, r) in rxs.iter().enumerate() {
         push(&mut queue, r.t0, Event::RxCycle(i));
         push(&mut queue, r.t0 + 1.0, Event::RxTimer(i));
+        push(&mut queue, r.t0 + 1e9, Event::RxStatus(i, true));
     }
     for &t in &sc.restarts_s {
         push(&mut queue, t * 1e9, Event::Restart);
@@ -551,33 +655,64 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::SenderCycle => {
                 let first_true = s_t0 + s_frame as f64 * s_period;
-                for (j, f) in samples.chunks_exact_mut(2).enumerate() {
-                    let ph = tone_w * (s_frame + j as u64) as f64;
-                    f[0] = ph.sin() as f32;
-                    f[1] = ph.cos() as f32;
-                }
-                let jitter = (rng.next() - 0.5) * 2.0 * sc.sched_jitter_ns;
-                // Zero-mean: PipeWire's cycle times come from the driver's
-                // smoothed clock, not from wake-ups.
-                let now = sender_clock.read(first_true + jitter);
-                outbox.clear();
-                // The cycle runs (and sends) at true time `t`; adapters
-                // stamp the sync message with the clock read right then.
-                let send_ns = sender_clock.read(t);
-                sender.push_at(now, send_ns, &samples, &mut |d| outbox.push(d.to_vec()));
-                for d in &outbox {
-                    for (i, r) in rxs.iter_mut().enumerate() {
-                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                            push(&mut queue, t + delay, Event::ToRx(i, d.clone()));
-                            if rng.chance(sc.net.duplicate) {
-                                push(&mut queue, t + delay + 50_000.0, Event::ToRx(i, d.clone()));
-                            }
+                let idle = idle_at(t);
+                if !idle {
+                    for (j, f) in samples.chunks_exact_mut(2).enumerate() {
+                        let ph = tone_w * (s_frame + j as u64) as f64;
+                        f[0] = ph.sin() as f32;
+                        f[1] = ph.cos() as f32;
+                    }
+                    let jitter = (rng.next() - 0.5) * 2.0 * sc.sched_jitter_ns;
+                    // Zero-mean: PipeWire's cycle times come from the driver's
+                    // smoothed clock, not from wake-ups.
+                    let now = sender_clock.read(first_true + jitter);
+                    outbox.clear();
+                    // The cycle runs (and sends) at true time `t`; adapters
+                    // stamp the sync message with the clock read right then.
+                    let send_ns = sender_clock.read(t);
+                    sender.push_at(now, send_ns, &samples, &mut |d| outbox.push(d.to_vec()));
+                    fan_out(
+                        &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
+                    );
+                    if was_idle {
+                        // An onset: its first frame is due at each receiver
+                        // that has joined.
+                        for r in rxs.iter_mut().filter(|r| r.t0 < t) {
+                            let due = first_true + latency_true + r.spec.delay_ns as f64;
+                            r.meter.onset(due);
                         }
                     }
                 }
+                was_idle = idle;
+                // An idle sink's frames still advance with time: the
+                // tone's phase stays the frame's true entry time.
                 s_frame += sc.sender_quantum as u64;
                 let next = s_t0 + s_frame as f64 * s_period;
                 push(&mut queue, next, Event::SenderCycle);
+            }
+            Event::SenderTimer => {
+                outbox.clear();
+                sender.poll_idle(sender_clock.read(t), &mut |d| outbox.push(d.to_vec()));
+                fan_out(
+                    &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
+                );
+                push(&mut queue, t + 50e6, Event::SenderTimer);
+            }
+            Event::RxStatus(i, periodic) => {
+                // The adapters send their status once a second, also to
+                // the followed sender (which raises the session latency).
+                let r = &mut rxs[i];
+                if let Some(rx) = r.rx.as_ref() {
+                    let mut st = [0u8; protocol::MAX_STATUS_LEN];
+                    if let Some(n) = rx.write_status(&mut st) {
+                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
+                            push(&mut queue, t + delay, Event::ToSender(i, st[..n].to_vec()));
+                        }
+                    }
+                }
+                if periodic {
+                    push(&mut queue, t + 1e9, Event::RxStatus(i, true));
+                }
             }
             Event::ToRx(i, d) => {
                 let r = &mut rxs[i];
@@ -588,7 +723,19 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             Event::ToSender(i, d) => {
                 let t2 = sender_clock.read(t);
                 let t3 = sender_clock.read(t + 20_000.0);
-                if let Ok(Some(n)) = sender.handle_packet(t2, t3, &d, &mut buf) {
+                let before = sender.latency_ns();
+                let answer = sender.handle_packet(t2, t3, &d, &mut buf);
+                let after = sender.latency_ns();
+                if after != before {
+                    // Every receiver resyncs to the new latency: frames
+                    // count again once each has converged on it.
+                    latency_log.push((t / 1e9, after));
+                    latency_true = to_true(after);
+                    for r in &mut rxs {
+                        r.meter.rearm((t + latency_true).max(r.meter.due_from));
+                    }
+                }
+                if let Ok(Some(n)) = answer {
                     let reply = buf[..n].to_vec();
                     let r = &mut rxs[i];
                     if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
@@ -628,9 +775,14 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 }
                 let q = r.spec.quantum;
                 let heard0 = r.t0 + r.frame as f64 * r.period;
-                // The device asks one quantum plus 0.5 ms ahead of playing.
-                let cb = heard0 - q as f64 * r.period - 500_000.0;
+                let downstream = downstream_at(&r.spec, t);
+                // The device asks one quantum plus 0.5 ms ahead of playing,
+                // and the downstream latency before that.
+                let cb = heard0 - q as f64 * r.period - 500_000.0 - downstream;
                 let rx = r.rx.as_mut().expect("created above");
+                // The receiver's downstream latency is how long before being
+                // heard it fills a buffer: the device's own lead included.
+                rx.set_downstream_ns((heard0 - cb) as u64);
                 let now = r.clock.read(cb.max(0.0));
                 if trace == Some(i) && r.frame % (rate as u64) < q as u64 {
                     if let Some(e) = rx.clock().estimate() {
@@ -638,18 +790,29 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         let truth_rate =
                             (1.0 + sender_clock.ppm * 1e-6) / (1.0 + r.clock.ppm * 1e-6) - 1.0;
                         eprintln!(
-                            "trace rx{i} t={:.1}s clock_err_us={:.1} rate_err_ppm={:.2} exchanges={} jitter_us={:.0} sync_err_us={:.1}",
+                            "trace rx{i} t={:.1}s clock_err_us={:.1} rate_err_ppm={:.2} exchanges={} jitter_us={:.0} sync_err_us={:.1} buffer_us={} play_latency_ms={:.1} need_ms={:.1} concealed={}",
                             cb / 1e9,
                             (e.to_sender(now as i64) - truth) / 1e3,
                             (e.rate - truth_rate) * 1e6,
                             rx.clock().exchanges(),
                             rx.clock().jitter_ns() / 1e3,
-                            rx.sync_error_ns() / 1e3
+                            rx.sync_error_ns() / 1e3,
+                            rx.counters().buffer_us,
+                            rx.play_latency_ns() as f64 / 1e6,
+                            rx.need_ns() as f64 / 1e6,
+                            rx.counters().concealed_frames,
                         );
                     }
                 }
                 let report_jitter = (rng.next() - 0.5) * 4_000.0;
                 rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
+                if rx.take_status_due() {
+                    push(&mut queue, t, Event::RxStatus(i, false));
+                }
+                // A receiver whose output needs more than the session
+                // latency plays late on purpose (until the sender raises
+                // the latency): not a sync error; measured again after.
+                let late = rx.late();
                 for (j, f) in r.out.chunks_exact(2).enumerate() {
                     let heard = heard0 + j as f64 * r.period;
                     let (sn, cs) = (f[0] as f64, f[1] as f64);
@@ -668,10 +831,17 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         // Playing frame `due + δ` means it is heard δ frames early.
                         -(d / tone_w) * s_period
                     });
-                    r.meter.frame(heard, err);
+                    if late {
+                        r.meter.rearm(heard + latency_true);
+                    } else {
+                        r.meter.frame(heard, err);
+                    }
                 }
                 r.frame += q as u64;
-                let next_cb = r.t0 + r.frame as f64 * r.period - q as f64 * r.period - 500_000.0;
+                let next_cb = r.t0 + r.frame as f64 * r.period
+                    - q as f64 * r.period
+                    - 500_000.0
+                    - downstream_at(&r.spec, t);
                 push(&mut queue, next_cb.max(t + 1.0), Event::RxCycle(i));
             }
         }
@@ -701,6 +871,17 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     (Some(x), Some(m)) => (x.requests() - m) as f64 / (sc.duration_s / 2.0),
                     _ => 0.0,
                 },
+                onsets: r
+                    .meter
+                    .onsets
+                    .iter()
+                    .filter(|(due, _)| *due < end)
+                    .map(|&(due, got)| Onset {
+                        due_s: due / 1e9,
+                        clipped_ms: got.map(|(heard, _)| ((heard - due) / 1e6).max(0.0)),
+                        error_us: got.map_or(f64::INFINITY, |(_, e)| e.abs() / 1e3),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -723,6 +904,40 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         scenario: sc.name.clone(),
         receivers: reports,
         skew_p99_us,
+        latency: latency_log,
+    }
+}
+
+/// The downstream latency of receiver `spec`'s output at true time `t`
+/// (ns), ns.
+fn downstream_at(spec: &RxSpec, t: f64) -> f64 {
+    spec.downstream
+        .iter()
+        .rev()
+        .find(|(from, _)| t >= from * 1e9)
+        .map_or(0.0, |&(_, ns)| ns)
+}
+
+/// Hands the sender's datagrams of this cycle to every receiver through
+/// the network model.
+fn fan_out(
+    queue: &mut BinaryHeap<Reverse<Queued>>,
+    push: &mut impl FnMut(&mut BinaryHeap<Reverse<Queued>>, f64, Event),
+    rng: &mut Rng,
+    rxs: &mut [SimRx],
+    net: &NetModel,
+    t: f64,
+    outbox: &[Vec<u8>],
+) {
+    for d in outbox {
+        for (i, r) in rxs.iter_mut().enumerate() {
+            if let Some(delay) = transit(net, rng, &mut r.burst) {
+                push(queue, t + delay, Event::ToRx(i, d.clone()));
+                if rng.chance(net.duplicate) {
+                    push(queue, t + delay + 50_000.0, Event::ToRx(i, d.clone()));
+                }
+            }
+        }
     }
 }
 

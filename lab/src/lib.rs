@@ -9,5 +9,6 @@
 //! `lab/README.md`.
 
 pub mod analysis;
+pub mod onset;
 pub mod pwutil;
 pub mod recording;

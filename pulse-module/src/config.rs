@@ -650,12 +650,9 @@ impl SinkConfig {
             stream: self.stream.clone(),
             priority: self.priority,
             latency_ns: self.latency_ns,
-            // The authentication trailer takes room from the audio.
-            mtu: self.mtu.saturating_sub(if self.key_file.is_some() {
-                bark_core::auth::OVERHEAD
-            } else {
-                0
-            }),
+            max_latency_ns: bark_core::sender::DEFAULT_MAX_LATENCY_NS,
+            // The endpoint takes the authentication trailer off this.
+            mtu: self.mtu,
             session_id,
             node_name: self.name.clone(),
             host,
@@ -871,8 +868,15 @@ mod tests {
             (Some(key.as_path()), true)
         );
         // The trailer's bytes come out of the packet: 170 frames, not 176.
-        let s = bark_core::Sender::new(c.sender_config(1, String::new())).unwrap();
-        assert_eq!(s.packet_frames(), 170);
+        let k = crate::keyed::load(c.key_file.as_deref()).unwrap().unwrap();
+        let s = bark_core::endpoint::SenderEndpoint::new(
+            c.sender_config(1, String::new()),
+            Some(&k),
+            c.encrypt,
+            1,
+        )
+        .unwrap();
+        assert_eq!(s.sender().packet_frames(), 170);
         assert!(c.summary().contains("authenticated and encrypted"));
         let r = source(SourceFlags::default(), &toml).unwrap();
         assert_eq!(r.key_file.as_deref(), Some(key.as_path()));

@@ -1,10 +1,10 @@
-//! `key-file` (flag `--key-file`, TOML `key-file`): seals every datagram
-//! bark-pulse sends and opens every datagram it receives with
-//! [`bark_core::auth`], and warns about what it drops: the first of each
-//! kind at once, then a summary at most once a minute.
+//! `key-file` (flag `--key-file`, TOML `key-file`): the key that the
+//! endpoints seal every datagram with and check every datagram against
+//! ([`bark_core::auth`]), and warnings about what they drop: the first of
+//! each kind at once, then a summary at most once a minute.
 
 use anyhow::{anyhow, Result};
-use bark_core::auth::{self, AuthCounters, Key, Opener, Sealer};
+use bark_core::auth::{self, AuthCounters, Key};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,67 +20,18 @@ pub fn load(path: Option<&Path>) -> Result<Option<Key>> {
         .transpose()
 }
 
-/// Sealer, opener and warning state of one role.
-pub struct Auth {
-    sealer: Sealer,
-    opener: Opener,
-    buf: Vec<u8>,
+/// Rate-limited warnings about the datagrams the authentication layer
+/// dropped (the endpoint counts them).
+#[derive(Default)]
+pub struct Warnings {
     logged: AuthCounters,
     last_warn: [Option<Instant>; 5],
 }
 
-impl Auth {
-    /// With `key` (none: open); `encrypt` audio payloads too.
-    ///
-    /// # Errors
-    /// No randomness for the epoch.
-    pub fn new(key: Option<&Key>, encrypt: bool) -> Result<Auth> {
-        let (sealer, opener) = match key {
-            Some(k) => (
-                Sealer::new(k, encrypt).map_err(|e| anyhow!("no randomness: {e}"))?,
-                Opener::new(k),
-            ),
-            None => (Sealer::keyless(), Opener::keyless()),
-        };
-        Ok(Auth {
-            sealer,
-            opener,
-            buf: vec![0; 65_536 + auth::OVERHEAD],
-            logged: AuthCounters::default(),
-            last_warn: [None; 5],
-        })
-    }
-
-    /// Bytes sealing adds to a datagram (0 when open).
-    pub fn overhead(&self) -> usize {
-        self.sealer.overhead()
-    }
-
-    /// Opens a received datagram in place: its plain length, or `None`
-    /// when it is dropped (counted). No allocation.
-    pub fn open(&mut self, data: &mut [u8], wall_ns: u64) -> Option<usize> {
-        self.opener.open(data, wall_ns).ok()
-    }
-
-    /// A sealed copy of `pkt` to send, or `None` if it cannot be sealed.
-    /// No allocation.
-    pub fn seal<'a>(&'a mut self, pkt: &'a [u8], wall_ns: u64) -> Option<&'a [u8]> {
-        if !self.sealer.keyed() {
-            return Some(pkt);
-        }
-        self.buf.get_mut(..pkt.len())?.copy_from_slice(pkt);
-        let n = self.sealer.seal(&mut self.buf, pkt.len(), wall_ns)?;
-        Some(&self.buf[..n])
-    }
-
-    /// Total datagrams dropped.
-    pub fn dropped(&self) -> u64 {
-        self.opener.counters().total()
-    }
-
+impl Warnings {
     /// Logs what was dropped since the last warning of each kind, if due.
-    pub fn warn(&mut self) {
-        let c = *self.opener.counters();
+    pub fn warn(&mut self, c: &AuthCounters) {
+        let c = *c;
         let kinds: [(u64, u64, String); 5] = [
             (c.no_key, self.logged.no_key, "authenticated datagrams: senders use a key and this node has none; set key-file to their key file".into()),
             (c.unauthenticated, self.logged.unauthenticated, "unauthenticated datagrams: a node without a key file sends to this group".into()),

@@ -20,13 +20,12 @@
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::config::SinkConfig;
 use crate::frameclock::FrameClock;
-use crate::keyed::Auth;
+use crate::keyed::Warnings;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, bail, Context as _, Result};
-use bark_core::protocol::{MAX_STATUS_LEN, TIME_LEN};
-use bark_core::Sender;
+use bark_core::endpoint::{Dest, SenderEndpoint, TRANSMIT_BUF};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::context::State as CtxState;
@@ -36,6 +35,7 @@ use pulse::sample::{Format, Spec};
 use pulse::stream::{FlagSet as StreamFlags, PeekResult, State as StreamState, Stream};
 use socket2::SockAddr;
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -45,8 +45,6 @@ pub const PID_PROP: &str = "bark.pulse.pid";
 pub const HOST_PROP: &str = "bark.pulse.host";
 /// Most datagrams handled per loop turn, so a flood cannot starve audio.
 const MAX_RX_PER_TURN: usize = 64;
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Timing requests while streaming, ns apart.
 const TIMING_PERIOD_NS: u64 = 10_000_000;
 /// Main loop tick, µs: the timing-request pace.
@@ -67,23 +65,21 @@ const MAX_STAMP_BEHIND_NS: f64 = 1e9;
 
 /// Everything network-side; lives across reconnections.
 struct Net {
-    sender: Sender,
+    ep: SenderEndpoint,
     sock: UdpSocket,
     dest: SockAddr,
     clock: ClockMap,
-    node_id: u64,
     rx: Vec<u8>,
-    reply: [u8; TIME_LEN],
-    status: Vec<u8>,
-    next_status_ns: u64,
+    tx: Vec<u8>,
+    next_warn_ns: u64,
     sent: u64,
     send_errors: u64,
-    malformed: u64,
-    auth: Auth,
+    warnings: Warnings,
 }
 
 impl Net {
-    /// Answers queued time requests and sends the status packet when due.
+    /// Hands queued datagrams to the endpoint and sends what it returns:
+    /// time replies, sync messages while the sink is idle, status.
     fn serve(&mut self) {
         for _ in 0..MAX_RX_PER_TURN {
             let d = match self.sock.recv(&mut self.rx) {
@@ -95,49 +91,37 @@ impl Net {
                 }
             };
             if d.truncated {
-                self.malformed += 1;
                 continue;
             }
             let pair = ClockPair::now();
-            let Some(len) = self.auth.open(&mut self.rx[..d.len], pair.real) else {
-                continue;
-            };
             let arrival = d
                 .kernel_real_ns
                 .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
                 .unwrap_or(pair.mono);
             let t2 = self.clock.map(arrival);
-            let t3 = self.clock.map(monotonic_ns());
-            match self
-                .sender
-                .handle_packet(t2, t3, &self.rx[..len], &mut self.reply)
-            {
-                Ok(Some(n)) => {
-                    let sent = self
-                        .auth
-                        .seal(&self.reply[..n], pair.real)
-                        .map(|p| self.sock.send_to(p, &SockAddr::from(d.from)));
-                    if !matches!(sent, Some(Ok(()))) {
-                        self.send_errors += 1;
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => self.malformed += 1,
+            let from = SocketAddr::V4(d.from);
+            let _ = self
+                .ep
+                .handle_datagram(t2, pair.real, &mut self.rx[..d.len], from);
+        }
+        loop {
+            let now = self.clock.map(monotonic_ns());
+            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
+                break;
+            };
+            let to = match dest {
+                Dest::Group => self.dest.clone(),
+                Dest::To(a) => SockAddr::from(a),
+            };
+            match self.sock.send_to(&self.tx[..n], &to) {
+                Ok(()) => self.sent += 1,
+                Err(_) => self.send_errors += 1,
             }
         }
         let now = monotonic_ns();
-        if now >= self.next_status_ns {
-            self.next_status_ns = now + STATUS_PERIOD_NS;
-            if let Some(n) = self.sender.write_status(self.node_id, &mut self.status) {
-                let sent = self
-                    .auth
-                    .seal(&self.status[..n], realtime_ns())
-                    .map(|p| self.sock.send_to(p, &self.dest));
-                if !matches!(sent, Some(Ok(()))) {
-                    self.send_errors += 1;
-                }
-            }
-            self.auth.warn();
+        if now >= self.next_warn_ns {
+            self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
+            self.warnings.warn(self.ep.auth());
         }
     }
 
@@ -145,26 +129,28 @@ impl Net {
     /// `t_ns` (CLOCK_MONOTONIC). No allocation.
     fn push(&mut self, t_ns: u64, samples: &[f32]) {
         let Net {
-            sender,
+            ep,
             sock,
             dest,
             clock,
             sent,
             send_errors,
-            auth,
             ..
         } = self;
         let wall = realtime_ns();
         // `t_ns` is the estimated play time of the chunk, not now: the
         // sync message gets the time it actually leaves.
         let send_ns = clock.map(monotonic_ns());
-        sender.push_at(clock.map(t_ns), send_ns, samples, &mut |pkt| match auth
-            .seal(pkt, wall)
-            .map(|p| sock.send_to(p, dest))
-        {
-            Some(Ok(())) => *sent += 1,
-            _ => *send_errors += 1,
-        });
+        ep.push(
+            clock.map(t_ns),
+            send_ns,
+            wall,
+            samples,
+            &mut |pkt| match sock.send_to(pkt, dest) {
+                Ok(()) => *sent += 1,
+                Err(_) => *send_errors += 1,
+            },
+        );
     }
 }
 
@@ -803,33 +789,34 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     }
     let session_id = pa::random_nonzero_u64();
     let key = crate::keyed::load(cfg.key_file.as_deref())?;
-    let auth = Auth::new(key.as_ref(), cfg.encrypt)?;
-    let sender =
-        Sender::new(cfg.sender_config(session_id, host.clone())).map_err(|e| anyhow!("{e}"))?;
+    let ep = SenderEndpoint::new(
+        cfg.sender_config(session_id, host.clone()),
+        key.as_ref(),
+        cfg.encrypt,
+        pa::random_nonzero_u64(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg).context("setting up the network")?;
     let local = sock.local_addr()?;
     log::info!(
         "{}; {} frames/packet, session {session_id:016x}, time requests on {local}{}",
         cfg.summary(),
-        sender.packet_frames(),
+        ep.sender().packet_frames(),
         key.as_ref()
             .map(|k| format!(", key id {}", k.id()))
             .unwrap_or_default()
     );
     let mut net = Net {
-        sender,
+        ep,
         sock,
         dest: cfg.destination.into(),
         clock,
-        node_id: pa::random_nonzero_u64(),
-        rx: vec![0; 65_536],
-        reply: [0; TIME_LEN],
-        status: vec![0; MAX_STATUS_LEN],
-        next_status_ns: 0,
+        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
+        next_warn_ns: 0,
         sent: 0,
         send_errors: 0,
-        malformed: 0,
-        auth,
+        warnings: Warnings::default(),
     };
     let frame_bytes = 4 * cfg.format.channels as usize;
     let mut lp = Loop::new(TICK_US)?;
@@ -886,8 +873,8 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
                     "sent {} datagrams ({} errors, {} malformed in, {} dropped by authentication), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
                     net.sent,
                     net.send_errors,
-                    net.malformed,
-                    net.auth.dropped(),
+                    net.ep.counts().malformed,
+                    net.ep.auth().total(),
                     s.dropped_frames,
                     s.fc.drift_ppm(),
                     s.fc.resets()

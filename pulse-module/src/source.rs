@@ -14,15 +14,15 @@
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
 use crate::config::SourceConfig;
 use crate::frameclock::FrameClock;
-use crate::keyed::Auth;
+use crate::keyed::Warnings;
 use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::sink::PID_PROP;
 use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, Context as _, Result};
-use bark_core::protocol::MAX_STATUS_LEN;
+use bark_core::endpoint::{Dest, ReceiverEndpoint, TRANSMIT_BUF};
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
-use bark_core::{Receiver, SampleFormat};
+use bark_core::SampleFormat;
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::context::State as CtxState;
@@ -40,8 +40,6 @@ use std::time::{Duration, Instant};
 const MAX_RX_PER_TURN: usize = 64;
 /// Most datagrams the receiver may send per loop turn.
 const MAX_TX_PER_TURN: usize = 16;
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 /// Timing requests, ns apart.
 const TIMING_PERIOD_NS: u64 = 10_000_000;
 /// Sanity bounds on a write's play time, ns from now: it is heard after the
@@ -54,32 +52,29 @@ const MAX_WRITE_FRAMES: usize = 16_384;
 
 /// Everything network-side; lives across reconnections.
 struct Net {
-    receiver: Receiver,
+    ep: ReceiverEndpoint,
     group: UdpSocket,
     control: UdpSocket,
     group_addr: SockAddr,
-    multicast: bool,
     clock: ClockMap,
     rx: Vec<u8>,
     tx: Vec<u8>,
-    next_status_ns: u64,
-    malformed: u64,
+    next_warn_ns: u64,
     send_errors: u64,
-    auth: Auth,
+    warnings: Warnings,
 }
 
 impl Net {
-    /// Feeds queued datagrams to the receiver, sends what it asks for and
-    /// the status packet when due. No allocation.
+    /// Feeds queued datagrams to the endpoint and sends what it returns
+    /// (time requests, status to the group and to the sender). No
+    /// allocation.
     fn pump(&mut self) {
         let Net {
-            receiver,
+            ep,
             group,
             control,
             clock,
             rx,
-            malformed,
-            auth,
             ..
         } = self;
         for sock in [&mut *group, &mut *control] {
@@ -93,56 +88,35 @@ impl Net {
                     }
                 };
                 if d.truncated {
-                    *malformed += 1;
                     continue;
                 }
                 let pair = ClockPair::now();
-                let Some(len) = auth.open(&mut rx[..d.len], pair.real) else {
-                    continue;
-                };
                 let arrival = clock.map(
                     d.kernel_real_ns
                         .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
                         .unwrap_or(pair.mono),
                 );
-                if receiver
-                    .handle_packet(arrival, &rx[..len], SocketAddr::V4(d.from))
-                    .is_err()
-                {
-                    *malformed += 1;
-                }
+                let from = SocketAddr::V4(d.from);
+                let _ = ep.handle_datagram(arrival, pair.real, &mut rx[..d.len], from);
             }
         }
-        let now = monotonic_ns();
-        let mapped = self.clock.map(now);
         for _ in 0..MAX_TX_PER_TURN {
-            let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
+            let now = self.clock.map(monotonic_ns());
+            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
                 break;
             };
-            let sent = self
-                .auth
-                .seal(&self.tx[..n.min(self.tx.len())], realtime_ns())
-                .map(|p| self.control.send_to(p, &SockAddr::from(to)));
-            if !matches!(sent, Some(Ok(()))) {
+            let to = match dest {
+                Dest::Group => self.group_addr.clone(),
+                Dest::To(a) => SockAddr::from(a),
+            };
+            if self.control.send_to(&self.tx[..n], &to).is_err() {
                 self.send_errors += 1;
             }
         }
-        if now >= self.next_status_ns {
-            self.next_status_ns = now + STATUS_PERIOD_NS;
-            // Status goes to the group, where `bark stats` and the other
-            // nodes listen; to a unicast address it would only reach us.
-            if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
-                if let Some(n) = self.receiver.write_status(&mut self.tx) {
-                    let sent = self
-                        .auth
-                        .seal(&self.tx[..n], realtime_ns())
-                        .map(|p| self.control.send_to(p, &self.group_addr));
-                    if !matches!(sent, Some(Ok(()))) {
-                        self.send_errors += 1;
-                    }
-                }
-            }
-            self.auth.warn();
+        let now = monotonic_ns();
+        if now >= self.next_warn_ns {
+            self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
+            self.warnings.warn(self.ep.auth());
         }
     }
 }
@@ -514,7 +488,13 @@ impl Session {
                     .and_then(|f| f.play_ns(self.written, now))
             });
             match est {
-                Some(t) if t > 0.0 => net.receiver.fill(net.clock.map(t as u64), out),
+                Some(t) if t > 0.0 => {
+                    // Filled now, heard at `t`: what follows the stream
+                    // (its buffer, the sink, the device) is the output's
+                    // downstream latency.
+                    let downstream = (t - now as f64).max(0.0) as u64;
+                    net.ep.fill(net.clock.map(t as u64), downstream, out)
+                }
                 // No estimate yet (the first ~10 ms of a stream): silence.
                 _ => out.fill(0.0),
             }
@@ -547,8 +527,15 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     }
     let node_id = pa::random_nonzero_u64();
     let key = crate::keyed::load(cfg.key_file.as_deref())?;
-    let auth = Auth::new(key.as_ref(), false)?;
-    let receiver = Receiver::new(cfg.receiver_config(node_id, host)).map_err(|e| anyhow!("{e}"))?;
+    // Status goes to the group, where `bark stats` and the other nodes
+    // listen (to a unicast address it would only reach us), and to the
+    // followed sender.
+    let ep = ReceiverEndpoint::new(
+        cfg.receiver_config(node_id, host),
+        key.as_ref(),
+        cfg.group.ip().is_multicast(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let (group, control) = net::receiver_sockets(&cfg).context("setting up the network")?;
     log::info!(
         "{}; control port {}, node {node_id:016x}{}",
@@ -559,18 +546,16 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
             .unwrap_or_default()
     );
     let mut net = Net {
-        receiver,
+        ep,
         group,
         control,
         group_addr: cfg.group.into(),
-        multicast: cfg.group.ip().is_multicast(),
         clock,
-        rx: vec![0; 65_536],
-        tx: vec![0; 2048],
-        next_status_ns: 0,
-        malformed: 0,
+        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
+        next_warn_ns: 0,
         send_errors: 0,
-        auth,
+        warnings: Warnings::default(),
     };
     let mut lp = Loop::new(FAST_INTERVAL_NS / 1000)?;
     log::debug!("scheduling: {}", pa::raise_priority());
@@ -593,7 +578,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         net.pump();
         // The core wants a call at least every 2 ms while it syncs its
         // clock; once playing, its busy-network pace (10 ms) suffices.
-        lp.set_tick_us(if net.receiver.playing() {
+        lp.set_tick_us(if net.ep.receiver().playing() {
             BUSY_INTERVAL_NS / 2 / 1000
         } else {
             FAST_INTERVAL_NS / 1000
@@ -623,13 +608,13 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
                 s.service_stream(&lp, &mut net, &cfg);
             }
         }
-        let playing = net.receiver.playing();
-        if playing != was_playing || net.receiver.session() != last_session {
+        let playing = net.ep.receiver().playing();
+        if playing != was_playing || net.ep.receiver().session() != last_session {
             if playing {
-                let f = net.receiver.format();
+                let f = net.ep.receiver().format();
                 log::info!(
                     "playing session {:016x}{}",
-                    net.receiver.session().unwrap_or(0),
+                    net.ep.receiver().session().unwrap_or(0),
                     f.map(|f| format!(
                         " ({} {} Hz {} ch)",
                         SampleFormat::name(f.sample),
@@ -642,11 +627,11 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
                 log::info!("stopped playing (sender gone or changed)");
             }
             was_playing = playing;
-            last_session = net.receiver.session();
+            last_session = net.ep.receiver().session();
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            let k = net.receiver.counters();
+            let k = net.ep.receiver().counters();
             log::debug!(
                 "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; play-out drift {:.1} ppm, estimate restarts {}",
                 playing,
@@ -655,9 +640,9 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
                 k.lost,
                 k.late,
                 k.underruns,
-                net.receiver.jumps(),
-                net.malformed,
-                net.auth.dropped(),
+                net.ep.receiver().jumps(),
+                net.ep.counts().malformed,
+                net.ep.auth().total(),
                 session.as_ref().map_or(0.0, |s| s.fc.drift_ppm()),
                 session.as_ref().map_or(0, |s| s.fc.resets()),
             );

@@ -72,6 +72,10 @@ pub struct SinkArgs {
     pub multicast_loop: bool,
     /// Target latency, ns (`sess.latency.msec`).
     pub latency_ns: u64,
+    /// The most the session latency may rise to so that every receiver
+    /// plays in time, ns (`bark.latency.max-msec`; equal to
+    /// `sess.latency.msec` pins it).
+    pub max_latency_ns: u64,
     /// Stream name (`bark.stream`).
     pub stream: String,
     /// Stream priority (`bark.priority`).
@@ -179,6 +183,7 @@ pub const SINK_USAGE: &str = "( node.name=<node name, default bark_sink> ) \
 ( net.ttl=<multicast TTL, default 1> ) \
 ( net.loop=<loop multicast back to this host, default true> ) \
 ( sess.latency.msec=<playback latency ms, default 40> ) \
+( bark.latency.max-msec=<rise at most to this to cover slow receivers, ms, default 1000> ) \
 ( bark.stream=<stream name, default \"default\"> ) \
 ( bark.priority=<-128..127, higher wins, default 0> ) \
 ( bark.key-file=<pre-shared key file (bark keygen), default none: open> ) \
@@ -218,6 +223,7 @@ const SINK_KEYS: &[&str] = &[
     "net.ttl",
     "net.loop",
     "sess.latency.msec",
+    "bark.latency.max-msec",
     "bark.stream",
     "bark.priority",
     "bark.key-file",
@@ -365,6 +371,7 @@ impl SinkArgs {
             return Err(format!("net.ttl = {ttl} is outside 0..=255"));
         }
         let latency = msec(l, "sess.latency.msec", 0.0..=10_000.0)?;
+        let max_latency = msec(l, "bark.latency.max-msec", 0.0..=10_000.0)?;
         let key_file = opt_string(l, "bark.key-file").map(PathBuf::from);
         let encrypt = boolean(l, "bark.encrypt", false)?;
         if encrypt && key_file.is_none() {
@@ -393,6 +400,8 @@ impl SinkArgs {
             ttl,
             multicast_loop: boolean(l, "net.loop", true)?,
             latency_ns: latency.map_or(bark_core::sender::DEFAULT_LATENCY_NS, |v| v as u64),
+            max_latency_ns: max_latency
+                .map_or(bark_core::sender::DEFAULT_MAX_LATENCY_NS, |v| v as u64),
             stream: string(l, "bark.stream", "default")?,
             priority: num(l, "bark.priority", 0, "a priority (-128..127)")?,
             stream_props: opt_string(l, "stream.props"),

@@ -153,6 +153,10 @@ struct Main {
     channels: u8,
     reporter: Reporter,
     unloading: bool,
+    /// The output quantum last asked of the graph (receiver), frames.
+    asked_quantum: u64,
+    /// Main-loop timer ticks, to report once a second.
+    ticks: u64,
 }
 
 /// One loaded module.
@@ -354,6 +358,8 @@ pub unsafe fn load(
             channels: setup.channels,
             reporter: Reporter::default(),
             unloading: false,
+            asked_quantum: 0,
+            ticks: 0,
         }),
         rt: UnsafeCell::new(rt),
         stream: AtomicPtr::new(std::ptr::null_mut()),
@@ -421,7 +427,7 @@ pub unsafe fn load(
 
     let main_loop = pws::pw_context_get_main_loop(context);
     let timer =
-        Timer::new(main_loop, on_timer, data, 1_000_000_000).map_err(LoadError::pipewire)?;
+        Timer::new(main_loop, on_timer, data, MAIN_TIMER_NS).map_err(LoadError::pipewire)?;
     bark.main().timer = Some(timer);
 
     let hook = bark.main().module_hook.as_ptr();
@@ -455,8 +461,10 @@ unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
     );
 }
 
-/// Sink: a status packet and a socket check at least this often, ns.
-const SINK_TIMER_NS: u64 = 250_000_000;
+/// Sink: the socket is checked, and the endpoint polled (status packets,
+/// and while the sink is idle its sync messages, 10 a second), at least
+/// this often, ns: half the idle sync spacing, so that none is skipped.
+const SINK_TIMER_NS: u64 = bark_core::sender::IDLE_SYNC_INTERVAL_NS / 2;
 
 unsafe extern "C" fn on_data_io(data: *mut c_void, _fd: c_int, _mask: u32) {
     with(data, "socket", (), |b| b.service(false));
@@ -557,10 +565,38 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
     });
 }
 
+/// Main-loop timer period, ns: a receiver's change of output quantum is
+/// applied within this (its core plans with the new quantum meanwhile);
+/// the counters are reported every tenth tick.
+const MAIN_TIMER_NS: u64 = 100_000_000;
+
 unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
     with(data, "timer", (), |b| {
         let m = b.main();
-        m.reporter.tick(&m.who, &b.counters);
+        m.ticks += 1;
+        let want = b.counters.wanted_quantum.load(Relaxed);
+        if want > 0 && want != m.asked_quantum {
+            if let Some(s) = m.stream.as_ref() {
+                // The graph runs at the smallest node.latency asked; this
+                // receiver's share of the session latency is what is left
+                // after its output's downstream latency.
+                let mut p = Properties::new();
+                p.set("node.latency", &format!("{want}/{}", m.rate));
+                s.update_properties(&p);
+                if m.asked_quantum > 0 {
+                    log_info!(
+                        "{}: asking the graph for {want}-frame cycles: the output adds {:.1} ms, the session latency is {:.1} ms",
+                        m.who,
+                        b.counters.downstream_ns.load(Relaxed) as f64 / 1e6,
+                        b.counters.latency_ns.load(Relaxed) as f64 / 1e6
+                    );
+                }
+                m.asked_quantum = want;
+            }
+        }
+        if m.ticks.is_multiple_of(1_000_000_000 / MAIN_TIMER_NS) {
+            m.reporter.tick(&m.who, &b.counters);
+        }
     });
 }
 

@@ -165,6 +165,17 @@ impl Stream {
     pub fn as_ptr(&self) -> *mut pw::pw_stream {
         self.stream
     }
+
+    /// Updates the stream's properties with `props` (main thread only;
+    /// PipeWire copies them). A no-op once the stream is gone.
+    pub fn update_properties(&self, props: &Properties) {
+        if self.stream.is_null() {
+            return;
+        }
+        // SAFETY: a live stream, on the main thread; the dictionary lives
+        // for the call.
+        unsafe { pw::pw_stream_update_properties(self.stream, props.dict()) };
+    }
 }
 
 impl Drop for Stream {

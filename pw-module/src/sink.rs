@@ -2,8 +2,10 @@
 //! "Bark Network" whose buffers go to the network through
 //! [`bark_core::Sender`].
 //!
-//! Everything here runs on the data thread from `process`: stamp and send
-//! the buffer, answer time requests, send a status packet once a second.
+//! Everything here runs on the data thread: `process` stamps and sends
+//! the buffer; the socket's data-loop source and timer hand what arrives
+//! to the endpoint and send what it returns (time replies, idle syncs,
+//! status), through [`bark_core::endpoint::SenderEndpoint`].
 
 use crate::args::SinkArgs;
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
@@ -12,35 +14,25 @@ use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
-use bark_core::auth::{self, Opener, Sealer};
-use bark_core::protocol::{MAX_STATUS_LEN, TIME_LEN};
-use bark_core::{Sender, SenderConfig};
+use bark_core::endpoint::{Dest, SenderEndpoint, TRANSMIT_BUF};
+use bark_core::SenderConfig;
 use libspa_sys as spa;
 use pipewire_sys as pws;
 use socket2::SockAddr;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
-/// Most datagrams handled per `process` call, so that a flood cannot stall
-/// the data thread.
+/// Most datagrams handled per wake-up, so that a flood cannot stall the
+/// data thread.
 const MAX_RX_PER_CYCLE: usize = 64;
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 
 /// The sender's data-thread state. Everything is allocated at load.
 pub struct RtSink {
-    sender: Sender,
+    ep: SenderEndpoint,
     sock: UdpSocket,
     dest: SockAddr,
     clock: ClockMap,
-    node_id: u64,
     rx: Vec<u8>,
-    reply: [u8; TIME_LEN + auth::OVERHEAD],
-    status: Vec<u8>,
-    next_status_ns: u64,
-    /// Seals what we send (a no-op without `bark.key-file`).
-    sealer: Sealer,
-    /// Opens what we receive (drops sealed datagrams without a key).
-    opener: Opener,
-    /// An audio packet being sealed: the core's packet plus the trailer.
     tx: Vec<u8>,
 }
 
@@ -48,37 +40,26 @@ pub struct RtSink {
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
     let session_id = crate::random_nonzero_u64();
     let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
-    let (sealer, opener) = match &key {
-        Some(k) => (
-            Sealer::new(k, a.encrypt)
-                .map_err(|e| LoadError::invalid(format!("no randomness: {e}")))?,
-            Opener::new(k),
-        ),
-        None => (Sealer::keyless(), Opener::keyless()),
-    };
-    // The trailer takes room from the audio: fewer frames per packet, so
-    // that sealed datagrams still fit net.mtu.
-    let overhead = sealer.overhead();
-    let sender = Sender::new(SenderConfig {
-        format: a.format,
-        stream: a.stream.clone(),
-        priority: a.priority,
-        latency_ns: a.latency_ns,
-        mtu: a.mtu.saturating_sub(overhead),
-        session_id,
-        node_name: a.node_name.clone(),
-        host: host.to_owned(),
-        sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
-        // The cycle times are the driver's clock: smooth.
-        input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
-    })
-    .map_err(|e| {
-        LoadError::invalid(if overhead > 0 {
-            format!("{e} (net.mtu less the {overhead}-byte authentication trailer)")
-        } else {
-            e.to_string()
-        })
-    })?;
+    let ep = SenderEndpoint::new(
+        SenderConfig {
+            format: a.format,
+            stream: a.stream.clone(),
+            priority: a.priority,
+            latency_ns: a.latency_ns,
+            max_latency_ns: a.max_latency_ns,
+            mtu: a.mtu,
+            session_id,
+            node_name: a.node_name.clone(),
+            host: host.to_owned(),
+            sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
+            // The cycle times are the driver's clock: smooth.
+            input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
+        },
+        key.as_ref(),
+        a.encrypt,
+        crate::random_nonzero_u64(),
+    )
+    .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(a).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
 
@@ -106,32 +87,24 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         None => "open (no bark.key-file)".to_owned(),
     };
     let info = format!(
-        "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms, session {session_id:016x}, {security}",
+        "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.format.sample.name(),
         a.format.rate,
         a.format.channels,
         a.destination,
-        sender.packet_frames(),
+        ep.sender().packet_frames(),
         a.latency_ns as f64 / 1e6,
+        a.max_latency_ns.max(a.latency_ns) as f64 / 1e6,
     );
-    let tx_len = bark_core::protocol::AUDIO_HEADER_LEN
-        + sender.packet_frames() * a.format.frame_bytes()
-        + overhead;
     let rt = RtSink {
-        sender,
+        ep,
         sock,
         dest: a.destination.into(),
         clock,
-        node_id: crate::random_nonzero_u64(),
-        tx: vec![0; tx_len],
-        rx: vec![0; 65_536],
-        reply: [0; TIME_LEN + auth::OVERHEAD],
-        status: vec![0; MAX_STATUS_LEN + auth::OVERHEAD],
-        next_status_ns: 0,
-        sealer,
-        opener,
+        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -175,30 +148,18 @@ impl RtSink {
     /// CLOCK_MONOTONIC `now_ns` and sends them. No allocation.
     pub fn send_samples(&mut self, now_ns: u64, samples: &[f32], c: &Counters) {
         let RtSink {
-            sender,
+            ep,
             sock,
             dest,
             clock,
-            sealer,
-            tx,
             ..
         } = self;
-        let wall = if sealer.keyed() { realtime_ns() } else { 0 };
+        let wall = if ep.keyed() { realtime_ns() } else { 0 };
         // The audio is stamped with the cycle's start; the sync message
         // with the time it leaves (this callback runs later in the cycle).
         let send_ns = clock.map(monotonic_ns());
-        sender.push_at(clock.map(now_ns), send_ns, samples, &mut |pkt| {
-            if !sealer.keyed() {
-                return sock.send_counted(pkt, dest, c);
-            }
-            let Some(room) = tx.get_mut(..pkt.len()) else {
-                return Counters::bump(&c.send_errors);
-            };
-            room.copy_from_slice(pkt);
-            match sealer.seal(tx, pkt.len(), wall) {
-                Some(n) => sock.send_counted(&tx[..n], dest, c),
-                None => Counters::bump(&c.send_errors),
-            }
+        ep.push(clock.map(now_ns), send_ns, wall, samples, &mut |pkt| {
+            sock.send_counted(pkt, dest, c)
         });
         Counters::bump(&c.cycles);
     }
@@ -217,10 +178,13 @@ impl RtSink {
         drop(unsafe { Buffer::dequeue(stream) });
     }
 
-    /// Answers queued time requests and sends the periodic status packet.
-    /// Runs from `process` and from the socket's data-loop source and timer,
-    /// so that requests are answered when they arrive, even while nothing
-    /// plays. Data thread only; no allocation.
+    /// Hands queued datagrams to the endpoint and sends what it returns:
+    /// time replies, sync messages while the sink is idle (they keep the
+    /// receivers locked on this session, so the first frame after an idle
+    /// span is heard at its instant), the periodic status packet. Runs
+    /// from `process`, from the socket's data-loop source and from the
+    /// timer, so that requests are answered when they arrive even while
+    /// nothing plays. Data thread only; no allocation.
     pub fn serve(&mut self, c: &Counters) {
         for _ in 0..MAX_RX_PER_CYCLE {
             let d = match self.sock.recv(&mut self.rx) {
@@ -237,41 +201,37 @@ impl RtSink {
                 continue;
             }
             let pair = ClockPair::now();
-            let n = match self.opener.open(&mut self.rx[..d.len], pair.real) {
-                Ok(n) => n,
-                Err(e) => {
-                    c.count_auth(e, &self.opener);
-                    continue;
-                }
-            };
             let t2 = self
                 .clock
                 .map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
-            let t3 = self.clock.map(monotonic_ns());
-            match self
-                .sender
-                .handle_packet(t2, t3, &self.rx[..n], &mut self.reply)
-            {
-                Ok(Some(n)) => {
-                    if let Some(n) = self.sealer.seal(&mut self.reply, n, pair.real) {
-                        self.sock
-                            .send_counted(&self.reply[..n], &SockAddr::from(d.from), c)
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => Counters::bump(&c.malformed),
+            if let Err(e) = self.ep.handle_datagram(
+                t2,
+                pair.real,
+                &mut self.rx[..d.len],
+                SocketAddr::V4(d.from),
+            ) {
+                c.count_drop(e, self.ep.auth());
             }
         }
-        let now = monotonic_ns();
-        if now >= self.next_status_ns {
-            self.next_status_ns = now + STATUS_PERIOD_NS;
-            let n = self
-                .sender
-                .write_status(self.node_id, &mut self.status)
-                .and_then(|n| self.sealer.seal(&mut self.status, n, realtime_ns()));
-            if let Some(n) = n {
-                self.sock.send_counted(&self.status[..n], &self.dest, c);
+        loop {
+            let now = self.clock.map(monotonic_ns());
+            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
+                break;
+            };
+            match dest {
+                Dest::Group => self.sock.send_counted(&self.tx[..n], &self.dest, c),
+                Dest::To(to) => self
+                    .sock
+                    .send_counted(&self.tx[..n], &SockAddr::from(to), c),
             }
         }
+        let sl = self.ep.sender().session_latency();
+        c.latency_ns.store(sl.current() as i64, Relaxed);
+        let now = self.clock.map(monotonic_ns());
+        if let Some((need, node)) = sl.largest_need(now) {
+            c.need_ns.store(need as i64, Relaxed);
+            c.need_node.store(node, Relaxed);
+        }
+        c.idle.store(self.ep.sender().idle(now), Relaxed);
     }
 }

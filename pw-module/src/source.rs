@@ -2,8 +2,9 @@
 //! virtual `Audio/Source`) fed by [`bark_core::Receiver`].
 //!
 //! Everything here runs on the data thread from `process`: feed queued
-//! datagrams to the receiver, send what it wants sent, then fill the buffer
-//! for the instant it will be heard.
+//! datagrams to the endpoint ([`bark_core::endpoint::ReceiverEndpoint`]),
+//! send what it returns, then fill the buffer for the instant it will be
+//! heard.
 
 use crate::args::{Resampler, SourceArgs};
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
@@ -13,9 +14,9 @@ use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
-use bark_core::auth::{self, Opener, Sealer};
-use bark_core::protocol::{parse_header, PacketType, MAX_STATUS_LEN};
-use bark_core::{Receiver, ReceiverConfig};
+use bark_core::endpoint::{Dest, ReceiverEndpoint, TRANSMIT_BUF};
+use bark_core::protocol::PacketType;
+use bark_core::ReceiverConfig;
 use libspa_sys as spa;
 use pipewire_sys as pws;
 use socket2::SockAddr;
@@ -26,32 +27,32 @@ use std::sync::atomic::Ordering::Relaxed;
 const MAX_RX_PER_CYCLE: usize = 64;
 /// Most datagrams the receiver may send per `process` call.
 const MAX_TX_PER_CYCLE: usize = 16;
-/// Status packet period, ns.
-const STATUS_PERIOD_NS: u64 = 1_000_000_000;
 
 /// The receiver's data-thread state. Everything is allocated at load.
 pub struct RtSource {
-    receiver: Receiver,
+    ep: ReceiverEndpoint,
     group: UdpSocket,
     control: UdpSocket,
     group_addr: SockAddr,
-    multicast: bool,
     clock: ClockMap,
     rate: u32,
     channels: usize,
     rx: Vec<u8>,
     tx: Vec<u8>,
-    next_status_ns: u64,
+    next_publish_ns: u64,
     timer_ns: u64,
     resampler: Resampler,
     rm: RateMatchLoop,
     buffer_min_us: i64,
     last_process_ns: u64,
     socket_wakeups: bool,
-    /// Seals what we send (a no-op without `bark.key-file`).
-    sealer: Sealer,
-    /// Opens what we receive: with a key, only datagrams sealed with it.
-    opener: Opener,
+    /// The output quantum chosen for the configured latency, frames, when
+    /// the receiver chooses it (`None`: `node.latency` in `stream.props`).
+    default_quantum: Option<u32>,
+    /// The quantum asked for now, frames, and whether the core still
+    /// plans with it as a hint (until the buffers have that size).
+    wanted_quantum: u32,
+    hinting: bool,
 }
 
 /// Graph cycles this far apart (ns) or more count as stopped: the sockets
@@ -219,6 +220,10 @@ impl RateMatchLoop {
 const QUANTUM_SHARE: f64 = 0.55;
 
 fn output_quantum(a: &SourceArgs) -> String {
+    format!("{}/{}", output_quantum_frames(a), a.rate)
+}
+
+fn output_quantum_frames(a: &SourceArgs) -> u32 {
     let latency = a
         .latency_ns
         .unwrap_or(bark_core::sender::DEFAULT_LATENCY_NS);
@@ -228,30 +233,30 @@ fn output_quantum(a: &SourceArgs) -> String {
     } else {
         1 << (31 - frames.leading_zeros())
     };
-    format!("{}/{}", pow2.clamp(64, 1024), a.rate)
+    pow2.clamp(64, 1024)
 }
 
 /// Checks the arguments, opens the sockets and builds the receiver.
 pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, Setup), LoadError> {
     let node_id = crate::random_nonzero_u64();
     let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
-    let (sealer, opener) = match &key {
-        Some(k) => (
-            Sealer::new(k, false).map_err(|e| LoadError::invalid(format!("no randomness: {e}")))?,
-            Opener::new(k),
-        ),
-        None => (Sealer::keyless(), Opener::keyless()),
-    };
-    let receiver = Receiver::new(ReceiverConfig {
-        rate: a.rate,
-        channels: a.channels,
-        latency_ns: a.latency_ns,
-        delay_ns: a.delay_ns,
-        stream: a.stream.clone(),
-        node_id,
-        node_name: a.node_name.clone(),
-        host: host.to_owned(),
-    })
+    // Status goes to the group, where `bark stats` and the other nodes
+    // listen (with a unicast address it would only reach us), and to the
+    // followed sender.
+    let ep = ReceiverEndpoint::new(
+        ReceiverConfig {
+            rate: a.rate,
+            channels: a.channels,
+            latency_ns: a.latency_ns,
+            delay_ns: a.delay_ns,
+            stream: a.stream.clone(),
+            node_id,
+            node_name: a.node_name.clone(),
+            host: host.to_owned(),
+        },
+        key.as_ref(),
+        a.group.ip().is_multicast(),
+    )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
     let (group, control) = net::receiver_sockets(a).map_err(LoadError::io)?;
     let ctl = control.local_addr().map_err(LoadError::io)?;
@@ -270,6 +275,13 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     props.set_default("node.link-group", crate::LINK_GROUP);
     props.set("audio.rate", &a.rate.to_string());
     props.set("audio.channels", &a.channels.to_string());
+    // The quantum is the receiver's to choose unless stream.props sets it:
+    // it shrinks to keep the session latency when the output adds delay
+    // (core's plan_quantum), applied from the main loop.
+    let default_quantum = props
+        .get("node.latency")
+        .is_none()
+        .then(|| output_quantum_frames(a));
     props.set_default("node.latency", &output_quantum(a));
 
     let security = match &key {
@@ -292,25 +304,25 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         a.resampler.name(),
     );
     let rt = RtSource {
-        receiver,
+        ep,
         group,
         control,
         group_addr: a.group.into(),
-        multicast: a.group.ip().is_multicast(),
         clock,
         rate: a.rate,
         channels: a.channels as usize,
-        rx: vec![0; 65_536],
-        tx: vec![0; MAX_STATUS_LEN.max(2048) + auth::OVERHEAD],
-        next_status_ns: 0,
+        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
+        tx: vec![0; TRANSMIT_BUF],
+        next_publish_ns: 0,
         timer_ns: bark_core::receiver::FAST_INTERVAL_NS,
         resampler: a.resampler,
         rm: RateMatchLoop::default(),
         buffer_min_us: i64::MAX,
         last_process_ns: 0,
         socket_wakeups: true,
-        sealer,
-        opener,
+        default_quantum,
+        wanted_quantum: default_quantum.unwrap_or(0),
+        hinting: false,
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -349,7 +361,14 @@ impl RtSource {
         };
         // SAFETY: live stream, data thread.
         let t = StreamTime::from(&unsafe { pw::stream_time(stream) });
-        let play = self.clock.map(play_ns(&t, self.rate, now));
+        let play_local = play_ns(&t, self.rate, now);
+        // How long before it is heard this buffer is filled: the graph's
+        // downstream latency as PipeWire reports it (delay, queued and
+        // resampler data), from the cycle start.
+        let cycle = if t.now > 0 { t.now as u64 } else { now };
+        let downstream = play_local.saturating_sub(cycle);
+        let play = self.clock.map(play_local);
+        self.plan_quantum(downstream, b.requested() as usize, c);
         let requested = b.requested() as usize;
         let ch = self.channels;
         let steer = self.resampler == Resampler::PipeWire && !rate_match.is_null();
@@ -362,7 +381,7 @@ impl RtSource {
                 max_frames
             };
             if steer {
-                let ratio = self.fill_rate_matched(play, &mut out[..frames * ch], c);
+                let ratio = self.fill_rate_matched(play, downstream, &mut out[..frames * ch], c);
                 // SAFETY: the adapter's area, valid while the stream is;
                 // only the data thread writes it (the converter reads it
                 // later in this same cycle).
@@ -371,7 +390,7 @@ impl RtSource {
                     (*rate_match).flags |= spa::SPA_IO_RATE_MATCH_FLAG_ACTIVE;
                 }
             } else {
-                self.fill(play, &mut out[..frames * ch], c);
+                self.fill(play, downstream, &mut out[..frames * ch], c);
             }
             pw::set_chunk(d, frames, ch * 4);
             b.set_size(frames as u64);
@@ -380,17 +399,26 @@ impl RtSource {
 
     /// `bark.resampler = pipewire`: fills `out` for the virtual clock of
     /// [`RateMatchLoop`] and returns the consumption ratio for PipeWire's
-    /// resampler. `play_ns` is the real (mapped) time the buffer is heard.
-    pub fn fill_rate_matched(&mut self, play_ns: u64, out: &mut [f32], c: &Counters) -> f64 {
+    /// resampler. `play_ns` is the real (mapped) time the buffer is heard,
+    /// `downstream_ns` how long before that it is filled.
+    pub fn fill_rate_matched(
+        &mut self,
+        play_ns: u64,
+        downstream_ns: u64,
+        out: &mut [f32],
+        c: &Counters,
+    ) -> f64 {
         let v = self.rm.virtual_time(play_ns);
-        self.receiver.fill(v, out);
+        self.ep.fill(v, downstream_ns, out);
         Counters::bump(&c.cycles);
         self.note_buffer();
         let frames = out.len() / self.channels.max(1);
         // One output frame of the sender's clock, in local ns.
-        let clock_rate = self.receiver.clock().estimate().map_or(0.0, |e| e.rate);
+        let r = self.ep.receiver();
+        let clock_rate = r.clock().estimate().map_or(0.0, |e| e.rate);
         let frame_ns = 1e9 / self.rate as f64 / (1.0 + clock_rate);
-        let ratio = self.rm.advance(frames, frame_ns, self.receiver.playing());
+        let playing = r.playing();
+        let ratio = self.rm.advance(frames, frame_ns, playing);
         c.rate_match_ppb
             .store((self.rm.correction() * 1e9) as i64, Relaxed);
         ratio
@@ -402,17 +430,47 @@ impl RtSource {
     }
 
     /// Fills `out` (interleaved) with what is heard from `play_ns` on, a
-    /// (mapped) local CLOCK_MONOTONIC time. No allocation.
-    pub fn fill(&mut self, play_ns: u64, out: &mut [f32], c: &Counters) {
-        self.receiver.fill(play_ns, out);
+    /// (mapped) local CLOCK_MONOTONIC time, filled `downstream_ns` before
+    /// that. No allocation.
+    pub fn fill(&mut self, play_ns: u64, downstream_ns: u64, out: &mut [f32], c: &Counters) {
+        self.ep.fill(play_ns, downstream_ns, out);
         Counters::bump(&c.cycles);
         self.note_buffer();
     }
 
+    /// Chooses the output quantum for the downstream latency and the
+    /// session latency (core's `plan_quantum`), publishes it for the main
+    /// loop to ask the graph for, and has the core plan with it meanwhile.
+    /// `frames` is this cycle's buffer size. No allocation.
+    fn plan_quantum(&mut self, downstream_ns: u64, frames: usize, c: &Counters) {
+        let Some(default) = self.default_quantum else {
+            return;
+        };
+        let latency = self.ep.receiver().session_latency_ns();
+        let want = bark_core::receiver::plan_quantum(latency, downstream_ns, self.rate, default);
+        if c.wanted_quantum.load(Relaxed) == 0 {
+            // The quantum asked at load, so that the main loop logs changes.
+            c.wanted_quantum.store(self.wanted_quantum as u64, Relaxed);
+        }
+        if want != self.wanted_quantum {
+            self.wanted_quantum = want;
+            // For the main loop's log line, the figures it was chosen on.
+            c.downstream_ns.store(downstream_ns as i64, Relaxed);
+            c.latency_ns.store(latency as i64, Relaxed);
+            c.wanted_quantum.store(want as u64, Relaxed);
+            let ns = want as u64 * 1_000_000_000 / self.rate.max(1) as u64;
+            self.ep.receiver_mut().set_quantum_hint_ns(Some(ns));
+            self.hinting = true;
+        } else if self.hinting && frames == want as usize {
+            self.ep.receiver_mut().set_quantum_hint_ns(None);
+            self.hinting = false;
+        }
+    }
+
     /// Keeps the least buffered audio of this status period.
     fn note_buffer(&mut self) {
-        if self.receiver.playing() {
-            let b = self.receiver.counters().buffer_us as i64;
+        if self.ep.receiver().playing() {
+            let b = self.ep.receiver().counters().buffer_us as i64;
             self.buffer_min_us = self.buffer_min_us.min(b);
         }
     }
@@ -426,9 +484,9 @@ impl RtSource {
     /// stamped when sent, so sending it up to one quantum late costs no
     /// precision, and the ~40 timer wakeups a second are saved).
     pub fn timer_schedule(&self, now_ns: u64) -> u64 {
-        if self.receiver.session().is_none() {
+        if self.ep.receiver().session().is_none() {
             IDLE_TIMER_NS
-        } else if !self.receiver.playing() {
+        } else if !self.ep.receiver().playing() {
             bark_core::receiver::FAST_INTERVAL_NS
         } else if self.graph_running(now_ns) {
             WATCHDOG_TIMER_NS
@@ -448,7 +506,7 @@ impl RtSource {
     /// by handling each datagram at once, and some 300 wakeups a second are
     /// saved (one per audio packet and time reply).
     pub fn wants_socket_wakeups(&self, now_ns: u64) -> bool {
-        !(self.receiver.playing() && self.graph_running(now_ns))
+        !(self.ep.receiver().playing() && self.graph_running(now_ns))
     }
 
     /// Whether the sockets' sources currently wake the loop.
@@ -493,8 +551,9 @@ impl RtSource {
         }
     }
 
-    /// Feeds queued datagrams to the receiver, sends what it asks for and
-    /// the periodic status packet, and publishes its counters.
+    /// Feeds queued datagrams to the endpoint, sends what it returns (time
+    /// requests, status to the group and to the sender), and publishes the
+    /// receiver's counters once a second.
     ///
     /// Runs from `process`, from the sockets' data-loop sources when a
     /// datagram arrives, and from the data-loop timer (so that time requests
@@ -502,12 +561,11 @@ impl RtSource {
     /// `Audio/Source`). Data thread only; no allocation.
     pub fn pump(&mut self, c: &Counters) {
         let RtSource {
-            receiver,
+            ep,
             group,
             control,
             clock,
             rx,
-            opener,
             ..
         } = self;
         for sock in [&mut *group, &mut *control] {
@@ -526,70 +584,64 @@ impl RtSource {
                     continue;
                 }
                 let pair = ClockPair::now();
-                let n = match opener.open(&mut rx[..d.len], pair.real) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        c.count_auth(e, opener);
-                        continue;
-                    }
-                };
-                let data = &rx[..n];
-                if matches!(parse_header(data), Ok(h) if h.ptype == PacketType::Audio) {
-                    Counters::bump(&c.audio_received);
-                }
                 let arrival = clock.map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
-                if receiver
-                    .handle_packet(arrival, data, SocketAddr::V4(d.from))
-                    .is_err()
-                {
-                    Counters::bump(&c.malformed);
+                let from = SocketAddr::V4(d.from);
+                match ep.handle_datagram(arrival, pair.real, &mut rx[..d.len], from) {
+                    Ok(PacketType::Audio) => Counters::bump(&c.audio_received),
+                    Ok(_) => {}
+                    Err(e) => c.count_drop(e, ep.auth()),
                 }
             }
         }
-        c.playing.store(self.receiver.playing(), Relaxed);
-        let now = monotonic_ns();
-        let mapped = self.clock.map(now);
+        c.playing.store(self.ep.receiver().playing(), Relaxed);
         for _ in 0..MAX_TX_PER_CYCLE {
-            let Some((n, to)) = self.receiver.poll_transmit(mapped, &mut self.tx) else {
+            let now = self.clock.map(monotonic_ns());
+            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
                 break;
             };
-            if let Some(n) = self.sealer.seal(&mut self.tx, n, realtime_ns()) {
-                self.control
-                    .send_counted(&self.tx[..n], &SockAddr::from(to), c);
+            match dest {
+                Dest::Group => self
+                    .control
+                    .send_counted(&self.tx[..n], &self.group_addr, c),
+                Dest::To(a) => self
+                    .control
+                    .send_counted(&self.tx[..n], &SockAddr::from(a), c),
             }
         }
-        if now >= self.next_status_ns {
-            self.next_status_ns = now + STATUS_PERIOD_NS;
-            let k = self.receiver.counters();
-            c.lost.store(k.lost, Relaxed);
-            c.late.store(k.late, Relaxed);
-            c.underruns.store(k.underruns, Relaxed);
-            c.buffer_us.store(k.buffer_us as i64, Relaxed);
-            let min = std::mem::replace(&mut self.buffer_min_us, i64::MAX);
-            c.buffer_min_us
-                .store(if min == i64::MAX { -1 } else { min }, Relaxed);
-            // With PipeWire's resampler the core's error is against the
-            // virtual clock; the real output is off by the loop's error too.
-            let rm_err = if self.resampler == Resampler::PipeWire && self.rm.locked() {
-                self.rm.error_ns() as i64
-            } else {
-                0
-            };
-            c.sync_error_ns
-                .store(k.sync_error_ns as i64 + rm_err, Relaxed);
-            // Status goes to the group, where `bark stats` and the other
-            // nodes listen; with a unicast address it would only reach us.
-            if self.multicast && self.tx.len() >= MAX_STATUS_LEN {
-                let n = self
-                    .receiver
-                    .write_status(&mut self.tx)
-                    .and_then(|n| self.sealer.seal(&mut self.tx, n, realtime_ns()));
-                if let Some(n) = n {
-                    self.control
-                        .send_counted(&self.tx[..n], &self.group_addr, c);
-                }
-            }
+        let now = monotonic_ns();
+        if now >= self.next_publish_ns {
+            self.next_publish_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
+            self.publish(c);
         }
+    }
+
+    /// Copies the receiver's figures into the counters the main loop
+    /// reports (data thread, once a second).
+    fn publish(&mut self, c: &Counters) {
+        let r = self.ep.receiver();
+        let k = r.counters();
+        c.lost.store(k.lost, Relaxed);
+        c.late.store(k.late, Relaxed);
+        c.underruns.store(k.underruns, Relaxed);
+        c.buffer_us.store(k.buffer_us as i64, Relaxed);
+        c.latency_ns.store(k.latency_us as i64 * 1000, Relaxed);
+        c.need_ns.store(r.need_ns() as i64, Relaxed);
+        c.downstream_ns
+            .store(k.downstream_us as i64 * 1000, Relaxed);
+        c.play_latency_ns.store(r.play_latency_ns() as i64, Relaxed);
+        c.playing_late.store(r.late(), Relaxed);
+        let min = std::mem::replace(&mut self.buffer_min_us, i64::MAX);
+        c.buffer_min_us
+            .store(if min == i64::MAX { -1 } else { min }, Relaxed);
+        // With PipeWire's resampler the core's error is against the
+        // virtual clock; the real output is off by the loop's error too.
+        let rm_err = if self.resampler == Resampler::PipeWire && self.rm.locked() {
+            self.rm.error_ns() as i64
+        } else {
+            0
+        };
+        c.sync_error_ns
+            .store(k.sync_error_ns as i64 + rm_err, Relaxed);
     }
 }
 

@@ -61,6 +61,28 @@ pub struct Counters {
     pub auth_stale: AtomicU64,
     /// Stamp minus our wall clock of the last stale datagram, ns.
     pub auth_skew_ns: AtomicI64,
+    /// Time requests dropped because too many came in one turn (sender).
+    pub flood_dropped: AtomicU64,
+    /// Sender: the session latency, ns. Receiver: the session latency it
+    /// follows, ns.
+    pub latency_ns: AtomicI64,
+    /// Sender: the largest need a receiver reported, ns (0: none).
+    /// Receiver: its own need, ns.
+    pub need_ns: AtomicI64,
+    /// Sender: node id of the receiver with the largest need.
+    pub need_node: AtomicU64,
+    /// Sender: the sink is idle (no buffers; only idle syncs go out).
+    pub idle: AtomicBool,
+    /// Receiver: its output's downstream latency, ns.
+    pub downstream_ns: AtomicI64,
+    /// Receiver: the latency it plays at, ns (above the session's when its
+    /// output needs more: see `late`).
+    pub play_latency_ns: AtomicI64,
+    /// Receiver: it plays later than the session latency (out of sync).
+    pub playing_late: AtomicBool,
+    /// Receiver: the output quantum it wants the graph to run, frames (0:
+    /// the user chose it); the main loop asks for it (`node.latency`).
+    pub wanted_quantum: AtomicU64,
 }
 
 impl Counters {
@@ -69,8 +91,23 @@ impl Counters {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Counts a datagram the endpoint dropped (data thread); `o` holds the
+    /// authentication layer's counters.
+    pub fn count_drop(&self, e: bark_core::endpoint::Dropped, o: &bark_core::auth::AuthCounters) {
+        use bark_core::endpoint::Dropped;
+        match e {
+            Dropped::Auth(e) => self.count_auth_error(e, o),
+            Dropped::Malformed(_) => Self::bump(&self.malformed),
+            Dropped::Flood => Self::bump(&self.flood_dropped),
+        }
+    }
+
     /// Counts a datagram `o` refused with `e` (data thread).
     pub fn count_auth(&self, e: AuthError, o: &Opener) {
+        self.count_auth_error(e, o.counters())
+    }
+
+    fn count_auth_error(&self, e: AuthError, o: &bark_core::auth::AuthCounters) {
         match e {
             AuthError::Unauthenticated => Self::bump(&self.auth_unauthenticated),
             AuthError::NoKey => Self::bump(&self.auth_no_key),
@@ -79,8 +116,7 @@ impl Counters {
             AuthError::Replay => Self::bump(&self.auth_replayed),
             AuthError::Stale => {
                 Self::bump(&self.auth_stale);
-                self.auth_skew_ns
-                    .store(o.counters().last_stale_skew_ns, Relaxed);
+                self.auth_skew_ns.store(o.last_stale_skew_ns, Relaxed);
             }
         }
     }
@@ -130,6 +166,11 @@ pub struct Reporter {
     playing: bool,
     ticks: u64,
     auth: [Throttle; 5],
+    /// The session latency last logged, ns (sender: the one it sends;
+    /// receiver: the one it plays at), and whether the receiver was late.
+    latency_ns: i64,
+    playing_late: bool,
+    flood: Throttle,
 }
 
 fn delta(now: u64, last: &mut u64) -> u64 {
@@ -181,6 +222,10 @@ impl Reporter {
                 log_info!("{who}: stopped playing");
             }
         }
+        self.latency(who, c);
+        if let Some(n) = self.flood.due(self.ticks, c.flood_dropped.load(Relaxed)) {
+            log_warn!("{who}: dropped {n} time requests: more than {} arrived between two wake-ups (a flood?)", bark_core::endpoint::MAX_PENDING_REPLIES);
+        }
         if send_errors > 0 {
             let e = std::io::Error::from_raw_os_error(c.last_send_errno.load(Relaxed) as i32);
             log_warn!("{who}: {send_errors} datagrams could not be sent in the last second ({e})");
@@ -210,6 +255,57 @@ impl Reporter {
                 c.sync_error_ns.load(Relaxed),
                 c.late.load(Relaxed)
             );
+        }
+    }
+
+    /// Logs changes of the session latency (sender) and of a receiver's
+    /// play latency, with the reason.
+    fn latency(&mut self, who: &str, c: &Counters) {
+        let ms = |ns: i64| ns as f64 / 1e6;
+        let late = c.playing_late.load(Relaxed);
+        let play = c.play_latency_ns.load(Relaxed);
+        if play > 0 {
+            // A receiver.
+            if late != self.playing_late || (late && play != self.latency_ns) {
+                if late {
+                    log_warn!(
+                        "{who}: playing {:.1} ms late, out of sync with the other receivers: this output needs {:.1} ms (downstream {:.1} ms, one quantum and a margin) but the session latency is {:.1} ms; the sender raises it unless its latency is pinned (bark.latency.max-msec), or set sess.latency.msec on the sender",
+                        ms(play - c.latency_ns.load(Relaxed)),
+                        ms(c.need_ns.load(Relaxed)),
+                        ms(c.downstream_ns.load(Relaxed)),
+                        ms(c.latency_ns.load(Relaxed)),
+                    );
+                } else {
+                    log_info!(
+                        "{who}: in sync again at the session latency of {:.1} ms",
+                        ms(play)
+                    );
+                }
+            }
+            self.playing_late = late;
+            self.latency_ns = play;
+            return;
+        }
+        let latency = c.latency_ns.load(Relaxed);
+        if latency > 0 && latency != self.latency_ns {
+            if self.latency_ns > 0 {
+                let need = c.need_ns.load(Relaxed);
+                if latency > self.latency_ns {
+                    log_info!(
+                        "{who}: session latency raised to {:.1} ms: receiver {:016x} needs {:.1} ms (its output's downstream latency)",
+                        ms(latency),
+                        c.need_node.load(Relaxed),
+                        ms(need)
+                    );
+                } else {
+                    log_info!(
+                        "{who}: session latency back to {:.1} ms (the largest need is now {:.1} ms)",
+                        ms(latency),
+                        ms(need)
+                    );
+                }
+            }
+            self.latency_ns = latency;
         }
     }
 

@@ -11,10 +11,14 @@
 //! - after 3 warm-up cycles, 20 more leave this process's descriptor count
 //!   exactly where it was and its RSS within 4 MiB (why: see `RSS_SLACK_KIB`).
 //!
-//! Run by `make test-pw` (needs `make modules` first, like tests/headless.rs).
+//! Run by `make test-pw` (needs `make modules` first, like tests/headless.rs),
+//! and by `make test-pw1` inside a Debian 13 root, where this process loads
+//! PipeWire 1.4.2's libpipewire. There it is the only test of unloading: 1.x
+//! does not let a client unload a module from a running daemon (see
+//! tests/headless.rs).
 
 mod common;
-use common::module_dir;
+use common::{module_dir, system_module_dir};
 use pipewire_sys as pw;
 use std::ffi::CString;
 use std::ptr;
@@ -120,11 +124,7 @@ fn load_unload_cycles_leak_nothing() {
         "modules missing in {}: run `make modules` first",
         dir.display()
     );
-    let sysdir = std::process::Command::new("pkg-config")
-        .args(["--variable=moduledir", "libpipewire-0.3"])
-        .output()
-        .expect("pkg-config");
-    let sysdir = String::from_utf8_lossy(&sysdir.stdout).trim().to_string();
+    let sysdir = system_module_dir();
     // SAFETY (edition 2021: safe fn): set before any PipeWire call or
     // thread reads the environment.
     std::env::set_var("PIPEWIRE_MODULE_DIR", format!("{}:{sysdir}", dir.display()));

@@ -120,11 +120,16 @@ fn run(sink_extra: &[(&str, String)], source_extra: &[(&str, String)]) -> Counte
             f[1] = v;
             phase = (phase + 440.0 / 48_000.0).fract();
         }
-        tx.send_samples(now, &input, &c);
+        // An idle span inside the measured cycles: the sink sends only its
+        // idle sync messages, the receiver plays the silence through and
+        // then the next onset.
+        if !(500..560).contains(&cycle) {
+            tx.send_samples(now, &input, &c);
+        }
         rx.pump(&c);
         tx.serve(&c);
         rx.pump(&c);
-        rx.fill(now + 10_000_000, &mut out, &c);
+        rx.fill(now + 10_000_000, 10_000_000, &mut out, &c);
         if !COUNTING.load(Relaxed) && c.playing.load(Relaxed) && cycle > 400 {
             // Steady state reached: count from here on.
             ALLOCS.store(0, Relaxed);

@@ -28,8 +28,20 @@ pub fn render(s: &Snapshot) -> String {
         ("bark_node_channels", "gauge", "stream channels (0 if unknown)", |n| {
             f64::from(n.channels)
         }),
-        ("bark_node_latency_seconds", "gauge", "target latency, seconds", |n| {
+        ("bark_node_latency_seconds", "gauge", "session latency (rises to cover the receivers' needs), seconds", |n| {
             n.latency_ms / 1e3
+        }),
+        ("bark_node_downstream_latency_seconds", "gauge", "receiver: downstream latency of its output (filters, DSP, device), seconds", |n| {
+            n.downstream_ms / 1e3
+        }),
+        ("bark_node_need_latency_seconds", "gauge", "receiver: least session latency at which it plays every frame in time; sender: configured base latency; seconds", |n| {
+            n.need_ms / 1e3
+        }),
+        ("bark_node_play_latency_seconds", "gauge", "receiver: latency it plays at; sender: most the session latency may rise to; seconds", |n| {
+            n.play_latency_ms / 1e3
+        }),
+        ("bark_node_playing_late", "gauge", "receiver: 1 if it plays later than the session latency (its output needs more), out of sync with the others", |n| {
+            f64::from(u8::from(n.playing_late))
         }),
         ("bark_node_clock_offset_seconds", "gauge", "receiver: sender clock minus local clock, seconds", |n| {
             n.clock_offset_us / 1e6
@@ -161,6 +173,14 @@ mod tests {
         assert!(line.contains("name=\"rx \\\"1\\\"\""), "{line}");
         assert!(line.ends_with(" 0.0000015"), "{line}");
         assert!(text.contains("bark_nodes{role=\"sender\"} 1"));
+        let down = text
+            .lines()
+            .find(|l| {
+                l.starts_with("bark_node_downstream_latency_seconds{") && l.contains("receiver")
+            })
+            .unwrap();
+        assert!(down.ends_with(" 0.0125"), "{down}");
+        assert!(text.contains("# TYPE bark_node_playing_late gauge"));
         assert_eq!(
             text.lines()
                 .filter(|l| l.starts_with("bark_node_latency_seconds{"))

@@ -43,6 +43,9 @@ impl Collector {
         mut auth: crate::keyed::Auth,
     ) -> Result<Self> {
         let mut sock = net::group_socket(group, ifname)?;
+        // No endpoint here (stats only listens): a plain opener, whose
+        // drops are warned about as the endpoints' are.
+        let mut opener = auth.opener();
         let table = Arc::new(Mutex::new(NodeTable::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (Arc::clone(&table), Arc::clone(&stop));
@@ -65,9 +68,13 @@ impl Collector {
                             }
                         };
                         let mut tab = t.lock().unwrap_or_else(|p| p.into_inner());
-                        let Some(n) = auth.open(&mut buf[..d.len]) else {
-                            tab.auth_dropped += 1;
-                            continue;
+                        let n = match opener.open(&mut buf[..d.len], crate::clock::realtime_ns()) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                auth.warn(e, opener.counters());
+                                tab.auth_dropped += 1;
+                                continue;
+                            }
                         };
                         match protocol::parse(&buf[..n]) {
                             Ok(Packet::Status(st)) if !d.truncated => {

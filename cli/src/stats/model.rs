@@ -1,7 +1,7 @@
 //! The node table behind every `bark stats` view: the latest status packet
 //! of each node, when it was heard, and snapshots of it in display units.
 
-use bark_core::protocol::{Role, StatusCounters, StatusPacket};
+use bark_core::protocol::{Role, StatusCounters, StatusPacket, STATUS_ACTIVE, STATUS_LATE};
 use bark_core::SampleFormat;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -75,8 +75,24 @@ pub struct NodeView {
     pub channels: u8,
     /// Rate, Hz (0 if unknown).
     pub rate_hz: u32,
-    /// Target latency, ms.
+    /// Session latency, ms: what the sender asks of every receiver (it
+    /// rises to cover the receivers' needs; a receiver with its own
+    /// `--latency-msec` shows that).
     pub latency_ms: f64,
+    /// Receiver: downstream latency of its output, ms (from a frame leaving
+    /// the receiver to its being heard: filters, DSP, the device).
+    pub downstream_ms: f64,
+    /// Receiver: the least session latency at which it plays every frame
+    /// in time, ms (downstream latency, one output quantum, a margin).
+    /// Sender: its configured (base) latency, ms.
+    pub need_ms: f64,
+    /// Receiver: the latency it plays at, ms (the session latency, or its
+    /// need when that is larger). Sender: the most the session latency may
+    /// rise to, ms.
+    pub play_latency_ms: f64,
+    /// Receiver: it plays later than the session latency, out of sync
+    /// with the others, because its output needs more (status flag bit 1).
+    pub playing_late: bool,
     /// Receiver: sender clock minus local clock, µs.
     pub clock_offset_us: f64,
     /// Receiver: sender clock rate relative to local; sender: its audio
@@ -255,7 +271,7 @@ impl NodeTable {
                     } else {
                         senders.get(&e.stream_id).cloned()
                     },
-                    playing: e.flags & 1 != 0,
+                    playing: e.flags & STATUS_ACTIVE != 0,
                     format: if c.rate == 0 {
                         String::new()
                     } else {
@@ -266,6 +282,10 @@ impl NodeTable {
                     channels: c.channels,
                     rate_hz: c.rate,
                     latency_ms: c.latency_us as f64 / 1e3,
+                    downstream_ms: c.downstream_us as f64 / 1e3,
+                    need_ms: c.need_us as f64 / 1e3,
+                    play_latency_ms: c.play_latency_us as f64 / 1e3,
+                    playing_late: !is_sender && e.flags & STATUS_LATE != 0,
                     clock_offset_us: c.clock_offset_ns as f64 / 1e3,
                     rate_error_ppm: c.rate_error_ppb as f64 / 1e3,
                     sync_error_us: c.sync_error_ns as f64 / 1e3,
@@ -343,6 +363,9 @@ pub(crate) mod tests {
                 buffer_us: 38_000,
                 packets,
                 lost: 3,
+                downstream_us: 12_500,
+                need_us: 22_000,
+                play_latency_us: 40_000,
                 ..Default::default()
             },
             name,
@@ -383,6 +406,10 @@ pub(crate) mod tests {
         assert!((rx.rate_error_ppm - 2.5).abs() < 1e-9);
         assert!((rx.sync_error_us - 1.5).abs() < 1e-9);
         assert!((rx.buffer_ms - 38.0).abs() < 1e-9);
+        assert!((rx.downstream_ms - 12.5).abs() < 1e-9);
+        assert!((rx.need_ms - 22.0).abs() < 1e-9);
+        assert!((rx.play_latency_ms - 40.0).abs() < 1e-9);
+        assert!(!rx.playing_late);
         assert!((rx.last_heard_s - 0.5).abs() < 1e-9);
         assert_eq!(rx.reports, 2);
         assert_eq!(rx.state, Liveness::Active);
@@ -395,5 +422,27 @@ pub(crate) mod tests {
         assert_eq!(t.len(), 1);
         let snap = t.snapshot(s + 30_500_000_000, 3_000_000_000, "g");
         assert_eq!((snap.senders, snap.receivers), (0, 1));
+    }
+
+    #[test]
+    fn a_late_receiver_is_flagged() {
+        let mut t = NodeTable::default();
+        let a: SocketAddrV4 = "10.0.0.1:5000".parse().unwrap();
+        let mut st = status(1, Role::Receiver, 77, "bt", 10);
+        st.flags = STATUS_ACTIVE | STATUS_LATE;
+        st.counters.downstream_us = 180_000;
+        st.counters.need_us = 190_000;
+        st.counters.play_latency_us = 190_000;
+        t.update(1, &st, a);
+        // The flag means nothing from a sender.
+        let mut tx = status(2, Role::Sender, 77, "tx", 10);
+        tx.flags = STATUS_ACTIVE | STATUS_LATE;
+        t.update(1, &tx, a);
+        let v = t.views(2, 3_000_000_000);
+        assert!(!v[0].playing_late);
+        let rx = &v[1];
+        assert!(rx.playing && rx.playing_late);
+        assert!((rx.downstream_ms - 180.0).abs() < 1e-9);
+        assert!((rx.play_latency_ms - 190.0).abs() < 1e-9);
     }
 }

@@ -22,11 +22,14 @@ fn recv_only(n: &NodeView, s: String) -> String {
     }
 }
 
-/// State text: playing/streaming, idle, or quiet with how long.
+/// State text: playing/streaming, playing late (a receiver whose output
+/// needs more latency than the session gives: out of sync with the
+/// others), idle, or quiet.
 pub fn state_text(n: &NodeView) -> String {
     match n.state {
         Liveness::Quiet => "QUIET".into(),
         Liveness::Active if n.playing && n.role == "sender" => "streaming".into(),
+        Liveness::Active if n.playing && n.playing_late => "LATE".into(),
         Liveness::Active if n.playing => "playing".into(),
         Liveness::Active => "idle".into(),
     }
@@ -85,6 +88,18 @@ pub const COLUMNS: &[Column] = &[
         header: "LAT ms",
         right: true,
         cell: |n| format!("{:.1}", n.latency_ms),
+    },
+    Column {
+        header: "DOWN ms",
+        right: true,
+        cell: |n| {
+            let late = if n.playing_late {
+                format!(" late@{:.1}", n.play_latency_ms)
+            } else {
+                String::new()
+            };
+            recv_only(n, format!("{:.1}{late}", n.downstream_ms))
+        },
     },
     Column {
         header: "OFFSET us",
@@ -232,5 +247,23 @@ mod tests {
         // Columns line up: the header's SYNC column ends where the values do.
         let end = lines[1].find("SYNC us").unwrap() + "SYNC us".len();
         assert_eq!(&lines[3][end - 4..end], "+1.5");
+        let end = lines[1].find("DOWN ms").unwrap() + "DOWN ms".len();
+        assert_eq!(&lines[3][end - 4..end], "12.5");
+        assert_eq!(&lines[2][end - 1..end], "-");
+    }
+
+    #[test]
+    fn a_late_receiver_says_so() {
+        let mut t = NodeTable::default();
+        let a = "10.0.0.1:5000".parse().unwrap();
+        let mut st = status(1, Role::Receiver, 77, "bt", 100);
+        st.flags |= bark_core::protocol::STATUS_LATE;
+        st.counters.downstream_us = 180_000;
+        st.counters.play_latency_us = 190_000;
+        t.update(1, &st, a);
+        let text = render_plain(&t.snapshot(2, 3_000_000_000, "g"));
+        let row = text.lines().nth(2).unwrap();
+        assert!(row.contains(" LATE "), "{text}");
+        assert!(row.contains("180.0 late@190.0"), "{text}");
     }
 }

@@ -77,6 +77,9 @@ fn draw(f: &mut Frame, s: &Snapshot, info: &ViewInfo) {
         let style = match n.state {
             Liveness::Quiet => Style::default().fg(Color::DarkGray),
             Liveness::Active if n.role == "sender" => Style::default().fg(Color::Cyan),
+            // Out of sync with the others: its output needs more latency
+            // than the session gives.
+            Liveness::Active if n.playing && n.playing_late => Style::default().fg(Color::Red),
             Liveness::Active if n.playing => Style::default(),
             Liveness::Active => Style::default().fg(Color::Yellow),
         };

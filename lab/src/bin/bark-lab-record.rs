@@ -79,6 +79,16 @@ struct Args {
     /// node.name of the recording stream.
     #[arg(long, default_value = "bark-lab-record")]
     name: String,
+    /// Record without keeping the target awake (`node.passive = true`,
+    /// what pavucontrol's level meters use): an idle sink still suspends,
+    /// and recording starts with the first cycle that runs it. For
+    /// start-of-playback cases, whose reference must not wake the sink.
+    #[arg(long)]
+    passive: bool,
+    /// Stop after this many seconds of wall time, however much audio came
+    /// (a passive recording of a sink that idles part of the time).
+    #[arg(long)]
+    wall_seconds: Option<f64>,
 }
 
 /// What the data thread fills and the main thread writes out.
@@ -132,6 +142,9 @@ fn main() -> Result<()> {
     };
     if !a.source {
         props.insert(*pw::keys::STREAM_CAPTURE_SINK, "true");
+    }
+    if a.passive {
+        props.insert("node.passive", "true");
     }
     let stream = pw::stream::StreamBox::new(&core, "bark-lab-record", props)?;
 
@@ -306,19 +319,22 @@ fn main() -> Result<()> {
     // Poll from the main loop: quit when done, on a signal, or when the
     // deadline passes (every wait in the lab is bounded).
     let started = std::time::Instant::now();
-    let deadline = Duration::from_secs_f64(a.start_timeout + a.seconds * 1.5 + 5.0);
+    let deadline = Duration::from_secs_f64(
+        a.start_timeout + a.seconds * 1.5 + a.wall_seconds.unwrap_or(0.0) + 5.0,
+    );
     let outcome: Rc<Cell<&'static str>> = Rc::new(Cell::new("done"));
     let ml = mainloop.clone();
     let cap_main = cap.clone();
     let oc = outcome.clone();
     let start_timeout = Duration::from_secs_f64(a.start_timeout);
+    let wall = a.wall_seconds.map(Duration::from_secs_f64);
     let timer = mainloop.loop_().add_timer(move |_| {
         let (done, frames) = match cap_main.lock() {
             Ok(c) => (c.done, c.frames),
             Err(_) => (true, 0),
         };
         let el = started.elapsed();
-        if done {
+        if done || wall.is_some_and(|w| el >= w) {
             ml.quit();
         } else if frames == 0 && el > start_timeout {
             oc.set("no-data");

@@ -1,0 +1,249 @@
+//! The session latency: how long after entering the sink every receiver
+//! plays a frame. It starts at the sender's base latency
+//! (`sess.latency.msec`) and rises to cover the receiver that needs the
+//! most, so that no receiver has to play a stream of gaps because of what
+//! sits after it (a Bluetooth speaker's 150–250 ms, a soundbar, a DSP).
+//!
+//! Each receiver reports the least latency it can play at (its need: the
+//! downstream latency its audio server reports, one output quantum, and
+//! [`crate::receiver::NEED_MARGIN_NS`]) in its status packet, once a
+//! second, to the sender. The sender takes the largest need of the
+//! receivers heard within [`REPORT_EXPIRY_NS`]:
+//!
+//! - above the current latency: the latency rises at once, to that need
+//!   rounded up to [`GRID_NS`] (so that a need that wanders by fractions of
+//!   a millisecond does not cause a rise each time);
+//! - below the current latency by more than [`FALL_HYSTERESIS_NS`] for
+//!   [`FALL_HOLD_NS`] (the slow receiver left, or changed to a faster
+//!   output): it falls back, to the larger of the base and the need rounded
+//!   up to the grid;
+//! - never below the base, never above the configured maximum
+//!   (`bark.latency.max-msec`; equal to the base pins the latency).
+//!
+//! Every change moves all receivers' playback position by the difference:
+//! each makes one short resync (see `crate::receiver`, a fade out and in
+//! around the jump), so changes are rare by design. Reports are bounded in
+//! number ([`MAX_REPORTS`]); a flood of forged reports can only raise the
+//! latency up to the configured maximum, and without a key anyone on the
+//! LAN can send audio anyway (docs/SECURITY.md).
+
+/// Receivers whose needs are tracked at once; the stalest report makes room
+/// for a new one.
+pub const MAX_REPORTS: usize = 64;
+/// A receiver's report counts for this long, ns (5 s: five status periods,
+/// so one lost status packet changes nothing, and a receiver that left is
+/// forgotten within seconds).
+pub const REPORT_EXPIRY_NS: u64 = 5_000_000_000;
+/// Latency changes are made in steps of this, ns (5 ms).
+pub const GRID_NS: u64 = 5_000_000;
+/// The latency only falls when the need is below it by more than this, ns
+/// (10 ms)...
+pub const FALL_HYSTERESIS_NS: u64 = 10_000_000;
+/// ...for this long, ns (10 s).
+pub const FALL_HOLD_NS: u64 = 10_000_000_000;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Report {
+    node_id: u64,
+    need_ns: u64,
+    at: u64,
+}
+
+/// The session-latency controller of one sender. Fixed size; nothing
+/// allocates. Times are ns of the sender's clock.
+#[derive(Clone, Debug)]
+pub struct SessionLatency {
+    base: u64,
+    max: u64,
+    current: u64,
+    reports: [Report; MAX_REPORTS],
+    /// Since when the latency could fall (ns), if it could.
+    low_since: Option<u64>,
+    changes: u64,
+}
+
+/// `ns` rounded up to the next multiple of [`GRID_NS`].
+pub fn round_up(ns: u64) -> u64 {
+    ns.div_ceil(GRID_NS).saturating_mul(GRID_NS)
+}
+
+impl SessionLatency {
+    /// A controller with base latency `base_ns` that rises at most to
+    /// `max_ns` (taken as `base_ns` when smaller).
+    pub fn new(base_ns: u64, max_ns: u64) -> Self {
+        SessionLatency {
+            base: base_ns,
+            max: max_ns.max(base_ns),
+            current: base_ns,
+            reports: [Report::default(); MAX_REPORTS],
+            low_since: None,
+            changes: 0,
+        }
+    }
+
+    /// The session latency now, ns.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// The base latency, ns.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The most the latency may rise to, ns.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Times the latency changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The largest need reported within [`REPORT_EXPIRY_NS`] of `now_ns`,
+    /// ns, and which receiver (node id) reported it.
+    pub fn largest_need(&self, now_ns: u64) -> Option<(u64, u64)> {
+        self.reports
+            .iter()
+            .filter(|r| r.node_id != 0 && now_ns.saturating_sub(r.at) <= REPORT_EXPIRY_NS)
+            .max_by_key(|r| r.need_ns)
+            .map(|r| (r.need_ns, r.node_id))
+    }
+
+    /// Records that receiver `node_id` needs `need_ns` (0: nothing beyond
+    /// the base), reported at `now_ns`, and updates the latency.
+    pub fn report(&mut self, now_ns: u64, node_id: u64, need_ns: u64) {
+        if node_id == 0 {
+            return;
+        }
+        let slot = match self.reports.iter().position(|r| r.node_id == node_id) {
+            Some(i) => i,
+            None => self
+                .reports
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| if r.node_id == 0 { 0 } else { r.at.max(1) })
+                .map_or(0, |(i, _)| i),
+        };
+        self.reports[slot] = Report {
+            node_id,
+            need_ns,
+            at: now_ns,
+        };
+        self.update(now_ns);
+    }
+
+    /// Expires old reports and applies the rules (module docs) at
+    /// `now_ns`; returns the latency, ns.
+    pub fn update(&mut self, now_ns: u64) -> u64 {
+        let need = self.largest_need(now_ns).map_or(0, |(n, _)| n);
+        let want = round_up(need).clamp(self.base, self.max);
+        if want > self.current {
+            self.set(want);
+        } else if want.saturating_add(FALL_HYSTERESIS_NS) < self.current {
+            match self.low_since {
+                None => self.low_since = Some(now_ns),
+                Some(t) if now_ns.saturating_sub(t) >= FALL_HOLD_NS => self.set(want),
+                Some(_) => {}
+            }
+            return self.current;
+        }
+        if want.saturating_add(FALL_HYSTERESIS_NS) >= self.current {
+            self.low_since = None;
+        }
+        self.current
+    }
+
+    fn set(&mut self, v: u64) {
+        if v != self.current {
+            self.current = v;
+            self.changes += 1;
+        }
+        self.low_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn rises_at_once_to_the_grid_and_never_past_the_max() {
+        let mut l = SessionLatency::new(40 * MS, 1000 * MS);
+        l.report(S, 7, 30 * MS);
+        assert_eq!(l.current(), 40 * MS);
+        l.report(2 * S, 7, 75 * MS + 300_000);
+        assert_eq!(l.current(), 80 * MS);
+        // The need wandering within the grid step changes nothing.
+        l.report(3 * S, 7, 79 * MS);
+        assert_eq!((l.current(), l.changes()), (80 * MS, 1));
+        l.report(4 * S, 8, 5000 * MS);
+        assert_eq!(l.current(), 1000 * MS);
+        // Pinned: the maximum equals the base.
+        let mut p = SessionLatency::new(40 * MS, 10 * MS);
+        p.report(S, 7, 200 * MS);
+        assert_eq!(p.current(), 40 * MS);
+    }
+
+    #[test]
+    fn falls_back_after_the_hold_when_the_slow_receiver_leaves() {
+        let mut l = SessionLatency::new(40 * MS, 1000 * MS);
+        l.report(S, 1, 26 * MS);
+        l.report(S, 2, 175 * MS);
+        assert_eq!(l.current(), 175 * MS);
+        // Receiver 2 keeps reporting for a while, then goes.
+        for t in 2..6 {
+            l.report(t * S, 1, 26 * MS);
+            l.report(t * S, 2, 175 * MS);
+        }
+        let mut fell_at = None;
+        for t in 6..40 {
+            l.report(t * S, 1, 26 * MS);
+            if l.current() == 40 * MS && fell_at.is_none() {
+                fell_at = Some(t);
+            }
+        }
+        // The last report (5 s) counts until 10 s; from 11 s the need is
+        // low, and the 10 s hold ends at 21 s.
+        assert_eq!(fell_at, Some(21));
+        assert_eq!(l.changes(), 2);
+    }
+
+    #[test]
+    fn small_drops_do_not_move_it_and_a_rise_cancels_a_pending_fall() {
+        let mut l = SessionLatency::new(40 * MS, 1000 * MS);
+        l.report(0, 1, 100 * MS);
+        assert_eq!(l.current(), 100 * MS);
+        // 95 ms: within the hysteresis, stays.
+        for t in 1..30 {
+            l.report(t * S, 1, 95 * MS);
+        }
+        assert_eq!(l.current(), 100 * MS);
+        // 50 ms for 8 s, then 100 again: no fall.
+        for t in 30..38 {
+            l.report(t * S, 1, 50 * MS);
+        }
+        l.report(38 * S, 1, 100 * MS);
+        for t in 39..45 {
+            l.report(t * S, 1, 50 * MS);
+        }
+        assert_eq!(l.current(), 100 * MS);
+    }
+
+    #[test]
+    fn a_flood_of_reporters_is_bounded() {
+        let mut l = SessionLatency::new(40 * MS, 500 * MS);
+        for id in 1..10_000u64 {
+            l.report(S + id, id, (id % 700) * MS);
+        }
+        assert!(l.current() <= 500 * MS);
+        assert_eq!(
+            l.reports.iter().filter(|r| r.node_id != 0).count(),
+            MAX_REPORTS
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Onsets: the first frame of each run of audio after silence, and whether
+//! every receiver played it, and everything after it, at the right instant.
+//!
+//! A *run* in the reference (what entered the sender's sink, recorded
+//! without keeping it awake) starts at the first frame above
+//! [`OnsetParams::threshold`] after at least [`OnsetParams::min_gap_s`] of
+//! digital silence or of no buffers at all (the sink suspended), and ends
+//! where the next such silence begins. For each run and receiver:
+//!
+//! - the receiver's play time of the run's first 20 ms, by cross-correlation
+//!   with sub-sample refinement ([`crate::analysis::window_lag`]), minus the
+//!   reference's time of them and the expected latency: the *onset error*;
+//! - the *head*: energy of the receiver's first 2 ms of the run against the
+//!   reference's, and their correlation: a clipped start reads ~0;
+//! - the run, block by block (10 ms), near the onset's lag (each block
+//!   matched within ±0.5 ms of it): blocks where the receiver is silent
+//!   (digital silence over ≥ 1 ms while the reference has signal) are
+//!   *missing*; blocks correlating below 0.9 at their best lag are
+//!   *damaged*.
+
+use crate::analysis::window_lag;
+use crate::recording::Recording;
+
+/// Tunables of the onset analysis.
+#[derive(Debug, Clone)]
+pub struct OnsetParams {
+    /// Silence (or missing buffers) before a run, s.
+    pub min_gap_s: f64,
+    /// |sample| above this starts a run (full scale 1.0).
+    pub threshold: f64,
+    /// |sample| at or below this is digital silence.
+    pub silence_eps: f64,
+    /// Window correlated to place the onset, s.
+    pub window_s: f64,
+    /// Half-width of the lag search around the expected instant, s.
+    pub search_s: f64,
+    /// Head compared sample for sample, s.
+    pub head_s: f64,
+    /// Block length for the run check, s.
+    pub block_s: f64,
+    /// Blocks correlating below this count as damaged.
+    pub min_block_corr: f64,
+}
+
+impl Default for OnsetParams {
+    fn default() -> Self {
+        OnsetParams {
+            min_gap_s: 0.05,
+            threshold: 1e-4,
+            silence_eps: 1e-6,
+            window_s: 0.02,
+            search_s: 0.01,
+            head_s: 0.002,
+            block_s: 0.01,
+            min_block_corr: 0.9,
+        }
+    }
+}
+
+/// A run of audio in the reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    /// First frame (index into the reference).
+    pub start: usize,
+    /// One past the last frame with signal.
+    pub end: usize,
+    /// CLOCK_MONOTONIC ns at which `start` entered the sink.
+    pub t_ns: f64,
+}
+
+/// How one receiver played one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Played {
+    /// Receiver play time of the run's first frame minus (reference time +
+    /// latency), µs; NaN if the run could not be found.
+    pub error_us: f64,
+    /// Correlation of the onset window.
+    pub corr: f64,
+    /// Energy of the receiver's head over the reference's (1 = all there).
+    pub head_ratio: f64,
+    /// Correlation of the head.
+    pub head_corr: f64,
+    /// 10 ms blocks of the run checked.
+    pub blocks: usize,
+    /// Blocks with ≥ 1 ms of digital silence where the reference has signal.
+    pub missing_blocks: usize,
+    /// Blocks correlating below [`OnsetParams::min_block_corr`].
+    pub damaged_blocks: usize,
+    /// Where the first missing or damaged blocks start, s after the run's
+    /// first frame (at most [`MAX_BAD_LISTED`]).
+    pub bad_at_s: [f64; MAX_BAD_LISTED],
+    /// How many of `bad_at_s` are set.
+    pub bad_listed: usize,
+}
+
+/// Bad blocks whose positions [`Played`] lists.
+pub const MAX_BAD_LISTED: usize = 8;
+
+/// The runs of the reference, in order.
+pub fn runs(reference: &Recording, p: &OnsetParams) -> Vec<Run> {
+    let rate = f64::from(reference.rate);
+    let x = &reference.mono;
+    let time = |k: usize| reference.time_at(k as f64).unwrap_or(k as f64 * 1e9 / rate);
+    let gap_ns = p.min_gap_s * 1e9;
+    let mut out: Vec<Run> = Vec::new();
+    // Time of the last frame with signal; none yet (the recording starts
+    // in silence, or with the sink waking).
+    let mut last_signal: Option<usize> = None;
+    for (k, v) in x.iter().enumerate() {
+        if v.abs() <= p.threshold {
+            continue;
+        }
+        let new_run = match last_signal {
+            None => true,
+            Some(j) => {
+                // Silence by samples, or by time (no buffers while the
+                // sink was suspended).
+                let quiet = x[j + 1..k].iter().all(|v| v.abs() <= p.silence_eps);
+                quiet && time(k) - time(j) >= gap_ns
+            }
+        };
+        if new_run {
+            if let (Some(r), Some(j)) = (out.last_mut(), last_signal) {
+                r.end = j + 1;
+            }
+            out.push(Run {
+                start: k,
+                end: x.len(),
+                t_ns: time(k),
+            });
+        }
+        last_signal = Some(k);
+    }
+    if let (Some(r), Some(j)) = (out.last_mut(), last_signal) {
+        r.end = j + 1;
+    }
+    out
+}
+
+/// The frame of `rec` played at CLOCK_MONOTONIC `t_ns` (fractional), from
+/// its stamps.
+fn frame_at(rec: &Recording, t_ns: f64) -> Option<f64> {
+    let rate = f64::from(rec.rate);
+    let i = rec
+        .stamps
+        .partition_point(|s| (s.t_first_ns as f64) <= t_ns)
+        .checked_sub(1)?;
+    let s = &rec.stamps[i];
+    Some(s.frame as f64 + (t_ns - s.t_first_ns as f64) * rate / 1e9)
+}
+
+fn energy(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum()
+}
+
+fn corr(a: &[f64], b: &[f64]) -> f64 {
+    let (ea, eb) = (energy(a), energy(b));
+    if ea <= 0.0 || eb <= 0.0 {
+        return 0.0;
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / (ea * eb).sqrt()
+}
+
+/// How receiver `probe` played `run` of `reference`, expected
+/// `latency_ns` after it entered the sink. `None` if the probe does not
+/// cover the expected instant.
+pub fn played(
+    reference: &Recording,
+    probe: &Recording,
+    run: &Run,
+    latency_ns: f64,
+    p: &OnsetParams,
+) -> Option<Played> {
+    let rate = f64::from(reference.rate);
+    let n = |s: f64| (s * rate).round() as usize;
+    let expect = frame_at(probe, run.t_ns + latency_ns)?;
+    let k0 = expect.round() as i64;
+    if k0 < 0 {
+        return None;
+    }
+    let k0 = k0 as usize;
+    let w = n(p.window_s).min(run.end - run.start).max(16);
+    // probe[k] ≈ reference[k − lag]: the run's first frame at probe frame
+    // start + lag. Search around the expected one.
+    let guess = k0 as i64 - run.start as i64;
+    let search = n(p.search_s) as i64;
+    // Correlate a window a little into the run, so that every lag searched
+    // finds reference samples (a run may begin with the recording). The lag
+    // is the same.
+    let into = (search as usize + 64).min((run.end - run.start).saturating_sub(w));
+    let est = window_lag(&reference.mono, &probe.mono, k0 + into, w, guess, search)?;
+    let at = run.start as f64 + est.lag;
+    let t_rx = probe.time_at(at)?;
+    let error_us = (t_rx - run.t_ns - latency_ns) / 1e3;
+    let lag = est.lag.round() as i64;
+    let head = n(p.head_s);
+    let r0 = run.start;
+    let p0 = (r0 as i64 + lag).max(0) as usize;
+    let (head_ratio, head_corr) =
+        if p0 + head <= probe.mono.len() && r0 + head <= reference.mono.len() {
+            let a = &reference.mono[r0..r0 + head];
+            let b = &probe.mono[p0..p0 + head];
+            let ea = energy(a);
+            (if ea > 0.0 { energy(b) / ea } else { 0.0 }, corr(a, b))
+        } else {
+            (0.0, 0.0)
+        };
+    let block = n(p.block_s);
+    let one_ms = n(0.001);
+    let (mut blocks, mut missing, mut damaged) = (0, 0, 0);
+    let mut bad_at_s = [0.0; MAX_BAD_LISTED];
+    let mut bad_listed = 0;
+    let mut k = r0;
+    while k + block <= run.end {
+        let pk = k as i64 + lag;
+        if pk < 0 || pk as usize + block > probe.mono.len() {
+            break;
+        }
+        let a = &reference.mono[k..k + block];
+        let b = &probe.mono[pk as usize..pk as usize + block];
+        if energy(a) / block as f64 > p.threshold * p.threshold {
+            blocks += 1;
+            let mut zeros = 0;
+            let mut silent = false;
+            for v in b {
+                zeros = if v.abs() <= p.silence_eps {
+                    zeros + 1
+                } else {
+                    0
+                };
+                silent |= zeros >= one_ms;
+            }
+            // Each block is matched around the onset's lag (±0.5 ms): the
+            // receivers' play times wander by microseconds within a run, and
+            // at a fixed lag a few µs already decorrelate high frequencies.
+            // Damage (a fade, other audio) does not match at any lag.
+            let block_corr = window_lag(
+                &reference.mono,
+                &probe.mono,
+                pk as usize,
+                block,
+                lag,
+                n(0.0005) as i64,
+            )
+            .map_or_else(|| corr(a, b), |e| e.corr);
+            let bad = if silent {
+                missing += 1;
+                true
+            } else if block_corr < p.min_block_corr {
+                damaged += 1;
+                true
+            } else {
+                false
+            };
+            if bad && bad_listed < MAX_BAD_LISTED {
+                bad_at_s[bad_listed] = (k - r0) as f64 / rate;
+                bad_listed += 1;
+            }
+        }
+        k += block;
+    }
+    Some(Played {
+        error_us,
+        corr: est.corr,
+        head_ratio,
+        head_corr,
+        blocks,
+        missing_blocks: missing,
+        damaged_blocks: damaged,
+        bad_at_s,
+        bad_listed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::Stamp;
+
+    fn stamped(mono: Vec<f64>, t0: i64, gaps: &[(usize, i64)]) -> Recording {
+        // One stamp per 480 frames; `gaps` add time before a frame.
+        let mut stamps = Vec::new();
+        let mut t = t0;
+        for f in (0..mono.len()).step_by(480) {
+            for &(at, ns) in gaps {
+                if at == f {
+                    t += ns;
+                }
+            }
+            stamps.push(Stamp {
+                frame: f as u64,
+                frames: 480,
+                t_first_ns: t,
+                now_ns: t,
+                delay: 0,
+                rate_num: 1,
+                rate_den: 48_000,
+                ticks: 0,
+                queued: 0,
+                backlog: 0,
+            });
+            t += 10_000_000;
+        }
+        Recording {
+            rate: 48_000,
+            channels: 1,
+            mono,
+            stamps,
+        }
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.5
+            })
+            .collect()
+    }
+
+    /// Two runs in the reference (the second after the sink was suspended
+    /// for 2 s: no buffers); a receiver that plays both 40 ms later, one
+    /// that clips 5 ms of the second, one that is 80 µs late.
+    #[test]
+    fn finds_runs_and_judges_each_receiver() {
+        let burst = noise(24_000, 3);
+        let mut r = vec![];
+        r.extend_from_slice(&burst);
+        let second = r.len();
+        r.extend_from_slice(&noise(24_000, 5));
+        let reference = stamped(r.clone(), 1_000_000_000, &[(second, 2_000_000_000)]);
+        let runs = runs(&reference, &OnsetParams::default());
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs[0].start, 0);
+        assert_eq!(runs[1].start, second);
+        assert_eq!(runs[1].t_ns - runs[0].t_ns, 2.5e9);
+        // A receiver recording continuously from 0.5 s before, playing
+        // each run 40 ms after its reference time.
+        let make = |clip: usize, late_ns: f64| {
+            let span = 3.2e9 + 1e9;
+            let frames = (span * 48e-6) as usize;
+            let mut x = vec![0.0; frames];
+            for run in &runs {
+                let at = ((run.t_ns + 40e6 + late_ns - 0.5e9) * 48e-6).round() as usize;
+                for (j, v) in r[run.start..run.end].iter().enumerate() {
+                    if at + j < x.len() && j >= clip {
+                        x[at + j] = *v;
+                    }
+                }
+            }
+            stamped(x, 500_000_000, &[])
+        };
+        let p = OnsetParams::default();
+        let good = make(0, 0.0);
+        for run in &runs {
+            let q = played(&reference, &good, run, 40e6, &p).unwrap();
+            assert!(q.error_us.abs() < 1.0, "{q:?}");
+            assert!(q.head_ratio > 0.99 && q.head_corr > 0.99, "{q:?}");
+            assert!(
+                q.blocks >= 49 && q.missing_blocks == 0 && q.damaged_blocks == 0,
+                "{q:?}"
+            );
+        }
+        let clipped = make(240, 0.0);
+        let q = played(&reference, &clipped, &runs[1], 40e6, &p).unwrap();
+        assert!(q.head_ratio < 0.01, "{q:?}");
+        assert!(q.missing_blocks >= 1, "{q:?}");
+        let late = make(0, 83_333.0);
+        let q = played(&reference, &late, &runs[0], 40e6, &p).unwrap();
+        assert!((q.error_us - 83.3).abs() < 1.0, "{q:?}");
+    }
+}
