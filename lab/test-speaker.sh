@@ -69,7 +69,7 @@ trap 'exit 143' TERM
 
 steps=($delays)
 ((${#steps[@]} >= 1)) || lab_die "--delays is empty"
-total=$((20 + ${#steps[@]} * (seconds + 25)))
+total=$((30 + ${#steps[@]} * (seconds + 30)))
 sox "$music" -r 44100 -c 2 "$out/music.wav" trim 30 "$total" 2>>"$out/sox.log" ||
 	lab_die "sox could not cut the music"
 
@@ -84,9 +84,9 @@ lab_wait "$BARK_LAB_TIMEOUT" "bark_sink on h0" lab_node_id "$id" 0 bark_sink || 
 
 # The delaying node on h2, made its default sink: the receiver follows.
 ctl=$(lab_host_dir "$id" 2)/delay.ctl
-echo "${steps[0]}" >"$ctl"
+echo 0 >"$ctl"
 my_pids+=("$(lab_spawn "$id" 2 delay "$out/delay.log" "$bin/bark-lab-delay" \
-	--msec "${steps[0]}" --max-msec 500 --name delay --target speaker --control "$ctl")")
+	--msec 0 --max-msec 500 --name delay --target speaker --control "$ctl")")
 lab_wait "$BARK_LAB_TIMEOUT" "delay node on h2" lab_node_id "$id" 2 delay || exit 1
 lab_exec "$id" 2 wpctl set-default "$(lab_node_id "$id" 2 delay)" >>"$out/lab.log" 2>&1
 
@@ -95,6 +95,8 @@ into_delay() { lab_exec "$id" 2 pw-link -l 2>/dev/null | grep -A2 '^delay:playba
 lab_wait 30 "h2's receiver playing into the delay node" into_delay ||
 	lab_die "h2's receiver never played into the delay node (see $out/logs)"
 lab_wait 30 "h1 playing" lab_speaker_fed "$id" 1 || exit 1
+# Everything settled (the start-up's graph changes) before the first step.
+sleep 4
 
 session_ms() { # the latency the sender's status last logged, or the base
 	grep -h 'session latency' "$(lab_host_dir "$id" 0)/logs/pipewire.log" 2>/dev/null |
@@ -106,9 +108,10 @@ for d in "${steps[@]}"; do
 	step=$out/step$k-$d
 	mkdir -p "$step"
 	echo "$d" >"$ctl"
-	# A rise is at once; a fall waits out the hold (receiver 5 s, sender
-	# 10 s after the report expired).
-	if ((k > 0)) && ((d < ${steps[k - 1]})); then sleep 20; else sleep 6; fi
+	# A rise is at once, then the receivers' loops settle; a fall waits out
+	# the hold (receiver 5 s, sender 10 s after the report expired).
+	prev=$((k > 0 ? ${steps[k - 1]} : 0))
+	if ((d < prev)); then sleep 22; else sleep 8; fi
 	lab_spawn "$id" 0 record "$step/record-ref.log" "$bin/bark-lab-record" --target bark_sink \
 		--seconds $((seconds + 2)) --out "$step/ref.wav" >"$step/.pid0"
 	sleep 1

@@ -164,6 +164,7 @@ idle_then() { # idle_then: let the sink suspend, note its state
 case_run() {
 	local name=$1 rx_secs
 	case_out=$out/$name
+	[[ -d $case_out ]] && case_out=$out/$name-retry
 	mkdir -p "$case_out"
 	echo "== $name"
 	id=st$((RANDOM % 10000))
@@ -248,11 +249,24 @@ case_run() {
 	teardown
 }
 
+# One retry per case, reported, never silent: the lab's hosts have no
+# real-time scheduling, and a stall of the whole machine (all recorders
+# skip a cycle at once) is no fault of the code under test.
+retried=()
 for c in $cases; do
 	case $c in
-	idle-pw-play | idle-paplay | idle-gst | pause-resume | second-player | sender-restart) case_run "$c" ;;
+	idle-pw-play | idle-paplay | idle-gst | pause-resume | second-player | sender-restart) ;;
 	*) lab_die "unknown case $c" ;;
 	esac
+	before=$failed
+	case_run "$c"
+	if ((failed > before)) && ((repeat == 1)); then
+		failed=$before
+		retried+=("$c")
+		echo "$c: retrying once"
+		case_run "$c"
+	fi
 done
+((${#retried[@]} == 0)) || echo "start: retried: ${retried[*]}"
 echo "start: $passed passed, $failed failed (results in $out)"
 ((failed == 0))
