@@ -62,7 +62,7 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	gir1.2-gst-plugins-base-1.0
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core test-lab test-start test-speaker sim demo
+.PHONY: deps test test-core test-root test-lab test-start test-speaker sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -77,6 +77,7 @@ deps:
 # then the packages (root).
 test: deps
 	$(CARGO) test --workspace --release
+	$(MAKE) test-root
 	$(MAKE) test-pw
 	$(MAKE) test-lab
 	$(MAKE) test-start
@@ -105,6 +106,12 @@ test-speaker: modules lab-build
 
 test-core:
 	$(CARGO) test --release -p bark-core
+
+# The tests that need root (network namespaces: `#[ignore = "needs root"]`,
+# so that a plain `cargo test` shows them as ignored, never as passed),
+# under the lab lock.
+test-root:
+	lab/with-lock.sh $(CARGO) test --release -p bark-cli -- --ignored
 
 sim:
 	$(CARGO) run --release -p bark-core --example simulate -- --scenario all

@@ -71,7 +71,7 @@ struct Link {
 impl Link {
     /// CLOCK_REALTIME for the sealer and opener (read only when keyed).
     fn wall(&self) -> u64 {
-        if self.ep.keyed() {
+        if self.ep.wire().keyed() {
             realtime_ns()
         } else {
             0
@@ -109,7 +109,7 @@ impl Link {
                 let from = SocketAddr::V4(d.from);
                 match ep.handle_datagram(clk.map(d.arrival_ns), wall, &mut rx[..d.len], from) {
                     Ok(_) => {}
-                    Err(Dropped::Auth(e)) => auth.warn(e, ep.auth()),
+                    Err(Dropped::Auth(e)) => auth.warn(e, ep.wire().auth()),
                     Err(e) => log::debug!("from {from}: {e}"),
                 }
             }
@@ -375,7 +375,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     }
     let r = link.ep.receiver();
     let c = r.counters();
-    let counts = *link.ep.counts();
+    let counts = *link.ep.wire().counts();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())
@@ -395,7 +395,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         c.downstream_us as f64 / 1e3,
         c.need_us as f64 / 1e3,
         100.0 * cpu_s / wall_s.max(1e-9),
-        link.ep.auth().total(),
+        link.ep.wire().auth().total(),
     );
     if let Some(path) = &a.summary {
         let v = json!({
@@ -424,7 +424,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 "other": traffic_json(counts.rx_time_request),
                 "malformed": counts.malformed + link.truncated,
             },
-            "auth": link.auth.counters_json(link.ep.auth()),
+            "auth": link.auth.counters_json(link.ep.wire().auth()),
             "tx": {
                 "time_request": traffic_json(counts.tx_time_request),
                 "status": traffic_json(counts.tx_status),

@@ -82,7 +82,7 @@ struct Link {
 impl Link {
     /// CLOCK_REALTIME for the sealer (read only when keyed).
     fn wall(&self) -> u64 {
-        if self.ep.keyed() {
+        if self.ep.wire().keyed() {
             realtime_ns()
         } else {
             0
@@ -134,7 +134,7 @@ impl Link {
                 .handle_datagram(t2, wall, &mut self.rx[..d.len], from)
             {
                 Ok(_) => {}
-                Err(Dropped::Auth(e)) => self.auth.warn(e, self.ep.auth()),
+                Err(Dropped::Auth(e)) => self.auth.warn(e, self.ep.wire().auth()),
                 Err(e) => log::debug!("from {from}: {e}"),
             }
         }
@@ -353,7 +353,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         LeadIn::Empty => return src.join(),
         LeadIn::Stopped => None,
     };
-    let lead_in_counts = *link.ep.counts();
+    let lead_in_counts = *link.ep.wire().counts();
     let start = monotonic_ns();
     let lead_in_s = (start - boot) as f64 * 1e-9;
     let clk = link.clk;
@@ -458,7 +458,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         r.finish().context("finishing --record")?;
     }
     let decode_result = src.join();
-    let c = *link.ep.counts();
+    let c = *link.ep.wire().counts();
     let sl = link.ep.sender().session_latency();
     log::info!(
         "done: {:.1} s of audio in {wall_s:.1} s after a {lead_in_s:.2} s lead-in ({} sync messages), {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, session latency {:.1} ms (changed {} times), {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
@@ -513,7 +513,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 "malformed": c.malformed + link.truncated,
                 "flood_dropped": c.flood_dropped,
             },
-            "auth": link.auth.counters_json(link.ep.auth()),
+            "auth": link.auth.counters_json(link.ep.wire().auth()),
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -90,12 +90,12 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// Needs root (network namespaces): `make test` runs it with `--ignored`,
+/// under the lab lock; a plain `cargo test` shows it as ignored.
 #[test]
+#[ignore = "needs root"]
 fn one_sender_four_receivers_in_namespaces() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    assert!(is_root(), "needs root for network namespaces");
     let dir = scratch("scale");
     let src = dir.join("source.wav");
     write_test_wav(&src, 48_000, SECONDS);

@@ -150,44 +150,70 @@ fn auth_pair(key: Option<&Key>, encrypt: bool) -> Result<(Sealer, Opener), Error
     }
 }
 
-/// Opens `data` in place; returns the plain datagram's length and type.
-fn open(
-    opener: &mut Opener,
-    counts: &mut Counts,
-    data: &mut [u8],
-    wall_ns: u64,
-) -> Result<(usize, PacketType), Dropped> {
-    counts.received += 1;
-    let n = opener.open(data, wall_ns).map_err(|e| {
-        counts.auth_dropped += 1;
-        Dropped::Auth(e)
-    })?;
-    match protocol::parse_header(&data[..n]) {
-        Ok(h) => {
-            counts.rx(h.ptype, data.len());
-            Ok((n, h.ptype))
-        }
-        Err(e) => {
-            counts.malformed += 1;
-            Err(Dropped::Malformed(why(&e)))
-        }
-    }
+/// What both endpoints have around their state machine at the socket
+/// boundary: the sealer, the opener, and the traffic counts.
+pub struct Wire {
+    sealer: Sealer,
+    opener: Opener,
+    counts: Counts,
 }
 
-/// Seals the `len`-byte datagram at the start of `buf` and counts it;
-/// `None` if it does not fit (cannot happen with the buffers endpoints
-/// ask for).
-fn seal(
-    sealer: &mut Sealer,
-    counts: &mut Counts,
-    buf: &mut [u8],
-    len: usize,
-    wall_ns: u64,
-) -> Option<usize> {
-    let ptype = protocol::parse_header(&buf[..len]).ok()?.ptype;
-    let n = sealer.seal(buf, len, wall_ns)?;
-    counts.tx(ptype, n);
-    Some(n)
+impl Wire {
+    fn new(key: Option<&Key>, encrypt: bool) -> Result<Self, Error> {
+        let (sealer, opener) = auth_pair(key, encrypt)?;
+        Ok(Wire {
+            sealer,
+            opener,
+            counts: Counts::default(),
+        })
+    }
+
+    /// Traffic so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Datagrams the authentication layer dropped, by reason.
+    pub fn auth(&self) -> &auth::AuthCounters {
+        self.opener.counters()
+    }
+
+    /// Whether datagrams are sealed and checked (a key is set).
+    pub fn keyed(&self) -> bool {
+        self.sealer.keyed()
+    }
+
+    /// Opens `data` in place; returns the plain datagram's length and type.
+    fn open(&mut self, data: &mut [u8], wall_ns: u64) -> Result<(usize, PacketType), Dropped> {
+        self.counts.received += 1;
+        let n = self.opener.open(data, wall_ns).map_err(|e| {
+            self.counts.auth_dropped += 1;
+            Dropped::Auth(e)
+        })?;
+        match protocol::parse_header(&data[..n]) {
+            Ok(h) => {
+                self.counts.rx(h.ptype, data.len());
+                Ok((n, h.ptype))
+            }
+            Err(e) => Err(self.malformed(&e)),
+        }
+    }
+
+    /// Counts a datagram the state machine refused.
+    fn malformed(&mut self, e: &Error) -> Dropped {
+        self.counts.malformed += 1;
+        Dropped::Malformed(why(e))
+    }
+
+    /// Seals the `len`-byte datagram at the start of `buf` and counts it;
+    /// `None` if it does not fit (cannot happen with the buffers endpoints
+    /// ask for).
+    fn seal(&mut self, buf: &mut [u8], len: usize, wall_ns: u64) -> Option<usize> {
+        let ptype = protocol::parse_header(&buf[..len]).ok()?.ptype;
+        let n = self.sealer.seal(buf, len, wall_ns)?;
+        self.counts.tx(ptype, n);
+        Some(n)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -200,12 +226,10 @@ struct PendingReply {
 /// A sender with its sealing, time replies, status and idle syncs.
 pub struct SenderEndpoint {
     sender: Sender,
-    sealer: Sealer,
-    opener: Opener,
+    wire: Wire,
     node_id: u64,
     next_status: u64,
     replies: [Option<PendingReply>; MAX_PENDING_REPLIES],
-    counts: Counts,
     /// One audio datagram being sealed.
     tx: Vec<u8>,
 }
@@ -225,8 +249,8 @@ impl SenderEndpoint {
         encrypt: bool,
         node_id: u64,
     ) -> Result<Self, Error> {
-        let (sealer, opener) = auth_pair(key, encrypt)?;
-        let overhead = sealer.overhead();
+        let wire = Wire::new(key, encrypt)?;
+        let overhead = wire.sealer.overhead();
         cfg.mtu = cfg.mtu.saturating_sub(overhead);
         let sender = Sender::new(cfg).map_err(|e| match e {
             Error::Config(m) if overhead > 0 => Error::Config(format!(
@@ -239,12 +263,10 @@ impl SenderEndpoint {
             + overhead;
         Ok(SenderEndpoint {
             sender,
-            sealer,
-            opener,
+            wire,
             node_id,
             next_status: 0,
             replies: [None; MAX_PENDING_REPLIES],
-            counts: Counts::default(),
             tx: vec![0; tx_len.max(protocol::SYNC_LEN + overhead)],
         })
     }
@@ -259,19 +281,9 @@ impl SenderEndpoint {
         self.node_id
     }
 
-    /// Traffic so far.
-    pub fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
-    /// Datagrams the authentication layer dropped, by reason.
-    pub fn auth(&self) -> &auth::AuthCounters {
-        self.opener.counters()
-    }
-
-    /// Whether datagrams are sealed (a key is set).
-    pub fn keyed(&self) -> bool {
-        self.sealer.keyed()
+    /// Sealing, opening and traffic counts.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
     }
 
     /// Audio-thread entry: one buffer of the sink (see
@@ -287,18 +299,14 @@ impl SenderEndpoint {
         send: &mut dyn FnMut(&[u8]),
     ) {
         let SenderEndpoint {
-            sender,
-            sealer,
-            counts,
-            tx,
-            ..
+            sender, wire, tx, ..
         } = self;
         sender.push_at(now_ns, send_ns, samples, &mut |pkt| {
             let Some(room) = tx.get_mut(..pkt.len()) else {
                 return;
             };
             room.copy_from_slice(pkt);
-            if let Some(n) = seal(sealer, counts, tx, pkt.len(), wall_ns) {
+            if let Some(n) = wire.seal(tx, pkt.len(), wall_ns) {
                 send(&tx[..n]);
             }
         });
@@ -319,15 +327,12 @@ impl SenderEndpoint {
         data: &mut [u8],
         from: SocketAddr,
     ) -> Result<PacketType, Dropped> {
-        let (n, ptype) = open(&mut self.opener, &mut self.counts, data, wall_ns)?;
-        let p = protocol::parse(&data[..n]).map_err(|e| {
-            self.counts.malformed += 1;
-            Dropped::Malformed(why(&e))
-        })?;
+        let (n, ptype) = self.wire.open(data, wall_ns)?;
+        let p = protocol::parse(&data[..n]).map_err(|e| self.wire.malformed(&e))?;
         match p {
             Packet::TimeRequest(req) if req.stream_id == self.sender.config().session_id => {
                 let Some(slot) = self.replies.iter_mut().find(|r| r.is_none()) else {
-                    self.counts.flood_dropped += 1;
+                    self.wire.counts.flood_dropped += 1;
                     return Err(Dropped::Flood);
                 };
                 *slot = Some(PendingReply {
@@ -371,7 +376,7 @@ impl SenderEndpoint {
                     ..r.req
                 },
             )?;
-            let n = seal(&mut self.sealer, &mut self.counts, buf, len, wall_ns)?;
+            let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::To(r.to)));
         }
         let mut sync_len = 0;
@@ -382,13 +387,13 @@ impl SenderEndpoint {
             }
         });
         if sync_len > 0 {
-            let n = seal(&mut self.sealer, &mut self.counts, buf, sync_len, wall_ns)?;
+            let n = self.wire.seal(buf, sync_len, wall_ns)?;
             return Some((n, Dest::Group));
         }
         if now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
             let len = self.sender.write_status(self.node_id, buf)?;
-            let n = seal(&mut self.sealer, &mut self.counts, buf, len, wall_ns)?;
+            let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::Group));
         }
         None
@@ -416,13 +421,11 @@ impl SenderEndpoint {
 /// and counters.
 pub struct ReceiverEndpoint {
     receiver: Receiver,
-    sealer: Sealer,
-    opener: Opener,
+    wire: Wire,
     next_status: u64,
     /// The status packet written for the group, still to go to the sender.
     status_to_sender: bool,
     group_status: bool,
-    counts: Counts,
 }
 
 impl ReceiverEndpoint {
@@ -434,15 +437,12 @@ impl ReceiverEndpoint {
     /// [`Error::Config`] for a bad receiver configuration, or no
     /// randomness for the sealer's epoch.
     pub fn new(cfg: ReceiverConfig, key: Option<&Key>, group_status: bool) -> Result<Self, Error> {
-        let (sealer, opener) = auth_pair(key, false)?;
         Ok(ReceiverEndpoint {
             receiver: Receiver::new(cfg)?,
-            sealer,
-            opener,
+            wire: Wire::new(key, false)?,
             next_status: 0,
             status_to_sender: false,
             group_status,
-            counts: Counts::default(),
         })
     }
 
@@ -451,19 +451,9 @@ impl ReceiverEndpoint {
         &self.receiver
     }
 
-    /// Traffic so far.
-    pub fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
-    /// Datagrams the authentication layer dropped, by reason.
-    pub fn auth(&self) -> &auth::AuthCounters {
-        self.opener.counters()
-    }
-
-    /// Whether datagrams are sealed and checked (a key is set).
-    pub fn keyed(&self) -> bool {
-        self.sealer.keyed()
+    /// Sealing, opening and traffic counts.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
     }
 
     /// A datagram arrived at local time `now_ns` (its kernel receive
@@ -480,13 +470,10 @@ impl ReceiverEndpoint {
         data: &mut [u8],
         from: SocketAddr,
     ) -> Result<PacketType, Dropped> {
-        let (n, ptype) = open(&mut self.opener, &mut self.counts, data, wall_ns)?;
+        let (n, ptype) = self.wire.open(data, wall_ns)?;
         self.receiver
             .handle_packet(now_ns, &data[..n], from)
-            .map_err(|e| {
-                self.counts.malformed += 1;
-                Dropped::Malformed(why(&e))
-            })?;
+            .map_err(|e| self.wire.malformed(&e))?;
         Ok(ptype)
     }
 
@@ -526,7 +513,7 @@ impl ReceiverEndpoint {
         buf: &mut [u8],
     ) -> Option<(usize, Dest)> {
         if let Some((len, to)) = self.receiver.poll_transmit(now_ns, buf) {
-            let n = seal(&mut self.sealer, &mut self.counts, buf, len, wall_ns)?;
+            let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::To(to)));
         }
         let sender = self.receiver.sender_addr();
@@ -534,7 +521,7 @@ impl ReceiverEndpoint {
             self.status_to_sender = false;
             if let Some(to) = sender {
                 let len = self.receiver.write_status(buf)?;
-                let n = seal(&mut self.sealer, &mut self.counts, buf, len, wall_ns)?;
+                let n = self.wire.seal(buf, len, wall_ns)?;
                 return Some((n, Dest::To(to)));
             }
         }
@@ -545,7 +532,7 @@ impl ReceiverEndpoint {
                 return self.poll_transmit(now_ns, wall_ns, buf);
             }
             let len = self.receiver.write_status(buf)?;
-            let n = seal(&mut self.sealer, &mut self.counts, buf, len, wall_ns)?;
+            let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::Group));
         }
         None
@@ -624,12 +611,12 @@ mod tests {
             assert!(r.receiver().sync_flowing(4_000_000_000));
             assert!((2..=3).contains(&to_group), "{to_group}");
             assert!((2..=3).contains(&status_to_sender), "{status_to_sender}");
-            let c = s.counts();
+            let c = s.wire().counts();
             // 10 idle syncs a second, three status packets.
             assert!((29..=31).contains(&c.tx_sync.packets), "{c:?}");
             assert_eq!(c.tx_status.packets, 3);
             assert_eq!(c.tx_time_reply.packets, c.rx_time_request.packets);
-            assert_eq!(s.auth().total() + r.auth().total(), 0);
+            assert_eq!(s.wire().auth().total() + r.wire().auth().total(), 0);
         }
     }
 
@@ -661,7 +648,7 @@ mod tests {
             let r = s.handle_datagram(2, 0, &mut d[..n], addr(9));
             assert_eq!(r.is_ok(), i < MAX_PENDING_REPLIES);
         }
-        assert_eq!(s.counts().flood_dropped, 10);
+        assert_eq!(s.wire().counts().flood_dropped, 10);
         let mut replies = 0;
         while let Some((_, dest)) = s.poll_transmit(3, 0, &mut buf) {
             if dest == Dest::To(addr(9)) {

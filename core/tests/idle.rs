@@ -8,6 +8,7 @@
 use bark_core::protocol::{self, Packet, STATUS_LATE};
 use bark_core::{Receiver, ReceiverConfig, Sender, SenderConfig};
 use std::net::SocketAddr;
+use Feed::{Music, Nothing, Zeros};
 
 const RATE: f64 = 48_000.0;
 const Q: usize = 256;
@@ -24,11 +25,27 @@ fn sine(f: u64) -> f32 {
     (f as f64 * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32 * 0.5
 }
 
-/// One sender and one receiver on a perfect network, cycle by cycle.
-/// `plays(c)` says whether the sender's sink has a buffer in cycle `c`;
-/// its content is the sine counted from the start of each run (so every
-/// onset starts at phase 0). Returns the receiver's output (stereo).
-fn drive(rx: &mut Receiver, cycles: usize, plays: &dyn Fn(usize) -> bool) -> (Vec<f32>, Sender) {
+/// What the sender's sink gets in a cycle.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    /// The sine, counted from the start of each run (so every onset starts
+    /// at phase 0).
+    Music,
+    /// A buffer of exact zeros (a player that keeps its stream open).
+    Zeros,
+    /// No buffer at all (the sink idles).
+    Nothing,
+}
+
+/// One sender and one receiver on a perfect network, cycle by cycle; the
+/// sender's idle timer runs every cycle. `feed(c)` says what the sink gets
+/// in cycle `c`. Returns the receiver's output (stereo), the sender, and
+/// the audio packets sent while `feed` was not `Music`.
+fn drive_with(
+    rx: &mut Receiver,
+    cycles: usize,
+    feed: &dyn Fn(usize) -> Feed,
+) -> (Vec<f32>, Sender, usize) {
     let mut s = Sender::new(SenderConfig {
         session_id: 9,
         latency_ns: LATENCY_NS,
@@ -40,24 +57,30 @@ fn drive(rx: &mut Receiver, cycles: usize, plays: &dyn Fn(usize) -> bool) -> (Ve
     let mut out = Vec::new();
     let mut buf = vec![0f32; Q * 2];
     let (mut req, mut reply) = ([0u8; 64], [0u8; 64]);
-    let mut run_frame = 0u64;
+    let (mut run_frame, mut audio_outside_music) = (0u64, 0);
     for c in 0..cycles {
         let now = T0 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
         let mut packets = Vec::new();
-        if plays(c) {
-            let samples: Vec<f32> = (0..Q as u64)
-                .flat_map(|f| {
-                    let v = sine(run_frame + f);
+        let f = feed(c);
+        let samples: Vec<f32> = match f {
+            Music => (0..Q as u64)
+                .flat_map(|k| {
+                    let v = sine(run_frame + k);
                     [v, v]
                 })
-                .collect();
-            run_frame += Q as u64;
+                .collect(),
+            Zeros => vec![0.0; Q * 2],
+            Nothing => vec![],
+        };
+        run_frame = if f == Music { run_frame + Q as u64 } else { 0 };
+        if !samples.is_empty() {
             s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
-        } else {
-            run_frame = 0;
-            s.poll_idle(now, &mut |d| packets.push(d.to_vec()));
         }
+        s.poll_idle(now, &mut |d| packets.push(d.to_vec()));
         for p in packets {
+            if f != Music && matches!(protocol::parse(&p), Ok(Packet::Audio(_))) {
+                audio_outside_music += 1;
+            }
             rx.handle_packet(now + 100_000, &p, from()).unwrap();
         }
         for k in 0..3 {
@@ -72,6 +95,12 @@ fn drive(rx: &mut Receiver, cycles: usize, plays: &dyn Fn(usize) -> bool) -> (Ve
         rx.fill(now + HEARD_NS, &mut buf);
         out.extend_from_slice(&buf);
     }
+    (out, s, audio_outside_music)
+}
+
+/// [`drive_with`] for a sink that either plays music or gets nothing.
+fn drive(rx: &mut Receiver, cycles: usize, plays: &dyn Fn(usize) -> bool) -> (Vec<f32>, Sender) {
+    let (out, s, _) = drive_with(rx, cycles, &|c| if plays(c) { Music } else { Nothing });
     (out, s)
 }
 
@@ -194,57 +223,19 @@ fn the_output_quantum_shrinks_to_keep_the_session_latency_when_it_can() {
 #[test]
 fn digital_silence_is_not_sent_and_the_audio_after_it_starts_exactly() {
     let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
-    let mut s = Sender::new(SenderConfig {
-        session_id: 9,
-        latency_ns: LATENCY_NS,
-        input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut out = Vec::new();
-    let mut buf = vec![0f32; Q * 2];
-    let (mut req, mut reply) = ([0u8; 64], [0u8; 64]);
-    let (mut audio_packets_in_silence, mut run_frame) = (0, 0u64);
     // Music for cycles 0..300, zeros for 300..700 (2.1 s), music again.
-    let music = |c: usize| !(300..700).contains(&c);
-    for c in 0..900 {
-        let now = T0 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
-        let samples: Vec<f32> = if music(c) {
-            let v: Vec<f32> = (0..Q as u64)
-                .flat_map(|f| {
-                    let v = sine(run_frame + f);
-                    [v, v]
-                })
-                .collect();
-            run_frame += Q as u64;
-            v
-        } else {
-            run_frame = 0;
-            vec![0.0; Q * 2]
-        };
-        let mut packets = Vec::new();
-        s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
-        s.poll_idle(now, &mut |d| packets.push(d.to_vec()));
-        for p in packets {
-            if (360..700).contains(&c) && matches!(protocol::parse(&p), Ok(Packet::Audio(_))) {
-                audio_packets_in_silence += 1;
-            }
-            rx.handle_packet(now + 100_000, &p, from()).unwrap();
-        }
-        for k in 0..3 {
-            let t = now + k * 2_000_000;
-            while let Some((n, _)) = rx.poll_transmit(t, &mut req) {
-                if let Ok(Some(m)) = s.handle_packet(t + 50_000, t + 60_000, &req[..n], &mut reply)
-                {
-                    rx.handle_packet(t + 110_000, &reply[..m], from()).unwrap();
-                }
-            }
-        }
-        rx.fill(now + HEARD_NS, &mut buf);
-        out.extend_from_slice(&buf);
-    }
     // 250 ms is 47 cycles of 5.3 ms: from cycle 347 on, nothing is sent.
-    assert_eq!(audio_packets_in_silence, 0);
+    let feed = |c: usize| {
+        if (300..700).contains(&c) {
+            Zeros
+        } else {
+            Music
+        }
+    };
+    let (out, _, audio_in_silence) = drive_with(&mut rx, 900, &feed);
+    // The first 47 cycles of zeros still go out (short silences inside
+    // music are audio): 47 buffers of 2 packets each.
+    assert_eq!(audio_in_silence, 47 * 2);
     assert_onset(&out, onset_frame(700));
     let c = rx.counters();
     assert_eq!((c.underruns, c.concealed_frames, c.lost), (0, 0, 0));

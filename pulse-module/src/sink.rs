@@ -121,7 +121,7 @@ impl Net {
         let now = monotonic_ns();
         if now >= self.next_warn_ns {
             self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
-            self.warnings.warn(self.ep.auth());
+            self.warnings.warn(self.ep.wire().auth());
         }
     }
 
@@ -873,8 +873,8 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
                     "sent {} datagrams ({} errors, {} malformed in, {} dropped by authentication), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
                     net.sent,
                     net.send_errors,
-                    net.ep.counts().malformed,
-                    net.ep.auth().total(),
+                    net.ep.wire().counts().malformed,
+                    net.ep.wire().auth().total(),
                     s.dropped_frames,
                     s.fc.drift_ppm(),
                     s.fc.resets()

@@ -116,7 +116,7 @@ impl Net {
         let now = monotonic_ns();
         if now >= self.next_warn_ns {
             self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
-            self.warnings.warn(self.ep.auth());
+            self.warnings.warn(self.ep.wire().auth());
         }
     }
 }
@@ -641,8 +641,8 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
                 k.late,
                 k.underruns,
                 net.ep.receiver().jumps(),
-                net.ep.counts().malformed,
-                net.ep.auth().total(),
+                net.ep.wire().counts().malformed,
+                net.ep.wire().auth().total(),
                 session.as_ref().map_or(0.0, |s| s.fc.drift_ppm()),
                 session.as_ref().map_or(0, |s| s.fc.resets()),
             );

@@ -154,7 +154,7 @@ impl RtSink {
             clock,
             ..
         } = self;
-        let wall = if ep.keyed() { realtime_ns() } else { 0 };
+        let wall = if ep.wire().keyed() { realtime_ns() } else { 0 };
         // The audio is stamped with the cycle's start; the sync message
         // with the time it leaves (this callback runs later in the cycle).
         let send_ns = clock.map(monotonic_ns());
@@ -210,7 +210,7 @@ impl RtSink {
                 &mut self.rx[..d.len],
                 SocketAddr::V4(d.from),
             ) {
-                c.count_drop(e, self.ep.auth());
+                c.count_drop(e, self.ep.wire().auth());
             }
         }
         loop {

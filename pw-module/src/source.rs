@@ -589,7 +589,7 @@ impl RtSource {
                 match ep.handle_datagram(arrival, pair.real, &mut rx[..d.len], from) {
                     Ok(PacketType::Audio) => Counters::bump(&c.audio_received),
                     Ok(_) => {}
-                    Err(e) => c.count_drop(e, ep.auth()),
+                    Err(e) => c.count_drop(e, ep.wire().auth()),
                 }
             }
         }
