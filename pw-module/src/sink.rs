@@ -129,7 +129,7 @@ impl RtSink {
     /// Only from the process callback of the live `stream`.
     pub unsafe fn process(&mut self, stream: *mut pws::pw_stream, c: &Counters) {
         // SAFETY: the caller is the stream's process callback.
-        if let Some(mut b) = unsafe { Buffer::dequeue(stream) } {
+        if let Some(b) = unsafe { Buffer::dequeue(stream) } {
             // SAFETY: live stream, data thread.
             let t = unsafe { pw::stream_time(stream) };
             let now = if t.now > 0 {
@@ -137,8 +137,8 @@ impl RtSink {
             } else {
                 monotonic_ns()
             };
-            if let Some(d) = b.data() {
-                self.send_samples(now, pw::read_samples(d), c);
+            if let Some(samples) = b.samples() {
+                self.send_samples(now, samples, c);
             }
         }
         self.serve(c);

@@ -372,8 +372,7 @@ impl RtSource {
         let requested = b.requested() as usize;
         let ch = self.channels;
         let steer = self.resampler == Resampler::PipeWire && !rate_match.is_null();
-        if let Some(d) = b.data() {
-            let out = pw::write_samples(d);
+        if let Some(out) = b.samples_mut() {
             let max_frames = out.len() / ch;
             let frames = if requested > 0 {
                 requested.min(max_frames)
@@ -392,7 +391,7 @@ impl RtSource {
             } else {
                 self.fill(play, downstream, &mut out[..frames * ch], c);
             }
-            pw::set_chunk(d, frames, ch * 4);
+            b.commit(frames, ch);
             b.set_size(frames as u64);
         }
     }
@@ -542,11 +541,10 @@ impl RtSource {
         // SAFETY: the caller is the stream's process callback.
         if let Some(mut b) = unsafe { Buffer::dequeue(stream) } {
             let ch = self.channels;
-            if let Some(d) = b.data() {
-                let out = pw::write_samples(d);
+            if let Some(out) = b.samples_mut() {
                 let frames = out.len() / ch;
                 out.fill(0.0);
-                pw::set_chunk(d, frames, ch * 4);
+                b.commit(frames, ch);
             }
         }
     }
