@@ -168,13 +168,13 @@ struct Main {
 /// `pw_context_get_data_loop` gives us for the sockets, and then the two
 /// callbacks could overlap: the lock makes the later one skip its turn
 /// instead of racing.
-struct RtCell {
+struct RtCell<T> {
     busy: AtomicBool,
-    rt: UnsafeCell<Rt>,
+    rt: UnsafeCell<T>,
 }
 
-impl RtCell {
-    fn new(rt: Rt) -> Self {
+impl<T> RtCell<T> {
+    fn new(rt: T) -> Self {
         RtCell {
             busy: AtomicBool::new(false),
             rt: UnsafeCell::new(rt),
@@ -183,7 +183,7 @@ impl RtCell {
 
     /// Runs `f` on the state, or returns `None` when another callback
     /// holds it. No allocation, no blocking.
-    fn try_with<R>(&self, f: impl FnOnce(&mut Rt) -> R) -> Option<R> {
+    fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         if self.busy.swap(true, Acquire) {
             return None;
         }
@@ -206,7 +206,7 @@ impl RtCell {
 /// pointer that every PipeWire registration carries as its `data`.
 struct Bark {
     main: UnsafeCell<Main>,
-    rt: RtCell,
+    rt: RtCell<Rt>,
     stream: AtomicPtr<pws::pw_stream>,
     /// The data loop, to re-arm the receiver's timer and sockets from the
     /// data thread; set once at load, before any source exists.
@@ -922,5 +922,20 @@ mod tests {
             Some(Role::Source)
         );
         assert_eq!(Role::from_name("libpipewire-module-rtp-sink"), None);
+    }
+
+    #[test]
+    fn rt_cell_refuses_a_second_holder_and_unlocks_after_a_panic() {
+        let cell = RtCell::new(1u32);
+        let nested = cell.try_with(|v| {
+            *v += 1;
+            cell.try_with(|_| ())
+        });
+        assert_eq!(nested, Some(None), "a second holder must be refused");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cell.try_with(|_| panic!("on purpose"))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(cell.try_with(|v| *v), Some(2), "unlocked by the unwind");
     }
 }

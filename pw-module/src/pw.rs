@@ -740,3 +740,94 @@ impl Drop for DataSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a `Buffer` over a fake dequeued buffer laid out as
+    /// PipeWire lays one out: one plane of `max` bytes of `mem` (or none
+    /// when `mapped` is false) with `chunk`. Returns the chunk afterwards.
+    fn with_buffer(
+        mem: &mut [f32],
+        max: u32,
+        mapped: bool,
+        mut chunk: spa::spa_chunk,
+        f: impl FnOnce(&mut Buffer),
+    ) -> spa::spa_chunk {
+        // SAFETY: plain C structs, for which all-zero is valid.
+        let (mut data, mut sb, mut pb): (spa::spa_data, spa::spa_buffer, pw::pw_buffer) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+        if mapped {
+            data.data = mem.as_mut_ptr().cast();
+        }
+        data.maxsize = max;
+        data.chunk = &mut chunk;
+        sb.n_datas = 1;
+        sb.datas = &mut data;
+        pb.buffer = &mut sb;
+        let mut b = Buffer {
+            stream: ptr::null_mut(),
+            buf: ptr::NonNull::from(&mut pb),
+        };
+        f(&mut b);
+        // Not dequeued from a stream: nothing to queue it back to.
+        std::mem::forget(b);
+        chunk
+    }
+
+    fn chunk(offset: u32, size: u32) -> spa::spa_chunk {
+        spa::spa_chunk {
+            offset,
+            size,
+            stride: 0,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn samples_are_the_chunk_clamped_into_the_plane() {
+        let mut mem: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let cases: [(u32, u32, &[f32]); 4] = [
+            (8, 16, &[2.0, 3.0, 4.0, 5.0]),
+            // Past the end: cut at the plane's end.
+            (24, 100, &[6.0, 7.0]),
+            // An offset beyond the plane wraps, as PipeWire's ring does.
+            (40, 4, &[2.0]),
+            // A start that is not f32-aligned gives nothing.
+            (2, 8, &[]),
+        ];
+        for (off, size, want) in cases {
+            with_buffer(&mut mem, 32, true, chunk(off, size), |b| {
+                assert_eq!(b.samples(), Some(want), "offset {off} size {size}");
+            });
+        }
+    }
+
+    #[test]
+    fn samples_mut_spans_the_plane_and_commit_sets_the_chunk() {
+        let mut mem = vec![1.0f32; 8];
+        let c = with_buffer(&mut mem, 32, true, chunk(4, 4), |b| {
+            let out = b.samples_mut().expect("a mapped plane");
+            assert_eq!(out.len(), 8);
+            out[..6].fill(0.5);
+            b.commit(3, 2);
+        });
+        assert_eq!((c.offset, c.stride, c.size), (0, 8, 24));
+        assert_eq!(&mem[..7], &[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0]);
+        // More frames than fit: the size stops at the plane's.
+        let c = with_buffer(&mut mem, 32, true, chunk(0, 0), |b| b.commit(100, 2));
+        assert_eq!(c.size, 32);
+    }
+
+    #[test]
+    fn no_mapped_plane_gives_no_samples() {
+        let mut mem = vec![0.0f32; 4];
+        let c = with_buffer(&mut mem, 16, false, chunk(0, 16), |b| {
+            assert!(b.samples().is_none());
+            assert!(b.samples_mut().is_none());
+            b.commit(2, 2);
+        });
+        assert_eq!(c.size, 16, "commit without a plane changes nothing");
+    }
+}
