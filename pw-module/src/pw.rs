@@ -72,7 +72,9 @@ impl CoreConn {
     ///
     /// # Safety
     /// `data` must stay valid until this `CoreConn` is dropped (or
-    /// forgotten), and the events' callbacks must accept it. Call once.
+    /// forgotten), and the events' callbacks must accept it; the proxy's
+    /// `destroy` event must call [`CoreConn::forget`], so that drop never
+    /// touches a freed core. Call once.
     pub unsafe fn listen(
         &mut self,
         proxy_events: &'static pw::pw_proxy_events,
@@ -150,7 +152,9 @@ impl Stream {
     /// PipeWire) and adds `events` with `data`.
     ///
     /// # Safety
-    /// `core` must be live; `data` must stay valid until the stream drops.
+    /// `core` must be live; `data` must stay valid until the stream drops,
+    /// and the events' callbacks must accept it; the `destroy` event must
+    /// call [`Stream::forget`], so that drop never touches a freed stream.
     pub unsafe fn new(
         core: *mut pw::pw_core,
         name: &str,
@@ -363,23 +367,35 @@ pub unsafe fn stream_time(stream: *mut pw::pw_stream) -> pw::pw_time {
 pub struct Buffer {
     stream: *mut pw::pw_stream,
     buf: ptr::NonNull<pw::pw_buffer>,
+    /// An output stream's buffer: PipeWire maps those writable, an input
+    /// stream's only readable.
+    writable: bool,
 }
 
 /// Bytes per sample: the streams carry interleaved `f32`.
 const SAMPLE_BYTES: usize = std::mem::size_of::<f32>();
 
 impl Buffer {
-    /// Dequeues a buffer; `None` when none is available.
+    /// Dequeues a buffer of `stream`, whose direction is `direction`;
+    /// `None` when none is available.
     ///
     /// # Safety
     /// Call from the `process` callback of the live `stream`, on its data
     /// thread, and drop the `Buffer` before that callback returns: the
     /// buffer's memory is ours only until it is queued back, and queuing it
-    /// back needs the stream.
-    pub unsafe fn dequeue(stream: *mut pw::pw_stream) -> Option<Buffer> {
+    /// back needs the stream. `direction` must be the stream's: it decides
+    /// whether the buffer may be written.
+    pub unsafe fn dequeue(
+        stream: *mut pw::pw_stream,
+        direction: spa::spa_direction,
+    ) -> Option<Buffer> {
         // SAFETY: a live stream, from its process callback (the contract).
         let buf = unsafe { pw::pw_stream_dequeue_buffer(stream) };
-        ptr::NonNull::new(buf).map(|buf| Buffer { stream, buf })
+        ptr::NonNull::new(buf).map(|buf| Buffer {
+            stream,
+            buf,
+            writable: direction == spa::SPA_DIRECTION_OUTPUT,
+        })
     }
 
     /// The first data plane, when it is mapped memory with a chunk.
@@ -403,8 +419,9 @@ impl Buffer {
     /// or its memory is not `f32`-aligned.
     pub fn samples(&self) -> Option<&[f32]> {
         let d = self.plane()?;
-        // SAFETY: `plane` checked `d` and its `data` and `chunk` pointers;
-        // with MAP_BUFFERS, `data` maps `maxsize` bytes. The chunk (shared
+        // SAFETY: `plane` checked `d` and its `data` and `chunk` pointers; a
+        // non-NULL `data` maps `maxsize` readable bytes (PipeWire leaves it
+        // NULL for memory it did not map). The chunk (shared
         // with the peer) is read once and its region clamped into the
         // plane, the start checked for `f32` alignment, and the length
         // rounded down to whole samples, so the slice stays inside the
@@ -429,15 +446,19 @@ impl Buffer {
         }
     }
 
-    /// The whole plane as interleaved samples to write (a playback
-    /// stream's output); [`Buffer::commit`] then says how much was written.
-    /// `None` when there is no mapped plane; empty when its memory is not
-    /// `f32`-aligned.
+    /// The whole plane as interleaved samples to write (an output
+    /// stream's); [`Buffer::commit`] then says how much was written.
+    /// `None` when there is no mapped plane or the buffer is an input
+    /// stream's; empty when its memory is not `f32`-aligned.
     pub fn samples_mut(&mut self) -> Option<&mut [f32]> {
+        if !self.writable {
+            return None;
+        }
         let d = self.plane()?;
-        // SAFETY: as in `samples`: `data` maps `maxsize` bytes that are ours
-        // while dequeued; the slice covers whole aligned samples inside
-        // them, and borrows `self` mutably, so it is the only view.
+        // SAFETY: as in `samples`, and an output stream's plane is mapped
+        // writable: `data` maps `maxsize` bytes that are ours while
+        // dequeued; the slice covers whole aligned samples inside them, and
+        // borrows `self` mutably, so it is the only view.
         unsafe {
             let p = (*d).data as *mut u8;
             if p.align_offset(std::mem::align_of::<f32>()) != 0 {
@@ -452,9 +473,9 @@ impl Buffer {
 
     /// Marks `frames` frames of `channels` interleaved samples as written
     /// from the start of the plane (clamped to the plane's size). A no-op
-    /// without a mapped plane.
+    /// without a mapped plane or on an input stream's buffer.
     pub fn commit(&mut self, frames: usize, channels: usize) {
-        let Some(d) = self.plane() else {
+        let Some(d) = self.plane().filter(|_| self.writable) else {
             return;
         };
         let stride = channels.saturating_mul(SAMPLE_BYTES);
@@ -747,11 +768,13 @@ mod tests {
 
     /// Runs `f` on a `Buffer` over a fake dequeued buffer laid out as
     /// PipeWire lays one out: one plane of `max` bytes of `mem` (or none
-    /// when `mapped` is false) with `chunk`. Returns the chunk afterwards.
+    /// when `mapped` is false) with `chunk`, of an output stream when
+    /// `writable`. Returns the chunk afterwards.
     fn with_buffer(
         mem: &mut [f32],
         max: u32,
         mapped: bool,
+        writable: bool,
         mut chunk: spa::spa_chunk,
         f: impl FnOnce(&mut Buffer),
     ) -> spa::spa_chunk {
@@ -769,6 +792,7 @@ mod tests {
         let mut b = Buffer {
             stream: ptr::null_mut(),
             buf: ptr::NonNull::from(&mut pb),
+            writable,
         };
         f(&mut b);
         // Not dequeued from a stream: nothing to queue it back to.
@@ -798,7 +822,7 @@ mod tests {
             (2, 8, &[]),
         ];
         for (off, size, want) in cases {
-            with_buffer(&mut mem, 32, true, chunk(off, size), |b| {
+            with_buffer(&mut mem, 32, true, false, chunk(off, size), |b| {
                 assert_eq!(b.samples(), Some(want), "offset {off} size {size}");
             });
         }
@@ -807,7 +831,7 @@ mod tests {
     #[test]
     fn samples_mut_spans_the_plane_and_commit_sets_the_chunk() {
         let mut mem = vec![1.0f32; 8];
-        let c = with_buffer(&mut mem, 32, true, chunk(4, 4), |b| {
+        let c = with_buffer(&mut mem, 32, true, true, chunk(4, 4), |b| {
             let out = b.samples_mut().expect("a mapped plane");
             assert_eq!(out.len(), 8);
             out[..6].fill(0.5);
@@ -816,14 +840,25 @@ mod tests {
         assert_eq!((c.offset, c.stride, c.size), (0, 8, 24));
         assert_eq!(&mem[..7], &[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0]);
         // More frames than fit: the size stops at the plane's.
-        let c = with_buffer(&mut mem, 32, true, chunk(0, 0), |b| b.commit(100, 2));
+        let c = with_buffer(&mut mem, 32, true, true, chunk(0, 0), |b| b.commit(100, 2));
         assert_eq!(c.size, 32);
+    }
+
+    #[test]
+    fn an_input_buffer_is_not_written() {
+        let mut mem = vec![1.0f32; 8];
+        let c = with_buffer(&mut mem, 32, true, false, chunk(0, 32), |b| {
+            assert!(b.samples_mut().is_none());
+            b.commit(1, 2);
+            assert_eq!(b.samples().map(<[f32]>::len), Some(8));
+        });
+        assert_eq!((c.offset, c.size), (0, 32), "commit must not touch it");
     }
 
     #[test]
     fn no_mapped_plane_gives_no_samples() {
         let mut mem = vec![0.0f32; 4];
-        let c = with_buffer(&mut mem, 16, false, chunk(0, 16), |b| {
+        let c = with_buffer(&mut mem, 16, false, true, chunk(0, 16), |b| {
             assert!(b.samples().is_none());
             assert!(b.samples_mut().is_none());
             b.commit(2, 2);

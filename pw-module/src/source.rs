@@ -355,8 +355,9 @@ impl RtSource {
         self.pump(c);
         let now = monotonic_ns();
         self.last_process_ns = now;
-        // SAFETY: the caller is the stream's process callback.
-        let Some(mut b) = (unsafe { Buffer::dequeue(stream) }) else {
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an output (the receiver plays).
+        let Some(mut b) = (unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_OUTPUT) }) else {
             return;
         };
         // SAFETY: live stream, data thread.
@@ -538,8 +539,9 @@ impl RtSource {
     /// # Safety
     /// Only from the process callback of the live `stream`.
     pub unsafe fn idle(&mut self, stream: *mut pws::pw_stream) {
-        // SAFETY: the caller is the stream's process callback.
-        if let Some(mut b) = unsafe { Buffer::dequeue(stream) } {
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an output (the receiver plays).
+        if let Some(mut b) = unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_OUTPUT) } {
             let ch = self.channels;
             if let Some(out) = b.samples_mut() {
                 let frames = out.len() / ch;
