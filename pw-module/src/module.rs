@@ -609,32 +609,38 @@ impl Drop for FreeOnDrop {
     fn drop(&mut self) {
         // SAFETY: `load` made the pointer with Box::into_raw and, on the
         // main thread, drops this guard only when attaching failed or
-        // panicked: the module listener, whose destroy event is the other
-        // way to free it, was then never added; the module is still being
-        // initialized.
+        // panicked, while the module is still being initialized. The
+        // module listener, whose destroy event is the only other way to
+        // free the state, was then never added, or (a panic after adding
+        // it) is removed by `free`: this is the one free.
         unsafe { free(self.0) };
     }
 }
 
-/// Runs `f` on the state behind a callback's `data`, inside the panic
-/// guard; `default` when `data` is null or `f` panics.
+/// The state behind a callback's `data`; `None` for a null pointer.
 ///
 /// The callback contract, which every `extern "C"` callback below relies
 /// on: PipeWire passes back the `data` it was registered with, a state that
-/// stays alive until `free`, which removes every registration first; the
+/// stays alive until `free`, which removes every registration first. The
 /// stream's and core's events, the module's and the main-loop timer's run
-/// on the main thread one at a time, `process` and the data-loop sources
+/// on the main thread, one at a time; `process` and the data-loop sources
 /// on a data thread.
 ///
 /// # Safety
-/// `data` is null or the pointer `load` registered, and the state alive.
-unsafe fn with<R>(data: *mut c_void, what: &str, default: R, f: impl FnOnce(&Bark) -> R) -> R {
-    if data.is_null() {
-        return default;
+/// `data` is null or the pointer `load` registered, and the state alive
+/// for `'a` (the callback's duration).
+unsafe fn state<'a>(data: *mut c_void) -> Option<&'a Bark> {
+    // SAFETY: null or a live Bark (the contract), only ever shared outside
+    // `free`.
+    unsafe { (data as *const Bark).as_ref() }
+}
+
+impl Bark {
+    /// Runs a callback's body `f` inside the panic guard (see
+    /// [`ffi::guard`]); `default` when it panics.
+    fn guard<R>(&self, what: &str, default: R, f: impl FnOnce() -> R) -> R {
+        ffi::guard(&self.counters.panicked, what, default, f)
     }
-    // SAFETY: a live Bark (the contract), only ever shared outside `free`.
-    let b = unsafe { &*(data as *const Bark) };
-    ffi::guard(&b.counters.panicked, what, default, || f(b))
 }
 
 unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
@@ -643,8 +649,9 @@ unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
         if bark.is_null() {
             return;
         }
-        // SAFETY: the callback contract: the module's destroy event, on the
-        // main thread, with our live state; no borrow of `Main` is alive.
+        // SAFETY: the callback contract (see `state`): the module's destroy
+        // event, on the main thread, with our live state; no borrow of
+        // `Main` is alive.
         log_info!("{}: unloading", unsafe { (*bark).main() }.who);
         // SAFETY: the state from `load` (the callback contract), on the
         // main thread, inside the module's destroy event (so the module is
@@ -660,39 +667,58 @@ unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
 const SINK_TIMER_NS: u64 = bark_core::sender::IDLE_SYNC_INTERVAL_NS / 2;
 
 unsafe extern "C" fn on_data_io(data: *mut c_void, _fd: c_int, _mask: u32) {
-    // SAFETY: the callback contract (see `with`): a source on our data
-    // loop, called on its thread with our live state.
-    unsafe { with(data, "socket", (), |b| b.service(false)) };
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("socket", (), || {
+        // SAFETY: a source on our data loop, called on its thread.
+        unsafe { b.service(false) }
+    });
 }
 
 unsafe extern "C" fn on_data_timer(data: *mut c_void, _expirations: u64) {
-    // SAFETY: as in `on_data_io`.
-    unsafe { with(data, "data timer", (), |b| b.service(true)) };
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("data timer", (), || {
+        // SAFETY: a source on our data loop, called on its thread.
+        unsafe { b.service(true) }
+    });
 }
 
 unsafe extern "C" fn on_process(data: *mut c_void) {
-    // SAFETY: the callback contract: the process callback of the stream
-    // in `b.stream`, with our live state.
-    unsafe { with(data, "process", (), |b| b.process()) };
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("process", (), || {
+        // SAFETY: the process callback of the stream in `b.stream` (the
+        // only stream registered with these events).
+        unsafe { b.process() }
+    });
 }
 
 /// PipeWire destroys a stream itself when its core goes away (daemon
 /// shutdown, lost connection): forget it, stop `process` from touching it,
 /// and unload.
 unsafe extern "C" fn on_stream_destroy(data: *mut c_void) {
-    // SAFETY: the callback contract: a stream event, on the main thread,
-    // one at a time, with our live state; each `Main` borrow ends before
-    // the next.
-    unsafe {
-        with(data, "stream destroy", (), |b| {
-            b.stream.store(std::ptr::null_mut(), Relaxed);
-            b.rate_match.store(std::ptr::null_mut(), Release);
-            if let Some(s) = b.main().stream.as_mut() {
-                s.forget();
-            }
-            b.schedule_unload("stream destroyed");
-        })
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
     };
+    b.guard("stream destroy", (), || {
+        b.stream.store(std::ptr::null_mut(), Relaxed);
+        b.rate_match.store(std::ptr::null_mut(), Release);
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        if let Some(s) = unsafe { b.main() }.stream.as_mut() {
+            s.forget();
+        }
+        // SAFETY: main thread; the borrow above has ended.
+        unsafe { b.schedule_unload("stream destroyed") };
+    });
 }
 
 unsafe extern "C" fn on_state_changed(
@@ -701,84 +727,92 @@ unsafe extern "C" fn on_state_changed(
     state: pws::pw_stream_state,
     error: *const c_char,
 ) {
-    // SAFETY: as in `on_stream_destroy`; `error` is NULL or a string
-    // PipeWire keeps alive for the call.
-    unsafe {
-        with(data, "state_changed", (), |b| {
-            let m = b.main();
-            let err = ffi::str_from(error).unwrap_or("");
-            match state {
-                pws::pw_stream_state_PW_STREAM_STATE_ERROR => {
-                    log_error!("{}: stream error: {err}", m.who)
-                }
-                _ => log_info!(
-                    "{}: stream {} -> {}",
-                    m.who,
-                    pw::state_name(old),
-                    pw::state_name(state)
-                ),
-            }
-            if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
-                b.schedule_unload("stream disconnected");
-            }
-        })
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { self::state(data) }) else {
+        return;
     };
+    b.guard("state_changed", (), || {
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
+        // SAFETY: NULL or a string PipeWire keeps alive for the call.
+        let err = unsafe { ffi::str_from(error) }.unwrap_or("");
+        match state {
+            pws::pw_stream_state_PW_STREAM_STATE_ERROR => {
+                log_error!("{}: stream error: {err}", m.who)
+            }
+            _ => log_info!(
+                "{}: stream {} -> {}",
+                m.who,
+                pw::state_name(old),
+                pw::state_name(state)
+            ),
+        }
+        if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
+            // SAFETY: main thread; `m` is not used past here.
+            unsafe { b.schedule_unload("stream disconnected") };
+        }
+    });
 }
 
 /// The adapter hands the stream its IO areas; keep the rate-match one
 /// (PipeWire 0.3.65 has no `pw_stream_set_rate`).
 unsafe extern "C" fn on_io_changed(data: *mut c_void, id: u32, area: *mut c_void, size: u32) {
-    // SAFETY: the callback contract, with our live state; whatever thread
-    // PipeWire calls this on, it only stores an atomic.
-    unsafe {
-        with(data, "io_changed", (), |b| {
-            if id != spa::SPA_IO_RateMatch {
-                return;
-            }
-            let ok =
-                !area.is_null() && size as usize >= std::mem::size_of::<spa::spa_io_rate_match>();
-            let p = if ok {
-                area as *mut spa::spa_io_rate_match
-            } else {
-                std::ptr::null_mut()
-            };
-            b.rate_match.store(p, Release);
-        })
+    // SAFETY: the callback contract (see `state`); whatever thread this
+    // runs on, it only stores an atomic.
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
     };
+    b.guard("io_changed", (), || {
+        if id != spa::SPA_IO_RateMatch {
+            return;
+        }
+        let ok = !area.is_null() && size as usize >= std::mem::size_of::<spa::spa_io_rate_match>();
+        let p = if ok {
+            area as *mut spa::spa_io_rate_match
+        } else {
+            std::ptr::null_mut()
+        };
+        b.rate_match.store(p, Release);
+    });
 }
 
 unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const spa::spa_pod) {
-    // SAFETY: as in `on_stream_destroy`; `param` is NULL (checked) or a
-    // pod PipeWire keeps alive for the call.
-    unsafe {
-        with(data, "param_changed", (), |b| {
-            if id != spa::SPA_PARAM_Format || param.is_null() {
-                return;
-            }
-            let m = b.main();
-            let mut info = AudioInfoRaw::new();
-            let pod = libspa::pod::Pod::from_raw(param);
-            if info.parse(pod).is_err() {
-                log_warn!("{}: cannot parse the negotiated format", m.who);
-                return;
-            }
-            let positions: Vec<String> = info.position()[..info.channels().min(64) as usize]
-                .iter()
-                .map(|p| crate::format::channel_name(*p))
-                .collect();
-            log_info!(
-                "{}: negotiated {} {} Hz {} ch [{}]",
-                m.who,
-                crate::format::sample_format_name(info.format().as_raw()),
-                info.rate(),
-                info.channels(),
-                positions.join(" ")
-            );
-            if info.rate() != m.rate || info.channels() != m.channels as u32 {
-                log_warn!("{}: expected {} Hz {} ch", m.who, m.rate, m.channels);
-            }
-        })
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
     };
+    b.guard("param_changed", (), || {
+        if id != spa::SPA_PARAM_Format || param.is_null() {
+            return;
+        }
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
+        let mut info = AudioInfoRaw::new();
+        // SAFETY: a non-NULL pod that PipeWire keeps alive for the call,
+        // which `pod` does not outlive.
+        let pod = unsafe { libspa::pod::Pod::from_raw(param) };
+        if info.parse(pod).is_err() {
+            log_warn!("{}: cannot parse the negotiated format", m.who);
+            return;
+        }
+        let positions: Vec<String> = info.position()[..info.channels().min(64) as usize]
+            .iter()
+            .map(|p| crate::format::channel_name(*p))
+            .collect();
+        log_info!(
+            "{}: negotiated {} {} Hz {} ch [{}]",
+            m.who,
+            crate::format::sample_format_name(info.format().as_raw()),
+            info.rate(),
+            info.channels(),
+            positions.join(" ")
+        );
+        if info.rate() != m.rate || info.channels() != m.channels as u32 {
+            log_warn!("{}: expected {} Hz {} ch", m.who, m.rate, m.channels);
+        }
+    });
 }
 
 /// Main-loop timer period, ns: a receiver's change of output quantum is
@@ -787,52 +821,57 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
 const MAIN_TIMER_NS: u64 = 100_000_000;
 
 unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
-    // SAFETY: the callback contract: the main-loop timer, on the main
-    // thread, with our live state. The `Main` borrow spans one PipeWire
-    // call, pw_stream_update_properties, which emits node info to the
-    // graph, never into our stream listener.
-    unsafe {
-        with(data, "timer", (), |b| {
-            let m = b.main();
-            m.ticks += 1;
-            let want = b.counters.wanted_quantum.load(Relaxed);
-            if want > 0 && want != m.asked_quantum {
-                if let Some(s) = m.stream.as_ref() {
-                    // The graph runs at the smallest node.latency asked; this
-                    // receiver's share of the session latency is what is left
-                    // after its output's downstream latency.
-                    let mut p = Properties::new();
-                    p.set("node.latency", &format!("{want}/{}", m.rate));
-                    s.update_properties(&p);
-                    if m.asked_quantum > 0 {
-                        log_info!(
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("timer", (), || {
+        // SAFETY: the main-loop timer, on the main thread; no other borrow
+        // of `Main` is alive. It spans one PipeWire call,
+        // pw_stream_update_properties, which emits node info to the graph,
+        // never into our stream listener.
+        let m = unsafe { b.main() };
+        m.ticks += 1;
+        let want = b.counters.wanted_quantum.load(Relaxed);
+        if want > 0 && want != m.asked_quantum {
+            if let Some(s) = m.stream.as_ref() {
+                // The graph runs at the smallest node.latency asked; this
+                // receiver's share of the session latency is what is left
+                // after its output's downstream latency.
+                let mut p = Properties::new();
+                p.set("node.latency", &format!("{want}/{}", m.rate));
+                s.update_properties(&p);
+                if m.asked_quantum > 0 {
+                    log_info!(
                         "{}: asking the graph for {want}-frame cycles: the output adds {:.1} ms, the session latency is {:.1} ms",
                         m.who,
                         b.counters.downstream_ns.load(Relaxed) as f64 / 1e6,
                         b.counters.latency_ns.load(Relaxed) as f64 / 1e6
                     );
-                    }
-                    m.asked_quantum = want;
                 }
+                m.asked_quantum = want;
             }
-            if m.ticks.is_multiple_of(1_000_000_000 / MAIN_TIMER_NS) {
-                m.reporter.tick(&m.who, &b.counters);
-            }
-        })
-    };
+        }
+        if m.ticks.is_multiple_of(1_000_000_000 / MAIN_TIMER_NS) {
+            m.reporter.tick(&m.who, &b.counters);
+        }
+    });
 }
 
 unsafe extern "C" fn on_core_proxy_destroy(data: *mut c_void) {
-    // SAFETY: the callback contract: a core proxy event, on the main
-    // thread, with our live state; each `Main` borrow ends before the next.
-    unsafe {
-        with(data, "core destroy", (), |b| {
-            if let Some(c) = b.main().core.as_mut() {
-                c.forget();
-            }
-            b.schedule_unload("connection to the core destroyed");
-        })
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
     };
+    b.guard("core destroy", (), || {
+        // SAFETY: a core proxy event, on the main thread; no other borrow
+        // of `Main` is alive.
+        if let Some(c) = unsafe { b.main() }.core.as_mut() {
+            c.forget();
+        }
+        // SAFETY: main thread; the borrow above has ended.
+        unsafe { b.schedule_unload("connection to the core destroyed") };
+    });
 }
 
 unsafe extern "C" fn on_core_error(
@@ -842,25 +881,29 @@ unsafe extern "C" fn on_core_error(
     res: c_int,
     message: *const c_char,
 ) {
-    // SAFETY: as in `on_core_proxy_destroy`; `message` is NULL or a string
-    // PipeWire keeps alive for the call.
-    unsafe {
-        with(data, "core error", (), |b| {
-            let m = b.main();
-            let msg = ffi::str_from(message).unwrap_or("");
-            let e = std::io::Error::from_raw_os_error(-res);
-            if id == pws::PW_ID_CORE {
-                log_error!("{}: core error: {e} ({msg})", m.who);
-            } else {
-                // Errors on the stream's own objects also reach the stream,
-                // which logs them through state_changed.
-                log_debug!("{}: error on object {id}: {e} ({msg})", m.who);
-            }
-            if id == pws::PW_ID_CORE && res == -libc::EPIPE {
-                b.schedule_unload("connection to the core lost");
-            }
-        })
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
     };
+    b.guard("core error", (), || {
+        // SAFETY: a core event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
+        // SAFETY: NULL or a string PipeWire keeps alive for the call.
+        let msg = unsafe { ffi::str_from(message) }.unwrap_or("");
+        let e = std::io::Error::from_raw_os_error(-res);
+        if id == pws::PW_ID_CORE {
+            log_error!("{}: core error: {e} ({msg})", m.who);
+        } else {
+            // Errors on the stream's own objects also reach the stream,
+            // which logs them through state_changed.
+            log_debug!("{}: error on object {id}: {e} ({msg})", m.who);
+        }
+        if id == pws::PW_ID_CORE && res == -libc::EPIPE {
+            // SAFETY: main thread; `m` is not used past here.
+            unsafe { b.schedule_unload("connection to the core lost") };
+        }
+    });
 }
 
 static MODULE_EVENTS: pws::pw_impl_module_events = pws::pw_impl_module_events {
