@@ -568,7 +568,8 @@ impl DataLoop {
     /// says whether it ran. Adding and removing sources goes through this,
     /// because the loop's source lists are not safe to change from another
     /// thread while it polls; so when PipeWire cannot queue `f` (out of
-    /// memory), `f` is dropped unrun rather than run on the wrong thread.
+    /// memory or queue space), `f` is dropped unrun rather than run on the
+    /// wrong thread.
     pub fn run_sync<F: FnOnce()>(&self, f: F) -> bool {
         let mut slot = Some(f);
         let user = &mut slot as *mut Option<F> as *mut c_void;
