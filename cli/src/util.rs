@@ -46,8 +46,9 @@ pub fn stopping(flag: &AtomicBool) -> bool {
 
 /// CPU time this process has used (user + system), seconds.
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is valid.
+    // SAFETY: rusage is plain integers, for which all-zero is valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own; RUSAGE_SELF is valid.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
         return 0.0;
     }

@@ -3,6 +3,7 @@
 
 use libspa_sys as spa;
 use pipewire_sys as pw;
+use std::any::Any;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -29,8 +30,18 @@ pub fn guard<R>(flag: &AtomicBool, what: &str, default: R, f: impl FnOnce() -> R
                     "bark: panic in {what}: {msg}; the module is disabled until unloaded"
                 ));
             }
+            drop_payload(payload);
             default
         }
+    }
+}
+
+/// Drops a caught panic's payload without letting a panic in its own
+/// `Drop` unwind (into C, which aborts the process): that second payload
+/// is leaked instead.
+pub fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -48,7 +59,8 @@ pub unsafe fn str_from<'a>(p: *const c_char) -> Option<&'a str> {
     if p.is_null() {
         None
     } else {
-        CStr::from_ptr(p).to_str().ok()
+        // SAFETY: non-NULL, NUL-terminated and alive for 'a (the contract).
+        unsafe { CStr::from_ptr(p).to_str().ok() }
     }
 }
 
@@ -141,7 +153,9 @@ impl Drop for Properties {
 
 /// A listener hook: boxed so that its address stays fixed while PipeWire
 /// links it into a hook list. Removing it twice, or removing one that was
-/// never added, is harmless.
+/// never added, is harmless. Whoever adds it to a list must remove it
+/// before it drops (it cannot tell on its own whether the list still
+/// exists).
 pub struct Hook(Box<spa::spa_hook>);
 
 impl Hook {
@@ -162,7 +176,9 @@ impl Hook {
     /// The list it was added to must still exist.
     pub unsafe fn remove(&mut self) {
         if !self.0.link.prev.is_null() {
-            spa::spa_hook_remove(&mut *self.0);
+            // SAFETY: linked (non-NULL `prev`) into a list that still
+            // exists (the contract), so its neighbours are live hooks.
+            unsafe { spa::spa_hook_remove(&mut *self.0) };
             // spa_hook_remove leaves stale links; clear them so a second
             // call is a no-op.
             self.0.link.prev = std::ptr::null_mut();
@@ -183,6 +199,11 @@ impl Default for Hook {
 /// # Safety
 /// `iface` must point to a live interface whose methods table is of type `M`.
 pub unsafe fn iface_call<M, R>(iface: *mut c_void, f: impl FnOnce(&M, *mut c_void) -> R) -> R {
-    let i = &*(iface as *const spa::spa_interface);
-    f(&*(i.cb.funcs as *const M), i.cb.data)
+    // SAFETY: a live interface whose `funcs` is an `M` table (the contract);
+    // both stay alive for the call.
+    let (funcs, data) = unsafe {
+        let i = &*(iface as *const spa::spa_interface);
+        (&*(i.cb.funcs as *const M), i.cb.data)
+    };
+    f(funcs, data)
 }

@@ -55,13 +55,15 @@ pub fn random_nonzero_u64() -> u64 {
     }
 }
 
-fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {
+/// # Safety
+/// `module` must be the live module being loaded, on the main thread.
+unsafe fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {
     let mut p = Properties::new();
     p.set("module.author", "Bark contributors");
     p.set("module.description", role.description());
     p.set("module.usage", role.usage());
     p.set("module.version", env!("CARGO_PKG_VERSION"));
-    // SAFETY: a live module; PipeWire copies the dictionary.
+    // SAFETY: a live module (the contract); PipeWire copies the dictionary.
     unsafe { pws::pw_impl_module_update_properties(module, p.dict()) };
 }
 
@@ -69,11 +71,14 @@ fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {
 /// Called by PipeWire with the module being loaded and its argument string.
 unsafe fn init(module: *mut pws::pw_impl_module, args: *const c_char) -> c_int {
     log::init();
-    let info = pws::pw_impl_module_get_info(module);
+    // SAFETY: the module being loaded (the contract).
+    let info = unsafe { pws::pw_impl_module_get_info(module) };
     let (name, filename) = if info.is_null() {
         (None, None)
     } else {
-        (ffi::str_from((*info).name), ffi::str_from((*info).filename))
+        // SAFETY: the module's info, alive as long as the module; its
+        // strings are NULL or NUL-terminated, and outlive this call.
+        unsafe { (ffi::str_from((*info).name), ffi::str_from((*info).filename)) }
     };
     let Some(role) = filename
         .and_then(Role::from_name)
@@ -85,9 +90,13 @@ unsafe fn init(module: *mut pws::pw_impl_module, args: *const c_char) -> c_int {
         );
         return -libc::EINVAL;
     };
-    set_module_info(module, role);
-    let props = Properties::from_json(ffi::str_from(args).unwrap_or(""));
-    match module::load(module, role, &props) {
+    // SAFETY: the module being loaded, on the main thread (the contract).
+    unsafe { set_module_info(module, role) };
+    // SAFETY: `args` is NULL or NUL-terminated and alive for the call (the
+    // contract); `from_json` copies it.
+    let props = Properties::from_json(unsafe { ffi::str_from(args) }.unwrap_or(""));
+    // SAFETY: the module being initialized, on the main thread.
+    match unsafe { module::load(module, role, &props) } {
         Ok(()) => 0,
         Err(e) => {
             log_error!("{}: cannot load: {}", role.name(), e.msg);
@@ -110,6 +119,7 @@ pub unsafe extern "C" fn pipewire__module_init(
         if module.is_null() {
             return -libc::EINVAL;
         }
-        init(module, args)
+        // SAFETY: PipeWire's module-init contract (above), `module` checked.
+        unsafe { init(module, args) }
     })
 }

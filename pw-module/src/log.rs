@@ -7,9 +7,9 @@
 
 use libspa_sys as spa;
 use pipewire_sys as pw;
-use std::cell::UnsafeCell;
 use std::ffi::{c_char, CStr};
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Log levels, as PipeWire numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,58 +25,88 @@ pub enum Level {
     Debug = spa::SPA_LOG_LEVEL_DEBUG,
 }
 
-/// The topic: PipeWire writes its level into it (from `PIPEWIRE_DEBUG`
-/// patterns), so it lives in a mutable static.
-struct Topic(UnsafeCell<spa::spa_log_topic>);
-// SAFETY: PipeWire writes the level fields only from topic_init, which we
-// call from the main thread at module load; other threads only read them.
-unsafe impl Sync for Topic {}
+/// The topic's name, as `PIPEWIRE_DEBUG` patterns match it.
+const TOPIC_NAME: &CStr = c"mod.bark";
 
-static TOPIC: Topic = Topic(UnsafeCell::new(spa::spa_log_topic {
-    version: 0,
-    topic: c"mod.bark".as_ptr(),
-    level: spa::SPA_LOG_LEVEL_INFO,
-    has_custom_level: false,
-}));
+/// [`CUSTOM_LEVEL`] when no `PIPEWIRE_DEBUG` pattern names the topic: the
+/// global level applies, as for PipeWire's own topics.
+const NO_CUSTOM_LEVEL: u32 = u32::MAX;
 
-/// Registers the topic with PipeWire's logger so that `PIPEWIRE_DEBUG`
-/// patterns for `mod.bark` take effect. Call on the main thread at load.
+/// The level that `PIPEWIRE_DEBUG` patterns give `mod.bark`, or
+/// [`NO_CUSTOM_LEVEL`]. Every module load refreshes it on the main thread
+/// while another instance's data thread may read it (its panic guard logs),
+/// so it is an atomic rather than a `spa_log_topic` that PipeWire writes
+/// in place: C's plain stores would race those reads.
+static CUSTOM_LEVEL: AtomicU32 = AtomicU32::new(NO_CUSTOM_LEVEL);
+
+/// A `spa_log_topic` for `mod.bark` carrying `custom` (a level, or
+/// [`NO_CUSTOM_LEVEL`]). Built on the stack for each use, so that C never
+/// writes memory that another thread reads.
+fn topic(custom: u32) -> spa::spa_log_topic {
+    spa::spa_log_topic {
+        version: 0,
+        topic: TOPIC_NAME.as_ptr(),
+        level: if custom == NO_CUSTOM_LEVEL {
+            spa::SPA_LOG_LEVEL_INFO
+        } else {
+            custom
+        },
+        has_custom_level: custom != NO_CUSTOM_LEVEL,
+    }
+}
+
+/// Asks PipeWire's logger which level its `PIPEWIRE_DEBUG` patterns give
+/// `mod.bark` and keeps it for [`enabled`] and [`log_at`]. Call on the main
+/// thread at each load: a later load picks up patterns changed since.
 pub fn init() {
-    // SAFETY: pw_log_get returns the global logger (or NULL); topic_init is
-    // a version-1 method of spa_log, called only when the logger has it.
+    let mut t = topic(NO_CUSTOM_LEVEL);
+    // SAFETY: pw_log_get returns the process's logger or NULL; a non-NULL
+    // logger's `iface` is a live spa_interface whose `funcs` (checked for
+    // NULL) is a spa_log_methods table. `topic_init` is a version-1 method
+    // (the interface itself is version 0; spa_log_topic_init checks the
+    // methods' version the same way), called only when present. It writes
+    // `t`, a local that lives across the call and that no other thread can
+    // see; the logger keeps no pointer to it (support/logger.c).
     unsafe {
         let log = pw::pw_log_get();
         if log.is_null() {
             return;
         }
         let iface = &(*log).iface;
-        // The interface itself is version 0 (SPA_VERSION_LOG); topic_init
-        // is a version-1 *method*, which is what spa_log_topic_init checks.
         if iface.cb.funcs.is_null() {
             return;
         }
         let m = &*(iface.cb.funcs as *const spa::spa_log_methods);
-        if m.version >= 1 {
-            if let Some(f) = m.topic_init {
-                f(iface.cb.data, TOPIC.0.get());
-            }
+        match m.topic_init {
+            Some(f) if m.version >= 1 => f(iface.cb.data, &mut t),
+            _ => return,
         }
     }
+    let level = if t.has_custom_level {
+        t.level
+    } else {
+        NO_CUSTOM_LEVEL
+    };
+    CUSTOM_LEVEL.store(level, Relaxed);
 }
 
 /// Whether messages of `level` are printed.
 pub fn enabled(level: Level) -> bool {
-    // SAFETY: plain reads of PipeWire's level globals; a torn read at worst
-    // prints or drops one message.
-    unsafe {
-        let t = TOPIC.0.get();
-        let lim = if std::ptr::addr_of!((*t).has_custom_level).read_volatile() {
-            std::ptr::addr_of!((*t).level).read_volatile()
-        } else {
-            std::ptr::addr_of!(pw::pw_log_level).read_volatile()
-        };
-        lim >= level as u32
-    }
+    let custom = CUSTOM_LEVEL.load(Relaxed);
+    let lim = if custom != NO_CUSTOM_LEVEL {
+        custom
+    } else {
+        // SAFETY: a read of PipeWire's exported global level, a plain C
+        // variable that PipeWire writes only from its main thread
+        // (pw_log_set_level). Our callers are main-loop callbacks, which
+        // no such write can overlap, and, once per module at most, the
+        // panic guard on the data thread, which reads it unsynchronized
+        // exactly as every PipeWire thread's own pw_log_* checks do (C
+        // offers nothing to synchronize with); volatile keeps it one
+        // aligned load, never cached.
+        unsafe { std::ptr::addr_of!(pw::pw_log_level).read_volatile() }
+    };
+    lim >= level as u32
 }
 
 /// Logs a message at `level`; `file`, `line` and `func` say where from
@@ -86,11 +116,15 @@ pub fn log_at(level: Level, file: &CStr, line: u32, func: &CStr, args: fmt::Argu
         return;
     }
     let msg = crate::ffi::cstring(&args.to_string());
-    // SAFETY: "%s" with one valid C string argument.
+    // pw_log_logt checks the level again against the topic it is given.
+    let t = topic(CUSTOM_LEVEL.load(Relaxed));
+    // SAFETY: "%s" with one NUL-terminated string, `msg`; the topic, file
+    // and function strings are NUL-terminated and, like `t`, outlive the
+    // call, which only reads them (the logger keeps no pointer).
     unsafe {
         pw::pw_log_logt(
             level as u32,
-            TOPIC.0.get(),
+            &t,
             file.as_ptr(),
             line as i32,
             func.as_ptr(),

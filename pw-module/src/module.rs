@@ -20,9 +20,10 @@ use pipewire_sys as pws;
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{
-    AtomicPtr,
+    AtomicBool, AtomicPtr,
     Ordering::{Acquire, Relaxed, Release},
 };
+use std::sync::OnceLock;
 
 /// Which module this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +139,9 @@ enum Rt {
 }
 
 struct Main {
-    // Field order is teardown order: the stream (which waits for the data
-    // thread to leave `process`), then the core, then the timer.
+    // Teardown order ([`free`]): the stream (which waits for the data
+    // thread to leave `process`), the data-loop sources, the core, the
+    // timer; then the rest of the state.
     stream: Option<Stream>,
     // Data-loop sources (sockets, timer): removed on the data thread before
     // the sockets in `rt` close.
@@ -159,14 +161,56 @@ struct Main {
     ticks: u64,
 }
 
-/// One loaded module.
+/// The data-thread state behind a try-lock that never blocks or spins.
+/// `process` and the data-loop sources normally run on one thread, so it is
+/// never contended; but PipeWire 1.1 and later can run the node on another
+/// of several data loops (`context.num-data-loops`) than the one
+/// `pw_context_get_data_loop` gives us for the sockets, and then the two
+/// callbacks could overlap: the lock makes the later one skip its turn
+/// instead of racing.
+struct RtCell<T> {
+    busy: AtomicBool,
+    rt: UnsafeCell<T>,
+}
+
+impl<T> RtCell<T> {
+    fn new(rt: T) -> Self {
+        RtCell {
+            busy: AtomicBool::new(false),
+            rt: UnsafeCell::new(rt),
+        }
+    }
+
+    /// Runs `f` on the state, or returns `None` when another callback
+    /// holds it. No allocation, no blocking.
+    fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.busy.swap(true, Acquire) {
+            return None;
+        }
+        /// Frees the lock when `f` returns or unwinds.
+        struct Unlock<'a>(&'a AtomicBool);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Release);
+            }
+        }
+        let _unlock = Unlock(&self.busy);
+        // SAFETY: `busy` was clear and is ours until `_unlock` drops, after
+        // `f` (also when it unwinds); every access goes through here, so
+        // this is the only reference to the state meanwhile.
+        Some(f(unsafe { &mut *self.rt.get() }))
+    }
+}
+
+/// One loaded module. It lives from `load` to [`free`], behind the raw
+/// pointer that every PipeWire registration carries as its `data`.
 struct Bark {
     main: UnsafeCell<Main>,
-    rt: UnsafeCell<Rt>,
+    rt: RtCell<Rt>,
     stream: AtomicPtr<pws::pw_stream>,
-    /// The data loop and the receiver's timer source, to re-arm it from
-    /// the data thread; set once at load.
-    data_loop: UnsafeCell<Option<DataLoop>>,
+    /// The data loop, to re-arm the receiver's timer and sockets from the
+    /// data thread; set once at load, before any source exists.
+    data_loop: OnceLock<DataLoop>,
     rt_timer: AtomicPtr<spa::spa_source>,
     /// The receiver's socket sources, to pause them from the data thread
     /// while graph cycles drain the sockets anyway; set once at load.
@@ -216,14 +260,22 @@ impl Bark {
     /// Main-thread state.
     ///
     /// # Safety
-    /// Main thread only, and no other reference to `Main` alive.
+    /// Main thread only, and no other reference to `Main` alive: PipeWire
+    /// runs main-loop callbacks one at a time, and those we make from
+    /// them emit nothing into our listeners (`load` and [`free`] borrow
+    /// afresh around the calls that do).
     #[allow(clippy::mut_from_ref)]
     unsafe fn main(&self) -> &mut Main {
-        &mut *self.main.get()
+        // SAFETY: the contract above.
+        unsafe { &mut *self.main.get() }
     }
 
-    fn schedule_unload(&self, why: &str) {
-        // SAFETY: main-thread callers only.
+    /// Asks PipeWire to unload the module (it then emits its destroy event).
+    ///
+    /// # Safety
+    /// Main thread only, with no `&mut Main` alive.
+    unsafe fn schedule_unload(&self, why: &str) {
+        // SAFETY: the contract above.
         let m = unsafe { self.main() };
         if !m.unloading {
             m.unloading = true;
@@ -235,30 +287,33 @@ impl Bark {
     }
 
     /// Socket and timer work on the data thread, between graph cycles.
-    fn service(&self, timer: bool) {
+    ///
+    /// # Safety
+    /// Only from a callback of a source on `data_loop` (its thread).
+    unsafe fn service(&self, timer: bool) {
         if self.counters.panicked.load(Relaxed) {
             return;
         }
         if self.test_panic.data {
             panic!("{TEST_PANIC_ENV}: on purpose in a data-loop callback");
         }
-        // SAFETY: data-loop sources run on the data thread, like `process`,
-        // so they never overlap with it.
-        let rt = unsafe { &mut *self.rt.get() };
-        match rt {
+        // Busy: `process` runs on another data loop right now (see
+        // RtCell) and serves the sockets itself; the next wake-up comes.
+        let _ = self.rt.try_with(|rt| match rt {
             Rt::Sink(s) => s.serve(&self.counters),
             Rt::Source(s) => {
                 s.pump(&self.counters);
                 if timer {
                     let now = monotonic_ns();
                     let period = s.timer_schedule(now);
-                    // SAFETY: set once at load, before any source existed.
-                    if let Some(dl) = unsafe { *self.data_loop.get() } {
+                    if let Some(dl) = self.data_loop.get() {
                         let t = self.rt_timer.load(Relaxed);
                         if !t.is_null() && period != s.current_interval_ns() {
                             s.set_current_interval_ns(period);
-                            // SAFETY: the timer lives until teardown, which
-                            // removes it on this thread first.
+                            // SAFETY: our timer source on `dl`, which lives
+                            // until `free` removes it (on this thread, after
+                            // this callback); this is its thread (the
+                            // contract).
                             unsafe { dl.set_timer_raw(t, period, period) };
                         }
                         let io = s.wants_socket_wakeups(now);
@@ -267,9 +322,9 @@ impl Bark {
                             for p in &self.rt_io {
                                 let src = p.load(Relaxed);
                                 if !src.is_null() {
-                                    // SAFETY: like the timer, the sources
-                                    // live until teardown removes them on
-                                    // this thread.
+                                    // SAFETY: like the timer: our io
+                                    // sources on `dl`, alive until `free`
+                                    // removes them; this is their thread.
                                     unsafe { dl.set_io_raw(src, io) };
                                 }
                             }
@@ -277,30 +332,39 @@ impl Bark {
                     }
                 }
             }
-        }
+        });
     }
 
-    fn process(&self) {
+    /// One graph cycle.
+    ///
+    /// # Safety
+    /// Only from the process callback of the stream in `self.stream`.
+    unsafe fn process(&self) {
         let stream = self.stream.load(Relaxed);
         if stream.is_null() {
             return;
         }
-        // SAFETY: only `process` (data thread) touches `rt` once the stream
-        // exists; PipeWire never runs two `process` calls at once.
-        let rt = unsafe { &mut *self.rt.get() };
         let panicked = self.counters.panicked.load(Relaxed);
         if self.test_panic.process && !panicked {
             panic!("{TEST_PANIC_ENV}: on purpose in process");
         }
-        // SAFETY: this is the stream's process callback, stream is live.
-        unsafe {
-            match rt {
-                Rt::Sink(s) if panicked => s.idle(stream),
-                Rt::Source(s) if panicked => s.idle(stream),
-                Rt::Sink(s) => s.process(stream, &self.counters),
-                Rt::Source(s) => s.process(stream, self.rate_match.load(Acquire), &self.counters),
+        let rate_match = self.rate_match.load(Acquire);
+        // Busy: a socket callback runs on another data loop right now (see
+        // RtCell); this cycle is skipped, as an xrun would be.
+        let _ = self.rt.try_with(|rt| {
+            // SAFETY: the process callback of the live `stream` (the
+            // contract; `on_stream_destroy` clears it before the stream
+            // goes); `rate_match` is null or the area its `io_changed`
+            // gave, which lives as long as the stream.
+            unsafe {
+                match rt {
+                    Rt::Sink(s) if panicked => s.idle(stream),
+                    Rt::Source(s) if panicked => s.idle(stream),
+                    Rt::Sink(s) => s.process(stream, &self.counters),
+                    Rt::Source(s) => s.process(stream, rate_match, &self.counters),
+                }
             }
-        }
+        });
     }
 }
 
@@ -345,7 +409,23 @@ pub unsafe fn load(
         }
     };
 
-    let bark = Box::new(Bark {
+    // Read before the state is shared: from then on only data-loop
+    // callbacks touch `rt`.
+    let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &rt {
+        Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
+        Rt::Source(s) => (s.fds().to_vec(), s.timer_schedule(monotonic_ns())),
+    };
+    let test_panic = TestPanic::from_env(&setup.name);
+    if test_panic != TestPanic::default() {
+        log_warn!(
+            "{}: {TEST_PANIC_ENV} is set: test-only panic in {test_panic:?}",
+            role.name(),
+        );
+    }
+    // A raw pointer from here on: PipeWire's callbacks get it as `data` and
+    // may run on other threads, so no `Box` (a unique owner) exists until
+    // `free` has fenced them all off.
+    let bark = Box::into_raw(Box::new(Bark {
         main: UnsafeCell::new(Main {
             stream: None,
             data_sources: Vec::new(),
@@ -361,9 +441,9 @@ pub unsafe fn load(
             asked_quantum: 0,
             ticks: 0,
         }),
-        rt: UnsafeCell::new(rt),
+        rt: RtCell::new(rt),
         stream: AtomicPtr::new(std::ptr::null_mut()),
-        data_loop: UnsafeCell::new(None),
+        data_loop: OnceLock::new(),
         rt_timer: AtomicPtr::new(std::ptr::null_mut()),
         rt_io: [
             AtomicPtr::new(std::ptr::null_mut()),
@@ -371,94 +451,214 @@ pub unsafe fn load(
         ],
         rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
-        test_panic: TestPanic::from_env(&setup.name),
-    });
-    if bark.test_panic != TestPanic::default() {
-        log_warn!(
-            "{}: {TEST_PANIC_ENV} is set: test-only panic in {:?}",
-            role.name(),
-            bark.test_panic
-        );
-    }
-    let data = &*bark as *const Bark as *mut c_void;
-    // Read before the stream exists: from then on only the data thread may
-    // touch `rt`.
-    let (fds, interval): (Vec<std::os::fd::RawFd>, u64) = match &*bark.rt.get() {
-        Rt::Sink(s) => (vec![s.fd()], SINK_TIMER_NS),
-        Rt::Source(s) => (s.fds().to_vec(), s.timer_schedule(monotonic_ns())),
-    };
+        test_panic,
+    }));
+    // Frees the state, and whatever PipeWire already holds of it, when
+    // attaching fails or panics.
+    let on_failure = FreeOnDrop(bark);
+    // SAFETY: `bark` is fresh from Box::into_raw and not yet shared;
+    // `module` is the module being initialized, on the main thread (this
+    // function's contract).
+    unsafe { attach(bark, module, setup, fds, interval) }?;
+    // PipeWire holds the state now; the module's destroy event frees it.
+    std::mem::forget(on_failure);
+    Ok(())
+}
 
-    // From here on, an error drops `bark`, which releases whatever exists.
-    // `Main` is borrowed afresh after each PipeWire call, because those may
-    // emit events that borrow it too.
-    let context = pws::pw_impl_module_get_context(module);
-    let mut core = CoreConn::new(context).map_err(LoadError::pipewire)?;
-    core.listen(&PROXY_EVENTS, &CORE_EVENTS, data);
+/// Connects a new module's state to PipeWire: the core and its listeners,
+/// the stream, the data-loop sources, the main-loop timer, and last the
+/// module listener. On an error, what was made is in the state for `free`.
+///
+/// # Safety
+/// `bark` is from `Box::into_raw` in `load` and not yet shared; `module`
+/// is the module being initialized; main thread.
+unsafe fn attach(
+    bark: *mut Bark,
+    module: *mut pws::pw_impl_module,
+    setup: Setup,
+    fds: Vec<std::os::fd::RawFd>,
+    interval: u64,
+) -> Result<(), LoadError> {
+    let data = bark as *mut c_void;
+    // SAFETY: alive until `free`, which runs only after this returns; only
+    // shared references to it are ever made outside `free` (it changes
+    // through UnsafeCell, atomics and OnceLock).
+    let b = unsafe { &*bark };
+    // `Main` is borrowed afresh after each PipeWire call below, because
+    // those may emit events that borrow it too; every such borrow is on
+    // this (the main) thread, one at a time.
+
+    // SAFETY: the module being initialized (the contract): its context is
+    // live, and outlives the module and so this state.
+    let context = unsafe { pws::pw_impl_module_get_context(module) };
+    // SAFETY: a live context.
+    let mut core = unsafe { CoreConn::new(context) }.map_err(LoadError::pipewire)?;
+    // SAFETY: `data` lives until `free`, which drops the core (removing
+    // these listeners) before it frees the state; the callbacks take it.
+    unsafe { core.listen(&PROXY_EVENTS, &CORE_EVENTS, data) };
     let core_ptr = core.as_ptr();
-    bark.main().core = Some(core);
+    // SAFETY: main thread, no other borrow of `Main` alive.
+    unsafe { b.main() }.core = Some(core);
 
-    let stream = Stream::new(core_ptr, &setup.name, setup.props, &STREAM_EVENTS, data)
+    // SAFETY: a live core, kept in `Main`; `data` lives until `free`,
+    // which drops the stream first.
+    let stream = unsafe { Stream::new(core_ptr, &setup.name, setup.props, &STREAM_EVENTS, data) }
         .map_err(LoadError::pipewire)?;
-    bark.stream.store(stream.as_ptr(), Relaxed);
+    b.stream.store(stream.as_ptr(), Relaxed);
     let stream_ptr = stream.as_ptr();
-    bark.main().stream = Some(stream);
-    pw::connect(stream_ptr, setup.direction, setup.flags, &setup.format_pod)
+    // SAFETY: main thread, no other borrow of `Main` alive.
+    unsafe { b.main() }.stream = Some(stream);
+    // SAFETY: the live stream just kept in `Main`.
+    unsafe { pw::connect(stream_ptr, setup.direction, setup.flags, &setup.format_pod) }
         .map_err(LoadError::pipewire)?;
 
     // Sockets and a timer on the data loop: datagrams are handled when they
     // arrive and time exchanges keep their pace whether or not the graph
     // runs this node.
-    let dl = DataLoop::of(context).ok_or_else(|| LoadError::pipewire("no data loop"))?;
-    *bark.data_loop.get() = Some(dl);
+    // SAFETY: a live context; the DataLoop is kept in the state, which the
+    // module and so the context outlive.
+    let dl = unsafe { DataLoop::of(context) }.ok_or_else(|| LoadError::pipewire("no data loop"))?;
+    let _ = b.data_loop.set(dl);
     for (i, fd) in fds.into_iter().enumerate() {
-        let src = dl
-            .add_io(fd, on_data_io, data)
-            .map_err(LoadError::pipewire)?;
-        if let Some(slot) = bark.rt_io.get(i) {
+        // SAFETY: `data` lives until `free`, which drops the sources
+        // (removing them on the data thread) before it frees the state;
+        // `fd` is a socket in `rt`, closed only when the state drops, after
+        // the sources.
+        let src = unsafe { dl.add_io(fd, on_data_io, data) }.map_err(LoadError::pipewire)?;
+        if let Some(slot) = b.rt_io.get(i) {
             slot.store(src.as_raw(), Relaxed);
         }
-        bark.main().data_sources.push(src);
+        // SAFETY: main thread, no other borrow of `Main` alive.
+        unsafe { b.main() }.data_sources.push(src);
     }
-    let timer = dl
-        .add_timer(on_data_timer, data, interval)
-        .map_err(LoadError::pipewire)?;
-    bark.rt_timer.store(timer.as_raw(), Relaxed);
-    bark.main().data_sources.push(timer);
-
-    let main_loop = pws::pw_context_get_main_loop(context);
+    // SAFETY: as for the sockets.
     let timer =
-        Timer::new(main_loop, on_timer, data, MAIN_TIMER_NS).map_err(LoadError::pipewire)?;
-    bark.main().timer = Some(timer);
+        unsafe { dl.add_timer(on_data_timer, data, interval) }.map_err(LoadError::pipewire)?;
+    b.rt_timer.store(timer.as_raw(), Relaxed);
+    // SAFETY: main thread, no other borrow of `Main` alive.
+    unsafe { b.main() }.data_sources.push(timer);
 
-    let hook = bark.main().module_hook.as_ptr();
-    pws::pw_impl_module_add_listener(module, hook, &MODULE_EVENTS, data);
-    log_info!("{}: loaded: {}", bark.main().who, setup.info);
-    let _ = Box::into_raw(bark);
+    // SAFETY: a live context.
+    let main_loop = unsafe { pws::pw_context_get_main_loop(context) };
+    // SAFETY: the context's main loop, whose thread this is; `free` drops
+    // the timer, on this thread and while the loop lives, before it frees
+    // the state that `data` points to.
+    let timer = unsafe { Timer::new(main_loop, on_timer, data, MAIN_TIMER_NS) }
+        .map_err(LoadError::pipewire)?;
+    // SAFETY: main thread, no other borrow of `Main` alive.
+    let m = unsafe { b.main() };
+    m.timer = Some(timer);
+    let hook = m.module_hook.as_ptr();
+    // SAFETY: the module being initialized; the hook is boxed in `Main`
+    // and unlinked by `free` (while the module lives) before it is freed;
+    // `data` lives until then.
+    unsafe { pws::pw_impl_module_add_listener(module, hook, &MODULE_EVENTS, data) };
+    log_info!("{}: loaded: {}", m.who, setup.info);
     Ok(())
 }
 
-unsafe fn with<R>(data: *mut c_void, what: &str, default: R, f: impl FnOnce(&Bark) -> R) -> R {
-    if data.is_null() {
-        return default;
+/// Frees the state `load` made once nothing can call into it any more:
+/// first the stream (pw_stream_destroy waits for the data thread to leave
+/// `process`), the data-loop sources (removed on the data thread, so no
+/// socket or timer callback is running or to come), the core and its
+/// listeners, the main-loop timer and the module listener; only then the
+/// state itself, sockets last. A null `bark` is ignored.
+///
+/// # Safety
+/// `bark` is null or from `Box::into_raw` in `load`, freed only here and
+/// once; main thread; the module it was loaded into is still alive.
+unsafe fn free(bark: *mut Bark) {
+    if bark.is_null() {
+        return;
     }
-    let b = &*(data as *const Bark);
-    ffi::guard(&b.counters.panicked, what, default, || f(b))
+    // Taken out first, so that no borrow of `Main` is alive while they
+    // drop (their teardown emits nothing into our listeners, but a borrow
+    // across PipeWire calls is what `Bark::main` rules out).
+    let (stream, sources, core, timer) = {
+        // SAFETY: alive (freed only below); main thread; no other borrow
+        // of `Main` (the contract; callers hold none).
+        let m = unsafe { (*bark).main() };
+        // SAFETY: the module is alive (the contract), so its listener list
+        // is; an unlinked hook (load failed before adding it) is skipped.
+        unsafe { m.module_hook.remove() };
+        (
+            m.stream.take(),
+            std::mem::take(&mut m.data_sources),
+            m.core.take(),
+            m.timer.take(),
+        )
+    };
+    drop(stream);
+    drop(sources);
+    drop(core);
+    drop(timer);
+    // SAFETY: from Box::into_raw in `load`, freed once (the contract). No
+    // callback can reach it now: the stream, the data-loop sources, the
+    // core's listeners, the main-loop timer and the module listener are
+    // gone, and the data thread has left every callback (the stream's
+    // destroy and the sources' removal synchronize with it), so this
+    // thread holds the only access.
+    drop(unsafe { Box::from_raw(bark) });
+}
+
+/// Frees, through `free`, a state that `load` made and did not hand to
+/// PipeWire (it forgets this guard once it has).
+struct FreeOnDrop(*mut Bark);
+
+impl Drop for FreeOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: `load` made the pointer with Box::into_raw and, on the
+        // main thread, drops this guard only when attaching failed or
+        // panicked, while the module is still being initialized. The
+        // module listener, whose destroy event is the only other way to
+        // free the state, was then never added, or (a panic after adding
+        // it) is removed by `free`: this is the one free.
+        unsafe { free(self.0) };
+    }
+}
+
+/// The state behind a callback's `data`; `None` for a null pointer.
+///
+/// The callback contract, which every `extern "C"` callback below relies
+/// on: PipeWire passes back the `data` it was registered with, a state that
+/// stays alive until `free`, which removes every registration first. The
+/// stream's and core's events, the module's and the main-loop timer's run
+/// on the main thread, one at a time; `process` and the data-loop sources
+/// on a data thread.
+///
+/// # Safety
+/// `data` is null or the pointer `load` registered, and the state alive
+/// for `'a` (the callback's duration).
+unsafe fn state<'a>(data: *mut c_void) -> Option<&'a Bark> {
+    // SAFETY: null or a live Bark (the contract), only ever shared outside
+    // `free`.
+    unsafe { (data as *const Bark).as_ref() }
+}
+
+impl Bark {
+    /// Runs a callback's body `f` inside the panic guard (see
+    /// [`ffi::guard`]); `default` when it panics.
+    fn guard<R>(&self, what: &str, default: R, f: impl FnOnce() -> R) -> R {
+        ffi::guard(&self.counters.panicked, what, default, f)
+    }
 }
 
 unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
-    ffi::guard(
-        &std::sync::atomic::AtomicBool::new(false),
-        "module destroy",
-        (),
-        || {
-            let bark = Box::from_raw(data as *mut Bark);
-            let m = bark.main();
-            m.module_hook.remove();
-            log_info!("{}: unloading", m.who);
-            // Teardown order is Main's field order; then the sockets in `rt`.
-            drop(bark);
-        },
-    );
+    ffi::guard(&AtomicBool::new(false), "module destroy", (), || {
+        let bark = data as *mut Bark;
+        if bark.is_null() {
+            return;
+        }
+        // SAFETY: the callback contract (see `state`): the module's destroy
+        // event, on the main thread, with our live state; no borrow of
+        // `Main` is alive.
+        log_info!("{}: unloading", unsafe { (*bark).main() }.who);
+        // SAFETY: the state from `load` (the callback contract), on the
+        // main thread, inside the module's destroy event (so the module is
+        // alive). The event comes once, and only for a state that `load`
+        // handed over, so this is its only free.
+        unsafe { free(bark) };
+    });
 }
 
 /// Sink: the socket is checked, and the endpoint polled (status packets,
@@ -467,28 +667,57 @@ unsafe extern "C" fn on_module_destroy(data: *mut c_void) {
 const SINK_TIMER_NS: u64 = bark_core::sender::IDLE_SYNC_INTERVAL_NS / 2;
 
 unsafe extern "C" fn on_data_io(data: *mut c_void, _fd: c_int, _mask: u32) {
-    with(data, "socket", (), |b| b.service(false));
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("socket", (), || {
+        // SAFETY: a source on our data loop, called on its thread.
+        unsafe { b.service(false) }
+    });
 }
 
 unsafe extern "C" fn on_data_timer(data: *mut c_void, _expirations: u64) {
-    with(data, "data timer", (), |b| b.service(true));
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("data timer", (), || {
+        // SAFETY: a source on our data loop, called on its thread.
+        unsafe { b.service(true) }
+    });
 }
 
 unsafe extern "C" fn on_process(data: *mut c_void) {
-    with(data, "process", (), |b| b.process());
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("process", (), || {
+        // SAFETY: the process callback of the stream in `b.stream` (the
+        // only stream registered with these events).
+        unsafe { b.process() }
+    });
 }
 
 /// PipeWire destroys a stream itself when its core goes away (daemon
 /// shutdown, lost connection): forget it, stop `process` from touching it,
 /// and unload.
 unsafe extern "C" fn on_stream_destroy(data: *mut c_void) {
-    with(data, "stream destroy", (), |b| {
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("stream destroy", (), || {
         b.stream.store(std::ptr::null_mut(), Relaxed);
         b.rate_match.store(std::ptr::null_mut(), Release);
-        if let Some(s) = b.main().stream.as_mut() {
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        if let Some(s) = unsafe { b.main() }.stream.as_mut() {
             s.forget();
         }
-        b.schedule_unload("stream destroyed");
+        // SAFETY: main thread; the borrow above has ended.
+        unsafe { b.schedule_unload("stream destroyed") };
     });
 }
 
@@ -498,9 +727,16 @@ unsafe extern "C" fn on_state_changed(
     state: pws::pw_stream_state,
     error: *const c_char,
 ) {
-    with(data, "state_changed", (), |b| {
-        let m = b.main();
-        let err = ffi::str_from(error).unwrap_or("");
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { self::state(data) }) else {
+        return;
+    };
+    b.guard("state_changed", (), || {
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
+        // SAFETY: NULL or a string PipeWire keeps alive for the call.
+        let err = unsafe { ffi::str_from(error) }.unwrap_or("");
         match state {
             pws::pw_stream_state_PW_STREAM_STATE_ERROR => {
                 log_error!("{}: stream error: {err}", m.who)
@@ -513,7 +749,8 @@ unsafe extern "C" fn on_state_changed(
             ),
         }
         if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
-            b.schedule_unload("stream disconnected");
+            // SAFETY: main thread; `m` is not used past here.
+            unsafe { b.schedule_unload("stream disconnected") };
         }
     });
 }
@@ -521,7 +758,12 @@ unsafe extern "C" fn on_state_changed(
 /// The adapter hands the stream its IO areas; keep the rate-match one
 /// (PipeWire 0.3.65 has no `pw_stream_set_rate`).
 unsafe extern "C" fn on_io_changed(data: *mut c_void, id: u32, area: *mut c_void, size: u32) {
-    with(data, "io_changed", (), |b| {
+    // SAFETY: the callback contract (see `state`); whatever thread this
+    // runs on, it only stores an atomic.
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("io_changed", (), || {
         if id != spa::SPA_IO_RateMatch {
             return;
         }
@@ -536,13 +778,21 @@ unsafe extern "C" fn on_io_changed(data: *mut c_void, id: u32, area: *mut c_void
 }
 
 unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const spa::spa_pod) {
-    with(data, "param_changed", (), |b| {
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("param_changed", (), || {
         if id != spa::SPA_PARAM_Format || param.is_null() {
             return;
         }
-        let m = b.main();
+        // SAFETY: a stream event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
         let mut info = AudioInfoRaw::new();
-        let pod = libspa::pod::Pod::from_raw(param);
+        // SAFETY: a non-NULL pod that PipeWire keeps alive for the call,
+        // which `pod` does not outlive.
+        let pod = unsafe { libspa::pod::Pod::from_raw(param) };
         if info.parse(pod).is_err() {
             log_warn!("{}: cannot parse the negotiated format", m.who);
             return;
@@ -571,8 +821,16 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
 const MAIN_TIMER_NS: u64 = 100_000_000;
 
 unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
-    with(data, "timer", (), |b| {
-        let m = b.main();
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("timer", (), || {
+        // SAFETY: the main-loop timer, on the main thread; no other borrow
+        // of `Main` is alive. It spans one PipeWire call,
+        // pw_stream_update_properties, which emits node info to the graph,
+        // never into our stream listener.
+        let m = unsafe { b.main() };
         m.ticks += 1;
         let want = b.counters.wanted_quantum.load(Relaxed);
         if want > 0 && want != m.asked_quantum {
@@ -601,11 +859,18 @@ unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
 }
 
 unsafe extern "C" fn on_core_proxy_destroy(data: *mut c_void) {
-    with(data, "core destroy", (), |b| {
-        if let Some(c) = b.main().core.as_mut() {
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("core destroy", (), || {
+        // SAFETY: a core proxy event, on the main thread; no other borrow
+        // of `Main` is alive.
+        if let Some(c) = unsafe { b.main() }.core.as_mut() {
             c.forget();
         }
-        b.schedule_unload("connection to the core destroyed");
+        // SAFETY: main thread; the borrow above has ended.
+        unsafe { b.schedule_unload("connection to the core destroyed") };
     });
 }
 
@@ -616,9 +881,16 @@ unsafe extern "C" fn on_core_error(
     res: c_int,
     message: *const c_char,
 ) {
-    with(data, "core error", (), |b| {
-        let m = b.main();
-        let msg = ffi::str_from(message).unwrap_or("");
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("core error", (), || {
+        // SAFETY: a core event, on the main thread; no other borrow of
+        // `Main` is alive.
+        let m = unsafe { b.main() };
+        // SAFETY: NULL or a string PipeWire keeps alive for the call.
+        let msg = unsafe { ffi::str_from(message) }.unwrap_or("");
         let e = std::io::Error::from_raw_os_error(-res);
         if id == pws::PW_ID_CORE {
             log_error!("{}: core error: {e} ({msg})", m.who);
@@ -628,7 +900,8 @@ unsafe extern "C" fn on_core_error(
             log_debug!("{}: error on object {id}: {e} ({msg})", m.who);
         }
         if id == pws::PW_ID_CORE && res == -libc::EPIPE {
-            b.schedule_unload("connection to the core lost");
+            // SAFETY: main thread; `m` is not used past here.
+            unsafe { b.schedule_unload("connection to the core lost") };
         }
     });
 }
@@ -692,5 +965,20 @@ mod tests {
             Some(Role::Source)
         );
         assert_eq!(Role::from_name("libpipewire-module-rtp-sink"), None);
+    }
+
+    #[test]
+    fn rt_cell_refuses_a_second_holder_and_unlocks_after_a_panic() {
+        let cell = RtCell::new(1u32);
+        let nested = cell.try_with(|v| {
+            *v += 1;
+            cell.try_with(|_| ())
+        });
+        assert_eq!(nested, Some(None), "a second holder must be refused");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cell.try_with(|_| panic!("on purpose"))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(cell.try_with(|v| *v), Some(2), "unlocked by the unwind");
     }
 }

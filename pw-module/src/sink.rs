@@ -128,8 +128,9 @@ impl RtSink {
     /// # Safety
     /// Only from the process callback of the live `stream`.
     pub unsafe fn process(&mut self, stream: *mut pws::pw_stream, c: &Counters) {
-        // SAFETY: the caller is the stream's process callback.
-        if let Some(mut b) = unsafe { Buffer::dequeue(stream) } {
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an input (the sink captures).
+        if let Some(b) = unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_INPUT) } {
             // SAFETY: live stream, data thread.
             let t = unsafe { pw::stream_time(stream) };
             let now = if t.now > 0 {
@@ -137,8 +138,8 @@ impl RtSink {
             } else {
                 monotonic_ns()
             };
-            if let Some(d) = b.data() {
-                self.send_samples(now, pw::read_samples(d), c);
+            if let Some(samples) = b.samples() {
+                self.send_samples(now, samples, c);
             }
         }
         self.serve(c);
@@ -174,8 +175,9 @@ impl RtSink {
     /// # Safety
     /// Only from the process callback of the live `stream`.
     pub unsafe fn idle(&mut self, stream: *mut pws::pw_stream) {
-        // SAFETY: the caller is the stream's process callback.
-        drop(unsafe { Buffer::dequeue(stream) });
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an input (the sink captures).
+        drop(unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_INPUT) });
     }
 
     /// Hands queued datagrams to the endpoint and sends what it returns:

@@ -355,8 +355,9 @@ impl RtSource {
         self.pump(c);
         let now = monotonic_ns();
         self.last_process_ns = now;
-        // SAFETY: the caller is the stream's process callback.
-        let Some(mut b) = (unsafe { Buffer::dequeue(stream) }) else {
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an output (the receiver plays).
+        let Some(mut b) = (unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_OUTPUT) }) else {
             return;
         };
         // SAFETY: live stream, data thread.
@@ -372,8 +373,7 @@ impl RtSource {
         let requested = b.requested() as usize;
         let ch = self.channels;
         let steer = self.resampler == Resampler::PipeWire && !rate_match.is_null();
-        if let Some(d) = b.data() {
-            let out = pw::write_samples(d);
+        if let Some(out) = b.samples_mut() {
             let max_frames = out.len() / ch;
             let frames = if requested > 0 {
                 requested.min(max_frames)
@@ -392,7 +392,7 @@ impl RtSource {
             } else {
                 self.fill(play, downstream, &mut out[..frames * ch], c);
             }
-            pw::set_chunk(d, frames, ch * 4);
+            b.commit(frames, ch);
             b.set_size(frames as u64);
         }
     }
@@ -539,14 +539,14 @@ impl RtSource {
     /// # Safety
     /// Only from the process callback of the live `stream`.
     pub unsafe fn idle(&mut self, stream: *mut pws::pw_stream) {
-        // SAFETY: the caller is the stream's process callback.
-        if let Some(mut b) = unsafe { Buffer::dequeue(stream) } {
+        // SAFETY: the caller is the stream's process callback; the stream
+        // is an output (the receiver plays).
+        if let Some(mut b) = unsafe { Buffer::dequeue(stream, spa::SPA_DIRECTION_OUTPUT) } {
             let ch = self.channels;
-            if let Some(d) = b.data() {
-                let out = pw::write_samples(d);
+            if let Some(out) = b.samples_mut() {
                 let frames = out.len() / ch;
                 out.fill(0.0);
-                pw::set_chunk(d, frames, ch * 4);
+                b.commit(frames, ch);
             }
         }
     }

@@ -19,21 +19,28 @@ struct Counting;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+// SAFETY: every method forwards to the system allocator with the caller's
+// arguments unchanged, so its contract holds as System's does; counting
+// touches only atomics (no allocation, no reentrancy).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if COUNTING.load(Relaxed) {
             ALLOCS.fetch_add(1, Relaxed);
         }
-        System.alloc(l)
+        // SAFETY: our caller's GlobalAlloc::alloc contract, passed on.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
+        // SAFETY: `p` came from System through `alloc`/`realloc` above,
+        // with layout `l` (our caller's contract).
+        unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         if COUNTING.load(Relaxed) {
             ALLOCS.fetch_add(1, Relaxed);
         }
-        System.realloc(p, l, n)
+        // SAFETY: as in `dealloc`, with our caller's size contract for `n`.
+        unsafe { System.realloc(p, l, n) }
     }
 }
 

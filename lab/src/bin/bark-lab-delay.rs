@@ -425,45 +425,55 @@ impl Delay {
 /// Dequeue the input buffer on `port` and view its samples (data thread).
 ///
 /// # Safety
-/// `port` is a live input port of the filter; called from `process`.
+/// `port` is a live input port of the filter; called from `process`. The
+/// slice is valid until the returned buffer is queued back: the caller
+/// queues it after its last use of the slice.
 unsafe fn input_samples<'a>(port: *mut c_void) -> (Option<&'a [f32]>, *mut pw_sys::pw_buffer) {
-    let b = pw_sys::pw_filter_dequeue_buffer(port);
+    // SAFETY: a live port, from `process` (the contract).
+    let b = unsafe { pw_sys::pw_filter_dequeue_buffer(port) };
     if b.is_null() {
         return (None, b);
     }
-    let buf = (*b).buffer;
-    if buf.is_null() || (*buf).n_datas == 0 {
-        return (None, b);
-    }
-    let d = &*(*buf).datas;
-    if d.data.is_null() || d.chunk.is_null() {
-        return (None, b);
-    }
-    let c = &*d.chunk;
-    let off = (c.offset as usize).min(d.maxsize as usize);
-    let size = (c.size as usize).min(d.maxsize as usize - off);
-    let p = d.data.cast::<u8>().add(off);
-    if !(p as usize).is_multiple_of(std::mem::align_of::<f32>()) {
-        return (None, b);
-    }
-    (
-        Some(std::slice::from_raw_parts(p.cast::<f32>(), size / 4)),
-        b,
-    )
+    // SAFETY: a dequeued buffer is ours and valid until queued back; each
+    // pointer is checked before it is followed; with MAP_BUFFERS `data`
+    // maps `maxsize` bytes, and the chunk's region is clamped into them,
+    // checked for f32 alignment and cut to whole samples.
+    let samples = unsafe {
+        let buf = (*b).buffer;
+        if buf.is_null() || (*buf).n_datas == 0 || (*buf).datas.is_null() {
+            return (None, b);
+        }
+        let d = &*(*buf).datas;
+        if d.data.is_null() || d.chunk.is_null() {
+            return (None, b);
+        }
+        let c = *d.chunk;
+        let off = (c.offset as usize).min(d.maxsize as usize);
+        let size = (c.size as usize).min(d.maxsize as usize - off);
+        let p = d.data.cast::<u8>().add(off);
+        if !(p as usize).is_multiple_of(std::mem::align_of::<f32>()) {
+            return (None, b);
+        }
+        std::slice::from_raw_parts(p.cast::<f32>(), size / 4)
+    };
+    (Some(samples), b)
 }
 
 /// The filter's real-time callback: input into the ring at the cycle's
 /// graph position, output from D frames earlier.
 unsafe extern "C" fn on_process(data: *mut c_void, position: *mut spa_sys::spa_io_position) {
-    // SAFETY (whole function): `data` is the Delay registered with the
-    // listener, alive until the filter is destroyed; `rt` is only touched
-    // here, on the data thread; buffers belong to this cycle's ports.
-    let dl = &*(data as *const Delay);
+    // SAFETY: `data` is the Delay registered with the listener, alive
+    // until the filter is destroyed at the end of main.
+    let dl = unsafe { &*(data as *const Delay) };
     if position.is_null() {
         return;
     }
-    let rt = &mut *dl.rt.get();
-    let clock = &(*position).clock;
+    // SAFETY: `rt` is touched only here, in the filter's process callback,
+    // which PipeWire never runs twice at once.
+    let rt = unsafe { &mut *dl.rt.get() };
+    // SAFETY: checked non-NULL; PipeWire keeps the position area valid
+    // for the cycle.
+    let clock = unsafe { &(*position).clock };
     let n = (clock.duration as usize).min(MAX_CYCLE);
     let pos = clock.position;
     if dl.seen_rate.load(Ordering::Relaxed) != clock.rate.denom {
@@ -495,7 +505,9 @@ unsafe extern "C" fn on_process(data: *mut c_void, position: *mut spa_sys::spa_i
     let start = pos.wrapping_sub(delay);
     for ch in 0..CHANNELS {
         let ring = &mut rt.ring[ch];
-        let (inp, ib) = input_samples(dl.ins[ch].get());
+        // SAFETY: our input port (set before the filter connected), from
+        // `process`; `inp` is last used before `ib` is queued back below.
+        let (inp, ib) = unsafe { input_samples(dl.ins[ch].get()) };
         let inp = inp.unwrap_or(&[]);
         let have = inp.len().min(n);
         if have < n {
@@ -506,32 +518,42 @@ unsafe extern "C" fn on_process(data: *mut c_void, position: *mut spa_sys::spa_i
             ring[(pos.wrapping_add(i as u64) & rt.mask) as usize] = v;
         }
         if !ib.is_null() {
-            pw_sys::pw_filter_queue_buffer(dl.ins[ch].get(), ib);
+            // SAFETY: the buffer dequeued from this port above, queued back
+            // once, after the last use of its samples.
+            unsafe { pw_sys::pw_filter_queue_buffer(dl.ins[ch].get(), ib) };
         }
-        let ob = pw_sys::pw_filter_dequeue_buffer(dl.outs[ch].get());
+        // SAFETY: our output port, from `process`.
+        let ob = unsafe { pw_sys::pw_filter_dequeue_buffer(dl.outs[ch].get()) };
         if ob.is_null() {
             continue;
         }
-        let buf = (*ob).buffer;
-        if !buf.is_null() && (*buf).n_datas > 0 {
-            let d = &mut *(*buf).datas;
-            if !d.data.is_null() && !d.chunk.is_null() {
-                let m = n.min(d.maxsize as usize / 4);
-                if m < n {
-                    dl.short_out.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: a dequeued buffer is ours until queued back below; each
+        // pointer is checked before it is followed; with MAP_BUFFERS `data`
+        // maps `maxsize` bytes, and the slice is at most that many whole,
+        // aligned samples, dropped before the buffer is queued.
+        unsafe {
+            let buf = (*ob).buffer;
+            if !buf.is_null() && (*buf).n_datas > 0 && !(*buf).datas.is_null() {
+                let d = &mut *(*buf).datas;
+                if !d.data.is_null() && !d.chunk.is_null() && d.data.cast::<f32>().is_aligned() {
+                    let m = n.min(d.maxsize as usize / 4);
+                    if m < n {
+                        dl.short_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let out = std::slice::from_raw_parts_mut(d.data.cast::<f32>(), m);
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o = ring[(start.wrapping_add(i as u64) & rt.mask) as usize];
+                    }
+                    let c = &mut *d.chunk;
+                    c.offset = 0;
+                    c.size = (m * 4) as u32;
+                    c.stride = 4;
+                    c.flags = 0;
                 }
-                let out = std::slice::from_raw_parts_mut(d.data.cast::<f32>(), m);
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = ring[(start.wrapping_add(i as u64) & rt.mask) as usize];
-                }
-                let c = &mut *d.chunk;
-                c.offset = 0;
-                c.size = (m * 4) as u32;
-                c.stride = 4;
-                c.flags = 0;
             }
         }
-        pw_sys::pw_filter_queue_buffer(dl.outs[ch].get(), ob);
+        // SAFETY: the buffer dequeued from this port above, queued once.
+        unsafe { pw_sys::pw_filter_queue_buffer(dl.outs[ch].get(), ob) };
     }
     dl.cycles.fetch_add(1, Ordering::Relaxed);
 }
@@ -542,12 +564,17 @@ unsafe extern "C" fn on_filter_state(
     state: pw_sys::pw_filter_state,
     error: *const c_char,
 ) {
-    // SAFETY: PipeWire passes static state names and a valid or NULL error.
-    let name = |s| CStr::from_ptr(pw_sys::pw_filter_state_as_string(s)).to_string_lossy();
+    let name = |s| {
+        // SAFETY: pw_filter_state_as_string returns a static string for
+        // any state.
+        unsafe { CStr::from_ptr(pw_sys::pw_filter_state_as_string(s)) }.to_string_lossy()
+    };
     let err = if error.is_null() {
         String::new()
     } else {
-        format!(": {}", CStr::from_ptr(error).to_string_lossy())
+        // SAFETY: a non-NULL error is a NUL-terminated string that
+        // PipeWire keeps alive for the call.
+        format!(": {}", unsafe { CStr::from_ptr(error) }.to_string_lossy())
     };
     eprintln!(
         "bark-lab-delay: filter {} -> {}{err}",
@@ -562,14 +589,16 @@ unsafe extern "C" fn on_filter_param(
     id: u32,
     param: *const spa_sys::spa_pod,
 ) {
-    // SAFETY: main-loop callback; `data` is our Delay; `param` is a valid
-    // pod or NULL for the duration of the call.
-    let dl = &*(data as *const Delay);
+    // SAFETY: main-loop callback; `data` is our Delay, alive until the
+    // filter is destroyed at the end of main.
+    let dl = unsafe { &*(data as *const Delay) };
     if param.is_null() || port.is_null() || id != spa_sys::SPA_PARAM_Latency {
         return;
     }
     let mut info = zero_latency(spa_sys::SPA_DIRECTION_INPUT);
-    if spa_sys::spa_latency_parse(param, &mut info) < 0
+    // SAFETY: `param` is a non-NULL pod PipeWire keeps valid for the call;
+    // `info` is ours.
+    if unsafe { spa_sys::spa_latency_parse(param, &mut info) } < 0
         || info.direction != spa_sys::SPA_DIRECTION_INPUT
     {
         return;
@@ -892,6 +921,7 @@ fn main() -> Result<()> {
             let dl = unsafe { &*dlp };
             if id == spa_sys::SPA_PARAM_Latency {
                 let mut info = zero_latency(spa_sys::SPA_DIRECTION_OUTPUT);
+                // SAFETY: the pod is valid for the call; `info` is ours.
                 if unsafe { spa_sys::spa_latency_parse(pod.as_raw_ptr(), &mut info) } >= 0 {
                     dl.stream_latency(info);
                 }
@@ -906,6 +936,7 @@ fn main() -> Result<()> {
                 rate: 0,
                 ns: 0,
             };
+            // SAFETY: the pod is valid for the call; `info` is ours.
             if unsafe { spa_sys::spa_process_latency_parse(pod.as_raw_ptr(), &mut info) } >= 0 {
                 if info.quantum != 0.0 {
                     eprintln!("bark-lab-delay: ProcessLatency: quantum part ignored");
