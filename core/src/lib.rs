@@ -11,6 +11,10 @@
 //!   by frame ([`jitter`]), picks the stream to follow ([`select`]), and fills
 //!   output buffers at the right instant through a drift-controlled
 //!   resampler ([`drift`], [`resample`]).
+//! - [`ratematch`] and [`frameclock`] are the adapters' estimators: the
+//!   rate-match loop that steers an output's own resampler (the PipeWire
+//!   receiver's `bark.resampler = pipewire`), and the play-time estimate
+//!   from noisy timing reports (bark-pulse).
 //! - [`auth`] seals and opens datagrams with an optional pre-shared key, at
 //!   the adapters' socket boundary.
 //! - [`sim`] drives all of it through simulated clocks and networks.
@@ -24,9 +28,11 @@ pub mod dll;
 pub mod drift;
 pub mod endpoint;
 pub mod format;
+pub mod frameclock;
 pub mod jitter;
 pub mod latency;
 pub mod protocol;
+pub mod ratematch;
 pub mod receiver;
 pub mod resample;
 pub mod select;

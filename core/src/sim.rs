@@ -16,8 +16,17 @@
 //!
 //! and summarises convergence, error percentiles, inter-receiver skew and
 //! underruns. Same seed, same result: nothing reads a real clock.
+//!
+//! A receiver's output takes one of the adapters' paths ([`OutputPath`]):
+//! a PipeWire graph that says when each buffer is heard (the default), the
+//! same graph with PipeWire's resampler steered by a
+//! [`RateMatchLoop`] (`bark.resampler = pipewire`), or bark-pulse's
+//! PulseAudio stream, written ahead and timed by a [`FrameClock`] from
+//! late timing reports.
 
+use crate::frameclock::FrameClock;
 use crate::protocol;
+use crate::ratematch::{pipewire_0365_input_rate, pipewire_rate, RateMatchLoop};
 use crate::receiver::{Receiver, ReceiverConfig};
 use crate::sender::{Sender, SenderConfig};
 use crate::AudioFormat;
@@ -77,6 +86,54 @@ impl NetModel {
     }
 }
 
+/// How a simulated receiver's output is driven: which adapter it models.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputPath {
+    /// The PipeWire module with `bark.resampler = core` (the default): the
+    /// device asks for one buffer of `quantum` frames per cycle, the graph
+    /// says when it is heard (±2 µs), the core's interpolator corrects
+    /// drift.
+    #[default]
+    Core,
+    /// The PipeWire module with `bark.resampler = pipewire`: the core
+    /// renders at the nominal ratio against a [`RateMatchLoop`]'s virtual
+    /// clock, exactly as pw-module's `fill_rate_matched` does, and the
+    /// device's adapter resampler consumes the loop's ratio of input frames
+    /// per output frame, modelled on PipeWire 0.3.65: the input rate
+    /// truncated to whole Hz ([`pipewire_0365_input_rate`]), a copy that
+    /// drops the fractional phase when it lands on the nominal rate, a
+    /// [`RM_DELAY_FRAMES`] look-ahead (silence at the start, the native
+    /// resampler's reset history), and a play time (`pw_time`) that counts
+    /// that delay but not the fractional phase. The adapter asks for each
+    /// cycle's input with the ratio of the cycle before.
+    RateMatch,
+    /// bark-pulse's receiver: a PulseAudio playback stream kept
+    /// [`PULSE_BUFFER_NS`] ahead (stream queue plus the sink's lead), written
+    /// on the client's 5 ms tick (2 ms before it plays) for the play time a
+    /// [`FrameClock`] estimates from timing reports requested every
+    /// 10 ms ± 30 %. A report is late by the server's snapshot-to-reply lag
+    /// ([`PULSE_LAG_NS`], sometimes [`PULSE_SLOW_LAG_NS`]), its sink latency
+    /// is whole µs; the sink takes `quantum` frames per cycle, and a frame
+    /// not written by then is lost in its slot (`prebuf = 0`).
+    Pulse,
+}
+
+/// The adapter resampler's delay in [`OutputPath::RateMatch`], input
+/// frames: half of the 0.3.65 native resampler's filter at ratio ≈ 1. It
+/// is reported (`pw_time.buffered`), so it only moves where the core reads.
+pub const RM_DELAY_FRAMES: u64 = 32;
+/// [`OutputPath::Pulse`]: audio the client keeps ahead of the device, ns
+/// (bark-pulse's default `--buffer-msec` 20: with `ADJUST_LATENCY` the
+/// server splits it between the stream's queue and the sink).
+pub const PULSE_BUFFER_NS: f64 = 20e6;
+/// [`OutputPath::Pulse`]: a timing reply's usual lag behind the server's
+/// snapshot, ns: uniform in `[.0, .1]` (tens of µs, see
+/// [`crate::frameclock`]).
+pub const PULSE_LAG_NS: (f64, f64) = (10_000.0, 60_000.0);
+/// [`OutputPath::Pulse`]: the share of replies from a loaded server and
+/// their lag, ns, uniform in `[.1, .2]`.
+pub const PULSE_SLOW_LAG_NS: (f64, f64, f64) = (0.02, 300_000.0, 3_000_000.0);
+
 /// One simulated receiver.
 #[derive(Clone, Debug)]
 pub struct RxSpec {
@@ -97,6 +154,8 @@ pub struct RxSpec {
     /// given simulated time on, s: `(from_s, ns)`, in time order (empty:
     /// none). The device asks for each buffer that much earlier.
     pub downstream: Vec<(f64, f64)>,
+    /// The adapter path its output takes.
+    pub output: OutputPath,
 }
 
 /// A whole scenario.
@@ -139,7 +198,7 @@ pub struct Scenario {
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 9] = [
     "wired",
     "busy",
     "drift",
@@ -147,6 +206,8 @@ pub const SCENARIOS: [&str; 7] = [
     "join",
     "idle",
     "downstream",
+    "ratematch",
+    "pulse",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -158,6 +219,7 @@ fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec
         join_s: 0.0,
         delay_ns: 0,
         downstream: vec![],
+        output: OutputPath::Core,
     }
 }
 
@@ -235,6 +297,32 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             // latency rises to cover it and comes back down.
             s.receivers[1].downstream = vec![(0.0, 50e6), (20.0, 150e6), (40.0, 0.0)];
         }
+        "ratematch" => {
+            // `bark.resampler = pipewire` on every receiver of "wired",
+            // with the sender restart of "restart" (a new session: the
+            // clock estimate settles again under a locked loop).
+            for r in &mut s.receivers {
+                r.output = OutputPath::RateMatch;
+            }
+            s.restarts_s = vec![25.0];
+        }
+        "pulse" => {
+            // bark-pulse receivers: the sinks' cycles are short (a null
+            // sink renders in small blocks); the devices drift against
+            // their hosts' clocks by +30 and -25 ppm (sound cards, "a few
+            // tens of ppm", see `frameclock`) and not at all (a null sink
+            // on CLOCK_MONOTONIC).
+            for ((r, q), ppm) in s
+                .receivers
+                .iter_mut()
+                .zip([256, 240, 192])
+                .zip([30.0, -25.0, 0.0])
+            {
+                r.output = OutputPath::Pulse;
+                r.quantum = q;
+                r.device_ppm = r.clock_ppm + ppm;
+            }
+        }
         _ => return None,
     }
     Some(s)
@@ -263,13 +351,17 @@ pub struct RxReport {
     pub converge_ms: Option<f64>,
     /// p99 of |error| after convergence, µs.
     pub p99_error_us: f64,
+    /// p99 of |error| over the run's second half (after convergence), µs:
+    /// the steady state, without the start-up.
+    pub p99_second_half_us: f64,
     /// Max |error| after convergence, µs.
     pub max_error_us: f64,
     /// Mean error after convergence, µs (signed, late positive).
     pub mean_error_us: f64,
     /// Output frames measured after convergence.
     pub frames: u64,
-    /// Underruns the receiver counted.
+    /// Underruns the receiver counted, and for [`OutputPath::Pulse`] the
+    /// sink's cycles that found frames missing from the stream.
     pub underruns: u64,
     /// Frames concealed.
     pub concealed: u64,
@@ -287,6 +379,14 @@ pub struct RxReport {
     pub requests_per_s: f64,
     /// Every onset (the end of each idle span) after the receiver joined.
     pub onsets: Vec<Onset>,
+    /// The adapter's estimator at the end, ppm: the rate-match loop's
+    /// correction ([`OutputPath::RateMatch`]; consumption ratio − 1), the
+    /// frame clock's fitted drift ([`OutputPath::Pulse`]); `None` on the
+    /// core path.
+    pub estimator_ppm: Option<f64>,
+    /// Times the adapter's estimator started again: the rate-match loop's
+    /// resyncs, the frame clock's restarts (0 on the core path).
+    pub estimator_restarts: u64,
 }
 
 /// Results of a run.
@@ -413,6 +513,9 @@ enum Event {
     Restart,
     RxCycle(usize),
     RxTimer(usize),
+    /// A turn of bark-pulse's loop ([`OutputPath::Pulse`]): timing
+    /// reports and writes.
+    RxClient(usize),
     ToRx(usize, Vec<u8>),
     ToSender(usize, Vec<u8>),
 }
@@ -428,6 +531,12 @@ struct Meter {
     max: f64,
     sum: f64,
     n: u64,
+    /// The same histogram, count and max over frames heard from
+    /// `second_half` (true ns) on.
+    second_half: f64,
+    hist_late: Vec<u64>,
+    n_late: u64,
+    max_late: f64,
     skew: Vec<f32>,
     /// Onsets due (true ns), with the first audible frame heard at or
     /// after each: `(due, Some((heard, err)))`.
@@ -441,7 +550,7 @@ const ONSET_SLACK_NS: f64 = 1e6;
 const HIST_BINS: usize = 20_000;
 
 impl Meter {
-    fn new(due_from: f64, ms: usize) -> Self {
+    fn new(due_from: f64, ms: usize, second_half: f64) -> Self {
         Meter {
             due_from,
             window_start: due_from,
@@ -452,6 +561,10 @@ impl Meter {
             max: 0.0,
             sum: 0.0,
             n: 0,
+            second_half,
+            hist_late: vec![0; HIST_BINS + 1],
+            n_late: 0,
+            max_late: 0.0,
             skew: vec![f32::NAN; ms],
             onsets: Vec::new(),
         }
@@ -498,10 +611,16 @@ impl Meter {
         }
         let Some(e) = err else { return };
         let a = e.abs();
-        self.hist[((a / HIST_BIN_NS) as usize).min(HIST_BINS)] += 1;
+        let bin = ((a / HIST_BIN_NS) as usize).min(HIST_BINS);
+        self.hist[bin] += 1;
         self.max = self.max.max(a);
         self.sum += e;
         self.n += 1;
+        if heard >= self.second_half {
+            self.hist_late[bin] += 1;
+            self.n_late += 1;
+            self.max_late = self.max_late.max(a);
+        }
         let ms = (heard / 1e6) as usize;
         if ms < self.skew.len() && self.skew[ms].is_nan() {
             self.skew[ms] = e as f32;
@@ -509,30 +628,174 @@ impl Meter {
     }
 
     fn p99(&self) -> f64 {
-        let target = (self.n as f64 * 0.99).ceil() as u64;
-        let mut acc = 0;
-        for (i, c) in self.hist.iter().enumerate() {
-            acc += c;
-            if acc >= target {
-                return (i + 1) as f64 * HIST_BIN_NS;
-            }
-        }
-        self.max
+        p99_of(&self.hist, self.n, self.max)
     }
+
+    fn p99_late(&self) -> f64 {
+        p99_of(&self.hist_late, self.n_late, self.max_late)
+    }
+}
+
+/// The 99th percentile of `n` |errors| binned in `hist`, ns (upper bin
+/// edge), or `max` if it falls in the overflow bin.
+fn p99_of(hist: &[u64], n: u64, max: f64) -> f64 {
+    let target = (n as f64 * 0.99).ceil() as u64;
+    let mut acc = 0;
+    for (i, c) in hist.iter().enumerate() {
+        acc += c;
+        if acc >= target {
+            return (i + 1) as f64 * HIST_BIN_NS;
+        }
+    }
+    max
 }
 
 struct SimRx {
     spec: RxSpec,
     clock: Clock,
     rx: Option<Receiver>,
+    /// The device's next output frame.
     frame: u64,
     t0: f64,
     period: f64,
+    /// What the receiver fills (a buffer, or a write).
     out: Vec<f32>,
+    /// What the device plays in one cycle, when it is not `out`.
+    dev: Vec<f32>,
     meter: Meter,
     burst: u32,
     /// Requests sent when the run's second half began.
     requests_mark: Option<u64>,
+    path: Path,
+}
+
+/// Frames of stream kept for the modelled adapters (a ring), beyond any
+/// buffer, queue and look-ahead.
+const STREAM_RING: usize = 8192;
+
+/// The adapter state of one receiver's output.
+enum Path {
+    Core,
+    RateMatch(Box<RateMatchOut>),
+    Pulse(Box<PulseOut>),
+}
+
+/// [`OutputPath::RateMatch`]: the loop and the modelled adapter resampler.
+struct RateMatchOut {
+    lp: RateMatchLoop,
+    /// The resampler's read position, stream frames.
+    pos: f64,
+    /// Stream frames handed to the resampler so far.
+    have: u64,
+    /// Input frames consumed per output frame, as applied.
+    ratio: f64,
+    /// The stream's frames, by frame index modulo [`STREAM_RING`].
+    ring: Vec<[f32; 2]>,
+}
+
+/// [`OutputPath::Pulse`]: bark-pulse's estimate and the server's stream.
+struct PulseOut {
+    fc: FrameClock,
+    /// Frames the client wrote (the index of its next write).
+    written: u64,
+    /// A timing reply on its way: `(arrival, true ns; reply stamp, local
+    /// ns; sink latency, µs; read index, frames)`.
+    reply: Option<(f64, u64, u64, u64)>,
+    /// When the client asks for timing next, true ns.
+    next_request: f64,
+    /// Stream frames, by frame index modulo [`STREAM_RING`].
+    ring: Vec<[f32; 2]>,
+    /// Sink cycles that found frames missing.
+    underruns: u64,
+    /// Whether the last sink cycle did (one underrun per run of them).
+    in_underrun: bool,
+}
+
+impl RateMatchOut {
+    /// The input frames the adapter asks for this cycle (the stream's
+    /// `requested`), at most `cap`: what its resampler needs for `q`
+    /// output frames at the ratio in effect, with its look-ahead.
+    fn request(&self, q: usize, cap: usize) -> usize {
+        let need = (self.pos + q as f64 * self.ratio).ceil() as u64 + RM_DELAY_FRAMES;
+        (need.saturating_sub(self.have) as usize).min(cap)
+    }
+
+    /// Takes the filled `input` and plays one cycle into `dev` (interleaved
+    /// stereo) with the loop's `ratio` applied as PipeWire 0.3.65 does.
+    /// Linear interpolation is exact enough for the 1 Hz tone.
+    fn play(&mut self, input: &[f32], ratio: f64, rate: u32, dev: &mut [f32]) {
+        for (k, f) in input.chunks_exact(2).enumerate() {
+            self.ring[(self.have as usize + k) % STREAM_RING] = [f[0], f[1]];
+        }
+        self.have += (input.len() / 2) as u64;
+        let in_rate = pipewire_0365_input_rate(pipewire_rate(ratio, rate), rate);
+        self.ratio = in_rate as f64 / rate as f64;
+        if in_rate == rate {
+            // A plain copy: the fractional phase is dropped.
+            self.pos = self.pos.floor();
+        }
+        for (j, o) in dev.chunks_exact_mut(2).enumerate() {
+            let x = self.pos + j as f64 * self.ratio;
+            let k = x.floor() as u64;
+            let a = (x - k as f64) as f32;
+            if k + 1 >= self.have {
+                // Starved (cannot happen with the look-ahead): silence.
+                o.fill(0.0);
+                continue;
+            }
+            let (p, n) = (
+                self.ring[k as usize % STREAM_RING],
+                self.ring[(k + 1) as usize % STREAM_RING],
+            );
+            o[0] = p[0] + (n[0] - p[0]) * a;
+            o[1] = p[1] + (n[1] - p[1]) * a;
+        }
+        self.pos += (dev.len() / 2) as f64 * self.ratio;
+    }
+}
+
+impl PulseOut {
+    /// The client's write: `out` (interleaved stereo) lands at frame
+    /// `written` of the stream.
+    fn write(&mut self, out: &[f32]) {
+        for (k, f) in out.chunks_exact(2).enumerate() {
+            self.ring[(self.written as usize + k) % STREAM_RING] = [f[0], f[1]];
+        }
+        self.written += (out.len() / 2) as u64;
+    }
+
+    /// The sink's cycle: plays frames `from..` of the stream into `dev`
+    /// (interleaved stereo); frames not written yet are silent, and lost
+    /// (`prebuf = 0` keeps every frame's slot). `count`: whether missing
+    /// frames count as an underrun (not before the receiver plays).
+    fn take(&mut self, from: u64, dev: &mut [f32], count: bool) {
+        let n = (dev.len() / 2) as u64;
+        let missing = from + n > self.written;
+        if missing && count && !self.in_underrun {
+            self.underruns += 1;
+        }
+        self.in_underrun = missing && count;
+        for (j, o) in dev.chunks_exact_mut(2).enumerate() {
+            let k = from + j as u64;
+            if k < self.written {
+                o.copy_from_slice(&self.ring[k as usize % STREAM_RING]);
+            } else {
+                o.fill(0.0);
+            }
+        }
+    }
+}
+
+/// Creates receiver `i`'s core on its first event.
+fn ensure_rx(r: &mut SimRx, i: usize) {
+    if r.rx.is_none() {
+        let cfg = ReceiverConfig {
+            node_id: 100 + i as u64,
+            delay_ns: r.spec.delay_ns,
+            ..Default::default()
+        };
+        r.rx = Some(Receiver::new(cfg).expect("valid receiver config"));
+    }
 }
 
 /// Runs a scenario to completion.
@@ -603,8 +866,39 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 frame: 0,
                 t0: spec.join_s * 1e9 + 1e6 * (i as f64 + 0.37),
                 period,
-                out: vec![0.0; spec.quantum * 2],
-                meter: Meter::new(due, ms_total),
+                out: vec![
+                    0.0;
+                    match spec.output {
+                        OutputPath::Core => spec.quantum,
+                        // A cycle's input at the largest ratio, the
+                        // look-ahead included; a write.
+                        OutputPath::RateMatch => spec.quantum * 2 + RM_DELAY_FRAMES as usize,
+                        OutputPath::Pulse => STREAM_RING / 2,
+                    } * 2
+                ],
+                dev: vec![0.0; spec.quantum * 2],
+                path: match spec.output {
+                    OutputPath::Core => Path::Core,
+                    OutputPath::RateMatch => Path::RateMatch(Box::new(RateMatchOut {
+                        lp: RateMatchLoop::default(),
+                        // The resampler starts with its look-ahead of
+                        // silence (the native resampler's reset history).
+                        pos: 0.0,
+                        have: RM_DELAY_FRAMES,
+                        ratio: 1.0,
+                        ring: vec![[0.0; 2]; STREAM_RING],
+                    })),
+                    OutputPath::Pulse => Path::Pulse(Box::new(PulseOut {
+                        fc: FrameClock::new(rate),
+                        written: 0,
+                        reply: None,
+                        next_request: 0.0,
+                        ring: vec![[0.0; 2]; STREAM_RING],
+                        underruns: 0,
+                        in_underrun: false,
+                    })),
+                },
+                meter: Meter::new(due, ms_total, sc.duration_s * 1e9 / 2.0),
                 burst: 0,
                 requests_mark: None,
                 spec: spec.clone(),
@@ -629,6 +923,9 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         push(&mut queue, r.t0, Event::RxCycle(i));
         push(&mut queue, r.t0 + 1.0, Event::RxTimer(i));
         push(&mut queue, r.t0 + 1e9, Event::RxStatus(i, true));
+        if let Path::Pulse(_) = r.path {
+            push(&mut queue, r.t0 + 0.5, Event::RxClient(i));
+        }
     }
     for &t in &sc.restarts_s {
         push(&mut queue, t * 1e9, Event::Restart);
@@ -765,14 +1062,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::RxCycle(i) => {
                 let r = &mut rxs[i];
-                if r.rx.is_none() {
-                    let cfg = ReceiverConfig {
-                        node_id: 100 + i as u64,
-                        delay_ns: r.spec.delay_ns,
-                        ..Default::default()
-                    };
-                    r.rx = Some(Receiver::new(cfg).expect("valid receiver config"));
-                }
+                ensure_rx(r, i);
                 let q = r.spec.quantum;
                 let heard0 = r.t0 + r.frame as f64 * r.period;
                 let downstream = downstream_at(&r.spec, t);
@@ -780,9 +1070,6 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 // and the downstream latency before that.
                 let cb = heard0 - q as f64 * r.period - 500_000.0 - downstream;
                 let rx = r.rx.as_mut().expect("created above");
-                // The receiver's downstream latency is how long before being
-                // heard it fills a buffer: the device's own lead included.
-                rx.set_downstream_ns((heard0 - cb) as u64);
                 let now = r.clock.read(cb.max(0.0));
                 if trace == Some(i) && r.frame % (rate as u64) < q as u64 {
                     if let Some(e) = rx.clock().estimate() {
@@ -804,8 +1091,41 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         );
                     }
                 }
-                let report_jitter = (rng.next() - 0.5) * 4_000.0;
-                rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
+                // What the device plays this cycle.
+                let played: &[f32] = match &mut r.path {
+                    Path::Core => {
+                        // The receiver's downstream latency is how long
+                        // before being heard it fills a buffer: the
+                        // device's own lead included.
+                        rx.set_downstream_ns((heard0 - cb) as u64);
+                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                        rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
+                        &r.out
+                    }
+                    Path::RateMatch(m) => {
+                        // pw-module's `fill_rate_matched`: the graph says
+                        // the buffer is heard after the resampler's delay
+                        // (not its fractional phase); the core fills it for
+                        // the loop's virtual time; the loop's ratio goes to
+                        // the resampler, which plays the cycle with it.
+                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                        let frames = m.request(q, r.out.len() / 2);
+                        let reported = heard0 + RM_DELAY_FRAMES as f64 * 1e9 / rate as f64;
+                        rx.set_downstream_ns((reported - cb) as u64);
+                        let v = m.lp.virtual_time(r.clock.read(reported + report_jitter));
+                        let input = &mut r.out[..frames * 2];
+                        rx.fill(v, input);
+                        let ratio = m.lp.advance_after_fill(rx, frames);
+                        m.play(input, ratio, rate, &mut r.dev);
+                        &r.dev
+                    }
+                    Path::Pulse(p) => {
+                        // The sink's cycle; bark-pulse writes in its own
+                        // turns (`RxClient`).
+                        p.take(r.frame, &mut r.dev, rx.playing());
+                        &r.dev
+                    }
+                };
                 if rx.take_status_due() {
                     push(&mut queue, t, Event::RxStatus(i, false));
                 }
@@ -813,7 +1133,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 // latency plays late on purpose (until the sender raises
                 // the latency): not a sync error; measured again after.
                 let late = rx.late();
-                for (j, f) in r.out.chunks_exact(2).enumerate() {
+                for (j, f) in played.chunks_exact(2).enumerate() {
                     let heard = heard0 + j as f64 * r.period;
                     let (sn, cs) = (f[0] as f64, f[1] as f64);
                     let amp = (sn * sn + cs * cs).sqrt();
@@ -844,6 +1164,71 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     - downstream_at(&r.spec, t);
                 push(&mut queue, next_cb.max(t + 1.0), Event::RxCycle(i));
             }
+            Event::RxClient(i) => {
+                let r = &mut rxs[i];
+                ensure_rx(r, i);
+                let rx = r.rx.as_mut().expect("created above");
+                let Path::Pulse(p) = &mut r.path else {
+                    continue;
+                };
+                let now = r.clock.read(t);
+                // A reply that came in: frame `written` is heard at the
+                // stamp plus the sink's latency plus what is queued before
+                // it (at the nominal rate), as bark-pulse's
+                // `timing::Info::playback` reads it.
+                if let Some((arrival, stamp, sink_us, read)) = p.reply {
+                    if arrival <= t {
+                        p.reply = None;
+                        let queued = p.written as f64 - read as f64;
+                        let play = stamp as f64 + sink_us as f64 * 1e3 + queued * 1e9 / rate as f64;
+                        p.fc.add(stamp, p.written, play);
+                    }
+                }
+                if p.reply.is_none() && t >= p.next_request {
+                    p.next_request = t + 10e6 * (0.7 + 0.6 * rng.next());
+                    // The server snapshots now and stamps its reply later.
+                    let lag = if rng.chance(PULSE_SLOW_LAG_NS.0) {
+                        PULSE_SLOW_LAG_NS.1
+                            + rng.next() * (PULSE_SLOW_LAG_NS.2 - PULSE_SLOW_LAG_NS.1)
+                    } else {
+                        PULSE_LAG_NS.0 + rng.next() * (PULSE_LAG_NS.1 - PULSE_LAG_NS.0)
+                    };
+                    // Its sink latency: until the frame the sink takes next
+                    // is heard, on the host's clock, whole µs.
+                    let read = r.frame;
+                    let next_heard = r.clock.read(r.t0 + read as f64 * r.period);
+                    let sink_us = next_heard.saturating_sub(now) / 1000;
+                    let stamp = r.clock.read(t + lag);
+                    p.reply = Some((t + lag + 20_000.0, stamp, sink_us, read));
+                }
+                // Writes up to `PULSE_BUFFER_NS` ahead of the device.
+                let ahead = ((t + PULSE_BUFFER_NS - r.t0) / r.period).max(0.0) as u64;
+                let n = (ahead.saturating_sub(p.written) as usize).min(r.out.len() / 2);
+                if n > 0 {
+                    let out = &mut r.out[..n * 2];
+                    let mut est = p.fc.play_ns(p.written, now);
+                    if est.is_some_and(|x| x < now as f64 - 200e6 || x > now as f64 + 2e9) {
+                        // bark-pulse's sanity bounds: start again.
+                        p.fc.reset();
+                        est = None;
+                    }
+                    match est {
+                        Some(x) if x > 0.0 => {
+                            rx.set_downstream_ns((x - now as f64).max(0.0) as u64);
+                            rx.fill(x as u64, out);
+                        }
+                        _ => out.fill(0.0),
+                    }
+                    p.write(out);
+                    if rx.take_status_due() {
+                        push(&mut queue, t, Event::RxStatus(i, false));
+                    }
+                }
+                // bark-pulse's tick: 2 ms while the core syncs its clock,
+                // 5 ms once it plays.
+                let tick = if rx.playing() { 5e6 } else { 2e6 };
+                push(&mut queue, t + tick, Event::RxClient(i));
+            }
         }
     }
 
@@ -851,9 +1236,15 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         .iter()
         .map(|r| {
             let c = r.rx.as_ref().map(|x| x.counters()).unwrap_or_default();
+            let (estimator_ppm, estimator_restarts, out_underruns) = match &r.path {
+                Path::Core => (None, 0, 0),
+                Path::RateMatch(m) => (Some(m.lp.correction() * 1e6), m.lp.resyncs(), 0),
+                Path::Pulse(p) => (Some(p.fc.drift_ppm()), p.fc.resets(), p.underruns),
+            };
             RxReport {
                 converge_ms: r.meter.converge_ms.filter(|_| r.meter.converged),
                 p99_error_us: r.meter.p99() / 1000.0,
+                p99_second_half_us: r.meter.p99_late() / 1000.0,
                 max_error_us: r.meter.max / 1000.0,
                 mean_error_us: if r.meter.n > 0 {
                     r.meter.sum / r.meter.n as f64 / 1000.0
@@ -861,7 +1252,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     0.0
                 },
                 frames: r.meter.n,
-                underruns: c.underruns,
+                underruns: c.underruns + out_underruns,
                 concealed: c.concealed_frames,
                 jumps: r.rx.as_ref().map_or(0, |x| x.jumps()),
                 lost: c.lost,
@@ -882,6 +1273,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         error_us: got.map_or(f64::INFINITY, |(_, e)| e.abs() / 1e3),
                     })
                     .collect(),
+                estimator_ppm,
+                estimator_restarts,
             }
         })
         .collect();

@@ -29,12 +29,15 @@
 //! what is held; the sink is loaded with `norewinds=1` where the server
 //! supports it, PulseAudio ≥ 13.)
 //!
-//! Using `timestamp` for `t_io` errs late; [`crate::frameclock`] takes the
-//! lower envelope of many reports to remove that.
+//! Using `timestamp` for `t_io` errs late; [`bark_core::frameclock`] takes
+//! the lower envelope of many reports to remove that.
 
 use crate::clock::ClockPair;
 use libpulse_binding as pulse;
 use pulse::def::TimingInfo;
+
+/// pipewire-pulse's reply lag, measured in core (see there).
+pub use bark_core::frameclock::CycleQuantum;
 
 /// Reports older than this (ns) are not used: a clock step may lie between.
 const MAX_REPORT_AGE_NS: u64 = 1_000_000_000;
@@ -130,50 +133,6 @@ impl Info {
     }
 }
 
-/// pipewire-pulse (0.3.x) does not snapshot a playback stream when asked:
-/// it answers with the values of the last graph cycle (src/modules/
-/// module-protocol-pulse/pulse-server.c, 0.3.65: `stream->delay` and
-/// `read_index` are updated per cycle, the reply stamp is the time of the
-/// request). In a cycle it has already read that cycle's quantum, which is
-/// heard at the cycle start + delay; the frame at `read_index` is the first
-/// of the *next* cycle, heard one quantum later. A reply stamped right after
-/// a cycle (the lower envelope) therefore predicts one quantum too early.
-/// This tracks the quantum, in stream frames, as the smallest step of
-/// `read_index` between reports (requests come more often than cycles run
-/// out of steps: 10 ms against 5–21 ms quanta gives steps of 1 or 2 quanta).
-#[derive(Clone, Debug, Default)]
-pub struct CycleQuantum {
-    last: Option<i64>,
-    steps: [u64; 32],
-    n: usize,
-    head: usize,
-}
-
-impl CycleQuantum {
-    /// Notes a report's `read_index`, bytes.
-    pub fn observe(&mut self, read_index: i64, frame_bytes: usize) {
-        if let Some(prev) = self.last {
-            let d = read_index - prev;
-            if d > 0 {
-                self.steps[self.head] = d as u64 / frame_bytes as u64;
-                self.head = (self.head + 1) % self.steps.len();
-                self.n = (self.n + 1).min(self.steps.len());
-            }
-        }
-        self.last = Some(read_index);
-    }
-
-    /// The quantum, frames, once 8 steps were seen.
-    pub fn frames(&self) -> Option<u64> {
-        (self.n >= 8).then(|| self.steps[..self.n].iter().copied().min().unwrap_or(0))
-    }
-
-    /// Forgets everything (a new stream).
-    pub fn reset(&mut self) {
-        *self = CycleQuantum::default();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,23 +171,6 @@ mod tests {
             ..i
         };
         assert!(future.playback(&p, 0, 8, 48_000).is_none());
-    }
-
-    #[test]
-    fn cycle_quantum_is_the_smallest_step() {
-        let mut q = CycleQuantum::default();
-        let mut idx = 0i64;
-        for i in 0..20 {
-            // One or two 256-frame quanta between reports, sometimes none.
-            idx += 8 * 256 * [1, 2, 0, 1][i % 4];
-            q.observe(idx, 8);
-            if i == 3 {
-                assert_eq!(q.frames(), None);
-            }
-        }
-        assert_eq!(q.frames(), Some(256));
-        q.reset();
-        assert_eq!(q.frames(), None);
     }
 
     #[test]

@@ -116,8 +116,8 @@ pub enum Resampler {
     Core,
     /// PipeWire's adapter resampler, steered through `SPA_IO_RateMatch`
     /// (as `module-rtp-source` does); the core renders at the nominal ratio
-    /// against a smooth virtual clock and the module's own loop keeps the
-    /// real output on it. See `source::RateMatchLoop`.
+    /// against a smooth virtual clock and a rate-match loop keeps the real
+    /// output on it. See [`bark_core::ratematch`].
     PipeWire,
 }
 

@@ -16,6 +16,7 @@ use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
 use bark_core::endpoint::{Dest, ReceiverEndpoint, TRANSMIT_BUF};
 use bark_core::protocol::PacketType;
+use bark_core::ratematch::{pipewire_rate, RateMatchLoop};
 use bark_core::ReceiverConfig;
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -68,140 +69,6 @@ const WATCHDOG_TIMER_NS: u64 = 50_000_000;
 /// Timer period (ns) while playing without graph cycles (a suspended or
 /// stalled graph): the core's busy-network exchange pace, halved.
 const STALLED_TIMER_NS: u64 = bark_core::receiver::BUSY_INTERVAL_NS / 2;
-
-/// Largest correction applied through PipeWire's resampler (±0.2 %, the
-/// core's own slew limit).
-pub const RM_MAX_CORR: f64 = 2e-3;
-/// An error (ns) between the real and the virtual clock beyond which the
-/// loop lets go of the virtual clock and starts again from the real one
-/// (a graph stall, a changed latency): the core then removes the error
-/// with its own jump or slew.
-pub const RM_RESYNC_NS: f64 = 2_000_000.0;
-/// Natural frequency (rad/s) and damping of the rate-match loop: the
-/// core's drift-controller values (core/src/drift.rs), so both methods
-/// differ only in where the correction is applied.
-pub const RM_OMEGA: f64 = bark_core::drift::OMEGA;
-/// See [`RM_OMEGA`].
-pub const RM_ZETA: f64 = bark_core::drift::ZETA;
-
-/// The `spa_io_rate_match.rate` that makes PipeWire's resampler consume
-/// `ratio` input frames per output frame of a `stream_rate` stream.
-///
-/// PipeWire divides the input rate by this value. Its 0.3.65 native
-/// resampler truncates that quotient to whole Hz (steps of 20.8 ppm at
-/// 48 kHz) and, when it lands exactly on the nominal rate, switches to a
-/// plain copy that drops the fractional read phase (up to one frame, a
-/// step in the output timing each time the loop passes through 1). So a
-/// ratio within one step of 1 is pushed out to the nearest step on its
-/// side; the loop's integrator takes up the difference. (PipeWire 1.5
-/// resamples with a fixed-point rate and keeps the phase; there this only
-/// keeps the rate from resting at exactly 1.)
-pub fn pipewire_rate(ratio: f64, stream_rate: u32) -> f64 {
-    let step = 1.0 / stream_rate.max(1) as f64;
-    let r = if ratio >= 1.0 {
-        ratio.max(1.0 + 1.5 * step)
-    } else {
-        ratio.min(1.0 - 0.5 * step)
-    };
-    1.0 / r
-}
-
-/// Drift control through PipeWire's resampler (`bark.resampler =
-/// pipewire`), done in the adapter because the core's API cannot render
-/// at a fixed ratio and hand its desired ratio out.
-///
-/// The core is given a *virtual* play time `v` instead of the real one:
-/// `v` advances by exactly `frames × P` per buffer, `P` being one output
-/// frame of the sender's clock in local time (`1/rate / (1 + clock
-/// rate)`). Against that perfectly smooth clock the core's feed-forward
-/// ratio is the nominal one (1 at equal rates), so its interpolator does
-/// no drift correction beyond what its estimates miss. This loop then
-/// keeps the *real* play time of each buffer (`pw_time`, including the
-/// adapter resampler's delay in `buffered`) on `v`, a PI loop with the
-/// core's gains whose output is the consumption ratio written to
-/// `spa_io_rate_match.rate` (as its inverse: PipeWire's rate divides the
-/// input rate). Late (real after virtual) means consume faster.
-#[derive(Clone, Debug, Default)]
-pub struct RateMatchLoop {
-    v: f64,
-    locked: bool,
-    err_ns: f64,
-    integral: f64,
-    corr: f64,
-    resyncs: u64,
-}
-
-impl RateMatchLoop {
-    /// The play time to give the core for a buffer heard from `real_ns`
-    /// (mapped local ns): the virtual clock once locked, else `real_ns`.
-    pub fn virtual_time(&mut self, real_ns: u64) -> u64 {
-        if self.locked {
-            let err = real_ns as f64 - self.v;
-            if err.abs() <= RM_RESYNC_NS {
-                self.err_ns = err;
-                return self.v.round().max(0.0) as u64;
-            }
-            self.resyncs += 1;
-        }
-        self.unlock();
-        self.v = real_ns as f64;
-        real_ns
-    }
-
-    /// After the core filled `frames` frames for the time
-    /// [`RateMatchLoop::virtual_time`] gave: advances the virtual clock by
-    /// `frames × frame_ns` and updates the loop. `playing` is whether the
-    /// core plays (the loop locks once it does). Returns the consumption
-    /// ratio to apply: input frames per output frame, 1 = nominal.
-    pub fn advance(&mut self, frames: usize, frame_ns: f64, playing: bool) -> f64 {
-        let dt = (frames as f64 * frame_ns * 1e-9).clamp(0.0, 0.5);
-        if !playing {
-            self.unlock();
-        } else if !self.locked {
-            self.locked = true;
-        } else {
-            let e = self.err_ns * 1e-9;
-            let kp = 2.0 * RM_ZETA * RM_OMEGA;
-            let ki = RM_OMEGA * RM_OMEGA;
-            self.integral = (self.integral + ki * e * dt).clamp(-RM_MAX_CORR, RM_MAX_CORR);
-            self.corr = (kp * e + self.integral).clamp(-RM_MAX_CORR, RM_MAX_CORR);
-        }
-        self.v += frames as f64 * frame_ns;
-        1.0 + self.corr
-    }
-
-    fn unlock(&mut self) {
-        self.locked = false;
-        self.err_ns = 0.0;
-        self.integral = 0.0;
-        self.corr = 0.0;
-    }
-
-    /// Real minus virtual play time at the last buffer, ns (late positive).
-    pub fn error_ns(&self) -> f64 {
-        self.err_ns
-    }
-
-    /// The correction applied, dimensionless (consumption ratio − 1).
-    pub fn correction(&self) -> f64 {
-        self.corr
-    }
-
-    /// Times the loop let go of the virtual clock while locked.
-    pub fn resyncs(&self) -> u64 {
-        self.resyncs
-    }
-
-    /// Whether the virtual clock is in use.
-    pub fn locked(&self) -> bool {
-        self.locked
-    }
-
-    #[cfg(test)]
-    fn rate_match_ratio_for_test(&self) -> f64 {
-        1.0 + self.corr
-    }
-}
 
 /// The `node.latency` the receiver asks of its graph unless `stream.props`
 /// says otherwise: the largest power of two not above 55 % of the target
@@ -413,12 +280,7 @@ impl RtSource {
         Counters::bump(&c.cycles);
         self.note_buffer();
         let frames = out.len() / self.channels.max(1);
-        // One output frame of the sender's clock, in local ns.
-        let r = self.ep.receiver();
-        let clock_rate = r.clock().estimate().map_or(0.0, |e| e.rate);
-        let frame_ns = 1e9 / self.rate as f64 / (1.0 + clock_rate);
-        let playing = r.playing();
-        let ratio = self.rm.advance(frames, frame_ns, playing);
+        let ratio = self.rm.advance_after_fill(self.ep.receiver(), frames);
         c.rate_match_ppb
             .store((self.rm.correction() * 1e9) as i64, Relaxed);
         ratio
@@ -656,84 +518,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         SourceArgs::parse(&m).unwrap()
-    }
-
-    /// A device `ppm` fast or slow against the sender, PipeWire's rate
-    /// quantisation (0.3.65's native resampler truncates the input rate to
-    /// whole Hz: 20.8 ppm steps at 48 kHz), ±10 µs of measurement noise
-    /// (the resampler's fractional phase, which `pw_time` does not show):
-    /// the loop locks, its mean correction undoes the device's rate error, and
-    /// the real output stays within a few tens of µs of the virtual clock.
-    #[test]
-    fn rate_match_loop_follows_a_drifting_device() {
-        for ppm in [-80.0, -3.0, 0.0, 60.0, 150.0] {
-            let mut l = RateMatchLoop::default();
-            let p = 1e9 / 48_000.0;
-            let q = 512.0;
-            let mut real = 1e9;
-            let mut seed = 7u64;
-            let (mut worst, mut sum_corr, mut n) = (0.0f64, 0.0, 0.0);
-            for k in 0..6000 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                let noise = ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 20_000.0;
-                let v = l.virtual_time((real + noise) as u64);
-                assert!(k < 2 || l.locked());
-                let _ = v;
-                let c = l.rate_match_ratio_for_test();
-                let c_eff = (48_000.0 / pipewire_rate(c, 48_000)).floor() / 48_000.0;
-                let frames = (q * c_eff).round() as usize;
-                l.advance(frames, p, true);
-                // The device plays q frames at its own rate; they hold
-                // q·c_eff frames of the stream.
-                real += q * p / (1.0 + ppm * 1e-6) * (frames as f64 / (q * c_eff));
-                if k > 2000 {
-                    worst = worst.max((real - l.v).abs());
-                    // What PipeWire applies (the loop's integrator absorbs
-                    // the truncation's bias).
-                    sum_corr += c_eff - 1.0;
-                    n += 1.0;
-                }
-            }
-            let mean_ppm = sum_corr / n * 1e6;
-            let want = (1.0 / (1.0 + ppm * 1e-6) - 1.0) * 1e6;
-            assert!(
-                (mean_ppm - want).abs() < 1.0,
-                "{ppm} ppm: mean corr {mean_ppm}"
-            );
-            assert!(worst < 10_000.0, "{ppm} ppm: worst {worst} ns");
-            assert_eq!(l.resyncs(), 0);
-        }
-    }
-
-    #[test]
-    fn pipewire_rates_stay_off_the_copy_mode() {
-        // PipeWire 0.3.65: in_rate = (u32)(i_rate / rate).
-        let pw_in_rate = |ratio: f64| (48_000.0 / pipewire_rate(ratio, 48_000)) as u32;
-        assert_eq!(pw_in_rate(1.0), 48_001);
-        assert_eq!(pw_in_rate(1.0 + 1e-7), 48_001);
-        assert_eq!(pw_in_rate(1.0 - 1e-7), 47_999);
-        assert_eq!(pw_in_rate(1.0 + 100e-6), 48_004);
-        assert_eq!(pw_in_rate(1.0 - 100e-6), 47_995);
-    }
-
-    #[test]
-    fn rate_match_loop_resyncs_on_a_stall_and_unlocks_on_silence() {
-        let mut l = RateMatchLoop::default();
-        let p = 1e9 / 48_000.0;
-        let mut real = 5e9;
-        for _ in 0..100 {
-            l.virtual_time(real as u64);
-            l.advance(480, p, true);
-            real += 480.0 * p;
-        }
-        assert!(l.locked());
-        // A 5 ms stall: let go, start again from the real clock.
-        real += 5e6;
-        assert_eq!(l.virtual_time(real as u64), real as u64);
-        assert_eq!(l.resyncs(), 1);
-        assert!(!l.locked());
-        l.advance(480, p, false);
-        assert_eq!(l.correction(), 0.0);
     }
 
     #[test]
