@@ -1,22 +1,31 @@
 //! `--key-file`: the key a command's endpoint seals what it sends with
 //! and checks what it receives against ([`bark_core::auth`], applied by
 //! [`bark_core::endpoint`]), and rate-limited warnings about the datagrams
-//! dropped, from the endpoint's [`AuthCounters`].
+//! dropped, from the endpoint's [`AuthCounters`] ([`bark_io::dropwarn`]).
 
 use anyhow::Result;
-use bark_core::auth::{self, AuthCounters, AuthError, Key, Opener};
+use bark_core::auth::{AuthCounters, Key, Opener};
+use bark_core::endpoint::Dropped;
+use bark_io::dropwarn::DropWarnings;
+use bark_io::keyfile::{load_key_file, write_key_file};
+use std::net::SocketAddrV4;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-/// Time between repeated warnings about one kind of dropped datagram.
-const WARN_PERIOD: Duration = Duration::from_secs(60);
+/// CLOCK_REALTIME now, ns, for sealing and opening when `keyed`; 0 (not
+/// read) otherwise.
+pub fn wall_now(keyed: bool) -> u64 {
+    if keyed {
+        crate::clock::realtime_ns()
+    } else {
+        0
+    }
+}
 
 /// A command's key (if any) and its warning state.
 pub struct Auth {
     key: Option<Key>,
     encrypt: bool,
-    /// Per reason: the count at the last warning, and when it was given.
-    warned: [(u64, Option<Instant>); 6],
+    drops: DropWarnings,
 }
 
 impl Auth {
@@ -27,7 +36,7 @@ impl Auth {
     /// without a key file.
     pub fn new(key_file: Option<&Path>, encrypt: bool) -> Result<Auth> {
         let key = key_file
-            .map(|p| auth::load_key_file(p).map_err(|e| anyhow::anyhow!("--key-file: {e}")))
+            .map(|p| load_key_file(p).map_err(|e| anyhow::anyhow!("--key-file: {e}")))
             .transpose()?;
         if encrypt && key.is_none() {
             anyhow::bail!("--encrypt needs --key-file (make one with `bark keygen FILE`)");
@@ -35,7 +44,7 @@ impl Auth {
         Ok(Auth {
             key,
             encrypt,
-            warned: [(0, None); 6],
+            drops: DropWarnings::default(),
         })
     }
 
@@ -78,36 +87,27 @@ impl Auth {
         })
     }
 
-    /// After a datagram was dropped for `e` (`c`: the counters that
-    /// counted it): warns with the count since the last warning of that
-    /// kind, at most once a minute per kind (the first at once), so that a
-    /// misconfigured node on the group is named without flooding the log.
-    pub fn warn(&mut self, e: AuthError, c: &AuthCounters) {
-        let (i, total) = match e {
-            AuthError::NoKey => (0, c.no_key),
-            AuthError::Unauthenticated => (1, c.unauthenticated),
-            AuthError::BadTag => (2, c.bad_tag),
-            AuthError::Replay => (3, c.replayed),
-            AuthError::Stale => (4, c.stale),
-            AuthError::Malformed(_) => (5, c.malformed),
-        };
-        let skew_s = c.last_stale_skew_ns as f64 / 1e9;
-        let (logged, last) = &mut self.warned[i];
-        if last.is_some_and(|t| t.elapsed() < WARN_PERIOD) {
-            return;
+    /// After the endpoint dropped a datagram from `from` for `e` (`c`: the
+    /// authentication layer's counters): warns about authentication drops
+    /// ([`Auth::warn`]); other drops are logged at debug level.
+    pub fn dropped(&mut self, e: Dropped, from: SocketAddrV4, c: &AuthCounters) {
+        match e {
+            Dropped::Auth(_) => self.warn(c),
+            e => log::debug!("from {from}: {e}"),
         }
-        let n = total - *logged;
-        *logged = total;
-        *last = Some(Instant::now());
-        let why = match e {
-            AuthError::NoKey => "authenticated datagrams, and this node has no key: pass --key-file with the senders' key".to_owned(),
-            AuthError::Unauthenticated => "unauthenticated datagrams: a node without a key file sends to this group".to_owned(),
-            AuthError::BadTag => "datagrams that failed authentication: a node with a different key (compare key ids), or corrupted or forged datagrams".to_owned(),
-            AuthError::Replay => "replayed datagrams".to_owned(),
-            AuthError::Stale => format!("authentic datagrams stamped {skew_s:.0} s from this host's wall clock: set the hosts' clocks (NTP), or these are old captures being replayed"),
-            AuthError::Malformed(what) => format!("malformed sealed datagrams ({what})"),
-        };
-        log::warn!("dropped {n} {why}");
+    }
+
+    /// After a datagram was dropped by the authentication layer (`c`:
+    /// the counters that counted it): logs the warnings due, the first of
+    /// each kind at once, then a summary at most once a minute, so that a
+    /// misconfigured node on the group is named without flooding the log.
+    pub fn warn(&mut self, c: &AuthCounters) {
+        for m in self
+            .drops
+            .due(c, crate::clock::monotonic_ns(), "--key-file")
+        {
+            log::warn!("{m}");
+        }
     }
 }
 
@@ -118,7 +118,7 @@ impl Auth {
 /// No randomness, or the file cannot be created (it is never overwritten).
 pub fn keygen(path: &Path) -> Result<()> {
     let key = Key::generate().map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    auth::write_key_file(path, &key).map_err(|e| {
+    write_key_file(path, &key).map_err(|e| {
         anyhow::anyhow!(
             "writing {}: {e}{}",
             path.display(),

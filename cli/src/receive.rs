@@ -33,17 +33,17 @@
 //! device; those are counted (`late_cycles`).
 
 use crate::cli::{OutputTarget, ReceiveArgs};
-use crate::clock::{self, monotonic_ns, realtime_ns, TestClock};
-use crate::keyed::Auth;
-use crate::net::{self, MAX_DATAGRAM};
+use crate::clock::{self, monotonic_ns, TestClock};
+use crate::keyed::{wall_now, Auth};
+use crate::net;
 use crate::stamps::{Stamp, StampedWav};
 use crate::stream::traffic_json;
 use crate::util;
 use anyhow::{anyhow, Context, Result};
-use bark_core::endpoint::{Dest, Dropped, ReceiverEndpoint, STATUS_PERIOD_NS, TRANSMIT_BUF};
+use bark_core::endpoint::{ReceiverEndpoint, STATUS_PERIOD_NS};
 use bark_core::ReceiverConfig;
 use serde_json::json;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
 /// Most datagrams read per socket per loop turn.
 const MAX_RX_PER_TURN: usize = 256;
@@ -61,84 +61,44 @@ struct Link {
     group: SocketAddrV4,
     clk: TestClock,
     auth: Auth,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
     /// Datagrams cut by a too-small buffer (cannot happen below 64 KiB).
     truncated: u64,
     send_errors: u64,
 }
 
 impl Link {
-    /// CLOCK_REALTIME for the sealer and opener (read only when keyed).
-    fn wall(&self) -> u64 {
-        if self.ep.wire().keyed() {
-            realtime_ns()
-        } else {
-            0
-        }
-    }
-
     /// Hands every queued datagram of both sockets to the endpoint. No
     /// allocation.
     fn drain(&mut self) {
-        let wall = self.wall();
-        let Link {
-            ep,
-            gsock,
-            csock,
-            clk,
-            auth,
-            rx,
-            truncated,
-            ..
-        } = self;
-        for sock in [gsock, csock] {
-            for _ in 0..MAX_RX_PER_TURN {
-                let d = match sock.recv(rx) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => break,
-                    Err(e) => {
-                        log::warn!("receive error: {e}");
-                        break;
-                    }
-                };
-                if d.truncated {
-                    *truncated += 1;
-                    continue;
+        let wall = wall_now(self.ep.wire().keyed());
+        for sock in [&mut self.gsock, &mut self.csock] {
+            let d = sock.drain(MAX_RX_PER_TURN, |data, from, at| {
+                let t = self.clk.map(at.mono_ns);
+                if let Err(e) = self.ep.handle_datagram(t, wall, data, from.into()) {
+                    self.auth.dropped(e, from, self.ep.wire().auth());
                 }
-                let from = SocketAddr::V4(d.from);
-                match ep.handle_datagram(clk.map(d.arrival_ns), wall, &mut rx[..d.len], from) {
-                    Ok(_) => {}
-                    Err(Dropped::Auth(e)) => auth.warn(e, ep.wire().auth()),
-                    Err(e) => log::debug!("from {from}: {e}"),
-                }
-            }
+            });
+            net::tally(d, &mut self.truncated);
         }
     }
 
     /// Sends what the endpoint has to send now: time requests, status.
     /// No allocation.
     fn transmit(&mut self) {
-        for _ in 0..MAX_TX_PER_TURN {
+        let poll = |b: &mut [u8]| {
             // t1 of a time request: read right before the send.
             let now = self.clk.map(monotonic_ns());
-            let wall = self.wall();
-            let Some((n, dest)) = self.ep.poll_transmit(now, wall, &mut self.tx) else {
-                break;
-            };
-            let to = match dest {
-                Dest::Group => self.group,
-                Dest::To(SocketAddr::V4(a)) => a,
-                Dest::To(SocketAddr::V6(_)) => {
-                    self.send_errors += 1;
-                    continue;
-                }
-            };
-            if let Err(e) = self.csock.send_to(&self.tx[..n], to) {
+            self.ep
+                .poll_transmit(now, wall_now(self.ep.wire().keyed()), b)
+        };
+        let sent = |r: std::io::Result<()>, to| {
+            if let Err(e) = r {
                 self.send_errors += 1;
                 log::debug!("sending to {to}: {e}");
             }
-        }
+        };
+        self.csock
+            .transmit(self.group.into(), MAX_TX_PER_TURN, poll, sent);
     }
 
     /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
@@ -158,7 +118,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         TestClock::from_spec_or_env(a.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
     let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
     let ifname = a.net.local_ifname.as_deref();
-    let node_id = util::random_nonzero_u64();
+    let node_id = bark_io::node::random_nonzero_u64();
     let auth = Auth::new(a.key.key_file.as_deref(), false)?;
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (with a unicast address it would only reach this host), and
@@ -173,7 +133,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             stream: a.stream.clone(),
             node_id,
             node_name: a.node_name.clone(),
-            host: util::hostname(),
+            host: bark_io::node::hostname(),
         },
         auth.key(),
         multicast,
@@ -224,8 +184,6 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         group,
         clk,
         auth,
-        rx: vec![0; MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
         truncated: 0,
         send_errors: 0,
     };

@@ -19,13 +19,13 @@
 //! wake-ups (and most of its CPU) independent of the number of receivers.
 
 use crate::cli::StreamArgs;
-use crate::clock::{self, monotonic_ns, realtime_ns, TestClock};
+use crate::clock::{self, monotonic_ns, TestClock};
 use crate::decode;
-use crate::keyed::Auth;
-use crate::net::{self, SendOpts};
+use crate::keyed::{wall_now, Auth};
+use crate::net;
 use crate::stamps::{Stamp, StampedWav};
 use anyhow::{anyhow, Context, Result};
-use bark_core::endpoint::{self, Dest, Dropped, SenderEndpoint, Traffic, TRANSMIT_BUF};
+use bark_core::endpoint::{SenderEndpoint, Traffic};
 use bark_core::format::AudioFormat;
 use bark_core::protocol::IP_UDP_OVERHEAD;
 use bark_core::SenderConfig;
@@ -72,27 +72,16 @@ struct Link {
     dest: SocketAddrV4,
     clk: TestClock,
     auth: Auth,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
     /// Datagrams cut by a too-small buffer (cannot happen below 64 KiB).
     truncated: u64,
     send_errors: u64,
 }
 
 impl Link {
-    /// CLOCK_REALTIME for the sealer (read only when keyed).
-    fn wall(&self) -> u64 {
-        if self.ep.wire().keyed() {
-            realtime_ns()
-        } else {
-            0
-        }
-    }
-
     /// One cycle's audio: `samples` entered the simulated sink at local
     /// time `cycle_local` (mapped); sent sealed to the group. No allocation.
     fn push(&mut self, cycle_local: u64, samples: &[f32]) {
-        let wall = self.wall();
+        let wall = wall_now(self.ep.wire().keyed());
         let Link {
             ep,
             sock,
@@ -106,56 +95,34 @@ impl Link {
         // may have been waited for).
         let send_ns = clk.map(monotonic_ns());
         ep.push(cycle_local, send_ns, wall, samples, &mut |pkt| {
-            send(sock, pkt, *dest, send_errors)
+            count_send(
+                sock.send_to(pkt, SocketAddr::V4(*dest)),
+                (*dest).into(),
+                send_errors,
+            )
         });
     }
 
     /// Hands every queued datagram to the endpoint, then sends what it
     /// returns (time replies, idle syncs, the status packet). No allocation.
     fn serve(&mut self) {
-        for _ in 0..MAX_RX_PER_TURN {
-            let d = match self.sock.recv(&mut self.rx) {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("receive error: {e}");
-                    break;
-                }
-            };
-            if d.truncated {
-                self.truncated += 1;
-                continue;
+        let wall = wall_now(self.ep.wire().keyed());
+        let d = self.sock.drain(MAX_RX_PER_TURN, |data, from, at| {
+            let t2 = self.clk.map(at.mono_ns);
+            if let Err(e) = self.ep.handle_datagram(t2, wall, data, from.into()) {
+                self.auth.dropped(e, from, self.ep.wire().auth());
             }
-            let wall = self.wall();
-            let t2 = self.clk.map(d.arrival_ns);
-            let from = SocketAddr::V4(d.from);
-            match self
-                .ep
-                .handle_datagram(t2, wall, &mut self.rx[..d.len], from)
-            {
-                Ok(_) => {}
-                Err(Dropped::Auth(e)) => self.auth.warn(e, self.ep.wire().auth()),
-                Err(e) => log::debug!("from {from}: {e}"),
-            }
-        }
-        loop {
+        });
+        net::tally(d, &mut self.truncated);
+        let poll = |b: &mut [u8]| {
             // t3 of a time reply and of an idle sync: read right before
             // the send.
             let now = self.clk.map(monotonic_ns());
-            let wall = self.wall();
-            let Some((n, dest)) = self.ep.poll_transmit(now, wall, &mut self.tx) else {
-                break;
-            };
-            let to = match dest {
-                Dest::Group => self.dest,
-                Dest::To(SocketAddr::V4(a)) => a,
-                Dest::To(SocketAddr::V6(_)) => {
-                    self.send_errors += 1;
-                    continue;
-                }
-            };
-            send(&self.sock, &self.tx[..n], to, &mut self.send_errors);
-        }
+            self.ep
+                .poll_transmit(now, wall_now(self.ep.wire().keyed()), b)
+        };
+        let sent = |r, to| count_send(r, to, &mut self.send_errors);
+        self.sock.transmit(self.dest.into(), usize::MAX, poll, sent);
     }
 
     /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
@@ -179,10 +146,11 @@ impl Link {
     }
 }
 
-fn send(sock: &net::UdpSocket, data: &[u8], to: SocketAddrV4, errors: &mut u64) {
-    if let Err(e) = sock.send_to(data, to) {
+/// Counts a failed send in `errors` and logs it, once per thousand so that
+/// a dead route does not flood the log.
+fn count_send(r: std::io::Result<()>, to: SocketAddr, errors: &mut u64) {
+    if let Err(e) = r {
         *errors += 1;
-        // Once per thousand, so a dead route does not flood the log.
         if (*errors - 1).is_multiple_of(1000) {
             log::warn!("sending to {to}: {e} ({errors} errors so far)");
         }
@@ -260,8 +228,8 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         rate: a.rate,
         channels: a.channels,
     };
-    let node_id = crate::util::random_nonzero_u64();
-    let session_id = crate::util::random_nonzero_u64();
+    let node_id = bark_io::node::random_nonzero_u64();
+    let session_id = bark_io::node::random_nonzero_u64();
     let auth = Auth::new(a.key.key_file.as_deref(), a.encrypt)?;
     let latency_ns = (a.latency_msec * 1e6).round() as u64;
     let max_latency_ns = (a.latency_max_msec * 1e6).round() as u64;
@@ -276,7 +244,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             mtu: a.net.mtu,
             session_id,
             node_name: a.node_name.clone(),
-            host: crate::util::hostname(),
+            host: bark_io::node::hostname(),
             sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
             // Cycle times follow a nominal schedule: smooth.
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
@@ -290,13 +258,14 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     if dest.ip().is_unspecified() || dest.ip().is_broadcast() {
         anyhow::bail!("--destination-ip {} cannot be sent to", dest.ip());
     }
-    let sock = net::sender_socket(&SendOpts {
-        destination: dest,
-        source_ip: a.net.source_ip,
-        ifname: a.net.local_ifname.clone(),
-        ttl: a.net.ttl,
-        multicast_loop: a.net.multicast_loop,
-    })?;
+    let sock = bark_io::net::sender_socket(
+        dest,
+        a.net.source_ip,
+        a.net.local_ifname.as_deref(),
+        a.net.ttl,
+        a.net.multicast_loop,
+        &net::NAMES,
+    )?;
     let ch = a.channels as usize;
     let packet_frames = ep.sender().packet_frames();
     let q = a.quantum.map_or(packet_frames, |q| q as usize);
@@ -339,8 +308,6 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         dest,
         clk,
         auth,
-        rx: vec![0; endpoint::MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
         truncated: 0,
         send_errors: 0,
     };

@@ -1,30 +1,8 @@
-//! Small shared helpers: identity of this node, shutdown on signals, CPU
-//! time.
+//! Small shared helpers: shutdown on signals, CPU time, traffic counts.
+//! (This node's ids and host name are bark-io's: [`bark_io::node`].)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// This machine's host name, as status packets report it ("" if unknown).
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default()
-}
-
-/// A random non-zero id (node ids, session ids).
-pub fn random_nonzero_u64() -> u64 {
-    loop {
-        // getrandom only fails without any entropy source; the clocks are
-        // then unique enough for an id.
-        let v = getrandom::u64().unwrap_or_else(|_| {
-            crate::clock::realtime_ns() ^ crate::clock::monotonic_ns().rotate_left(32)
-        });
-        if v != 0 {
-            return v;
-        }
-    }
-}
 
 /// A flag set by SIGINT or SIGTERM, so that loops end cleanly (files
 /// finalized, summaries written) instead of dying mid-write.

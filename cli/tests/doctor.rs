@@ -1008,7 +1008,7 @@ mod doctor_live {
         let _rx = Proc::spawn("rx", &a, &dir.path().join("rx.log"));
         let group = format!("{}:{}", net[1], net[3]).parse().unwrap();
         let sock = bark_cli::net::group_socket(group, Some("lo")).unwrap();
-        let host = bark_cli::util::hostname();
+        let host = bark_io::node::hostname();
         let reports = receiver_reports(sock, &host, STATUS_LISTEN);
         let r = reports
             .iter()

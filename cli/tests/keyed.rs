@@ -201,7 +201,7 @@ fn keyed_stream_plays_only_with_the_same_key() {
     assert_eq!(open["rx"]["malformed"], 0, "{open}");
     let log = std::fs::read_to_string(dir.join("open.log")).unwrap();
     assert!(
-        log.contains("this node has no key: pass --key-file"),
+        log.contains("this node has none; set --key-file to their key file"),
         "{log}"
     );
     let warnings = log.lines().filter(|l| l.contains("dropped")).count();

@@ -433,20 +433,18 @@ fn stream_announces_the_session_during_its_lead_in() {
         // (arrival ns, is audio, idle sync) of every datagram until the
         // stream has sent audio for a while.
         let mut seen: Vec<(u64, bool, bool)> = Vec::new();
-        let mut buf = vec![0u8; 65_536];
         let end = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < end && seen.iter().filter(|d| d.1).count() < 20 {
             bark_cli::net::wait_readable(&[&sock], 50_000_000);
-            while let Some(d) = sock.recv(&mut buf).unwrap() {
-                match protocol::parse(&buf[..d.len]) {
-                    Ok(Packet::Audio(_)) => seen.push((d.arrival_ns, true, false)),
-                    Ok(Packet::Sync(y)) => {
-                        let idle = y.announce.is_some_and(|a| !a.streaming);
-                        seen.push((d.arrival_ns, false, idle));
-                    }
-                    _ => {}
+            let d = sock.drain(1024, |data, _, at| match protocol::parse(data) {
+                Ok(Packet::Audio(_)) => seen.push((at.mono_ns, true, false)),
+                Ok(Packet::Sync(y)) => {
+                    let idle = y.announce.is_some_and(|a| !a.streaming);
+                    seen.push((at.mono_ns, false, idle));
                 }
-            }
+                _ => {}
+            });
+            assert!(d.error.is_none(), "{d:?}");
         }
         let (st, _) = tx.wait(Duration::from_secs(15));
         assert!(st.success());

@@ -39,7 +39,6 @@ use blake2::Blake2sMac256;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
 
 /// Header flags bit 0: an authentication trailer follows the datagram.
@@ -68,8 +67,6 @@ pub const MAX_PEERS: usize = 64;
 /// within this (any NTP client does far better); it bounds how long a
 /// captured epoch stays replayable (see docs/SECURITY.md).
 pub const MAX_CLOCK_SKEW_NS: u64 = 300_000_000_000;
-/// Largest key file accepted, bytes: a key and a few comment lines.
-pub const MAX_KEY_FILE_LEN: u64 = 4096;
 
 const WORDS: usize = 16;
 const META_LEN: usize = EPOCH_LEN + 16;
@@ -143,7 +140,9 @@ impl Key {
 
     /// Parses the text of a key file: one line of 64 hex digits (the 32
     /// key bytes); blank lines and lines starting with `#` are ignored,
-    /// spaces around the key line too.
+    /// spaces around the key line too. Reading the file, and its owner and
+    /// mode checks, are the adapters' (`bark_io::keyfile`): this crate does
+    /// no I/O.
     ///
     /// # Errors
     /// [`KeyError`] saying what is wrong, never quoting the file's text.
@@ -213,121 +212,6 @@ pub enum KeyError {
     /// A character that is not a hex digit.
     #[error("the key line is not hexadecimal")]
     NotHex,
-}
-
-/// Why a key file was refused. The message names the file and the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// Could not open or read it.
-    #[error("key file {}: {err}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        err: std::io::Error,
-    },
-    /// Not a regular file, or too large to be a key file.
-    #[error("key file {}: not a key file (a regular file of at most {MAX_KEY_FILE_LEN} bytes)", path.display())]
-    NotAKeyFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Group or others may read or write it.
-    #[error("key file {}: mode {mode:04o} lets other users read or change it; run `chmod 600 {}`", path.display(), path.display())]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// Owned by someone other than this user (or root).
-    #[error("key file {}: owned by uid {owner}, not by this user (uid {me}) or root; run `chown {me} {}` or use your own key file", path.display(), path.display())]
-    Owner {
-        /// The file.
-        path: PathBuf,
-        /// The file's owner.
-        owner: u32,
-        /// This process's effective uid.
-        me: u32,
-    },
-    /// The contents are not a key.
-    #[error("key file {}: {err}", path.display())]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        err: KeyError,
-    },
-}
-
-/// Loads a key file (the one format every Bark program reads; see
-/// [`Key::parse`]). Refuses a file that is not a regular file, that group
-/// or others can read or write (mode & 0o077 ≠ 0), or that is owned by
-/// neither this user nor root, as OpenSSH does for private keys. The only
-/// I/O in bark-core; adapters call it once at setup.
-///
-/// # Errors
-/// [`KeyFileError`], naming the file and the fix.
-pub fn load_key_file(path: &Path) -> Result<Key, KeyFileError> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let io = |err| KeyFileError::Io {
-        path: path.to_owned(),
-        err,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    // The opened file's metadata, so that the checks and the read see the
-    // same file even if the path is swapped in between.
-    let md = f.metadata().map_err(io)?;
-    if !md.is_file() || md.len() > MAX_KEY_FILE_LEN {
-        return Err(KeyFileError::NotAKeyFile {
-            path: path.to_owned(),
-        });
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if md.uid() != me && md.uid() != 0 {
-        return Err(KeyFileError::Owner {
-            path: path.to_owned(),
-            owner: md.uid(),
-            me,
-        });
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(KeyFileError::Permissions {
-            path: path.to_owned(),
-            mode: md.mode() & 0o7777,
-        });
-    }
-    let mut text = String::new();
-    f.take(MAX_KEY_FILE_LEN)
-        .read_to_string(&mut text)
-        .map_err(io)?;
-    let r = Key::parse(&text).map_err(|err| KeyFileError::Format {
-        path: path.to_owned(),
-        err,
-    });
-    text.zeroize();
-    r
-}
-
-/// Writes a new key file at `path` with mode 0600; refuses to overwrite an
-/// existing file.
-///
-/// # Errors
-/// The OS error (e.g. `AlreadyExists`).
-pub fn write_key_file(path: &Path, key: &Key) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    let mut text = key.to_file_text();
-    let r = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
-    text.zeroize();
-    r
 }
 
 /// Why [`Opener::open`] dropped a datagram.
@@ -932,41 +816,6 @@ mod tests {
                 .0,
             k.0
         );
-    }
-
-    #[test]
-    fn key_files_are_checked() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("bark-auth-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        let path = dir.join("key");
-        let k = Key::generate().unwrap();
-        write_key_file(&path, &k).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(load_key_file(&path).unwrap().0, k.0);
-        assert!(write_key_file(&path, &k).is_err(), "never overwrites");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = load_key_file(&path).unwrap_err();
-        assert!(
-            matches!(e, KeyFileError::Permissions { mode: 0o640, .. }),
-            "{e}"
-        );
-        assert!(e.to_string().contains("chmod 600"));
-        let e = load_key_file(&dir.join("missing")).unwrap_err();
-        assert!(matches!(e, KeyFileError::Io { .. }));
-        let e = load_key_file(&dir).unwrap_err();
-        assert!(matches!(e, KeyFileError::NotAKeyFile { .. }), "{e}");
-        let short = dir.join("short");
-        std::fs::write(&short, "abcd\n").unwrap();
-        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = load_key_file(&short).unwrap_err();
-        assert!(
-            e.to_string().contains("short") && e.to_string().contains("64 hex"),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     proptest! {

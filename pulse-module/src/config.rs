@@ -857,7 +857,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir();
         let key = dir.join("bark.key");
-        bark_core::auth::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
+        bark_io::keyfile::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
         let toml = format!(
             "[sink]\nkey-file = {:?}\nencrypt = true\n[source]\nkey-file = {:?}\n",
             key, key
@@ -899,7 +899,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!(
             "bark-pulse-config-{}-{}",
             std::process::id(),
-            crate::pa::random_nonzero_u64()
+            bark_io::node::random_nonzero_u64()
         ));
         std::fs::create_dir_all(&d).unwrap();
         d

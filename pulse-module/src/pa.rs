@@ -310,26 +310,6 @@ pub fn slot<T>() -> Slot<T> {
     Rc::new(std::cell::RefCell::new(None))
 }
 
-/// This host's name (for status packets and the stale-sink check).
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default()
-}
-
-/// A random non-zero `u64` (session and node ids).
-pub fn random_nonzero_u64() -> u64 {
-    loop {
-        let v = getrandom::u64().unwrap_or_else(|_| {
-            crate::clock::realtime_ns() ^ crate::clock::monotonic_ns().rotate_left(32)
-        });
-        if v != 0 {
-            return v;
-        }
-    }
-}
-
 /// Real-time priority for the (single) audio thread, best effort: a late
 /// turn of the loop is an audible underrun, and the PipeWire modules run
 /// on PipeWire's real-time data thread. `SCHED_RR` at a low priority (3,

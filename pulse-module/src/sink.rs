@@ -25,7 +25,7 @@ use crate::net::{self, UdpSocket};
 use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, bail, Context as _, Result};
-use bark_core::endpoint::{Dest, SenderEndpoint, TRANSMIT_BUF};
+use bark_core::endpoint::SenderEndpoint;
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::context::State as CtxState;
@@ -33,7 +33,6 @@ use pulse::def::BufferAttr;
 use pulse::proplist::Proplist;
 use pulse::sample::{Format, Spec};
 use pulse::stream::{FlagSet as StreamFlags, PeekResult, State as StreamState, Stream};
-use socket2::SockAddr;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -67,11 +66,8 @@ const MAX_STAMP_BEHIND_NS: f64 = 1e9;
 struct Net {
     ep: SenderEndpoint,
     sock: UdpSocket,
-    dest: SockAddr,
+    dest: SocketAddr,
     clock: ClockMap,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
-    next_warn_ns: u64,
     sent: u64,
     send_errors: u64,
     warnings: Warnings,
@@ -81,48 +77,23 @@ impl Net {
     /// Hands queued datagrams to the endpoint and sends what it returns:
     /// time replies, sync messages while the sink is idle, status.
     fn serve(&mut self) {
-        for _ in 0..MAX_RX_PER_TURN {
-            let d = match self.sock.recv(&mut self.rx) {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => {
-                    log::debug!("receive error: {e}");
-                    break;
-                }
-            };
-            if d.truncated {
-                continue;
-            }
-            let pair = ClockPair::now();
-            let arrival = d
-                .kernel_real_ns
-                .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
-                .unwrap_or(pair.mono);
-            let t2 = self.clock.map(arrival);
-            let from = SocketAddr::V4(d.from);
-            let _ = self
-                .ep
-                .handle_datagram(t2, pair.real, &mut self.rx[..d.len], from);
+        let d = self.sock.drain(MAX_RX_PER_TURN, |data, from, at| {
+            let t2 = self.clock.map(at.mono_ns);
+            let _ = self.ep.handle_datagram(t2, at.real_ns, data, from.into());
+        });
+        if let Some(e) = d.error {
+            log::debug!("receive error: {e}");
         }
-        loop {
+        let poll = |b: &mut [u8]| {
             let now = self.clock.map(monotonic_ns());
-            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
-                break;
-            };
-            let to = match dest {
-                Dest::Group => self.dest.clone(),
-                Dest::To(a) => SockAddr::from(a),
-            };
-            match self.sock.send_to(&self.tx[..n], &to) {
-                Ok(()) => self.sent += 1,
-                Err(_) => self.send_errors += 1,
-            }
-        }
-        let now = monotonic_ns();
-        if now >= self.next_warn_ns {
-            self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
-            self.warnings.warn(self.ep.wire().auth());
-        }
+            self.ep.poll_transmit(now, realtime_ns(), b)
+        };
+        let sent = |r: std::io::Result<()>, _| match r {
+            Ok(()) => self.sent += 1,
+            Err(_) => self.send_errors += 1,
+        };
+        self.sock.transmit(self.dest, usize::MAX, poll, sent);
+        self.warnings.warn(self.ep.wire().auth());
     }
 
     /// Sends one chunk whose first frame was played into the sink at
@@ -146,7 +117,7 @@ impl Net {
             send_ns,
             wall,
             samples,
-            &mut |pkt| match sock.send_to(pkt, dest) {
+            &mut |pkt| match sock.send_to(pkt, *dest) {
                 Ok(()) => *sent += 1,
                 Err(_) => *send_errors += 1,
             },
@@ -308,7 +279,7 @@ impl Session {
             attempts: 0,
             pipewire: false,
             quantum: CycleQuantum::default(),
-            rng: pa::random_nonzero_u64(),
+            rng: bark_io::node::random_nonzero_u64(),
         }
     }
 
@@ -734,7 +705,7 @@ impl Session {
                         net.push(t.max(0.0) as u64, &self.scratch[..n * ch]);
                         if !self.logged_streaming {
                             self.logged_streaming = true;
-                            log::info!("sending to {:?}", net.dest.as_socket());
+                            log::info!("sending to {}", net.dest);
                         }
                     }
                     _ => {
@@ -782,18 +753,18 @@ impl Session {
 /// # Errors
 /// Setup failures (socket, a sink name taken by someone else) and panics.
 pub fn run(cfg: SinkConfig) -> Result<()> {
-    let host = pa::hostname();
+    let host = bark_io::node::hostname();
     let clock = ClockMap::from_env(monotonic_ns()).map_err(|e| anyhow!(e))?;
     if !clock.is_identity() {
         log::warn!("test clock skew active ({})", crate::clock::TEST_CLOCK_ENV);
     }
-    let session_id = pa::random_nonzero_u64();
+    let session_id = bark_io::node::random_nonzero_u64();
     let key = crate::keyed::load(cfg.key_file.as_deref())?;
     let ep = SenderEndpoint::new(
         cfg.sender_config(session_id, host.clone()),
         key.as_ref(),
         cfg.encrypt,
-        pa::random_nonzero_u64(),
+        bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg).context("setting up the network")?;
@@ -811,9 +782,6 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         sock,
         dest: cfg.destination.into(),
         clock,
-        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
-        next_warn_ns: 0,
         sent: 0,
         send_errors: 0,
         warnings: Warnings::default(),

@@ -20,7 +20,7 @@ use crate::pa::{self, Backoff, Conn, Loop, Slot};
 use crate::sink::PID_PROP;
 use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, Context as _, Result};
-use bark_core::endpoint::{Dest, ReceiverEndpoint, TRANSMIT_BUF};
+use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
 use bark_core::SampleFormat;
 use libpulse_binding as pulse;
@@ -30,7 +30,6 @@ use pulse::def::BufferAttr;
 use pulse::proplist::Proplist;
 use pulse::sample::{Format, Spec};
 use pulse::stream::{FlagSet as StreamFlags, SeekMode, State as StreamState, Stream};
-use socket2::SockAddr;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -55,11 +54,8 @@ struct Net {
     ep: ReceiverEndpoint,
     group: UdpSocket,
     control: UdpSocket,
-    group_addr: SockAddr,
+    group_addr: SocketAddr,
     clock: ClockMap,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
-    next_warn_ns: u64,
     send_errors: u64,
     warnings: Warnings,
 }
@@ -69,55 +65,23 @@ impl Net {
     /// (time requests, status to the group and to the sender). No
     /// allocation.
     fn pump(&mut self) {
-        let Net {
-            ep,
-            group,
-            control,
-            clock,
-            rx,
-            ..
-        } = self;
-        for sock in [&mut *group, &mut *control] {
-            for _ in 0..MAX_RX_PER_TURN {
-                let d = match sock.recv(rx) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => break,
-                    Err(e) => {
-                        log::debug!("receive error: {e}");
-                        break;
-                    }
-                };
-                if d.truncated {
-                    continue;
-                }
-                let pair = ClockPair::now();
-                let arrival = clock.map(
-                    d.kernel_real_ns
-                        .and_then(|r| pair.to_mono_within(r, 1_000_000_000))
-                        .unwrap_or(pair.mono),
-                );
-                let from = SocketAddr::V4(d.from);
-                let _ = ep.handle_datagram(arrival, pair.real, &mut rx[..d.len], from);
+        for sock in [&mut self.group, &mut self.control] {
+            let d = sock.drain(MAX_RX_PER_TURN, |data, from, at| {
+                let t = self.clock.map(at.mono_ns);
+                let _ = self.ep.handle_datagram(t, at.real_ns, data, from.into());
+            });
+            if let Some(e) = d.error {
+                log::debug!("receive error: {e}");
             }
         }
-        for _ in 0..MAX_TX_PER_TURN {
+        let poll = |b: &mut [u8]| {
             let now = self.clock.map(monotonic_ns());
-            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
-                break;
-            };
-            let to = match dest {
-                Dest::Group => self.group_addr.clone(),
-                Dest::To(a) => SockAddr::from(a),
-            };
-            if self.control.send_to(&self.tx[..n], &to).is_err() {
-                self.send_errors += 1;
-            }
-        }
-        let now = monotonic_ns();
-        if now >= self.next_warn_ns {
-            self.next_warn_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;
-            self.warnings.warn(self.ep.wire().auth());
-        }
+            self.ep.poll_transmit(now, realtime_ns(), b)
+        };
+        let sent = |r: std::io::Result<()>, _| self.send_errors += r.is_err() as u64;
+        self.control
+            .transmit(self.group_addr, MAX_TX_PER_TURN, poll, sent);
+        self.warnings.warn(self.ep.wire().auth());
     }
 }
 
@@ -210,7 +174,7 @@ impl Session {
             underflows: 0,
             pipewire: false,
             quantum: CycleQuantum::default(),
-            rng: pa::random_nonzero_u64(),
+            rng: bark_io::node::random_nonzero_u64(),
         }
     }
 
@@ -520,12 +484,12 @@ fn f32_bytes(s: &[f32]) -> &[u8] {
 /// # Errors
 /// Setup failures (sockets) and panics.
 pub fn run(cfg: SourceConfig) -> Result<()> {
-    let host = pa::hostname();
+    let host = bark_io::node::hostname();
     let clock = ClockMap::from_env(monotonic_ns()).map_err(|e| anyhow!(e))?;
     if !clock.is_identity() {
         log::warn!("test clock skew active ({})", crate::clock::TEST_CLOCK_ENV);
     }
-    let node_id = pa::random_nonzero_u64();
+    let node_id = bark_io::node::random_nonzero_u64();
     let key = crate::keyed::load(cfg.key_file.as_deref())?;
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (to a unicast address it would only reach us), and to the
@@ -551,9 +515,6 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         control,
         group_addr: cfg.group.into(),
         clock,
-        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
-        next_warn_ns: 0,
         send_errors: 0,
         warnings: Warnings::default(),
     };

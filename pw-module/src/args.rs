@@ -463,7 +463,7 @@ impl SourceArgs {
 /// and the fix (permissions, owner, format). The key's bytes never reach
 /// a message.
 pub fn load_key(path: Option<&std::path::Path>) -> Result<Option<bark_core::auth::Key>, String> {
-    path.map(|p| bark_core::auth::load_key_file(p).map_err(|e| format!("bark.key-file: {e}")))
+    path.map(|p| bark_io::keyfile::load_key_file(p).map_err(|e| format!("bark.key-file: {e}")))
         .transpose()
 }
 

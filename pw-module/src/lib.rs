@@ -42,19 +42,6 @@ use std::sync::atomic::AtomicBool;
 /// `node.link-group` of every Bark node (overridable in `stream.props`).
 pub const LINK_GROUP: &str = "bark";
 
-/// A random non-zero `u64` (session and node ids).
-pub fn random_nonzero_u64() -> u64 {
-    loop {
-        // getrandom only fails without any entropy source; fall back to
-        // the clock, which is unique enough for an id.
-        let v = getrandom::u64()
-            .unwrap_or_else(|_| clock::realtime_ns() ^ clock::monotonic_ns().rotate_left(32));
-        if v != 0 {
-            return v;
-        }
-    }
-}
-
 /// # Safety
 /// `module` must be the live module being loaded, on the main thread.
 unsafe fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {

@@ -392,10 +392,7 @@ pub unsafe fn load(
             crate::clock::TEST_CLOCK_ENV
         );
     }
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let host = bark_io::node::hostname();
     let (rt, setup) = match role {
         Role::Sink => {
             let args = SinkArgs::parse(a).map_err(LoadError::invalid)?;

@@ -8,17 +8,16 @@
 //! status), through [`bark_core::endpoint::SenderEndpoint`].
 
 use crate::args::SinkArgs;
-use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
-use bark_core::endpoint::{Dest, SenderEndpoint, TRANSMIT_BUF};
+use bark_core::endpoint::SenderEndpoint;
 use bark_core::SenderConfig;
 use libspa_sys as spa;
 use pipewire_sys as pws;
-use socket2::SockAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -30,15 +29,13 @@ const MAX_RX_PER_CYCLE: usize = 64;
 pub struct RtSink {
     ep: SenderEndpoint,
     sock: UdpSocket,
-    dest: SockAddr,
+    dest: SocketAddr,
     clock: ClockMap,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
 }
 
 /// Checks the arguments, opens the socket and builds the sender.
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
-    let session_id = crate::random_nonzero_u64();
+    let session_id = bark_io::node::random_nonzero_u64();
     let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
     let ep = SenderEndpoint::new(
         SenderConfig {
@@ -57,7 +54,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         },
         key.as_ref(),
         a.encrypt,
-        crate::random_nonzero_u64(),
+        bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(a).map_err(LoadError::io)?;
@@ -103,8 +100,6 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         sock,
         dest: a.destination.into(),
         clock,
-        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
     };
     let setup = Setup {
         name: a.node_name.clone(),
@@ -160,7 +155,7 @@ impl RtSink {
         // with the time it leaves (this callback runs later in the cycle).
         let send_ns = clock.map(monotonic_ns());
         ep.push(clock.map(now_ns), send_ns, wall, samples, &mut |pkt| {
-            sock.send_counted(pkt, dest, c)
+            c.count_send(sock.send_to(pkt, *dest))
         });
         Counters::bump(&c.cycles);
     }
@@ -188,45 +183,19 @@ impl RtSink {
     /// timer, so that requests are answered when they arrive even while
     /// nothing plays. Data thread only; no allocation.
     pub fn serve(&mut self, c: &Counters) {
-        for _ in 0..MAX_RX_PER_CYCLE {
-            let d = match self.sock.recv(&mut self.rx) {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(_) => {
-                    Counters::bump(&c.recv_errors);
-                    break;
-                }
-            };
-            Counters::bump(&c.received);
-            if d.truncated {
-                Counters::bump(&c.malformed);
-                continue;
-            }
-            let pair = ClockPair::now();
-            let t2 = self
-                .clock
-                .map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
-            if let Err(e) = self.ep.handle_datagram(
-                t2,
-                pair.real,
-                &mut self.rx[..d.len],
-                SocketAddr::V4(d.from),
-            ) {
+        let d = self.sock.drain(MAX_RX_PER_CYCLE, |data, from, at| {
+            let t2 = self.clock.map(at.mono_ns);
+            if let Err(e) = self.ep.handle_datagram(t2, at.real_ns, data, from.into()) {
                 c.count_drop(e, self.ep.wire().auth());
             }
-        }
-        loop {
+        });
+        c.count_drain(&d);
+        let poll = |b: &mut [u8]| {
             let now = self.clock.map(monotonic_ns());
-            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
-                break;
-            };
-            match dest {
-                Dest::Group => self.sock.send_counted(&self.tx[..n], &self.dest, c),
-                Dest::To(to) => self
-                    .sock
-                    .send_counted(&self.tx[..n], &SockAddr::from(to), c),
-            }
-        }
+            self.ep.poll_transmit(now, realtime_ns(), b)
+        };
+        let sent = |r, _| c.count_send(r);
+        self.sock.transmit(self.dest, usize::MAX, poll, sent);
         let sl = self.ep.sender().session_latency();
         c.latency_ns.store(sl.current() as i64, Relaxed);
         let now = self.clock.map(monotonic_ns());

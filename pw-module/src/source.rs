@@ -7,20 +7,19 @@
 //! heard.
 
 use crate::args::{Resampler, SourceArgs};
-use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
-use bark_core::endpoint::{Dest, ReceiverEndpoint, TRANSMIT_BUF};
+use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::protocol::PacketType;
 use bark_core::ratematch::{pipewire_rate, RateMatchLoop};
 use bark_core::ReceiverConfig;
 use libspa_sys as spa;
 use pipewire_sys as pws;
-use socket2::SockAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -34,12 +33,10 @@ pub struct RtSource {
     ep: ReceiverEndpoint,
     group: UdpSocket,
     control: UdpSocket,
-    group_addr: SockAddr,
+    group_addr: SocketAddr,
     clock: ClockMap,
     rate: u32,
     channels: usize,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
     next_publish_ns: u64,
     timer_ns: u64,
     resampler: Resampler,
@@ -105,7 +102,7 @@ fn output_quantum_frames(a: &SourceArgs) -> u32 {
 
 /// Checks the arguments, opens the sockets and builds the receiver.
 pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, Setup), LoadError> {
-    let node_id = crate::random_nonzero_u64();
+    let node_id = bark_io::node::random_nonzero_u64();
     let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (with a unicast address it would only reach us), and to the
@@ -178,8 +175,6 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         clock,
         rate: a.rate,
         channels: a.channels as usize,
-        rx: vec![0; bark_core::endpoint::MAX_DATAGRAM],
-        tx: vec![0; TRANSMIT_BUF],
         next_publish_ns: 0,
         timer_ns: bark_core::receiver::FAST_INTERVAL_NS,
         resampler: a.resampler,
@@ -422,54 +417,25 @@ impl RtSource {
     /// keep their pace when no graph cycle runs, e.g. an unrecorded
     /// `Audio/Source`). Data thread only; no allocation.
     pub fn pump(&mut self, c: &Counters) {
-        let RtSource {
-            ep,
-            group,
-            control,
-            clock,
-            rx,
-            ..
-        } = self;
-        for sock in [&mut *group, &mut *control] {
-            for _ in 0..MAX_RX_PER_CYCLE {
-                let d = match sock.recv(rx) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => break,
-                    Err(_) => {
-                        Counters::bump(&c.recv_errors);
-                        break;
-                    }
-                };
-                Counters::bump(&c.received);
-                if d.truncated {
-                    Counters::bump(&c.malformed);
-                    continue;
-                }
-                let pair = ClockPair::now();
-                let arrival = clock.map(d.kernel_real_ns.map_or(pair.mono, |r| pair.to_mono(r)));
-                let from = SocketAddr::V4(d.from);
-                match ep.handle_datagram(arrival, pair.real, &mut rx[..d.len], from) {
+        for sock in [&mut self.group, &mut self.control] {
+            let d = sock.drain(MAX_RX_PER_CYCLE, |data, from, at| {
+                let t = self.clock.map(at.mono_ns);
+                match self.ep.handle_datagram(t, at.real_ns, data, from.into()) {
                     Ok(PacketType::Audio) => Counters::bump(&c.audio_received),
                     Ok(_) => {}
-                    Err(e) => c.count_drop(e, ep.wire().auth()),
+                    Err(e) => c.count_drop(e, self.ep.wire().auth()),
                 }
-            }
+            });
+            c.count_drain(&d);
         }
         c.playing.store(self.ep.receiver().playing(), Relaxed);
-        for _ in 0..MAX_TX_PER_CYCLE {
+        let poll = |b: &mut [u8]| {
             let now = self.clock.map(monotonic_ns());
-            let Some((n, dest)) = self.ep.poll_transmit(now, realtime_ns(), &mut self.tx) else {
-                break;
-            };
-            match dest {
-                Dest::Group => self
-                    .control
-                    .send_counted(&self.tx[..n], &self.group_addr, c),
-                Dest::To(a) => self
-                    .control
-                    .send_counted(&self.tx[..n], &SockAddr::from(a), c),
-            }
-        }
+            self.ep.poll_transmit(now, realtime_ns(), b)
+        };
+        let sent = |r, _| c.count_send(r);
+        self.control
+            .transmit(self.group_addr, MAX_TX_PER_CYCLE, poll, sent);
         let now = monotonic_ns();
         if now >= self.next_publish_ns {
             self.next_publish_ns = now + bark_core::endpoint::STATUS_PERIOD_NS;

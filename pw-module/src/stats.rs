@@ -2,12 +2,13 @@
 //! main-loop reporter that turns their changes into rate-limited log lines.
 
 use crate::{log_debug, log_info, log_warn};
-use bark_core::auth::{AuthError, Opener};
+use bark_core::auth::{AuthCounters, AuthError, Opener};
+use bark_io::dropwarn::{DropWarnings, Throttle};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// Seconds between repeated warnings about one kind of rejected datagram:
-/// the first is logged at once, then a summary at most this often.
-const AUTH_LOG_PERIOD_S: u64 = 60;
+/// Time a reporter tick stands for, ns: [`Reporter::tick`] runs about once
+/// a second, and the warning throttles count in ticks.
+const TICK_NS: u64 = 1_000_000_000;
 
 /// Counters shared between the data thread and the main loop.
 #[derive(Default)]
@@ -91,6 +92,30 @@ impl Counters {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Counts the outcome of a send (data thread): failures are counted
+    /// with their errno, never logged.
+    pub fn count_send(&self, r: std::io::Result<()>) {
+        match r {
+            Ok(()) => Self::bump(&self.sent),
+            Err(e) => {
+                Self::bump(&self.send_errors);
+                self.last_send_errno
+                    .store(e.raw_os_error().unwrap_or(0) as i64, Relaxed);
+            }
+        }
+    }
+
+    /// Counts what a socket drain saw (data thread): every datagram read,
+    /// the cut ones as malformed, a receive error.
+    pub fn count_drain(&self, d: &crate::net::Drained) {
+        self.received
+            .fetch_add((d.handled + d.truncated) as u64, Relaxed);
+        self.malformed.fetch_add(d.truncated as u64, Relaxed);
+        if d.error.is_some() {
+            Self::bump(&self.recv_errors);
+        }
+    }
+
     /// Counts a datagram the endpoint dropped (data thread); `o` holds the
     /// authentication layer's counters.
     pub fn count_drop(&self, e: bark_core::endpoint::Dropped, o: &bark_core::auth::AuthCounters) {
@@ -107,7 +132,22 @@ impl Counters {
         self.count_auth_error(e, o.counters())
     }
 
-    fn count_auth_error(&self, e: AuthError, o: &bark_core::auth::AuthCounters) {
+    /// The authentication layer's drops counted so far (main loop), for
+    /// the warnings. Its malformed datagrams are counted with the others
+    /// in `malformed` and reported with them, so they are 0 here.
+    pub fn auth_counters(&self) -> AuthCounters {
+        AuthCounters {
+            unauthenticated: self.auth_unauthenticated.load(Relaxed),
+            no_key: self.auth_no_key.load(Relaxed),
+            malformed: 0,
+            bad_tag: self.auth_bad_tag.load(Relaxed),
+            replayed: self.auth_replayed.load(Relaxed),
+            stale: self.auth_stale.load(Relaxed),
+            last_stale_skew_ns: self.auth_skew_ns.load(Relaxed),
+        }
+    }
+
+    fn count_auth_error(&self, e: AuthError, o: &AuthCounters) {
         match e {
             AuthError::Unauthenticated => Self::bump(&self.auth_unauthenticated),
             AuthError::NoKey => Self::bump(&self.auth_no_key),
@@ -119,33 +159,6 @@ impl Counters {
                 self.auth_skew_ns.store(o.last_stale_skew_ns, Relaxed);
             }
         }
-    }
-}
-
-/// Rate limit of one warning: the first occurrence at once, then at most
-/// one summary per [`AUTH_LOG_PERIOD_S`].
-#[derive(Default)]
-struct Throttle {
-    logged_total: u64,
-    last_tick: Option<u64>,
-}
-
-impl Throttle {
-    /// Datagrams since the last warning, if one is due now.
-    fn due(&mut self, tick: u64, total: u64) -> Option<u64> {
-        if total <= self.logged_total {
-            return None;
-        }
-        if self
-            .last_tick
-            .is_some_and(|t| tick.saturating_sub(t) < AUTH_LOG_PERIOD_S)
-        {
-            return None;
-        }
-        let d = total - self.logged_total;
-        self.logged_total = total;
-        self.last_tick = Some(tick);
-        Some(d)
     }
 }
 
@@ -165,7 +178,7 @@ pub struct Reporter {
     rx_active: bool,
     playing: bool,
     ticks: u64,
-    auth: [Throttle; 5],
+    auth: DropWarnings,
     /// The session latency last logged, ns (sender: the one it sends;
     /// receiver: the one it plays at), and whether the receiver was late.
     latency_ns: i64,
@@ -223,7 +236,8 @@ impl Reporter {
             }
         }
         self.latency(who, c);
-        if let Some(n) = self.flood.due(self.ticks, c.flood_dropped.load(Relaxed)) {
+        let now_ns = self.ticks.saturating_mul(TICK_NS);
+        if let Some(n) = self.flood.due(now_ns, c.flood_dropped.load(Relaxed)) {
             log_warn!("{who}: dropped {n} time requests: more than {} arrived between two wake-ups (a flood?)", bark_core::endpoint::MAX_PENDING_REPLIES);
         }
         if send_errors > 0 {
@@ -233,7 +247,9 @@ impl Reporter {
         if malformed > 0 {
             log_warn!("{who}: dropped {malformed} malformed datagrams in the last second");
         }
-        self.auth_warnings(who, c);
+        for m in self.auth.due(&c.auth_counters(), now_ns, "bark.key-file") {
+            log_warn!("{who}: {m}");
+        }
         if recv_errors > 0 {
             log_warn!("{who}: {recv_errors} receive errors in the last second");
         }
@@ -308,30 +324,6 @@ impl Reporter {
             self.latency_ns = latency;
         }
     }
-
-    fn auth_warnings(&mut self, who: &str, c: &Counters) {
-        let t = self.ticks;
-        let [unauth, nokey, badtag, replay, stale] = &mut self.auth;
-        if let Some(n) = nokey.due(t, c.auth_no_key.load(Relaxed)) {
-            log_warn!("{who}: dropped {n} authenticated datagrams: senders use a key and this node has none; set bark.key-file to their key file");
-        }
-        if let Some(n) = unauth.due(t, c.auth_unauthenticated.load(Relaxed)) {
-            log_warn!("{who}: dropped {n} unauthenticated datagrams: a node without bark.key-file is sending to this group");
-        }
-        if let Some(n) = badtag.due(t, c.auth_bad_tag.load(Relaxed)) {
-            log_warn!("{who}: dropped {n} datagrams that failed authentication: a node with a different key (compare the key ids in the logs), or corrupted or forged datagrams");
-        }
-        if let Some(n) = replay.due(t, c.auth_replayed.load(Relaxed)) {
-            log_warn!("{who}: dropped {n} replayed datagrams");
-        }
-        if let Some(n) = stale.due(t, c.auth_stale.load(Relaxed)) {
-            log_warn!(
-                "{who}: dropped {n} authentic datagrams stamped {:.0} s from this host's wall clock (limit {} s): set the hosts' clocks (NTP), or these are old captures being replayed",
-                c.auth_skew_ns.load(Relaxed) as f64 / 1e9,
-                bark_core::auth::MAX_CLOCK_SKEW_NS / 1_000_000_000
-            );
-        }
-    }
 }
 
 #[cfg(test)]
@@ -339,12 +331,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_warnings_are_throttled() {
-        let mut t = Throttle::default();
-        assert_eq!(t.due(1, 0), None);
-        assert_eq!(t.due(1, 3), Some(3));
-        assert_eq!(t.due(2, 10), None);
-        assert_eq!(t.due(1 + AUTH_LOG_PERIOD_S, 12), Some(9));
-        assert_eq!(t.due(200, 12), None);
+    fn auth_drops_reach_the_warnings_by_reason() {
+        let c = Counters::default();
+        let skew = AuthCounters {
+            last_stale_skew_ns: -7_000_000_000,
+            ..Default::default()
+        };
+        for e in [
+            AuthError::NoKey,
+            AuthError::NoKey,
+            AuthError::Unauthenticated,
+            AuthError::BadTag,
+            AuthError::Replay,
+            AuthError::Stale,
+            AuthError::Malformed("x"),
+        ] {
+            c.count_auth_error(e, &skew);
+        }
+        let a = c.auth_counters();
+        assert_eq!(
+            a,
+            AuthCounters {
+                unauthenticated: 1,
+                no_key: 2,
+                malformed: 0,
+                bad_tag: 1,
+                replayed: 1,
+                stale: 1,
+                last_stale_skew_ns: -7_000_000_000,
+            }
+        );
+        assert_eq!(c.malformed.load(Relaxed), 1, "with the other malformed");
     }
 }

@@ -310,7 +310,7 @@ fn modules_in_headless_pipewire() {
     // others may read, which must be refused.
     let key = bark_core::auth::Key::generate().unwrap();
     let key_file = s.path("bark.key");
-    bark_core::auth::write_key_file(&key_file, &key).unwrap();
+    bark_io::keyfile::write_key_file(&key_file, &key).unwrap();
     let bad_key_file = s.path("world-readable.key");
     fs::write(&bad_key_file, key.to_file_text()).unwrap();
     fs::set_permissions(

@@ -62,7 +62,7 @@ fn cycles_do_not_allocate() {
     run(&[], &[]);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("bark.key");
-    bark_core::auth::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
+    bark_io::keyfile::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
     let key = key.to_string_lossy().into_owned();
     let c = run(
         &[

@@ -61,7 +61,7 @@ pub fn gather(a: &DoctorArgs) -> Facts {
         let joined = net::group_socket(group, f.ifname.as_deref());
         f.join = Some(joined.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
         if let (Ok(sock), false) = (joined, a.no_audio) {
-            let host = crate::util::hostname();
+            let host = bark_io::node::hostname();
             listener = std::thread::Builder::new()
                 .name("bark-doctor-status".into())
                 .spawn(move || receiver_reports(sock, &host, STATUS_LISTEN))
@@ -108,7 +108,6 @@ pub fn receiver_reports(
 ) -> Vec<ReceiverReport> {
     use bark_core::protocol::{self, Packet, Role};
     let mut by_name: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let mut buf = vec![0u8; net::MAX_DATAGRAM];
     let end = Instant::now() + wait;
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -118,21 +117,18 @@ pub fn receiver_reports(
         net::wait_readable(&[&sock], left.as_nanos() as u64);
         // Audio on the group is skipped; bounded so the deadline holds
         // under a flood.
-        for _ in 0..1024 {
-            let Ok(Some(d)) = sock.recv(&mut buf) else {
-                break;
+        sock.drain(1024, |data, _, _| {
+            let Ok(Packet::Status(st)) = protocol::parse(data) else {
+                return;
             };
-            let Ok(Packet::Status(st)) = protocol::parse(&buf[..d.len]) else {
-                continue;
-            };
-            if st.role == Role::Receiver && st.host == host && !d.truncated {
+            if st.role == Role::Receiver && st.host == host {
                 // The need is 0 until the receiver has filled an output
                 // buffer: until then its downstream latency is unknown.
                 let c = st.counters;
                 let down = (c.need_us > 0).then_some(c.downstream_us);
                 by_name.insert(st.name.to_owned(), down);
             }
-        }
+        });
     }
     by_name
         .into_iter()
@@ -249,7 +245,7 @@ fn probe_multicast(
     }
     tx.set_multicast_ttl_v4(0)?;
     tx.set_multicast_loop_v4(true)?;
-    let token = format!("bark-doctor-{}", crate::util::random_nonzero_u64());
+    let token = format!("bark-doctor-{}", bark_io::node::random_nonzero_u64());
     tx.send_to(token.as_bytes(), &SockAddr::from(group))?;
     wait_for(&mut rx, token.as_bytes())
 }
@@ -258,7 +254,7 @@ fn probe_unicast(ip: Ipv4Addr) -> Result<bool> {
     let mut rx = net::group_socket(SocketAddrV4::new(ip, 0), None)?;
     let to = rx.local_addr()?;
     let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    let token = format!("bark-doctor-{}", crate::util::random_nonzero_u64());
+    let token = format!("bark-doctor-{}", bark_io::node::random_nonzero_u64());
     tx.send_to(token.as_bytes(), &SockAddr::from(to))?;
     wait_for(&mut rx, token.as_bytes())
 }

@@ -10,7 +10,7 @@ pub mod tui;
 
 use crate::cli::StatsArgs;
 use crate::clock::monotonic_ns;
-use crate::net::{self, MAX_DATAGRAM};
+use crate::net;
 use anyhow::{bail, Context, Result};
 use bark_core::protocol::{self, Packet};
 use model::{NodeTable, Snapshot};
@@ -52,37 +52,29 @@ impl Collector {
         let thread = std::thread::Builder::new()
             .name("bark-stats-rx".into())
             .spawn(move || {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
                 while !s.load(Ordering::Relaxed) {
                     net::wait_readable(&[&sock], 100_000_000);
                     // Bounded drain: the stop flag is looked at regularly
                     // even under a flood.
-                    for _ in 0..1024 {
-                        let d = match sock.recv(&mut buf) {
-                            Ok(Some(d)) => d,
-                            Ok(None) => break,
-                            Err(e) => {
-                                log::warn!("receiving on the group: {e}");
-                                std::thread::sleep(Duration::from_millis(100));
-                                break;
-                            }
-                        };
+                    let d = sock.drain(1024, |data, from, at| {
                         let mut tab = t.lock().unwrap_or_else(|p| p.into_inner());
-                        let n = match opener.open(&mut buf[..d.len], crate::clock::realtime_ns()) {
+                        let n = match opener.open(data, at.real_ns) {
                             Ok(n) => n,
-                            Err(e) => {
-                                auth.warn(e, opener.counters());
+                            Err(_) => {
+                                auth.warn(opener.counters());
                                 tab.auth_dropped += 1;
-                                continue;
+                                return;
                             }
                         };
-                        match protocol::parse(&buf[..n]) {
-                            Ok(Packet::Status(st)) if !d.truncated => {
-                                tab.update(d.arrival_ns, &st, d.from)
-                            }
+                        match protocol::parse(&data[..n]) {
+                            Ok(Packet::Status(st)) => tab.update(at.mono_ns, &st, from),
                             Ok(_) => {}
                             Err(_) => tab.malformed += 1,
                         }
+                    });
+                    if let Some(e) = d.error {
+                        log::warn!("receiving on the group: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             })
