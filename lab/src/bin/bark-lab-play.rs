@@ -15,16 +15,15 @@
 //! was queued before (0 here: we never queue ahead). So the first frame is
 //! presented at `t_first = now + (delay + queued) * rate.num / rate.denom`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use bark_lab::args::check_seconds;
 use bark_lab::pwutil::{self, ticks_to_ns};
-use bark_lab::recording::{stamps_path, write_stamps, write_wav, Stamp};
+use bark_lab::recording::{read_wav, stamps_path, write_stamps, write_wav, Stamp};
 use clap::Parser;
 use pipewire as pw;
 use pw::properties::properties;
 use pw::spa;
-use std::cell::Cell;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,9 +93,7 @@ struct Play {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if a.seconds <= 0.0 || a.seconds > 3600.0 {
-        bail!("--seconds must be in (0, 3600]");
-    }
+    check_seconds(a.seconds)?;
     let ch = 2usize;
     let lead = (a.lead_in * f64::from(a.rate)) as usize;
     let total = (a.seconds * f64::from(a.rate)) as usize;
@@ -117,8 +114,7 @@ fn main() -> Result<()> {
             }
         }
         Some(p) => {
-            let mut r = hound::WavReader::open(p).with_context(|| format!("{}", p.display()))?;
-            let spec = r.spec();
+            let (spec, v) = read_wav(p)?;
             if spec.sample_rate != a.rate {
                 bail!(
                     "{} is {} Hz, want {}",
@@ -128,22 +124,13 @@ fn main() -> Result<()> {
                 );
             }
             let c = spec.channels as usize;
-            let v: Vec<f32> = match spec.sample_format {
-                hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
-                hound::SampleFormat::Int => {
-                    let sc = 1.0 / (1u32 << (spec.bits_per_sample - 1)) as f32;
-                    r.samples::<i32>()
-                        .map(|s| s.map(|x| x as f32 * sc))
-                        .collect::<Result<_, _>>()?
-                }
-            };
             for (i, fr) in v.chunks_exact(c).enumerate() {
                 let f = lead + i;
                 if f >= total {
                     break;
                 }
-                src[f * ch] = fr[0];
-                src[f * ch + 1] = fr[c.min(2) - 1];
+                src[f * ch] = fr[0] as f32;
+                src[f * ch + 1] = fr[c.min(2) - 1] as f32;
             }
         }
     }
@@ -233,49 +220,26 @@ fn main() -> Result<()> {
         })
         .register()?;
 
-    let fmt = pwutil::f32_format_pod(a.rate, ch as u32)?;
-    let mut params = [spa::pod::Pod::from_bytes(&fmt).context("format pod")?];
-    stream.connect(
+    pwutil::connect_f32(
+        &stream,
         spa::utils::Direction::Output,
-        None,
-        pw::stream::StreamFlags::AUTOCONNECT
-            | pw::stream::StreamFlags::MAP_BUFFERS
-            | pw::stream::StreamFlags::RT_PROCESS,
-        &mut params,
+        pw::stream::StreamFlags::AUTOCONNECT,
+        a.rate,
+        ch as u32,
     )?;
 
     let started = std::time::Instant::now();
     let deadline = Duration::from_secs_f64(a.seconds * 1.5 + 10.0);
-    let outcome: Rc<Cell<&'static str>> = Rc::new(Cell::new("done"));
-    let (ml, st, oc) = (mainloop.clone(), state.clone(), outcome.clone());
-    let timer = mainloop.loop_().add_timer(move |_| {
-        let done = st.lock().map(|p| p.done).unwrap_or(true);
-        if done {
-            ml.quit();
+    let st = state.clone();
+    let outcome = pwutil::run(&mainloop, Duration::from_millis(50), move || {
+        if st.lock().map(|p| p.done).unwrap_or(true) {
+            Some("done")
         } else if started.elapsed() > deadline {
-            oc.set("deadline");
-            ml.quit();
+            Some("deadline")
+        } else {
+            None
         }
     });
-    let _ = timer.update_timer(
-        Some(Duration::from_millis(50)),
-        Some(Duration::from_millis(50)),
-    );
-    let (ml, oc) = (mainloop.clone(), outcome.clone());
-    let _sigint = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::INT, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-    let (ml, oc) = (mainloop.clone(), outcome.clone());
-    let _sigterm = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::TERM, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-    mainloop.run();
     let _ = stream.disconnect();
 
     let p = state.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
@@ -284,7 +248,7 @@ fn main() -> Result<()> {
         "tool=bark-lab-play target={} rate={} outcome={} t=now+delay+queued",
         a.target.as_deref().unwrap_or("(default)"),
         a.rate,
-        outcome.get()
+        outcome
     );
     write_stamps(&stamps_path(&a.out), &meta, &p.stamps)?;
     eprintln!(
@@ -292,7 +256,7 @@ fn main() -> Result<()> {
         p.pos,
         p.stamps.len(),
         a.out.display(),
-        outcome.get()
+        outcome
     );
     if p.stamps.is_empty() {
         bail!("nothing was played (no timing from the stream)");
