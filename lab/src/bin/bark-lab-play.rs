@@ -22,7 +22,8 @@ use bark_lab::recording::{read_wav, stamps_path, write_stamps, write_wav, Stamp}
 use clap::Parser;
 use pipewire as pw;
 use pw::properties::properties;
-use pw::spa;
+use pw::spa::utils::Direction;
+use pw::stream::StreamFlags;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,50 +169,46 @@ fn main() -> Result<()> {
             let d = &mut datas[0];
             let Some(bytes) = d.data() else { return };
             let cap_frames = bytes.len() / (4 * ch);
-            let mut frames = if req > 0 {
+            let frames = if req > 0 {
                 req.min(cap_frames)
             } else {
                 cap_frames.min(1024)
             };
-            let Ok(mut p) = st.try_lock() else {
-                frames = frames.min(cap_frames);
-                bytes[..frames * 4 * ch].fill(0);
-                let c = d.chunk_mut();
-                *c.offset_mut() = 0;
-                *c.stride_mut() = (4 * ch) as i32;
-                *c.size_mut() = (frames * 4 * ch) as u32;
-                return;
-            };
-            let start = p.pos;
-            let avail = p.src.len() / ch - start;
-            let n = frames.min(avail);
-            for i in 0..n * ch {
-                let v = p.src[start * ch + i].to_le_bytes();
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&v);
-            }
-            // Past the end: silence, so the graph keeps running until we quit.
-            bytes[n * ch * 4..frames * ch * 4].fill(0);
-            if n > 0 {
-                if let Some(t) = &time {
-                    let (num, den) = (t.rate().num, t.rate().denom);
-                    let ahead = t.delay() + t.queued() as i64;
-                    p.stamps.push(Stamp {
-                        frame: start as u64,
-                        frames: n as u32,
-                        t_first_ns: t.now() + ticks_to_ns(ahead, num, den),
-                        now_ns: t.now(),
-                        delay: t.delay(),
-                        rate_num: num,
-                        rate_den: den,
-                        ticks: t.ticks(),
-                        queued: t.queued(),
-                        backlog: 0,
-                    });
+            if let Ok(mut p) = st.try_lock() {
+                let start = p.pos;
+                let avail = p.src.len() / ch - start;
+                let n = frames.min(avail);
+                for i in 0..n * ch {
+                    let v = p.src[start * ch + i].to_le_bytes();
+                    bytes[i * 4..i * 4 + 4].copy_from_slice(&v);
                 }
-            }
-            p.pos += n;
-            if p.pos * ch >= p.src.len() {
-                p.done = true;
+                // Past the end: silence, so the graph keeps running until we quit.
+                bytes[n * ch * 4..frames * ch * 4].fill(0);
+                if n > 0 {
+                    if let Some(t) = &time {
+                        let (num, den) = (t.rate().num, t.rate().denom);
+                        let ahead = t.delay() + t.queued() as i64;
+                        p.stamps.push(Stamp {
+                            frame: start as u64,
+                            frames: n as u32,
+                            t_first_ns: t.now() + ticks_to_ns(ahead, num, den),
+                            now_ns: t.now(),
+                            delay: t.delay(),
+                            rate_num: num,
+                            rate_den: den,
+                            ticks: t.ticks(),
+                            queued: t.queued(),
+                            backlog: 0,
+                        });
+                    }
+                }
+                p.pos += n;
+                if p.pos * ch >= p.src.len() {
+                    p.done = true;
+                }
+            } else {
+                // The main thread is writing out (only at the very end).
+                bytes[..frames * 4 * ch].fill(0);
             }
             let c = d.chunk_mut();
             *c.offset_mut() = 0;
@@ -222,10 +219,10 @@ fn main() -> Result<()> {
 
     pwutil::connect_f32(
         &stream,
-        spa::utils::Direction::Output,
-        pw::stream::StreamFlags::AUTOCONNECT,
+        Direction::Output,
+        StreamFlags::AUTOCONNECT,
         a.rate,
-        ch as u32,
+        2,
     )?;
 
     let started = std::time::Instant::now();

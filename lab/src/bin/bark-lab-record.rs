@@ -40,6 +40,8 @@ use clap::Parser;
 use pipewire as pw;
 use pw::properties::properties;
 use pw::spa;
+use pw::spa::utils::Direction;
+use pw::stream::StreamFlags;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -287,12 +289,13 @@ fn main() -> Result<()> {
         })
         .register()?;
 
+    let channels = u32::from(opt.channels);
     pwutil::connect_f32(
         &stream,
-        spa::utils::Direction::Input,
-        pw::stream::StreamFlags::AUTOCONNECT,
+        Direction::Input,
+        StreamFlags::AUTOCONNECT,
         opt.rate,
-        u32::from(opt.channels),
+        channels,
     )?;
 
     // Poll from the main loop: quit when done, on a signal, or when the
