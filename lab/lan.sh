@@ -43,9 +43,7 @@ up)
 	parse_common "$@"
 	[[ -n $id ]] || id=$$
 	# A half-built LAN is removed on any failure or signal.
-	trap 'lab_down "$id"' EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	lab_traps lab_down "$id"
 	lab_up "$id" "$hosts"
 	trap - EXIT INT TERM
 	printf '%s\n' "$id"

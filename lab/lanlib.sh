@@ -610,3 +610,175 @@ lab_cpu_ticks() {
 	# Fields after the ")" of comm: state is 3, utime 14, stime 15.
 	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
+
+# --- What the lab's scripts share ---------------------------------------------
+
+# lab_bins HINT NAME...: set `bin` to the lab's binaries ($BARK_LAB_BIN, else
+# this repository's target/release), absolute (a host in another root starts
+# its commands in its root's /); die, naming HINT, if one of NAME is missing.
+lab_bins() {
+	local hint=$1 b
+	shift
+	bin=${BARK_LAB_BIN:-$BARK_LAB_REPO/target/release}
+	for b in "$@"; do
+		[[ -x $bin/$b ]] || lab_die "$bin/$b missing: $hint"
+	done
+	bin=$(realpath "$bin")
+}
+
+# lab_music: print the path of the music the lab plays (planetblupi's first
+# Ogg file); die if the package is not installed.
+lab_music() {
+	local m
+	m=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
+	[[ -n $m ]] || lab_die "planetblupi-music-ogg is not installed (make deps)"
+	printf '%s\n' "$m"
+}
+
+# lab_out_dir DIR DEFAULT: make DIR (DEFAULT if DIR is empty) and print its
+# absolute path.
+lab_out_dir() {
+	local d=${1:-$2}
+	mkdir -p "$d" && realpath "$d"
+}
+
+# lab_env_args HOST SETTING...: the `--env K=V` words (one a line) that the
+# settings scoped to HOST ("hN:K=V", e.g. h2:BARK_TEST_CLOCK=150000,80) give
+# it, for lab_audio_up and lab_pa_up.
+lab_env_args() {
+	local i=$1 e
+	shift
+	for e in "$@"; do
+		[[ $e == "h$i:"* ]] && printf -- '--env\n%s\n' "${e#h"$i":}"
+	done
+	return 0
+}
+
+# lab_traps CMD...: run CMD on exit, and exit on INT (130) and TERM (143)
+# through it. CMD's words are fixed now; CMD's first line sees the exit
+# status in $?.
+lab_traps() {
+	# shellcheck disable=SC2064 # expanded now, on purpose
+	trap "$(printf '%q ' "$@")" EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# lab_wait_pids SECONDS PID...: wait for the processes to exit, all within
+# SECONDS; log the first one that overruns and fail.
+lab_wait_pids() {
+	local deadline=$((SECONDS + $1)) p
+	shift
+	for p in "$@"; do
+		while kill -0 "$p" 2>/dev/null; do
+			((SECONDS < deadline)) || { lab_log "pid $p overran"; return 1; }
+			sleep 0.2
+		done
+	done
+}
+
+# lab_pw_recorder HOST NODE: the command words (one a line) of a recorder of
+# what NODE plays on a PipeWire host: bark-lab-record (from lab_bins' $bin).
+lab_pw_recorder() { printf '%s\n' "$bin/bark-lab-record" --target "$2"; }
+
+# lab_record_run ID DIR SECONDS RECORDER REF_NODE HOST...: record what a run
+# played: REF_NODE on h0 as the reference (DIR/ref.wav), then the speaker of
+# each HOST (DIR/rxN.wav) for SECONDS; wait for them (bounded), fail if one
+# overruns. The reference starts 1 s early and runs 2 s longer: receivers
+# play what the sender played ~latency earlier, and that content must be
+# in it. `RECORDER HOST NODE` prints a recorder's command words (e.g.
+# lab_pw_recorder); they take --seconds and --out. Logs go to
+# DIR/record-h0.log and DIR/record-rxN.log; the PIDs to lab_pids.
+lab_record_run() {
+	local id=$1 dir=$2 secs=$3 recorder=$4 ref=$5 i pids=() words
+	shift 5
+	mapfile -t words < <("$recorder" 0 "$ref")
+	pids+=("$(lab_spawn "$id" 0 record "$dir/record-h0.log" "${words[@]}" \
+		--seconds $((secs + 2)) --out "$dir/ref.wav")")
+	sleep 1
+	for i in "$@"; do
+		mapfile -t words < <("$recorder" "$i" speaker)
+		pids+=("$(lab_spawn "$id" "$i" record "$dir/record-rx$i.log" "${words[@]}" \
+			--seconds "$secs" --out "$dir/rx$i.wav")")
+	done
+	lab_pids+=("${pids[@]}")
+	lab_wait_pids $((secs + 30)) "${pids[@]}"
+}
+
+# lab_stop_pids PID...: TERM each, give each 3 s, then KILL.
+lab_stop_pids() {
+	local p
+	for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "$@"; do
+		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+}
+
+# lab_save_logs ID DIR [--keep]: copy run ID's daemon logs into DIR/logs/hN
+# (they are small and the first thing wanted when a run fails); with
+# --keep, its whole run dir (configs too) into DIR/run.
+lab_save_logs() {
+	local d
+	if [[ ${3:-} == --keep ]]; then
+		cp -r "$(lab_run_dir "$1")" "$2/run" 2>/dev/null || true
+		return 0
+	fi
+	mkdir -p "$2/logs"
+	for d in "$(lab_run_dir "$1")"/h*; do
+		[[ -d $d/logs ]] && cp -r "$d/logs" "$2/logs/$(basename "$d")" 2>/dev/null
+	done
+	return 0
+}
+
+# Processes a session script started outside lanlib (players, recorders):
+# lab_session_exit stops them.
+lab_pids=()
+
+# lab_session_exit ID OUT LOG [--keep]: the end of a session script (through
+# lab_traps): stop lab_pids, save run ID's logs into OUT (lab_save_logs),
+# take the run down (its log to LOG), exit with the script's status.
+lab_session_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	lab_stop_pids "${lab_pids[@]}"
+	lab_save_logs "$1" "$2" "${4:-}"
+	lab_down "$1" >>"$3" 2>&1 || true
+	exit "$rc"
+}
+
+# lab_scratch_exit ID DIR: the end of a self-test (through lab_traps): take
+# run ID down; remove DIR if the test passed, else keep it and say so.
+lab_scratch_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	lab_down "$1" >/dev/null 2>&1 || true
+	if ((rc == 0)); then rm -rf -- "$2"; else lab_log "kept $2"; fi
+	exit "$rc"
+}
+
+# lab_case NAME OUTBASE TRY ARGS...: one case of a test script, tried at most
+# twice: `TRY OUT ARGS...` with OUT=OUTBASE-1, then OUTBASE-2, prints
+# "== NAME (try N)" first and must leave its session's output in OUT.log.
+# A failed try shows that log's telling lines. Counts into the caller's
+# `passed` and `failed`, and adds NAME to `retried` when only the second
+# try passed. Why a retry: the lab's hosts have no real-time scheduling on
+# a shared 2-core machine, and a starved daemon glitches whatever Bark
+# does; reported, a case that needs it every time stays visible.
+lab_case() {
+	local name=$1 base=$2 try_fn=$3 try out
+	shift 3
+	for try in 1 2; do
+		out=$base-$try
+		echo "== $name (try $try)"
+		if "$try_fn" "$out" "$@"; then
+			passed=$((passed + 1))
+			((try == 1)) || retried+=("$name")
+			return 0
+		fi
+		echo "$name: try $try failed (session log: $out.log)"
+		grep -E '^(h[0-9]|skew|reference|\[lab.*error)' "$out.log" || tail -20 "$out.log"
+	done
+	failed=$((failed + 1))
+	return 1
+}

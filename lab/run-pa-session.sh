@@ -80,59 +80,24 @@ for r in "${restart_pa[@]}"; do
 done
 lab_require_root
 
-if [[ -z $music ]]; then
-	music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
-	[[ -n $music ]] || lab_die "no --music and planetblupi-music-ogg is not installed"
-fi
+[[ -n $music ]] || music=$(lab_music) || exit 1
 if [[ -z $moddir && -d $repo/target/pw-modules ]]; then moddir=$repo/target/pw-modules; fi
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-record bark-lab-analyze bark-lab-pulse bark-pulse; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: make pulse lab-build (cargo build --release -p bark-pulse -p bark-lab-pulse -p bark-lab)"
-done
+lab_bins "make pulse lab-build (cargo build --release -p bark-pulse -p bark-lab-pulse -p bark-lab)" \
+	bark-lab-record bark-lab-analyze bark-lab-pulse bark-pulse
 if [[ " ${kind[*]} " == *" pw "* && ! -e $moddir/libpipewire-module-bark-sink.so ]]; then
 	lab_die "PipeWire hosts need the modules: make modules"
 fi
 
 [[ -n $id ]] || id=p$(($$ % 100000))
-[[ -n $out ]] || out=$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id
-mkdir -p "$out"
-out=$(realpath "$out")
+out=$(lab_out_dir "$out" "$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id")
 # A reused --out dir must not mix an older run's logs into this one's.
 rm -rf -- "$out/logs" "$out/events.txt"
 log=$out/session.log
 : >"$log"
 
-my_pids=()
-cleanup() {
-	local rc=$? p d
-	trap - EXIT INT TERM
-	for p in "${my_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${my_pids[@]}"; do
-		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	if [[ -n $keep ]]; then
-		cp -r "$(lab_run_dir "$id")" "$out/run" 2>/dev/null || true
-	else
-		mkdir -p "$out/logs"
-		for d in "$(lab_run_dir "$id")"/h*; do
-			[[ -d $d/logs ]] && cp -r "$d/logs" "$out/logs/$(basename "$d")" 2>/dev/null
-		done
-	fi
-	lab_down "$id" >>"$log" 2>&1 || true
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_traps lab_session_exit "$id" "$out" "$log" "$keep"
 
-host_envs() { # host_envs INDEX -> "--env K=V" words for that host
-	local i=$1 e
-	for e in "${host_env[@]}"; do
-		[[ $e == "h$i:"* ]] && printf -- '--env\n%s\n' "${e#h"$i":}"
-	done
-	return 0
-}
+host_envs() { lab_env_args "$1" "${host_env[@]}"; } # host_envs INDEX -> "--env K=V" words
 hdir() { lab_host_dir "$id" "$1"; }
 # bark-pulse logs of host I: one file per instance (restarts add more).
 bark_logs() { ls "$(hdir "$1")"/logs/bark-pulse*.log 2>/dev/null || true; }
@@ -160,7 +125,7 @@ start_player() {
 	else
 		lab_spawn "$id" 0 pw-play "$out/player.log" pw-play --target bark_sink "$excerpt" >"$out/.player.pid"
 	fi
-	my_pids+=("$(cat "$out/.player.pid")")
+	lab_pids+=("$(cat "$out/.player.pid")")
 }
 
 nhosts=$((nrx + 1))
@@ -292,35 +257,17 @@ declare -A cpu0
 while read -r h w p; do cpu0[$h.$w]=$(lab_cpu_ticks "$p"); done < <(cpu_pids)
 t_cpu0=$(date +%s.%N)
 
-if [[ $sender == pa ]]; then
-	lab_spawn "$id" 0 record "$out/record-h0.log" "$bin/bark-lab-pulse" record \
-		--device bark_sink.monitor --seconds $((seconds + 2)) --out "$out/ref.wav" >"$out/.rec0.pid"
-else
-	lab_spawn "$id" 0 record "$out/record-h0.log" "$bin/bark-lab-record" \
-		--target bark_sink --seconds $((seconds + 2)) --out "$out/ref.wav" >"$out/.rec0.pid"
-fi
-rec_pids=("$(cat "$out/.rec0.pid")")
-sleep 1
-for ((i = 1; i <= nrx; i++)); do
-	if [[ ${kind[$i]} == pa ]]; then
-		# A pulseaudio host: its speaker is a PulseAudio null sink.
-		lab_spawn "$id" "$i" record "$out/record-rx$i.log" "$bin/bark-lab-pulse" record \
-			--device speaker.monitor --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.recrx$i.pid"
+recorder() { # recorder HOST NODE: a recorder of what NODE plays there (lab_record_run)
+	if [[ ${kind[$1]} == pa ]]; then
+		# A pulseaudio host: its nodes are PulseAudio sinks.
+		printf '%s\n' "$bin/bark-lab-pulse" record --device "$2.monitor"
 	else
-		lab_spawn "$id" "$i" record "$out/record-rx$i.log" "$bin/bark-lab-record" \
-			--target speaker --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.recrx$i.pid"
+		lab_pw_recorder "$@"
 	fi
-	rec_pids+=("$(cat "$out/.recrx$i.pid")")
-done
-my_pids+=("${rec_pids[@]}")
+}
 lab_log "recording ${seconds}s"
-deadline=$((SECONDS + seconds + 30))
-for p in "${rec_pids[@]}"; do
-	while kill -0 "$p" 2>/dev/null; do
-		((SECONDS < deadline)) || lab_die "recorder $p overran"
-		sleep 0.2
-	done
-done
+# shellcheck disable=SC2046 # one word per host
+lab_record_run "$id" "$out" "$seconds" recorder bark_sink $(seq 1 "$nrx") || lab_die "a recorder overran"
 t_cpu1=$(date +%s.%N)
 hz=$(getconf CLK_TCK)
 {

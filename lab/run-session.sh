@@ -84,56 +84,22 @@ lab_require_root
 sender_conf=$(realpath "$sender_conf")
 receiver_conf=$(realpath "$receiver_conf")
 
-if [[ -z $music ]]; then
-	music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
-	[[ -n $music ]] || lab_die "no --music and planetblupi-music-ogg is not installed"
-fi
+[[ -n $music ]] || music=$(lab_music) || exit 1
 if [[ -z $moddir && -d $repo/target/pw-modules ]]; then moddir=$repo/target/pw-modules; fi
-
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-record bark-lab-analyze; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: run 'cargo build --release -p bark-lab' (or make lab-build)"
-done
-# Absolute: a host in another root starts its commands in its root's /.
-bin=$(realpath "$bin")
+lab_bins "run 'cargo build --release -p bark-lab' (or make lab-build)" bark-lab-record bark-lab-analyze
 if [[ -n $rootfs ]]; then
 	[[ -d $rootfs ]] || lab_die "--rootfs $rootfs is not a directory (lab/pw1-root.sh builds one)"
 	rootfs=$(realpath "$rootfs")
 fi
 
 [[ -n $id ]] || id=s$(($$ % 100000))
-[[ -n $out ]] || out=$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id
-mkdir -p "$out"
-out=$(realpath "$out")
+out=$(lab_out_dir "$out" "$repo/lab/out/$(date +%Y%m%d-%H%M%S)-$id")
 log=$out/session.log
 : >"$log"
 
 # Everything this run starts outside lanlib (recorders, the player) goes in
-# here; teardown stops those PIDs, then the LAN (daemons, namespaces).
-my_pids=()
-cleanup() {
-	local rc=$? p
-	trap - EXIT INT TERM
-	for p in "${my_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${my_pids[@]}"; do
-		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	if [[ -n $keep ]]; then
-		cp -r "$(lab_run_dir "$id")" "$out/run" 2>/dev/null || true
-	else
-		# Daemon logs are small and the first thing wanted when a run fails.
-		mkdir -p "$out/logs"
-		for d in "$(lab_run_dir "$id")"/h*; do
-			[[ -d $d/logs ]] && cp -r "$d/logs" "$out/logs/$(basename "$d")" 2>/dev/null
-		done
-	fi
-	lab_down "$id" >>"$log" 2>&1 || true
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# lab_pids; teardown stops those, then the LAN (daemons, namespaces).
+lab_traps lab_session_exit "$id" "$out" "$log" "$keep"
 
 nhosts=$((receivers + 1))
 lab_log "run $id: 1 sender + $receivers receivers, ${seconds}s, out $out"
@@ -153,10 +119,7 @@ host_envs() { # host_envs INDEX -> "--env K=V" words for that host
 	else
 		for e in "${rx_env[@]}"; do printf -- '--env\n%s\n' "$e"; done
 	fi
-	for e in "${host_env[@]}"; do
-		[[ $e == "h$i:"* ]] && printf -- '--env\n%s\n' "${e#h"$i":}"
-	done
-	return 0
+	lab_env_args "$i" "${host_env[@]}"
 }
 mapfile -t envs < <(host_envs 0)
 h0_confs=(--conf "$sender_conf")
@@ -188,7 +151,7 @@ paplay)
 	lab_spawn "$id" 0 paplay "$out/paplay.log" paplay "$excerpt" >"$out/.player.pid" ;;
 *) lab_die "unknown --player $player (pw-play or paplay)" ;;
 esac
-my_pids+=("$(cat "$out/.player.pid")")
+lab_pids+=("$(cat "$out/.player.pid")")
 lab_log "playing $(basename "$music") (+${music_offset}s) into h0:$sink with $player"
 
 # Receivers must have picked the stream up (rtp-source waits for a SAP
@@ -236,27 +199,10 @@ t_cpu0=$(date +%s.%N)
 while read -r h w t; do cpu0[$h.$w]=$t; done < <(snap_cpu)
 while read -r h n; do csw0[$h]=$n; done < <(snap_csw)
 
-# Reference first (1 s early, 2 s longer): receivers play what the sender
-# played ~latency earlier, and that content must be in the reference.
-lab_spawn "$id" 0 record "$out/record-h0.log" \
-	"$bin/bark-lab-record" --target "$sink" --seconds $((seconds + 2)) --out "$out/ref.wav" >"$out/.rec0.pid"
-rec_pids=("$(cat "$out/.rec0.pid")")
-sleep 1
-for ((i = first_rx; i <= receivers; i++)); do
-	lab_spawn "$id" "$i" record "$out/record-rx$i.log" \
-		"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$out/rx$i.wav" >"$out/.recrx$i.pid"
-	rec_pids+=("$(cat "$out/.recrx$i.pid")")
-done
-my_pids+=("${rec_pids[@]}")
 lab_log "recording ${seconds}s"
-# Recorders stop by themselves; bounded wait all the same.
-deadline=$((SECONDS + seconds + 30))
-for p in "${rec_pids[@]}"; do
-	while kill -0 "$p" 2>/dev/null; do
-		((SECONDS < deadline)) || lab_die "recorder $p overran"
-		sleep 0.2
-	done
-done
+# shellcheck disable=SC2046 # one word per host
+lab_record_run "$id" "$out" "$seconds" lab_pw_recorder "$sink" $(seq "$first_rx" "$receivers") ||
+	lab_die "a recorder overran"
 t_cpu1=$(date +%s.%N)
 while read -r h w t; do cpu1[$h.$w]=$t; done < <(snap_cpu)
 while read -r h n; do csw1[$h]=$n; done < <(snap_csw)

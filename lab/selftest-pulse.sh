@@ -13,7 +13,6 @@
 # Exit 0 when the check passes. Needs root (network namespaces).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 # shellcheck source=palib.sh
@@ -27,22 +26,10 @@ while (($#)); do
 	esac
 done
 lab_require_root
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-pulse bark-lab-analyze; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: cargo build --release -p bark-lab-pulse -p bark-lab"
-done
+lab_bins "cargo build --release -p bark-lab-pulse -p bark-lab" bark-lab-pulse bark-lab-analyze
 id=q$(($$ % 100000))
 out=$(mktemp -d /tmp/bark-selftest-pulse.XXXXXX)
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	lab_down "$id" >/dev/null 2>&1 || true
-	if ((rc == 0)); then rm -rf -- "$out"; else lab_log "kept $out"; fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_traps lab_scratch_exit "$id" "$out"
 
 lab_up "$id" 1 2>/dev/null
 lab_pa_up "$id" 0 2>/dev/null
@@ -51,8 +38,7 @@ lab_spawn "$id" 0 record "$out/rec.log" "$bin/bark-lab-pulse" record \
 sleep 0.5
 lab_exec "$id" 0 "$bin/bark-lab-pulse" play --device speaker --seconds 5 --out "$out/play.wav" \
 	2>>"$out/play.log"
-p=$(cat "$out/.pid")
-for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+lab_wait_pids 15 "$(cat "$out/.pid")" || true
 "$bin/bark-lab-analyze" --reference "$out/play.wav" --receiver "$out/rec.wav" --json "$out/a.json" >"$out/a.txt"
 python3 - "$out/a.json" "$max_us" <<-'PY'
 	import json, sys

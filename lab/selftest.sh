@@ -15,7 +15,6 @@
 # then stamp with 1.x's libpipewire.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
@@ -28,23 +27,10 @@ while (($#)); do
 	esac
 done
 lab_require_root
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-record bark-lab-play bark-lab-analyze; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: cargo build --release -p bark-lab"
-done
-bin=$(realpath "$bin")
+lab_bins "cargo build --release -p bark-lab" bark-lab-record bark-lab-play bark-lab-analyze
 id=t$(($$ % 100000))
 out=$(mktemp -d /tmp/bark-selftest.XXXXXX)
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	lab_down "$id" >/dev/null 2>&1 || true
-	if ((rc == 0)); then rm -rf -- "$out"; else lab_log "kept $out"; fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_traps lab_scratch_exit "$id" "$out"
 
 root_args=(--rootfs "$rootfs")
 [[ -n $rootfs ]] && root_args+=(--bind "$out" --bind "$bin")
@@ -63,9 +49,7 @@ check() { # check HOST LABEL MAX_ABS_LATENCY_US MIN_FIDELITY
 	sleep 0.5
 	lab_exec "$id" "$i" "$bin/bark-lab-play" --target speaker --seconds 4 --out "$play" \
 		2>>"$out/play-h$i.log"
-	local p
-	p=$(cat "$out/.pid$i")
-	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	lab_wait_pids 10 "$(cat "$out/.pid$i")" || true
 	"$bin/bark-lab-analyze" --reference "$play" --receiver "$rec" --json "$out/h$i.json" >"$out/h$i.txt"
 	python3 - "$out/h$i.json" "$max_us" "$min_fid" "$label" <<-'EOF' || fails=$((fails + 1))
 		import json, sys

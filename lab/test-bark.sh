@@ -20,6 +20,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+# shellcheck source=lanlib.sh
+. "$here/lanlib.sh"
 cd "$repo" || exit 1
 rootfs='' only=()
 while (($#)); do
@@ -42,33 +44,23 @@ if [[ -n $rootfs ]]; then
 fi
 passed=0 failed=0 retried=()
 
-case_run() { # case_run NAME LIMITS... -- SESSION-ARGS...
-	local name=$1 try out
-	shift
+session() { # session OUT NAME LIMITS... -- SESSION-ARGS...: one try
+	local out=$1 name=$2
+	shift 2
 	local -a limits=()
 	while [[ $1 != -- ]]; do limits+=("$1"); shift; done
+	shift
+	"$here/run-session.sh" "${bark[@]}" --out "$out" "$@" >"$out.log" 2>&1 &&
+		"$summary" --prefix "$name" "${limits[@]}" "$out/analysis.json"
+}
+
+case_run() { # case_run NAME LIMITS... -- SESSION-ARGS...: up to two tries (lab_case)
+	local name=$1
 	shift
 	if ((${#only[@]})) && ! printf '%s\n' "${only[@]}" | grep -qxF -- "$name"; then
 		return
 	fi
-	name=$tag$name
-	# One retry: these hosts have no real-time scheduling, and a daemon
-	# starved by the other processes of the lab (or anything else on a
-	# 2-core machine) glitches whatever the module does. A retry is
-	# reported, so a case that needs one every time stays visible.
-	for try in 1 2; do
-		out="$repo/lab/out/test-$stamp-$name-$try"
-		echo "== $name (try $try)"
-		if "$here/run-session.sh" "${bark[@]}" --out "$out" "$@" >"$out.log" 2>&1 &&
-			"$summary" --prefix "$name" "${limits[@]}" "$out/analysis.json"; then
-			passed=$((passed + 1))
-			((try == 1)) || retried+=("$name")
-			return
-		fi
-		echo "$name: try $try failed (session log: $out.log)"
-		grep -E '^(h[0-9]|skew|reference)' "$out.log" || tail -20 "$out.log"
-	done
-	failed=$((failed + 1))
+	lab_case "$tag$name" "$repo/lab/out/test-$stamp-$tag$name" session "$tag$name" "$@"
 }
 
 case_run pw-play-drift --min-fidelity 0.9 --max-skew-us 100 --max-dropouts 0 -- \

@@ -31,6 +31,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+# shellcheck source=lanlib.sh
+. "$here/lanlib.sh"
 cd "$repo" || exit 1
 stamp=$(date +%Y%m%d-%H%M%S)
 passed=0 failed=0 retried=()
@@ -61,31 +63,20 @@ check() { # check ANALYSIS.JSON NAME [LIMIT_US for pairs with bark-pulse]
 	PY
 }
 
-case_run() { # case_run NAME SESSION-ARGS...
-	local name=$1 try out pa_limit=500
-	shift
+session() { # session OUT NAME SESSION-ARGS...: one try
+	local out=$1 name=$2 pa_limit=500
+	shift 2
 	# bark-pulse on pipewire-pulse (whose reports are per graph cycle, see
 	# pulse-module/src/timing.rs): 1 ms.
 	[[ $* == *pp* ]] && pa_limit=1000
-	# One retry, reported (as lab/test-bark.sh does): the lab's PipeWire
-	# hosts run without real-time scheduling on a shared 2-core machine,
-	# and a starved daemon glitches whatever Bark does. A case that needs
-	# the retry every time stays visible in the summary.
-	for try in 1 2; do
-		out="$repo/lab/out/pulse-$stamp-$name-$try"
-		echo "== $name (try $try)"
-		if "$here/run-pa-session.sh" --out "$out" "$@" >"$out.log" 2>&1 &&
-			check "$out/analysis.json" "$name" "$pa_limit"; then
-			[[ -f $out/events.txt ]] && sed 's/^/  /' "$out/events.txt"
-			passed=$((passed + 1))
-			((try == 1)) || retried+=("$name")
-			return
-		fi
-		echo "$name: try $try failed (session log: $out.log)"
-		grep -E '^(h[0-9]|skew|reference|\[lab.*error)' "$out.log" || tail -15 "$out.log"
-	done
-	failed=$((failed + 1))
+	"$here/run-pa-session.sh" --out "$out" "$@" >"$out.log" 2>&1 &&
+		check "$out/analysis.json" "$name" "$pa_limit" || return 1
+	[[ -f $out/events.txt ]] && sed 's/^/  /' "$out/events.txt"
+	return 0
 }
+
+# case_run NAME SESSION-ARGS...: up to two tries (lab_case)
+case_run() { lab_case "$1" "$repo/lab/out/pulse-$stamp-$1" session "$@"; }
 
 echo "== selftest"
 if "$here/selftest-pulse.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

@@ -42,30 +42,12 @@ done
 lab_require_root
 lab_lock
 [[ -n $rootfs ]] && export BARK_LAB_ROOTFS=$rootfs
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-record bark-lab-analyze bark-lab-delay bark-lab-summary; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: run 'make lab-build'"
-done
+lab_bins "run 'make lab-build'" bark-lab-record bark-lab-analyze bark-lab-delay bark-lab-summary
 moddir=$repo/target/pw-modules
-music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
-[[ -n $music ]] || lab_die "planetblupi-music-ogg is not installed (make deps)"
-[[ -n $out ]] || out=$repo/lab/out/speaker-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$out"
-out=$(realpath "$out")
+music=$(lab_music) || exit 1
+out=$(lab_out_dir "$out" "$repo/lab/out/speaker-$(date +%Y%m%d-%H%M%S)")
 id=sp$((RANDOM % 10000))
-my_pids=()
-teardown() {
-	local p d
-	for p in "${my_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	mkdir -p "$out/logs"
-	for d in "$(lab_run_dir "$id")"/h*; do
-		[[ -d $d/logs ]] && cp -r "$d/logs" "$out/logs/$(basename "$d")" 2>/dev/null
-	done
-	lab_down "$id" >>"$out/lab.log" 2>&1 || true
-}
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_traps lab_session_exit "$id" "$out" "$out/lab.log"
 
 steps=($delays)
 ((${#steps[@]} >= 1)) || lab_die "--delays is empty"
@@ -85,12 +67,12 @@ lab_wait "$BARK_LAB_TIMEOUT" "bark_sink on h0" lab_node_id "$id" 0 bark_sink || 
 # The delaying node on h2, made its default sink: the receiver follows.
 ctl=$(lab_host_dir "$id" 2)/delay.ctl
 echo 0 >"$ctl"
-my_pids+=("$(lab_spawn "$id" 2 delay "$out/delay.log" "$bin/bark-lab-delay" \
+lab_pids+=("$(lab_spawn "$id" 2 delay "$out/delay.log" "$bin/bark-lab-delay" \
 	--msec 0 --max-msec 500 --name delay --target speaker --control "$ctl")")
 lab_wait "$BARK_LAB_TIMEOUT" "delay node on h2" lab_node_id "$id" 2 delay || exit 1
 lab_exec "$id" 2 wpctl set-default "$(lab_node_id "$id" 2 delay)" >>"$out/lab.log" 2>&1
 
-my_pids+=("$(lab_spawn "$id" 0 player "$out/pw-play.log" pw-play --target bark_sink "$out/music.wav")")
+lab_pids+=("$(lab_spawn "$id" 0 player "$out/pw-play.log" pw-play --target bark_sink "$out/music.wav")")
 into_delay() { lab_exec "$id" 2 pw-link -l 2>/dev/null | grep -A2 '^delay:playback_FL' | grep -q bark_source; }
 lab_wait 30 "h2's receiver playing into the delay node" into_delay ||
 	lab_die "h2's receiver never played into the delay node (see $out/logs)"
@@ -112,17 +94,7 @@ for d in "${steps[@]}"; do
 	# the hold (receiver 5 s, sender 10 s after the report expired).
 	prev=$((k > 0 ? ${steps[k - 1]} : 0))
 	if ((d < prev)); then sleep 22; else sleep 8; fi
-	lab_spawn "$id" 0 record "$step/record-ref.log" "$bin/bark-lab-record" --target bark_sink \
-		--seconds $((seconds + 2)) --out "$step/ref.wav" >"$step/.pid0"
-	sleep 1
-	for i in 1 2; do
-		lab_spawn "$id" "$i" record "$step/record-rx$i.log" "$bin/bark-lab-record" --target speaker \
-			--seconds "$seconds" --out "$step/rx$i.wav" >"$step/.pid$i"
-	done
-	for i in 0 1 2; do
-		p=$(cat "$step/.pid$i")
-		for _ in $(seq $((seconds * 5 + 60))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-	done
+	lab_record_run "$id" "$step" "$seconds" lab_pw_recorder bark_sink 1 2 || true
 	"$bin/bark-lab-analyze" --reference "$step/ref.wav" --receiver "$step/rx1.wav" --label h1 \
 		--receiver "$step/rx2.wav" --label h2 --json "$step/analysis.json" >"$step/analysis.txt" 2>&1
 	sess=$(session_ms)

@@ -55,17 +55,11 @@ done
 [[ $repeat =~ ^[0-9]+$ ]] && ((repeat >= 1 && repeat <= 50)) || lab_die "--repeat must be 1..50"
 lab_require_root
 lab_lock
-bin=${BARK_LAB_BIN:-$repo/target/release}
-for b in bark-lab-record bark-lab-onsets; do
-	[[ -x $bin/$b ]] || lab_die "$bin/$b missing: run 'make lab-build'"
-done
+lab_bins "run 'make lab-build'" bark-lab-record bark-lab-onsets
 moddir=$repo/target/pw-modules
 [[ -e $moddir/libpipewire-module-bark-sink.so ]] || lab_die "no modules in $moddir: run 'make modules'"
-music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
-[[ -n $music ]] || lab_die "planetblupi-music-ogg is not installed (make deps)"
-[[ -n $out ]] || out=$repo/lab/out/start-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$out"
-out=$(realpath "$out")
+music=$(lab_music) || exit 1
+out=$(lab_out_dir "$out" "$repo/lab/out/start-$(date +%Y%m%d-%H%M%S)")
 if [[ -n $rootfs ]]; then
 	export BARK_LAB_ROOTFS=$rootfs
 fi
@@ -82,27 +76,20 @@ onset=$out/onset.wav track=$out/track.wav
 drift=(h1:BARK_TEST_CLOCK=-300000,-60 h2:BARK_TEST_CLOCK=150000,80)
 passed=0 failed=0 id=''
 
-my_pids=()
-teardown() {
-	local p
-	for p in "${my_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	my_pids=()
+teardown() { # the case's recorders and LAN (idempotent)
+	lab_stop_pids "${lab_pids[@]}"
+	lab_pids=()
 	if [[ -n $id ]]; then
-		mkdir -p "$case_out/logs"
-		for d in "$(lab_run_dir "$id")"/h*; do
-			[[ -d $d/logs ]] && cp -r "$d/logs" "$case_out/logs/$(basename "$d")" 2>/dev/null
-		done
+		lab_save_logs "$id" "$case_out"
 		lab_down "$id" $keep >>"$case_out/lab.log" 2>&1 || true
 		id=''
 	fi
 }
-trap 'teardown; exit 130' INT
-trap 'teardown; exit 143' TERM
-trap teardown EXIT
+lab_traps teardown
 
 host_up() { # host_up INDEX CONF
-	local i=$1 conf=$2 e envs=()
-	for e in "${drift[@]}"; do [[ $e == "h$i:"* ]] && envs+=(--env "${e#h"$i":}"); done
+	local i=$1 conf=$2 envs
+	mapfile -t envs < <(lab_env_args "$i" "${drift[@]}")
 	lab_audio_up "$id" "$i" --conf "$conf" --module-dir "$moddir" \
 		--env PIPEWIRE_DEBUG=2,mod.bark:4 "${envs[@]}" 2>>"$case_out/lab.log"
 }
@@ -118,7 +105,7 @@ record() {
 			"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$case_out/rx$i.wav")")
 	done
 	record_ref "${3:-$seconds}" "${2:-ref}"
-	my_pids+=("${rec_pids[@]}")
+	lab_pids+=("${rec_pids[@]}")
 }
 
 record_ref() { # record_ref SECONDS [NAME]: the sender's sink, passively, for SECONDS
@@ -126,7 +113,7 @@ record_ref() { # record_ref SECONDS [NAME]: the sender's sink, passively, for SE
 	ref_pid=$(lab_spawn "$id" 0 record "$case_out/record-$name.log" \
 		"$bin/bark-lab-record" --passive --target bark_sink --seconds "$1" \
 		--start-timeout "$1" --wall-seconds "$1" --out "$case_out/$name.wav")
-	my_pids+=("$ref_pid")
+	lab_pids+=("$ref_pid")
 }
 
 sink_state() { # the sender sink's node state (for the log: suspended?)
@@ -135,15 +122,10 @@ sink_state() { # the sender sink's node state (for the log: suspended?)
 	lab_exec "$id" 0 pw-cli info "$nid" 2>/dev/null | awk -F': ' '/state:/ { gsub(/"/, "", $2); print $2; exit }'
 }
 
-wait_pids() { # wait_pids SECONDS PID...: bounded
-	local deadline=$((SECONDS + $1)) p
+wait_pids() { # wait_pids SECONDS PID...: bounded; what overruns is stopped
+	local s=$1
 	shift
-	for p in "$@"; do
-		while kill -0 "$p" 2>/dev/null; do
-			((SECONDS < deadline)) || { kill -TERM "$p" 2>/dev/null; break; }
-			sleep 0.2
-		done
-	done
+	lab_wait_pids "$s" "$@" || kill -TERM "$@" 2>/dev/null
 }
 
 play() { # play PLAYER FILE [args]: in the foreground, bounded

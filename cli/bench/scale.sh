@@ -64,12 +64,9 @@ summary=$(dirname "$bark")/examples/scale-summary
 if [[ -n $analyze && ! -x $analyzer ]]; then
 	lab_die "$analyzer missing: cargo build --release -p bark-lab (or --no-analyze)"
 fi
-music=$(dpkg -L planetblupi-music-ogg 2>/dev/null | grep -m1 '\.ogg$' || true)
-[[ -n $music ]] || lab_die "planetblupi-music-ogg is not installed (make deps)"
+music=$(lab_music) || exit 1
 [[ -n $id ]] || id=c$(($$ % 1000))
-[[ -n $out ]] || out=$here/out/$(date +%Y%m%d-%H%M%S)
-mkdir -p "$out"
-out=$(realpath "$out")
+out=$(lab_out_dir "$out" "$here/out/$(date +%Y%m%d-%H%M%S)")
 hz=$(getconf CLK_TCK)
 
 current_id=''
@@ -81,9 +78,7 @@ cleanup() {
 	[[ -n $current_id ]] && lab_down "$current_id" $keep >>"$out/lab.log" 2>&1
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_traps cleanup
 
 # Counters of a host's eth0: "tx_bytes tx_packets rx_bytes rx_packets".
 eth0_counters() {
@@ -95,18 +90,6 @@ eth0_counters() {
 # fields 14 and 15; the command name "bark" has no spaces).
 cpu_ticks() {
 	awk '{ print $14, $15 }' "/proc/$1/stat"
-}
-
-# wait_pids DEADLINE_S PID...: wait for recorded processes to exit, bounded.
-wait_pids() {
-	local deadline=$((SECONDS + $1)) p
-	shift
-	for p in "$@"; do
-		while kill -0 "$p" 2>/dev/null; do
-			((SECONDS < deadline)) || { lab_log "pid $p overran"; return 1; }
-			sleep 0.2
-		done
-	done
 }
 
 # one_run N DIR: 1 sender + N receivers for $seconds; results into DIR.
@@ -150,7 +133,7 @@ one_run() {
 	read -r tbb tbp rbb rbp < <(eth0_counters "$rid" 0)
 	tb=$EPOCHREALTIME
 	read -r cub csb < <(cpu_ticks "$txpid")
-	wait_pids $((seconds + 30)) "$txpid" || lab_die "the sender overran"
+	lab_wait_pids $((seconds + 30)) "$txpid" || lab_die "the sender overran"
 	read -r t1b t1p r1b r1p < <(eth0_counters "$rid" 0)
 	printf '{"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s,"window":{"seconds":%s,"sender_user_s":%s,"sender_sys_s":%s,"tx_bytes":%s,"tx_packets":%s,"rx_bytes":%s,"rx_packets":%s}}\n' \
 		$((t1b - t0b)) $((t1p - t0p)) $((r1b - r0b)) $((r1p - r0p)) \
@@ -158,7 +141,7 @@ one_run() {
 		"$(awk -v a="$cua" -v b="$cub" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')" \
 		"$(awk -v a="$csa" -v b="$csb" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')" \
 		$((tbb - tab)) $((tbp - tap)) $((rbb - rab)) $((rbp - rap)) >"$dir/sender-eth0.json"
-	wait_pids 30 "${pids[@]}" || lab_die "a receiver overran"
+	lab_wait_pids 30 "${pids[@]}" || lab_die "a receiver overran"
 	lab_down "$rid" $keep >>"$out/lab.log" 2>&1
 	current_id=''
 	for ((i = 1; i <= n; i++)); do

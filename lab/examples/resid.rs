@@ -1,14 +1,10 @@
 //! Residual energy (probe minus lag-shifted reference), per ms (debug aid).
-use bark_lab::recording::Recording;
+mod common;
+
 fn main() -> anyhow::Result<()> {
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() != 6 {
-        anyhow::bail!("usage: resid REF.wav PROBE.wav LAG_SAMPLES T0_S T1_S");
-    }
-    let r = Recording::load(a[1].as_ref())?;
-    let p = Recording::load(a[2].as_ref())?;
-    let lag: i64 = a[3].parse()?;
-    let (t0, t1): (f64, f64) = (a[4].parse()?, a[5].parse()?);
+    let (r, p, a) = common::pair(3, "resid REF.wav PROBE.wav LAG_SAMPLES T0_S T1_S")?;
+    let lag: i64 = a[0].parse()?;
+    let (t0, t1): (f64, f64) = (a[1].parse()?, a[2].parse()?);
     let mut k = (t0 * 48000.0) as usize;
     while (k as f64) < t1 * 48000.0 {
         let (mut e, mut d) = (0.0, 0.0);

@@ -3,16 +3,12 @@
 //! Usage: runlag REF.wav PROBE.wav RUN_INDEX LATENCY_MS
 use bark_lab::analysis::window_lag;
 use bark_lab::onset::{played, runs, OnsetParams};
-use bark_lab::recording::Recording;
+mod common;
+
 fn main() -> anyhow::Result<()> {
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() != 5 {
-        anyhow::bail!("usage: runlag REF.wav PROBE.wav RUN LATENCY_MS");
-    }
-    let r = Recording::load(a[1].as_ref())?;
-    let p = Recording::load(a[2].as_ref())?;
-    let k: usize = a[3].parse()?;
-    let lat: f64 = a[4].parse::<f64>()? * 1e6;
+    let (r, p, a) = common::pair(2, "runlag REF.wav PROBE.wav RUN LATENCY_MS")?;
+    let k: usize = a[0].parse()?;
+    let lat: f64 = a[1].parse::<f64>()? * 1e6;
     let op = OnsetParams::default();
     let rs = runs(&r, &op);
     let run = rs.get(k).ok_or_else(|| anyhow::anyhow!("no run {k}"))?;

@@ -898,10 +898,24 @@ mod tests {
         /// Samples at `rate` Hz for `secs`, content delayed by `delay_s`
         /// (output sample n holds signal time n/rate - delay_s).
         fn render(&self, rate: u32, secs: f64, delay_s: f64) -> Vec<f64> {
+            self.render_slow(rate, secs, 0.0, delay_s)
+        }
+        /// As [`Self::render`], played `slow` (a fraction: 100e-6 = 100 ppm)
+        /// slower: sample n holds signal time (n/rate)(1 - slow) - delay_s.
+        fn render_slow(&self, rate: u32, secs: f64, slow: f64, delay_s: f64) -> Vec<f64> {
             let n = (secs * f64::from(rate)) as usize;
             (0..n)
-                .map(|i| self.at(i as f64 / f64::from(rate) - delay_s))
+                .map(|i| self.at(i as f64 / f64::from(rate) * (1.0 - slow) - delay_s))
                 .collect()
+        }
+        /// `secs` of this signal at 48 kHz as the reference, the same
+        /// played `slow` slower and `delay_s` later as the probe (both
+        /// stamped from 0), and the track of the probe against it.
+        fn slowed(&self, secs: f64, slow: f64, delay_s: f64) -> (Recording, Recording, Track) {
+            let a = rec(48000, self.render(48000, secs, 0.0), Some(0));
+            let b = rec(48000, self.render_slow(48000, secs, slow, delay_s), Some(0));
+            let tr = track(&a, &b, &Params::default()).unwrap();
+            (a, b, tr)
         }
     }
 
@@ -1025,25 +1039,7 @@ mod tests {
     #[test]
     fn track_follows_drift() {
         // Probe content drifts by +100 ppm: lag grows 4.8 samples/s.
-        let rate = 48000;
-        let sig = Multitone::new(21, 150, 15000.0);
-        let n = 4 * rate as usize;
-        let a = rec(
-            rate,
-            (0..n).map(|i| sig.at(i as f64 / 48000.0)).collect(),
-            Some(0),
-        );
-        let b = rec(
-            rate,
-            (0..n)
-                .map(|i| {
-                    let t = i as f64 / 48000.0;
-                    sig.at(t * (1.0 - 100e-6) - 0.001)
-                })
-                .collect(),
-            Some(0),
-        );
-        let tr = track(&a, &b, &Params::default()).unwrap();
+        let (_, _, tr) = Multitone::new(21, 150, 15000.0).slowed(4.0, 100e-6, 0.001);
         for w in &tr.windows {
             let t = w.probe_s;
             // Content at probe time t is signal time t(1-1e-4) - 1 ms,
@@ -1060,22 +1056,7 @@ mod tests {
     fn slewing_receiver_is_tracked_and_keeps_fidelity() {
         // 400 ppm stretch: whole 200 ms windows would decorrelate; the
         // sub-window track must keep both the lag and the fidelity.
-        let rate = 48000;
-        let sig = Multitone::new(23, 200, 16000.0);
-        let n = 3 * rate as usize;
-        let a = rec(
-            rate,
-            (0..n).map(|i| sig.at(i as f64 / 48000.0)).collect(),
-            Some(0),
-        );
-        let b = rec(
-            rate,
-            (0..n)
-                .map(|i| sig.at(i as f64 / 48000.0 * (1.0 - 400e-6) - 0.002))
-                .collect(),
-            Some(0),
-        );
-        let tr = track(&a, &b, &Params::default()).unwrap();
+        let (a, b, tr) = Multitone::new(23, 200, 16000.0).slowed(3.0, 400e-6, 0.002);
         assert!(tr.windows.len() > 20, "{} windows", tr.windows.len());
         for w in &tr.windows {
             let want_us = (w.probe_s * 400e-6 + 0.002) * 1e6;
@@ -1089,7 +1070,7 @@ mod tests {
         // A damaged receiver must score low: add strong noise.
         let mut r = Rng(99);
         let noisy = rec(
-            rate,
+            b.rate,
             b.mono.iter().map(|v| v + (r.next() - 0.5) * 1.2).collect(),
             Some(0),
         );

@@ -2,6 +2,7 @@
 //!
 //! - [`recording`]: timestamped recordings (WAV + per-buffer CLOCK_MONOTONIC
 //!   stamps) as written by `bark-lab-record` and `bark-lab-tone`.
+//! - [`args`]: command-line option groups the tools share.
 //! - [`analysis`]: alignment, latency, inter-receiver skew, dropouts and
 //!   fidelity, as used by `bark-lab-analyze`.
 //!
@@ -9,6 +10,7 @@
 //! `lab/README.md`.
 
 pub mod analysis;
+pub mod args;
 pub mod onset;
 pub mod pwutil;
 pub mod recording;

@@ -1,8 +1,14 @@
-//! Small PipeWire helpers shared by the lab's stream tools.
+//! Small PipeWire helpers shared by the lab's stream tools
+//! (`bark-lab-record`, `bark-lab-play`, `bark-lab-delay`): connecting to the
+//! host's daemon, an F32 stream format, and a main loop that stops on a
+//! poll's verdict or on SIGINT/SIGTERM.
 
 use anyhow::{Context, Result};
 use pipewire as pw;
 use pw::spa;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
 
 /// Serialize an `EnumFormat` pod for interleaved F32LE audio at `rate` Hz
 /// with `channels` channels (FL FR for 2, MONO for 1). Fixing the rate to
@@ -57,12 +63,54 @@ pub fn ticks_to_ns(ticks: i64, num: u32, den: u32) -> i64 {
     (i128::from(ticks) * i128::from(num) * 1_000_000_000 / i128::from(den)) as i64
 }
 
+/// Connect `stream` for interleaved F32LE audio at `rate` Hz with
+/// `channels` channels ([`f32_format_pod`]), in `direction`, with
+/// `MAP_BUFFERS | RT_PROCESS` and `flags`. `RT_PROCESS`: `process()` runs on
+/// the data thread inside the graph cycle, which is what makes a buffer's
+/// `pw_time` that of the cycle that plays it (the tools' stamps rely on it).
+///
+/// Errors: `channels` other than 1 or 2, or `pw_stream_connect` failing.
+pub fn connect_f32(
+    stream: &pw::stream::Stream,
+    direction: spa::utils::Direction,
+    flags: pw::stream::StreamFlags,
+    rate: u32,
+    channels: u32,
+) -> Result<()> {
+    let fmt = f32_format_pod(rate, channels)?;
+    let mut params = [spa::pod::Pod::from_bytes(&fmt).context("format pod")?];
+    let flags = flags | pw::stream::StreamFlags::MAP_BUFFERS | pw::stream::StreamFlags::RT_PROCESS;
+    stream.connect(direction, None, flags, &mut params)?;
+    Ok(())
+}
+
+/// Block SIGINT and SIGTERM in the calling thread. Called before PipeWire
+/// starts its data thread: threads inherit the mask, so the signals stay
+/// pending for the main loop's signalfd ([`run`]) instead of killing the
+/// process from a thread that does not block them (then nothing is written
+/// and no teardown runs: a `bark-lab-play` stopped with TERM mid-play left
+/// no WAV).
+fn block_stop_signals() {
+    // SAFETY: plain libc calls on a sigset we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Initialise PipeWire and connect to the daemon of `$XDG_RUNTIME_DIR`.
+///
+/// SIGINT and SIGTERM are blocked first (see `block_stop_signals`): the
+/// caller must take them through [`run`], or they stay pending for good.
 pub fn connect() -> Result<(
     pw::main_loop::MainLoopRc,
     pw::context::ContextRc,
     pw::core::CoreRc,
 )> {
+    block_stop_signals();
     pw::init();
     let mainloop = pw::main_loop::MainLoopRc::new(None).context("pw main loop")?;
     let context = pw::context::ContextRc::new(&mainloop, None).context("pw context")?;
@@ -70,4 +118,39 @@ pub fn connect() -> Result<(
         .connect_rc(None)
         .context("connecting to PipeWire (is XDG_RUNTIME_DIR that of a running daemon?)")?;
     Ok((mainloop, context, core))
+}
+
+/// Run `mainloop` until `poll`, called every `period`, returns an outcome,
+/// or SIGINT or SIGTERM arrives (outcome `"signal"`); return the outcome.
+/// Every wait in the lab is bounded: `poll` is where a tool puts its
+/// deadline.
+pub fn run(
+    mainloop: &pw::main_loop::MainLoopRc,
+    period: Duration,
+    poll: impl Fn() -> Option<&'static str> + 'static,
+) -> &'static str {
+    let outcome = Rc::new(Cell::new("done"));
+    let (ml, oc) = (mainloop.clone(), outcome.clone());
+    let timer = mainloop.loop_().add_timer(move |_| {
+        if let Some(o) = poll() {
+            oc.set(o);
+            ml.quit();
+        }
+    });
+    let _ = timer.update_timer(Some(period), Some(period));
+    let on_signal = || {
+        let (ml, oc) = (mainloop.clone(), outcome.clone());
+        move || {
+            oc.set("signal");
+            ml.quit();
+        }
+    };
+    let _sigint = mainloop
+        .loop_()
+        .add_signal_local(pw::loop_::Signal::INT, on_signal());
+    let _sigterm = mainloop
+        .loop_()
+        .add_signal_local(pw::loop_::Signal::TERM, on_signal());
+    mainloop.run();
+    outcome.get()
 }

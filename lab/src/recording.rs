@@ -128,22 +128,8 @@ pub struct Recording {
 impl Recording {
     /// Load `wav` and, if present, its `.ts.csv` sidecar.
     pub fn load(wav: &Path) -> Result<Self> {
-        let mut r =
-            hound::WavReader::open(wav).with_context(|| format!("opening {}", wav.display()))?;
-        let spec = r.spec();
+        let (spec, interleaved) = read_wav(wav)?;
         let ch = spec.channels as usize;
-        let interleaved: Vec<f64> = match spec.sample_format {
-            hound::SampleFormat::Float => r
-                .samples::<f32>()
-                .map(|s| s.map(f64::from))
-                .collect::<Result<_, _>>()?,
-            hound::SampleFormat::Int => {
-                let scale = 1.0 / f64::from(1u32 << (spec.bits_per_sample - 1));
-                r.samples::<i32>()
-                    .map(|s| s.map(|v| f64::from(v) * scale))
-                    .collect::<Result<_, _>>()?
-            }
-        };
         let mono = interleaved
             .chunks_exact(ch)
             .map(|f| f.iter().sum::<f64>() / ch as f64)
@@ -207,6 +193,29 @@ impl Recording {
     pub fn seconds(&self) -> f64 {
         self.mono.len() as f64 / f64::from(self.rate)
     }
+}
+
+/// Read a WAV file (float or integer samples) as interleaved samples,
+/// full scale = 1.0, with its format.
+///
+/// Errors: the file cannot be opened or is not a WAV file hound reads.
+pub fn read_wav(path: &Path) -> Result<(hound::WavSpec, Vec<f64>)> {
+    let mut r =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let spec = r.spec();
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Float => r
+            .samples::<f32>()
+            .map(|s| s.map(f64::from))
+            .collect::<Result<_, _>>()?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / f64::from(1u32 << (spec.bits_per_sample - 1));
+            r.samples::<i32>()
+                .map(|s| s.map(|v| f64::from(v) * scale))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok((spec, samples))
 }
 
 /// Write interleaved f32 samples as a WAV file.

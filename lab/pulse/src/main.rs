@@ -26,17 +26,18 @@
 //! source), so `lab/selftest-pulse.sh` playing into a speaker and recording
 //! its monitor checks one against the other.
 
-use anyhow::{anyhow, bail, Context, Result};
-use bark_lab::recording::{stamps_path, write_stamps, write_wav, Stamp};
+mod session;
+
+use anyhow::{bail, Context, Result};
+use bark_lab::args::{check_seconds, Capture};
+use bark_lab::recording::{read_wav, stamps_path, write_stamps, write_wav, Stamp};
 use bark_pulse::clock::{monotonic_ns, ClockPair};
-use bark_pulse::pa::{Conn, Loop};
 use bark_pulse::timing::Info;
 use clap::{Parser, Subcommand};
 use libpulse_binding as pulse;
-use pulse::context::State as CtxState;
 use pulse::def::BufferAttr;
-use pulse::sample::{Format, Spec};
-use pulse::stream::{FlagSet, PeekResult, SeekMode, State as StreamState, Stream};
+use pulse::stream::{FlagSet, PeekResult, SeekMode, Stream};
+use session::Session;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -44,8 +45,6 @@ use std::time::{Duration, Instant};
 
 /// Reports within this distance (ns) of a buffer vote on its stamp.
 const WINDOW_NS: f64 = 1e9;
-/// Timing requests, ns apart.
-const REPORT_PERIOD_NS: u64 = 10_000_000;
 
 #[derive(Parser, Debug)]
 #[command(about = "Record or play on a PulseAudio host with per-buffer CLOCK_MONOTONIC play times")]
@@ -76,21 +75,8 @@ enum Cmd {
         /// Source to record.
         #[arg(long)]
         device: String,
-        /// Seconds of audio to keep (counted from the first stamped buffer).
-        #[arg(long)]
-        seconds: f64,
-        /// Output WAV (`.ts.csv` beside it).
-        #[arg(long)]
-        out: PathBuf,
-        /// Rate, Hz: use the sink's, so nothing resamples in between.
-        #[arg(long, default_value_t = 48000)]
-        rate: u32,
-        /// Channels.
-        #[arg(long, default_value_t = 2)]
-        channels: u8,
-        /// Give up if no audio arrived within this many seconds.
-        #[arg(long, default_value_t = 10.0)]
-        start_timeout: f64,
+        #[command(flatten)]
+        capture: Capture,
         /// Also write every raw timing report here (CSV), for debugging.
         #[arg(long)]
         reports: Option<PathBuf>,
@@ -175,96 +161,36 @@ fn stamp(bufs: &[Buf], reps: &[Rep], rate: u32) -> Vec<Stamp> {
     out
 }
 
-#[derive(Default)]
-struct Notes {
-    state: Cell<bool>,
-    timing: Cell<bool>,
+/// A `Rep` from a monitor record stream's report (frames at `period` ns).
+fn monitor_rep(info: Info, clocks: &ClockPair, fb: usize, period: f64) -> Option<Rep> {
+    let r = info.monitor_record(clocks, fb)?;
+    Some(Rep {
+        t: r.t_ns,
+        offset: r.play_ns - r.frame as f64 * period,
+        raw: info,
+    })
 }
 
-fn connect(lp: &mut Loop, deadline: Instant) -> Result<Conn> {
-    let conn = Conn::connect(lp, "bark-lab-pulse", "lab", None)?;
-    while conn.state() != CtxState::Ready {
-        if conn.is_dead() {
-            bail!("cannot connect to PulseAudio: {}", conn.error());
+/// Drain the record stream, handing each fragment to `data`: `Ok(bytes)`,
+/// or `Err(n)` for a hole of `n` bytes. (A fragment must be peeked before
+/// it can be dropped.)
+fn drain(s: &mut Stream, mut data: impl FnMut(Result<&[u8], usize>)) {
+    while s.readable_size().unwrap_or(0) > 0 {
+        match s.peek() {
+            Ok(PeekResult::Data(d)) => data(Ok(d)),
+            Ok(PeekResult::Hole(n)) => data(Err(n)),
+            _ => break,
         }
-        if Instant::now() > deadline {
-            bail!("timed out connecting to PulseAudio");
-        }
-        lp.iterate()?;
-    }
-    Ok(conn)
-}
-
-fn new_stream(
-    conn: &mut Conn,
-    lp: &Loop,
-    name: &str,
-    spec: &Spec,
-    notes: &Rc<Notes>,
-) -> Result<Stream> {
-    let mut s = Stream::new(&mut conn.ctx, name, spec, None)
-        .ok_or_else(|| anyhow!("cannot create a stream: {}", conn.error()))?;
-    let n = notes.clone();
-    let g = lp.guard.clone();
-    s.set_state_callback(Some(Box::new(move || {
-        g.run("state", || n.state.set(true));
-    })));
-    Ok(s)
-}
-
-/// Requests a timing report unless one is on its way.
-fn request_report(
-    s: &mut Stream,
-    lp: &Loop,
-    notes: &Rc<Notes>,
-    in_flight: &mut bool,
-    next: &mut u64,
-) {
-    let now = monotonic_ns();
-    if *in_flight || now < *next {
-        return;
-    }
-    *next = now + REPORT_PERIOD_NS;
-    let n = notes.clone();
-    let g = lp.guard.clone();
-    let _ = s.update_timing_info(Some(Box::new(move |_| {
-        g.run("timing", || n.timing.set(true));
-    })));
-    *in_flight = true;
-}
-
-fn check_stream(s: &Stream, what: &str) -> Result<bool> {
-    match s.get_state() {
-        StreamState::Ready => Ok(true),
-        StreamState::Failed | StreamState::Terminated => bail!("{what} stream failed"),
-        _ => Ok(false),
+        let _ = s.discard();
     }
 }
 
-fn record(
-    device: &str,
-    seconds: f64,
-    out: &Path,
-    rate: u32,
-    channels: u8,
-    start_timeout: f64,
-    reports: Option<&Path>,
-) -> Result<()> {
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        bail!("--seconds must be in (0, 3600]");
-    }
-    let want = (seconds * rate as f64).round() as u64;
+fn record(device: &str, cap: &Capture, reports: Option<&Path>) -> Result<()> {
+    let want = cap.frames()?;
+    let (rate, channels) = (cap.rate, cap.channels);
     let fb = 4 * channels as usize;
-    let mut lp = Loop::new(5_000)?;
     let start = Instant::now();
-    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
-    let spec = Spec {
-        format: Format::FLOAT32NE,
-        rate,
-        channels,
-    };
-    let notes = Rc::new(Notes::default());
-    let mut s = new_stream(&mut conn, &lp, "bark-lab-record", &spec, &notes)?;
+    let mut sess = Session::open("bark-lab-record", rate, channels)?;
     // No ADJUST_LATENCY and a large fragment: the recorder must not drive
     // the sink's block size (the system under test does that).
     let attr = BufferAttr {
@@ -272,79 +198,52 @@ fn record(
         tlength: u32::MAX,
         prebuf: u32::MAX,
         minreq: u32::MAX,
-        fragsize: spec.usec_to_bytes(pulse::time::MicroSeconds(50_000)) as u32,
+        fragsize: sess.bytes(50_000),
     };
-    s.connect_record(Some(device), Some(&attr), FlagSet::DONT_MOVE)
+    sess.s
+        .connect_record(Some(device), Some(&attr), FlagSet::DONT_MOVE)
         .with_context(|| format!("recording {device}"))?;
     let mut samples: Vec<f32> =
         Vec::with_capacity((want as usize + rate as usize) * channels as usize);
     let mut bufs = Vec::with_capacity(want as usize / 64 + 64);
-    let mut reps: Vec<Rep> = Vec::with_capacity(seconds as usize * 110 + 500);
-    let (mut in_flight, mut next) = (false, 0u64);
+    let mut reps: Vec<Rep> = Vec::with_capacity(cap.seconds as usize * 110 + 500);
     let mut frames_in = 0u64;
     let mut first_kept: Option<u64> = None;
-    let hard_end = start + Duration::from_secs_f64(start_timeout + seconds + 10.0);
+    let hard_end = start + Duration::from_secs_f64(cap.start_timeout + cap.seconds + 10.0);
     let period = 1e9 / rate as f64;
     loop {
-        lp.iterate()?;
-        if lp.guard.tripped() {
-            bail!("a callback panicked");
-        }
-        if lp.quit_signal().is_some() {
-            bail!("interrupted");
-        }
-        if Instant::now() > hard_end {
-            bail!("recording overran its time limit");
-        }
-        if conn.is_dead() {
-            bail!("lost PulseAudio: {}", conn.error());
-        }
-        if !check_stream(&s, "record")? {
+        if !sess.turn("record", Some(hard_end))? {
             continue;
         }
-        if notes.timing.take() {
-            in_flight = false;
-            if let Some(ti) = s.get_timing_info() {
-                if let Some(r) = Info::from_pa(ti).monitor_record(&ClockPair::now(), fb) {
-                    reps.push(Rep {
-                        t: r.t_ns,
-                        offset: r.play_ns - r.frame as f64 * period,
-                        raw: Info::from_pa(ti),
+        if let Some((info, clocks)) = sess.report() {
+            reps.extend(monitor_rep(info, &clocks, fb, period));
+        }
+        let now = monotonic_ns();
+        drain(&mut sess.s, |d| match d {
+            Ok(d) => {
+                let n = d.len() / fb;
+                if first_kept.is_none() && !reps.is_empty() {
+                    first_kept = Some(frames_in);
+                }
+                if first_kept.is_some() {
+                    samples.extend(
+                        d[..n * fb]
+                            .chunks_exact(4)
+                            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                    bufs.push(Buf {
+                        frame: frames_in,
+                        frames: n as u32,
+                        t: now,
                     });
                 }
+                frames_in += n as u64;
             }
-        }
-        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
-        let now = monotonic_ns();
-        while s.readable_size().unwrap_or(0) > 0 {
-            match s.peek() {
-                Ok(PeekResult::Data(d)) => {
-                    let n = d.len() / fb;
-                    if first_kept.is_none() && !reps.is_empty() {
-                        first_kept = Some(frames_in);
-                    }
-                    if first_kept.is_some() {
-                        samples.extend(
-                            d[..n * fb]
-                                .chunks_exact(4)
-                                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                        );
-                        bufs.push(Buf {
-                            frame: frames_in,
-                            frames: n as u32,
-                            t: now,
-                        });
-                    }
-                    frames_in += n as u64;
-                }
-                Ok(PeekResult::Hole(n)) => frames_in += (n / fb) as u64,
-                _ => break,
-            }
-            let _ = s.discard();
-        }
+            Err(hole) => frames_in += (hole / fb) as u64,
+        });
         let kept = first_kept.map_or(0, |f| frames_in - f);
-        if first_kept.is_none() && start.elapsed().as_secs_f64() > start_timeout {
-            bail!("no audio from {device} within {start_timeout} s");
+        if first_kept.is_none() && start.elapsed().as_secs_f64() > cap.start_timeout {
+            bail!("no audio from {device} within {} s", cap.start_timeout);
         }
         if kept >= want {
             break;
@@ -354,32 +253,13 @@ fn record(
     // on both sides too.
     let tail_end = Instant::now() + Duration::from_millis(1000);
     while Instant::now() < tail_end {
-        lp.iterate()?;
-        if notes.timing.take() {
-            in_flight = false;
-            if let Some(ti) = s.get_timing_info() {
-                if let Some(r) = Info::from_pa(ti).monitor_record(&ClockPair::now(), fb) {
-                    reps.push(Rep {
-                        t: r.t_ns,
-                        offset: r.play_ns - r.frame as f64 * period,
-                        raw: Info::from_pa(ti),
-                    });
-                }
-            }
+        sess.lp.iterate()?;
+        if let Some((info, clocks)) = sess.report() {
+            reps.extend(monitor_rep(info, &clocks, fb, period));
         }
-        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
-        while s.readable_size().unwrap_or(0) > 0 {
-            // A fragment must be peeked before it can be dropped.
-            match s.peek() {
-                Ok(PeekResult::Data(_)) | Ok(PeekResult::Hole(_)) => {
-                    let _ = s.discard();
-                }
-                _ => break,
-            }
-        }
+        drain(&mut sess.s, |_| {});
     }
-    s.set_state_callback(None);
-    let _ = s.disconnect();
+    sess.close();
     let base = first_kept.unwrap_or(0);
     let keep_frames = want as usize;
     samples.truncate(keep_frames * channels as usize);
@@ -407,7 +287,7 @@ fn record(
         std::fs::write(p, t).with_context(|| format!("writing {}", p.display()))?;
     }
     finish(
-        out,
+        &cap.out,
         rate,
         channels,
         &samples,
@@ -479,9 +359,7 @@ impl Noise {
 }
 
 fn load_wav(path: &Path, rate: u32) -> Result<Vec<f32>> {
-    let mut r =
-        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let spec = r.spec();
+    let (spec, samples) = read_wav(path)?;
     if spec.sample_rate != rate || spec.channels != 2 {
         bail!(
             "{}: need {rate} Hz stereo, got {} Hz {} ch",
@@ -490,15 +368,7 @@ fn load_wav(path: &Path, rate: u32) -> Result<Vec<f32>> {
             spec.channels
         );
     }
-    Ok(match spec.sample_format {
-        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
-        hound::SampleFormat::Int => {
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            r.samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()?
-        }
-    })
+    Ok(samples.into_iter().map(|v| v as f32).collect())
 }
 
 fn play(
@@ -509,9 +379,7 @@ fn play(
     rate: u32,
     buffer_ms: f64,
 ) -> Result<()> {
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        bail!("--seconds must be in (0, 3600]");
-    }
+    check_seconds(seconds)?;
     let channels = 2u8;
     let fb = 8usize;
     let total = (seconds * rate as f64) as usize;
@@ -536,34 +404,11 @@ fn play(
         }
     };
     let frames_total = src.len() / 2;
-    let mut lp = Loop::new(5_000)?;
     let start = Instant::now();
-    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
-    let spec = Spec {
-        format: Format::FLOAT32NE,
-        rate,
-        channels,
-    };
-    let notes = Rc::new(Notes::default());
-    let mut s = new_stream(&mut conn, &lp, "bark-lab-play", &spec, &notes)?;
-    let attr = BufferAttr {
-        maxlength: u32::MAX,
-        tlength: spec.usec_to_bytes(pulse::time::MicroSeconds((buffer_ms * 1000.0) as u64)) as u32,
-        prebuf: 0,
-        minreq: u32::MAX,
-        fragsize: u32::MAX,
-    };
-    s.connect_playback(
-        device,
-        Some(&attr),
-        FlagSet::ADJUST_LATENCY | FlagSet::DONT_MOVE,
-        None,
-        None,
-    )
-    .context("connecting the playback stream")?;
+    let mut sess = Session::open("bark-lab-play", rate, channels)?;
+    sess.connect_playback(device, (buffer_ms * 1000.0) as u64, FlagSet::NOFLAGS)?;
     let mut reps = Vec::new();
     let mut bufs = Vec::new();
-    let (mut in_flight, mut next) = (false, 0u64);
     let mut written = 0usize;
     let hard_end = start + Duration::from_secs_f64(seconds + 20.0);
     let period = 1e9 / rate as f64;
@@ -571,39 +416,20 @@ fn play(
     // sides of the last buffers.
     let silence_tail = rate as usize;
     loop {
-        lp.iterate()?;
-        if lp.guard.tripped() {
-            bail!("a callback panicked");
-        }
-        if lp.quit_signal().is_some() {
-            bail!("interrupted");
-        }
-        if Instant::now() > hard_end {
-            bail!("playback overran its time limit");
-        }
-        if conn.is_dead() {
-            bail!("lost PulseAudio: {}", conn.error());
-        }
-        if !check_stream(&s, "playback")? {
+        if !sess.turn("playback", Some(hard_end))? {
             continue;
         }
-        if notes.timing.take() {
-            in_flight = false;
-            if let Some(ti) = s.get_timing_info() {
-                if let Some(r) =
-                    Info::from_pa(ti).playback(&ClockPair::now(), written as u64, fb, rate)
-                {
-                    reps.push(Rep {
-                        t: r.t_ns,
-                        offset: r.play_ns - r.frame as f64 * period,
-                        raw: Info::from_pa(ti),
-                    });
-                }
+        if let Some((info, clocks)) = sess.report() {
+            if let Some(r) = info.playback(&clocks, written as u64, fb, rate) {
+                reps.push(Rep {
+                    t: r.t_ns,
+                    offset: r.play_ns - r.frame as f64 * period,
+                    raw: info,
+                });
             }
         }
-        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
         let now = monotonic_ns();
-        let n = s.writable_size().unwrap_or(0) / fb;
+        let n = sess.s.writable_size().unwrap_or(0) / fb;
         if n > 0 {
             let mut chunk = vec![0f32; n * 2];
             if written < frames_total {
@@ -611,7 +437,8 @@ fn play(
                 chunk[..m * 2].copy_from_slice(&src[written * 2..(written + m) * 2]);
             }
             let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_ne_bytes()).collect();
-            s.write_copy(&bytes, 0, SeekMode::Relative)
+            sess.s
+                .write_copy(&bytes, 0, SeekMode::Relative)
                 .context("writing")?;
             if written < frames_total {
                 bufs.push(Buf {
@@ -626,8 +453,7 @@ fn play(
             break;
         }
     }
-    s.set_state_callback(None);
-    let _ = s.disconnect();
+    sess.close();
     let stamps = stamp(&bufs, &reps, rate);
     finish(
         out,
@@ -677,31 +503,8 @@ fn rate_probe(device: Option<&str>, steps: &str, step_seconds: f64) -> Result<()
     }
     let nominal = rates[0];
     let fb = 8usize;
-    let mut lp = Loop::new(5_000)?;
-    let start = Instant::now();
-    let mut conn = connect(&mut lp, start + Duration::from_secs(10))?;
-    let spec = Spec {
-        format: Format::FLOAT32NE,
-        rate: nominal,
-        channels: 2,
-    };
-    let notes = Rc::new(Notes::default());
-    let mut s = new_stream(&mut conn, &lp, "bark-lab-rate-probe", &spec, &notes)?;
-    let attr = BufferAttr {
-        maxlength: u32::MAX,
-        tlength: spec.usec_to_bytes(pulse::time::MicroSeconds(20_000)) as u32,
-        prebuf: 0,
-        minreq: u32::MAX,
-        fragsize: u32::MAX,
-    };
-    s.connect_playback(
-        device,
-        Some(&attr),
-        FlagSet::ADJUST_LATENCY | FlagSet::VARIABLE_RATE | FlagSet::DONT_MOVE,
-        None,
-        None,
-    )
-    .context("connecting the playback stream")?;
+    let mut sess = Session::open("bark-lab-rate-probe", nominal, 2)?;
+    sess.connect_playback(device, 20_000, FlagSet::VARIABLE_RATE)?;
     // Offsets at the *nominal* period: a stream consumed at rate r makes
     // them move by (1 − r/nominal) per second.
     let period = 1e9 / nominal as f64;
@@ -709,20 +512,12 @@ fn rate_probe(device: Option<&str>, steps: &str, step_seconds: f64) -> Result<()
     let mut req_t = vec![0f64; rates.len()];
     let mut ack_ms = vec![f64::NAN; rates.len()];
     let acked = Rc::new(Cell::new(None::<u64>));
-    let (mut in_flight, mut next) = (false, 0u64);
     let mut written = 0u64;
     let mut step = 0usize;
     let mut step_started: Option<Instant> = None;
     let zeros = vec![0u8; 1 << 20];
     loop {
-        lp.iterate()?;
-        if lp.quit_signal().is_some() || lp.guard.tripped() {
-            bail!("interrupted");
-        }
-        if conn.is_dead() {
-            bail!("lost PulseAudio: {}", conn.error());
-        }
-        if !check_stream(&s, "playback")? {
+        if !sess.turn("playback", None)? {
             continue;
         }
         let now = monotonic_ns();
@@ -741,8 +536,8 @@ fn rate_probe(device: Option<&str>, steps: &str, step_seconds: f64) -> Result<()
             step_started = Some(Instant::now());
             req_t[step] = now as f64;
             let a = acked.clone();
-            let g = lp.guard.clone();
-            let _ = s.update_sample_rate(rates[step], move |ok| {
+            let g = sess.lp.guard.clone();
+            let _ = sess.s.update_sample_rate(rates[step], move |ok| {
                 g.run("rate", || {
                     if ok {
                         a.set(Some(monotonic_ns()));
@@ -750,25 +545,20 @@ fn rate_probe(device: Option<&str>, steps: &str, step_seconds: f64) -> Result<()
                 });
             });
         }
-        if notes.timing.take() {
-            in_flight = false;
-            if let Some(ti) = s.get_timing_info() {
-                if let Some(r) = Info::from_pa(ti).playback(&ClockPair::now(), written, fb, nominal)
-                {
-                    pts[step].push((r.t_ns as f64, r.play_ns - r.frame as f64 * period));
-                }
+        if let Some((info, clocks)) = sess.report() {
+            if let Some(r) = info.playback(&clocks, written, fb, nominal) {
+                pts[step].push((r.t_ns as f64, r.play_ns - r.frame as f64 * period));
             }
         }
-        request_report(&mut s, &lp, &notes, &mut in_flight, &mut next);
-        let n = s.writable_size().unwrap_or(0).min(zeros.len()) / fb * fb;
+        let n = sess.s.writable_size().unwrap_or(0).min(zeros.len()) / fb * fb;
         if n > 0 {
-            s.write_copy(&zeros[..n], 0, SeekMode::Relative)
+            sess.s
+                .write_copy(&zeros[..n], 0, SeekMode::Relative)
                 .context("writing")?;
             written += (n / fb) as u64;
         }
     }
-    s.set_state_callback(None);
-    let _ = s.disconnect();
+    sess.close();
     println!("step,rate_hz,expected_ppm,measured_ppm,ack_ms,effect_after_ms");
     let mut prev: Option<(f64, f64)> = None;
     for (i, &r) in rates.iter().enumerate() {
@@ -810,21 +600,9 @@ fn main() -> Result<()> {
         } => rate_probe(device.as_deref(), &steps, step_seconds),
         Cmd::Record {
             device,
-            seconds,
-            out,
-            rate,
-            channels,
-            start_timeout,
+            capture,
             reports,
-        } => record(
-            &device,
-            seconds,
-            &out,
-            rate,
-            channels,
-            start_timeout,
-            reports.as_deref(),
-        ),
+        } => record(&device, &capture, reports.as_deref()),
         Cmd::Play {
             device,
             seconds,

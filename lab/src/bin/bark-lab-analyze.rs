@@ -9,6 +9,7 @@
 
 use anyhow::{bail, Result};
 use bark_lab::analysis::{self, percentile, Params, Track};
+use bark_lab::args::Compared;
 use bark_lab::recording::Recording;
 use clap::Parser;
 use serde_json::{json, Value};
@@ -17,15 +18,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(about = "Latency, skew, dropouts and fidelity of lab recordings")]
 struct Args {
-    /// Reference recording (what the sender played), WAV (+ .ts.csv).
-    #[arg(long)]
-    reference: PathBuf,
-    /// Receiver recordings, WAV (+ .ts.csv); repeat for each receiver.
-    #[arg(long = "receiver", required = true)]
-    receivers: Vec<PathBuf>,
-    /// Labels for the receivers, same order (default: file stems).
-    #[arg(long = "label")]
-    labels: Vec<String>,
+    #[command(flatten)]
+    compared: Compared,
     /// Analysis rate, Hz; recordings at other rates are resampled to it.
     #[arg(long, default_value_t = 48000)]
     rate: u32,
@@ -83,20 +77,9 @@ fn main() -> Result<()> {
         max_latency_ms: a.max_latency_ms,
         ..Params::default()
     };
-    let load = |path: &PathBuf| -> Result<Recording> {
-        let r = Recording::load(path)?;
-        analysis::resample(&r, a.rate)
-    };
-    let reference = load(&a.reference)?;
-    let mut rx = Vec::new();
-    for (i, path) in a.receivers.iter().enumerate() {
-        let label = a.labels.get(i).cloned().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| format!("rx{i}"))
-        });
-        rx.push((label, load(path)?));
-    }
+    let (reference, rx) = a
+        .compared
+        .load(|path| analysis::resample(&Recording::load(path)?, a.rate))?;
     if rx.is_empty() {
         bail!("no receivers");
     }
@@ -116,7 +99,7 @@ fn main() -> Result<()> {
     let ref_silences = analysis::reference_silence_runs(&reference, &p);
     println!(
         "reference: {} ({:.1} s, {} buffers, quantum {}, ts-gaps {}, silence runs {})",
-        a.reference.display(),
+        a.compared.reference.display(),
         reference.seconds(),
         reference.stamps.len(),
         quantum(&reference),
@@ -241,7 +224,7 @@ fn main() -> Result<()> {
     }
     if let Some(path) = &a.json {
         let v = json!({
-            "reference": a.reference.display().to_string(),
+            "reference": a.compared.reference.display().to_string(),
             "reference_timestamp_gaps": ref_gaps.len(),
             "reference_silence_runs": ref_silences.len(),
             "reference_silence_at_s": ref_silences.iter().map(|d| d.at_s).collect::<Vec<_>>(),

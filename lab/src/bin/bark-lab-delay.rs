@@ -732,24 +732,8 @@ fn try_link(g: &mut Graph, core: &pw::core::Core, sink: u32, filter: u32, target
     }
 }
 
-/// Block SIGINT and SIGTERM in this thread, before PipeWire starts its
-/// data thread: threads inherit the mask, so the signals stay pending for
-/// the main loop's signalfd instead of killing the process from a thread
-/// that does not block them (teardown would never run).
-fn block_stop_signals() {
-    // SAFETY: plain libc calls on a sigset we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
-    }
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
-    block_stop_signals();
     if !(0.0..=60_000.0).contains(&a.msec) {
         bail!("--msec must be in [0, 60000]");
     }
@@ -948,13 +932,12 @@ fn main() -> Result<()> {
             }
         })
         .register()?;
-    let fmt = pwutil::f32_format_pod(a.rate, CHANNELS as u32)?;
-    let mut sparams = [spa::pod::Pod::from_bytes(&fmt).context("format pod")?];
-    stream.connect(
+    pwutil::connect_f32(
+        &stream,
         spa::utils::Direction::Input,
-        None,
-        pw::stream::StreamFlags::MAP_BUFFERS | pw::stream::StreamFlags::RT_PROCESS,
-        &mut sparams,
+        pw::stream::StreamFlags::empty(),
+        a.rate,
+        CHANNELS as u32,
     )?;
     eprintln!(
         "bark-lab-delay: sink {} -> {}: delay {frames} frames ({:.3} ms at {} Hz), ring {cap} frames/channel",
@@ -1035,7 +1018,7 @@ fn main() -> Result<()> {
     let (g3, c3, t3) = (graph.clone(), core.clone(), a.target.clone());
     let control = a.control.clone();
     let rate = a.rate;
-    let timer = mainloop.loop_().add_timer(move |_| {
+    let housekeeping = move || {
         // SAFETY: dl outlives the main loop run.
         let dl = unsafe { &*dlp };
         let seen = dl.seen_rate.load(Ordering::Relaxed);
@@ -1067,25 +1050,18 @@ fn main() -> Result<()> {
                 dl.set_delay_frames(dl.ms_to_frames(ms), &format!("{} = {s} ms", path.display()));
             }
             _ if s.is_empty() => {}
-            _ => eprintln!("bark-lab-delay: {}: not a delay in ms: {s:?}", path.display()),
+            _ => eprintln!(
+                "bark-lab-delay: {}: not a delay in ms: {s:?}",
+                path.display()
+            ),
         }
         *last = Some(s);
+    };
+    pwutil::run(&mainloop, Duration::from_millis(200), move || {
+        housekeeping();
+        None
     });
-    let _ = timer.update_timer(
-        Some(Duration::from_millis(200)),
-        Some(Duration::from_millis(200)),
-    );
-    let ml = mainloop.clone();
-    let _sigint = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::INT, move || ml.quit());
-    let ml = mainloop.clone();
-    let _sigterm = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::TERM, move || ml.quit());
-    mainloop.run();
 
-    drop(timer);
     drop(reg);
     {
         let mut g = graph.borrow_mut();

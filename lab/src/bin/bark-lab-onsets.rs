@@ -8,6 +8,7 @@
 //! figures.
 
 use anyhow::{bail, Context, Result};
+use bark_lab::args::Compared;
 use bark_lab::onset::{played, runs, OnsetParams};
 use bark_lab::recording::Recording;
 use clap::Parser;
@@ -17,15 +18,10 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(about = "Judge the first frame of every run of audio on every receiver")]
 struct Args {
-    /// What entered the sender's sink (a passive recording of its monitor).
-    #[arg(long)]
-    reference: PathBuf,
-    /// Receiver recordings; repeat for each receiver.
-    #[arg(long = "receiver", required = true)]
-    receivers: Vec<PathBuf>,
-    /// Labels for the receivers, same order (default: file stems).
-    #[arg(long = "label")]
-    labels: Vec<String>,
+    // The reference: what entered the sender's sink (a passive recording
+    // of its monitor).
+    #[command(flatten)]
+    compared: Compared,
     /// The latency every frame should be heard after, ms.
     #[arg(long, default_value_t = 40.0)]
     latency_ms: f64,
@@ -57,24 +53,13 @@ struct Args {
 fn main() -> Result<()> {
     let a = Args::parse();
     let p = OnsetParams::default();
-    let reference = Recording::load(&a.reference)?;
+    let (reference, rx) = a
+        .compared
+        .load(|f| Recording::load(f).with_context(|| format!("loading {}", f.display())))?;
     if !reference.has_time() {
-        bail!("{} has no timestamps", a.reference.display());
+        bail!("{} has no timestamps", a.compared.reference.display());
     }
-    let probes: Vec<Recording> = a
-        .receivers
-        .iter()
-        .map(|f| Recording::load(f).with_context(|| format!("loading {}", f.display())))
-        .collect::<Result<_>>()?;
-    let labels: Vec<String> = (0..probes.len())
-        .map(|i| {
-            a.labels.get(i).cloned().unwrap_or_else(|| {
-                a.receivers[i]
-                    .file_stem()
-                    .map_or(format!("rx{i}"), |s| s.to_string_lossy().into_owned())
-            })
-        })
-        .collect();
+    let (labels, probes): (Vec<String>, Vec<Recording>) = rx.into_iter().unzip();
     let found = runs(&reference, &p);
     let latency_ns = a.latency_ms * 1e6;
     let mut failures = Vec::new();

@@ -15,16 +15,16 @@
 //! was queued before (0 here: we never queue ahead). So the first frame is
 //! presented at `t_first = now + (delay + queued) * rate.num / rate.denom`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use bark_lab::args::check_seconds;
 use bark_lab::pwutil::{self, ticks_to_ns};
-use bark_lab::recording::{stamps_path, write_stamps, write_wav, Stamp};
+use bark_lab::recording::{read_wav, stamps_path, write_stamps, write_wav, Stamp};
 use clap::Parser;
 use pipewire as pw;
 use pw::properties::properties;
-use pw::spa;
-use std::cell::Cell;
+use pw::spa::utils::Direction;
+use pw::stream::StreamFlags;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,9 +94,7 @@ struct Play {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if a.seconds <= 0.0 || a.seconds > 3600.0 {
-        bail!("--seconds must be in (0, 3600]");
-    }
+    check_seconds(a.seconds)?;
     let ch = 2usize;
     let lead = (a.lead_in * f64::from(a.rate)) as usize;
     let total = (a.seconds * f64::from(a.rate)) as usize;
@@ -117,8 +115,7 @@ fn main() -> Result<()> {
             }
         }
         Some(p) => {
-            let mut r = hound::WavReader::open(p).with_context(|| format!("{}", p.display()))?;
-            let spec = r.spec();
+            let (spec, v) = read_wav(p)?;
             if spec.sample_rate != a.rate {
                 bail!(
                     "{} is {} Hz, want {}",
@@ -128,22 +125,13 @@ fn main() -> Result<()> {
                 );
             }
             let c = spec.channels as usize;
-            let v: Vec<f32> = match spec.sample_format {
-                hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
-                hound::SampleFormat::Int => {
-                    let sc = 1.0 / (1u32 << (spec.bits_per_sample - 1)) as f32;
-                    r.samples::<i32>()
-                        .map(|s| s.map(|x| x as f32 * sc))
-                        .collect::<Result<_, _>>()?
-                }
-            };
             for (i, fr) in v.chunks_exact(c).enumerate() {
                 let f = lead + i;
                 if f >= total {
                     break;
                 }
-                src[f * ch] = fr[0];
-                src[f * ch + 1] = fr[c.min(2) - 1];
+                src[f * ch] = fr[0] as f32;
+                src[f * ch + 1] = fr[c.min(2) - 1] as f32;
             }
         }
     }
@@ -181,50 +169,46 @@ fn main() -> Result<()> {
             let d = &mut datas[0];
             let Some(bytes) = d.data() else { return };
             let cap_frames = bytes.len() / (4 * ch);
-            let mut frames = if req > 0 {
+            let frames = if req > 0 {
                 req.min(cap_frames)
             } else {
                 cap_frames.min(1024)
             };
-            let Ok(mut p) = st.try_lock() else {
-                frames = frames.min(cap_frames);
-                bytes[..frames * 4 * ch].fill(0);
-                let c = d.chunk_mut();
-                *c.offset_mut() = 0;
-                *c.stride_mut() = (4 * ch) as i32;
-                *c.size_mut() = (frames * 4 * ch) as u32;
-                return;
-            };
-            let start = p.pos;
-            let avail = p.src.len() / ch - start;
-            let n = frames.min(avail);
-            for i in 0..n * ch {
-                let v = p.src[start * ch + i].to_le_bytes();
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&v);
-            }
-            // Past the end: silence, so the graph keeps running until we quit.
-            bytes[n * ch * 4..frames * ch * 4].fill(0);
-            if n > 0 {
-                if let Some(t) = &time {
-                    let (num, den) = (t.rate().num, t.rate().denom);
-                    let ahead = t.delay() + t.queued() as i64;
-                    p.stamps.push(Stamp {
-                        frame: start as u64,
-                        frames: n as u32,
-                        t_first_ns: t.now() + ticks_to_ns(ahead, num, den),
-                        now_ns: t.now(),
-                        delay: t.delay(),
-                        rate_num: num,
-                        rate_den: den,
-                        ticks: t.ticks(),
-                        queued: t.queued(),
-                        backlog: 0,
-                    });
+            if let Ok(mut p) = st.try_lock() {
+                let start = p.pos;
+                let avail = p.src.len() / ch - start;
+                let n = frames.min(avail);
+                for i in 0..n * ch {
+                    let v = p.src[start * ch + i].to_le_bytes();
+                    bytes[i * 4..i * 4 + 4].copy_from_slice(&v);
                 }
-            }
-            p.pos += n;
-            if p.pos * ch >= p.src.len() {
-                p.done = true;
+                // Past the end: silence, so the graph keeps running until we quit.
+                bytes[n * ch * 4..frames * ch * 4].fill(0);
+                if n > 0 {
+                    if let Some(t) = &time {
+                        let (num, den) = (t.rate().num, t.rate().denom);
+                        let ahead = t.delay() + t.queued() as i64;
+                        p.stamps.push(Stamp {
+                            frame: start as u64,
+                            frames: n as u32,
+                            t_first_ns: t.now() + ticks_to_ns(ahead, num, den),
+                            now_ns: t.now(),
+                            delay: t.delay(),
+                            rate_num: num,
+                            rate_den: den,
+                            ticks: t.ticks(),
+                            queued: t.queued(),
+                            backlog: 0,
+                        });
+                    }
+                }
+                p.pos += n;
+                if p.pos * ch >= p.src.len() {
+                    p.done = true;
+                }
+            } else {
+                // The main thread is writing out (only at the very end).
+                bytes[..frames * 4 * ch].fill(0);
             }
             let c = d.chunk_mut();
             *c.offset_mut() = 0;
@@ -233,49 +217,26 @@ fn main() -> Result<()> {
         })
         .register()?;
 
-    let fmt = pwutil::f32_format_pod(a.rate, ch as u32)?;
-    let mut params = [spa::pod::Pod::from_bytes(&fmt).context("format pod")?];
-    stream.connect(
-        spa::utils::Direction::Output,
-        None,
-        pw::stream::StreamFlags::AUTOCONNECT
-            | pw::stream::StreamFlags::MAP_BUFFERS
-            | pw::stream::StreamFlags::RT_PROCESS,
-        &mut params,
+    pwutil::connect_f32(
+        &stream,
+        Direction::Output,
+        StreamFlags::AUTOCONNECT,
+        a.rate,
+        2,
     )?;
 
     let started = std::time::Instant::now();
     let deadline = Duration::from_secs_f64(a.seconds * 1.5 + 10.0);
-    let outcome: Rc<Cell<&'static str>> = Rc::new(Cell::new("done"));
-    let (ml, st, oc) = (mainloop.clone(), state.clone(), outcome.clone());
-    let timer = mainloop.loop_().add_timer(move |_| {
-        let done = st.lock().map(|p| p.done).unwrap_or(true);
-        if done {
-            ml.quit();
+    let st = state.clone();
+    let outcome = pwutil::run(&mainloop, Duration::from_millis(50), move || {
+        if st.lock().map(|p| p.done).unwrap_or(true) {
+            Some("done")
         } else if started.elapsed() > deadline {
-            oc.set("deadline");
-            ml.quit();
+            Some("deadline")
+        } else {
+            None
         }
     });
-    let _ = timer.update_timer(
-        Some(Duration::from_millis(50)),
-        Some(Duration::from_millis(50)),
-    );
-    let (ml, oc) = (mainloop.clone(), outcome.clone());
-    let _sigint = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::INT, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-    let (ml, oc) = (mainloop.clone(), outcome.clone());
-    let _sigterm = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::TERM, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-    mainloop.run();
     let _ = stream.disconnect();
 
     let p = state.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
@@ -284,7 +245,7 @@ fn main() -> Result<()> {
         "tool=bark-lab-play target={} rate={} outcome={} t=now+delay+queued",
         a.target.as_deref().unwrap_or("(default)"),
         a.rate,
-        outcome.get()
+        outcome
     );
     write_stamps(&stamps_path(&a.out), &meta, &p.stamps)?;
     eprintln!(
@@ -292,7 +253,7 @@ fn main() -> Result<()> {
         p.pos,
         p.stamps.len(),
         a.out.display(),
-        outcome.get()
+        outcome
     );
     if p.stamps.is_empty() {
         bail!("nothing was played (no timing from the stream)");

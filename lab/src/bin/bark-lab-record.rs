@@ -32,16 +32,16 @@
 //! checked against a signal whose play-out time is known
 //! (`bark-lab-play`); see lab/README.md.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use bark_lab::args;
 use bark_lab::pwutil::{self, ticks_to_ns};
 use bark_lab::recording::{stamps_path, write_stamps, write_wav, Stamp};
 use clap::Parser;
 use pipewire as pw;
 use pw::properties::properties;
 use pw::spa;
-use std::cell::Cell;
-use std::path::PathBuf;
-use std::rc::Rc;
+use pw::spa::utils::Direction;
+use pw::stream::StreamFlags;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,22 +60,8 @@ struct Args {
     /// Record from an Audio/Source instead of a sink's monitor.
     #[arg(long)]
     source: bool,
-    /// Seconds of audio to record (counted in frames from the first buffer).
-    #[arg(long)]
-    seconds: f64,
-    /// Output WAV; the stamps go beside it as `.ts.csv`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Sample rate to ask for, Hz: use the graph rate, so that nothing
-    /// resamples between the monitor and us.
-    #[arg(long, default_value_t = 48000)]
-    rate: u32,
-    /// Channels (1 or 2).
-    #[arg(long, default_value_t = 2)]
-    channels: u32,
-    /// Give up if no buffer arrived within this many seconds.
-    #[arg(long, default_value_t = 10.0)]
-    start_timeout: f64,
+    #[command(flatten)]
+    capture: args::Capture,
     /// node.name of the recording stream.
     #[arg(long, default_value = "bark-lab-record")]
     name: String,
@@ -111,11 +97,9 @@ struct Capture {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if a.seconds <= 0.0 || a.seconds > 3600.0 {
-        bail!("--seconds must be in (0, 3600]");
-    }
-    let ch = a.channels as usize;
-    let want_frames = (a.seconds * f64::from(a.rate)).round() as u64;
+    let opt = &a.capture;
+    let want_frames = opt.frames()?;
+    let ch = usize::from(opt.channels);
     // Preallocate so the data thread does not allocate in the steady state.
     let cap = Arc::new(Mutex::new(Capture {
         samples: Vec::with_capacity((want_frames as usize + 8192) * ch),
@@ -305,67 +289,40 @@ fn main() -> Result<()> {
         })
         .register()?;
 
-    let fmt = pwutil::f32_format_pod(a.rate, a.channels)?;
-    let mut params = [spa::pod::Pod::from_bytes(&fmt).context("format pod")?];
-    stream.connect(
-        spa::utils::Direction::Input,
-        None,
-        pw::stream::StreamFlags::AUTOCONNECT
-            | pw::stream::StreamFlags::MAP_BUFFERS
-            | pw::stream::StreamFlags::RT_PROCESS,
-        &mut params,
+    let channels = u32::from(opt.channels);
+    pwutil::connect_f32(
+        &stream,
+        Direction::Input,
+        StreamFlags::AUTOCONNECT,
+        opt.rate,
+        channels,
     )?;
 
     // Poll from the main loop: quit when done, on a signal, or when the
     // deadline passes (every wait in the lab is bounded).
     let started = std::time::Instant::now();
     let deadline = Duration::from_secs_f64(
-        a.start_timeout + a.seconds * 1.5 + a.wall_seconds.unwrap_or(0.0) + 5.0,
+        opt.start_timeout + opt.seconds * 1.5 + a.wall_seconds.unwrap_or(0.0) + 5.0,
     );
-    let outcome: Rc<Cell<&'static str>> = Rc::new(Cell::new("done"));
-    let ml = mainloop.clone();
     let cap_main = cap.clone();
-    let oc = outcome.clone();
-    let start_timeout = Duration::from_secs_f64(a.start_timeout);
+    let start_timeout = Duration::from_secs_f64(opt.start_timeout);
     let wall = a.wall_seconds.map(Duration::from_secs_f64);
-    let timer = mainloop.loop_().add_timer(move |_| {
+    let outcome = pwutil::run(&mainloop, Duration::from_millis(50), move || {
         let (done, frames) = match cap_main.lock() {
             Ok(c) => (c.done, c.frames),
             Err(_) => (true, 0),
         };
         let el = started.elapsed();
         if done || wall.is_some_and(|w| el >= w) {
-            ml.quit();
+            Some("done")
         } else if frames == 0 && el > start_timeout {
-            oc.set("no-data");
-            ml.quit();
+            Some("no-data")
         } else if el > deadline {
-            oc.set("deadline");
-            ml.quit();
+            Some("deadline")
+        } else {
+            None
         }
     });
-    let _ = timer.update_timer(
-        Some(Duration::from_millis(50)),
-        Some(Duration::from_millis(50)),
-    );
-    let ml = mainloop.clone();
-    let oc = outcome.clone();
-    let _sigint = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::INT, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-    let ml = mainloop.clone();
-    let oc = outcome.clone();
-    let _sigterm = mainloop
-        .loop_()
-        .add_signal_local(pw::loop_::Signal::TERM, move || {
-            oc.set("signal");
-            ml.quit();
-        });
-
-    mainloop.run();
     let _ = stream.disconnect();
 
     let c = cap
@@ -375,9 +332,9 @@ fn main() -> Result<()> {
         "tool=bark-lab-record target={} monitor={} rate={} channels={} outcome={} dropped={} odd={} driver_cycles={} late_calls={} t=now-delay{}",
         a.target,
         !a.source,
-        a.rate,
-        a.channels,
-        outcome.get(),
+        opt.rate,
+        opt.channels,
+        outcome,
         c.dropped,
         c.odd,
         c.driver_cycles,
@@ -390,19 +347,19 @@ fn main() -> Result<()> {
             a.target
         );
     }
-    write_wav(&a.out, a.rate, a.channels as u16, &c.samples)?;
-    write_stamps(&stamps_path(&a.out), &meta, &c.stamps)?;
+    write_wav(&opt.out, opt.rate, u16::from(opt.channels), &c.samples)?;
+    write_stamps(&stamps_path(&opt.out), &meta, &c.stamps)?;
     eprintln!(
         "bark-lab-record: {} frames ({:.2} s) in {} buffers from {} -> {} ({})",
         c.frames,
-        c.frames as f64 / f64::from(a.rate),
+        c.frames as f64 / f64::from(opt.rate),
         c.stamps.len(),
         a.target,
-        a.out.display(),
-        outcome.get()
+        opt.out.display(),
+        outcome
     );
-    match outcome.get() {
-        "no-data" => bail!("no audio from {} within {} s", a.target, a.start_timeout),
+    match outcome {
+        "no-data" => bail!("no audio from {} within {} s", a.target, opt.start_timeout),
         _ => Ok(()),
     }
 }

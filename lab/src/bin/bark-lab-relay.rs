@@ -138,7 +138,7 @@ struct Counters {
 }
 
 /// Where a held datagram goes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Dest {
     /// To the group, from the out socket.
     Group,
@@ -148,28 +148,15 @@ enum Dest {
     Peer(SocketAddrV4),
 }
 
+/// A datagram held back until `due`. Ordered by `due`, then `order` (the
+/// arrival count, unique), so the fields after them never decide: the
+/// queue releases by due time and, within one, in arrival order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Held {
     due: u64,
     order: u64,
     dest: Dest,
     data: Vec<u8>,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        (self.due, self.order) == (o.due, o.order)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.due, self.order).cmp(&(o.due, o.order))
-    }
 }
 
 struct Impair {
