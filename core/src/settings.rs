@@ -121,6 +121,19 @@ pub enum Kind {
     Sample,
 }
 
+/// `pub fn NAME(&self) -> Option<T>`: the value of variant `VARIANT(T)`.
+macro_rules! accessors {
+    ($($(#[$doc:meta])* $name:ident: $variant:ident($t:ty);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> Option<$t> {
+            match self {
+                Value::$variant(v) => Some(*v),
+                _ => None,
+            }
+        }
+    )*};
+}
+
 /// A setting's value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -153,40 +166,17 @@ impl Value {
     pub fn ns_u64(ns: u64) -> Value {
         Value::Ns(i64::try_from(ns).unwrap_or(i64::MAX))
     }
-    /// The whole number, if this is one.
-    pub fn int(&self) -> Option<i64> {
-        match self {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-    /// The duration, ns, if this is one.
-    pub fn ns(&self) -> Option<i64> {
-        match self {
-            Value::Ns(n) => Some(*n),
-            _ => None,
-        }
-    }
-    /// The truth value, if this is one.
-    pub fn bool(&self) -> Option<bool> {
-        match self {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-    /// The address, if this is one.
-    pub fn ipv4(&self) -> Option<Ipv4Addr> {
-        match self {
-            Value::Ipv4(a) => Some(*a),
-            _ => None,
-        }
-    }
-    /// The sample format, if this is one.
-    pub fn sample(&self) -> Option<SampleFormat> {
-        match self {
-            Value::Sample(s) => Some(*s),
-            _ => None,
-        }
+    accessors! {
+        /// The whole number, if this is one.
+        int: Int(i64);
+        /// The duration, ns, if this is one.
+        ns: Ns(i64);
+        /// The truth value, if this is one.
+        bool: Bool(bool);
+        /// The address, if this is one.
+        ipv4: Ipv4(Ipv4Addr);
+        /// The sample format, if this is one.
+        sample: Sample(SampleFormat);
     }
 }
 
@@ -436,6 +426,11 @@ pub const fn text(t: &'static str) -> Value {
     Value::Text(Cow::Borrowed(t))
 }
 
+const PORT: Kind = Kind::Int {
+    min: 1,
+    max: 65_535,
+};
+
 const LATENCY: Kind = Kind::Msec {
     min: 0.0,
     max: MAX_LATENCY_MS,
@@ -476,7 +471,7 @@ pub static TABLE: &[Setting] = &[
         "where audio and status go: a multicast group or one receiver's unicast IPv4")
         .pulse("group")
         .cli("destination-ip"),
-    setting("destination.port", SINK, Kind::Int { min: 1, max: 65_535 }, Value::Int(DEFAULT_PORT as i64), "UDP port to send to")
+    setting("destination.port", SINK, PORT, Value::Int(DEFAULT_PORT as i64), "UDP port to send to")
         .pulse("port")
         .cli("port"),
     setting("source.ip", SINK, Kind::Ipv4(IpUse::Any), Value::Unset, "local IPv4 to send from")
@@ -487,7 +482,7 @@ pub static TABLE: &[Setting] = &[
         "multicast group to join, or this host's IPv4 when the sender sends unicast to it")
         .pulse("group")
         .cli("source-ip"),
-    setting("source.port", SOURCE, Kind::Int { min: 1, max: 65_535 }, Value::Int(DEFAULT_PORT as i64), "UDP port to listen on")
+    setting("source.port", SOURCE, PORT, Value::Int(DEFAULT_PORT as i64), "UDP port to listen on")
         .pulse("port")
         .cli("port"),
     setting("local.ifname", BOTH, Kind::Text, Value::Unset, "interface multicast leaves by (sender) or joins on (receiver), e.g. eth0")
@@ -593,6 +588,17 @@ impl Given {
     }
 }
 
+/// `pub fn NAME(&self, key) -> T`: the value of `key`, which has a
+/// default, by [`Value`]'s accessor of the same name.
+macro_rules! getters {
+    ($($(#[$doc:meta])* $name:ident -> $t:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, key: &str) -> $t {
+            self.typed(key, Value::$name)
+        }
+    )*};
+}
+
 /// One role's settings, each given or defaulted and checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resolved {
@@ -650,29 +656,20 @@ impl Resolved {
     pub fn int<T: TryFrom<i64>>(&self, key: &str) -> T {
         self.typed(key, |v| v.int().and_then(|i| T::try_from(i).ok()))
     }
-    /// A duration with a default, ns.
-    pub fn ns(&self, key: &str) -> i64 {
-        self.typed(key, Value::ns)
+    getters! {
+        /// A duration with a default, ns.
+        ns -> i64;
+        /// A truth value.
+        bool -> bool;
+        /// An address with a default.
+        ipv4 -> Ipv4Addr;
+        /// A sample format.
+        sample -> SampleFormat;
     }
-    /// A duration without a default, ns: `None` when not given.
-    pub fn opt_ns(&self, key: &str) -> Option<i64> {
-        self.value(key).ns()
-    }
-    /// A truth value.
-    pub fn bool(&self, key: &str) -> bool {
-        self.typed(key, Value::bool)
-    }
-    /// An address with a default.
-    pub fn ipv4(&self, key: &str) -> Ipv4Addr {
-        self.typed(key, Value::ipv4)
-    }
-    /// An address without a default: `None` when not given.
-    pub fn opt_ipv4(&self, key: &str) -> Option<Ipv4Addr> {
-        self.value(key).ipv4()
-    }
-    /// A sample format.
-    pub fn sample(&self, key: &str) -> SampleFormat {
-        self.typed(key, Value::sample)
+    /// A setting without a default, by `get` ([`Value::ns`],
+    /// [`Value::ipv4`]): `None` when not given.
+    pub fn opt<T>(&self, key: &str, get: fn(&Value) -> Option<T>) -> Option<T> {
+        get(self.value(key))
     }
     /// How `key` was given, if it was (for a front end's own follow-up
     /// checks to name it).
@@ -815,7 +812,7 @@ mod tests {
         let r = resolve(Role::Source, &[TABLE], given).unwrap();
         assert_eq!(r.opt_text("bark.stream").as_deref(), Some("kitchen"));
         assert_eq!(r.ns("bark.delay.msec"), -1_500_000);
-        assert_eq!(r.opt_ns("sess.latency.msec"), None);
+        assert_eq!(r.opt("sess.latency.msec", Value::ns), None);
         assert_eq!(r.int::<u32>("audio.rate"), 48_000);
         assert_eq!(r.ipv4("source.ip"), DEFAULT_GROUP);
         assert_eq!(r.given("bark.stream").unwrap().shown(), "--stream kitchen");

@@ -9,7 +9,7 @@
 
 use crate::format;
 use bark_core::format::AudioFormat;
-use bark_core::settings::{self, Given, Resolved, Role};
+use bark_core::settings::{self, Given, Resolved, Role, Value};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -223,7 +223,7 @@ impl SinkArgs {
             },
             positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
             destination: SocketAddrV4::new(v.ipv4("destination.ip"), v.int("destination.port")),
-            source_ip: v.opt_ipv4("source.ip"),
+            source_ip: v.opt("source.ip", Value::ipv4),
             ifname: v.opt_text("local.ifname"),
             mtu: v.int("net.mtu"),
             ttl: v.int("net.ttl"),
@@ -252,7 +252,7 @@ impl SourceArgs {
         Ok(SourceArgs {
             group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
             ifname: v.opt_text("local.ifname"),
-            latency_ns: v.opt_ns("sess.latency.msec").map(|n| n as u64),
+            latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),
             delay_ns: v.ns("bark.delay.msec"),
             node_name: v.text("node.name"),
