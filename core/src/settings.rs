@@ -41,7 +41,7 @@ pub const DEFAULT_CHANNELS: u8 = 2;
 /// per packet, sealed or not.
 pub const MIN_MTU: usize =
     IP_UDP_OVERHEAD + AUDIO_HEADER_LEN + 4 * MAX_CHANNELS as usize + crate::auth::OVERHEAD;
-/// Largest `net.mtu`, bytes: the largest UDP datagram over IPv4.
+/// Largest `net.mtu`, bytes: 65 507, the largest UDP payload IPv4 carries.
 pub const MAX_MTU: usize = 65_507;
 /// Largest latency, ns (2 s), as a base (`sess.latency.msec`), as the most
 /// the session latency may rise to (`bark.latency.max-msec`) and as a
@@ -288,24 +288,15 @@ impl Setting {
         }
     }
 
-    /// The default as users read it, or what no value means.
-    pub fn default_text(&self) -> String {
-        match &self.default {
-            Value::Unset => self.unset.to_owned(),
-            v => v.to_string(),
-        }
-    }
-
     /// One line of help: doc, limits, default
     /// (`extra delay of this receiver, may be negative; -2000..=2000 ms;
     /// default 0`).
     pub fn help(&self) -> String {
-        let limits = self.limits();
         let mut h = self.doc.to_owned();
-        if !limits.is_empty() && !matches!(self.kind, Kind::Choice(_) | Kind::Sample) {
-            h += &format!("; {limits}");
-        } else if !limits.is_empty() {
-            h += &format!("; one of {limits}");
+        match (self.kind, self.limits()) {
+            (_, l) if l.is_empty() => {}
+            (Kind::Choice(_) | Kind::Sample, l) => h += &format!("; one of {l}"),
+            (_, l) => h += &format!("; {l}"),
         }
         match &self.default {
             Value::Unset => h += &format!("; default {}", self.unset),
