@@ -2,18 +2,19 @@
 //! defaults in the help text (which is also what the man pages show).
 //!
 //! Flags mirror the PipeWire module arguments (`destination.ip` →
-//! `--destination-ip`, `sess.latency.msec` → `--latency-msec`, ...) with the
-//! same defaults, so a set-up tried with the CLI carries over to the modules.
+//! `--destination-ip`, `sess.latency.msec` → `--latency-msec`, ...): the
+//! settings table ([`bark_core::settings`], its `cli` names) parses their
+//! values, with the modules' and bark-pulse's limits and refusals, and a
+//! test checks their names and defaults against it, so a set-up tried with
+//! the CLI carries over to the modules.
 
+use bark_core::settings::{self, Role, Value};
 use bark_core::SampleFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// Default multicast group (the modules' `destination.ip` / `source.ip`).
-pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 66, 66);
-/// Default UDP port (`destination.port` / `source.port`).
-pub const DEFAULT_PORT: u16 = 1530;
+pub use bark_core::settings::{DEFAULT_GROUP, DEFAULT_PORT, DEFAULT_TTL};
 
 /// bark: live stats, headless stream and receive, and diagnostics for Bark
 /// (synchronized multi-room audio over a LAN).
@@ -61,36 +62,26 @@ pub enum Command {
     Man(ManArgs),
 }
 
-fn parse_format(s: &str) -> Result<SampleFormat, String> {
-    SampleFormat::parse(s).map_err(|_| format!("{s:?} is not one of F32, S24, S16"))
+/// A clap value parser for the setting `key` of `role` in the settings
+/// table: its parsing, limits and refusal (`must be within -2000..=2000
+/// ms`), the value taken out by `get`.
+fn table<T: 'static>(
+    role: Role,
+    key: &'static str,
+    get: fn(&Value) -> Option<T>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    let s = settings::find(role, key);
+    move |t: &str| s.parse(t).map(|v| get(&v).expect("the table's type"))
 }
 
-fn parse_rate(s: &str) -> Result<u32, String> {
-    let r: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate in Hz"))?;
-    if !(bark_core::format::MIN_RATE..=bark_core::format::MAX_RATE).contains(&r) {
-        return Err(format!(
-            "{r} Hz is outside {}..={} Hz",
-            bark_core::format::MIN_RATE,
-            bark_core::format::MAX_RATE
-        ));
-    }
-    Ok(r)
+/// A whole number from the table, in the type it is kept in.
+fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
+    v.int()?.try_into().ok()
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{s:?} is not a UDP port (1..=65535)")),
-        Ok(p) => Ok(p),
-    }
-}
-
-fn parse_mtu(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if (100..=65_507).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not an MTU in bytes (100..=65507)")),
-    }
+/// Milliseconds from the table (kept as ns there).
+fn msec(v: &Value) -> Option<f64> {
+    Some(v.ns()? as f64 / 1e6)
 }
 
 fn ms_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
@@ -123,10 +114,10 @@ pub struct ListenNet {
     /// Multicast group to join and listen on, or a local unicast IPv4
     /// address (the module's source.ip). Stats needs a group: status packets
     /// are multicast.
-    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP)]
+    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP, value_parser = table(Role::Source, "source.ip", Value::ipv4))]
     pub source_ip: Ipv4Addr,
     /// UDP port of the group (source.port).
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = parse_port)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = table(Role::Source, "source.port", int::<u16>))]
     pub port: u16,
     /// Interface to join the group on (local.ifname), e.g. eth0; default:
     /// the one the routing table picks for the group.
@@ -199,14 +190,14 @@ pub struct StatsArgs {
 pub struct SendNet {
     /// Where audio and status go: a multicast group, or one receiver's
     /// unicast IPv4 address (destination.ip).
-    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP)]
+    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP, value_parser = table(Role::Sink, "destination.ip", Value::ipv4))]
     pub destination_ip: Ipv4Addr,
     /// UDP port to send to (destination.port).
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = parse_port)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = table(Role::Sink, "destination.port", int::<u16>))]
     pub port: u16,
     /// Local IPv4 address to send from (source.ip); default: any, as the
     /// routing table says.
-    #[arg(long, value_name = "IPV4")]
+    #[arg(long, value_name = "IPV4", value_parser = table(Role::Sink, "source.ip", Value::ipv4))]
     pub source_ip: Option<Ipv4Addr>,
     /// Interface multicast leaves by (local.ifname), e.g. eth0; default:
     /// the routing table's choice.
@@ -214,14 +205,15 @@ pub struct SendNet {
     pub local_ifname: Option<String>,
     /// Multicast TTL, hops (net.ttl): 1 keeps packets on the local link, 0
     /// on this host.
-    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    #[arg(long, value_name = "HOPS", default_value_t = DEFAULT_TTL, value_parser = table(Role::Sink, "net.ttl", int::<u32>))]
     pub ttl: u32,
     /// Whether multicast loops back to listeners on this host (net.loop;
     /// --loop repeats the input instead).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Sink, "net.loop", Value::bool))]
     pub multicast_loop: bool,
-    /// Path MTU, bytes (net.mtu); no packet exceeds it.
-    #[arg(long, value_name = "BYTES", default_value_t = bark_core::protocol::DEFAULT_MTU, value_parser = parse_mtu)]
+    /// Path MTU, bytes (net.mtu); no packet exceeds it. At least 168: one
+    /// frame of any format, with the authentication trailer.
+    #[arg(long, value_name = "BYTES", default_value_t = bark_core::protocol::DEFAULT_MTU, value_parser = table(Role::Sink, "net.mtu", int::<usize>))]
     pub mtu: usize,
 }
 
@@ -248,15 +240,16 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub net: SendNet,
     /// Receivers play each frame this long after it was sent, ms
-    /// (sess.latency.msec).
-    #[arg(long, value_name = "MS", default_value_t = 40.0, value_parser = ms_parser(0.0, 10_000.0))]
+    /// (sess.latency.msec), at most 2000.
+    #[arg(long, value_name = "MS", default_value_t = bark_core::sender::DEFAULT_LATENCY_NS as f64 / 1e6, value_parser = table(Role::Sink, "sess.latency.msec", msec))]
     pub latency_msec: f64,
     /// The most the session latency may rise to, ms
     /// (bark.latency.max-msec): receivers report what their output needs,
     /// and the latency rises up to this so that every receiver plays every
     /// frame in time. Equal to --latency-msec (or below it) pins the
-    /// latency: a receiver that needs more then plays late and says so.
-    #[arg(long, value_name = "MS", default_value_t = bark_core::sender::DEFAULT_MAX_LATENCY_NS as f64 / 1e6, value_parser = ms_parser(0.0, 10_000.0))]
+    /// latency: a receiver that needs more then plays late and says so. At
+    /// most 2000, what a receiver can hold.
+    #[arg(long, value_name = "MS", default_value_t = bark_core::sender::DEFAULT_MAX_LATENCY_NS as f64 / 1e6, value_parser = table(Role::Sink, "bark.latency.max-msec", msec))]
     pub latency_max_msec: f64,
     /// Announce the session for this long before the first audio packet,
     /// ms: sync messages (10 a second) let receivers that have never heard
@@ -270,24 +263,19 @@ pub struct StreamArgs {
     pub stream: String,
     /// Stream priority, -128..127 (bark.priority); receivers follow the
     /// highest.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = table(Role::Sink, "bark.priority", int::<i8>))]
     pub priority: i8,
     /// Sample format on the wire (audio.format): F32 (lossless), S24, S16.
-    #[arg(long, value_name = "FORMAT", default_value = "F32", value_parser = parse_format)]
+    #[arg(long, value_name = "FORMAT", default_value = "F32", value_parser = table(Role::Sink, "audio.format", Value::sample))]
     pub format: SampleFormat,
     /// Stream rate, Hz (audio.rate), 8000..=192000; the input is resampled
     /// to it.
-    #[arg(long, value_name = "HZ", default_value_t = 48_000, value_parser = parse_rate)]
+    #[arg(long, value_name = "HZ", default_value_t = settings::DEFAULT_RATE, value_parser = table(Role::Sink, "audio.rate", int::<u32>))]
     pub rate: u32,
     /// Stream channels (audio.channels), 1..=8. Mono input is copied to
     /// every channel; otherwise channel c plays input channel c (wrapping),
     /// except that stereo to mono averages.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, value_name = "N", default_value_t = settings::DEFAULT_CHANNELS, value_parser = table(Role::Sink, "audio.channels", int::<u8>))]
     pub channels: u8,
     /// Frames handed to the sender at a time, like a sink's quantum: the
     /// pacing step of the simulated input clock. Default: the frames of one
@@ -355,25 +343,25 @@ pub struct ReceiveArgs {
     pub net: ListenNet,
     /// Multicast TTL of this receiver's status packets, hops (0 keeps them
     /// on this host).
-    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    #[arg(long, value_name = "HOPS", default_value_t = DEFAULT_TTL, value_parser = table(Role::Sink, "net.ttl", int::<u32>))]
     pub ttl: u32,
     /// Play this long after the sender, ms, instead of the sender's latency
-    /// (sess.latency.msec); at most 2000.
-    #[arg(long, value_name = "MS", value_parser = ms_parser(0.0, 2000.0))]
+    /// (sess.latency.msec); at most 2000, what a receiver can hold.
+    #[arg(long, value_name = "MS", value_parser = table(Role::Source, "sess.latency.msec", msec))]
     pub latency_msec: Option<f64>,
     /// Extra delay of this receiver, ms, may be negative (bark.delay.msec),
     /// within ±2000.
-    #[arg(long, value_name = "MS", default_value_t = 0.0, allow_negative_numbers = true, value_parser = ms_parser(-2000.0, 2000.0))]
+    #[arg(long, value_name = "MS", default_value_t = 0.0, allow_negative_numbers = true, value_parser = table(Role::Source, "bark.delay.msec", msec))]
     pub delay_msec: f64,
     /// Follow only the stream of this name (bark.stream); default: the
     /// highest-priority, newest stream.
     #[arg(long, value_name = "NAME")]
     pub stream: Option<String>,
     /// Output rate, Hz (audio.rate), 8000..=192000.
-    #[arg(long, value_name = "HZ", default_value_t = 48_000, value_parser = parse_rate)]
+    #[arg(long, value_name = "HZ", default_value_t = settings::DEFAULT_RATE, value_parser = table(Role::Source, "audio.rate", int::<u32>))]
     pub rate: u32,
     /// Output channels (audio.channels), 1..=8.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, value_name = "N", default_value_t = settings::DEFAULT_CHANNELS, value_parser = table(Role::Source, "audio.channels", int::<u8>))]
     pub channels: u8,
     /// Frames per output buffer of the simulated output clock (its
     /// quantum); one is filled every FRAMES/rate seconds.
@@ -421,7 +409,7 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub net: ListenNet,
     /// The TTL the sender uses (net.ttl), hops: checked for what it reaches.
-    #[arg(long, value_name = "HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    #[arg(long, value_name = "HOPS", default_value_t = DEFAULT_TTL, value_parser = table(Role::Sink, "net.ttl", int::<u32>))]
     pub ttl: u32,
     /// Skip the checks that ask the audio server (pw-dump, pactl): Bark
     /// nodes and receivers. The PipeWire library version is still read.
@@ -449,6 +437,7 @@ pub fn command() -> clap::Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bark_core::settings::Kind;
 
     #[test]
     fn clap_definition_is_consistent() {
@@ -488,7 +477,7 @@ mod tests {
             (vec!["stream", "-i", "x", "--rate", "4000"], "8000..=192000"),
             (vec!["stream", "-i", "x", "--format", "U8"], "F32, S24, S16"),
             (vec!["stream", "-i", "x", "--priority", "200"], "--priority"),
-            (vec!["stream", "-i", "x", "--port", "0"], "UDP port"),
+            (vec!["stream", "-i", "x", "--port", "0"], "1..=65535"),
             (vec!["stream", "-i", "x", "--ttl", "256"], "--ttl"),
             (
                 vec!["stream", "-i", "x", "--destination-ip", "::1"],
@@ -500,7 +489,7 @@ mod tests {
             ),
             (
                 vec!["stream", "-i", "x", "--latency-max-msec", "20000"],
-                "0..=10000 ms",
+                "0..=2000 ms",
             ),
             (vec!["receive", "--output", "x.mp3"], "FILE.wav or null"),
             (vec!["receive", "--latency-msec", "5000"], "0..=2000 ms"),
@@ -512,6 +501,79 @@ mod tests {
             let e = Cli::try_parse_from(&v).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+    }
+
+    /// Every setting the CLI has (the table's `cli` names) is a flag of
+    /// `bark stream` (sender) or `bark receive` (receiver) with the table's
+    /// default, that takes the table's bounds and refuses one step beyond
+    /// them, and bad text, with the table's message.
+    #[test]
+    fn flags_follow_the_settings_table() {
+        let cmd = command();
+        let mut checked = 0;
+        for s in settings::TABLE {
+            let Some(flag) = s.cli else { continue };
+            for role in s.roles {
+                let (sub, pre) = match role {
+                    Role::Sink => ("stream", &["-i", "x"][..]),
+                    Role::Source => ("receive", &[][..]),
+                };
+                let arg = cmd
+                    .find_subcommand(sub)
+                    .and_then(|c| c.get_arguments().find(|a| a.get_long() == Some(flag)))
+                    .unwrap_or_else(|| panic!("bark {sub} has no --{flag} ({})", s.key));
+                if !arg.get_action().takes_values() {
+                    // A switch (--encrypt): off unless given.
+                    assert_eq!(s.default, Value::Bool(false), "bark {sub} --{flag}");
+                    checked += 1;
+                    continue;
+                }
+                let default: Vec<_> = arg.get_default_values().iter().collect();
+                match (&s.default, &default[..]) {
+                    (Value::Unset, []) => {}
+                    // The CLI's nodes have names of their own (bark_stream,
+                    // bark_receive), so that `bark stats` tells them apart.
+                    (_, [_]) if s.key == "node.name" => {}
+                    (d, [cli]) => {
+                        let cli = s.parse(&cli.to_string_lossy()).unwrap();
+                        assert_eq!(&cli, d, "bark {sub} --{flag}: default");
+                    }
+                    (d, cli) => panic!("bark {sub} --{flag}: default {cli:?}, table {d:?}"),
+                }
+                let probes: Vec<String> = match s.kind {
+                    Kind::Int { min, max } => {
+                        [min - 1, min, max, max + 1].map(|v| v.to_string()).into()
+                    }
+                    Kind::Msec { min, max } => [min - 0.5, min, max, max + 0.5]
+                        .map(|v| v.to_string())
+                        .into(),
+                    Kind::Bool => vec!["maybe".into(), "off".into()],
+                    Kind::Ipv4(_) => vec![
+                        "300.1.2.3".into(),
+                        "0.0.0.0".into(),
+                        "255.255.255.255".into(),
+                    ],
+                    Kind::Sample => vec!["U8".into(), "s24".into()],
+                    Kind::Text | Kind::Choice(_) => vec![],
+                };
+                for p in probes {
+                    let value = format!("--{flag}={p}");
+                    let argv = [&["bark", sub][..], pre, &[&value]].concat();
+                    let got = Cli::try_parse_from(argv).map_err(|e| e.to_string());
+                    match (s.parse(&p), got) {
+                        (Ok(_), Ok(_)) => {}
+                        (Err(why), Err(e)) => assert!(
+                            e.contains(&format!("invalid value '{p}' for '--{flag} <"))
+                                && e.contains(&format!(">': {why}\n")),
+                            "{value}: {e}"
+                        ),
+                        (want, got) => panic!("bark {sub} {value}: table {want:?}, CLI {got:?}"),
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "{checked} flags checked");
     }
 
     #[test]

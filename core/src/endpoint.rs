@@ -240,15 +240,18 @@ impl SenderEndpoint {
     /// sealing trailer comes out of `cfg.mtu`.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad sender configuration (the MTU message
-    /// names the trailer when sealing), `encrypt` without a key, or no
-    /// randomness for the sealer's epoch.
+    /// [`Error::Config`] for a bad sender configuration (`net.mtu` is
+    /// checked against its limits in [`crate::settings`] before the
+    /// trailer comes off), `encrypt` without a key, or no randomness for
+    /// the sealer's epoch.
     pub fn new(
         mut cfg: SenderConfig,
         key: Option<&Key>,
         encrypt: bool,
         node_id: u64,
     ) -> Result<Self, Error> {
+        let mtu = crate::settings::Value::Int(i64::try_from(cfg.mtu).unwrap_or(i64::MAX));
+        crate::settings::find(crate::settings::Role::Sink, "net.mtu").validate(mtu)?;
         let wire = Wire::new(key, encrypt)?;
         let overhead = wire.sealer.overhead();
         cfg.mtu = cfg.mtu.saturating_sub(overhead);

@@ -146,31 +146,22 @@ impl Default for AudioFormat {
     fn default() -> Self {
         AudioFormat {
             sample: SampleFormat::F32,
-            rate: 48_000,
-            channels: 2,
+            rate: crate::settings::DEFAULT_RATE,
+            channels: crate::settings::DEFAULT_CHANNELS,
         }
     }
 }
 
 impl AudioFormat {
-    /// Checks rate and channel count.
+    /// Checks rate and channel count against the settings table
+    /// ([`crate::settings`]: `audio.rate`, `audio.channels`).
     ///
     /// # Errors
     /// [`Error::Config`] saying which value is out of range.
     pub fn validate(&self) -> Result<(), Error> {
-        if !(MIN_RATE..=MAX_RATE).contains(&self.rate) {
-            return Err(Error::Config(format!(
-                "audio.rate {} Hz is outside {MIN_RATE}..={MAX_RATE}",
-                self.rate
-            )));
-        }
-        if self.channels == 0 || self.channels > MAX_CHANNELS {
-            return Err(Error::Config(format!(
-                "audio.channels {} is outside 1..={MAX_CHANNELS}",
-                self.channels
-            )));
-        }
-        Ok(())
+        use crate::settings::{find, Role, Value};
+        find(Role::Sink, "audio.rate").validate(Value::Int(self.rate.into()))?;
+        find(Role::Sink, "audio.channels").validate(Value::Int(self.channels.into()))
     }
 
     /// Bytes of one frame on the wire.

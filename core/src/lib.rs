@@ -37,6 +37,7 @@ pub mod receiver;
 pub mod resample;
 pub mod select;
 pub mod sender;
+pub mod settings;
 pub mod sim;
 
 pub use format::{AudioFormat, SampleFormat};

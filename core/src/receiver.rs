@@ -26,11 +26,13 @@ use crate::protocol::{
 };
 use crate::resample::{Kernel, AFTER, BEFORE, TAPS};
 use crate::select::{Choice, Selector, QUIET_NS};
+use crate::settings::{self, Value};
 use crate::Error;
 use std::net::SocketAddr;
 
-/// Largest target latency, ns (2 s); the ring is sized for it.
-pub const MAX_LATENCY_NS: u64 = 2_000_000_000;
+/// Largest target latency, ns (2 s); the ring is sized for it. Defined
+/// with the settings' limits, which it bounds.
+pub use crate::settings::MAX_LATENCY_NS;
 /// Ring length, s of audio at [`MAX_RATE`]: latency plus headroom.
 const RING_SECONDS: f64 = 2.5;
 /// Frames over which audio fades out before a hole and in after it: about
@@ -190,8 +192,8 @@ pub struct ReceiverConfig {
 impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
-            rate: 48_000,
-            channels: 2,
+            rate: crate::settings::DEFAULT_RATE,
+            channels: crate::settings::DEFAULT_CHANNELS,
             latency_ns: None,
             delay_ns: 0,
             stream: None,
@@ -346,9 +348,8 @@ impl Receiver {
     /// scratch space.
     ///
     /// # Errors
-    /// [`Error::Config`] for an output format out of range, a latency over
-    /// [`MAX_LATENCY_NS`], a delay that would play before the latency allows,
-    /// or a node id of 0.
+    /// [`Error::Config`] for an output format, a latency or a delay outside
+    /// its limits in [`crate::settings`], or a node id of 0.
     pub fn new(cfg: ReceiverConfig) -> Result<Self, Error> {
         AudioFormat {
             rate: cfg.rate,
@@ -356,15 +357,12 @@ impl Receiver {
             ..Default::default()
         }
         .validate()?;
-        if cfg.latency_ns.is_some_and(|l| l > MAX_LATENCY_NS) {
-            return Err(Error::Config(format!(
-                "sess.latency.msec must be at most {}",
-                MAX_LATENCY_NS / 1_000_000
-            )));
+        if let Some(l) = cfg.latency_ns {
+            let latency = settings::find(settings::Role::Source, "sess.latency.msec");
+            latency.validate(Value::ns_u64(l))?;
         }
-        if cfg.delay_ns.unsigned_abs() > MAX_LATENCY_NS {
-            return Err(Error::Config("bark.delay.msec must be within ±2000".into()));
-        }
+        settings::find(settings::Role::Source, "bark.delay.msec")
+            .validate(Value::Ns(cfg.delay_ns))?;
         if cfg.node_id == 0 {
             return Err(Error::Config("node id must not be 0".into()));
         }

@@ -13,6 +13,7 @@ use crate::latency::SessionLatency;
 use crate::protocol::{
     self, Announce, AudioHeader, Packet, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
 };
+use crate::settings::{self, Value};
 use crate::Error;
 
 /// Default target latency, ns (`sess.latency.msec` = 40): PipeWire's default
@@ -64,8 +65,6 @@ pub const SILENCE_HOLD_NS: u64 = 250_000_000;
 /// to cover the slowest receiver's output up to 1 s (a Bluetooth speaker's
 /// 150–250 ms with room to spare), ns.
 pub const DEFAULT_MAX_LATENCY_NS: u64 = 1_000_000_000;
-/// Largest base latency a sender takes, ns (10 s).
-pub const MAX_LATENCY_NS: u64 = 10_000_000_000;
 
 /// Settings of a sender.
 #[derive(Clone, Debug)]
@@ -155,7 +154,8 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Config`] for a bad format, a zero session id, an MTU that
-    /// cannot carry one frame, or a latency over 10 s.
+    /// cannot carry one frame, or a latency (base or maximum) outside its
+    /// limits in [`crate::settings`] (2 s: what a receiver can hold).
     pub fn new(cfg: SenderConfig) -> Result<Self, Error> {
         cfg.format.validate()?;
         if cfg.session_id == 0 {
@@ -163,17 +163,18 @@ impl Sender {
         }
         let min_mtu =
             protocol::IP_UDP_OVERHEAD + protocol::AUDIO_HEADER_LEN + cfg.format.frame_bytes();
-        if cfg.mtu < min_mtu || cfg.mtu > 65_507 {
+        if cfg.mtu < min_mtu || cfg.mtu > settings::MAX_MTU {
             return Err(Error::Config(format!(
-                "net.mtu {} must be within {min_mtu}..=65507 for this format",
-                cfg.mtu
+                "net.mtu = {}: must be within {min_mtu}..={} bytes for this format",
+                cfg.mtu,
+                settings::MAX_MTU
             )));
         }
-        if cfg.latency_ns > MAX_LATENCY_NS || cfg.max_latency_ns > MAX_LATENCY_NS {
-            return Err(Error::Config(format!(
-                "sess.latency.msec and bark.latency.max-msec must be at most {}",
-                MAX_LATENCY_NS / 1_000_000
-            )));
+        for (key, ns) in [
+            ("sess.latency.msec", cfg.latency_ns),
+            ("bark.latency.max-msec", cfg.max_latency_ns),
+        ] {
+            settings::find(settings::Role::Sink, key).validate(Value::ns_u64(ns))?;
         }
         let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];

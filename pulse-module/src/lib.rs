@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod flags;
 pub mod frameclock;
 pub mod keyed;
 pub mod net;

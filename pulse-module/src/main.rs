@@ -1,13 +1,14 @@
 //! `bark-pulse`: see the library docs (`bark_pulse`) and `--help`.
 
-use bark_pulse::config::{Cli, ConfigFile, Role, SinkConfig, SourceConfig};
+use bark_pulse::config::{ConfigFile, SinkConfig, SourceConfig};
+use bark_pulse::flags::{Cli, Role};
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Role::Man(a) = &cli.role {
-        return match bark_pulse::config::write_man_pages(&a.dir) {
+        return match bark_pulse::flags::write_man_pages(&a.dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bark-pulse man: {}: {e}", a.dir.display());

@@ -1,24 +1,21 @@
 //! Module arguments: parsing and validation of what users write in
 //! `context.modules = [ { name = libpipewire-module-bark-... args = { ... } } ]`.
 //!
+//! The arguments, their defaults, limits and refusals, and the
+//! `module.usage` text all come from the settings table,
+//! [`bark_core::settings`], which bark-pulse and the `bark` CLI share.
 //! Everything is checked here, before any socket or stream exists, so that
 //! bad arguments give one clear error and a failed load leaves nothing behind.
 
 use crate::format;
 use bark_core::format::AudioFormat;
-use bark_core::SampleFormat;
+use bark_core::settings::{self, Given, Resolved, Role, Value};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::str::FromStr;
+use std::sync::OnceLock;
 
-/// Default multicast group: organization-local scope (239.255.0.0/16,
-/// RFC 2365), which routers keep inside the site. "66" is for "BB" (Bark).
-pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 66, 66);
-/// Default UDP port of the group.
-pub const DEFAULT_PORT: u16 = 1530;
-/// Default multicast TTL: 1 keeps packets on the local link.
-pub const DEFAULT_TTL: u32 = 1;
+pub use bark_core::settings::{DEFAULT_GROUP, DEFAULT_PORT, DEFAULT_TTL};
 
 /// Where argument values come from (PipeWire properties, or a map in tests).
 pub trait Lookup {
@@ -168,186 +165,37 @@ pub struct SourceArgs {
     pub key_file: Option<PathBuf>,
 }
 
-/// Documentation of the sink's arguments (`module.usage`).
-pub const SINK_USAGE: &str = "( node.name=<node name, default bark_sink> ) \
-( node.description=<name shown to users, default \"Bark Network\"> ) \
-( audio.format=<wire format F32|S24|S16, default F32> ) \
-( audio.rate=<Hz, 8000..192000, default 48000> ) \
-( audio.channels=<1..8, default 2> ) \
-( audio.position=<channel map, default [ FL FR ]> ) \
-( destination.ip=<multicast group or unicast IPv4, default 239.255.66.66> ) \
-( destination.port=<UDP port, default 1530> ) \
-( source.ip=<local IPv4 to send from, default any> ) \
-( local.ifname=<interface for multicast, default by route> ) \
-( net.mtu=<path MTU bytes, default 1500> ) \
-( net.ttl=<multicast TTL, default 1> ) \
-( net.loop=<loop multicast back to this host, default true> ) \
-( sess.latency.msec=<playback latency ms, default 40> ) \
-( bark.latency.max-msec=<rise at most to this to cover slow receivers, ms, default 1000> ) \
-( bark.stream=<stream name, default \"default\"> ) \
-( bark.priority=<-128..127, higher wins, default 0> ) \
-( bark.key-file=<pre-shared key file (bark keygen), default none: open> ) \
-( bark.encrypt=<also encrypt audio, needs bark.key-file, default false> ) \
-( stream.props=<extra stream properties, e.g. { node.latency=256/48000 }> )";
-
-/// Documentation of the source's arguments (`module.usage`).
-pub const SOURCE_USAGE: &str =
-    "( source.ip=<multicast group or local IPv4, default 239.255.66.66> ) \
-( source.port=<UDP port, default 1530> ) \
-( local.ifname=<interface to join the group on, default by route> ) \
-( sess.latency.msec=<override the sender's latency, ms, default: follow sender> ) \
-( bark.stream=<stream name to follow, default: the best stream> ) \
-( bark.delay.msec=<extra delay for this receiver, ms, may be negative, default 0> ) \
-( bark.key-file=<pre-shared key file (bark keygen), default none: open> ) \
-( node.name=<node name, default bark_source> ) \
-( node.description=<name shown to users, default \"Bark Receiver\"> ) \
-( media.class=<Stream/Output/Audio (default) or Audio/Source> ) \
-( audio.rate=<output Hz, default 48000> ) \
-( audio.channels=<output channels, default 2> ) \
-( audio.position=<output channel map, default [ FL FR ]> ) \
-( bark.resampler=<drift control through core (default) or pipewire> ) \
-( stream.props=<extra stream properties, e.g. { node.latency=256/48000 }> )";
-
-const SINK_KEYS: &[&str] = &[
-    "node.name",
-    "node.description",
-    "audio.format",
-    "audio.rate",
-    "audio.channels",
-    "audio.position",
-    "destination.ip",
-    "destination.port",
-    "source.ip",
-    "local.ifname",
-    "net.mtu",
-    "net.ttl",
-    "net.loop",
-    "sess.latency.msec",
-    "bark.latency.max-msec",
-    "bark.stream",
-    "bark.priority",
-    "bark.key-file",
-    "bark.encrypt",
-    "stream.props",
-];
-
-const SOURCE_KEYS: &[&str] = &[
-    "source.ip",
-    "source.port",
-    "local.ifname",
-    "sess.latency.msec",
-    "bark.stream",
-    "bark.delay.msec",
-    "bark.key-file",
-    "node.name",
-    "node.description",
-    "media.class",
-    "audio.rate",
-    "audio.channels",
-    "audio.position",
-    "bark.resampler",
-    "stream.props",
-];
+/// Documentation of a role's arguments (`module.usage`): one
+/// `( key=<doc; limits; default> )` per setting of the table.
+pub fn usage(role: Role) -> &'static str {
+    static USAGE: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    USAGE[role as usize].get_or_init(|| {
+        let args: Vec<String> = settings::TABLE
+            .iter()
+            .filter(|s| s.has(role))
+            .map(|s| format!("( {}=<{}> )", s.key, s.help()))
+            .collect();
+        args.join(" ")
+    })
+}
 
 /// Keys that are not arguments of this module, to warn about (typos).
 pub fn unknown_keys(l: &dyn Lookup, sink: bool) -> Vec<String> {
-    let known = if sink { SINK_KEYS } else { SOURCE_KEYS };
-    let mut v: Vec<String> = l
-        .keys()
-        .into_iter()
-        .filter(|k| !known.contains(&k.as_str()))
-        .collect();
+    let role = if sink { Role::Sink } else { Role::Source };
+    let known = |k: &str| settings::TABLE.iter().any(|s| s.key == k && s.has(role));
+    let mut v: Vec<String> = l.keys().into_iter().filter(|k| !known(k)).collect();
     v.sort();
     v
 }
 
-fn string(l: &dyn Lookup, key: &str, default: &str) -> Result<String, String> {
-    match l.get(key) {
-        None => Ok(default.to_owned()),
-        Some(v) if v.trim().is_empty() => Err(format!("{key} must not be empty")),
-        Some(v) => Ok(v.to_owned()),
-    }
-}
-
-fn opt_string(l: &dyn Lookup, key: &str) -> Option<String> {
-    l.get(key)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
-fn num<T: FromStr>(l: &dyn Lookup, key: &str, default: T, what: &str) -> Result<T, String> {
-    match l.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key} = {v:?} is not {what}")),
-    }
-}
-
-fn boolean(l: &dyn Lookup, key: &str, default: bool) -> Result<bool, String> {
-    match l.get(key).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) => match v.as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(format!("{key} = {v:?} is not true or false")),
-        },
-    }
-}
-
-fn ipv4(l: &dyn Lookup, key: &str) -> Result<Option<Ipv4Addr>, String> {
-    match l.get(key).map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{key} = {v:?} is not an IPv4 address (Bark speaks IPv4 only)")),
-    }
-}
-
-fn port(l: &dyn Lookup, key: &str) -> Result<u16, String> {
-    let p: u16 = num(l, key, DEFAULT_PORT, "a UDP port (1..65535)")?;
-    if p == 0 {
-        return Err(format!("{key} must not be 0"));
-    }
-    Ok(p)
-}
-
-/// Milliseconds (float) to ns, within `range_ms`.
-fn msec(
-    l: &dyn Lookup,
-    key: &str,
-    range_ms: std::ops::RangeInclusive<f64>,
-) -> Result<Option<i64>, String> {
-    let Some(v) = l.get(key) else { return Ok(None) };
-    let ms: f64 = v
-        .trim()
-        .parse()
-        .map_err(|_| format!("{key} = {v:?} is not a number of milliseconds"))?;
-    if !ms.is_finite() || !range_ms.contains(&ms) {
-        return Err(format!(
-            "{key} = {ms} is outside {}..={} ms",
-            range_ms.start(),
-            range_ms.end()
-        ));
-    }
-    Ok(Some((ms * 1e6).round() as i64))
-}
-
-fn rate_channels(l: &dyn Lookup) -> Result<(u32, u8, Vec<u32>), String> {
-    let rate: u32 = num(l, "audio.rate", 48_000, "a rate in Hz")?;
-    let channels: u8 = num(l, "audio.channels", 2, "a channel count (1..8)")?;
-    AudioFormat {
-        rate,
-        channels,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| e.to_string())?;
-    let positions = format::parse_positions(l.get("audio.position"), channels)?;
-    Ok((rate, channels, positions))
+/// Every setting of `role`: as given in `l`, else its default.
+fn resolve(l: &dyn Lookup, role: Role) -> Result<Resolved, String> {
+    settings::resolve(role, &[settings::TABLE], |s| {
+        l.get(s.key).map(|t| Given {
+            text: t.to_owned(),
+            name: s.key.to_owned(),
+        })
+    })
 }
 
 impl SinkArgs {
@@ -356,55 +204,35 @@ impl SinkArgs {
     /// # Errors
     /// A message naming the bad argument and why.
     pub fn parse(l: &dyn Lookup) -> Result<SinkArgs, String> {
-        let sample = match l.get("audio.format") {
-            None => SampleFormat::F32,
-            Some(v) => SampleFormat::parse(v.trim())
-                .map_err(|_| format!("audio.format = {v:?}: must be one of F32, S24, S16"))?,
-        };
-        let (rate, channels, positions) = rate_channels(l)?;
-        let ip = ipv4(l, "destination.ip")?.unwrap_or(DEFAULT_GROUP);
-        if ip.is_unspecified() || ip.is_broadcast() {
-            return Err(format!("destination.ip = {ip} cannot be sent to"));
-        }
-        let ttl: u32 = num(l, "net.ttl", DEFAULT_TTL, "a TTL (0..255)")?;
-        if ttl > 255 {
-            return Err(format!("net.ttl = {ttl} is outside 0..=255"));
-        }
-        let latency = msec(l, "sess.latency.msec", 0.0..=10_000.0)?;
-        let max_latency = msec(l, "bark.latency.max-msec", 0.0..=10_000.0)?;
-        let key_file = opt_string(l, "bark.key-file").map(PathBuf::from);
-        let encrypt = boolean(l, "bark.encrypt", false)?;
+        let v = resolve(l, Role::Sink)?;
+        let key_file = v.opt_text("bark.key-file").map(PathBuf::from);
+        let encrypt = v.bool("bark.encrypt");
         if encrypt && key_file.is_none() {
             return Err(
                 "bark.encrypt = true needs bark.key-file (make one with `bark keygen FILE`)".into(),
             );
         }
+        let channels = v.int("audio.channels");
         Ok(SinkArgs {
-            node_name: string(l, "node.name", "bark_sink")?,
-            node_description: string(l, "node.description", "Bark Network")?,
+            node_name: v.text("node.name"),
+            node_description: v.text("node.description"),
             format: AudioFormat {
-                sample,
-                rate,
+                sample: v.sample("audio.format"),
+                rate: v.int("audio.rate"),
                 channels,
             },
-            positions,
-            destination: SocketAddrV4::new(ip, port(l, "destination.port")?),
-            source_ip: ipv4(l, "source.ip")?,
-            ifname: opt_string(l, "local.ifname"),
-            mtu: num(
-                l,
-                "net.mtu",
-                bark_core::protocol::DEFAULT_MTU,
-                "an MTU in bytes",
-            )?,
-            ttl,
-            multicast_loop: boolean(l, "net.loop", true)?,
-            latency_ns: latency.map_or(bark_core::sender::DEFAULT_LATENCY_NS, |v| v as u64),
-            max_latency_ns: max_latency
-                .map_or(bark_core::sender::DEFAULT_MAX_LATENCY_NS, |v| v as u64),
-            stream: string(l, "bark.stream", "default")?,
-            priority: num(l, "bark.priority", 0, "a priority (-128..127)")?,
-            stream_props: opt_string(l, "stream.props"),
+            positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
+            destination: SocketAddrV4::new(v.ipv4("destination.ip"), v.int("destination.port")),
+            source_ip: v.opt("source.ip", Value::ipv4),
+            ifname: v.opt_text("local.ifname"),
+            mtu: v.int("net.mtu"),
+            ttl: v.int("net.ttl"),
+            multicast_loop: v.bool("net.loop"),
+            latency_ns: v.ns("sess.latency.msec") as u64,
+            max_latency_ns: v.ns("bark.latency.max-msec") as u64,
+            stream: v.text("bark.stream"),
+            priority: v.int("bark.priority"),
+            stream_props: v.opt_text("stream.props"),
             key_file,
             encrypt,
         })
@@ -417,44 +245,31 @@ impl SourceArgs {
     /// # Errors
     /// A message naming the bad argument and why.
     pub fn parse(l: &dyn Lookup) -> Result<SourceArgs, String> {
-        let ip = ipv4(l, "source.ip")?.unwrap_or(DEFAULT_GROUP);
-        if ip.is_broadcast() {
-            return Err(format!("source.ip = {ip} is not a group or local address"));
-        }
-        let class = match l.get("media.class").map(str::trim) {
-            None | Some("Stream/Output/Audio") => SourceClass::Playback,
-            Some("Audio/Source") => SourceClass::VirtualSource,
-            Some(v) => {
-                return Err(format!(
-                    "media.class = {v:?}: must be Stream/Output/Audio or Audio/Source"
-                ))
-            }
-        };
-        let (rate, channels, positions) = rate_channels(l)?;
-        let resampler = match l
-            .get("bark.resampler")
-            .map(|v| v.trim().to_ascii_lowercase())
-        {
-            None => Resampler::Core,
-            Some(v) if v == "core" => Resampler::Core,
-            Some(v) if v == "pipewire" => Resampler::PipeWire,
-            Some(v) => return Err(format!("bark.resampler = {v:?}: must be core or pipewire")),
-        };
+        let v = resolve(l, Role::Source)?;
+        let channels = v.int("audio.channels");
+        let class = v.text("media.class");
+        let resampler = v.text("bark.resampler");
         Ok(SourceArgs {
-            group: SocketAddrV4::new(ip, port(l, "source.port")?),
-            ifname: opt_string(l, "local.ifname"),
-            latency_ns: msec(l, "sess.latency.msec", 0.0..=10_000.0)?.map(|v| v as u64),
-            stream: opt_string(l, "bark.stream"),
-            delay_ns: msec(l, "bark.delay.msec", -10_000.0..=10_000.0)?.unwrap_or(0),
-            node_name: string(l, "node.name", "bark_source")?,
-            node_description: string(l, "node.description", "Bark Receiver")?,
-            class,
-            rate,
+            group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
+            ifname: v.opt_text("local.ifname"),
+            latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
+            stream: v.opt_text("bark.stream"),
+            delay_ns: v.ns("bark.delay.msec"),
+            node_name: v.text("node.name"),
+            node_description: v.text("node.description"),
+            class: [SourceClass::Playback, SourceClass::VirtualSource]
+                .into_iter()
+                .find(|c| c.media_class() == class)
+                .unwrap_or(SourceClass::Playback),
+            rate: v.int("audio.rate"),
             channels,
-            positions,
-            stream_props: opt_string(l, "stream.props"),
-            resampler,
-            key_file: opt_string(l, "bark.key-file").map(PathBuf::from),
+            positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
+            stream_props: v.opt_text("stream.props"),
+            resampler: [Resampler::Core, Resampler::PipeWire]
+                .into_iter()
+                .find(|r| r.name() == resampler)
+                .unwrap_or(Resampler::Core),
+            key_file: v.opt_text("bark.key-file").map(PathBuf::from),
         })
     }
 }
@@ -470,6 +285,7 @@ pub fn load_key(path: Option<&std::path::Path>) -> Result<Option<bark_core::auth
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bark_core::SampleFormat;
 
     fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()
@@ -592,6 +408,37 @@ mod tests {
         assert!(SourceArgs::parse(&map(&[("media.class", "Video/Source")])).is_err());
         assert!(SourceArgs::parse(&map(&[("audio.rate", "0")])).is_err());
         assert!(SourceArgs::parse(&map(&[("source.port", "x")])).is_err());
+    }
+
+    #[test]
+    fn usage_lists_each_argument_with_limits_and_default() {
+        let sink = usage(Role::Sink);
+        for part in [
+            "( sess.latency.msec=<",
+            "; 0..=2000 ms; default 40> )",
+            "( audio.format=<",
+            "; one of F32, S24, S16; default F32> )",
+            "( destination.ip=<",
+            "default 239.255.66.66> )",
+            "( bark.priority=<stream priority; receivers follow the highest; -128..=127; default 0> )",
+        ] {
+            assert!(sink.contains(part), "sink usage lacks {part:?}: {sink}");
+        }
+        let source = usage(Role::Source);
+        assert!(
+            source.contains("; -2000..=2000 ms; default 0> )") && !source.contains("net.mtu"),
+            "{source}"
+        );
+        // Every argument the parser takes is documented, and no other.
+        for (role, sink) in [(Role::Sink, true), (Role::Source, false)] {
+            let m: HashMap<String, String> = settings::TABLE
+                .iter()
+                .filter(|s| s.has(role))
+                .map(|s| (s.key.to_owned(), String::new()))
+                .collect();
+            assert!(unknown_keys(&m, sink).is_empty());
+            assert_eq!(usage(role).matches("( ").count(), m.len());
+        }
     }
 
     #[test]

@@ -67,8 +67,8 @@ impl Role {
     /// `module.usage`.
     pub fn usage(self) -> &'static str {
         match self {
-            Role::Sink => args::SINK_USAGE,
-            Role::Source => args::SOURCE_USAGE,
+            Role::Sink => args::usage(bark_core::settings::Role::Sink),
+            Role::Source => args::usage(bark_core::settings::Role::Source),
         }
     }
 }

@@ -411,11 +411,11 @@ context.modules = [
     // Bad arguments: a clear error each, no node left, daemon alive.
     let log = s.daemon_log();
     for needle in [
-        "audio.format = \"U8\": must be one of F32, S24, S16",
-        "audio.rate 0 Hz is outside",
-        "destination.ip = \"300.1.2.3\" is not an IPv4 address",
-        "audio.channels 0 is outside",
-        "media.class = \"Video/Source\"",
+        "audio.format = U8: must be one of F32, S24, S16",
+        "audio.rate = 0: must be within 8000..=192000 Hz",
+        "destination.ip = 300.1.2.3: must be an IPv4 address",
+        "audio.channels = 0: must be within 1..=8",
+        "media.class = Video/Source: must be one of",
         "\"bark-no-such-if\": no such interface",
         "lets other users read or change it; run `chmod 600",
         "bark.encrypt = true needs bark.key-file",
