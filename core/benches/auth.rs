@@ -39,11 +39,9 @@ fn audio_packet() -> Vec<u8> {
 fn time_packet() -> Vec<u8> {
     let mut buf = vec![0u8; protocol::TIME_LEN];
     let t = TimePacket {
-        stream_id: 1,
-        node_id: 2,
-        t1: 3,
         t2: 4,
         t3: 5,
+        ..TimePacket::request(1, 2, 3)
     };
     protocol::write_time(&mut buf, true, &t).unwrap();
     buf

@@ -626,13 +626,7 @@ mod tests {
     }
 
     fn time(buf: &mut [u8], t1: u64) -> usize {
-        let t = TimePacket {
-            stream_id: 9,
-            node_id: 3,
-            t1,
-            t2: 0,
-            t3: 0,
-        };
+        let t = TimePacket::request(9, 3, t1);
         protocol::write_time(buf, false, &t).unwrap()
     }
 

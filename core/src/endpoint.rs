@@ -629,13 +629,7 @@ mod tests {
         let (mut s, _) = pair(Some(&key));
         let mut buf = [0u8; TRANSMIT_BUF];
         // Open requests to a keyed sender: refused, nothing answered.
-        let req = TimePacket {
-            stream_id: 77,
-            node_id: 3,
-            t1: 1,
-            t2: 0,
-            t3: 0,
-        };
+        let req = TimePacket::request(77, 3, 1);
         let mut d = [0u8; 64];
         let n = protocol::write_time(&mut d, false, &req).unwrap();
         assert_eq!(

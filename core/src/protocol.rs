@@ -122,7 +122,7 @@ pub struct AudioPacket<'a> {
 }
 
 /// A time request (t2 = t3 = 0) or reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimePacket {
     /// Session addressed (request) or answering (reply).
     pub stream_id: u64,
@@ -134,6 +134,19 @@ pub struct TimePacket {
     pub t2: u64,
     /// Sender clock when the reply left, ns.
     pub t3: u64,
+}
+
+impl TimePacket {
+    /// The request receiver `node_id` sends to session `stream_id` at its
+    /// local time `t1` (ns); t2 and t3 are the sender's to fill.
+    pub fn request(stream_id: u64, node_id: u64, t1: u64) -> Self {
+        TimePacket {
+            stream_id,
+            node_id,
+            t1,
+            ..Default::default()
+        }
+    }
 }
 
 /// A sync message: the sender clock at the moment it was sent. With the
@@ -658,11 +671,9 @@ mod tests {
     fn rejects_wrong_version_and_magic() {
         let mut buf = [0u8; TIME_LEN];
         let t = TimePacket {
-            stream_id: 1,
-            node_id: 2,
-            t1: 3,
             t2: 4,
             t3: 5,
+            ..TimePacket::request(1, 2, 3)
         };
         write_time(&mut buf, true, &t).unwrap();
         assert!(matches!(parse(&buf), Ok(Packet::TimeReply(p)) if p == t));

@@ -759,13 +759,7 @@ impl Receiver {
         let len = protocol::write_time(
             buf,
             false,
-            &TimePacket {
-                stream_id: session,
-                node_id: self.cfg.node_id,
-                t1: now_ns,
-                t2: 0,
-                t3: 0,
-            },
+            &TimePacket::request(session, self.cfg.node_id, now_ns),
         )?;
         self.outstanding[self.out_next] = now_ns;
         self.out_next = (self.out_next + 1) % self.outstanding.len();

@@ -90,16 +90,6 @@ impl Selector {
             .map(|c| c.addr)
     }
 
-    /// When the followed sender's audio was last heard, ns (0: never).
-    pub fn current_last_heard(&self) -> Option<u64> {
-        let cur = self.current?;
-        self.cands
-            .iter()
-            .flatten()
-            .find(|c| c.session == cur)
-            .map(|c| c.last_heard)
-    }
-
     /// Offers an audio packet's header received at `now` from `from`.
     pub fn offer(&mut self, now: u64, h: &AudioHeader, from: SocketAddr) -> Choice {
         self.see(now, h.stream_id, h.name_hash, h.priority, from, true)

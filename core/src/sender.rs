@@ -557,13 +557,7 @@ mod tests {
         };
         let mut s = Sender::new(cfg).unwrap();
         let mut req = [0u8; protocol::TIME_LEN];
-        let t = TimePacket {
-            stream_id: 42,
-            node_id: 9,
-            t1: 100,
-            t2: 0,
-            t3: 0,
-        };
+        let t = TimePacket::request(42, 9, 100);
         protocol::write_time(&mut req, false, &t).unwrap();
         let mut reply = [0u8; 64];
         let n = s

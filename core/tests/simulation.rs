@@ -156,19 +156,27 @@ fn join() {
 /// 35 µs.
 #[test]
 fn ratematch() {
-    let r = check("ratematch");
+    // The sender's device is 35 ppm fast, the receivers' 25, -45 and 80:
+    // the loop's ratio takes up the rates' difference, give or take its
+    // dither over the 20.8 ppm steps PipeWire can apply.
+    let want = |device_ppm: f64| ((1.0 + 35e-6) / (1.0 + device_ppm * 1e-6) - 1.0) * 1e6;
+    check_estimator("ratematch", 2, [want(25.0), want(-45.0), want(80.0)], 25.0);
+}
+
+/// One of the estimator scenarios: the core path's bounds (`check`), no
+/// underrun, skew p99 within 50 µs, `jumps` jumps per receiver, nothing
+/// concealed, the estimator never restarted, and its figure (ppm) within
+/// `tol` of `want`, per receiver.
+fn check_estimator(name: &str, jumps: u64, want: [f64; 3], tol: f64) {
+    let r = check(name);
     assert_eq!(r.underruns(), 0);
     assert!(r.skew_p99_us <= 50.0, "skew p99 {} µs", r.skew_p99_us);
-    // The sender's device is 35 ppm fast, the receivers' 25, -45 and 80.
-    for (i, (rx, device_ppm)) in r.receivers.iter().zip([25.0, -45.0, 80.0]).enumerate() {
-        assert_eq!(rx.jumps, 2, "rx{i}: start and the new session");
+    for (i, (rx, want)) in r.receivers.iter().zip(want).enumerate() {
+        assert_eq!(rx.jumps, jumps, "rx{i}: {rx:?}");
         assert_eq!(rx.concealed, 0, "rx{i}: {rx:?}");
-        assert_eq!(rx.estimator_restarts, 0, "rx{i}: the loop never let go");
-        // The loop's ratio takes up the rates' difference, give or take its
-        // dither over the 20.8 ppm steps PipeWire can apply.
-        let want = ((1.0 + 35e-6) / (1.0 + device_ppm * 1e-6) - 1.0) * 1e6;
-        let got = rx.estimator_ppm.expect("a rate-match receiver");
-        assert!((got - want).abs() < 25.0, "rx{i}: {got} ppm, want {want}");
+        assert_eq!(rx.estimator_restarts, 0, "rx{i}: the estimator restarted");
+        let got = rx.estimator_ppm.expect("an estimator's receiver");
+        assert!((got - want).abs() < tol, "rx{i}: {got} ppm, want {want}");
     }
 }
 
@@ -180,18 +188,10 @@ fn ratematch() {
 /// "bark-pulse", run B); the simulation gives 33 µs.
 #[test]
 fn pulse() {
-    let r = check("pulse");
-    assert_eq!(r.underruns(), 0);
-    assert!(r.skew_p99_us <= 50.0, "skew p99 {} µs", r.skew_p99_us);
     // The devices run 30 ppm fast, 25 ppm slow and exactly on their hosts'
-    // clocks: the frame clock fits that drift (late frames positive).
-    for (i, (rx, fast_ppm)) in r.receivers.iter().zip([30.0, -25.0, 0.0]).enumerate() {
-        assert_eq!(rx.jumps, 1, "rx{i}: one start-up jump, no resyncs");
-        assert_eq!(rx.concealed, 0, "rx{i}: {rx:?}");
-        assert_eq!(rx.estimator_restarts, 0, "rx{i}: no frame-clock restart");
-        let drift = rx.estimator_ppm.expect("a bark-pulse receiver");
-        assert!((drift + fast_ppm).abs() < 1.0, "rx{i}: fitted {drift} ppm");
-    }
+    // clocks: the frame clock fits that drift (late frames positive), and
+    // one start-up jump, no resync.
+    check_estimator("pulse", 1, [-30.0, 25.0, 0.0], 1.0);
 }
 
 /// With sync messages, a receiver's time requests after its start-up fall

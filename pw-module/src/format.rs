@@ -28,24 +28,24 @@ pub fn channel_from_name(name: &str) -> Option<u32> {
 
 /// Short name of a channel position (for logs).
 pub fn channel_name(pos: u32) -> String {
-    // SAFETY: PipeWire's static type table; the result is static or NULL.
-    unsafe {
-        let p = spa::spa_debug_type_find_short_name(spa::spa_type_audio_channel, pos);
-        if p.is_null() {
-            format!("#{pos}")
-        } else {
-            CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
-    }
+    // SAFETY: reading the extern static that points at PipeWire's type table.
+    short_name(unsafe { spa::spa_type_audio_channel }, pos)
 }
 
 /// Short name of a SPA sample format (`F32LE`...), for logs.
 pub fn sample_format_name(fmt: u32) -> String {
-    // SAFETY: PipeWire's static type table; the result is static or NULL.
+    // SAFETY: reading the extern static that points at PipeWire's type table.
+    short_name(unsafe { spa::spa_type_audio_format }, fmt)
+}
+
+/// The short name of `id` in SPA type table `table`, or `#id`.
+fn short_name(table: *const spa::spa_type_info, id: u32) -> String {
+    // SAFETY: `table` is one of PipeWire's static, NULL-terminated type
+    // tables; the result is NULL or a static NUL-terminated string.
     unsafe {
-        let p = spa::spa_debug_type_find_short_name(spa::spa_type_audio_format, fmt);
+        let p = spa::spa_debug_type_find_short_name(table, id);
         if p.is_null() {
-            format!("#{fmt}")
+            format!("#{id}")
         } else {
             CStr::from_ptr(p).to_string_lossy().into_owned()
         }

@@ -42,6 +42,35 @@ use std::sync::atomic::AtomicBool;
 /// `node.link-group` of every Bark node (overridable in `stream.props`).
 pub const LINK_GROUP: &str = "bark";
 
+/// The stream properties both roles start from: the user's `stream.props`
+/// (SPA-JSON object text) first, then ours on top, so that they cannot
+/// turn the node into something else (its name, description, media class,
+/// rate and channels); `media.name` and `node.link-group` only by default.
+pub fn node_props(
+    stream_props: Option<&str>,
+    name: &str,
+    description: &str,
+    media_class: &str,
+    rate: u32,
+    channels: u8,
+) -> Properties {
+    let mut props = Properties::new();
+    if let Some(sp) = stream_props {
+        props.update_json(sp);
+    }
+    props.set("node.name", name);
+    props.set("node.description", description);
+    props.set("media.class", media_class);
+    props.set_default("media.name", description);
+    // WirePlumber never links nodes of one link group to each other: this
+    // keeps a receiver from playing into a Bark sink on the same host (a
+    // feedback loop), even when that sink is the default.
+    props.set_default("node.link-group", LINK_GROUP);
+    props.set("audio.rate", &rate.to_string());
+    props.set("audio.channels", &channels.to_string());
+    props
+}
+
 /// # Safety
 /// `module` must be the live module being loaded, on the main thread.
 unsafe fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {

@@ -9,7 +9,6 @@
 
 use crate::args::SinkArgs;
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
-use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
@@ -60,22 +59,14 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     let sock = net::sender_socket(a).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
 
-    let mut props = Properties::new();
-    // Users' stream.props first, so that ours cannot be overridden into
-    // something that is not a sink.
-    if let Some(sp) = &a.stream_props {
-        props.update_json(sp);
-    }
-    props.set("node.name", &a.node_name);
-    props.set("node.description", &a.node_description);
-    props.set("media.class", "Audio/Sink");
-    props.set_default("media.name", &a.node_description);
-    // WirePlumber never links nodes of one link group to each other: this
-    // keeps a receiver from playing into a Bark sink on the same host (a
-    // feedback loop), even when that sink is the default.
-    props.set_default("node.link-group", crate::LINK_GROUP);
-    props.set("audio.rate", &a.format.rate.to_string());
-    props.set("audio.channels", &a.format.channels.to_string());
+    let mut props = crate::node_props(
+        a.stream_props.as_deref(),
+        &a.node_name,
+        &a.node_description,
+        "Audio/Sink",
+        a.format.rate,
+        a.format.channels,
+    );
     props.set("bark.stream", &a.stream);
 
     let security = match &key {

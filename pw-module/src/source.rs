@@ -8,7 +8,6 @@
 
 use crate::args::{Resampler, SourceArgs};
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
-use crate::ffi::Properties;
 use crate::module::{LoadError, Setup};
 use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
@@ -125,20 +124,14 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     let (group, control) = net::receiver_sockets(a).map_err(LoadError::io)?;
     let ctl = control.local_addr().map_err(LoadError::io)?;
 
-    let mut props = Properties::new();
-    if let Some(sp) = &a.stream_props {
-        props.update_json(sp);
-    }
-    props.set("node.name", &a.node_name);
-    props.set("node.description", &a.node_description);
-    props.set("media.class", a.class.media_class());
-    props.set_default("media.name", &a.node_description);
-    // WirePlumber never links nodes of one link group to each other: this
-    // keeps a receiver from playing into a Bark sink on the same host (a
-    // feedback loop), even when that sink is the default.
-    props.set_default("node.link-group", crate::LINK_GROUP);
-    props.set("audio.rate", &a.rate.to_string());
-    props.set("audio.channels", &a.channels.to_string());
+    let mut props = crate::node_props(
+        a.stream_props.as_deref(),
+        &a.node_name,
+        &a.node_description,
+        a.class.media_class(),
+        a.rate,
+        a.channels,
+    );
     // The quantum is the receiver's to choose unless stream.props sets it:
     // it shrinks to keep the session latency when the output adds delay
     // (core's plan_quantum), applied from the main loop.
