@@ -66,11 +66,7 @@ impl Auth {
 
     /// For log lines: "open", or the key id and whether audio is encrypted.
     pub fn describe(&self) -> String {
-        match &self.key {
-            Some(k) if self.encrypt => format!("authenticated and encrypted, key id {}", k.id()),
-            Some(k) => format!("authenticated, key id {}", k.id()),
-            None => "open (no --key-file)".into(),
-        }
+        bark_io::keyfile::describe(self.key.as_ref(), self.encrypt, "--key-file")
     }
 
     /// What was dropped (`c`: the endpoint's or opener's counters) as JSON

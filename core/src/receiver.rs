@@ -24,7 +24,7 @@ use crate::jitter::{Insert, JitterBuffer};
 use crate::protocol::{
     self, Packet, Role, StatusCounters, StatusPacket, TimePacket, STATUS_ACTIVE, STATUS_LATE,
 };
-use crate::resample::{Kernel, AFTER, BEFORE, TAPS};
+use crate::resample::{Kernel, Planes, AFTER, BEFORE, TAPS};
 use crate::select::{Choice, Selector, QUIET_NS};
 use crate::settings::{self, Value};
 use crate::Error;
@@ -1116,14 +1116,12 @@ impl Receiver {
                 }
             }
         }
-        self.kernel.render(
-            &self.scratch[..len * ch],
-            len,
-            ch,
-            self.x - first as f64,
-            step,
-            out,
-        );
+        let planes = Planes {
+            data: &self.scratch[..len * ch],
+            plane: len,
+            channels: ch,
+        };
+        self.kernel.render(planes, self.x - first as f64, step, out);
         self.x += n as f64 * step;
     }
 

@@ -13,6 +13,18 @@
 //! CCRMA). Every phase is normalised to unit DC gain. At cutoff 1 and phase 0
 //! the kernel is the identity, so an unadjusted stream passes bit-exact.
 
+/// Planar input of [`Kernel::render`]: `channels` planes of `plane` frames
+/// each, channel `c` at `data[c·plane..]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Planes<'a> {
+    /// The samples, plane after plane.
+    pub data: &'a [f32],
+    /// Frames per plane.
+    pub plane: usize,
+    /// Planes (channels).
+    pub channels: usize,
+}
+
 /// Filter length, input frames. The output at position `x` reads frames
 /// `floor(x) − TAPS/2 + 1 ..= floor(x) + TAPS/2`.
 pub const TAPS: usize = 16;
@@ -110,23 +122,14 @@ impl Kernel {
         self.taps_fixed(fixed.min(u32::MAX as u64) as u32, out);
     }
 
-    /// Renders `out.len() / channels` interleaved frames from planar input.
-    /// Output frame `j` is the input interpolated at position `x0 + j·step`,
-    /// in frames from the start of each plane; `src` holds `channels` planes
-    /// of `plane` frames each (channel `c` at `src[c·plane..]`). The caller
+    /// Renders `out.len() / src.channels` interleaved frames from planar
+    /// input. Output frame `j` is the input interpolated at position `x0 +
+    /// j·step`, in frames from the start of each plane. The caller
     /// guarantees the planes cover every position's [`BEFORE`]/[`AFTER`]
-    /// reach. Planar input makes each channel's dot product contiguous, which
-    /// the compiler vectorises.
-    pub fn render(
-        &self,
-        src: &[f32],
-        plane: usize,
-        channels: usize,
-        x0: f64,
-        step: f64,
-        out: &mut [f32],
-    ) {
-        render_impl(self, src, plane, channels, x0, step, out);
+    /// reach. Planar input makes each channel's dot product contiguous,
+    /// which the compiler vectorises.
+    pub fn render(&self, src: Planes<'_>, x0: f64, step: f64, out: &mut [f32]) {
+        render_impl(self, src, x0, step, out);
     }
 
     /// The taps for a 0.32 fixed-point phase.
@@ -149,15 +152,12 @@ impl Kernel {
 /// picked at run time (AVX2/FMA where the CPU has them), since distro
 /// builds target the x86-64 baseline.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn render_impl(
-    kernel: &Kernel,
-    src: &[f32],
-    plane: usize,
-    channels: usize,
-    x0: f64,
-    step: f64,
-    out: &mut [f32],
-) {
+fn render_impl<'a>(kernel: &Kernel, planes: Planes<'a>, x0: f64, step: f64, out: &mut [f32]) {
+    let Planes {
+        data: src,
+        plane,
+        channels,
+    } = planes;
     // Positions in 32.32 fixed point: the per-frame advance is one integer
     // add instead of a float-to-int round trip on the loop-carried path.
     // Resolution 2⁻³² frame; the caller re-anchors every call.
@@ -190,6 +190,14 @@ fn render_impl(
 mod tests {
     use super::*;
 
+    fn mono(x: &[f32]) -> Planes<'_> {
+        Planes {
+            data: x,
+            plane: x.len(),
+            channels: 1,
+        }
+    }
+
     #[test]
     fn phase_zero_is_identity() {
         let k = Kernel::new(1.0);
@@ -197,7 +205,7 @@ mod tests {
             .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
             .collect();
         let mut out = vec![0f32; 20];
-        k.render(&src, src.len(), 1, BEFORE as f64 + 3.0, 1.0, &mut out);
+        k.render(mono(&src), BEFORE as f64 + 3.0, 1.0, &mut out);
         assert_eq!(&out[..], &src[BEFORE + 3..BEFORE + 23]);
     }
 
@@ -211,7 +219,7 @@ mod tests {
             .collect();
         let mut out = vec![0f32; 300];
         let x0 = 20.37;
-        k.render(&src, src.len(), 1, x0, 1.0003, &mut out);
+        k.render(mono(&src), x0, 1.0003, &mut out);
         for (j, o) in out.iter().enumerate() {
             let x = x0 + j as f64 * 1.0003;
             let want = (2.0 * core::f64::consts::PI * f * x).sin() as f32;
@@ -228,9 +236,18 @@ mod tests {
         let right: Vec<f32> = left.iter().map(|v| -0.5 * v).collect();
         let planes: Vec<f32> = left.iter().chain(&right).copied().collect();
         let mut stereo = vec![0f32; 2 * 150];
-        k.render(&planes, 200, 2, 12.3, 0.9993, &mut stereo);
+        k.render(
+            Planes {
+                data: &planes,
+                plane: 200,
+                channels: 2,
+            },
+            12.3,
+            0.9993,
+            &mut stereo,
+        );
         let mut one = vec![0f32; 150];
-        k.render(&left, 200, 1, 12.3, 0.9993, &mut one);
+        k.render(mono(&left), 12.3, 0.9993, &mut one);
         for j in 0..150 {
             assert_eq!(one[j], stereo[2 * j], "frame {j}");
             assert!((stereo[2 * j + 1] + 0.5 * one[j]).abs() < 1e-6);

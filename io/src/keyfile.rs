@@ -163,3 +163,14 @@ mod tests {
         );
     }
 }
+
+/// How a node's datagrams are protected, for its start-up log line:
+/// "authenticated and encrypted, key id …", "authenticated, key id …",
+/// or "open (no SETTING)", `setting` naming where the user sets a key.
+pub fn describe(key: Option<&Key>, encrypt: bool, setting: &str) -> String {
+    match key {
+        Some(k) if encrypt => format!("authenticated and encrypted, key id {}", k.id()),
+        Some(k) => format!("authenticated, key id {}", k.id()),
+        None => format!("open (no {setting})"),
+    }
+}

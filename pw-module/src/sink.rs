@@ -69,11 +69,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     );
     props.set("bark.stream", &a.stream);
 
-    let security = match &key {
-        Some(k) if a.encrypt => format!("authenticated and encrypted, key id {}", k.id()),
-        Some(k) => format!("authenticated, key id {}", k.id()),
-        None => "open (no bark.key-file)".to_owned(),
-    };
+    let security = bark_io::keyfile::describe(key.as_ref(), a.encrypt, "bark.key-file");
     let info = format!(
         "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
         a.node_description,

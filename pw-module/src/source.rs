@@ -141,10 +141,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         .then(|| output_quantum_frames(a));
     props.set_default("node.latency", &output_quantum(a));
 
-    let security = match &key {
-        Some(k) => format!("authenticated, key id {}", k.id()),
-        None => "open (no bark.key-file)".to_owned(),
-    };
+    let security = bark_io::keyfile::describe(key.as_ref(), false, "bark.key-file");
     let info = format!(
         "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
         a.node_description,

@@ -186,6 +186,11 @@ pub struct Reporter {
     flood: Throttle,
 }
 
+/// Stores `now` in `last`; whether it changed.
+fn flipped(last: &mut bool, now: bool) -> bool {
+    std::mem::replace(last, now) != now
+}
+
 fn delta(now: u64, last: &mut u64) -> u64 {
     let d = now.wrapping_sub(*last);
     *last = now;
@@ -208,20 +213,16 @@ impl Reporter {
         let underruns = delta(c.underruns.load(Relaxed), &mut self.underruns);
 
         let active = cycles > 0;
-        if active != self.active {
-            self.active = active;
+        if flipped(&mut self.active, active) {
             log_info!(
                 "{who}: audio {}",
                 if active { "processing" } else { "idle" }
             );
         }
         let rx_active = audio_received > 0;
-        if rx_active != self.rx_active {
-            self.rx_active = rx_active;
-            log_info!(
-                "{who}: network audio {}",
-                if rx_active { "arriving" } else { "stopped" }
-            );
+        if flipped(&mut self.rx_active, rx_active) {
+            let state = if rx_active { "arriving" } else { "stopped" };
+            log_info!("{who}: network audio {state}");
         }
         let playing = c.playing.load(Relaxed);
         if playing != self.playing {
