@@ -126,6 +126,17 @@ pub fn write_key_file(path: &Path, key: &Key) -> std::io::Result<()> {
     r
 }
 
+/// How a node's datagrams are protected, for its start-up log line:
+/// "authenticated and encrypted, key id …", "authenticated, key id …",
+/// or "open (no SETTING)", `setting` naming where the user sets a key.
+pub fn describe(key: Option<&Key>, encrypt: bool, setting: &str) -> String {
+    match key {
+        Some(k) if encrypt => format!("authenticated and encrypted, key id {}", k.id()),
+        Some(k) => format!("authenticated, key id {}", k.id()),
+        None => format!("open (no {setting})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,16 +172,5 @@ mod tests {
             e.to_string().contains("short") && e.to_string().contains("64 hex"),
             "{e}"
         );
-    }
-}
-
-/// How a node's datagrams are protected, for its start-up log line:
-/// "authenticated and encrypted, key id …", "authenticated, key id …",
-/// or "open (no SETTING)", `setting` naming where the user sets a key.
-pub fn describe(key: Option<&Key>, encrypt: bool, setting: &str) -> String {
-    match key {
-        Some(k) if encrypt => format!("authenticated and encrypted, key id {}", k.id()),
-        Some(k) => format!("authenticated, key id {}", k.id()),
-        None => format!("open (no {setting})"),
     }
 }
