@@ -1040,6 +1040,8 @@ mod tests {
     fn track_follows_drift() {
         // Probe content drifts by +100 ppm: lag grows 4.8 samples/s.
         let (_, _, tr) = Multitone::new(21, 150, 15000.0).slowed(4.0, 100e-6, 0.001);
+        // 4 s, a window every 100 ms: an empty track must not pass.
+        assert!(tr.windows.len() > 30, "{} windows", tr.windows.len());
         for w in &tr.windows {
             let t = w.probe_s;
             // Content at probe time t is signal time t(1-1e-4) - 1 ms,
@@ -1183,6 +1185,7 @@ mod tests {
             "reference gap not seen: {:?}",
             tr.jumps
         );
+        assert!(tr.windows.len() > 20, "{} windows", tr.windows.len());
         for w in &tr.windows {
             let want = if w.probe_s < 1.5 { 10.0 } else { 5.0 };
             let got = w.delta_ns.unwrap() / 1e6;
