@@ -990,7 +990,9 @@ impl Receiver {
         };
         let e = self.clock.estimate()?;
         let sender_t = e.to_sender(t) - latency as f64 - self.cfg.delay_ns as f64;
-        let frame = s.timeline.frame_at(sender_t);
+        // A non-finite target (a broken estimate) must never reach the
+        // read position: silence instead.
+        let frame = s.timeline.frame_at(sender_t).filter(|f| f.is_finite());
         self.play_latency_ns = latency;
         frame
     }
@@ -1003,7 +1005,10 @@ impl Receiver {
         let n = out.len() / ch;
         let step = self.ratio;
         let first = self.x.floor() as i64 - BEFORE as i64;
-        let last = (self.x + (n - 1) as f64 * step).floor() as i64 + AFTER as i64;
+        // One frame more than the last position reaches: the kernel steps in
+        // 32.32 fixed point, whose rounding over a chunk can carry the last
+        // position past an integer the float sum stays below.
+        let last = (self.x + (n - 1) as f64 * step).floor() as i64 + AFTER as i64 + 1;
         let len = (last - first + 1) as usize;
         let fade = FADE_FRAMES as i64;
         let span = len + 2 * FADE_FRAMES;
