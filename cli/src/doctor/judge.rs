@@ -37,20 +37,14 @@ fn interface(f: &Facts) -> Check {
                 format!("{} ({ip}/{})", i.name, i.prefix)
             })
             .collect();
-        return if good.is_empty() {
+        return found("interface", "multicast-capable", &good).unwrap_or_else(|| {
             Check::new(
                 "interface",
                 Status::Fail,
                 "no interface is up with multicast and an IPv4 address",
             )
             .with_fix("connect to the LAN (`ip -br addr` shows what there is)")
-        } else {
-            Check::new(
-                "interface",
-                Status::Ok,
-                format!("multicast-capable: {}", good.join(", ")),
-            )
-        };
+        });
     };
     let Some(i) = f.ifaces.iter().find(|i| &i.name == name) else {
         let names: Vec<&str> = f.ifaces.iter().map(|i| i.name.as_str()).collect();
@@ -353,26 +347,26 @@ fn buffers(f: &Facts) -> Option<Check> {
     })
 }
 
+/// An ok check `name` listing the `items` found (after `what`), if any.
+fn found(name: &'static str, what: &str, items: &[String]) -> Option<Check> {
+    (!items.is_empty())
+        .then(|| Check::new(name, Status::Ok, format!("{what}: {}", items.join(", "))))
+}
+
 fn install(f: &Facts) -> Vec<Check> {
-    let modules = if f.module_files.is_empty() {
+    let files: Vec<String> = f
+        .module_files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let modules = found("modules", "installed", &files).unwrap_or_else(|| {
         Check::new(
             "modules",
             Status::Info,
             "the PipeWire modules (libpipewire-module-bark-sink/-source.so) are not installed in PipeWire's module directory",
         )
         .with_fix("make modules, then install them into `pkg-config --variable=moduledir libpipewire-0.3` (or set PIPEWIRE_MODULE_DIR)")
-    } else {
-        let found: Vec<String> = f
-            .module_files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        Check::new(
-            "modules",
-            Status::Ok,
-            format!("installed: {}", found.join(", ")),
-        )
-    };
+    });
     let confs: Vec<String> = f
         .dropins
         .iter()
@@ -383,19 +377,13 @@ fn install(f: &Facts) -> Vec<Check> {
                 .map(move |role| format!("{} ({role})", p.display()))
         })
         .collect();
-    let config = if confs.is_empty() {
+    let config = found("config", "drop-ins", &confs).unwrap_or_else(|| {
         Check::new(
             "config",
             Status::Info,
             "no pipewire.conf.d drop-in loads a Bark module",
         )
         .with_fix("copy conf/bark-sink.conf (sender) or conf/bark-source.conf (receiver) to ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire (systemctl --user restart pipewire)")
-    } else {
-        Check::new(
-            "config",
-            Status::Ok,
-            format!("drop-ins: {}", confs.join(", ")),
-        )
-    };
+    });
     vec![modules, config]
 }

@@ -103,11 +103,12 @@ pub struct NodeView {
     pub sync_error_us: f64,
     /// Receiver: audio buffered ahead of playback, ms.
     pub buffer_ms: f64,
-    /// The counters of its last status packet, as it sent them. Its
-    /// counts (packets, lost, late, duplicated, concealed frames,
-    /// underruns) are shown as they are; the figures with units are shown
-    /// in display units by the fields around it, so `--json` gives only the
-    /// counts, under their own names.
+    /// The counters of its last status packet, as sent. The views show
+    /// its packet and frame counts from here (`packets`, `lost`, `late`,
+    /// `duplicated`, `concealed_frames`, `underruns`, their meanings as
+    /// [`StatusCounters`] documents them); its figures with units they
+    /// take from the fields above, in display units. `--json` has the
+    /// counts only, as fields of the node.
     #[serde(flatten, serialize_with = "serialize_counts")]
     pub counters: StatusCounters,
     /// Audio packets per second between the last two reports.
