@@ -277,23 +277,32 @@ impl Pipeline {
         emit: &mut dyn FnMut(Vec<f32>) -> bool,
     ) -> Result<bool> {
         loop {
-            let need = rs.input_frames_next();
-            if self.pending[0].len() < need {
+            if self.pending[0].len() < rs.input_frames_next() {
                 return Ok(true);
             }
-            let (used, made) = rs
-                .process_into_buffer(&self.pending, &mut self.out_buf, None)
-                .map_err(|e| anyhow!("resampling: {e}"))?;
-            for p in &mut self.pending {
-                p.drain(..used);
-            }
-            let out = std::mem::take(&mut self.out_buf);
-            let ok = self.emit_frames(&out, made, emit);
-            self.out_buf = out;
-            if !ok {
+            if !self.resample_once(rs, emit)? {
                 return Ok(false);
             }
         }
+    }
+
+    /// One resampler call on the head of `self.pending`, its output
+    /// emitted; false once the consumer has gone.
+    fn resample_once(
+        &mut self,
+        rs: &mut FftFixedIn<f32>,
+        emit: &mut dyn FnMut(Vec<f32>) -> bool,
+    ) -> Result<bool> {
+        let (used, made) = rs
+            .process_into_buffer(&self.pending, &mut self.out_buf, None)
+            .map_err(|e| anyhow!("resampling: {e}"))?;
+        for p in &mut self.pending {
+            p.drain(..used);
+        }
+        let out = std::mem::take(&mut self.out_buf);
+        let ok = self.emit_frames(&out, made, emit);
+        self.out_buf = out;
+        Ok(ok)
     }
 
     /// Flushes what is left: the pending input, the resampler's delay, and
@@ -312,16 +321,7 @@ impl Pipeline {
                 for p in &mut self.pending {
                     p.resize(p.len().max(need), 0.0);
                 }
-                let (used, made) = rs
-                    .process_into_buffer(&self.pending, &mut self.out_buf, None)
-                    .map_err(|e| anyhow!("resampling: {e}"))?;
-                for p in &mut self.pending {
-                    p.drain(..used);
-                }
-                let out = std::mem::take(&mut self.out_buf);
-                let ok = self.emit_frames(&out, made, emit);
-                self.out_buf = out;
-                if !ok {
+                if !self.resample_once(&mut rs, emit)? {
                     return Ok(());
                 }
             }
@@ -435,14 +435,19 @@ fn decode_loop(
 mod tests {
     use super::*;
 
-    fn write_wav(path: &std::path::Path, rate: u32, channels: u16, frames: usize) {
+    /// A 16-bit WAV of `frames` frames of a 440 Hz tone at half scale, the
+    /// same on each of its `channels`, in a fresh directory (deleted when
+    /// the first value is dropped); its path.
+    fn tone_wav(rate: u32, channels: u16, frames: usize) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tone.wav");
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for i in 0..frames {
             let v = (i as f64 * 440.0 * std::f64::consts::TAU / rate as f64).sin() * 0.5;
             for _ in 0..channels {
@@ -450,6 +455,8 @@ mod tests {
             }
         }
         w.finalize().unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (dir, path)
     }
 
     fn collect(d: Decoded) -> Vec<f32> {
@@ -475,10 +482,8 @@ mod tests {
 
     #[test]
     fn decodes_wav_in_quantum_chunks_without_resampling() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.wav");
-        write_wav(&p, 48_000, 1, 1000);
-        let d = start(p.to_str().unwrap(), false, 48_000, 2, 256).unwrap();
+        let (_dir, p) = tone_wav(48_000, 1, 1000);
+        let d = start(&p, false, 48_000, 2, 256).unwrap();
         assert_eq!((d.info.rate, d.info.channels), (48_000, 1));
         let mut sizes = Vec::new();
         let mut all = Vec::new();
@@ -495,10 +500,8 @@ mod tests {
 
     #[test]
     fn resamples_to_the_stream_rate_keeping_length_and_pitch() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("b.wav");
-        write_wav(&p, 44_100, 2, 44_100);
-        let d = start(p.to_str().unwrap(), false, 48_000, 2, 480).unwrap();
+        let (_dir, p) = tone_wav(44_100, 2, 44_100);
+        let d = start(&p, false, 48_000, 2, 480).unwrap();
         let all = collect(d);
         let frames = all.len() / 2;
         assert!(
@@ -525,10 +528,8 @@ mod tests {
 
     #[test]
     fn loops_and_reports_bad_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.wav");
-        write_wav(&p, 48_000, 2, 300);
-        let d = start(p.to_str().unwrap(), true, 48_000, 2, 256).unwrap();
+        let (dir, p) = tone_wav(48_000, 2, 300);
+        let d = start(&p, true, 48_000, 2, 256).unwrap();
         // More than the file holds: it starts over.
         let got: usize = d.chunks.iter().take(10).map(|c| c.len() / 2).sum();
         assert_eq!(got, 2560);

@@ -16,6 +16,7 @@ pub mod receive;
 pub mod stamps;
 pub mod stats;
 pub mod stream;
+pub mod summary;
 pub mod util;
 
 /// Runs a parsed command line; the process's exit code on success.

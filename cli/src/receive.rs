@@ -37,7 +37,7 @@ use crate::clock::{self, monotonic_ns, TestClock};
 use crate::keyed::{wall_now, Auth};
 use crate::net;
 use crate::stamps::{Stamp, StampedWav};
-use crate::stream::traffic_json;
+use crate::summary::{self, traffic_json};
 use crate::util;
 use anyhow::{anyhow, Context, Result};
 use bark_core::endpoint::{ReceiverEndpoint, STATUS_PERIOD_NS};
@@ -339,6 +339,13 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         (!abs_err_us.is_empty())
             .then(|| abs_err_us[((abs_err_us.len() - 1) as f64 * p).round() as usize])
     };
+    let run = summary::Run {
+        role: "receiver",
+        node_id,
+        node_name: &a.node_name,
+        wall_s,
+        cpu_s,
+    };
     log::info!(
         "done after {wall_s:.1} s: {} cycles ({} playing, {playing_late_cycles} of them late, {late_cycles} xruns), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, latency {:.1} ms (downstream {:.1} ms, need {:.1} ms), CPU {:.1} %, {} datagrams dropped by authentication",
         k,
@@ -352,17 +359,11 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         r.play_latency_ns() as f64 / 1e6,
         c.downstream_us as f64 / 1e3,
         c.need_us as f64 / 1e3,
-        100.0 * cpu_s / wall_s.max(1e-9),
+        run.cpu_percent(),
         link.ep.wire().auth().total(),
     );
     if let Some(path) = &a.summary {
         let v = json!({
-            "role": "receiver",
-            "node_id": format!("{node_id:016x}"),
-            "node_name": a.node_name,
-            "wall_s": wall_s,
-            "cpu_s": cpu_s,
-            "cpu_percent": 100.0 * cpu_s / wall_s.max(1e-9),
             "cycles": k,
             "playing_cycles": playing_cycles,
             "playing_late_cycles": playing_late_cycles,
@@ -407,8 +408,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 "underruns": c.underruns,
             },
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        run.write(path, v)?;
     }
     Ok(())
 }

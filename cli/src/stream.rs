@@ -24,6 +24,7 @@ use crate::decode;
 use crate::keyed::{wall_now, Auth};
 use crate::net;
 use crate::stamps::{Stamp, StampedWav};
+use crate::summary::{self, traffic_json};
 use anyhow::{anyhow, Context, Result};
 use bark_core::endpoint::{SenderEndpoint, Traffic};
 use bark_core::format::AudioFormat;
@@ -45,16 +46,6 @@ const IDLE_POLL_NS: u64 = 50_000_000;
 /// A decoder this late (ns) with a cycle's audio costs that cycle: the
 /// timeline moves on and the audio, when it comes, is a gap later.
 const STALL_NS: u64 = 1_000_000_000;
-
-/// A [`Traffic`] as the summary shows it: packets, UDP payload bytes, and
-/// bytes on the wire with the IPv4 and UDP headers.
-pub(crate) fn traffic_json(t: Traffic) -> serde_json::Value {
-    json!({
-        "packets": t.packets,
-        "bytes": t.bytes,
-        "ip_bytes": t.bytes + IP_UDP_OVERHEAD as u64 * t.packets,
-    })
-}
 
 /// Sum of several [`Traffic`]s.
 fn sum(ts: &[Traffic]) -> Traffic {
@@ -427,6 +418,13 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     let decode_result = src.join();
     let c = *link.ep.wire().counts();
     let sl = link.ep.sender().session_latency();
+    let run = summary::Run {
+        role: "sender",
+        node_id,
+        node_name: &a.node_name,
+        wall_s,
+        cpu_s,
+    };
     log::info!(
         "done: {:.1} s of audio in {wall_s:.1} s after a {lead_in_s:.2} s lead-in ({} sync messages), {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, session latency {:.1} ms (changed {} times), {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
         frames_sent as f64 / a.rate as f64,
@@ -440,17 +438,11 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         c.tx_status.packets,
         sl.current() as f64 / 1e6,
         sl.changes(),
-        100.0 * cpu_s / wall_s.max(1e-9),
+        run.cpu_percent(),
     );
     if let Some(path) = &a.summary {
         let v = json!({
-            "role": "sender",
-            "node_id": format!("{node_id:016x}"),
             "session_id": format!("{session_id:016x}"),
-            "node_name": a.node_name,
-            "wall_s": wall_s,
-            "cpu_s": cpu_s,
-            "cpu_percent": 100.0 * cpu_s / wall_s.max(1e-9),
             "frames_sent": frames_sent,
             "audio_seconds": frames_sent as f64 / a.rate as f64,
             "packet_frames": packet_frames,
@@ -482,8 +474,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             },
             "auth": link.auth.counters_json(link.ep.wire().auth()),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        run.write(path, v)?;
     }
     decode_result
 }

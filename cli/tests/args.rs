@@ -9,60 +9,62 @@ const T: Duration = Duration::from_secs(20);
 
 #[test]
 fn help_shows_units_and_defaults() {
-    let (st, out, _) = run(&["stream", "--help"], T);
-    assert!(st.success());
-    for needle in [
-        "--destination-ip <IPV4>",
-        "[default: 239.255.66.66]",
-        "--latency-msec <MS>",
-        "[default: 40]",
-        "--port <PORT>",
-        "[default: 1530]",
-        "--mtu <BYTES>",
-        "--ttl <HOPS>",
-        "--multicast-loop <BOOL>",
-        "--loop",
-        "--rate <HZ>",
-        "[default: 48000]",
-        "--format <FORMAT>",
-        "--priority <N>",
-        "--latency-max-msec <MS>",
-        "[default: 1000]",
-        "--lead-in-msec <MS>",
-        "[default: 500]",
-    ] {
-        assert!(
-            out.contains(needle),
-            "stream --help lacks {needle:?}:\n{out}"
-        );
+    let wanted: [(&str, &[&str]); 3] = [
+        (
+            "stream",
+            &[
+                "--destination-ip <IPV4>",
+                "[default: 239.255.66.66]",
+                "--latency-msec <MS>",
+                "[default: 40]",
+                "--port <PORT>",
+                "[default: 1530]",
+                "--mtu <BYTES>",
+                "--ttl <HOPS>",
+                "--multicast-loop <BOOL>",
+                "--loop",
+                "--rate <HZ>",
+                "[default: 48000]",
+                "--format <FORMAT>",
+                "--priority <N>",
+                "--latency-max-msec <MS>",
+                "[default: 1000]",
+                "--lead-in-msec <MS>",
+                "[default: 500]",
+            ],
+        ),
+        (
+            "receive",
+            &[
+                "--delay-msec <MS>",
+                "--output <FILE.wav|null>",
+                "--quantum <FRAMES>",
+                "--stream <NAME>",
+            ],
+        ),
+        (
+            "stats",
+            &[
+                "--once",
+                "--json",
+                "--metrics-listen <ADDR>",
+                "--interval-msec <MS>",
+                "[default: 250]",
+            ],
+        ),
+    ];
+    for (cmd, needles) in wanted {
+        let (st, out, err) = run(&[cmd, "--help"], T);
+        assert!(st.success(), "{cmd} --help: {err}");
+        for needle in needles {
+            assert!(
+                out.contains(needle),
+                "{cmd} --help lacks {needle:?}:\n{out}"
+            );
+        }
+        // The test-only clock stays out of the help.
+        assert!(!out.contains("test-clock"), "{cmd} --help:\n{out}");
     }
-    let (_, out, _) = run(&["receive", "--help"], T);
-    for needle in [
-        "--delay-msec <MS>",
-        "--output <FILE.wav|null>",
-        "--quantum <FRAMES>",
-        "--stream <NAME>",
-    ] {
-        assert!(
-            out.contains(needle),
-            "receive --help lacks {needle:?}:\n{out}"
-        );
-    }
-    let (_, out, _) = run(&["stats", "--help"], T);
-    for needle in [
-        "--once",
-        "--json",
-        "--metrics-listen <ADDR>",
-        "--interval-msec <MS>",
-        "[default: 250]",
-    ] {
-        assert!(
-            out.contains(needle),
-            "stats --help lacks {needle:?}:\n{out}"
-        );
-    }
-    // The test-only clock stays out of the help.
-    assert!(!out.contains("test-clock"));
 }
 
 #[test]

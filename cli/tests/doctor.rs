@@ -24,6 +24,8 @@ mod doctor_judge {
     }
 
     const ETH0: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const ETH1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const UNREACHABLE: &str = "Network is unreachable (os error 101)";
 
     fn iface(name: &str, ip: Ipv4Addr, loopback: bool) -> Iface {
         Iface {
@@ -80,19 +82,26 @@ mod doctor_judge {
         f.uid = 1000;
         f.pw_cli_version = version_output("pw-cli", "0.3.65");
         f.pipewire_version = version_output("pipewire", "0.3.65");
-        f.audio = Some(AudioFacts {
-            pw_dump: Some(Ok(fixture("pw-dump-0.3.65-direct.json"))),
-            ..AudioFacts::default()
-        });
+        set_dump(&mut f, &fixture("pw-dump-0.3.65-direct.json"));
         f
     }
 
-    fn with_dump(mut f: Facts, dump: &str) -> Facts {
+    /// How a case's facts differ from [`healthy`].
+    type Edit = fn(&mut Facts);
+
+    /// [`healthy`] facts with `edit` made.
+    fn edited(edit: Edit) -> Facts {
+        let mut f = healthy();
+        edit(&mut f);
+        f
+    }
+
+    /// The audio server answered `pw-dump` with `dump`.
+    fn set_dump(f: &mut Facts, dump: &str) {
         f.audio = Some(AudioFacts {
             pw_dump: Some(Ok(dump.to_string())),
             ..AudioFacts::default()
         });
-        f
     }
 
     /// A pw-dump fixture with one node's `info` fields changed.
@@ -108,15 +117,28 @@ mod doctor_judge {
         v.to_string()
     }
 
+    /// A pw-dump fixture without its links.
+    fn unlinked(dump: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(dump).unwrap();
+        v.as_array_mut()
+            .unwrap()
+            .retain(|o| o["type"] != "PipeWire:Interface:Link");
+        v.to_string()
+    }
+
     /// What a case expects of one check: its status and words in its
     /// detail or fix; `None`: the check must be absent.
     type Want = (&'static str, Option<Status>, &'static [&'static str]);
+
+    /// A case: its name, its facts, what it expects.
+    type Case = (&'static str, Edit, &'static [Want]);
 
     fn find<'a>(v: &'a [Check], name: &str) -> Option<&'a Check> {
         v.iter().find(|c| c.name == name)
     }
 
-    fn expect(case: &str, f: &Facts, wants: &[Want]) {
+    /// Judges `f` and checks what `case` wants of it; the checks.
+    fn expect(case: &str, f: &Facts, wants: &[Want]) -> Vec<Check> {
         let v = judge(f);
         for (name, status, words) in wants {
             let c = find(&v, name);
@@ -133,59 +155,36 @@ mod doctor_judge {
                 }
             }
         }
+        v
+    }
+
+    /// Every case of a table, each from [`healthy`] facts with its edit.
+    fn expect_all(cases: &[Case]) {
+        for (case, edit, wants) in cases {
+            expect(case, &edited(*edit), wants);
+        }
     }
 
     #[test]
     fn healthy_host_passes_every_check() {
-        let f = healthy();
-        expect(
-            "healthy",
-            &f,
-            &[
-                ("interface", Some(Status::Ok), &["eth0 (192.0.2.2/24)"]),
-                ("route", Some(Status::Ok), &["via eth0 from 192.0.2.2"]),
-                (
-                    "group",
-                    Some(Status::Ok),
-                    &["already joined on this host on eth0 by 2"],
-                ),
-                ("firewall", Some(Status::Ok), &["reached a listener"]),
-                ("unicast", Some(Status::Ok), &["192.0.2.2"]),
-                ("firewall-rules", None, &[]),
-                ("ttl", Some(Status::Ok), &["TTL 1"]),
-                ("buffers", Some(Status::Ok), &["4194304"]),
-                ("modules", Some(Status::Ok), &["bark-source.so"]),
-                (
-                    "config",
-                    Some(Status::Ok),
-                    &["bark-source.conf (bark-source)"],
-                ),
-                (
-                    "audio-server",
-                    Some(Status::Ok),
-                    &["PipeWire with its PulseAudio server"],
-                ),
-                (
-                    "pipewire",
-                    Some(Status::Ok),
-                    &["PipeWire 0.3.65 (the running daemon): supported, tested in Bark's lab"],
-                ),
-                (
-                    "bark-node",
-                    Some(Status::Ok),
-                    &[
-                        "libpipewire-module-bark-source",
-                        "bark_source (Stream/Output/Audio, running)",
-                    ],
-                ),
-                (
-                    "receiver",
-                    Some(Status::Ok),
-                    &["bark_source → speaker; PipeWire reports 0.0 ms downstream"],
-                ),
-            ],
-        );
-        let v = judge(&f);
+        #[rustfmt::skip]
+        let wants: &[Want] = &[
+            ("interface", Some(Status::Ok), &["eth0 (192.0.2.2/24)"]),
+            ("route", Some(Status::Ok), &["via eth0 from 192.0.2.2"]),
+            ("group", Some(Status::Ok), &["already joined on this host on eth0 by 2"]),
+            ("firewall", Some(Status::Ok), &["reached a listener"]),
+            ("unicast", Some(Status::Ok), &["192.0.2.2"]),
+            ("firewall-rules", None, &[]),
+            ("ttl", Some(Status::Ok), &["TTL 1"]),
+            ("buffers", Some(Status::Ok), &["4194304"]),
+            ("modules", Some(Status::Ok), &["bark-source.so"]),
+            ("config", Some(Status::Ok), &["bark-source.conf (bark-source)"]),
+            ("audio-server", Some(Status::Ok), &["PipeWire with its PulseAudio server"]),
+            ("pipewire", Some(Status::Ok), &["PipeWire 0.3.65 (the running daemon): supported, tested in Bark's lab"]),
+            ("bark-node", Some(Status::Ok), &["libpipewire-module-bark-source", "bark_source (Stream/Output/Audio, running)"]),
+            ("receiver", Some(Status::Ok), &["bark_source → speaker; PipeWire reports 0.0 ms downstream"]),
+        ];
+        let v = expect("healthy", &healthy(), wants);
         assert!(v.iter().all(|c| c.status == Status::Ok), "{v:#?}");
         // Debian 12's known issues, each with what it means and what to do.
         let notes = &find(&v, "pipewire").unwrap().notes;
@@ -212,315 +211,124 @@ mod doctor_judge {
             .any(|n| n.contains("workaround: set bark.delay.msec = -<its delay in ms>")));
     }
 
+    /// `--local-ifname eth1`, another interface than the routing table's.
+    fn on_eth1(f: &mut Facts) {
+        f.ifaces.push(iface("eth1", ETH1, false));
+        f.ifname = Some("eth1".into());
+        f.route.via_ifname = Some(Ok(ETH1));
+    }
+
+    /// No route for the group: nothing could be joined or probed.
+    fn no_route(f: &mut Facts) {
+        f.route.by_table = Err(UNREACHABLE.into());
+        f.route.ip_route_get = None;
+        f.join = None;
+        f.multicast_probe = None;
+        f.unicast_probe = None;
+    }
+
     #[test]
     fn network_problems_and_their_fixes() {
-        let lo_only = Facts {
-            ifaces: vec![iface("lo", Ipv4Addr::LOCALHOST, true)],
-            ..healthy()
-        };
-        expect(
-            "only a loopback",
-            &lo_only,
-            &[(
-                "interface",
-                Some(Status::Fail),
-                &["no interface is up with multicast"],
-            )],
-        );
-
-        let mut down = healthy();
-        down.ifname = Some("eth0".into());
-        down.ifaces[0].up = false;
-        down.route.via_ifname = None;
-        expect(
-            "interface down",
-            &down,
-            &[
-                (
-                    "interface",
-                    Some(Status::Fail),
-                    &["eth0 is down", "sudo ip link set eth0 up"],
-                ),
-                (
-                    "route",
-                    Some(Status::Fail),
-                    &["has no IPv4 address to route from"],
-                ),
+        #[rustfmt::skip]
+        expect_all(&[
+            ("only a loopback", |f| f.ifaces = vec![iface("lo", Ipv4Addr::LOCALHOST, true)], &[
+                ("interface", Some(Status::Fail), &["no interface is up with multicast"]),
+            ]),
+            ("interface down", |f| { f.ifname = Some("eth0".into()); f.ifaces[0].up = false; f.route.via_ifname = None }, &[
+                ("interface", Some(Status::Fail), &["eth0 is down", "sudo ip link set eth0 up"]),
+                ("route", Some(Status::Fail), &["has no IPv4 address to route from"]),
                 ("group", None, &[]),
                 ("firewall", None, &[]),
-            ],
-        );
-
-        let mut missing = healthy();
-        missing.ifname = Some("wlan9".into());
-        expect(
-            "no such interface",
-            &missing,
-            &[(
-                "interface",
-                Some(Status::Fail),
-                &["--local-ifname wlan9: no such interface (have: eth0, lo)"],
-            )],
-        );
-
-        let mut no_mc = healthy();
-        no_mc.ifname = Some("eth0".into());
-        no_mc.ifaces[0].multicast = false;
-        no_mc.route.via_ifname = Some(Ok(ETH0));
-        expect(
-            "multicast off",
-            &no_mc,
-            &[(
-                "interface",
-                Some(Status::Fail),
-                &["multicast turned off", "multicast on"],
-            )],
-        );
-
-        let mut no_route = healthy();
-        no_route.route.by_table = Err("Network is unreachable (os error 101)".into());
-        no_route.route.ip_route_get = None;
-        no_route.join = None;
-        no_route.multicast_probe = None;
-        no_route.unicast_probe = None;
-        expect(
-            "no route",
-            &no_route,
-            &[
-                (
-                    "route",
-                    Some(Status::Fail),
-                    &[
-                        "no route for 239.255.66.66",
-                        "sudo ip route add 224.0.0.0/4 dev eth0",
-                    ],
-                ),
+            ]),
+            ("no such interface", |f| f.ifname = Some("wlan9".into()), &[
+                ("interface", Some(Status::Fail), &["--local-ifname wlan9: no such interface (have: eth0, lo)"]),
+            ]),
+            ("multicast off", |f| { f.ifname = Some("eth0".into()); f.ifaces[0].multicast = false; f.route.via_ifname = Some(Ok(ETH0)) }, &[
+                ("interface", Some(Status::Fail), &["multicast turned off", "multicast on"]),
+            ]),
+            ("no route", no_route, &[
+                ("route", Some(Status::Fail), &["no route for 239.255.66.66", "sudo ip route add 224.0.0.0/4 dev eth0"]),
                 ("group", None, &[]),
                 ("firewall", None, &[]),
                 ("unicast", None, &[]),
                 ("ttl", Some(Status::Ok), &[]),
-            ],
-        );
-
-        let mut to_lo = healthy();
-        to_lo.route.by_table = Ok(Ipv4Addr::LOCALHOST);
-        to_lo.route.ip_route_get =
-            Some("multicast 239.255.66.66 dev lo src 127.0.0.1 uid 0\n".into());
-        expect(
-            "routed to lo",
-            &to_lo,
-            &[(
-                "route",
-                Some(Status::Warn),
-                &["routed to the loopback", "dev eth0, or --local-ifname"],
-            )],
-        );
-
-        let mut other_if = healthy();
-        other_if
-            .ifaces
-            .push(iface("eth1", Ipv4Addr::new(198, 51, 100, 7), false));
-        other_if.ifname = Some("eth1".into());
-        other_if.route.via_ifname = Some(Ok(Ipv4Addr::new(198, 51, 100, 7)));
-        expect(
-            "ifname differs from the table",
-            &other_if,
-            &[(
-                "route",
-                Some(Status::Warn),
-                &[
-                    "via eth1 from 198.51.100.7",
-                    "the routing table would pick eth0",
-                ],
-            )],
-        );
-
-        let mut via_fails = other_if.clone();
-        via_fails.route.via_ifname = Some(Err("Network is unreachable (os error 101)".into()));
-        expect(
-            "cannot send via ifname",
-            &via_fails,
-            &[(
-                "route",
-                Some(Status::Fail),
-                &["cannot send to 239.255.66.66 via eth1", "dev eth1"],
-            )],
-        );
-
-        let mut alone = healthy();
-        alone.igmp = Some(fixture("igmp.txt").replace("4242FFEF", "010101EF"));
-        expect(
-            "no receiver here",
-            &alone,
-            &[(
-                "group",
-                Some(Status::Ok),
-                &["joining 239.255.66.66:1530 works; no process on this host has joined it"],
-            )],
-        );
-        let mut no_join = healthy();
-        no_join.join = Some(Err(
-            "joining 239.255.66.66 on eth0: No buffer space available".into(),
-        ));
-        expect(
-            "join fails",
-            &no_join,
-            &[(
-                "group",
-                Some(Status::Fail),
-                &["cannot join", "No buffer space", "igmp_max_memberships"],
-            )],
-        );
-
-        let mut lost = healthy();
-        lost.multicast_probe = Some(Probe::Lost);
-        lost.unicast_probe = Some((ETH0, Probe::Lost));
-        expect(
-            "firewall drops",
-            &lost,
-            &[
-                (
-                    "firewall",
-                    Some(Status::Fail),
-                    &["never arrived", "udp dport 1530 accept"],
-                ),
+            ]),
+            ("routed to lo", |f| {
+                f.route.by_table = Ok(Ipv4Addr::LOCALHOST);
+                f.route.ip_route_get = Some("multicast 239.255.66.66 dev lo src 127.0.0.1 uid 0\n".into());
+            }, &[
+                ("route", Some(Status::Warn), &["routed to the loopback", "dev eth0, or --local-ifname"]),
+            ]),
+            ("ifname differs from the table", on_eth1, &[
+                ("route", Some(Status::Warn), &["via eth1 from 198.51.100.7", "the routing table would pick eth0"]),
+            ]),
+            ("cannot send via ifname", |f| { on_eth1(f); f.route.via_ifname = Some(Err(UNREACHABLE.into())) }, &[
+                ("route", Some(Status::Fail), &["cannot send to 239.255.66.66 via eth1", "dev eth1"]),
+            ]),
+            ("no receiver here", |f| f.igmp = Some(fixture("igmp.txt").replace("4242FFEF", "010101EF")), &[
+                ("group", Some(Status::Ok), &["joining 239.255.66.66:1530 works; no process on this host has joined it"]),
+            ]),
+            ("join fails", |f| f.join = Some(Err("joining 239.255.66.66 on eth0: No buffer space available".into())), &[
+                ("group", Some(Status::Fail), &["cannot join", "No buffer space", "igmp_max_memberships"]),
+            ]),
+            ("firewall drops", |f| { f.multicast_probe = Some(Probe::Lost); f.unicast_probe = Some((ETH0, Probe::Lost)) }, &[
+                ("firewall", Some(Status::Fail), &["never arrived", "udp dport 1530 accept"]),
                 ("unicast", Some(Status::Fail), &["was dropped"]),
-            ],
-        );
-        let mut odd = healthy();
-        odd.multicast_probe = Some(Probe::Error("Operation not permitted".into()));
-        expect(
-            "probe error",
-            &odd,
-            &[(
-                "firewall",
-                Some(Status::Warn),
-                &["could not probe", "Operation not permitted"],
-            )],
-        );
+            ]),
+            ("probe error", |f| f.multicast_probe = Some(Probe::Error("Operation not permitted".into())), &[
+                ("firewall", Some(Status::Warn), &["could not probe", "Operation not permitted"]),
+            ]),
+        ]);
+    }
+
+    /// An nftables input chain with `body` after its `policy `.
+    fn ruleset(body: &str) -> Option<String> {
+        Some(format!(
+            "table inet filter {{\n\tchain input {{\n\t\ttype filter hook input priority filter; policy {body}\n\t}}\n}}\n"
+        ))
     }
 
     #[test]
     fn nftables_rules_are_read_as_hints() {
-        let ruleset = |body: &str| {
-            format!(
-                "table inet filter {{\n\tchain input {{\n\t\ttype filter hook input priority filter; policy {body}\n\t}}\n}}\n"
-            )
-        };
-        let mut dropping = healthy();
-        dropping.nft_ruleset = Some(ruleset("accept;\n\t\tudp dport 1530 drop"));
-        expect(
-            "a rule drops the port",
-            &dropping,
-            &[(
-                "firewall-rules",
-                Some(Status::Warn),
-                &["`udp dport 1530 drop`"],
-            )],
-        );
-        let mut policy = healthy();
-        policy.nft_ruleset = Some(ruleset("drop;\n\t\tct state established accept"));
-        expect(
-            "drop policy, no port rule",
-            &policy,
-            &[(
-                "firewall-rules",
-                Some(Status::Warn),
-                &["no rule mentions UDP port 1530"],
-            )],
-        );
-        let mut allowed = healthy();
-        allowed.nft_ruleset = Some(ruleset("drop;\n\t\tudp dport 1530 accept"));
-        expect(
-            "drop policy, port allowed",
-            &allowed,
-            &[(
-                "firewall-rules",
-                Some(Status::Info),
-                &["a rule mentions port 1530"],
-            )],
-        );
+        #[rustfmt::skip]
+        expect_all(&[
+            ("a rule drops the port", |f| f.nft_ruleset = ruleset("accept;\n\t\tudp dport 1530 drop"), &[
+                ("firewall-rules", Some(Status::Warn), &["`udp dport 1530 drop`"]),
+            ]),
+            ("drop policy, no port rule", |f| f.nft_ruleset = ruleset("drop;\n\t\tct state established accept"), &[
+                ("firewall-rules", Some(Status::Warn), &["no rule mentions UDP port 1530"]),
+            ]),
+            ("drop policy, port allowed", |f| f.nft_ruleset = ruleset("drop;\n\t\tudp dport 1530 accept"), &[
+                ("firewall-rules", Some(Status::Info), &["a rule mentions port 1530"]),
+            ]),
+        ]);
     }
 
     #[test]
     fn ttl_buffers_install_and_daemons() {
-        let with = |edit: &dyn Fn(&mut Facts)| {
-            let mut f = healthy();
-            edit(&mut f);
-            f
-        };
-        expect(
-            "ttl 0",
-            &with(&|f| f.ttl = 0),
-            &[("ttl", Some(Status::Warn), &["--ttl 1"])],
-        );
-        expect(
-            "ttl 4",
-            &with(&|f| f.ttl = 4),
-            &[("ttl", Some(Status::Info), &["up to 3 routers"])],
-        );
-        expect(
-            "small rmem_max",
-            &with(&|f| f.rmem_max = Some("212992\n".into())),
-            &[(
-                "buffers",
-                Some(Status::Info),
-                &["212992 bytes", "rmem_max=1048576"],
-            )],
-        );
-        expect(
-            "no rmem_max",
-            &with(&|f| f.rmem_max = None),
-            &[("buffers", None, &[])],
-        );
-        expect(
-            "nothing installed",
-            &with(&|f| {
+        #[rustfmt::skip]
+        expect_all(&[
+            ("ttl 0", |f| f.ttl = 0, &[("ttl", Some(Status::Warn), &["--ttl 1"])]),
+            ("ttl 4", |f| f.ttl = 4, &[("ttl", Some(Status::Info), &["up to 3 routers"])]),
+            ("small rmem_max", |f| f.rmem_max = Some("212992\n".into()), &[
+                ("buffers", Some(Status::Info), &["212992 bytes", "rmem_max=1048576"]),
+            ]),
+            ("no rmem_max", |f| f.rmem_max = None, &[("buffers", None, &[])]),
+            ("nothing installed", |f| {
                 f.module_files.clear();
-                f.dropins = vec![(
-                    PathBuf::from("/etc/pipewire/pipewire.conf.d/10-x.conf"),
-                    "context.properties = {}".into(),
-                )];
-            }),
-            &[
+                f.dropins = vec![(PathBuf::from("/etc/pipewire/pipewire.conf.d/10-x.conf"), "context.properties = {}".into())];
+            }, &[
                 ("modules", Some(Status::Info), &["not installed"]),
-                (
-                    "config",
-                    Some(Status::Info),
-                    &["no pipewire.conf.d drop-in loads a Bark module"],
-                ),
-            ],
-        );
-        expect(
-            "no daemon",
-            &with(&|f| {
-                f.daemons.clear();
-                f.audio = Some(AudioFacts::default());
-            }),
-            &[
-                (
-                    "audio-server",
-                    Some(Status::Warn),
-                    &[
-                        "no PipeWire or PulseAudio is running",
-                        "systemctl --user start",
-                    ],
-                ),
+                ("config", Some(Status::Info), &["no pipewire.conf.d drop-in loads a Bark module"]),
+            ]),
+            ("no daemon", |f| { f.daemons.clear(); f.audio = Some(AudioFacts::default()) }, &[
+                ("audio-server", Some(Status::Warn), &["no PipeWire or PulseAudio is running", "systemctl --user start"]),
                 ("bark-node", None, &[]),
-            ],
-        );
-        expect(
-            "pulseaudio beside pipewire",
-            &with(&|f| f.daemons.push(daemon("pulseaudio"))),
-            &[(
-                "audio-server",
-                Some(Status::Warn),
-                &["compete for the same clients", "mask pulseaudio.socket"],
-            )],
-        );
-        expect(
-            "plain PulseAudio with bark-pulse",
-            &with(&|f| {
+            ]),
+            ("pulseaudio beside pipewire", |f| f.daemons.push(daemon("pulseaudio")), &[
+                ("audio-server", Some(Status::Warn), &["compete for the same clients", "mask pulseaudio.socket"]),
+            ]),
+            ("plain PulseAudio with bark-pulse", |f| {
                 f.daemons = vec![daemon("pulseaudio")];
                 f.pw_cli_version = None;
                 f.pipewire_version = None;
@@ -528,181 +336,95 @@ mod doctor_judge {
                     pactl_modules: Some("7\tmodule-native-protocol-unix\t\t\n".into()),
                     ..AudioFacts::default()
                 });
-            }),
-            &[
-                (
-                    "audio-server",
-                    Some(Status::Ok),
-                    &["PulseAudio: pulseaudio ×1"],
-                ),
+            }, &[
+                ("audio-server", Some(Status::Ok), &["PulseAudio: pulseaudio ×1"]),
                 ("pipewire", None, &[]),
-                (
-                    "bark-node",
-                    Some(Status::Info),
-                    &["PulseAudio has no Bark module loaded"],
-                ),
-            ],
-        );
+                ("bark-node", Some(Status::Info), &["PulseAudio has no Bark module loaded"]),
+            ]),
+        ]);
     }
 
     #[test]
     fn a_unicast_address_needs_no_route_or_group() {
-        let mut f = healthy();
-        f.group = SocketAddrV4::new(ETH0, 1530);
-        f.join = None;
-        f.multicast_probe = None;
-        expect(
-            "unicast",
-            &f,
-            &[
+        #[rustfmt::skip]
+        expect_all(&[
+            ("unicast", |f| { f.group = SocketAddrV4::new(ETH0, 1530); f.join = None; f.multicast_probe = None }, &[
                 ("route", Some(Status::Info), &["192.0.2.2 is unicast"]),
                 ("group", Some(Status::Info), &["unicast: nothing to join"]),
                 ("firewall", None, &[]),
                 ("unicast", Some(Status::Ok), &[]),
-            ],
-        );
+            ]),
+        ]);
+    }
+
+    /// A pw-dump of just a core of PipeWire `v` and a factory.
+    fn dump_of(v: &str) -> String {
+        format!(
+            r#"[{{"id":0,"type":"PipeWire:Interface:Core","version":4,"permissions":["r","x","m"],
+                "info":{{"cookie":1,"user-name":"u","host-name":"h","version":"{v}","name":"pipewire-0",
+                "change-mask":["props"],"props":{{"default.clock.rate":48000}}}}}},
+               {{"id":1,"type":"PipeWire:Interface:Factory","version":3,
+                "info":{{"name":"support.node.driver","type":"PipeWire:Interface:Node","version":3,"props":{{}}}}}}]"#
+        )
+    }
+
+    /// PipeWire 1.2.7, daemon and library, without Bark.
+    fn pipewire_1_2_7(f: &mut Facts) {
+        set_dump(f, &dump_of("1.2.7"));
+        f.pw_cli_version = version_output("pw-cli", "1.2.7");
     }
 
     #[test]
     fn pipewire_versions() {
-        let dump_of = |v: &str| {
-            format!(
-                r#"[{{"id":0,"type":"PipeWire:Interface:Core","version":4,"permissions":["r","x","m"],
-                    "info":{{"cookie":1,"user-name":"u","host-name":"h","version":"{v}","name":"pipewire-0",
-                    "change-mask":["props"],"props":{{"default.clock.rate":48000}}}}}},
-                   {{"id":1,"type":"PipeWire:Interface:Factory","version":3,
-                    "info":{{"name":"support.node.driver","type":"PipeWire:Interface:Node","version":3,"props":{{}}}}}}]"#
-            )
-        };
-        let mut f = with_dump(healthy(), &dump_of("1.2.7"));
-        f.pw_cli_version = version_output("pw-cli", "1.2.7");
-        expect(
-            "1.2.7, no Bark loaded",
-            &f,
-            &[
-                (
-                    "pipewire",
-                    Some(Status::Ok),
-                    &["PipeWire 1.2.7 (the running daemon): supported"],
-                ),
-                (
-                    "bark-node",
-                    Some(Status::Info),
-                    &["PipeWire has no Bark node loaded"],
-                ),
+        #[rustfmt::skip]
+        expect_all(&[
+            ("1.2.7, no Bark loaded", pipewire_1_2_7, &[
+                ("pipewire", Some(Status::Ok), &["PipeWire 1.2.7 (the running daemon): supported"]),
+                ("bark-node", Some(Status::Info), &["PipeWire has no Bark node loaded"]),
                 ("receiver", None, &[]),
-            ],
-        );
-        let v = judge(&f);
-        let c = find(&v, "pipewire").unwrap();
-        assert!(!c.detail.contains("lab"), "{c:?}");
-        assert_eq!(c.notes.len(), 3, "{c:#?}");
-
-        let mut stale = with_dump(healthy(), &dump_of("0.3.65"));
-        stale.pw_cli_version = version_output("pw-cli", "1.4.2");
-        expect(
-            "daemon older than the library",
-            &stale,
-            &[(
-                "pipewire",
-                Some(Status::Warn),
-                &[
+            ]),
+            ("daemon older than the library", |f| { set_dump(f, &dump_of("0.3.65")); f.pw_cli_version = version_output("pw-cli", "1.4.2") }, &[
+                ("pipewire", Some(Status::Warn), &[
                     "running daemon is PipeWire 0.3.65 but the installed library is 1.4.2",
                     "systemctl --user restart pipewire",
-                ],
-            )],
-        );
-
-        let mut old = healthy();
-        old.audio = None;
-        old.pw_cli_version = None;
-        old.pipewire_version = Some(
-            "pipewire\nCompiled with libpipewire 0.3.48\nLinked with libpipewire 0.3.48\n".into(),
-        );
-        expect(
-            "old library, --no-audio",
-            &old,
-            &[
+                ]),
+            ]),
+            ("old library, --no-audio", |f| {
+                f.audio = None;
+                f.pw_cli_version = None;
+                f.pipewire_version = version_output("pipewire", "0.3.48");
+            }, &[
                 ("pipewire", Some(Status::Warn), &["PipeWire 0.3.48 (the installed library; the daemon was not asked): older than 0.3.65", "upgrade"]),
                 ("bark-node", None, &[]),
                 ("receiver", None, &[]),
-            ],
-        );
-
-        let mut odd = with_dump(healthy(), &dump_of("1.4.2-rc1"));
-        odd.pw_cli_version = None;
-        odd.pipewire_version = None;
-        expect(
-            "unparsable version",
-            &odd,
-            &[(
-                "pipewire",
-                Some(Status::Info),
-                &["not a version doctor understands"],
-            )],
-        );
+            ]),
+            ("unparsable version", |f| { set_dump(f, &dump_of("1.4.2-rc1")); f.pw_cli_version = None; f.pipewire_version = None }, &[
+                ("pipewire", Some(Status::Info), &["not a version doctor understands"]),
+            ]),
+        ]);
+        let v = judge(&edited(pipewire_1_2_7));
+        let c = find(&v, "pipewire").unwrap();
+        assert!(!c.detail.contains("lab"), "{c:?}");
+        assert_eq!(c.notes.len(), 3, "{c:#?}");
     }
 
     #[test]
     fn pw_dump_failures_are_reported_not_fatal() {
-        let mut failed = healthy();
-        failed.audio = Some(AudioFacts {
-            pw_dump: Some(Err("pw-dump did not answer within 5 s".into())),
-            ..AudioFacts::default()
-        });
-        expect(
-            "pw-dump timed out",
-            &failed,
-            &[
-                (
-                    "bark-node",
-                    Some(Status::Info),
-                    &["could not ask PipeWire (pw-dump did not answer within 5 s"],
-                ),
-                (
-                    "pipewire",
-                    Some(Status::Ok),
-                    &["the installed library; the daemon was not asked"],
-                ),
-            ],
-        );
-        expect(
-            "pw-dump garbage",
-            &with_dump(healthy(), "Error: failed to connect"),
-            &[(
-                "bark-node",
-                Some(Status::Info),
-                &["pw-dump output not understood"],
-            )],
-        );
+        #[rustfmt::skip]
+        expect_all(&[
+            ("pw-dump timed out", |f| f.audio = Some(AudioFacts { pw_dump: Some(Err("pw-dump did not answer within 5 s".into())), ..AudioFacts::default() }), &[
+                ("bark-node", Some(Status::Info), &["could not ask PipeWire (pw-dump did not answer within 5 s"]),
+                ("pipewire", Some(Status::Ok), &["the installed library; the daemon was not asked"]),
+            ]),
+            ("pw-dump garbage", |f| set_dump(f, "Error: failed to connect"), &[
+                ("bark-node", Some(Status::Info), &["pw-dump output not understood"]),
+            ]),
+        ]);
     }
 
-    #[test]
-    fn a_loopback_before_the_speaker_on_0_3_65() {
-        let f = with_dump(healthy(), &fixture("pw-dump-0.3.65-loopback.json"));
-        expect(
-            "0.3.65 loopback",
-            &f,
-            &[
-                ("pipewire", Some(Status::Ok), &["PipeWire 0.3.65"]),
-                (
-                    "receiver",
-                    Some(Status::Warn),
-                    &[
-                        "bark_source → dsp → dsp.out → speaker",
-                        "PipeWire reports 0.0 ms downstream",
-                        "dsp is a loopback or filter whose delay PipeWire does not count (this PipeWire cannot report a loopback's delay)",
-                        "set bark.delay.msec = -D",
-                    ],
-                ),
-            ],
-        );
-        let v = judge(&f);
-        let fix = find(&v, "receiver").unwrap().fix.clone().unwrap();
-        assert!(!fix.contains("latencyOffsetNsec"), "0.3.65 has none: {fix}");
-
-        // A device that reports its own latency (as ALSA sinks do) does
-        // not make the loopback's delay counted.
+    /// The 0.3.65 loopback fixture, its sink's output ports reporting a
+    /// 10 ms latency of their own (as ALSA sinks do).
+    fn loopback_before_a_10_ms_device(f: &mut Facts) {
         let mut v: serde_json::Value =
             serde_json::from_str(&fixture("pw-dump-0.3.65-loopback.json")).unwrap();
         for o in v.as_array_mut().unwrap() {
@@ -714,135 +436,99 @@ mod doctor_judge {
                 }
             }
         }
-        expect(
-            "0.3.65 loopback before a device reporting 10 ms",
-            &with_dump(healthy(), &v.to_string()),
-            &[(
-                "receiver",
-                Some(Status::Warn),
-                &[
-                    "PipeWire reports 10.0 ms downstream",
-                    "dsp is a loopback or filter",
-                ],
-            )],
-        );
+        set_dump(f, &v.to_string());
+    }
 
-        // Compensated by hand: nothing left to do.
-        let dump = fixture("pw-dump-0.3.65-loopback.json")
-            .replace("bark.delay.msec = 0", "bark.delay.msec = -50");
-        expect(
-            "0.3.65 loopback, compensated",
-            &with_dump(healthy(), &dump),
-            &[("receiver", Some(Status::Ok), &["bark.delay.msec = -50"])],
-        );
+    #[test]
+    fn a_loopback_before_the_speaker_on_0_3_65() {
+        let loopback: Edit = |f| set_dump(f, &fixture("pw-dump-0.3.65-loopback.json"));
+        #[rustfmt::skip]
+        expect_all(&[
+            ("0.3.65 loopback", loopback, &[
+                ("pipewire", Some(Status::Ok), &["PipeWire 0.3.65"]),
+                ("receiver", Some(Status::Warn), &[
+                    "bark_source → dsp → dsp.out → speaker",
+                    "PipeWire reports 0.0 ms downstream",
+                    "dsp is a loopback or filter whose delay PipeWire does not count (this PipeWire cannot report a loopback's delay)",
+                    "set bark.delay.msec = -D",
+                ]),
+            ]),
+            // A device that reports its own latency does not make the
+            // loopback's delay counted.
+            ("0.3.65 loopback before a device reporting 10 ms", loopback_before_a_10_ms_device, &[
+                ("receiver", Some(Status::Warn), &["PipeWire reports 10.0 ms downstream", "dsp is a loopback or filter"]),
+            ]),
+            // Compensated by hand: nothing left to do.
+            ("0.3.65 loopback, compensated", |f| {
+                let dump = fixture("pw-dump-0.3.65-loopback.json");
+                set_dump(f, &dump.replace("bark.delay.msec = 0", "bark.delay.msec = -50"));
+            }, &[
+                ("receiver", Some(Status::Ok), &["bark.delay.msec = -50"]),
+            ]),
+        ]);
+        let v = judge(&edited(loopback));
+        let fix = find(&v, "receiver").unwrap().fix.clone().unwrap();
+        assert!(!fix.contains("latencyOffsetNsec"), "0.3.65 has none: {fix}");
     }
 
     #[test]
     fn a_loopback_before_the_speaker_on_1_4_2() {
-        let mut f = with_dump(healthy(), &fixture("pw-dump-1.4.2-loopback.json"));
-        f.pw_cli_version = version_output("pw-cli", "1.4.2");
-        expect(
-            "1.4.2 loopback, not reporting",
-            &f,
-            &[
-                (
-                    "pipewire",
-                    Some(Status::Ok),
-                    &["PipeWire 1.4.2 (the running daemon): supported, tested in Bark's lab"],
-                ),
-                (
-                    "receiver",
-                    Some(Status::Warn),
-                    &[
-                        "bark_source → dsp → dsp.out → speaker",
-                        "pw-cli set-param 61 Props",
-                        "latencyOffsetNsec",
-                        "bark.delay.msec = -D",
-                    ],
-                ),
-            ],
-        );
-        let v = judge(&f);
+        let loopback: Edit = |f| {
+            set_dump(f, &fixture("pw-dump-1.4.2-loopback.json"));
+            f.pw_cli_version = version_output("pw-cli", "1.4.2");
+        };
+        #[rustfmt::skip]
+        expect_all(&[
+            ("1.4.2 loopback, not reporting", loopback, &[
+                ("pipewire", Some(Status::Ok), &["PipeWire 1.4.2 (the running daemon): supported, tested in Bark's lab"]),
+                ("receiver", Some(Status::Warn), &["bark_source → dsp → dsp.out → speaker", "pw-cli set-param 61 Props", "latencyOffsetNsec", "bark.delay.msec = -D"]),
+            ]),
+            // After `pw-cli set-param 61 Props '{ "latencyOffsetNsec": 50000000 }'`
+            // the loopback reports 50 ms, which the receiver counts.
+            ("1.4.2 loopback reporting 50 ms", |f| {
+                set_dump(f, &fixture("pw-dump-1.4.2-latency-offset.json"));
+                f.pw_cli_version = version_output("pw-cli", "1.4.2");
+            }, &[
+                ("receiver", Some(Status::Ok), &["bark_source → dsp → dsp.out → speaker; PipeWire reports 50.0 ms downstream"]),
+            ]),
+        ]);
+        let v = judge(&edited(loopback));
         assert_eq!(find(&v, "pipewire").unwrap().notes.len(), 2);
-
-        // After `pw-cli set-param 61 Props '{ "latencyOffsetNsec": 50000000 }'`
-        // the loopback reports 50 ms, which the receiver counts.
-        let mut f = with_dump(healthy(), &fixture("pw-dump-1.4.2-latency-offset.json"));
-        f.pw_cli_version = version_output("pw-cli", "1.4.2");
-        expect(
-            "1.4.2 loopback reporting 50 ms",
-            &f,
-            &[(
-                "receiver",
-                Some(Status::Ok),
-                &["bark_source → dsp → dsp.out → speaker; PipeWire reports 50.0 ms downstream"],
-            )],
-        );
     }
 
     #[test]
     fn receivers_in_trouble() {
-        let broken = node_edited("pw-dump-0.3.65-direct.json", "bark_source", |i| {
-            i["state"] = "error".into();
-            i["error"] = "no node available".into();
-        });
-        expect(
-            "receiver in error",
-            &with_dump(healthy(), &broken),
-            &[(
-                "receiver",
-                Some(Status::Warn),
-                &["bark_source: error: no node available", "journalctl"],
-            )],
-        );
-
-        let mut v: serde_json::Value =
-            serde_json::from_str(&fixture("pw-dump-0.3.65-direct.json")).unwrap();
-        v.as_array_mut()
-            .unwrap()
-            .retain(|o| o["type"] != "PipeWire:Interface:Link");
-        expect(
-            "receiver not linked",
-            &with_dump(healthy(), &v.to_string()),
-            &[(
-                "receiver",
-                Some(Status::Warn),
-                &["bark_source is not linked to any sink", "target.object"],
-            )],
-        );
-
-        let mic = node_edited("pw-dump-0.3.65-direct.json", "bark_source", |i| {
-            i["props"]["media.class"] = "Audio/Source".into();
-        });
-        let mut v: serde_json::Value = serde_json::from_str(&mic).unwrap();
-        v.as_array_mut()
-            .unwrap()
-            .retain(|o| o["type"] != "PipeWire:Interface:Link");
-        expect(
-            "virtual source",
-            &with_dump(healthy(), &v.to_string()),
-            &[("receiver", Some(Status::Info), &["virtual source"])],
-        );
+        #[rustfmt::skip]
+        expect_all(&[
+            ("receiver in error", |f| set_dump(f, &node_edited("pw-dump-0.3.65-direct.json", "bark_source", |i| {
+                i["state"] = "error".into();
+                i["error"] = "no node available".into();
+            })), &[
+                ("receiver", Some(Status::Warn), &["bark_source: error: no node available", "journalctl"]),
+            ]),
+            ("receiver not linked", |f| set_dump(f, &unlinked(&fixture("pw-dump-0.3.65-direct.json"))), &[
+                ("receiver", Some(Status::Warn), &["bark_source is not linked to any sink", "target.object"]),
+            ]),
+            ("virtual source", |f| set_dump(f, &unlinked(&node_edited("pw-dump-0.3.65-direct.json", "bark_source", |i| {
+                i["props"]["media.class"] = "Audio/Source".into();
+            }))), &[
+                ("receiver", Some(Status::Info), &["virtual source"]),
+            ]),
+        ]);
     }
 
     #[test]
     fn the_receivers_own_downstream_report_is_shown() {
-        let mut f = healthy();
-        if let Some(a) = f.audio.as_mut() {
-            a.receiver_reports = vec![ReceiverReport {
-                node_name: "bark_source".into(),
-                downstream_us: Some(12_500),
-            }];
-        }
-        expect(
-            "status packet hook",
-            &f,
-            &[(
-                "receiver",
-                Some(Status::Ok),
-                &["; the receiver reports 12.5 ms downstream"],
-            )],
-        );
+        #[rustfmt::skip]
+        expect_all(&[
+            ("status packet hook", |f| {
+                if let Some(a) = f.audio.as_mut() {
+                    a.receiver_reports = vec![ReceiverReport { node_name: "bark_source".into(), downstream_us: Some(12_500) }];
+                }
+            }, &[
+                ("receiver", Some(Status::Ok), &["; the receiver reports 12.5 ms downstream"]),
+            ]),
+        ]);
     }
 
     #[test]
@@ -899,12 +585,7 @@ mod doctor_live {
     const T: Duration = Duration::from_secs(30);
 
     fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-        v["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} check in {v:#}"))
+        named(v, "checks", name)
     }
 
     fn status_of(v: &serde_json::Value, name: &str) -> String {
@@ -999,13 +680,10 @@ mod doctor_live {
         use bark_cli::doctor::probe::{receiver_reports, STATUS_LISTEN};
         let dir = tempfile::tempdir().unwrap();
         let net = unique_net();
-        let mut a: Vec<String> = ["receive", "--ttl", "0", "--seconds", "5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(["--output-delay-msec", "12.5", "--node-name", "doc-rx"].map(String::from));
-        a.extend(net.iter().cloned());
-        let _rx = Proc::spawn("rx", &a, &dir.path().join("rx.log"));
+        let _rx = NodeCmd::receive(dir.path(), "rx", "5")
+            .named("doc-rx")
+            .args(&["--output-delay-msec", "12.5"])
+            .spawn(&net);
         let group = format!("{}:{}", net[1], net[3]).parse().unwrap();
         let sock = bark_cli::net::group_socket(group, Some("lo")).unwrap();
         let host = bark_io::node::hostname();

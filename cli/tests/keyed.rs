@@ -9,10 +9,6 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 fn keygen(path: &std::path::Path) -> String {
     let (st, out, err) = run(&["keygen", path.to_str().unwrap()], Duration::from_secs(10));
     assert!(st.success(), "{err}");
@@ -37,16 +33,14 @@ fn keygen_writes_private_files_and_never_overwrites() {
 
     // A readable key file is refused with the fix; its bytes never shown.
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut a = vec![
+    let a = [
         "receive",
         "--seconds",
         "1",
         "--key-file",
         k.to_str().unwrap(),
     ];
-    let net = unique_net();
-    a.extend(net.iter().map(String::as_str));
-    let (st, _, err) = run(&a, Duration::from_secs(10));
+    let (st, _, err) = run_net(&a, &unique_net());
     assert!(!st.success(), "loaded a world-readable key file");
     assert!(err.contains("chmod 600") && err.contains("a.key"), "{err}");
     assert!(!err.contains(&hex[..16]));
@@ -60,10 +54,7 @@ fn keygen_writes_private_files_and_never_overwrites() {
 
 #[test]
 fn keyed_stream_plays_only_with_the_same_key() {
-    let dir = scratch("keyed-stream");
-    let net = unique_net();
-    let src = dir.join("source.wav");
-    write_test_wav(&src, 48_000, 3.0);
+    let (dir, net, src) = scratch_with_source("keyed-stream", 48_000, 3.0);
     let (ka, kb) = (dir.join("a.key"), dir.join("b.key"));
     keygen(&ka);
     keygen(&kb);
@@ -71,81 +62,40 @@ fn keyed_stream_plays_only_with_the_same_key() {
 
     let mut rx = Vec::new();
     for (name, key) in [("same", Some(&ka)), ("other", Some(&kb)), ("open", None)] {
-        let mut a = s(&["receive", "--ttl", "0", "--seconds", "5", "--node-name"]);
-        a.push(name.into());
-        a.extend(s(&[
-            "-o",
-            dir.join(format!("{name}.wav")).to_str().unwrap(),
-        ]));
-        a.extend(s(&[
-            "--summary",
-            dir.join(format!("{name}.json")).to_str().unwrap(),
-        ]));
+        let mut node = NodeCmd::receive(&dir, name, "5").named(name).recorded();
         if let Some(k) = key {
-            a.extend(s(&["--key-file", k.to_str().unwrap()]));
+            node = node.path("--key-file", k);
         }
-        a.extend(net.clone());
-        rx.push(Proc::spawn(name, &a, &dir.join(format!("{name}.log"))));
+        rx.push(node.spawn(&net));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let mut tx = {
-        let mut a = s(&[
-            "stream",
-            "--ttl",
-            "0",
-            "--node-name",
-            "tx-keyed",
-            "--encrypt",
-        ]);
-        a.extend(s(&["--key-file", ka_s, "--input", src.to_str().unwrap()]));
-        a.extend(s(&["--summary", dir.join("tx.json").to_str().unwrap()]));
-        a.extend(net.clone());
-        Proc::spawn("stream", &a, &dir.join("tx.log"))
-    };
+    let mut tx = NodeCmd::stream(&dir, "tx")
+        .named("tx-keyed")
+        .args(&["--encrypt"])
+        .path("--key-file", &ka)
+        .path("--input", &src)
+        .summary()
+        .spawn(&net);
 
     // While it plays, `bark stats` with the key sees the sender and the
     // receiver with the same key; the other key's status is dropped.
     std::thread::sleep(Duration::from_millis(1500));
-    let mut a = vec![
-        "stats",
-        "--once",
-        "--json",
-        "--wait-sec",
-        "1.5",
-        "--key-file",
-        ka_s,
-    ];
-    a.extend(net.iter().map(String::as_str));
-    let (st, out, err) = run(&a, Duration::from_secs(10));
-    assert!(st.success(), "{err}");
-    let snap: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let names: Vec<&str> = snap["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let snap = stats_snapshot(&net, "1.5", &["--key-file", ka_s]);
+    let names = node_names(&snap);
     assert!(
         names.contains(&"tx-keyed") && names.contains(&"same"),
-        "{out}"
+        "{snap}"
     );
-    assert!(!names.contains(&"other"), "{out}");
-    assert!(snap["auth_dropped"].as_u64().unwrap() > 0, "{out}");
-    let mut a = vec!["stats", "--once", "--wait-sec", "1.5", "--key-file", ka_s];
-    a.extend(net.iter().map(String::as_str));
-    let (st, table, err) = run(&a, Duration::from_secs(10));
+    assert!(!names.contains(&"other"), "{snap}");
+    assert!(snap["auth_dropped"].as_u64().unwrap() > 0, "{snap}");
+    let a = ["stats", "--once", "--wait-sec", "1.5", "--key-file", ka_s];
+    let (st, table, err) = run_net(&a, &net);
     assert!(st.success(), "{err}");
     assert!(table.contains("dropped by key checks"), "{table}");
 
-    let (st, _) = tx.wait(Duration::from_secs(15));
-    assert!(
-        st.success(),
-        "stream failed: see {}",
-        dir.join("tx.log").display()
-    );
+    tx.wait_ok(Duration::from_secs(15));
     for r in &mut rx {
-        let (st, _) = r.wait(Duration::from_secs(15));
-        assert!(st.success());
+        r.wait_ok(Duration::from_secs(15));
     }
     let txs = read_json(&dir.join("tx.json"));
     // The 48-byte trailer costs 6 frames of stereo F32 per packet.

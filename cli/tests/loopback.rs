@@ -9,10 +9,6 @@ use std::time::Duration;
 
 const SECONDS: f64 = 6.0;
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -24,60 +20,32 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn stream_two_receivers_stats_and_metrics() {
-    let dir = scratch("loopback-main");
-    let net = unique_net();
-    let src = dir.join("source.wav");
-    write_test_wav(&src, 48_000, SECONDS);
+    let (dir, net, src) = scratch_with_source("loopback-main", 48_000, SECONDS);
 
     // Receivers first, so they hear the stream from its first packet.
-    let mut rx = Vec::new();
-    for i in 1..=2 {
-        let mut a = s(&["receive", "--ttl", "0", "--seconds", "9", "--node-name"]);
-        a.push(format!("rx{i}"));
-        a.extend(s(&["-o", dir.join(format!("rx{i}.wav")).to_str().unwrap()]));
-        a.extend(s(&[
-            "--summary",
-            dir.join(format!("rx{i}.json")).to_str().unwrap(),
-        ]));
-        a.extend(net.clone());
-        rx.push(Proc::spawn(
-            &format!("rx{i}"),
-            &a,
-            &dir.join(format!("rx{i}.log")),
-        ));
-    }
-    let mut metrics = {
-        let mut a = s(&[
-            "stats",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--count",
-            "200",
-            "--interval-msec",
-            "50",
-        ]);
-        a.extend(net.clone());
-        Proc::spawn("metrics", &a, &dir.join("metrics.log"))
-    };
+    let mut rx: Vec<Proc> = ["rx1", "rx2"]
+        .map(|tag| {
+            let node = NodeCmd::receive(&dir, tag, "9").named(tag);
+            node.recorded().spawn(&net)
+        })
+        .into();
+    let stats = ["stats", "--metrics-listen", "127.0.0.1:0", "--count", "200"];
+    let mut metrics = NodeCmd::new(&dir, "metrics", &stats)
+        .args(&["--interval-msec", "50"])
+        .spawn(&net);
     std::thread::sleep(Duration::from_millis(300));
-    let mut tx = {
-        let mut a = s(&["stream", "--ttl", "0", "--node-name", "tx-test", "--input"]);
-        a.push(src.to_str().unwrap().into());
-        a.extend(s(&["--record", dir.join("ref.wav").to_str().unwrap()]));
-        a.extend(s(&["--summary", dir.join("tx.json").to_str().unwrap()]));
-        a.extend(net.clone());
-        Proc::spawn("stream", &a, &dir.join("tx.log"))
-    };
+    let mut tx = NodeCmd::stream(&dir, "tx")
+        .named("tx-test")
+        .path("--input", &src)
+        .path("--record", &dir.join("ref.wav"))
+        .summary()
+        .spawn(&net);
 
     // While it plays: one JSON snapshot with every node.
     std::thread::sleep(Duration::from_secs(2));
-    let mut a = vec!["stats", "--once", "--json", "--wait-sec", "2"];
-    a.extend(net.iter().map(String::as_str));
-    let (st, out, err) = run(&a, Duration::from_secs(10));
-    assert!(st.success(), "{err}");
-    let snap: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(snap["senders"], 1, "{out}");
-    assert_eq!(snap["receivers"], 2, "{out}");
+    let snap = stats_snapshot(&net, "2", &[]);
+    assert_eq!(snap["senders"], 1, "{snap}");
+    assert_eq!(snap["receivers"], 2, "{snap}");
     let nodes = snap["nodes"].as_array().unwrap();
     let tx_node = &nodes[0];
     assert_eq!(tx_node["role"], "sender");
@@ -119,9 +87,7 @@ fn stream_two_receivers_stats_and_metrics() {
     assert_eq!(tx_node["play_latency_ms"], 1000.0, "{tx_node}");
 
     // The plain table shows the same nodes.
-    let mut a = vec!["stats", "--once", "--wait-sec", "1.5"];
-    a.extend(net.iter().map(String::as_str));
-    let (st, table, _) = run(&a, Duration::from_secs(10));
+    let (st, table, _) = run_net(&["stats", "--once", "--wait-sec", "1.5"], &net);
     assert!(st.success());
     assert!(table.contains("1 sender, 2 receivers"), "{table}");
     for name in ["tx-test", "rx1", "rx2"] {
@@ -129,9 +95,8 @@ fn stream_two_receivers_stats_and_metrics() {
     }
 
     // JSON lines: one snapshot per refresh.
-    let mut a = vec!["stats", "--json", "--count", "3", "--interval-msec", "300"];
-    a.extend(net.iter().map(String::as_str));
-    let (st, lines, _) = run(&a, Duration::from_secs(10));
+    let a = ["stats", "--json", "--count", "3", "--interval-msec", "300"];
+    let (st, lines, _) = run_net(&a, &net);
     assert!(st.success());
     let lines: Vec<serde_json::Value> = lines
         .lines()
@@ -177,15 +142,9 @@ fn stream_two_receivers_stats_and_metrics() {
     assert!(http_get(&addr, "/nope").contains(" 404 "));
     metrics.terminate(Duration::from_secs(5));
 
-    let (st, _) = tx.wait(Duration::from_secs(15));
-    assert!(
-        st.success(),
-        "stream failed: see {}",
-        dir.join("tx.log").display()
-    );
+    tx.wait_ok(Duration::from_secs(15));
     for r in &mut rx {
-        let (st, _) = r.wait(Duration::from_secs(15));
-        assert!(st.success());
+        r.wait_ok(Duration::from_secs(15));
     }
 
     // The sender sent every frame once, in full packets, paced in real time.
@@ -248,49 +207,16 @@ fn stream_two_receivers_stats_and_metrics() {
 
 #[test]
 fn streams_from_stdin() {
-    let dir = scratch("loopback-stdin");
-    let net = unique_net();
-    let src = dir.join("source.wav");
-    write_test_wav(&src, 44_100, 3.0);
-    let mut a = s(&["receive", "--ttl", "0", "--seconds", "5", "-o"]);
-    a.push(dir.join("rx.wav").to_str().unwrap().into());
-    a.extend(s(&["--summary", dir.join("rx.json").to_str().unwrap()]));
-    a.extend(net.clone());
-    let mut rx = Proc::spawn("rx", &a, &dir.join("rx.log"));
+    let (dir, net, src) = scratch_with_source("loopback-stdin", 44_100, 3.0);
+    let mut rx = NodeCmd::receive(&dir, "rx", "5").recorded().spawn(&net);
     std::thread::sleep(Duration::from_millis(300));
-    let mut cmd = std::process::Command::new(bark());
-    cmd.args(["stream", "--ttl", "0", "--input", "-", "--summary"])
-        .arg(dir.join("tx.json"))
-        .args(&net)
-        .stdin(std::fs::File::open(&src).unwrap());
-    let err = std::fs::File::create(dir.join("tx.log")).unwrap();
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    let mut tx = Proc {
-        child: None,
-        name: "stream".into(),
-    };
-    // Bounded wait on the child, then hand it to the guard if it hangs.
-    let end = std::time::Instant::now() + Duration::from_secs(15);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > end {
-            tx.child = Some(child);
-            panic!("stream from stdin did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        st.success(),
-        "{}",
-        std::fs::read_to_string(dir.join("tx.log")).unwrap()
-    );
-    rx.wait(Duration::from_secs(10));
+    NodeCmd::stream(&dir, "tx")
+        .args(&["--input", "-"])
+        .summary()
+        .stdin(std::fs::File::open(&src).unwrap())
+        .spawn(&net)
+        .wait_ok(Duration::from_secs(15));
+    rx.wait_ok(Duration::from_secs(10));
     let txs = read_json(&dir.join("tx.json"));
     // 3 s at 44.1 kHz resampled to 48 kHz.
     assert_eq!(txs["frames_sent"].as_u64().unwrap(), 144_000);
@@ -306,20 +232,10 @@ fn streams_from_stdin() {
 /// it, that step passes half its height half a frame before the first
 /// frame's instant, midway between it and the silent frame before.)
 fn write_onset_wav(path: &std::path::Path, rate: u32, seconds: f64) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(seconds * rate as f64) as usize {
+    write_wav16(path, rate, seconds, |i| {
         let v = 0.5 * (std::f64::consts::TAU * 200.0 * i as f64 / rate as f64).cos();
-        for _ in 0..2 {
-            w.write_sample((v * 32_767.0).round() as i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
+        [(v * 32_767.0).round() as i16; 2]
+    });
 }
 
 /// A receiver that has never heard the sender plays its very first frame
@@ -331,21 +247,15 @@ fn the_first_frame_is_heard_at_its_instant_after_the_lead_in() {
     let net = unique_net();
     let src = dir.join("onset.wav");
     write_onset_wav(&src, 48_000, 1.0);
-    let mut a = s(&["receive", "--ttl", "0", "--seconds", "3", "-o"]);
-    a.push(dir.join("rx.wav").to_str().unwrap().into());
-    a.extend(s(&["--summary", dir.join("rx.json").to_str().unwrap()]));
-    a.extend(net.clone());
-    let mut rx = Proc::spawn("rx", &a, &dir.join("rx.log"));
+    let mut rx = NodeCmd::receive(&dir, "rx", "3").recorded().spawn(&net);
     std::thread::sleep(Duration::from_millis(300));
-    let mut a = s(&["stream", "--ttl", "0", "--input", src.to_str().unwrap()]);
-    a.extend(s(&["--record", dir.join("ref.wav").to_str().unwrap()]));
-    a.extend(s(&["--summary", dir.join("tx.json").to_str().unwrap()]));
-    a.extend(net.clone());
-    let mut tx = Proc::spawn("stream", &a, &dir.join("tx.log"));
-    let (st, _) = tx.wait(Duration::from_secs(15));
-    assert!(st.success(), "see {}", dir.join("tx.log").display());
-    let (st, _) = rx.wait(Duration::from_secs(15));
-    assert!(st.success(), "see {}", dir.join("rx.log").display());
+    NodeCmd::stream(&dir, "tx")
+        .path("--input", &src)
+        .path("--record", &dir.join("ref.wav"))
+        .summary()
+        .spawn(&net)
+        .wait_ok(Duration::from_secs(15));
+    rx.wait_ok(Duration::from_secs(15));
 
     let txs = read_json(&dir.join("tx.json"));
     let lead = &txs["lead_in"];
@@ -420,16 +330,15 @@ fn stream_announces_the_session_during_its_lead_in() {
         let net = unique_net();
         let group: std::net::SocketAddrV4 = format!("{}:{}", net[1], net[3]).parse().unwrap();
         let mut sock = bark_cli::net::group_socket(group, Some("lo")).unwrap();
-        let summary = dir.join(format!("tx{lead_ms}.json"));
-        let mut a = s(&["stream", "--ttl", "0", "--seconds", "0.3", "--lead-in-msec"]);
-        a.push(lead_ms.to_string());
-        a.extend(s(&["--input", dir.join("in.wav").to_str().unwrap()]));
-        a.extend(s(&["--summary", summary.to_str().unwrap()]));
-        a.extend(net.clone());
+        let tag = format!("tx{lead_ms}");
         if lead_ms > 0 {
             write_test_wav(&dir.join("in.wav"), 48_000, 1.0);
         }
-        let mut tx = Proc::spawn("stream", &a, &dir.join(format!("tx{lead_ms}.log")));
+        let mut tx = NodeCmd::stream(&dir, &tag)
+            .args(&["--seconds", "0.3", "--lead-in-msec", &lead_ms.to_string()])
+            .path("--input", &dir.join("in.wav"))
+            .summary()
+            .spawn(&net);
         // (arrival ns, is audio, idle sync) of every datagram until the
         // stream has sent audio for a while.
         let mut seen: Vec<(u64, bool, bool)> = Vec::new();
@@ -446,15 +355,14 @@ fn stream_announces_the_session_during_its_lead_in() {
             });
             assert!(d.error.is_none(), "{d:?}");
         }
-        let (st, _) = tx.wait(Duration::from_secs(15));
-        assert!(st.success());
+        tx.wait_ok(Duration::from_secs(15));
         let first_audio = seen.iter().position(|d| d.1).expect("no audio");
         let idle: Vec<u64> = seen[..first_audio]
             .iter()
             .filter(|d| d.2)
             .map(|d| d.0)
             .collect();
-        let txs = read_json(&summary);
+        let txs = read_json(&dir.join(format!("{tag}.json")));
         let counted = txs["lead_in"]["sync"]["packets"].as_u64().unwrap();
         assert_eq!(counted, idle.len() as u64, "{txs}");
         // Before the audio, nothing but those and the streaming sync that
@@ -493,43 +401,27 @@ fn stream_announces_the_session_during_its_lead_in() {
 /// `bark stats` shows it.
 #[test]
 fn a_slow_output_raises_the_session_latency_or_plays_late() {
-    let dir = scratch("loopback-slow-output");
-    let src = dir.join("source.wav");
-    write_test_wav(&src, 48_000, 3.0);
+    let (dir, _, src) = scratch_with_source("loopback-slow-output", 48_000, 3.0);
     let mut runs = Vec::new();
     for (tag, max) in [("rise", "1000"), ("pinned", "40")] {
         let net = unique_net();
-        let mut a = s(&["receive", "--ttl", "0", "--seconds", "4.5"]);
-        a.extend(s(&["--output-delay-msec", "60", "--node-name"]));
-        a.push(format!("slow-{tag}"));
-        let rx_json = dir.join(format!("rx-{tag}.json"));
-        a.extend(s(&["--summary", rx_json.to_str().unwrap()]));
-        a.extend(net.clone());
-        let rx = Proc::spawn(tag, &a, &dir.join(format!("rx-{tag}.log")));
+        let rx = NodeCmd::receive(&dir, &format!("rx-{tag}"), "4.5")
+            .named(&format!("slow-{tag}"))
+            .args(&["--output-delay-msec", "60"])
+            .summary()
+            .spawn(&net);
         std::thread::sleep(Duration::from_millis(300));
-        let tx_json = dir.join(format!("tx-{tag}.json"));
-        let mut a = s(&["stream", "--ttl", "0", "--latency-max-msec", max, "--input"]);
-        a.push(src.to_str().unwrap().into());
-        a.extend(s(&["--summary", tx_json.to_str().unwrap()]));
-        a.extend(net.clone());
-        let tx = Proc::spawn("stream", &a, &dir.join(format!("tx-{tag}.log")));
-        runs.push((tag, net, rx, tx, rx_json, tx_json));
+        let tx = NodeCmd::stream(&dir, &format!("tx-{tag}"))
+            .args(&["--latency-max-msec", max])
+            .path("--input", &src)
+            .summary()
+            .spawn(&net);
+        runs.push((tag, net, rx, tx));
     }
     // While they play: the pinned receiver is flagged late.
     std::thread::sleep(Duration::from_millis(2000));
-    let net = &runs[1].1;
-    let mut a = vec!["stats", "--once", "--json", "--wait-sec", "1.2"];
-    a.extend(net.iter().map(String::as_str));
-    let (st, out, err) = run(&a, Duration::from_secs(10));
-    assert!(st.success(), "{err}");
-    let snap: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let n = snap["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "slow-pinned")
-        .unwrap_or_else(|| panic!("no slow-pinned in {out}"))
-        .clone();
+    let snap = stats_snapshot(&runs[1].1, "1.2", &[]);
+    let n = named(&snap, "nodes", "slow-pinned");
     assert_eq!(n["playing_late"], true, "{n}");
     assert_eq!(n["downstream_ms"], 60.0, "{n}");
     // 60 ms downstream, a 5.3 ms quantum and a 12 ms margin: 77.3 ms,
@@ -537,13 +429,11 @@ fn a_slow_output_raises_the_session_latency_or_plays_late() {
     assert_eq!(n["play_latency_ms"], 80.0, "{n}");
     assert_eq!(n["latency_ms"], 40.0, "{n}");
 
-    for (tag, _, mut rx, mut tx, rx_json, tx_json) in runs {
-        let (st, _) = tx.wait(Duration::from_secs(15));
-        assert!(st.success(), "{tag}: stream failed");
-        let (st, _) = rx.wait(Duration::from_secs(15));
-        assert!(st.success(), "{tag}: receive failed");
-        let txs = read_json(&tx_json);
-        let rxs = read_json(&rx_json);
+    for (tag, _, mut rx, mut tx) in runs {
+        tx.wait_ok(Duration::from_secs(15));
+        rx.wait_ok(Duration::from_secs(15));
+        let txs = read_json(&dir.join(format!("tx-{tag}.json")));
+        let rxs = read_json(&dir.join(format!("rx-{tag}.json")));
         let c = &rxs["counters"];
         assert_eq!(c["downstream_us"], 60_000, "{tag}: {rxs}");
         assert_eq!(c["need_us"], 77_333, "{tag}: {rxs}");

@@ -86,10 +86,6 @@ impl Drop for Lan {
     }
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 /// Needs root (network namespaces): `make test` runs it with `--ignored`,
 /// under the lab lock; a plain `cargo test` shows it as ignored.
 #[test]

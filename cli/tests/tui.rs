@@ -53,23 +53,10 @@ impl Drop for Tmux {
 
 #[test]
 fn live_view_in_tmux() {
-    let dir = scratch("tui");
-    let net = unique_net();
-    let src = dir.join("source.wav");
-    write_test_wav(&src, 48_000, 3.0);
-    let mut a: Vec<String> = [
-        "receive",
-        "--ttl",
-        "0",
-        "--seconds",
-        "12",
-        "--node-name",
-        "kitchen",
-    ]
-    .map(String::from)
-    .to_vec();
-    a.extend(net.clone());
-    let _rx = Proc::spawn("rx", &a, &dir.join("rx.log"));
+    let (dir, net, src) = scratch_with_source("tui", 48_000, 3.0);
+    let _rx = NodeCmd::receive(&dir, "rx", "12")
+        .named("kitchen")
+        .spawn(&net);
 
     let tmux = Tmux {
         socket: format!("bark-test-{}", std::process::id()),
@@ -97,19 +84,10 @@ fn live_view_in_tmux() {
         String::from_utf8_lossy(&st.stderr)
     );
 
-    let mut a: Vec<String> = [
-        "stream",
-        "--ttl",
-        "0",
-        "--node-name",
-        "tui-sender",
-        "--input",
-    ]
-    .map(String::from)
-    .to_vec();
-    a.push(src.to_str().unwrap().into());
-    a.extend(net.clone());
-    let mut tx = Proc::spawn("stream", &a, &dir.join("tx.log"));
+    let mut tx = NodeCmd::stream(&dir, "tx")
+        .named("tui-sender")
+        .path("--input", &src)
+        .spawn(&net);
 
     let s = tmux.wait_for(Duration::from_secs(10), "both nodes playing", |s| {
         s.lines()

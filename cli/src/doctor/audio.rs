@@ -5,7 +5,7 @@
 use super::facts::{AudioFacts, Facts};
 use super::pwdump::{Graph, Node};
 use super::versions::{self, PwVersion};
-use super::{check, parse, Check, Status};
+use super::{parse, Check, Status};
 use std::collections::BTreeMap;
 
 /// The audio checks, in the order they are shown.
@@ -29,11 +29,10 @@ pub fn judge(f: &Facts) -> Vec<Check> {
                         .map(|n| receiver(g, n, a, pw_version)),
                 );
             }
-            Some(Err(e)) => v.push(check(
+            Some(Err(e)) => v.push(Check::new(
                 "bark-node",
                 Status::Info,
                 format!("could not ask PipeWire ({e}; is XDG_RUNTIME_DIR set for this user?)"),
-                None,
             )),
             None => v.extend(pulse_modules(a)),
         }
@@ -49,11 +48,13 @@ fn audio_server(f: &Facts) -> Check {
     let count = |n: &str| counts.get(n).copied().unwrap_or(0);
     let running: Vec<String> = counts.iter().map(|(n, c)| format!("{n} ×{c}")).collect();
     if running.is_empty() {
-        return check(
+        return Check::new(
             "audio-server",
             Status::Warn,
-            "no PipeWire or PulseAudio is running".into(),
-            Some("start it for your user: systemctl --user start pipewire pipewire-pulse wireplumber".into()),
+            "no PipeWire or PulseAudio is running",
+        )
+        .with_fix(
+            "start it for your user: systemctl --user start pipewire pipewire-pulse wireplumber",
         );
     }
     let (pw, pulse) = (count("pipewire") > 0, count("pulseaudio") > 0);
@@ -63,21 +64,20 @@ fn audio_server(f: &Facts) -> Check {
         _ => "PulseAudio",
     };
     if pw && pulse {
-        check(
+        Check::new(
             "audio-server",
             Status::Warn,
             format!(
                 "{kind}: {}; PulseAudio and pipewire-pulse compete for the same clients",
                 running.join(", ")
             ),
-            Some("run one: systemctl --user mask pulseaudio.socket pulseaudio.service".into()),
         )
+        .with_fix("run one: systemctl --user mask pulseaudio.socket pulseaudio.service")
     } else {
-        check(
+        Check::new(
             "audio-server",
             Status::Ok,
             format!("{kind}: {}", running.join(", ")),
-            None,
         )
     }
 }
@@ -106,11 +106,10 @@ fn pipewire(f: &Facts, g: Option<&Graph>) -> Option<(Check, Option<PwVersion>)> 
         (None, None) => "the installed library; the daemon was not asked".to_string(),
     };
     let Ok(v) = shown.parse::<PwVersion>() else {
-        let c = check(
+        let c = Check::new(
             "pipewire",
             Status::Info,
             format!("PipeWire {shown:?} ({which}): not a version doctor understands"),
-            None,
         );
         return Some((c, None));
     };
@@ -120,31 +119,30 @@ fn pipewire(f: &Facts, g: Option<&Graph>) -> Option<(Check, Option<PwVersion>)> 
         ""
     };
     let mut c = if v < versions::TESTED_MIN {
-        check(
+        Check::new(
             "pipewire",
             Status::Warn,
             format!(
                 "PipeWire {v} ({which}): older than {}, the oldest Bark is tested on",
                 versions::TESTED_MIN
             ),
-            Some(format!(
-                "upgrade PipeWire to {} or later",
-                versions::TESTED_MIN
-            )),
         )
+        .with_fix(format!(
+            "upgrade PipeWire to {} or later",
+            versions::TESTED_MIN
+        ))
     } else if let Some((d, l)) = mismatch {
-        check(
+        Check::new(
             "pipewire",
             Status::Warn,
             format!("the running daemon is PipeWire {d} but the installed library is {l}: the daemon was not restarted after an upgrade"),
-            Some("restart it: systemctl --user restart pipewire pipewire-pulse wireplumber".into()),
         )
+        .with_fix("restart it: systemctl --user restart pipewire pipewire-pulse wireplumber")
     } else {
-        check(
+        Check::new(
             "pipewire",
             Status::Ok,
             format!("PipeWire {v} ({which}): supported{tested}"),
-            None,
         )
     };
     c.notes = versions::issues(v).map(ToString::to_string).collect();
@@ -158,14 +156,14 @@ fn bark_nodes(g: &Graph) -> Check {
         .map(|n| format!("{} ({}, {})", n.name, n.media_class, n.state))
         .collect();
     if mods.is_empty() && nodes.is_empty() {
-        return check(
+        return Check::new(
             "bark-node",
             Status::Info,
-            "PipeWire has no Bark node loaded".into(),
-            Some("add conf/bark-sink.conf or conf/bark-source.conf to ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire; `journalctl --user -u pipewire` shows load errors".into()),
-        );
+            "PipeWire has no Bark node loaded",
+        )
+        .with_fix("add conf/bark-sink.conf or conf/bark-source.conf to ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire; `journalctl --user -u pipewire` shows load errors");
     }
-    check(
+    Check::new(
         "bark-node",
         Status::Ok,
         format!(
@@ -173,7 +171,6 @@ fn bark_nodes(g: &Graph) -> Check {
             mods.join(", "),
             nodes.join(", ")
         ),
-        None,
     )
 }
 
@@ -181,18 +178,16 @@ fn pulse_modules(a: &AudioFacts) -> Option<Check> {
     let mods = a.pactl_modules.as_deref()?;
     let bark: Vec<&str> = mods.lines().filter(|l| l.contains("bark")).collect();
     Some(if bark.is_empty() {
-        check(
+        Check::new(
             "bark-node",
             Status::Info,
-            "PulseAudio has no Bark module loaded".into(),
-            None,
+            "PulseAudio has no Bark module loaded",
         )
     } else {
-        check(
+        Check::new(
             "bark-node",
             Status::Ok,
             format!("PulseAudio: {}", bark.join("; ")),
-            None,
         )
     })
 }
@@ -228,32 +223,30 @@ fn ms(ns: f64) -> String {
 fn receiver(g: &Graph, n: &Node, a: &AudioFacts, v: Option<PwVersion>) -> Check {
     let name = &n.name;
     if n.state == "error" {
-        return check(
+        return Check::new(
             "receiver",
             Status::Warn,
             format!("{name}: error: {}", n.error.as_deref().unwrap_or("?")),
-            Some(
-                "`journalctl --user -u pipewire` says why; check its stream.props (target.object)"
-                    .into(),
-            ),
+        )
+        .with_fix(
+            "`journalctl --user -u pipewire` says why; check its stream.props (target.object)",
         );
     }
     let path = g.downstream(n.id);
     if path.is_empty() {
         return if n.media_class == "Audio/Source" {
-            check(
+            Check::new(
                 "receiver",
                 Status::Info,
                 format!("{name} is a virtual source (Audio/Source): programs that record it add their own latency"),
-                None,
             )
         } else {
-            check(
+            Check::new(
                 "receiver",
                 Status::Warn,
                 format!("{name} is not linked to any sink: nothing plays here"),
-                Some("is WirePlumber running (`wpctl status`)? Or name a sink in its args: stream.props = { target.object = <sink node.name> }".into()),
             )
+            .with_fix("is WirePlumber running (`wpctl status`)? Or name a sink in its args: stream.props = { target.object = <sink node.name> }")
         };
     }
     let mut detail = format!(
@@ -291,7 +284,7 @@ fn receiver(g: &Graph, n: &Node, a: &AudioFacts, v: Option<PwVersion>) -> Check 
         .find(|p| p.is_filter() && !g.filter_reports_delay(p))
         .filter(|_| delay == 0.0)
     else {
-        return check("receiver", Status::Ok, detail, None);
+        return Check::new("receiver", Status::Ok, detail);
     };
     let can_report = v.is_some_and(|v| v >= versions::LOOPBACK_REPORTS);
     detail += &format!(
@@ -314,5 +307,5 @@ fn receiver(g: &Graph, n: &Node, a: &AudioFacts, v: Option<PwVersion>) -> Check 
             filter.name
         )
     };
-    check("receiver", Status::Warn, detail, Some(fix))
+    Check::new("receiver", Status::Warn, detail).with_fix(fix)
 }

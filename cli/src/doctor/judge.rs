@@ -2,7 +2,7 @@
 //! Pure: same facts, same verdicts.
 
 use super::facts::{Facts, Iface, Probe};
-use super::{audio, check, parse, Check, Status};
+use super::{audio, parse, Check, Status};
 use std::net::Ipv4Addr;
 
 /// Decides every check from `f`, in the order they are shown.
@@ -37,71 +37,58 @@ fn interface(f: &Facts) -> Check {
                 format!("{} ({ip}/{})", i.name, i.prefix)
             })
             .collect();
-        return if good.is_empty() {
-            check(
+        return found("interface", "multicast-capable", &good).unwrap_or_else(|| {
+            Check::new(
                 "interface",
                 Status::Fail,
-                "no interface is up with multicast and an IPv4 address".into(),
-                Some("connect to the LAN (`ip -br addr` shows what there is)".into()),
+                "no interface is up with multicast and an IPv4 address",
             )
-        } else {
-            check(
-                "interface",
-                Status::Ok,
-                format!("multicast-capable: {}", good.join(", ")),
-                None,
-            )
-        };
+            .with_fix("connect to the LAN (`ip -br addr` shows what there is)")
+        });
     };
     let Some(i) = f.ifaces.iter().find(|i| &i.name == name) else {
         let names: Vec<&str> = f.ifaces.iter().map(|i| i.name.as_str()).collect();
-        return check(
+        return Check::new(
             "interface",
             Status::Fail,
             format!(
                 "--local-ifname {name}: no such interface (have: {})",
                 names.join(", ")
             ),
-            Some("pick one of the interfaces above (`ip -br addr`)".into()),
-        );
+        )
+        .with_fix("pick one of the interfaces above (`ip -br addr`)");
     };
     let Some(ip) = i.ip.filter(|_| i.up) else {
         return if i.up {
-            check(
+            Check::new(
                 "interface",
                 Status::Fail,
                 format!("{name} has no IPv4 address (Bark speaks IPv4 only)"),
-                Some("give it an address (DHCP, or `ip addr add`)".into()),
             )
+            .with_fix("give it an address (DHCP, or `ip addr add`)")
         } else {
-            check(
-                "interface",
-                Status::Fail,
-                format!("{name} is down"),
-                Some(format!("sudo ip link set {name} up")),
-            )
+            Check::new("interface", Status::Fail, format!("{name} is down"))
+                .with_fix(format!("sudo ip link set {name} up"))
         };
     };
     if i.loopback {
-        check(
+        Check::new(
             "interface",
             Status::Info,
             format!("{name} ({ip}) is the loopback: multicast stays on this host (fine for tests)"),
-            None,
         )
     } else if !i.multicast {
-        check(
+        Check::new(
             "interface",
             Status::Fail,
             format!("{name} ({ip}/{}) has multicast turned off", i.prefix),
-            Some(format!("sudo ip link set {name} multicast on")),
         )
+        .with_fix(format!("sudo ip link set {name} multicast on"))
     } else {
-        check(
+        Check::new(
             "interface",
             Status::Ok,
             format!("{name} is up, multicast, {ip}/{}", i.prefix),
-            None,
         )
     }
 }
@@ -109,13 +96,12 @@ fn interface(f: &Facts) -> Check {
 fn route(f: &Facts) -> Check {
     let group = f.group.ip();
     if !group.is_multicast() {
-        return check(
+        return Check::new(
             "route",
             Status::Info,
             format!(
                 "{group} is unicast: no multicast route needed (and `bark stats` sees nothing)"
             ),
-            None,
         );
     }
     // The routing table's device: `ip route get` names it even when the
@@ -139,47 +125,47 @@ fn route(f: &Facts) -> Check {
         .unwrap_or_else(|| "eth0".into());
     let Some(name) = &f.ifname else {
         return match &f.route.by_table {
-            Err(e) => check(
+            Err(e) => Check::new(
                 "route",
                 Status::Fail,
                 format!("no route for {group}: {e} (no default route and no multicast route)"),
-                Some(format!(
-                    "sudo ip route add 224.0.0.0/4 dev {fix_dev}   (or pass --local-ifname / local.ifname)"
-                )),
-            ),
+            )
+            .with_fix(format!(
+                "sudo ip route add 224.0.0.0/4 dev {fix_dev}   (or pass --local-ifname / local.ifname)"
+            )),
             Ok(src) => {
                 let dev = name_of(*src);
                 if f.ifaces.iter().any(|i| i.name == dev && i.loopback) {
-                    check(
+                    Check::new(
                         "route",
                         Status::Warn,
                         format!("{group} is routed to the loopback ({src}): other machines will hear nothing"),
-                        Some(format!("sudo ip route add 224.0.0.0/4 dev {fix_dev}, or --local-ifname")),
                     )
+                    .with_fix(format!(
+                        "sudo ip route add 224.0.0.0/4 dev {fix_dev}, or --local-ifname"
+                    ))
                 } else {
-                    check(
+                    Check::new(
                         "route",
                         Status::Ok,
                         format!("{group} goes out via {dev} from {src}"),
-                        None,
                     )
                 }
             }
         };
     };
     match &f.route.via_ifname {
-        None => check(
+        None => Check::new(
             "route",
             Status::Fail,
             format!("--local-ifname {name} has no IPv4 address to route from"),
-            None,
         ),
-        Some(Err(e)) => check(
+        Some(Err(e)) => Check::new(
             "route",
             Status::Fail,
             format!("cannot send to {group} via {name}: {e}"),
-            Some(format!("sudo ip route add 224.0.0.0/4 dev {name}")),
-        ),
+        )
+        .with_fix(format!("sudo ip route add 224.0.0.0/4 dev {name}")),
         Some(Ok(src)) => {
             let note = match f.route.by_table.as_ref().ok().map(|ip| name_of(*ip)) {
                 Some(t) if &t != name => format!(
@@ -193,11 +179,10 @@ fn route(f: &Facts) -> Check {
             } else {
                 Status::Warn
             };
-            check(
+            Check::new(
                 "route",
                 status,
                 format!("{group} goes out via {name} from {src}{note}"),
-                None,
             )
         }
     }
@@ -206,11 +191,10 @@ fn route(f: &Facts) -> Check {
 fn membership(f: &Facts) -> Option<Check> {
     let group = f.group;
     if !group.ip().is_multicast() {
-        return Some(check(
+        return Some(Check::new(
             "group",
             Status::Info,
-            "unicast: nothing to join".into(),
-            None,
+            "unicast: nothing to join",
         ));
     }
     let joined = f
@@ -229,20 +213,13 @@ fn membership(f: &Facts) -> Option<Check> {
         None => String::new(),
     };
     Some(match f.join.as_ref()? {
-        Ok(()) => check(
+        Ok(()) => Check::new(
             "group",
             Status::Ok,
             format!("joining {group} works{joined_here}"),
-            None,
         ),
-        Err(e) => check(
-            "group",
-            Status::Fail,
-            format!("cannot join {group}: {e}"),
-            Some(
-                "fix the route first; with many groups, raise net.ipv4.igmp_max_memberships".into(),
-            ),
-        ),
+        Err(e) => Check::new("group", Status::Fail, format!("cannot join {group}: {e}"))
+            .with_fix("fix the route first; with many groups, raise net.ipv4.igmp_max_memberships"),
     })
 }
 
@@ -254,51 +231,42 @@ fn firewall_fix(port: u16) -> String {
     )
 }
 
+/// The check `name` of a probe that `sent` a datagram to `to`: ok if it
+/// `arrived`, failed (with the firewall fix for `port`) if `lost`, a
+/// warning if it could not be sent.
+fn probe_check(
+    name: &'static str,
+    probe: &Probe,
+    to: &dyn std::fmt::Display,
+    sent: &str,
+    arrived: &str,
+    lost: &str,
+    port: u16,
+) -> Check {
+    match probe {
+        Probe::Arrived => Check::new(name, Status::Ok, format!("{sent} {arrived}")),
+        Probe::Lost => {
+            Check::new(name, Status::Fail, format!("{sent} {lost}")).with_fix(firewall_fix(port))
+        }
+        Probe::Error(e) => Check::new(name, Status::Warn, format!("could not probe {to}: {e}")),
+    }
+}
+
 fn firewall(f: &Facts) -> Vec<Check> {
     let (group, port) = (f.group, f.group.port());
     let mut out = Vec::new();
-    match &f.multicast_probe {
-        Some(Probe::Arrived) => out.push(check(
-            "firewall",
-            Status::Ok,
-            format!("a test datagram to {group} (TTL 0, this host only) reached a listener here"),
-            None,
-        )),
-        Some(Probe::Lost) => out.push(check(
-            "firewall",
-            Status::Fail,
-            format!("a test datagram to {group} (TTL 0, this host only) never arrived: a firewall probably drops UDP port {port}"),
-            Some(firewall_fix(port)),
-        )),
-        Some(Probe::Error(e)) => out.push(check(
-            "firewall",
-            Status::Warn,
-            format!("could not probe {group}: {e}"),
-            None,
-        )),
-        None => {}
-    }
-    match &f.unicast_probe {
-        Some((ip, Probe::Arrived)) => out.push(check(
-            "unicast",
-            Status::Ok,
-            format!("unicast UDP to an ephemeral port on {ip} arrives (time requests and replies use it)"),
-            None,
-        )),
-        Some((ip, Probe::Lost)) => out.push(check(
-            "unicast",
-            Status::Fail,
-            format!("unicast UDP to an ephemeral port on {ip} was dropped: receivers' time requests would be too"),
-            Some(firewall_fix(port)),
-        )),
-        Some((ip, Probe::Error(e))) => out.push(check(
-            "unicast",
-            Status::Warn,
-            format!("could not probe {ip}: {e}"),
-            None,
-        )),
-        None => {}
-    }
+    out.extend(f.multicast_probe.as_ref().map(|probe| {
+        let sent = format!("a test datagram to {group} (TTL 0, this host only)");
+        let lost = format!("never arrived: a firewall probably drops UDP port {port}");
+        let arrived = "reached a listener here";
+        probe_check("firewall", probe, &group, &sent, arrived, &lost, port)
+    }));
+    out.extend(f.unicast_probe.as_ref().map(|(ip, probe)| {
+        let sent = format!("unicast UDP to an ephemeral port on {ip}");
+        let arrived = "arrives (time requests and replies use it)";
+        let lost = "was dropped: receivers' time requests would be too";
+        probe_check("unicast", probe, ip, &sent, arrived, lost, port)
+    }));
     // What the rules say, when we can read them (root): a drop policy is
     // only a hint, the probes above are the test.
     if let Some(rules) = &f.nft_ruleset {
@@ -307,28 +275,34 @@ fn firewall(f: &Facts) -> Vec<Check> {
             .lines()
             .find(|l| l.contains(&port_rule) && (l.contains("drop") || l.contains("reject")))
         {
-            out.push(check(
-                "firewall-rules",
-                Status::Warn,
-                format!("an nftables rule drops the port: `{}`", l.trim()),
-                Some(firewall_fix(port)),
-            ));
+            out.push(
+                Check::new(
+                    "firewall-rules",
+                    Status::Warn,
+                    format!("an nftables rule drops the port: `{}`", l.trim()),
+                )
+                .with_fix(firewall_fix(port)),
+            );
         }
         let drop_input = rules
             .lines()
             .any(|l| l.contains("hook input") && l.contains("policy drop"));
         if drop_input {
             let port_ok = rules.contains(&port_rule);
-            out.push(check(
-                "firewall-rules",
-                if port_ok { Status::Info } else { Status::Warn },
-                if port_ok {
-                    format!("nftables drops input by default (a rule mentions port {port})")
-                } else {
-                    format!("nftables drops input by default and no rule mentions UDP port {port}")
-                },
-                (!port_ok).then(|| firewall_fix(port)),
-            ));
+            out.push(
+                Check::new(
+                    "firewall-rules",
+                    if port_ok { Status::Info } else { Status::Warn },
+                    if port_ok {
+                        format!("nftables drops input by default (a rule mentions port {port})")
+                    } else {
+                        format!(
+                            "nftables drops input by default and no rule mentions UDP port {port}"
+                        )
+                    },
+                )
+                .with_fix_opt((!port_ok).then(|| firewall_fix(port))),
+            );
         }
     }
     out
@@ -336,23 +310,21 @@ fn firewall(f: &Facts) -> Vec<Check> {
 
 fn ttl(f: &Facts) -> Check {
     match f.ttl {
-        0 => check(
+        0 => Check::new(
             "ttl",
             Status::Warn,
-            "TTL 0: multicast never leaves this host; other machines hear nothing".into(),
-            Some("use --ttl 1 (net.ttl = 1, the default) for a LAN".into()),
-        ),
-        1 => check(
+            "TTL 0: multicast never leaves this host; other machines hear nothing",
+        )
+        .with_fix("use --ttl 1 (net.ttl = 1, the default) for a LAN"),
+        1 => Check::new(
             "ttl",
             Status::Ok,
-            "TTL 1: reaches every host on this LAN segment, not across routers".into(),
-            None,
+            "TTL 1: reaches every host on this LAN segment, not across routers",
         ),
-        n => check(
+        n => Check::new(
             "ttl",
             Status::Info,
             format!("TTL {n}: crosses up to {} routers if they forward multicast (239.255.0.0/16 is meant to stay inside the site)", n - 1),
-            None,
         ),
     }
 }
@@ -360,43 +332,41 @@ fn ttl(f: &Facts) -> Check {
 fn buffers(f: &Facts) -> Option<Check> {
     let max: usize = f.rmem_max.as_deref()?.trim().parse().ok()?;
     Some(if max < 1 << 20 {
-        check(
+        Check::new(
             "buffers",
             Status::Info,
             format!("net.core.rmem_max is {max} bytes: receivers ask for 1 MiB and get less, so a busy host may drop packets"),
-            Some("sudo sysctl -w net.core.rmem_max=1048576".into()),
         )
+        .with_fix("sudo sysctl -w net.core.rmem_max=1048576")
     } else {
-        check(
+        Check::new(
             "buffers",
             Status::Ok,
             format!("net.core.rmem_max {max} bytes"),
-            None,
         )
     })
 }
 
+/// An ok check `name` listing the `items` found (after `what`), if any.
+fn found(name: &'static str, what: &str, items: &[String]) -> Option<Check> {
+    (!items.is_empty())
+        .then(|| Check::new(name, Status::Ok, format!("{what}: {}", items.join(", "))))
+}
+
 fn install(f: &Facts) -> Vec<Check> {
-    let modules = if f.module_files.is_empty() {
-        check(
+    let files: Vec<String> = f
+        .module_files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let modules = found("modules", "installed", &files).unwrap_or_else(|| {
+        Check::new(
             "modules",
             Status::Info,
-            "the PipeWire modules (libpipewire-module-bark-sink/-source.so) are not installed in PipeWire's module directory".into(),
-            Some("make modules, then install them into `pkg-config --variable=moduledir libpipewire-0.3` (or set PIPEWIRE_MODULE_DIR)".into()),
+            "the PipeWire modules (libpipewire-module-bark-sink/-source.so) are not installed in PipeWire's module directory",
         )
-    } else {
-        let found: Vec<String> = f
-            .module_files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        check(
-            "modules",
-            Status::Ok,
-            format!("installed: {}", found.join(", ")),
-            None,
-        )
-    };
+        .with_fix("make modules, then install them into `pkg-config --variable=moduledir libpipewire-0.3` (or set PIPEWIRE_MODULE_DIR)")
+    });
     let confs: Vec<String> = f
         .dropins
         .iter()
@@ -407,20 +377,13 @@ fn install(f: &Facts) -> Vec<Check> {
                 .map(move |role| format!("{} ({role})", p.display()))
         })
         .collect();
-    let config = if confs.is_empty() {
-        check(
+    let config = found("config", "drop-ins", &confs).unwrap_or_else(|| {
+        Check::new(
             "config",
             Status::Info,
-            "no pipewire.conf.d drop-in loads a Bark module".into(),
-            Some("copy conf/bark-sink.conf (sender) or conf/bark-source.conf (receiver) to ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire (systemctl --user restart pipewire)".into()),
+            "no pipewire.conf.d drop-in loads a Bark module",
         )
-    } else {
-        check(
-            "config",
-            Status::Ok,
-            format!("drop-ins: {}", confs.join(", ")),
-            None,
-        )
-    };
+        .with_fix("copy conf/bark-sink.conf (sender) or conf/bark-source.conf (receiver) to ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire (systemctl --user restart pipewire)")
+    });
     vec![modules, config]
 }

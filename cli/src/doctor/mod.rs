@@ -59,14 +59,26 @@ pub struct Check {
     pub notes: Vec<String>,
 }
 
-/// A check without notes.
-fn check(name: &'static str, status: Status, detail: String, fix: Option<String>) -> Check {
-    Check {
-        name,
-        status,
-        detail,
-        fix,
-        notes: Vec::new(),
+impl Check {
+    /// A check without a fix or notes.
+    fn new(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status,
+            detail: detail.into(),
+            fix: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// With how to fix it.
+    fn with_fix(self, fix: impl Into<String>) -> Check {
+        self.with_fix_opt(Some(fix.into()))
+    }
+
+    /// With how to fix it, if there is anything to fix.
+    fn with_fix_opt(self, fix: Option<String>) -> Check {
+        Check { fix, ..self }
     }
 }
 

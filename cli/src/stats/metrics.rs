@@ -2,7 +2,7 @@
 //! figures as the table, in base units (seconds, hertz), one series per
 //! node labelled with its id, name, host, role and stream.
 
-use super::model::{Liveness, Snapshot};
+use super::model::{Liveness, NodeView, Snapshot};
 use std::fmt::Write as _;
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -12,75 +12,45 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Prometheus metric types.
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+/// Writes the `# HELP` and `# TYPE` lines of metric `name`.
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// Renders a snapshot in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Snapshot) -> String {
-    type Get = fn(&super::model::NodeView) -> f64;
-    let gauges: &[(&str, &str, &str, Get)] = &[
-        ("bark_node_up", "gauge", "1 if heard within the quiet time, 0 if quiet", |n| {
-            f64::from(u8::from(n.state == Liveness::Active))
-        }),
-        ("bark_node_playing", "gauge", "1 if streaming (sender) or playing (receiver)", |n| {
-            f64::from(u8::from(n.playing))
-        }),
-        ("bark_node_rate_hertz", "gauge", "stream rate, Hz (0 if unknown)", |n| {
-            f64::from(n.rate_hz)
-        }),
-        ("bark_node_channels", "gauge", "stream channels (0 if unknown)", |n| {
-            f64::from(n.channels)
-        }),
-        ("bark_node_latency_seconds", "gauge", "session latency (rises to cover the receivers' needs), seconds", |n| {
-            n.latency_ms / 1e3
-        }),
-        ("bark_node_downstream_latency_seconds", "gauge", "receiver: downstream latency of its output (filters, DSP, device), seconds", |n| {
-            n.downstream_ms / 1e3
-        }),
-        ("bark_node_need_latency_seconds", "gauge", "receiver: least session latency at which it plays every frame in time; sender: configured base latency; seconds", |n| {
-            n.need_ms / 1e3
-        }),
-        ("bark_node_play_latency_seconds", "gauge", "receiver: latency it plays at; sender: most the session latency may rise to; seconds", |n| {
-            n.play_latency_ms / 1e3
-        }),
-        ("bark_node_playing_late", "gauge", "receiver: 1 if it plays later than the session latency (its output needs more), out of sync with the others", |n| {
-            f64::from(u8::from(n.playing_late))
-        }),
-        ("bark_node_clock_offset_seconds", "gauge", "receiver: sender clock minus local clock, seconds", |n| {
-            n.clock_offset_us / 1e6
-        }),
-        ("bark_node_rate_error_ppm", "gauge", "receiver: sender clock rate relative to local; sender: audio clock against nominal; ppm", |n| {
-            n.rate_error_ppm
-        }),
-        ("bark_node_sync_error_seconds", "gauge", "receiver: current playback error, seconds, late positive", |n| {
-            n.sync_error_us / 1e6
-        }),
-        ("bark_node_buffer_seconds", "gauge", "receiver: audio buffered ahead of playback, seconds", |n| {
-            n.buffer_ms / 1e3
-        }),
-        ("bark_node_packets_total", "counter", "audio packets received (sender: sent)", |n| {
-            n.packets as f64
-        }),
-        ("bark_node_lost_packets_total", "counter", "receiver: packets never received", |n| {
-            n.lost as f64
-        }),
-        ("bark_node_late_packets_total", "counter", "receiver: packets that came after their frames were played", |n| {
-            n.late as f64
-        }),
-        ("bark_node_duplicated_packets_total", "counter", "receiver: packets received more than once", |n| {
-            n.duplicated as f64
-        }),
-        ("bark_node_concealed_frames_total", "counter", "receiver: frames faded or silenced for lack of data", |n| {
-            n.concealed_frames as f64
-        }),
-        ("bark_node_underruns_total", "counter", "receiver: times playback ran past the newest received frame", |n| {
-            n.underruns as f64
-        }),
-        ("bark_node_last_heard_seconds", "gauge", "seconds since the node's last status packet", |n| {
-            n.last_heard_s
-        }),
+    type Get = fn(&NodeView) -> f64;
+    // (name, type, help, value of a node in base units)
+    let per_node: &[(&str, &str, &str, Get)] = &[
+        ("bark_node_up", GAUGE, "1 if heard within the quiet time, 0 if quiet", |n| f64::from(u8::from(n.state == Liveness::Active))),
+        ("bark_node_playing", GAUGE, "1 if streaming (sender) or playing (receiver)", |n| f64::from(u8::from(n.playing))),
+        ("bark_node_rate_hertz", GAUGE, "stream rate, Hz (0 if unknown)", |n| f64::from(n.rate_hz)),
+        ("bark_node_channels", GAUGE, "stream channels (0 if unknown)", |n| f64::from(n.channels)),
+        ("bark_node_latency_seconds", GAUGE, "session latency (rises to cover the receivers' needs), seconds", |n| n.latency_ms / 1e3),
+        ("bark_node_downstream_latency_seconds", GAUGE, "receiver: downstream latency of its output (filters, DSP, device), seconds", |n| n.downstream_ms / 1e3),
+        ("bark_node_need_latency_seconds", GAUGE, "receiver: least session latency at which it plays every frame in time; sender: configured base latency; seconds", |n| n.need_ms / 1e3),
+        ("bark_node_play_latency_seconds", GAUGE, "receiver: latency it plays at; sender: most the session latency may rise to; seconds", |n| n.play_latency_ms / 1e3),
+        ("bark_node_playing_late", GAUGE, "receiver: 1 if it plays later than the session latency (its output needs more), out of sync with the others", |n| f64::from(u8::from(n.playing_late))),
+        ("bark_node_clock_offset_seconds", GAUGE, "receiver: sender clock minus local clock, seconds", |n| n.clock_offset_us / 1e6),
+        ("bark_node_rate_error_ppm", GAUGE, "receiver: sender clock rate relative to local; sender: audio clock against nominal; ppm", |n| n.rate_error_ppm),
+        ("bark_node_sync_error_seconds", GAUGE, "receiver: current playback error, seconds, late positive", |n| n.sync_error_us / 1e6),
+        ("bark_node_buffer_seconds", GAUGE, "receiver: audio buffered ahead of playback, seconds", |n| n.buffer_ms / 1e3),
+        ("bark_node_packets_total", COUNTER, "audio packets received (sender: sent)", |n| n.counters.packets as f64),
+        ("bark_node_lost_packets_total", COUNTER, "receiver: packets never received", |n| n.counters.lost as f64),
+        ("bark_node_late_packets_total", COUNTER, "receiver: packets that came after their frames were played", |n| n.counters.late as f64),
+        ("bark_node_duplicated_packets_total", COUNTER, "receiver: packets received more than once", |n| n.counters.duplicated as f64),
+        ("bark_node_concealed_frames_total", COUNTER, "receiver: frames faded or silenced for lack of data", |n| n.counters.concealed_frames as f64),
+        ("bark_node_underruns_total", COUNTER, "receiver: times playback ran past the newest received frame", |n| n.counters.underruns as f64),
+        ("bark_node_last_heard_seconds", GAUGE, "seconds since the node's last status packet", |n| n.last_heard_s),
     ];
     let mut out = String::new();
-    for (name, kind, help, get) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (name, kind, help, get) in per_node {
+        describe(&mut out, name, kind, help);
         for n in &s.nodes {
             let _ = writeln!(
                 out,
@@ -94,22 +64,24 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP bark_nodes nodes in the view, by role");
-    let _ = writeln!(out, "# TYPE bark_nodes gauge");
+    describe(&mut out, "bark_nodes", GAUGE, "nodes in the view, by role");
     let _ = writeln!(out, "bark_nodes{{role=\"sender\"}} {}", s.senders);
     let _ = writeln!(out, "bark_nodes{{role=\"receiver\"}} {}", s.receivers);
-    let _ = writeln!(
-        out,
-        "# HELP bark_status_packets_total status packets taken in by this bark stats"
-    );
-    let _ = writeln!(out, "# TYPE bark_status_packets_total counter");
-    let _ = writeln!(out, "bark_status_packets_total {}", s.status_packets);
-    let _ = writeln!(
-        out,
-        "# HELP bark_auth_dropped_total datagrams this bark stats dropped in its --key-file checks"
-    );
-    let _ = writeln!(out, "# TYPE bark_auth_dropped_total counter");
-    let _ = writeln!(out, "bark_auth_dropped_total {}", s.auth_dropped);
+    for (name, help, v) in [
+        (
+            "bark_status_packets_total",
+            "status packets taken in by this bark stats",
+            s.status_packets,
+        ),
+        (
+            "bark_auth_dropped_total",
+            "datagrams this bark stats dropped in its --key-file checks",
+            s.auth_dropped,
+        ),
+    ] {
+        describe(&mut out, name, COUNTER, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     out
 }
 
@@ -154,17 +126,12 @@ pub fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{tests::status, NodeTable};
+    use super::super::model::tests::pair_snapshot;
     use super::*;
-    use bark_core::protocol::Role;
 
     #[test]
     fn exposition_has_one_series_per_node_in_base_units() {
-        let mut t = NodeTable::default();
-        let a = "10.0.0.1:5000".parse().unwrap();
-        t.update(1, &status(1, Role::Receiver, 77, "rx \"1\"", 100), a);
-        t.update(1, &status(2, Role::Sender, 77, "tx", 100), a);
-        let text = render(&t.snapshot(2, 3_000_000_000, "g"));
+        let text = render(&pair_snapshot("rx \"1\"", "g"));
         assert!(text.contains("# TYPE bark_node_packets_total counter"));
         let line = text
             .lines()

@@ -3,6 +3,7 @@
 
 use bark_core::protocol::{Role, StatusCounters, StatusPacket, STATUS_ACTIVE, STATUS_LATE};
 use bark_core::SampleFormat;
+use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -102,18 +103,14 @@ pub struct NodeView {
     pub sync_error_us: f64,
     /// Receiver: audio buffered ahead of playback, ms.
     pub buffer_ms: f64,
-    /// Audio packets received (sender: sent).
-    pub packets: u64,
-    /// Packets never received.
-    pub lost: u64,
-    /// Packets that came after their frames were played.
-    pub late: u64,
-    /// Packets received more than once.
-    pub duplicated: u64,
-    /// Frames faded or silenced for lack of data.
-    pub concealed_frames: u64,
-    /// Times playback ran past the newest received frame.
-    pub underruns: u64,
+    /// The counters of its last status packet, as sent. The views show
+    /// its packet and frame counts from here (`packets`, `lost`, `late`,
+    /// `duplicated`, `concealed_frames`, `underruns`, their meanings as
+    /// [`StatusCounters`] documents them); its figures with units they
+    /// take from the fields above, in display units. `--json` has the
+    /// counts only, as fields of the node.
+    #[serde(flatten, serialize_with = "serialize_counts")]
+    pub counters: StatusCounters,
     /// Audio packets per second between the last two reports.
     pub packet_rate_hz: f64,
     /// Seconds since the last status packet.
@@ -124,6 +121,24 @@ pub struct NodeView {
     pub reports: u64,
     /// Active or quiet.
     pub state: Liveness,
+}
+
+/// The counts of `c` (not the figures with units: [`NodeView`] has those in
+/// display units), under their field names.
+fn serialize_counts<S: Serializer>(c: &StatusCounters, s: S) -> Result<S::Ok, S::Error> {
+    let counts = [
+        ("packets", c.packets),
+        ("lost", c.lost),
+        ("late", c.late),
+        ("duplicated", c.duplicated),
+        ("concealed_frames", c.concealed_frames),
+        ("underruns", c.underruns),
+    ];
+    let mut m = s.serialize_struct("Counts", counts.len())?;
+    for (name, v) in counts {
+        m.serialize_field(name, &v)?;
+    }
+    m.end()
 }
 
 /// A whole snapshot, as `--json` prints it.
@@ -290,12 +305,7 @@ impl NodeTable {
                     rate_error_ppm: c.rate_error_ppb as f64 / 1e3,
                     sync_error_us: c.sync_error_ns as f64 / 1e3,
                     buffer_ms: c.buffer_us as f64 / 1e3,
-                    packets: c.packets,
-                    lost: c.lost,
-                    late: c.late,
-                    duplicated: c.duplicated,
-                    concealed_frames: c.concealed_frames,
-                    underruns: c.underruns,
+                    counters: *c,
                     packet_rate_hz: rate.unwrap_or(0.0),
                     last_heard_s: age as f64 * 1e-9,
                     heard_for_s: e.last_heard_ns.saturating_sub(e.first_heard_ns) as f64 * 1e-9,
@@ -372,6 +382,23 @@ pub(crate) mod tests {
             host: "h",
             stream: "default",
         }
+    }
+
+    /// A snapshot at 2 ns (quiet after 3 s) of a table that heard
+    /// `statuses` at 1 ns, all from 10.0.0.1:5000.
+    pub(crate) fn snapshot_of(statuses: &[StatusPacket<'_>], group: &str) -> Snapshot {
+        let mut t = NodeTable::default();
+        for st in statuses {
+            t.update(1, st, "10.0.0.1:5000".parse().unwrap());
+        }
+        t.snapshot(2, 3_000_000_000, group)
+    }
+
+    /// [`snapshot_of`] a receiver named `rx_name` (node 1) and a sender
+    /// "tx" (node 2), both of stream 77.
+    pub(crate) fn pair_snapshot(rx_name: &'static str, group: &str) -> Snapshot {
+        let rx = status(1, Role::Receiver, 77, rx_name, 100);
+        snapshot_of(&[rx, status(2, Role::Sender, 77, "tx", 100)], group)
     }
 
     #[test]

@@ -14,6 +14,24 @@ pub struct Column {
     pub cell: fn(&NodeView) -> String,
 }
 
+/// A left-aligned (text) column.
+const fn left(header: &'static str, cell: fn(&NodeView) -> String) -> Column {
+    Column {
+        header,
+        right: false,
+        cell,
+    }
+}
+
+/// A right-aligned (number) column.
+const fn right(header: &'static str, cell: fn(&NodeView) -> String) -> Column {
+    Column {
+        header,
+        right: true,
+        cell,
+    }
+}
+
 fn recv_only(n: &NodeView, s: String) -> String {
     if n.role == "sender" {
         "-".into()
@@ -35,128 +53,88 @@ pub fn state_text(n: &NodeView) -> String {
     }
 }
 
+/// The stream a node names; "*" for a receiver that follows the best.
+fn stream_text(n: &NodeView) -> String {
+    if n.stream.is_empty() {
+        "*".into()
+    } else {
+        n.stream.clone()
+    }
+}
+
+/// "F32LE 48000/2"; "-" while the format is unknown.
+fn format_text(n: &NodeView) -> String {
+    if n.rate_hz == 0 {
+        "-".into()
+    } else {
+        format!("{} {}/{}", n.format, n.rate_hz, n.channels)
+    }
+}
+
+/// A receiver's downstream latency, ms, and the latency it plays at when
+/// that is later than the session's.
+fn downstream_text(n: &NodeView) -> String {
+    let late = if n.playing_late {
+        format!(" late@{:.1}", n.play_latency_ms)
+    } else {
+        String::new()
+    };
+    recv_only(n, format!("{:.1}{late}", n.downstream_ms))
+}
+
 /// The columns, left to right.
 pub const COLUMNS: &[Column] = &[
-    Column {
-        header: "NAME",
-        right: false,
-        cell: |n| n.name.clone(),
-    },
-    Column {
-        header: "HOST",
-        right: false,
-        cell: |n| n.host.clone(),
-    },
-    Column {
-        header: "ADDRESS",
-        right: false,
-        cell: |n| n.addr.clone(),
-    },
-    Column {
-        header: "ROLE",
-        right: false,
-        cell: |n| n.role.into(),
-    },
-    Column {
-        header: "STATE",
-        right: false,
-        cell: state_text,
-    },
-    Column {
-        header: "STREAM",
-        right: false,
-        cell: |n| {
-            if n.stream.is_empty() {
-                "*".into()
-            } else {
-                n.stream.clone()
-            }
-        },
-    },
-    Column {
-        header: "FORMAT",
-        right: false,
-        cell: |n| {
-            if n.rate_hz == 0 {
-                "-".into()
-            } else {
-                format!("{} {}/{}", n.format, n.rate_hz, n.channels)
-            }
-        },
-    },
-    Column {
-        header: "LAT ms",
-        right: true,
-        cell: |n| format!("{:.1}", n.latency_ms),
-    },
-    Column {
-        header: "DOWN ms",
-        right: true,
-        cell: |n| {
-            let late = if n.playing_late {
-                format!(" late@{:.1}", n.play_latency_ms)
-            } else {
-                String::new()
-            };
-            recv_only(n, format!("{:.1}{late}", n.downstream_ms))
-        },
-    },
-    Column {
-        header: "OFFSET us",
-        right: true,
-        cell: |n| recv_only(n, format!("{:.1}", n.clock_offset_us)),
-    },
-    Column {
-        header: "RATE ppm",
-        right: true,
-        cell: |n| format!("{:+.2}", n.rate_error_ppm),
-    },
-    Column {
-        header: "SYNC us",
-        right: true,
-        cell: |n| recv_only(n, format!("{:+.1}", n.sync_error_us)),
-    },
-    Column {
-        header: "BUF ms",
-        right: true,
-        cell: |n| recv_only(n, format!("{:.1}", n.buffer_ms)),
-    },
-    Column {
-        header: "PKTS",
-        right: true,
-        cell: |n| n.packets.to_string(),
-    },
-    Column {
-        header: "LOST",
-        right: true,
-        cell: |n| recv_only(n, n.lost.to_string()),
-    },
-    Column {
-        header: "LATE",
-        right: true,
-        cell: |n| recv_only(n, n.late.to_string()),
-    },
-    Column {
-        header: "DUP",
-        right: true,
-        cell: |n| recv_only(n, n.duplicated.to_string()),
-    },
-    Column {
-        header: "CONCEAL",
-        right: true,
-        cell: |n| recv_only(n, n.concealed_frames.to_string()),
-    },
-    Column {
-        header: "UNDERRUN",
-        right: true,
-        cell: |n| recv_only(n, n.underruns.to_string()),
-    },
-    Column {
-        header: "HEARD",
-        right: true,
-        cell: |n| format!("{:.1}s ago", n.last_heard_s),
-    },
+    left("NAME", |n| n.name.clone()),
+    left("HOST", |n| n.host.clone()),
+    left("ADDRESS", |n| n.addr.clone()),
+    left("ROLE", |n| n.role.into()),
+    left("STATE", state_text),
+    left("STREAM", stream_text),
+    left("FORMAT", format_text),
+    right("LAT ms", |n| format!("{:.1}", n.latency_ms)),
+    right("DOWN ms", downstream_text),
+    right("OFFSET us", |n| {
+        recv_only(n, format!("{:.1}", n.clock_offset_us))
+    }),
+    right("RATE ppm", |n| format!("{:+.2}", n.rate_error_ppm)),
+    right("SYNC us", |n| {
+        recv_only(n, format!("{:+.1}", n.sync_error_us))
+    }),
+    right("BUF ms", |n| recv_only(n, format!("{:.1}", n.buffer_ms))),
+    right("PKTS", |n| n.counters.packets.to_string()),
+    right("LOST", |n| recv_only(n, n.counters.lost.to_string())),
+    right("LATE", |n| recv_only(n, n.counters.late.to_string())),
+    right("DUP", |n| recv_only(n, n.counters.duplicated.to_string())),
+    right("CONCEAL", |n| {
+        recv_only(n, n.counters.concealed_frames.to_string())
+    }),
+    right("UNDERRUN", |n| {
+        recv_only(n, n.counters.underruns.to_string())
+    }),
+    right("HEARD", |n| format!("{:.1}s ago", n.last_heard_s)),
 ];
+
+/// Each node's cells, in column order.
+pub fn cells(s: &Snapshot) -> Vec<Vec<String>> {
+    s.nodes
+        .iter()
+        .map(|n| COLUMNS.iter().map(|c| (c.cell)(n)).collect())
+        .collect()
+}
+
+/// Each column's width, characters: its widest cell, or its header.
+pub fn widths(cells: &[Vec<String>]) -> Vec<usize> {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .fold(c.header.chars().count(), usize::max)
+        })
+        .collect()
+}
 
 /// The one-line summary above the table; it names datagrams the
 /// `--key-file` checks dropped, when there were any (nodes with another
@@ -179,23 +157,8 @@ pub fn title(s: &Snapshot) -> String {
 
 /// A plain-text table of the snapshot (for `--once`).
 pub fn render_plain(s: &Snapshot) -> String {
-    let cells: Vec<Vec<String>> = s
-        .nodes
-        .iter()
-        .map(|n| COLUMNS.iter().map(|c| (c.cell)(n)).collect())
-        .collect();
-    let widths: Vec<usize> = COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain(std::iter::once(c.header.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let cells = cells(s);
+    let widths = widths(&cells);
     let mut out = String::new();
     let _ = writeln!(out, "{}", title(s));
     let line = |out: &mut String, row: &[String]| {
@@ -224,18 +187,13 @@ pub fn render_plain(s: &Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{tests::status, NodeTable};
+    use super::super::model::tests::{pair_snapshot, snapshot_of, status};
     use super::*;
     use bark_core::protocol::Role;
 
     #[test]
     fn plain_table_has_every_node_and_aligned_columns() {
-        let mut t = NodeTable::default();
-        let a = "10.0.0.1:5000".parse().unwrap();
-        t.update(1, &status(1, Role::Receiver, 77, "kitchen", 100), a);
-        t.update(1, &status(2, Role::Sender, 77, "tx", 100), a);
-        let s = t.snapshot(2, 3_000_000_000, "239.255.66.66:1530");
-        let text = render_plain(&s);
+        let text = render_plain(&pair_snapshot("kitchen", "239.255.66.66:1530"));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].contains("1 sender, 1 receiver"));
@@ -254,14 +212,11 @@ mod tests {
 
     #[test]
     fn a_late_receiver_says_so() {
-        let mut t = NodeTable::default();
-        let a = "10.0.0.1:5000".parse().unwrap();
         let mut st = status(1, Role::Receiver, 77, "bt", 100);
         st.flags |= bark_core::protocol::STATUS_LATE;
         st.counters.downstream_us = 180_000;
         st.counters.play_latency_us = 190_000;
-        t.update(1, &st, a);
-        let text = render_plain(&t.snapshot(2, 3_000_000_000, "g"));
+        let text = render_plain(&snapshot_of(&[st], "g"));
         let row = text.lines().nth(2).unwrap();
         assert!(row.contains(" LATE "), "{text}");
         assert!(row.contains("180.0 late@190.0"), "{text}");

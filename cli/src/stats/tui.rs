@@ -3,7 +3,7 @@
 //! crossterm escape sequences, so it works on any terminal (and in tmux).
 
 use super::model::{Liveness, Snapshot};
-use super::table::{title, COLUMNS};
+use super::table::{cells, title, widths, COLUMNS};
 use anyhow::Result;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -37,23 +37,10 @@ fn draw(f: &mut Frame, s: &Snapshot, info: &ViewInfo) {
         Line::styled(title(s), Style::default().add_modifier(Modifier::BOLD)),
         top,
     );
-    let cells: Vec<Vec<String>> = s
-        .nodes
-        .iter()
-        .map(|n| COLUMNS.iter().map(|c| (c.cell)(n)).collect())
-        .collect();
-    let widths: Vec<Constraint> = COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let w = cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain(std::iter::once(c.header.len()))
-                .max()
-                .unwrap_or(1);
-            Constraint::Length(w.min(24) as u16)
-        })
+    let cells = cells(s);
+    let widths: Vec<Constraint> = widths(&cells)
+        .into_iter()
+        .map(|w| Constraint::Length(w.min(24) as u16))
         .collect();
     let align = |i: usize, text: String| {
         if COLUMNS[i].right {

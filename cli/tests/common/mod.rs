@@ -34,11 +34,101 @@ pub fn unique_net() -> Vec<String> {
     ]
 }
 
+/// Owned arguments.
+pub fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// A `bark` node of a test: its arguments so far, and its files, in `dir`
+/// and named after its tag: `TAG.log` takes its stderr, `TAG.wav` and
+/// `TAG.json` its output and summary when asked for.
+pub struct NodeCmd {
+    dir: PathBuf,
+    tag: String,
+    args: Vec<String>,
+    stdin: Option<std::fs::File>,
+}
+
+impl NodeCmd {
+    /// `bark ARGS`, tagged `tag`.
+    pub fn new(dir: &Path, tag: &str, args: &[&str]) -> NodeCmd {
+        NodeCmd {
+            dir: dir.to_path_buf(),
+            tag: tag.into(),
+            args: s(args),
+            stdin: None,
+        }
+    }
+
+    /// `bark receive --ttl 0 --seconds SECONDS` (TTL 0: nothing it sends
+    /// leaves this host), tagged `tag`.
+    pub fn receive(dir: &Path, tag: &str, seconds: &str) -> NodeCmd {
+        Self::new(dir, tag, &["receive", "--ttl", "0", "--seconds", seconds])
+    }
+
+    /// `bark stream --ttl 0`, tagged `tag`.
+    pub fn stream(dir: &Path, tag: &str) -> NodeCmd {
+        Self::new(dir, tag, &["stream", "--ttl", "0"])
+    }
+
+    /// `--node-name NAME`.
+    pub fn named(self, name: &str) -> NodeCmd {
+        self.args(&["--node-name", name])
+    }
+
+    /// More arguments.
+    pub fn args(mut self, more: &[&str]) -> NodeCmd {
+        self.args.extend(s(more));
+        self
+    }
+
+    /// `flag PATH`.
+    pub fn path(mut self, flag: &str, path: &Path) -> NodeCmd {
+        self.args.push(flag.into());
+        self.args.push(path.to_str().unwrap().into());
+        self
+    }
+
+    /// `-o TAG.wav --summary TAG.json`: a receiver recording what it plays
+    /// and summing up.
+    pub fn recorded(self) -> NodeCmd {
+        let wav = self.dir.join(format!("{}.wav", self.tag));
+        self.path("-o", &wav).summary()
+    }
+
+    /// `--summary TAG.json`.
+    pub fn summary(self) -> NodeCmd {
+        let json = self.dir.join(format!("{}.json", self.tag));
+        self.path("--summary", &json)
+    }
+
+    /// Its stdin read from `file` (else empty).
+    pub fn stdin(mut self, file: std::fs::File) -> NodeCmd {
+        self.stdin = Some(file);
+        self
+    }
+
+    /// Starts it on `net` (appended to its arguments).
+    pub fn spawn(self, net: &[String]) -> Proc {
+        let mut cmd = Command::new(bark());
+        cmd.args(&self.args)
+            .args(net)
+            .stdin(self.stdin.map_or_else(Stdio::null, Stdio::from));
+        Proc::start(
+            &self.tag,
+            &mut cmd,
+            &self.dir.join(format!("{}.log", self.tag)),
+        )
+    }
+}
+
 /// A child process that is stopped (TERM, then KILL) when dropped, so a
 /// failing test never leaves it behind. Only ever signals its own pid.
 pub struct Proc {
     pub child: Option<Child>,
     pub name: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
 }
 
 impl Proc {
@@ -47,11 +137,16 @@ impl Proc {
         Self::spawn_cmd(name, Command::new(bark()).args(args), log)
     }
 
-    /// Spawns a prepared command.
+    /// Spawns a prepared command, its stdin empty.
     pub fn spawn_cmd(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        Self::start(name, cmd.stdin(Stdio::null()), log)
+    }
+
+    /// Spawns a prepared command, its stdin as `cmd` has it; stdout piped,
+    /// stderr to `log`.
+    fn start(name: &str, cmd: &mut Command, log: &Path) -> Proc {
         let err = std::fs::File::create(log).unwrap();
         let child = cmd
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
             .spawn()
@@ -59,7 +154,26 @@ impl Proc {
         Proc {
             child: Some(child),
             name: name.into(),
+            log: log.to_path_buf(),
         }
+    }
+
+    /// [`Proc::wait`], and asserts that it exited cleanly (its log's end in
+    /// the message if not); its stdout.
+    pub fn wait_ok(&mut self, limit: Duration) -> String {
+        let (st, out) = self.wait(limit);
+        if !st.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{} failed ({st}); the end of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        out
     }
 
     /// Waits at most `limit` for the process to exit; kills it and panics
@@ -111,6 +225,44 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `bark` with `args` and then `net` to completion (10 s at most);
+/// (status, stdout, stderr).
+pub fn run_net(args: &[&str], net: &[String]) -> (ExitStatus, String, String) {
+    let mut a = args.to_vec();
+    a.extend(net.iter().map(String::as_str));
+    run(&a, Duration::from_secs(10))
+}
+
+/// One `bark stats --once --json` snapshot of `net` after listening for
+/// `wait_sec` seconds (`extra`: more arguments); asserts that it worked.
+pub fn stats_snapshot(net: &[String], wait_sec: &str, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec!["stats", "--once", "--json", "--wait-sec", wait_sec];
+    a.extend(extra);
+    let (st, out, err) = run_net(&a, net);
+    assert!(st.success(), "{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The names of the nodes in a stats snapshot, in its order.
+pub fn node_names(snap: &serde_json::Value) -> Vec<&str> {
+    snap["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect()
+}
+
+/// The element of the array `v[list]` whose "name" is `name`.
+pub fn named<'a>(v: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    v[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v:#}"))
+}
+
 /// Runs `bark` to completion (bounded); (status, stdout, stderr).
 pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
     let mut child = Command::new(bark())
@@ -152,22 +304,14 @@ pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
 /// tones and noise on each channel, so that alignment is unambiguous and a
 /// channel swap would show.
 pub fn write_test_wav(path: &Path, rate: u32, seconds: f64) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
     let mut seed: u32 = 0x1234_5678;
     let mut noise = || {
         seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         (seed >> 8) as f64 / (1u32 << 24) as f64 - 0.5
     };
-    let n = (seconds * rate as f64) as usize;
     let tau = std::f64::consts::TAU;
     let mut lp = [0.0f64; 2];
-    for i in 0..n {
+    write_wav16(path, rate, seconds, |i| {
         let t = i as f64 / rate as f64;
         // Low-passed noise plus a slowly swept tone: like music, most energy
         // well below Nyquist (where any interpolating resampler is exact),
@@ -176,10 +320,24 @@ pub fn write_test_wav(path: &Path, rate: u32, seconds: f64) {
         lp[1] = 0.95 * lp[1] + 0.05 * noise();
         let l = 0.25 * (tau * (300.0 + 200.0 * t) * t).sin() + 5.0 * lp[0];
         let r = 0.25 * (tau * 700.0 * t).sin() * (tau * 0.7 * t).cos() + 4.0 * lp[1];
-        w.write_sample((l.clamp(-1.0, 1.0) * 30_000.0) as i16)
-            .unwrap();
-        w.write_sample((r.clamp(-1.0, 1.0) * 30_000.0) as i16)
-            .unwrap();
+        [l, r].map(|v| (v.clamp(-1.0, 1.0) * 30_000.0) as i16)
+    });
+}
+
+/// Writes `seconds` of 16-bit stereo audio at `rate`, frame `i` being
+/// `frame(i)` (left, right).
+pub fn write_wav16(path: &Path, rate: u32, seconds: f64, mut frame: impl FnMut(usize) -> [i16; 2]) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(seconds * rate as f64) as usize {
+        for v in frame(i) {
+            w.write_sample(v).unwrap();
+        }
     }
     w.finalize().unwrap();
 }
@@ -331,6 +489,16 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
     base
+}
+
+/// A streaming test's start: its [`scratch`] directory, a group of its
+/// own ([`unique_net`]), and `seconds` of [`write_test_wav`] audio at
+/// `rate` in `source.wav` there.
+pub fn scratch_with_source(name: &str, rate: u32, seconds: f64) -> (PathBuf, Vec<String>, PathBuf) {
+    let dir = scratch(name);
+    let src = dir.join("source.wav");
+    write_test_wav(&src, rate, seconds);
+    (dir, unique_net(), src)
 }
 
 /// Parses a JSON file.
