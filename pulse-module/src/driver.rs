@@ -30,15 +30,15 @@ pub struct Start {
 
 impl Start {
     /// Reads the host name, draws the id, loads `key_file`, and sets the
-    /// clock map up (warning when it skews).
+    /// clock map up (warning under `log_target` when it skews).
     ///
     /// # Errors
     /// A malformed `BARK_TEST_CLOCK`, or the key file's problem.
-    pub fn load(key_file: Option<&Path>) -> Result<Start> {
+    pub fn load(key_file: Option<&Path>, log_target: &str) -> Result<Start> {
         let host = bark_io::node::hostname();
         let clock = ClockMap::from_env(monotonic_ns()).map_err(|e| anyhow!(e))?;
         if !clock.is_identity() {
-            log::warn!("test clock skew active ({TEST_CLOCK_ENV})");
+            log::warn!(target: log_target, "test clock skew active ({TEST_CLOCK_ENV})");
         }
         let id = bark_io::node::random_nonzero_u64();
         let key = crate::keyed::load(key_file)?;
@@ -71,6 +71,10 @@ pub trait Role {
     type State;
     /// `bark.role` of the connection: "sender" or "receiver".
     const NAME: &'static str;
+    /// Target of the loop's log lines: the role's module (`module_path!()`),
+    /// so that a filter such as `RUST_LOG=bark_pulse::sink=debug` sees
+    /// them as it did before the loop was shared.
+    const LOG_TARGET: &'static str;
 
     /// The server to connect to (`None`: the default one).
     fn server(&self) -> Option<&str>;
@@ -106,14 +110,14 @@ pub trait Role {
 /// # Errors
 /// See above.
 pub fn run<R: Role>(role: &mut R, lp: &mut Loop) -> Result<()> {
-    log::debug!("scheduling: {}", pa::raise_priority());
+    log::debug!(target: R::LOG_TARGET, "scheduling: {}", pa::raise_priority());
     let mut backoff = Backoff::default();
     let mut session: Option<SessionOf<R>> = None;
     let mut retry_at = Instant::now();
     let mut last_report = Instant::now();
     let result = loop {
         if let Some(sig) = lp.quit_signal() {
-            log::info!("signal {sig}: stopping");
+            log::info!(target: R::LOG_TARGET, "signal {sig}: stopping");
             break Ok(());
         }
         if lp.guard.tripped() {
@@ -124,14 +128,14 @@ pub fn run<R: Role>(role: &mut R, lp: &mut Loop) -> Result<()> {
             match Conn::connect(lp, "Bark", R::NAME, role.server()) {
                 Ok(c) => session = Some(role.open(c)),
                 Err(e) => {
-                    log::warn!("{e:#}");
+                    log::warn!(target: R::LOG_TARGET, "{e:#}");
                     retry_at = Instant::now() + backoff.step();
                 }
             }
         }
         if let Some(s) = session.as_mut() {
             if s.conn.is_dead() {
-                log::warn!("lost PulseAudio ({}); reconnecting", s.conn.error());
+                log::warn!(target: R::LOG_TARGET, "lost PulseAudio ({}); reconnecting", s.conn.error());
                 s.drop_stream();
                 session = None;
                 retry_at = Instant::now() + backoff.step();
@@ -167,6 +171,14 @@ pub fn run<R: Role>(role: &mut R, lp: &mut Loop) -> Result<()> {
 fn advance<R: Role>(role: &mut R, s: &mut SessionOf<R>, lp: &Loop) -> Result<()> {
     match s.advance() {
         Turn::Wait => {}
+        Turn::Connected => {
+            log::info!(
+                target: R::LOG_TARGET,
+                "connected to PulseAudio ({})",
+                s.conn.ctx.get_server().unwrap_or_default()
+            );
+            role.begin(s, lp);
+        }
         Turn::Begin => role.begin(s, lp),
         Turn::Setup => role.setup(s, lp)?,
         Turn::Ready => role.ready(s),

@@ -46,7 +46,9 @@ pub enum Step<P> {
 pub enum Turn {
     /// Nothing to do.
     Wait,
-    /// Connected, or a retry is due: start the role's set-up.
+    /// Just connected: start the role's set-up.
+    Connected,
+    /// A retry is due: start the role's set-up again.
     Begin,
     /// The role's set-up is under way: advance its step.
     Setup,
@@ -214,13 +216,7 @@ impl<P, R> Session<P, R> {
     /// role (see [`Turn`]).
     pub fn advance(&mut self) -> Turn {
         match &self.step {
-            Step::Connecting if self.conn.state() == CtxState::Ready => {
-                log::info!(
-                    "connected to PulseAudio ({})",
-                    self.conn.ctx.get_server().unwrap_or_default()
-                );
-                Turn::Begin
-            }
+            Step::Connecting if self.conn.state() == CtxState::Ready => Turn::Connected,
             Step::Setup(_) => Turn::Setup,
             Step::Streaming if self.notes.state_changed.replace(false) => {
                 match self.stream.as_ref().map(|s| s.get_state()) {

@@ -240,6 +240,7 @@ impl Role for Sender {
     type Setup = Setup;
     type State = Sending;
     const NAME: &'static str = "sender";
+    const LOG_TARGET: &'static str = module_path!();
 
     fn server(&self) -> Option<&str> {
         self.cfg.server.as_deref()
@@ -658,7 +659,7 @@ impl Sender {
 /// # Errors
 /// Setup failures (socket, a sink name taken by someone else) and panics.
 pub fn run(cfg: SinkConfig) -> Result<()> {
-    let start = Start::load(cfg.key_file.as_deref())?;
+    let start = Start::load(cfg.key_file.as_deref(), Sender::LOG_TARGET)?;
     let session_id = start.id;
     let ep = SenderEndpoint::new(
         cfg.sender_config(session_id, start.host.clone()),

@@ -157,6 +157,7 @@ impl Role for Receiver {
     type Setup = Choosing;
     type State = Playing;
     const NAME: &'static str = "receiver";
+    const LOG_TARGET: &'static str = module_path!();
 
     fn server(&self) -> Option<&str> {
         self.cfg.server.as_deref()
@@ -437,7 +438,7 @@ fn f32_bytes(s: &[f32]) -> &[u8] {
 /// # Errors
 /// Setup failures (sockets) and panics.
 pub fn run(cfg: SourceConfig) -> Result<()> {
-    let start = Start::load(cfg.key_file.as_deref())?;
+    let start = Start::load(cfg.key_file.as_deref(), Receiver::LOG_TARGET)?;
     let node_id = start.id;
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (to a unicast address it would only reach us), and to the
