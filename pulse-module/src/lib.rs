@@ -12,16 +12,20 @@
 //! small client the session starts (conf/systemd/). It is single-threaded:
 //! libpulse's standard main loop wakes it for the server, the sockets and
 //! a short tick, and one `service` pass after each wake-up does all the work
-//! (see [`pa`]). Timing comes from `pa_timing_info` ([`timing`]), smoothed
-//! into a frame → time estimate ([`frameclock`]).
+//! (see [`pa`]). Both roles run the same loop ([`driver`]) and connection
+//! life cycle ([`session`]); [`sink`] and [`source`] hold only their own
+//! parts. Timing comes from `pa_timing_info` ([`timing`]), smoothed into a
+//! frame → time estimate ([`frameclock`]).
 
 pub mod clock;
 pub mod config;
+pub mod driver;
 pub mod flags;
 pub mod frameclock;
 pub mod keyed;
 pub mod net;
 pub mod pa;
+pub mod session;
 pub mod sink;
 pub mod source;
 pub mod timing;

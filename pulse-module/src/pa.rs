@@ -310,6 +310,17 @@ pub fn slot<T>() -> Slot<T> {
     Rc::new(std::cell::RefCell::new(None))
 }
 
+/// A new empty slot, and a callback for an operation with one result that
+/// fills it (under `lp`'s guard; `what` names it if it panics).
+pub fn answer<T: 'static>(lp: &Loop, what: &'static str) -> (Slot<T>, impl FnMut(T) + 'static) {
+    let result = slot();
+    let (r, g) = (result.clone(), lp.guard.clone());
+    let fill = move |v| {
+        g.run(what, || *r.borrow_mut() = Some(v));
+    };
+    (result, fill)
+}
+
 /// Real-time priority for the (single) audio thread, best effort: a late
 /// turn of the loop is an audible underrun, and the PipeWire modules run
 /// on PipeWire's real-time data thread. `SCHED_RR` at a low priority (3,
@@ -336,32 +347,9 @@ pub fn raise_priority() -> &'static str {
     "normal"
 }
 
-/// `period_ns` ± 30 %, from a small xorshift state: timing requests at a
-/// fixed pace beat against a server that updates per graph cycle
-/// (pipewire-pulse), so that for seconds every report would land at the
-/// same phase of the cycle; jitter spreads them over it.
-pub fn jittered(period_ns: u64, state: &mut u64) -> u64 {
-    let mut x = (*state).max(1);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    let spread = period_ns * 6 / 10;
-    period_ns - period_ns * 3 / 10 + x % spread.max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_30_percent() {
-        let mut s = 12345;
-        let v: Vec<u64> = (0..1000).map(|_| jittered(10_000_000, &mut s)).collect();
-        assert!(v.iter().all(|&x| (7_000_000..13_000_000).contains(&x)));
-        let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
-        assert!((mean - 10e6).abs() < 0.3e6, "{mean}");
-    }
 
     #[test]
     fn backoff_doubles_to_four_seconds() {

@@ -17,22 +17,21 @@
 //! record stream does not keep the sink awake: when nothing plays it
 //! suspends (module-suspend-on-idle) and nothing is sent.
 
-use crate::clock::{monotonic_ns, realtime_ns, ClockMap, ClockPair};
+use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::config::SinkConfig;
-use crate::frameclock::FrameClock;
+use crate::driver::{self, Role, SessionOf, Start};
 use crate::keyed::Warnings;
 use crate::net::{self, UdpSocket};
-use crate::pa::{self, Backoff, Conn, Loop, Slot};
-use crate::timing::{CycleQuantum, Info};
+use crate::pa::{self, Conn, Loop, Slot};
+use crate::session::{Session, Step};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bark_core::endpoint::SenderEndpoint;
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::context::State as CtxState;
 use pulse::def::BufferAttr;
-use pulse::proplist::Proplist;
-use pulse::sample::{Format, Spec};
-use pulse::stream::{FlagSet as StreamFlags, PeekResult, State as StreamState, Stream};
+use pulse::stream::{FlagSet as StreamFlags, PeekResult};
+use pulse::time::MicroSeconds;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -44,8 +43,6 @@ pub const PID_PROP: &str = "bark.pulse.pid";
 pub const HOST_PROP: &str = "bark.pulse.host";
 /// Most datagrams handled per loop turn, so a flood cannot starve audio.
 const MAX_RX_PER_TURN: usize = 64;
-/// Timing requests while streaming, ns apart.
-const TIMING_PERIOD_NS: u64 = 10_000_000;
 /// Main loop tick, µs: the timing-request pace.
 const TICK_US: u64 = 5_000;
 /// Fragment size of the monitor recording, µs. With `ADJUST_LATENCY` it is
@@ -54,7 +51,6 @@ const TICK_US: u64 = 5_000;
 const FRAGMENT_US: u64 = 10_000;
 /// Largest chunk handed to the core at once, frames (a scratch bound).
 const MAX_CHUNK_FRAMES: usize = 8192;
-/// A stamp further than this from now (ns) means the estimate is stale.
 /// Sanity bounds on a stamp, ns from now: a monitor hands out audio that
 /// the null sink rendered at most one block (≤ 50 ms) ahead, so a stamp
 /// further in the future is a wrong estimate (it would make every receiver
@@ -133,10 +129,8 @@ struct Found {
     host: Option<String>,
 }
 
-/// Where a connection is in its set-up.
-enum Step {
-    /// Waiting for the context to be ready.
-    Connecting,
+/// The sender's own set-up steps, per connection to the server.
+enum Setup {
     /// Server info and the sink lookup are on their way.
     Lookup {
         /// Server version, and whether it is pipewire-pulse.
@@ -153,32 +147,13 @@ enum Step {
     },
     /// The null sink is being loaded.
     Loading { result: Slot<u32>, norewinds: bool },
-    /// The record stream is being set up or running.
-    Streaming,
-    /// The stream failed; look again after this instant.
-    Retry(Instant),
 }
 
-/// Flags the record stream's callbacks raise.
-#[derive(Default)]
-struct StreamNotes {
-    state_changed: Cell<bool>,
-    suspended_changed: Cell<bool>,
-    timing: Cell<Option<u64>>,
-    overflow: Cell<bool>,
-}
-
-struct Session {
-    conn: Conn,
-    step: Step,
+/// The sender's state of one connection.
+struct Sending {
+    /// Our null sink's module, once loaded.
     module: Option<u32>,
-    stream: Option<Stream>,
-    notes: Rc<StreamNotes>,
-    timing_gen: u64,
-    timing_in_flight: bool,
-    next_timing_ns: u64,
     frames_read: u64,
-    fc: FrameClock,
     scratch: Vec<f32>,
     logged_streaming: bool,
     dropped_frames: u64,
@@ -186,25 +161,33 @@ struct Session {
     going: Option<(u32, Instant)>,
     /// Loads that did not give a sink by our name.
     attempts: u32,
-    /// The server is pipewire-pulse: its reports come from the last graph
-    /// cycle and scatter by up to a quantum.
-    pipewire: bool,
-    quantum: CycleQuantum,
-    /// State of the timing requests' jitter.
-    rng: u64,
+}
+
+type S = SessionOf<Sender>;
+
+/// The sender across connections: its settings and network side.
+struct Sender {
+    cfg: SinkConfig,
+    host: String,
+    net: Net,
+}
+
+/// `v` with a backslash before each of `special`.
+fn escaped(v: &str, special: [char; 2]) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if special.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Escapes `v` for a double-quoted PulseAudio property value inside a
 /// single-quoted module argument.
 fn modarg_prop(key: &str, v: &str) -> String {
-    let inner: String = v
-        .chars()
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("{key}=\"{inner}\"")
+    format!("{key}=\"{}\"", escaped(v, ['"', '\\']))
 }
 
 /// The `module-null-sink` argument string.
@@ -217,13 +200,7 @@ pub fn null_sink_args(c: &SinkConfig, pid: u32, host: &str, norewinds: bool) -> 
         modarg_prop("device.icon_name", "network-wireless"),
     ]
     .join(" ");
-    let quoted: String = props
-        .chars()
-        .flat_map(|ch| match ch {
-            '\'' | '\\' => vec!['\\', ch],
-            ch => vec![ch],
-        })
-        .collect();
+    let quoted = escaped(&props, ['\'', '\\']);
     let mut a = format!(
         "sink_name={} sink_properties='{quoted}' format=float32le rate={} channels={}",
         c.name, c.format.rate, c.format.channels
@@ -259,56 +236,60 @@ fn major(version: &str) -> u32 {
         .unwrap_or(0)
 }
 
-impl Session {
-    fn new(conn: Conn, rate: u32, channels: usize) -> Session {
-        Session {
-            conn,
-            step: Step::Connecting,
+impl Role for Sender {
+    type Setup = Setup;
+    type State = Sending;
+    const NAME: &'static str = "sender";
+    const LOG_TARGET: &'static str = module_path!();
+
+    fn server(&self) -> Option<&str> {
+        self.cfg.server.as_deref()
+    }
+
+    fn open(&self, conn: Conn) -> S {
+        let f = &self.cfg.format;
+        let sending = Sending {
             module: None,
-            stream: None,
-            notes: Rc::new(StreamNotes::default()),
-            timing_gen: 0,
-            timing_in_flight: false,
-            next_timing_ns: 0,
             frames_read: 0,
-            fc: FrameClock::new(rate),
-            scratch: vec![0.0; MAX_CHUNK_FRAMES * channels],
+            scratch: vec![0.0; MAX_CHUNK_FRAMES * f.channels as usize],
             logged_streaming: false,
             dropped_frames: 0,
             going: None,
             attempts: 0,
-            pipewire: false,
-            quantum: CycleQuantum::default(),
-            rng: bark_io::node::random_nonzero_u64(),
-        }
+        };
+        Session::new(conn, f.rate, f.channels, sending)
     }
 
-    /// Advances the set-up; `Err` for problems no retry can fix.
-    fn step(&mut self, lp: &Loop, cfg: &SinkConfig, host: &str) -> Result<()> {
-        match &self.step {
-            Step::Connecting => {
-                if self.conn.state() == CtxState::Ready {
-                    log::info!(
-                        "connected to PulseAudio ({})",
-                        self.conn.ctx.get_server().unwrap_or_default()
-                    );
-                    self.start_lookup(lp, cfg);
-                }
-            }
-            Step::Lookup { version, sink } => {
+    fn serve(&mut self, _lp: &Loop) {
+        self.net.serve();
+    }
+
+    /// Looks the sink up; after a retry too, since it may have been
+    /// unloaded by hand.
+    fn begin(&mut self, s: &mut S, lp: &Loop) {
+        self.start_lookup(s, lp);
+    }
+
+    fn setup(&mut self, s: &mut S, lp: &Loop) -> Result<()> {
+        let Step::Setup(step) = &s.step else {
+            return Ok(());
+        };
+        let cfg = &self.cfg;
+        match step {
+            Setup::Lookup { version, sink } => {
                 let (Some((v, pipewire)), Some(found)) =
                     (version.borrow().clone(), sink.borrow().clone())
                 else {
                     return Ok(());
                 };
-                self.pipewire = pipewire;
+                s.est.pipewire = pipewire;
                 let norewinds = major(&v) >= 13;
                 let Some(f) = found else {
-                    self.going = None;
-                    self.load(lp, cfg, host, norewinds);
+                    s.role.going = None;
+                    self.load(s, lp, norewinds);
                     return Ok(());
                 };
-                if let Some((idx, until)) = self.going {
+                if let Some((idx, until)) = s.role.going {
                     // PulseAudio acknowledges an unload before it happens
                     // (it is deferred): wait until the sink is really gone,
                     // or a new one of that name would get a ".2" suffix.
@@ -319,11 +300,11 @@ impl Session {
                                 cfg.name
                             );
                         }
-                        self.step = Step::Retry(Instant::now() + Duration::from_millis(50));
+                        s.step = Step::Retry(Instant::now() + Duration::from_millis(50));
                         return Ok(());
                     }
                 }
-                let ours = f.host.as_deref() == Some(host);
+                let ours = f.host.as_deref() == Some(self.host.as_str());
                 match (f.pid, f.owner_module) {
                     (None, _) => bail!(
                         "a sink named {:?} exists and was not made by bark-pulse; choose another --name",
@@ -343,20 +324,16 @@ impl Session {
                             "unloading stale sink {:?} (module {idx}) left by bark-pulse pid {pid}",
                             cfg.name
                         );
-                        let r = pa::slot();
-                        let rr = r.clone();
-                        let g = lp.guard.clone();
-                        self.conn.ctx.introspect().unload_module(idx, move |ok| {
-                            g.run("unload", || *rr.borrow_mut() = Some(ok));
-                        });
-                        self.step = Step::Unloading { result: r, idx };
+                        let (result, done) = pa::answer(lp, "unload");
+                        s.conn.ctx.introspect().unload_module(idx, done);
+                        s.step = Step::Setup(Setup::Unloading { result, idx });
                     }
                     (Some(_), None) => {
                         bail!("sink {:?} has no owner module to unload", cfg.name)
                     }
                 }
             }
-            Step::Unloading { result, idx } => {
+            Setup::Unloading { result, idx } => {
                 let Some(ok) = *result.borrow() else {
                     return Ok(());
                 };
@@ -364,13 +341,13 @@ impl Session {
                     bail!(
                         "could not unload the stale sink {:?}: {}",
                         cfg.name,
-                        self.conn.error()
+                        s.conn.error()
                     );
                 }
-                self.going = Some((*idx, Instant::now() + Duration::from_secs(3)));
-                self.start_lookup(lp, cfg);
+                s.role.going = Some((*idx, Instant::now() + Duration::from_secs(3)));
+                self.start_lookup(s, lp);
             }
-            Step::Verifying {
+            Setup::Verifying {
                 sink,
                 idx,
                 norewinds,
@@ -382,16 +359,16 @@ impl Session {
                 if found.and_then(|f| f.owner_module) != Some(idx) {
                     // Someone else's sink took the name in between: ours
                     // got a suffixed name. Take it away and look again.
-                    self.attempts += 1;
+                    s.role.attempts += 1;
                     log::warn!(
                         "module {idx} did not create a sink named {:?}; unloading it",
                         cfg.name
                     );
-                    self.conn.ctx.introspect().unload_module(idx, |_| {});
-                    if self.attempts > 5 {
+                    s.conn.ctx.introspect().unload_module(idx, |_| {});
+                    if s.role.attempts > 5 {
                         bail!("could not create the sink {:?}", cfg.name);
                     }
-                    self.step = Step::Retry(Instant::now() + Duration::from_millis(200));
+                    s.step = Step::Retry(Instant::now() + Duration::from_millis(200));
                     return Ok(());
                 }
                 log::info!(
@@ -400,10 +377,10 @@ impl Session {
                     cfg.description,
                     if norewinds { "" } else { " without norewinds" }
                 );
-                self.module = Some(idx);
-                self.start_stream(lp, cfg)?;
+                s.role.module = Some(idx);
+                self.start_stream(s, lp)?;
             }
-            Step::Loading { result, norewinds } => {
+            Setup::Loading { result, norewinds } => {
                 let Some(idx) = *result.borrow() else {
                     return Ok(());
                 };
@@ -415,84 +392,147 @@ impl Session {
                         // by up to the sink's latency.
                         log::warn!(
                             "module-null-sink refused norewinds=1 ({}); loading without it",
-                            self.conn.error()
+                            s.conn.error()
                         );
-                        self.load(lp, cfg, host, false);
+                        self.load(s, lp, false);
                         return Ok(());
                     }
-                    bail!("could not load module-null-sink: {}", self.conn.error());
+                    bail!("could not load module-null-sink: {}", s.conn.error());
                 }
                 // Unload it at exit even if the check below fails.
-                self.module = Some(idx);
-                let sink = self.lookup_sink(lp, cfg);
-                self.step = Step::Verifying {
+                s.role.module = Some(idx);
+                let sink = self.lookup_sink(s, lp);
+                s.step = Step::Setup(Setup::Verifying {
                     sink,
                     idx,
                     norewinds,
-                };
-            }
-            Step::Streaming => {
-                if self.notes.state_changed.replace(false) {
-                    match self.stream.as_ref().map(|s| s.get_state()) {
-                        Some(StreamState::Ready) => {
-                            log::info!("recording {}.monitor", cfg.name);
-                        }
-                        Some(StreamState::Failed) | Some(StreamState::Terminated) => {
-                            log::warn!(
-                                "the monitor recording stopped ({}); setting up again",
-                                self.conn.error()
-                            );
-                            self.drop_stream();
-                            self.module = None;
-                            self.step = Step::Retry(Instant::now() + Duration::from_millis(500));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Step::Retry(at) => {
-                if Instant::now() >= *at {
-                    // The sink may have been unloaded by hand: look again.
-                    self.start_lookup(lp, cfg);
-                }
+                });
             }
         }
         Ok(())
     }
 
-    fn start_lookup(&mut self, lp: &Loop, cfg: &SinkConfig) {
-        let version = pa::slot();
-        let v = version.clone();
+    fn ready(&mut self, _s: &mut S) {
+        log::info!("recording {}.monitor", self.cfg.name);
+    }
+
+    fn stopped(&mut self, s: &mut S) {
+        log::warn!(
+            "the monitor recording stopped ({}); setting up again",
+            s.conn.error()
+        );
+        s.role.module = None;
+    }
+
+    /// Reads and sends what the monitor has; requests timing reports.
+    fn service(&mut self, s: &mut S, lp: &Loop, now: u64) {
+        let frame_bytes = s.frame_bytes();
+        if s.notes.suspended.replace(false) {
+            // A resumed null sink starts a new play-out clock; a suspended
+            // one delivers nothing. Either way the old estimate is void.
+            let suspended = s
+                .stream
+                .as_ref()
+                .is_some_and(|st| st.is_suspended().unwrap_or(false));
+            log::debug!("sink {}", if suspended { "suspended" } else { "resumed" });
+            s.est.restart();
+        }
+        if s.notes.overflow.replace(false) {
+            log::warn!("monitor recording overflowed (the main loop was late); resynchronizing");
+            s.est.restart();
+        }
+        if let Some((info, pair)) = s.poll_timing(now, lp) {
+            let est = &mut s.est;
+            if est.pipewire {
+                est.observe_quantum(info.write_index, frame_bytes);
+            }
+            if let Some(r) = info.monitor_record(&pair, frame_bytes) {
+                if log::log_enabled!(log::Level::Trace) {
+                    let fc = &est.fc;
+                    let predicted = fc.play_ns(r.frame, r.t_ns).unwrap_or(r.play_ns);
+                    log::trace!(
+                        "report t {} frame {} residual {:.1} us drift {:.1} ppm",
+                        r.t_ns,
+                        r.frame,
+                        (r.play_ns - predicted) / 1e3,
+                        fc.drift_ppm()
+                    );
+                }
+                if est.fc.add(r.t_ns, r.frame, r.play_ns) {
+                    log::debug!("sink play-out clock stepped; restarted its estimate");
+                }
+            }
+        }
+        self.read(s, now, frame_bytes);
+    }
+
+    fn report(&self, s: Option<&S>) {
+        let Some(s) = s else {
+            return;
+        };
+        let net = &self.net;
+        log::debug!(
+            "sent {} datagrams ({} errors, {} malformed in, {} dropped by authentication), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
+            net.sent,
+            net.send_errors,
+            net.ep.wire().counts().malformed,
+            net.ep.wire().auth().total(),
+            s.role.dropped_frames,
+            s.est.fc.drift_ppm(),
+            s.est.fc.resets()
+        );
+    }
+
+    /// Unloads our sink (bounded wait).
+    fn close(&mut self, mut s: S, lp: &mut Loop) {
+        s.drop_stream();
+        let Some(idx) = s.role.module.take() else {
+            return;
+        };
+        if s.conn.state() != CtxState::Ready {
+            return;
+        }
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
         let g = lp.guard.clone();
-        self.conn.ctx.introspect().get_server_info(move |i| {
-            g.run("server info", || {
-                let pipewire = i
-                    .server_name
-                    .as_deref()
-                    .is_some_and(|n| n.contains("PipeWire"));
-                *v.borrow_mut() = Some((
-                    i.server_version.as_deref().unwrap_or("0").to_string(),
-                    pipewire,
-                ));
+        s.conn.ctx.introspect().unload_module(idx, move |ok| {
+            g.run("unload", || {
+                if !ok {
+                    log::warn!("unloading the sink failed");
+                }
+                d.set(true);
             });
         });
-        let sink = self.lookup_sink(lp, cfg);
-        self.step = Step::Lookup { version, sink };
+        if pa::run_until(lp, Duration::from_secs(2), || done.get()) {
+            log::info!("unloaded {:?} (module {idx})", self.cfg.name);
+        } else {
+            log::warn!("timed out unloading {:?} (module {idx})", self.cfg.name);
+        }
+    }
+}
+
+impl Sender {
+    fn start_lookup(&self, s: &mut S, lp: &Loop) {
+        let version = s.server_info(lp, |i| {
+            i.server_version.as_deref().unwrap_or("0").to_string()
+        });
+        let sink = self.lookup_sink(s, lp);
+        s.step = Step::Setup(Setup::Lookup { version, sink });
     }
 
     /// Looks the sink up by name: `Some(None)` when there is none.
-    fn lookup_sink(&mut self, lp: &Loop, cfg: &SinkConfig) -> Slot<Option<Found>> {
+    fn lookup_sink(&self, s: &S, lp: &Loop) -> Slot<Option<Found>> {
         let sink = pa::slot();
-        let s = sink.clone();
+        let sl = sink.clone();
         let g = lp.guard.clone();
-        self.conn
+        s.conn
             .ctx
             .introspect()
-            .get_sink_info_by_name(&cfg.name, move |r| {
+            .get_sink_info_by_name(&self.cfg.name, move |r| {
                 g.run("sink info", || match r {
                     ListResult::Item(i) => {
                         let pid = i.proplist.get_str(PID_PROP).and_then(|p| p.parse().ok());
-                        *s.borrow_mut() = Some(Some(Found {
+                        *sl.borrow_mut() = Some(Some(Found {
                             owner_module: i.owner_module,
                             pid,
                             host: i.proplist.get_str(HOST_PROP),
@@ -501,7 +541,7 @@ impl Session {
                     // No such sink (the server answers with an error), or
                     // the end of a list that had no item.
                     ListResult::Error | ListResult::End => {
-                        let mut b = s.borrow_mut();
+                        let mut b = sl.borrow_mut();
                         if b.is_none() {
                             *b = Some(None);
                         }
@@ -511,179 +551,73 @@ impl Session {
         sink
     }
 
-    fn load(&mut self, lp: &Loop, cfg: &SinkConfig, host: &str, norewinds: bool) {
-        let args = null_sink_args(cfg, std::process::id(), host, norewinds);
+    fn load(&self, s: &mut S, lp: &Loop, norewinds: bool) {
+        let args = null_sink_args(&self.cfg, std::process::id(), &self.host, norewinds);
         log::debug!("load-module module-null-sink {args}");
-        let r = pa::slot();
-        let rr = r.clone();
-        let g = lp.guard.clone();
-        self.conn
+        let (result, done) = pa::answer(lp, "load");
+        s.conn
             .ctx
             .introspect()
-            .load_module("module-null-sink", &args, move |idx| {
-                g.run("load", || *rr.borrow_mut() = Some(idx));
-            });
-        self.step = Step::Loading {
-            result: r,
-            norewinds,
-        };
+            .load_module("module-null-sink", &args, done);
+        s.step = Step::Setup(Setup::Loading { result, norewinds });
     }
 
-    fn start_stream(&mut self, lp: &Loop, cfg: &SinkConfig) -> Result<()> {
-        let spec = Spec {
-            format: Format::FLOAT32NE,
-            rate: cfg.format.rate,
-            channels: cfg.format.channels,
-        };
-        let mut pl = Proplist::new().ok_or_else(|| anyhow!("cannot create a property list"))?;
-        let _ = pl.set_str(
-            pulse::proplist::properties::MEDIA_NAME,
-            &format!("{} (sending)", cfg.description),
-        );
-        let _ = pl.set_str("bark.role", "sender");
-        let mut s =
-            Stream::new_with_proplist(&mut self.conn.ctx, "Bark sender", &spec, None, &mut pl)
-                .ok_or_else(|| anyhow!("cannot create the record stream: {}", self.conn.error()))?;
-        let notes = Rc::new(StreamNotes::default());
-        let (n1, n2, n3) = (notes.clone(), notes.clone(), notes.clone());
-        let (g1, g2, g3) = (lp.guard.clone(), lp.guard.clone(), lp.guard.clone());
-        s.set_state_callback(Some(Box::new(move || {
-            g1.run("stream state", || n1.state_changed.set(true));
-        })));
-        s.set_suspended_callback(Some(Box::new(move || {
-            g2.run("suspended", || n2.suspended_changed.set(true));
-        })));
-        s.set_overflow_callback(Some(Box::new(move || {
-            g3.run("overflow", || n3.overflow.set(true));
-        })));
-        let frag = (spec.usec_to_bytes(pulse::time::MicroSeconds(FRAGMENT_US))) as u32;
-        let attr = BufferAttr {
-            maxlength: u32::MAX,
-            tlength: u32::MAX,
-            prebuf: u32::MAX,
-            minreq: u32::MAX,
-            fragsize: frag,
-        };
-        let flags = StreamFlags::ADJUST_LATENCY
-            | StreamFlags::DONT_MOVE
-            | StreamFlags::DONT_INHIBIT_AUTO_SUSPEND;
-        s.connect_record(Some(&format!("{}.monitor", cfg.name)), Some(&attr), flags)
-            .map_err(|e| anyhow!("cannot record {}.monitor: {e}", cfg.name))?;
-        self.stream = Some(s);
-        self.notes = notes;
-        self.frames_read = 0;
-        self.quantum.reset();
-        self.fc.reset();
-        self.timing_gen += 1;
-        self.timing_in_flight = false;
-        self.step = Step::Streaming;
+    fn start_stream(&self, s: &mut S, lp: &Loop) -> Result<()> {
+        let cfg = &self.cfg;
+        let media_name = format!("{} (sending)", cfg.description);
+        let props = [
+            (pulse::proplist::properties::MEDIA_NAME, media_name.as_str()),
+            ("bark.role", "sender"),
+        ];
+        s.start_stream(lp, "record", "Bark sender", &props, |st, spec| {
+            let frag = spec.usec_to_bytes(MicroSeconds(FRAGMENT_US)) as u32;
+            let attr = BufferAttr {
+                maxlength: u32::MAX,
+                tlength: u32::MAX,
+                prebuf: u32::MAX,
+                minreq: u32::MAX,
+                fragsize: frag,
+            };
+            let flags = StreamFlags::ADJUST_LATENCY
+                | StreamFlags::DONT_MOVE
+                | StreamFlags::DONT_INHIBIT_AUTO_SUSPEND;
+            st.connect_record(Some(&format!("{}.monitor", cfg.name)), Some(&attr), flags)
+                .map_err(|e| anyhow!("cannot record {}.monitor: {e}", cfg.name))
+        })?;
+        s.role.frames_read = 0;
         Ok(())
     }
 
-    fn drop_stream(&mut self) {
-        if let Some(mut s) = self.stream.take() {
-            s.set_state_callback(None);
-            s.set_suspended_callback(None);
-            s.set_overflow_callback(None);
-            let _ = s.disconnect();
-        }
-    }
-
-    /// Reads and sends what the monitor has; requests timing reports.
-    fn service_stream(&mut self, lp: &Loop, net: &mut Net, frame_bytes: usize) {
-        let Some(s) = self.stream.as_mut() else {
+    /// Reads the monitor, stamps and sends it. Bounded per turn so sockets
+    /// and timing keep their pace. No allocation.
+    fn read(&mut self, s: &mut S, now: u64, frame_bytes: usize) {
+        let Some(st) = s.stream.as_mut() else {
             return;
         };
-        if s.get_state() != StreamState::Ready {
-            return;
-        }
-        let now = monotonic_ns();
-        if self.notes.suspended_changed.replace(false) {
-            // A resumed null sink starts a new play-out clock; a suspended
-            // one delivers nothing. Either way the old estimate is void.
-            let suspended = s.is_suspended().unwrap_or(false);
-            log::debug!("sink {}", if suspended { "suspended" } else { "resumed" });
-            self.fc.reset();
-            self.timing_gen += 1;
-        }
-        if self.notes.overflow.replace(false) {
-            log::warn!("monitor recording overflowed (the main loop was late); resynchronizing");
-            self.fc.reset();
-            self.timing_gen += 1;
-        }
-        // Timing report that arrived?
-        if let Some(gen) = self.notes.timing.take() {
-            self.timing_in_flight = false;
-            if gen == self.timing_gen {
-                if let Some(ti) = s.get_timing_info() {
-                    let pair = ClockPair::now();
-                    let info = Info::from_pa(ti);
-                    if self.pipewire {
-                        if let Some(w) = info.write_index {
-                            self.quantum.observe(w, frame_bytes);
-                        }
-                        if let Some(q) = self.quantum.frames() {
-                            self.fc.set_step_ns(1.5 * q as f64 * self.fc.period_ns());
-                        }
-                    }
-                    if let Some(r) = info.monitor_record(&pair, frame_bytes) {
-                        if log::log_enabled!(log::Level::Trace) {
-                            let est = self.fc.play_ns(r.frame, r.t_ns).unwrap_or(r.play_ns);
-                            log::trace!(
-                                "report t {} frame {} residual {:.1} us drift {:.1} ppm",
-                                r.t_ns,
-                                r.frame,
-                                (r.play_ns - est) / 1e3,
-                                self.fc.drift_ppm()
-                            );
-                        }
-                        if self.fc.add(r.t_ns, r.frame, r.play_ns) {
-                            log::debug!("sink play-out clock stepped; restarted its estimate");
-                        }
-                    }
-                }
-            }
-        }
-        if !self.timing_in_flight && now >= self.next_timing_ns {
-            self.next_timing_ns = now + pa::jittered(TIMING_PERIOD_NS, &mut self.rng);
-            let n = self.notes.clone();
-            let gen = self.timing_gen;
-            let g = lp.guard.clone();
-            let _ = s.update_timing_info(Some(Box::new(move |ok| {
-                g.run("timing", || {
-                    if ok {
-                        n.timing.set(Some(gen));
-                    } else {
-                        n.timing.set(Some(u64::MAX));
-                    }
-                });
-            })));
-            self.timing_in_flight = true;
-        }
-        // Audio: bounded per turn so sockets and timing keep their pace.
+        let (est, c) = (&mut s.est, &mut s.role);
+        let ch = frame_bytes / 4;
         for _ in 0..64 {
-            match s.readable_size() {
+            match st.readable_size() {
                 Some(n) if n > 0 => {}
                 _ => break,
             }
-            let data = match s.peek() {
+            let data = match st.peek() {
                 Ok(PeekResult::Data(d)) => d,
                 Ok(PeekResult::Hole(n)) => {
-                    self.frames_read += (n / frame_bytes) as u64;
-                    let _ = s.discard();
+                    c.frames_read += (n / frame_bytes) as u64;
+                    let _ = st.discard();
                     continue;
                 }
                 Ok(PeekResult::Empty) | Err(_) => break,
             };
             let frames = data.len() / frame_bytes;
-            let first = self.frames_read;
-            self.frames_read += frames as u64;
-            let ch = frame_bytes / 4;
+            let first = c.frames_read;
+            c.frames_read += frames as u64;
             let mut done = 0;
             while done < frames {
-                let n = (frames - done).min(self.scratch.len() / ch);
-                let t = self.fc.play_ns(first + done as u64, now);
-                let last = t.map(|t| t + n as f64 * self.fc.period_ns());
+                let n = (frames - done).min(c.scratch.len() / ch);
+                let t = est.fc.play_ns(first + done as u64, now);
+                let last = t.map(|t| t + n as f64 * est.fc.period_ns());
                 if let (Some(t), Some(last)) = (t, last) {
                     if last > now as f64 + MAX_STAMP_AHEAD_NS
                         || t < now as f64 - MAX_STAMP_BEHIND_NS
@@ -692,58 +626,30 @@ impl Session {
                             "stamp {:.1} ms from now is impossible; restarting the estimate",
                             (t - now as f64) / 1e6
                         );
-                        self.fc.reset();
-                        self.timing_gen += 1;
+                        est.restart();
                     }
                 }
-                match self.fc.play_ns(first + done as u64, now) {
+                match est.fc.play_ns(first + done as u64, now) {
                     Some(t) => {
                         let bytes = &data[done * frame_bytes..(done + n) * frame_bytes];
-                        for (o, b) in self.scratch[..n * ch].iter_mut().zip(bytes.chunks_exact(4)) {
+                        for (o, b) in c.scratch[..n * ch].iter_mut().zip(bytes.chunks_exact(4)) {
                             *o = f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
                         }
-                        net.push(t.max(0.0) as u64, &self.scratch[..n * ch]);
-                        if !self.logged_streaming {
-                            self.logged_streaming = true;
-                            log::info!("sending to {}", net.dest);
+                        self.net.push(t.max(0.0) as u64, &c.scratch[..n * ch]);
+                        if !c.logged_streaming {
+                            c.logged_streaming = true;
+                            log::info!("sending to {}", self.net.dest);
                         }
                     }
                     _ => {
                         // No play-out estimate yet (first ~10 ms after a
                         // start or resume): these frames cannot be stamped.
-                        self.dropped_frames += n as u64;
+                        c.dropped_frames += n as u64;
                     }
                 }
                 done += n;
             }
-            let _ = s.discard();
-        }
-    }
-
-    /// Unloads our sink (bounded wait); at exit.
-    fn unload(&mut self, lp: &mut Loop, cfg: &SinkConfig) {
-        self.drop_stream();
-        let Some(idx) = self.module.take() else {
-            return;
-        };
-        if self.conn.state() != CtxState::Ready {
-            return;
-        }
-        let done = Rc::new(Cell::new(false));
-        let d = done.clone();
-        let g = lp.guard.clone();
-        self.conn.ctx.introspect().unload_module(idx, move |ok| {
-            g.run("unload", || {
-                if !ok {
-                    log::warn!("unloading the sink failed");
-                }
-                d.set(true);
-            });
-        });
-        if pa::run_until(lp, Duration::from_secs(2), || done.get()) {
-            log::info!("unloaded {:?} (module {idx})", cfg.name);
-        } else {
-            log::warn!("timed out unloading {:?} (module {idx})", cfg.name);
+            let _ = st.discard();
         }
     }
 }
@@ -753,16 +659,11 @@ impl Session {
 /// # Errors
 /// Setup failures (socket, a sink name taken by someone else) and panics.
 pub fn run(cfg: SinkConfig) -> Result<()> {
-    let host = bark_io::node::hostname();
-    let clock = ClockMap::from_env(monotonic_ns()).map_err(|e| anyhow!(e))?;
-    if !clock.is_identity() {
-        log::warn!("test clock skew active ({})", crate::clock::TEST_CLOCK_ENV);
-    }
-    let session_id = bark_io::node::random_nonzero_u64();
-    let key = crate::keyed::load(cfg.key_file.as_deref())?;
+    let start = Start::load(cfg.key_file.as_deref(), Sender::LOG_TARGET)?;
+    let session_id = start.id;
     let ep = SenderEndpoint::new(
-        cfg.sender_config(session_id, host.clone()),
-        key.as_ref(),
+        cfg.sender_config(session_id, start.host.clone()),
+        start.key.as_ref(),
         cfg.encrypt,
         bark_io::node::random_nonzero_u64(),
     )
@@ -773,90 +674,25 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         "{}; {} frames/packet, session {session_id:016x}, time requests on {local}{}",
         cfg.summary(),
         ep.sender().packet_frames(),
-        key.as_ref()
-            .map(|k| format!(", key id {}", k.id()))
-            .unwrap_or_default()
+        start.key_note()
     );
-    let mut net = Net {
+    let net = Net {
         ep,
         sock,
         dest: cfg.destination.into(),
-        clock,
+        clock: start.clock,
         sent: 0,
         send_errors: 0,
         warnings: Warnings::default(),
     };
-    let frame_bytes = 4 * cfg.format.channels as usize;
-    let mut lp = Loop::new(TICK_US)?;
-    log::debug!("scheduling: {}", pa::raise_priority());
-    let _watch = lp.watch_readable(net.sock.fd())?;
-    let mut backoff = Backoff::default();
-    let mut session: Option<Session> = None;
-    let mut retry_at = Instant::now();
-    let mut last_report = Instant::now();
-    let result = loop {
-        if let Some(sig) = lp.quit_signal() {
-            log::info!("signal {sig}: stopping");
-            break Ok(());
-        }
-        if lp.guard.tripped() {
-            break Err(anyhow!("a callback panicked (see above)"));
-        }
-        net.serve();
-        if session.is_none() && Instant::now() >= retry_at {
-            match Conn::connect(&lp, "Bark", "sender", cfg.server.as_deref()) {
-                Ok(c) => {
-                    session = Some(Session::new(
-                        c,
-                        cfg.format.rate,
-                        cfg.format.channels as usize,
-                    ))
-                }
-                Err(e) => {
-                    log::warn!("{e:#}");
-                    retry_at = Instant::now() + backoff.step();
-                }
-            }
-        }
-        if let Some(s) = session.as_mut() {
-            if s.conn.is_dead() {
-                log::warn!("lost PulseAudio ({}); reconnecting", s.conn.error());
-                s.drop_stream();
-                session = None;
-                retry_at = Instant::now() + backoff.step();
-            } else {
-                if let Err(e) = s.step(&lp, &cfg, &host) {
-                    break Err(e);
-                }
-                if matches!(s.step, Step::Streaming) {
-                    backoff.reset();
-                }
-                s.service_stream(&lp, &mut net, frame_bytes);
-            }
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            if let Some(s) = session.as_ref() {
-                log::debug!(
-                    "sent {} datagrams ({} errors, {} malformed in, {} dropped by authentication), {} frames unstamped, play-out drift {:.1} ppm, {} clock restarts",
-                    net.sent,
-                    net.send_errors,
-                    net.ep.wire().counts().malformed,
-                    net.ep.wire().auth().total(),
-                    s.dropped_frames,
-                    s.fc.drift_ppm(),
-                    s.fc.resets()
-                );
-            }
-        }
-        if let Err(e) = lp.iterate() {
-            break Err(e);
-        }
+    let mut sender = Sender {
+        cfg,
+        host: start.host,
+        net,
     };
-    if let Some(mut s) = session.take() {
-        s.unload(&mut lp, &cfg);
-    }
-    result
+    let mut lp = Loop::new(TICK_US)?;
+    let _watch = lp.watch_readable(sender.net.sock.fd())?;
+    driver::run(&mut sender, &mut lp)
 }
 
 #[cfg(test)]
