@@ -370,7 +370,7 @@ pub struct ReceiveArgs {
     /// Time from filling a buffer to hearing its first frame, ms, as an
     /// audio device's latency; default: one quantum. It is this receiver's
     /// downstream latency: reported in its status (`bark stats`), and with
-    /// one quantum and a 12 ms margin the latency it needs, which its sender
+    /// one quantum and a 6 ms margin the latency it needs, which its sender
     /// raises the session latency to cover (up to the sender's
     /// --latency-max-msec; beyond it this receiver plays late).
     #[arg(long, value_name = "MS", value_parser = ms_parser(0.0, 1000.0))]

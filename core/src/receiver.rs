@@ -116,15 +116,16 @@ const PTS_WINDOW_NS: f64 = 1e9;
 /// Output frames rendered per inner step; bounds the scratch buffers.
 const CHUNK: usize = 4096;
 /// What a receiver needs in hand beyond its downstream latency and one
-/// output quantum, ns (12 ms): the sender's time from its cycle start to
+/// output quantum, ns (6 ms): the sender's time from its cycle start to
 /// the send (≤ 1 ms, measured), the network (≤ 1 ms on a wired LAN), the
 /// interpolator's look-ahead ([`AFTER`] frames, 0.2 ms) and late wake-ups
-/// of the two audio threads on machines without real-time scheduling (the
-/// lab's: with 8.7 ms of slack, a receiver behind a 50 ms node still
-/// underran once in 40 s; the default 40 ms session leaves 18.7 ms at
-/// PipeWire's default quantum). A receiver's need ([`Receiver::need_ns`])
-/// is the latency below which it would risk gaps.
-pub const NEED_MARGIN_NS: u64 = 12_000_000;
+/// of the two audio threads without real-time scheduling. Rounding the
+/// session latency up to its 5 ms grid adds 0–5 ms more. With 12 ms,
+/// bark-pulse receivers (a 20 ms write-ahead buffer) needed more than the
+/// default 40 ms and raised every session for nothing: they play 40 ms
+/// without a gap (docs/BENCHMARKS.md, "bark-pulse"). A receiver's need
+/// ([`Receiver::need_ns`]) is the latency below which it would risk gaps.
+pub const NEED_MARGIN_NS: u64 = 6_000_000;
 /// A receiver's own need falls only after it stayed lower for this long,
 /// ns (5 s): a graph whose quantum or latency flickers (a stream moved, a
 /// node added) must not make the receiver jump back and forth.
@@ -143,7 +144,7 @@ pub const MIN_PLANNED_QUANTUM_48K: u32 = 256;
 /// [`MIN_PLANNED_QUANTUM_48K`] (scaled to `rate`); if none fits, `default`
 /// (the session latency then rises for this receiver instead). So a
 /// receiver behind a DSP of 20 ms keeps the default 40 ms session by
-/// running 256-frame cycles, and one behind a Bluetooth speaker makes the
+/// running 512-frame cycles, and one behind a Bluetooth speaker makes the
 /// latency rise rather than waking every 5 ms. `latency_ns` 0 (not known
 /// yet) gives `default`.
 pub fn plan_quantum(latency_ns: u64, downstream_ns: u64, rate: u32, default: u32) -> u32 {

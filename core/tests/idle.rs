@@ -165,21 +165,21 @@ fn pauses_long_and_short_are_silence_not_faults() {
 #[test]
 fn a_receiver_whose_output_needs_more_plays_late_and_says_so() {
     let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
-    // 30 ms downstream + 5.3 ms quantum + 12 ms margin: 47.3 ms, over the
-    // session's 20 ms: on the 5 ms grid, 50 ms.
+    // 30 ms downstream + 5.3 ms quantum + 6 ms margin: 41.3 ms, over the
+    // session's 20 ms: on the 5 ms grid, 45 ms.
     rx.set_downstream_ns(30_000_000);
     let (_, _) = drive(&mut rx, 400, &|c| c >= 100);
     assert!(rx.playing());
     assert!(rx.late());
-    assert_eq!(rx.play_latency_ns(), 50_000_000);
-    assert!(rx.need_ns() > 47_000_000 && rx.need_ns() < 48_000_000);
+    assert_eq!(rx.play_latency_ns(), 45_000_000);
+    assert!(rx.need_ns() > 41_000_000 && rx.need_ns() < 42_000_000);
     let mut st = [0u8; protocol::MAX_STATUS_LEN];
     let n = rx.write_status(&mut st).unwrap();
     match protocol::parse(&st[..n]).unwrap() {
         Packet::Status(p) => {
             assert_ne!(p.flags & STATUS_LATE, 0);
             assert_eq!(p.counters.downstream_us, 30_000);
-            assert_eq!(p.counters.play_latency_us, 50_000);
+            assert_eq!(p.counters.play_latency_us, 45_000);
             assert_eq!(p.counters.latency_us, 20_000);
         }
         other => panic!("{other:?}"),
@@ -193,7 +193,7 @@ fn a_receiver_whose_output_needs_more_plays_late_and_says_so() {
     .unwrap();
     let mut reply = [0u8; 64];
     assert_eq!(s.handle_packet(T0, T0, &st[..n], &mut reply), Ok(None));
-    assert_eq!(s.latency_ns(), 50_000_000);
+    assert_eq!(s.latency_ns(), 45_000_000);
 }
 
 #[test]
@@ -201,20 +201,21 @@ fn the_output_quantum_shrinks_to_keep_the_session_latency_when_it_can() {
     use bark_core::receiver::plan_quantum;
     const MS: u64 = 1_000_000;
     // Nothing after the stream: the default 1024 frames (21.3 ms) fit 40 ms
-    // with the 12 ms margin (33.3 ms).
+    // with the 6 ms margin (27.3 ms), and so they do behind 10 ms (37.3).
     assert_eq!(plan_quantum(40 * MS, 0, 48_000, 1024), 1024);
-    // A 10 ms DSP: 1024 would need 43.3 ms; 512 need 32.7.
-    assert_eq!(plan_quantum(40 * MS, 10 * MS, 48_000, 1024), 512);
-    // 20 ms: 256 frames (5.3 ms) still fit 40 ms (37.3), 512 do not (42.7).
-    assert_eq!(plan_quantum(40 * MS, 20 * MS, 48_000, 1024), 256);
+    assert_eq!(plan_quantum(40 * MS, 10 * MS, 48_000, 1024), 1024);
+    // A 20 ms DSP: 1024 would need 47.3 ms; 512 need 36.7.
+    assert_eq!(plan_quantum(40 * MS, 20 * MS, 48_000, 1024), 512);
+    // 25 ms: 256 frames (5.3 ms) still fit 40 ms (36.3), 512 do not (41.7).
+    assert_eq!(plan_quantum(40 * MS, 25 * MS, 48_000, 1024), 256);
     // A Bluetooth speaker: nothing fits; the latency must rise instead.
     assert_eq!(plan_quantum(40 * MS, 150 * MS, 48_000, 1024), 1024);
     // Once it rose to cover the default quantum, the default stays.
-    assert_eq!(plan_quantum(185 * MS, 150 * MS, 48_000, 1024), 1024);
+    assert_eq!(plan_quantum(180 * MS, 150 * MS, 48_000, 1024), 1024);
     // Unknown latency: the default.
     assert_eq!(plan_quantum(0, 20 * MS, 48_000, 1024), 1024);
     // Other rates scale the floor: 512 frames at 96 kHz are 5.3 ms.
-    assert_eq!(plan_quantum(40 * MS, 20 * MS, 96_000, 2048), 512);
+    assert_eq!(plan_quantum(40 * MS, 25 * MS, 96_000, 2048), 512);
 }
 
 /// A player that keeps its stream open playing zeros: after 250 ms of

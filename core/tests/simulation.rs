@@ -134,9 +134,9 @@ fn downstream() {
     }
     let steps: Vec<u64> = r.latency.iter().map(|(_, l)| l / 1_000_000).collect();
     // 50 ms + two 512-frame quanta (the simulated device's lead and the
-    // buffer) + 0.5 ms + the 12 ms margin: 83.8 ms, on the 5 ms grid 85;
-    // the same with 150 ms: 185; back to the base 40 ms.
-    assert_eq!(steps, [40, 85, 185, 40], "{:?}", r.latency);
+    // buffer) + 0.5 ms + the 6 ms margin: 77.8 ms, on the 5 ms grid 80;
+    // the same with 150 ms: 180; back to the base 40 ms.
+    assert_eq!(steps, [40, 80, 180, 40], "{:?}", r.latency);
     assert!(r.skew_p99_us <= 50.0, "skew p99 {} µs", r.skew_p99_us);
 }
 
