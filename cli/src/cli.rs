@@ -218,6 +218,26 @@ pub struct SendNet {
 }
 
 /// `bark stream`.
+/// What `bark stream` and `bark receive` leave behind for tests and
+/// labs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// At exit, write counters (packets and bytes by kind, CPU time; a
+    /// receiver's final status figures) as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
+    /// Test only: pretend the local clock is off by OFFSET_NS and runs PPM
+    /// fast ("OFFSET_NS,PPM"; a receiver's simulated output clock runs on
+    /// it); also read from BARK_TEST_CLOCK.
+    #[arg(
+        long,
+        value_name = "OFFSET_NS,PPM",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub test_clock: Option<String>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
     /// Audio to send: a file (WAV, FLAC, Ogg Vorbis, MP3), or - for stdin.
@@ -291,19 +311,8 @@ pub struct StreamArgs {
     /// sender): the reference for lab measurements.
     #[arg(long, value_name = "FILE.wav")]
     pub record: Option<PathBuf>,
-    /// At exit, write counters (packets and bytes by kind, CPU time) as
-    /// JSON to this file.
-    #[arg(long, value_name = "FILE.json")]
-    pub summary: Option<PathBuf>,
-    /// Test only: pretend the local clock is off by OFFSET_NS and runs PPM
-    /// fast ("OFFSET_NS,PPM"); also read from BARK_TEST_CLOCK.
-    #[arg(
-        long,
-        value_name = "OFFSET_NS,PPM",
-        hide = true,
-        allow_hyphen_values = true
-    )]
-    pub test_clock: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Where `bark receive` writes what it would play.
@@ -378,20 +387,8 @@ pub struct ReceiveArgs {
     /// Node name shown by `bark stats` (node.name).
     #[arg(long, value_name = "NAME", default_value = "bark_receive")]
     pub node_name: String,
-    /// At exit, write counters (packets and bytes by kind, CPU time, final
-    /// status figures) as JSON to this file.
-    #[arg(long, value_name = "FILE.json")]
-    pub summary: Option<PathBuf>,
-    /// Test only: pretend the local clock is off by OFFSET_NS and runs PPM
-    /// fast ("OFFSET_NS,PPM"); the simulated output clock runs on it. Also
-    /// read from BARK_TEST_CLOCK.
-    #[arg(
-        long,
-        value_name = "OFFSET_NS,PPM",
-        hide = true,
-        allow_hyphen_values = true
-    )]
-    pub test_clock: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Output style of `bark doctor`.

@@ -1,19 +1,14 @@
 //! `bark`'s UDP sockets: bark-io's transport ([`bark_io::net`]), with
-//! errors naming the command-line flags (`bark stream` opens its sender
-//! socket with [`NAMES`] directly).
+//! errors naming the command-line flags (`bark stream` and `bark receive`
+//! open their sockets with [`NAMES`] directly).
 
 pub use bark_io::net::{wait_readable, UdpSocket};
-use bark_io::net::{Drained, SettingNames};
+use bark_io::net::{Drained, FrontEnd};
 use std::io;
 use std::net::SocketAddrV4;
 
-/// The flags that socket errors name.
-pub const NAMES: SettingNames = SettingNames {
-    source_ip: "--source-ip",
-    ifname: "--local-ifname",
-    ttl: "--ttl",
-    multicast_loop: "--multicast-loop",
-};
+/// Socket errors name the command-line flags.
+pub const NAMES: FrontEnd = FrontEnd::Cli;
 
 /// A socket listening on `group`, joined on `ifname` (see
 /// [`bark_io::net::group_socket`]).
@@ -21,19 +16,7 @@ pub const NAMES: SettingNames = SettingNames {
 /// # Errors
 /// Socket, bind, join or option failures, naming the flag.
 pub fn group_socket(group: SocketAddrV4, ifname: Option<&str>) -> io::Result<UdpSocket> {
-    bark_io::net::group_socket(group, ifname, &NAMES)
-}
-
-/// A receiver's control socket (see [`bark_io::net::control_socket`]).
-///
-/// # Errors
-/// Socket, bind or option failures, naming the flag.
-pub fn control_socket(
-    group: SocketAddrV4,
-    ifname: Option<&str>,
-    ttl: u32,
-) -> io::Result<UdpSocket> {
-    bark_io::net::control_socket(group, ifname, ttl, &NAMES)
+    bark_io::net::group_socket(group, ifname, NAMES)
 }
 
 /// After a drain: counts its cut datagrams in `truncated` (reported with

@@ -115,7 +115,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let stop = util::shutdown_flag()?;
     let start = monotonic_ns();
     let clk =
-        TestClock::from_spec_or_env(a.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
+        TestClock::from_spec_or_env(a.run.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
     let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
     let ifname = a.net.local_ifname.as_deref();
     let node_id = bark_io::node::random_nonzero_u64();
@@ -139,8 +139,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         multicast,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let gsock = net::group_socket(group, ifname)?;
-    let csock = net::control_socket(group, ifname, a.ttl)?;
+    let (gsock, csock) = bark_io::net::receiver_sockets(group, ifname, a.ttl, net::NAMES)?;
 
     let ch = a.channels as usize;
     let q = a.quantum as usize;
@@ -362,7 +361,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         run.cpu_percent(),
         link.ep.wire().auth().total(),
     );
-    if let Some(path) = &a.summary {
+    if let Some(path) = &a.run.summary {
         let v = json!({
             "cycles": k,
             "playing_cycles": playing_cycles,

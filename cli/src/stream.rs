@@ -249,14 +249,14 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     if dest.ip().is_unspecified() || dest.ip().is_broadcast() {
         anyhow::bail!("--destination-ip {} cannot be sent to", dest.ip());
     }
-    let sock = bark_io::net::sender_socket(
-        dest,
-        a.net.source_ip,
-        a.net.local_ifname.as_deref(),
-        a.net.ttl,
-        a.net.multicast_loop,
-        &net::NAMES,
-    )?;
+    let path = bark_io::net::SendPath {
+        destination: dest,
+        source_ip: a.net.source_ip,
+        ifname: a.net.local_ifname.clone(),
+        ttl: a.net.ttl,
+        multicast_loop: a.net.multicast_loop,
+    };
+    let sock = bark_io::net::sender_socket(&path, net::NAMES)?;
     let ch = a.channels as usize;
     let packet_frames = ep.sender().packet_frames();
     let q = a.quantum.map_or(packet_frames, |q| q as usize);
@@ -292,7 +292,8 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         auth.describe()
     );
     let boot = monotonic_ns();
-    let clk = TestClock::from_spec_or_env(a.test_clock.as_deref(), boot).map_err(|e| anyhow!(e))?;
+    let clk =
+        TestClock::from_spec_or_env(a.run.test_clock.as_deref(), boot).map_err(|e| anyhow!(e))?;
     let mut link = Link {
         ep,
         sock,
@@ -440,7 +441,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         sl.changes(),
         run.cpu_percent(),
     );
-    if let Some(path) = &a.summary {
+    if let Some(path) = &a.run.summary {
         let v = json!({
             "session_id": format!("{session_id:016x}"),
             "frames_sent": frames_sent,

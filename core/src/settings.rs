@@ -22,7 +22,7 @@ use crate::format::{SampleFormat, MAX_CHANNELS, MAX_RATE, MIN_RATE};
 use crate::protocol::{AUDIO_HEADER_LEN, DEFAULT_MTU, IP_UDP_OVERHEAD};
 use crate::Error;
 use std::borrow::Cow;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Default multicast group: organization-local scope (239.255.0.0/16,
 /// RFC 2365), which routers keep inside the site. "66" is for "BB" (Bark).
@@ -538,6 +538,36 @@ pub static TABLE: &[Setting] = &[
         .unset("none"),
 ];
 
+/// Where a user gives settings, which decides how a message names one:
+/// `net.ttl` in a PipeWire module's arguments, `ttl` in bark-pulse's flags
+/// and file, `--ttl` on the `bark` command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// PipeWire module arguments ([`Setting::key`]).
+    PipeWire,
+    /// bark-pulse's flags and TOML keys ([`Setting::pulse`]).
+    Pulse,
+    /// The `bark` CLI's flags ([`Setting::cli`]).
+    Cli,
+}
+
+impl FrontEnd {
+    /// How this front end names the setting `key` of `role`: the key, the
+    /// bark-pulse name or `--FLAG`, falling back to the key where this
+    /// front end lacks the setting.
+    ///
+    /// # Panics
+    /// If the table has no such setting (see [`find`]).
+    pub fn name(self, role: Role, key: &str) -> String {
+        let s = find(role, key);
+        match self {
+            FrontEnd::Pulse => s.pulse.unwrap_or(s.key).to_owned(),
+            FrontEnd::Cli => s.cli.map_or_else(|| s.key.to_owned(), |f| format!("--{f}")),
+            FrontEnd::PipeWire => s.key.to_owned(),
+        }
+    }
+}
+
 /// The entry of `key` for `role` in [`TABLE`].
 ///
 /// # Panics
@@ -588,6 +618,24 @@ macro_rules! getters {
             self.typed(key, Value::$name)
         }
     )*};
+}
+
+/// Where and how a sender's datagrams go: `destination.ip` and
+/// `destination.port`, `source.ip`, `local.ifname`, `net.ttl` (hops) and
+/// `net.loop`, as every front end's sender opens its socket from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendPath {
+    /// Where audio and status packets go: a multicast group or one
+    /// receiver's unicast address.
+    pub destination: SocketAddrV4,
+    /// Local address to bind and send multicast from; `None`: any.
+    pub source_ip: Option<Ipv4Addr>,
+    /// Interface multicast leaves by; `None`: the routing table's choice.
+    pub ifname: Option<String>,
+    /// Multicast TTL (IP TTL to a unicast destination), hops.
+    pub ttl: u32,
+    /// Whether multicast loops back to receivers on this host.
+    pub multicast_loop: bool,
 }
 
 /// One role's settings, each given or defaulted and checked.
@@ -661,6 +709,22 @@ impl Resolved {
     /// [`Value::ipv4`]): `None` when not given.
     pub fn opt<T>(&self, key: &str, get: fn(&Value) -> Option<T>) -> Option<T> {
         get(self.value(key))
+    }
+    /// A sender's [`SendPath`] from its network settings.
+    ///
+    /// # Panics
+    /// If these are not a sender's settings (a programming error).
+    pub fn send_path(&self) -> SendPath {
+        SendPath {
+            destination: SocketAddrV4::new(
+                self.ipv4("destination.ip"),
+                self.int("destination.port"),
+            ),
+            source_ip: self.opt("source.ip", Value::ipv4),
+            ifname: self.opt_text("local.ifname"),
+            ttl: self.int("net.ttl"),
+            multicast_loop: self.bool("net.loop"),
+        }
     }
     /// How `key` was given, if it was (for a front end's own follow-up
     /// checks to name it).

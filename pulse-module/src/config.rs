@@ -9,10 +9,10 @@
 
 use bark_core::format::AudioFormat;
 use bark_core::settings::Role::{Sink, Source};
-use bark_core::settings::{self, Given, Kind, Resolved, Setting, Value, BOTH, SOURCE};
+use bark_core::settings::{self, Given, Kind, Resolved, SendPath, Setting, Value, BOTH, SOURCE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
 use crate::flags::pulse_settings;
@@ -144,12 +144,9 @@ fn pa_name(v: &Resolved) -> Result<String, String> {
 pub struct SinkConfig {
     /// PulseAudio server, `None` for the default lookup.
     pub server: Option<String>,
-    /// Where audio and status packets go.
-    pub destination: SocketAddrV4,
-    /// Interface for multicast.
-    pub interface: Option<String>,
-    /// Local address to bind and send from.
-    pub source_ip: Option<Ipv4Addr>,
+    /// Where audio and status packets go and how (group/port,
+    /// source-ip, interface, ttl, loop).
+    pub net: SendPath,
     /// Target latency, ns.
     pub latency_ns: u64,
     /// Stream name.
@@ -160,10 +157,6 @@ pub struct SinkConfig {
     pub format: AudioFormat,
     /// Path MTU, bytes.
     pub mtu: usize,
-    /// Multicast TTL, hops.
-    pub ttl: u32,
-    /// Loop multicast back to this host.
-    pub multicast_loop: bool,
     /// Sink name (`sink_name` of the null sink).
     pub name: String,
     /// Sink description (`device.description`).
@@ -218,9 +211,7 @@ impl SinkConfig {
         let v = resolve(Sink, &f.0, file.sink.as_ref())?;
         let cfg = SinkConfig {
             server: v.opt_text("server"),
-            destination: SocketAddrV4::new(v.ipv4("destination.ip"), v.int("destination.port")),
-            interface: v.opt_text("local.ifname"),
-            source_ip: v.opt("source.ip", Value::ipv4),
+            net: v.send_path(),
             latency_ns: v.ns("sess.latency.msec") as u64,
             stream: v.text("bark.stream"),
             priority: v.int("bark.priority"),
@@ -230,8 +221,6 @@ impl SinkConfig {
                 channels: v.int("audio.channels"),
             },
             mtu: v.int("net.mtu"),
-            ttl: v.int("net.ttl"),
-            multicast_loop: v.bool("net.loop"),
             name: pa_name(&v)?,
             description: v.text("node.description"),
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
@@ -417,8 +406,8 @@ mod tests {
         // Flags win over the file; values keep their units.
         let toml = "[sink]\nport = 4000\nlatency-msec = 12.5\nloop = false";
         let c = sink("--port 5000 --priority -4", toml);
-        assert_eq!((c.destination.port(), c.latency_ns), (5000, 12_500_000));
-        assert_eq!((c.priority, c.multicast_loop), (-4, false));
+        assert_eq!((c.net.destination.port(), c.latency_ns), (5000, 12_500_000));
+        assert_eq!((c.priority, c.net.multicast_loop), (-4, false));
         let c = source(
             "--delay-msec -2.5",
             "[source]\ndelay-msec = -1.5\nbuffer-msec = 30",

@@ -23,7 +23,6 @@ pub mod driver;
 pub mod flags;
 pub mod frameclock;
 pub mod keyed;
-pub mod net;
 pub mod pa;
 pub mod session;
 pub mod sink;

@@ -21,11 +21,11 @@ use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::config::SinkConfig;
 use crate::driver::{self, Role, SessionOf, Start};
 use crate::keyed::Warnings;
-use crate::net::{self, UdpSocket};
 use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bark_core::endpoint::SenderEndpoint;
+use bark_io::net::{self, FrontEnd, UdpSocket};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::context::State as CtxState;
@@ -668,7 +668,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let sock = net::sender_socket(&cfg).context("setting up the network")?;
+    let sock = net::sender_socket(&cfg.net, FrontEnd::Pulse).context("setting up the network")?;
     let local = sock.local_addr()?;
     log::info!(
         "{}; {} frames/packet, session {session_id:016x}, time requests on {local}{}",
@@ -679,7 +679,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     let net = Net {
         ep,
         sock,
-        dest: cfg.destination.into(),
+        dest: cfg.net.destination.into(),
         clock: start.clock,
         sent: 0,
         send_errors: 0,

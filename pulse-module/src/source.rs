@@ -13,10 +13,10 @@
 
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::config::SourceConfig;
+use crate::config::DEFAULT_TTL;
 use crate::driver::{self, Role, SessionOf, Start};
 use crate::frameclock::FrameClock;
 use crate::keyed::Warnings;
-use crate::net::{self, UdpSocket};
 use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use crate::sink::PID_PROP;
@@ -24,6 +24,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
 use bark_core::SampleFormat;
+use bark_io::net::{self, FrontEnd, UdpSocket};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
 use pulse::def::BufferAttr;
@@ -449,7 +450,13 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         cfg.group.ip().is_multicast(),
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let (group, control) = net::receiver_sockets(&cfg).context("setting up the network")?;
+    let (group, control) = net::receiver_sockets(
+        cfg.group,
+        cfg.interface.as_deref(),
+        DEFAULT_TTL,
+        FrontEnd::Pulse,
+    )
+    .context("setting up the network")?;
     log::info!(
         "{}; control port {}, node {node_id:016x}{}",
         cfg.summary(),

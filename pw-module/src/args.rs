@@ -9,9 +9,9 @@
 
 use crate::format;
 use bark_core::format::AudioFormat;
-use bark_core::settings::{self, Given, Resolved, Role, Value};
+use bark_core::settings::{self, Given, Resolved, Role, SendPath, Value};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -55,18 +55,12 @@ pub struct SinkArgs {
     pub format: AudioFormat,
     /// SPA channel positions (`audio.position`), one per channel.
     pub positions: Vec<u32>,
-    /// Where audio and status packets go (`destination.ip`, `destination.port`).
-    pub destination: SocketAddrV4,
-    /// Local address to bind and send multicast from (`source.ip`).
-    pub source_ip: Option<Ipv4Addr>,
-    /// Interface for multicast (`local.ifname`).
-    pub ifname: Option<String>,
+    /// Where audio and status packets go and how (`destination.ip`,
+    /// `destination.port`, `source.ip`, `local.ifname`, `net.ttl`,
+    /// `net.loop`).
+    pub net: SendPath,
     /// Path MTU, bytes (`net.mtu`).
     pub mtu: usize,
-    /// Multicast TTL, hops (`net.ttl`).
-    pub ttl: u32,
-    /// Whether multicast loops back to receivers on this host (`net.loop`).
-    pub multicast_loop: bool,
     /// Target latency, ns (`sess.latency.msec`).
     pub latency_ns: u64,
     /// The most the session latency may rise to so that every receiver
@@ -222,12 +216,8 @@ impl SinkArgs {
                 channels,
             },
             positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
-            destination: SocketAddrV4::new(v.ipv4("destination.ip"), v.int("destination.port")),
-            source_ip: v.opt("source.ip", Value::ipv4),
-            ifname: v.opt_text("local.ifname"),
+            net: v.send_path(),
             mtu: v.int("net.mtu"),
-            ttl: v.int("net.ttl"),
-            multicast_loop: v.bool("net.loop"),
             latency_ns: v.ns("sess.latency.msec") as u64,
             max_latency_ns: v.ns("bark.latency.max-msec") as u64,
             stream: v.text("bark.stream"),
@@ -300,12 +290,12 @@ mod tests {
         assert_eq!(a.node_description, "Bark Network");
         assert_eq!(a.format, AudioFormat::default());
         assert_eq!(
-            a.destination,
+            a.net.destination,
             SocketAddrV4::new(DEFAULT_GROUP, DEFAULT_PORT)
         );
         assert_eq!(a.mtu, 1500);
-        assert_eq!(a.ttl, 1);
-        assert!(a.multicast_loop);
+        assert_eq!(a.net.ttl, 1);
+        assert!(a.net.multicast_loop);
         assert_eq!(a.latency_ns, bark_core::sender::DEFAULT_LATENCY_NS);
         assert_eq!(a.stream, "default");
         assert_eq!(a.priority, 0);
@@ -347,8 +337,8 @@ mod tests {
                 channels: 1
             }
         );
-        assert_eq!(a.destination, "127.0.0.1:4000".parse().unwrap());
-        assert!(!a.multicast_loop);
+        assert_eq!(a.net.destination, "127.0.0.1:4000".parse().unwrap());
+        assert!(!a.net.multicast_loop);
         assert_eq!(a.latency_ns, 12_500_000);
         assert_eq!(a.priority, -3);
     }

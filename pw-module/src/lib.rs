@@ -26,7 +26,6 @@ pub mod ffi;
 pub mod format;
 pub mod log;
 pub mod module;
-pub mod net;
 pub mod pw;
 pub mod sink;
 pub mod source;

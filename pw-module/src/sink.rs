@@ -10,11 +10,11 @@
 use crate::args::SinkArgs;
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::module::{LoadError, Setup};
-use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use bark_core::endpoint::SenderEndpoint;
 use bark_core::SenderConfig;
+use bark_io::net::{self, FrontEnd, UdpSocket};
 use libspa_sys as spa;
 use pipewire_sys as pws;
 use std::net::SocketAddr;
@@ -56,7 +56,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
-    let sock = net::sender_socket(a).map_err(LoadError::io)?;
+    let sock = net::sender_socket(&a.net, FrontEnd::PipeWire).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
 
     let mut props = crate::node_props(
@@ -77,7 +77,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         a.format.sample.name(),
         a.format.rate,
         a.format.channels,
-        a.destination,
+        a.net.destination,
         ep.sender().packet_frames(),
         a.latency_ns as f64 / 1e6,
         a.max_latency_ns.max(a.latency_ns) as f64 / 1e6,
@@ -85,7 +85,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     let rt = RtSink {
         ep,
         sock,
-        dest: a.destination.into(),
+        dest: a.net.destination.into(),
         clock,
     };
     let setup = Setup {

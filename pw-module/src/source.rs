@@ -6,10 +6,10 @@
 //! send what it returns, then fill the buffer for the instant it will be
 //! heard.
 
+use crate::args::DEFAULT_TTL;
 use crate::args::{Resampler, SourceArgs};
 use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::module::{LoadError, Setup};
-use crate::net::{self, UdpSocket};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
@@ -17,6 +17,7 @@ use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::protocol::PacketType;
 use bark_core::ratematch::{pipewire_rate, RateMatchLoop};
 use bark_core::ReceiverConfig;
+use bark_io::net::{self, FrontEnd, UdpSocket};
 use libspa_sys as spa;
 use pipewire_sys as pws;
 use std::net::SocketAddr;
@@ -121,7 +122,13 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         a.group.ip().is_multicast(),
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
-    let (group, control) = net::receiver_sockets(a).map_err(LoadError::io)?;
+    let (group, control) = net::receiver_sockets(
+        a.group,
+        a.ifname.as_deref(),
+        DEFAULT_TTL,
+        FrontEnd::PipeWire,
+    )
+    .map_err(LoadError::io)?;
     let ctl = control.local_addr().map_err(LoadError::io)?;
 
     let mut props = crate::node_props(

@@ -107,7 +107,7 @@ impl Counters {
 
     /// Counts what a socket drain saw (data thread): every datagram read,
     /// the cut ones as malformed, a receive error.
-    pub fn count_drain(&self, d: &crate::net::Drained) {
+    pub fn count_drain(&self, d: &bark_io::net::Drained) {
         self.received
             .fetch_add((d.handled + d.truncated) as u64, Relaxed);
         self.malformed.fetch_add(d.truncated as u64, Relaxed);

@@ -19,12 +19,12 @@
 //!   (whose replies must reach this receiver alone) and its status.
 //!
 //! Errors say what was being done and name the adapter's own setting
-//! ([`SettingNames`]), so that the user knows what to change.
+//! ([`FrontEnd`]), so that the user knows what to change.
 
 mod open;
 mod socket;
 
-pub use open::{control_socket, group_socket, interface_ipv4, sender_socket};
+pub use open::{control_socket, group_socket, interface_ipv4, receiver_sockets, sender_socket};
 pub use socket::{wait_readable, Arrival, Datagram, Drained, UdpSocket};
 
 /// Receive buffer of a group socket, bytes: about 200 ms of 8-channel F32
@@ -37,21 +37,7 @@ pub const GROUP_RCVBUF: usize = 1 << 20;
 /// in one burst without `sendto` finding the buffer full.
 pub const SNDBUF: usize = 512 << 10;
 
-/// How an adapter names its network settings, for error messages: a
-/// failure names the setting that the user can change (`net.ttl` in a
-/// PipeWire module's arguments, `ttl` in bark-pulse's file, `--ttl` on the
-/// command line).
-#[derive(Clone, Copy, Debug)]
-pub struct SettingNames {
-    /// The local address to send from (`source.ip`).
-    pub source_ip: &'static str,
-    /// The interface multicast uses (`local.ifname`).
-    pub ifname: &'static str,
-    /// The multicast TTL (`net.ttl`).
-    pub ttl: &'static str,
-    /// Whether multicast loops back to this host (`net.loop`).
-    pub multicast_loop: &'static str,
-}
+pub use bark_core::settings::{FrontEnd, SendPath};
 
 #[cfg(test)]
 mod tests;

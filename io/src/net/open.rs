@@ -2,7 +2,8 @@
 //! uses.
 
 use super::socket::UdpSocket;
-use super::{SettingNames, GROUP_RCVBUF, SNDBUF};
+use super::{FrontEnd, SendPath, GROUP_RCVBUF, SNDBUF};
+use bark_core::settings::Role;
 use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::fmt::Display;
@@ -31,9 +32,9 @@ fn open_or_say() -> io::Result<Socket> {
 ///
 /// # Errors
 /// When there is no such interface or it has no IPv4 address, naming
-/// `names.ifname`; when the interfaces cannot be listed.
-pub fn interface_ipv4(ifname: &str, names: &SettingNames) -> io::Result<Ipv4Addr> {
-    let setting = names.ifname;
+/// `local.ifname` as `fe` names it; when the interfaces cannot be listed.
+pub fn interface_ipv4(ifname: &str, fe: FrontEnd) -> io::Result<Ipv4Addr> {
+    let setting = fe.name(Role::Source, "local.ifname");
     let mut found = false;
     let list = nix::ifaddrs::getifaddrs().map_err(|e| ctx(e.into(), "listing interfaces"))?;
     for a in list {
@@ -61,11 +62,11 @@ pub fn interface_ipv4(ifname: &str, names: &SettingNames) -> io::Result<Ipv4Addr
 fn multicast_iface(
     source_ip: Option<Ipv4Addr>,
     ifname: Option<&str>,
-    names: &SettingNames,
+    fe: FrontEnd,
 ) -> io::Result<Option<Ipv4Addr>> {
     match (source_ip, ifname) {
         (Some(ip), _) if !ip.is_unspecified() && !ip.is_multicast() => Ok(Some(ip)),
-        (_, Some(name)) => interface_ipv4(name, names).map(Some),
+        (_, Some(name)) => interface_ipv4(name, fe).map(Some),
         _ => Ok(None),
     }
 }
@@ -79,33 +80,50 @@ fn multicast_iface(
 ///
 /// # Errors
 /// Socket, bind, interface or option failures, saying what was being done
-/// and naming the setting (`names`).
-pub fn sender_socket(
-    destination: SocketAddrV4,
-    source_ip: Option<Ipv4Addr>,
-    ifname: Option<&str>,
-    ttl: u32,
-    multicast_loop: bool,
-    names: &SettingNames,
-) -> io::Result<UdpSocket> {
+/// and naming the setting as `fe` does.
+pub fn sender_socket(path: &SendPath, fe: FrontEnd) -> io::Result<UdpSocket> {
+    let SendPath {
+        destination,
+        source_ip,
+        ref ifname,
+        ttl,
+        multicast_loop,
+    } = *path;
+    let ifname = ifname.as_deref();
     let s = open_or_say()?;
     // Best effort: the kernel caps it, and a smaller one still works.
     let _ = s.set_send_buffer_size(SNDBUF);
     let bind = source_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    s.bind(&SocketAddrV4::new(bind, 0).into())
-        .map_err(|e| ctx(e, format_args!("binding to {} {bind}", names.source_ip)))?;
+    s.bind(&SocketAddrV4::new(bind, 0).into()).map_err(|e| {
+        ctx(
+            e,
+            format_args!("binding to {} {bind}", fe.name(Role::Sink, "source.ip")),
+        )
+    })?;
     if destination.ip().is_multicast() {
-        if let Some(ifa) = multicast_iface(source_ip, ifname, names)? {
+        if let Some(ifa) = multicast_iface(source_ip, ifname, fe)? {
             s.set_multicast_if_v4(&ifa)
                 .map_err(|e| ctx(e, format_args!("sending multicast from {ifa}")))?;
         }
-        s.set_multicast_ttl_v4(ttl)
-            .map_err(|e| ctx(e, format_args!("setting {}", names.ttl)))?;
-        s.set_multicast_loop_v4(multicast_loop)
-            .map_err(|e| ctx(e, format_args!("setting {}", names.multicast_loop)))?;
+        s.set_multicast_ttl_v4(ttl).map_err(|e| {
+            ctx(
+                e,
+                format_args!("setting {}", fe.name(Role::Sink, "net.ttl")),
+            )
+        })?;
+        s.set_multicast_loop_v4(multicast_loop).map_err(|e| {
+            ctx(
+                e,
+                format_args!("setting {}", fe.name(Role::Sink, "net.loop")),
+            )
+        })?;
     } else {
-        s.set_ttl_v4(ttl.max(1))
-            .map_err(|e| ctx(e, format_args!("setting {}", names.ttl)))?;
+        s.set_ttl_v4(ttl.max(1)).map_err(|e| {
+            ctx(
+                e,
+                format_args!("setting {}", fe.name(Role::Sink, "net.ttl")),
+            )
+        })?;
     }
     Ok(UdpSocket::wrap(s))
 }
@@ -119,13 +137,13 @@ pub fn sender_socket(
 ///
 /// # Errors
 /// Socket, bind, interface, join or option failures, saying what was being
-/// done and naming the setting (`names`).
+/// done and naming the setting as `fe` does.
 pub fn group_socket(
     group: SocketAddrV4,
     ifname: Option<&str>,
-    names: &SettingNames,
+    fe: FrontEnd,
 ) -> io::Result<UdpSocket> {
-    let ifa = multicast_iface(None, ifname, names)?;
+    let ifa = multicast_iface(None, ifname, fe)?;
     let g = open_or_say()?;
     g.set_reuse_address(true)
         .map_err(|e| ctx(e, "setting SO_REUSEADDR"))?;
@@ -160,14 +178,14 @@ pub fn group_socket(
 ///
 /// # Errors
 /// Socket, bind, interface or option failures, saying what was being done
-/// and naming the setting (`names`).
+/// and naming the setting as `fe` does.
 pub fn control_socket(
     group: SocketAddrV4,
     ifname: Option<&str>,
     ttl: u32,
-    names: &SettingNames,
+    fe: FrontEnd,
 ) -> io::Result<UdpSocket> {
-    let ifa = multicast_iface(None, ifname, names)?;
+    let ifa = multicast_iface(None, ifname, fe)?;
     let c = open_or_say()?;
     c.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())
         .map_err(|e| ctx(e, "binding the control socket"))?;
@@ -182,4 +200,21 @@ pub fn control_socket(
             .map_err(|e| ctx(e, "setting multicast loop"))?;
     }
     Ok(UdpSocket::wrap(c))
+}
+
+/// A receiver's pair: its [`group_socket`] on `group` joined on `ifname`,
+/// and its [`control_socket`] (status with multicast TTL `ttl`, hops).
+///
+/// # Errors
+/// As those two, naming the setting as `fe` does.
+pub fn receiver_sockets(
+    group: SocketAddrV4,
+    ifname: Option<&str>,
+    ttl: u32,
+    fe: FrontEnd,
+) -> io::Result<(UdpSocket, UdpSocket)> {
+    Ok((
+        group_socket(group, ifname, fe)?,
+        control_socket(group, ifname, ttl, fe)?,
+    ))
 }

@@ -5,12 +5,7 @@ use super::*;
 use crate::clock::{monotonic_ns, realtime_ns};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-const NAMES: SettingNames = SettingNames {
-    source_ip: "source.ip",
-    ifname: "local.ifname",
-    ttl: "net.ttl",
-    multicast_loop: "net.loop",
-};
+const NAMES: FrontEnd = FrontEnd::PipeWire;
 
 const LOCAL_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
 
@@ -22,8 +17,8 @@ fn recv_one(s: &mut UdpSocket, buf: &mut [u8]) -> Datagram {
 
 #[test]
 fn loopback_round_trip_with_kernel_timestamp() {
-    let mut g = group_socket(LOCAL_ANY_PORT, None, &NAMES).unwrap();
-    let c = control_socket(LOCAL_ANY_PORT, None, 1, &NAMES).unwrap();
+    let mut g = group_socket(LOCAL_ANY_PORT, None, NAMES).unwrap();
+    let c = control_socket(LOCAL_ANY_PORT, None, 1, NAMES).unwrap();
     let to = g.local_addr().unwrap();
     let mut buf = [0u8; 64];
     assert!(g.recv(&mut buf).unwrap().is_none(), "nothing queued yet");
@@ -43,8 +38,8 @@ fn loopback_round_trip_with_kernel_timestamp() {
 
 #[test]
 fn a_datagram_larger_than_the_buffer_is_reported_cut() {
-    let mut g = group_socket(LOCAL_ANY_PORT, None, &NAMES).unwrap();
-    let c = control_socket(LOCAL_ANY_PORT, None, 1, &NAMES).unwrap();
+    let mut g = group_socket(LOCAL_ANY_PORT, None, NAMES).unwrap();
+    let c = control_socket(LOCAL_ANY_PORT, None, 1, NAMES).unwrap();
     let to: SocketAddr = g.local_addr().unwrap().into();
     let mut buf = [0u8; 64];
     c.send_to(&[7u8; 100], to).unwrap();
@@ -59,8 +54,8 @@ fn a_datagram_larger_than_the_buffer_is_reported_cut() {
 
 #[test]
 fn drain_is_bounded_and_stamps_arrivals_on_the_monotonic_clock() {
-    let mut g = group_socket(LOCAL_ANY_PORT, None, &NAMES).unwrap();
-    let c = control_socket(LOCAL_ANY_PORT, None, 1, &NAMES).unwrap();
+    let mut g = group_socket(LOCAL_ANY_PORT, None, NAMES).unwrap();
+    let c = control_socket(LOCAL_ANY_PORT, None, 1, NAMES).unwrap();
     let to: SocketAddr = g.local_addr().unwrap().into();
     let from = c.local_addr().unwrap().port();
     let t0 = monotonic_ns();
@@ -94,11 +89,18 @@ fn drain_is_bounded_and_stamps_arrivals_on_the_monotonic_clock() {
 #[test]
 fn multicast_on_loopback_reaches_a_joined_group_socket() {
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 13), 0);
-    let mut g = group_socket(group, Some("lo"), &NAMES).unwrap();
+    let mut g = group_socket(group, Some("lo"), NAMES).unwrap();
     let port = g.local_addr().unwrap().port();
     let dest = SocketAddrV4::new(*group.ip(), port);
     // TTL 0: the datagram never leaves this host.
-    let s = sender_socket(dest, None, Some("lo"), 0, true, &NAMES).unwrap();
+    let path = SendPath {
+        destination: dest,
+        source_ip: None,
+        ifname: Some("lo".into()),
+        ttl: 0,
+        multicast_loop: true,
+    };
+    let s = sender_socket(&path, NAMES).unwrap();
     s.send_to(b"to the group", dest.into()).unwrap();
     let mut buf = [0u8; 64];
     let d = recv_one(&mut g, &mut buf);
@@ -109,7 +111,7 @@ fn multicast_on_loopback_reaches_a_joined_group_socket() {
 
 #[test]
 fn errors_name_the_setting() {
-    let e = interface_ipv4("nosuchif0", &NAMES).unwrap_err().to_string();
+    let e = interface_ipv4("nosuchif0", NAMES).unwrap_err().to_string();
     assert!(
         e.contains("local.ifname \"nosuchif0\": no such interface"),
         "{e}"
@@ -117,7 +119,7 @@ fn errors_name_the_setting() {
     let e = group_socket(
         SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 13), 0),
         Some("nosuchif0"),
-        &NAMES,
+        NAMES,
     )
     .err()
     .expect("an unknown interface is refused")
@@ -126,7 +128,14 @@ fn errors_name_the_setting() {
     // 192.0.2.1 (TEST-NET-1) is no address of this host: bind fails.
     let dest = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 13), 1530);
     let bad = Some(Ipv4Addr::new(192, 0, 2, 1));
-    let e = sender_socket(dest, bad, None, 1, true, &NAMES)
+    let path = SendPath {
+        destination: dest,
+        source_ip: bad,
+        ifname: None,
+        ttl: 1,
+        multicast_loop: true,
+    };
+    let e = sender_socket(&path, NAMES)
         .err()
         .expect("binding to a foreign address is refused")
         .to_string();
@@ -136,9 +145,9 @@ fn errors_name_the_setting() {
 #[test]
 fn transmit_sends_what_poll_returns_to_its_destination() {
     use bark_core::endpoint::Dest;
-    let mut group = group_socket(LOCAL_ANY_PORT, None, &NAMES).unwrap();
-    let mut peer = group_socket(LOCAL_ANY_PORT, None, &NAMES).unwrap();
-    let mut c = control_socket(LOCAL_ANY_PORT, None, 1, &NAMES).unwrap();
+    let mut group = group_socket(LOCAL_ANY_PORT, None, NAMES).unwrap();
+    let mut peer = group_socket(LOCAL_ANY_PORT, None, NAMES).unwrap();
+    let mut c = control_socket(LOCAL_ANY_PORT, None, 1, NAMES).unwrap();
     let to_group: SocketAddr = group.local_addr().unwrap().into();
     let to_peer: SocketAddr = peer.local_addr().unwrap().into();
     let mut queue = vec![
