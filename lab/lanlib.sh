@@ -688,10 +688,17 @@ lab_pw_recorder() { printf '%s\n' "$bin/bark-lab-record" --target "$2"; }
 # play what the sender played ~latency earlier, and that content must be
 # in it. `RECORDER HOST NODE` prints a recorder's command words (e.g.
 # lab_pw_recorder); they take --seconds and --out. Logs go to
-# DIR/record-h0.log and DIR/record-rxN.log; the PIDs to lab_pids.
+# DIR/record-h0.log and DIR/record-rxN.log; the PIDs to lab_pids. The
+# machine's stalls over the same span go to DIR/stalls.csv.
 lab_record_run() {
 	local id=$1 dir=$2 secs=$3 recorder=$4 ref=$5 i pids=() words
 	shift 5
+	# The machine's own stalls over the recording (bark-lab-stalls), so
+	# that the analysis can tell a dropout nothing could avoid from one
+	# Bark caused: written to DIR/stalls.csv.
+	[[ -x ${bin:-}/bark-lab-stalls ]] &&
+		pids+=("$(lab_spawn "$id" 0 stalls "$dir/stalls.log" "$bin/bark-lab-stalls" \
+			--seconds $((secs + 3)) --out "$dir/stalls.csv")")
 	mapfile -t words < <("$recorder" 0 "$ref")
 	pids+=("$(lab_spawn "$id" 0 record "$dir/record-h0.log" "${words[@]}" \
 		--seconds $((secs + 2)) --out "$dir/ref.wav")")

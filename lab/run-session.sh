@@ -228,6 +228,7 @@ done
 
 args=(--reference "$out/ref.wav" --json "$out/analysis.json" --series "$out/series.csv")
 for ((i = first_rx; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label "h$i"); done
+[[ -s $out/stalls.csv ]] && args+=(--stalls "$out/stalls.csv")
 "$bin/bark-lab-analyze" "${args[@]}" | tee "$out/analysis.txt"
 echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'

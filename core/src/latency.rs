@@ -164,6 +164,69 @@ impl SessionLatency {
     }
 }
 
+/// A change of a sender's session latency, for its log: what the user
+/// must hear about, since every change moves every receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyChange {
+    /// Raised to `to_ns` because receiver `node` (its node id) needs
+    /// `need_ns` (ns).
+    Raised { to_ns: u64, node: u64, need_ns: u64 },
+    /// Fell back to `to_ns`; the largest need is now `need_ns` (ns).
+    Fell { to_ns: u64, need_ns: u64 },
+}
+
+impl std::fmt::Display for LatencyChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        match *self {
+            LatencyChange::Raised { to_ns, node, need_ns } => write!(
+                f,
+                "session latency raised to {:.1} ms: receiver {node:016x} needs {:.1} ms (its output's downstream latency, one quantum and a margin)",
+                ms(to_ns),
+                ms(need_ns)
+            ),
+            LatencyChange::Fell { to_ns, need_ns } => write!(
+                f,
+                "session latency back to {:.1} ms (the largest need is now {:.1} ms)",
+                ms(to_ns),
+                ms(need_ns)
+            ),
+        }
+    }
+}
+
+/// Watches a sender's session latency between looks (a log tick, a
+/// report) and says when it changed. The first look only records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencyWatch {
+    last_ns: u64,
+}
+
+impl LatencyWatch {
+    /// Takes the latency now (`current_ns`) and the largest need with its
+    /// receiver's node id (as [`SessionLatency::largest_need`] gives it;
+    /// `None`: no report). Returns the change since the last look, if any.
+    pub fn observe(&mut self, current_ns: u64, need: Option<(u64, u64)>) -> Option<LatencyChange> {
+        let last = std::mem::replace(&mut self.last_ns, current_ns);
+        if last == 0 || current_ns == 0 || current_ns == last {
+            return None;
+        }
+        let (need_ns, node) = need.unwrap_or((0, 0));
+        Some(if current_ns > last {
+            LatencyChange::Raised {
+                to_ns: current_ns,
+                node,
+                need_ns,
+            }
+        } else {
+            LatencyChange::Fell {
+                to_ns: current_ns,
+                need_ns,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +308,34 @@ mod tests {
             l.reports.iter().filter(|r| r.node_id != 0).count(),
             MAX_REPORTS
         );
+    }
+
+    #[test]
+    fn the_watch_reports_rises_and_falls_once() {
+        let mut w = LatencyWatch::default();
+        assert_eq!(w.observe(40 * MS, None), None);
+        assert_eq!(w.observe(40 * MS, Some((30 * MS, 7))), None);
+        let up = w.observe(65 * MS, Some((61 * MS, 7))).unwrap();
+        assert_eq!(
+            up,
+            LatencyChange::Raised {
+                to_ns: 65 * MS,
+                node: 7,
+                need_ns: 61 * MS
+            }
+        );
+        assert!(up
+            .to_string()
+            .contains("raised to 65.0 ms: receiver 0000000000000007 needs 61.0 ms"));
+        assert_eq!(w.observe(65 * MS, Some((61 * MS, 7))), None);
+        let down = w.observe(40 * MS, Some((30 * MS, 7))).unwrap();
+        assert_eq!(
+            down,
+            LatencyChange::Fell {
+                to_ns: 40 * MS,
+                need_ns: 30 * MS
+            }
+        );
+        assert!(down.to_string().contains("back to 40.0 ms"));
     }
 }

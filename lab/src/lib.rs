@@ -5,6 +5,8 @@
 //! - [`args`]: command-line option groups the tools share.
 //! - [`analysis`]: alignment, latency, inter-receiver skew, dropouts and
 //!   fidelity, as used by `bark-lab-analyze`.
+//! - [`stalls`]: stalls of the machine itself (`bark-lab-stalls`), which
+//!   explain a dropout no audio system could avoid.
 //!
 //! The shell side (namespaces, daemons, sessions) is in `lab/*.sh`; see
 //! `lab/README.md`.
@@ -14,3 +16,4 @@ pub mod args;
 pub mod onset;
 pub mod pwutil;
 pub mod recording;
+pub mod stalls;

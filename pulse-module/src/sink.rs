@@ -25,6 +25,7 @@ use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bark_core::endpoint::SenderEndpoint;
+use bark_core::latency::LatencyWatch;
 use bark_io::net::{self, FrontEnd, UdpSocket};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
@@ -67,6 +68,7 @@ struct Net {
     sent: u64,
     send_errors: u64,
     warnings: Warnings,
+    latency: LatencyWatch,
 }
 
 impl Net {
@@ -90,6 +92,11 @@ impl Net {
         };
         self.sock.transmit(self.dest, usize::MAX, poll, sent);
         self.warnings.warn(self.ep.wire().auth());
+        let sl = self.ep.sender().session_latency();
+        let need = sl.largest_need(self.clock.map(monotonic_ns()));
+        if let Some(change) = self.latency.observe(sl.current(), need) {
+            log::info!("{change}");
+        }
     }
 
     /// Sends one chunk whose first frame was played into the sink at
@@ -684,6 +691,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         sent: 0,
         send_errors: 0,
         warnings: Warnings::default(),
+        latency: LatencyWatch::default(),
     };
     let mut sender = Sender {
         cfg,

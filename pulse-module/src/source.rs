@@ -152,6 +152,8 @@ struct Receiver {
     net: Net,
     was_playing: bool,
     last_session: Option<u64>,
+    /// Whether it last played later than the session latency.
+    was_late: bool,
 }
 
 impl Role for Receiver {
@@ -322,13 +324,30 @@ impl Role for Receiver {
             self.was_playing = playing;
             self.last_session = r.session();
         }
+        let late = playing && r.late();
+        if late != std::mem::replace(&mut self.was_late, late) {
+            let ms = |ns: u64| ns as f64 / 1e6;
+            if late {
+                log::warn!(
+                    "playing {:.1} ms late, out of sync with the other receivers: this output needs {:.1} ms (its stream buffer, the sink's latency and a margin) but the session latency is {:.1} ms; the sender raises it unless its latency is pinned",
+                    ms(r.play_latency_ns().saturating_sub(r.session_latency_ns())),
+                    ms(r.need_ns()),
+                    ms(r.session_latency_ns())
+                );
+            } else {
+                log::info!(
+                    "in sync again at the session latency of {:.1} ms",
+                    ms(r.session_latency_ns())
+                );
+            }
+        }
     }
 
     fn report(&self, s: Option<&S>) {
         let ep = &self.net.ep;
         let k = ep.receiver().counters();
         log::debug!(
-            "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; play-out drift {:.1} ppm, estimate restarts {}",
+            "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; need {:.1} ms at a session latency of {:.1} ms; play-out drift {:.1} ppm, estimate restarts {}",
             ep.receiver().playing(),
             k.sync_error_ns / 1000,
             k.buffer_us,
@@ -338,6 +357,8 @@ impl Role for Receiver {
             ep.receiver().jumps(),
             ep.wire().counts().malformed,
             ep.wire().auth().total(),
+            ep.receiver().need_ns() as f64 / 1e6,
+            ep.receiver().session_latency_ns() as f64 / 1e6,
             s.map_or(0.0, |s| s.est.fc.drift_ppm()),
             s.map_or(0, |s| s.est.fc.resets()),
         );
@@ -402,8 +423,18 @@ impl Receiver {
                 c.fallback = None;
             }
             let play = c.play_ns(&est.fc, now);
+            // After an underrun (the server was starved and its sink
+            // rendered the missed time at once) the write index lies
+            // behind the play position, and the server drops what lands
+            // before it. Those frames are never heard: silence, and no
+            // `fill`, which would count the whole catch-up as one output
+            // quantum and report a need far above this output's own
+            // (raising every receiver's latency for nothing).
+            let past = play.map_or(0, |t| frames_behind(t, now, s.spec.rate, n));
+            let n = if past > 0 { past } else { n };
             let out = &mut c.scratch[..n * ch];
             match play {
+                Some(_) if past > 0 => out.fill(0.0),
                 Some(t) if t > 0.0 => {
                     // Filled now, heard at `t`: what follows the stream
                     // (its buffer, the sink, the device) is the output's
@@ -424,6 +455,17 @@ impl Receiver {
             c.written += n as u64;
             frames -= n;
         }
+    }
+}
+
+/// How many of the `n` frames of a write whose first frame is heard at
+/// `play_ns` lie before `now_ns` (the server drops them), at `rate` Hz.
+fn frames_behind(play_ns: f64, now_ns: u64, rate: u32, n: usize) -> usize {
+    let behind_ns = now_ns as f64 - play_ns;
+    if behind_ns > 0.0 {
+        ((behind_ns * f64::from(rate) / 1e9).ceil() as usize).min(n)
+    } else {
+        0
     }
 }
 
@@ -476,6 +518,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         cfg,
         net,
         was_playing: false,
+        was_late: false,
         last_session: None,
     };
     let mut lp = Loop::new(FAST_INTERVAL_NS / 1000)?;
@@ -514,6 +557,14 @@ mod tests {
             choose_sink(None, "bark_sink", &[e("bark_sink", true)]),
             None
         );
+    }
+
+    #[test]
+    fn a_write_behind_the_play_position_skips_only_the_past() {
+        // 20 ms behind at 48 kHz: 960 frames are never heard.
+        assert_eq!(frames_behind(980e6, 1_000_000_000, 48_000, 1920), 960);
+        assert_eq!(frames_behind(980e6, 1_000_000_000, 48_000, 500), 500);
+        assert_eq!(frames_behind(1_001e6, 1_000_000_000, 48_000, 1920), 0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::{log_debug, log_info, log_warn};
 use bark_core::auth::{AuthCounters, AuthError, Opener};
+use bark_core::latency::LatencyWatch;
 use bark_io::dropwarn::{DropWarnings, Throttle};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -179,10 +180,12 @@ pub struct Reporter {
     playing: bool,
     ticks: u64,
     auth: DropWarnings,
-    /// The session latency last logged, ns (sender: the one it sends;
-    /// receiver: the one it plays at), and whether the receiver was late.
+    /// Receiver: the latency it last played at, ns, and whether it was
+    /// late.
     latency_ns: i64,
     playing_late: bool,
+    /// Sender: changes of the session latency.
+    watch: LatencyWatch,
     flood: Throttle,
 }
 
@@ -303,26 +306,14 @@ impl Reporter {
             self.latency_ns = play;
             return;
         }
-        let latency = c.latency_ns.load(Relaxed);
-        if latency > 0 && latency != self.latency_ns {
-            if self.latency_ns > 0 {
-                let need = c.need_ns.load(Relaxed);
-                if latency > self.latency_ns {
-                    log_info!(
-                        "{who}: session latency raised to {:.1} ms: receiver {:016x} needs {:.1} ms (its output's downstream latency)",
-                        ms(latency),
-                        c.need_node.load(Relaxed),
-                        ms(need)
-                    );
-                } else {
-                    log_info!(
-                        "{who}: session latency back to {:.1} ms (the largest need is now {:.1} ms)",
-                        ms(latency),
-                        ms(need)
-                    );
-                }
-            }
-            self.latency_ns = latency;
+        let need = c.need_ns.load(Relaxed) as u64;
+        let node = c.need_node.load(Relaxed);
+        let largest = (need > 0).then_some((need, node));
+        if let Some(change) = self
+            .watch
+            .observe(c.latency_ns.load(Relaxed) as u64, largest)
+        {
+            log_info!("{who}: {change}");
         }
     }
 }

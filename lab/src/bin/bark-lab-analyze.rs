@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use bark_lab::analysis::{self, percentile, Params, Track};
 use bark_lab::args::Compared;
 use bark_lab::recording::Recording;
+use bark_lab::stalls::{self, Stall};
 use clap::Parser;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -42,6 +43,13 @@ struct Args {
     /// milliseconds, and which a test judges on its own terms.
     #[arg(long, value_name = "START:END")]
     skew_exclude_ns: Option<String>,
+    /// The machine's own stalls during the recording (`bark-lab-stalls`):
+    /// dropouts and jumps within their reach are counted apart
+    /// (`dropouts_in_stalls`, `jumps_in_stalls`) and their windows are
+    /// left out of the pair skew, since no audio system plays through a
+    /// span in which the machine ran nothing.
+    #[arg(long)]
+    stalls: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -93,6 +101,22 @@ fn main() -> Result<()> {
         }
         None => None,
     };
+    let machine: Vec<Stall> = match &a.stalls {
+        Some(path) => stalls::load(path)?,
+        None => Vec::new(),
+    };
+    if a.stalls.is_some() {
+        let longest = machine.iter().map(|s| s.len_ns).fold(0.0, f64::max);
+        println!(
+            "machine stalls: {} (longest {:.1} ms)",
+            machine.len(),
+            longest / 1e6
+        );
+    }
+    let in_stall = |r: &Recording, frame: f64| {
+        r.time_at(frame)
+            .is_some_and(|t| stalls::any_covers(&machine, t))
+    };
     let mut out_rx = Vec::new();
     let mut series = String::from("receiver,t_s,latency_ms,fidelity,slew_ppm\n");
     let ref_gaps = reference.time_gaps(p.gap_tol_ns);
@@ -125,6 +149,11 @@ fn main() -> Result<()> {
             .iter()
             .filter(|j| j.latency_change_ms.is_none_or(|c| c.abs() > 0.5))
             .collect();
+        let drops_in_stalls = drops.iter().filter(|d| in_stall(r, d.frame as f64)).count();
+        let jumps_in_stalls = jumps
+            .iter()
+            .filter(|j| in_stall(r, j.at_s * f64::from(r.rate)))
+            .count();
         let drop_ms: f64 =
             drops.iter().map(|d| d.frames as f64).sum::<f64>() / f64::from(r.rate) * 1e3;
         for (w, f) in tr.windows.iter().zip(&corr) {
@@ -142,7 +171,7 @@ fn main() -> Result<()> {
         let ls = stats(&lat_ms);
         let cs = stats(&corr);
         println!(
-            "{label} (quantum {}): latency ms p50 {} (min {} max {})  slew ppm p50 {}  fidelity mean {:.4} min {:.4}  windows {} unmatched {}  dropouts {} ({:.1} ms)  ts-gaps {}  jumps {}",
+            "{label} (quantum {}): latency ms p50 {} (min {} max {})  slew ppm p50 {}  fidelity mean {:.4} min {:.4}  windows {} unmatched {}  dropouts {} ({:.1} ms)  ts-gaps {}  jumps {}{}",
             quantum(r),
             fmt(&ls["p50"], 3),
             fmt(&ls["min"], 3),
@@ -155,7 +184,12 @@ fn main() -> Result<()> {
             drops.len(),
             drop_ms,
             gaps.len(),
-            jumps.len()
+            jumps.len(),
+            if drops_in_stalls + jumps_in_stalls > 0 {
+                format!("  ({drops_in_stalls} dropouts, {jumps_in_stalls} jumps in machine stalls)")
+            } else {
+                String::new()
+            }
         );
         out_rx.push(json!({
             "label": label,
@@ -172,7 +206,9 @@ fn main() -> Result<()> {
             "dropout_at_s": drops.iter().map(|d| d.at_s).collect::<Vec<_>>(),
             "timestamp_gaps": gaps.len(),
             "timestamp_gap_ms": gaps.iter().map(|g| g.1 / 1e6).collect::<Vec<_>>(),
+            "dropouts_in_stalls": drops_in_stalls,
             "jumps": jumps.len(),
+            "jumps_in_stalls": jumps_in_stalls,
             "jump_at_s": jumps.iter().map(|j| j.at_s).collect::<Vec<_>>(),
             "jump_latency_change_ms": jumps.iter().map(|j| j.latency_change_ms).collect::<Vec<_>>(),
         }));
@@ -195,6 +231,7 @@ fn main() -> Result<()> {
                         rb.time_at(w.probe_frame).is_some_and(|t| t >= x && t <= y)
                     })
                 })
+                .filter(|w| !in_stall(rb, w.probe_frame))
                 .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
                 .collect();
             let abs: Vec<f64> = skew_us.iter().map(|v| v.abs()).collect();
@@ -228,6 +265,7 @@ fn main() -> Result<()> {
             "reference_timestamp_gaps": ref_gaps.len(),
             "reference_silence_runs": ref_silences.len(),
             "reference_silence_at_s": ref_silences.iter().map(|d| d.at_s).collect::<Vec<_>>(),
+            "machine_stalls_ms": machine.iter().map(|s| s.len_ns / 1e6).collect::<Vec<_>>(),
             "rate": a.rate,
             "window_ms": a.window_ms,
             "hop_ms": a.hop_ms,

@@ -3,8 +3,9 @@
 //! `PREFIX: receivers=N latency_ms=X skew_p99_us=X dropouts=N`
 //! (latency: the worst receiver's median; skew: the worst pair's p99 of
 //! |skew|; dropouts: silence runs plus skipped/repeated audio, all
-//! receivers). `--check` also enforces limits and exits 1 naming each one
-//! broken.
+//! receivers, except those within a stall of the machine itself, which
+//! are reported beside). `--check` also enforces limits and exits 1 naming
+//! each one broken.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -58,8 +59,18 @@ fn main() -> Result<()> {
         let label = r["label"].as_str().unwrap_or("?");
         let lat = num(r, &["latency_ms", "p50"]).unwrap_or(f64::NAN);
         let fid = num(r, &["fidelity", "mean"]).unwrap_or(0.0);
-        let d = r["dropouts"].as_u64().unwrap_or(0) + r["jumps"].as_u64().unwrap_or(0);
-        println!("  {label}: latency_ms={lat:.2} fidelity={fid:.4} dropouts={d}");
+        let all = r["dropouts"].as_u64().unwrap_or(0) + r["jumps"].as_u64().unwrap_or(0);
+        // Those within a stall of the machine itself (bark-lab-stalls:
+        // not even a top-priority thread ran) are reported, not counted.
+        let stalled = r["dropouts_in_stalls"].as_u64().unwrap_or(0)
+            + r["jumps_in_stalls"].as_u64().unwrap_or(0);
+        let d = all.saturating_sub(stalled);
+        let note = if stalled > 0 {
+            format!(" (and {stalled} in machine stalls)")
+        } else {
+            String::new()
+        };
+        println!("  {label}: latency_ms={lat:.2} fidelity={fid:.4} dropouts={d}{note}");
         latency = if latency.is_nan() {
             lat
         } else {
