@@ -42,7 +42,7 @@ done
 lab_require_root
 lab_lock
 [[ -n $rootfs ]] && export BARK_LAB_ROOTFS=$rootfs
-lab_bins "run 'make lab-build'" bark-lab-record bark-lab-analyze bark-lab-delay bark-lab-summary
+lab_bins "run 'make lab-build'" bark-lab-record bark-lab-analyze bark-lab-delay bark-lab-summary bark-lab-stalls
 moddir=$repo/target/pw-modules
 music=$(lab_music) || exit 1
 out=$(lab_out_dir "$out" "$repo/lab/out/speaker-$(date +%Y%m%d-%H%M%S)")
@@ -96,7 +96,8 @@ for d in "${steps[@]}"; do
 	if ((d < prev)); then sleep 22; else sleep 8; fi
 	lab_record_run "$id" "$step" "$seconds" lab_pw_recorder bark_sink 1 2 || true
 	"$bin/bark-lab-analyze" --reference "$step/ref.wav" --receiver "$step/rx1.wav" --label h1 \
-		--receiver "$step/rx2.wav" --label h2 --json "$step/analysis.json" >"$step/analysis.txt" 2>&1
+		--receiver "$step/rx2.wav" --label h2 --stalls "$step/stalls.csv" \
+		--json "$step/analysis.json" >"$step/analysis.txt" 2>&1
 	sess=$(session_ms)
 	sess=${sess:-40}
 	if "$bin/bark-lab-summary" --prefix "speaker delay_ms=$d session_ms=$sess" \

@@ -55,7 +55,7 @@ done
 [[ $repeat =~ ^[0-9]+$ ]] && ((repeat >= 1 && repeat <= 50)) || lab_die "--repeat must be 1..50"
 lab_require_root
 lab_lock
-lab_bins "run 'make lab-build'" bark-lab-record bark-lab-onsets
+lab_bins "run 'make lab-build'" bark-lab-record bark-lab-onsets bark-lab-stalls
 moddir=$repo/target/pw-modules
 [[ -e $moddir/libpipewire-module-bark-sink.so ]] || lab_die "no modules in $moddir: run 'make modules'"
 music=$(lab_music) || exit 1
@@ -96,7 +96,8 @@ host_up() { # host_up INDEX CONF
 
 # record SECONDS [NAME [REF_SECONDS]]: records every receiver's speaker for
 # SECONDS and the sender's sink passively (as NAME, default ref, for
-# REF_SECONDS, default SECONDS); sets rec_pids.
+# REF_SECONDS, default SECONDS), and the machine's stalls
+# (CASE_OUT/stalls.csv); sets rec_pids.
 record() {
 	local seconds=$1 i
 	rec_pids=()
@@ -104,6 +105,9 @@ record() {
 		rec_pids+=("$(lab_spawn "$id" "$i" record "$case_out/record-rx$i.log" \
 			"$bin/bark-lab-record" --target speaker --seconds "$seconds" --out "$case_out/rx$i.wav")")
 	done
+	# The machine's own stalls over the same span (see lab/src/stalls.rs).
+	rec_pids+=("$(lab_spawn "$id" 0 stalls "$case_out/stalls.log" \
+		"$bin/bark-lab-stalls" --seconds "$seconds" --out "$case_out/stalls.csv")")
 	record_ref "${3:-$seconds}" "${2:-ref}"
 	lab_pids+=("${rec_pids[@]}")
 }
@@ -218,7 +222,8 @@ case_run() {
 		"$bin/bark-lab-onsets" --reference "$r" --receiver "$case_out/rx1.wav" --label h1 \
 			--receiver "$case_out/rx2.wav" --label h2 --latency-ms 40 --prefix "$name" \
 			--max-error-us "$max_error_us" --min-head-ratio 0.9 --max-missing 0 \
-			--max-damaged 0 --min-runs "$min_runs" --json "${r%.wav}.onsets.json" |
+			--max-damaged 0 --min-runs "$min_runs" --stalls "$case_out/stalls.csv" \
+			--json "${r%.wav}.onsets.json" |
 			tee -a "$case_out/onsets.txt"
 		((${PIPESTATUS[0]} == 0)) || ok=0
 	done

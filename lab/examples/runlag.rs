@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     let op = OnsetParams::default();
     let rs = runs(&r, &op);
     let run = rs.get(k).ok_or_else(|| anyhow::anyhow!("no run {k}"))?;
-    let q = played(&r, &p, run, lat, &op).ok_or_else(|| anyhow::anyhow!("not covered"))?;
+    let q = played(&r, &p, run, lat, &[], &op).ok_or_else(|| anyhow::anyhow!("not covered"))?;
     // Onset lag, samples: reference frame run.start plays at probe frame run.start + lag0.
     let t_on = run.t_ns + lat + q.error_us * 1e3;
     let i = p.stamps.partition_point(|s| (s.t_first_ns as f64) <= t_on) - 1;

@@ -20,6 +20,7 @@
 
 use crate::analysis::window_lag;
 use crate::recording::Recording;
+use crate::stalls::Stall;
 
 /// Tunables of the onset analysis.
 #[derive(Debug, Clone)]
@@ -86,6 +87,9 @@ pub struct Played {
     pub missing_blocks: usize,
     /// Blocks correlating below [`OnsetParams::min_block_corr`].
     pub damaged_blocks: usize,
+    /// Missing or damaged blocks heard within the reach of a stall of the
+    /// machine itself ([`crate::stalls`]); counted here, not above.
+    pub stalled_blocks: usize,
     /// Where the first missing or damaged blocks start, s after the run's
     /// first frame (at most [`MAX_BAD_LISTED`]).
     pub bad_at_s: [f64; MAX_BAD_LISTED],
@@ -113,9 +117,12 @@ pub fn runs(reference: &Recording, p: &OnsetParams) -> Vec<Run> {
         let new_run = match last_signal {
             None => true,
             Some(j) => {
-                // Silence by samples, or by time (no buffers while the
-                // sink was suspended).
-                let quiet = x[j + 1..k].iter().all(|v| v.abs() <= p.silence_eps);
+                // Quiet by samples, or by time (no buffers while the
+                // sink was suspended). Quiet is below the onset threshold,
+                // not digital silence: a player's or resampler's ring-down
+                // leaves samples of -100 dBFS before the sink suspends,
+                // and they must not join two runs into one.
+                let quiet = x[j + 1..k].iter().all(|v| v.abs() <= p.threshold);
                 quiet && time(k) - time(j) >= gap_ns
             }
         };
@@ -162,13 +169,15 @@ fn corr(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// How receiver `probe` played `run` of `reference`, expected
-/// `latency_ns` after it entered the sink. `None` if the probe does not
-/// cover the expected instant.
+/// `latency_ns` after it entered the sink. Bad blocks heard within the
+/// reach of one of `stalls` count as `stalled_blocks`. `None` if the probe
+/// does not cover the expected instant.
 pub fn played(
     reference: &Recording,
     probe: &Recording,
     run: &Run,
     latency_ns: f64,
+    stalls: &[Stall],
     p: &OnsetParams,
 ) -> Option<Played> {
     let rate = f64::from(reference.rate);
@@ -207,12 +216,22 @@ pub fn played(
         };
     let block = n(p.block_s);
     let one_ms = n(0.001);
-    let (mut blocks, mut missing, mut damaged) = (0, 0, 0);
+    let (mut blocks, mut missing, mut damaged, mut stalled) = (0, 0, 0, 0);
     let mut bad_at_s = [0.0; MAX_BAD_LISTED];
     let mut bad_listed = 0;
+    // Where the probe holds reference frame k: from the two recordings'
+    // stamps (the onset's measured error kept), so that a cycle one
+    // recorder missed (a stall) shifts nothing after it; the onset's lag
+    // where a recording has no stamps there.
+    let probe_at = |k: usize| -> i64 {
+        reference
+            .time_at(k as f64)
+            .and_then(|t| frame_at(probe, t + latency_ns + error_us * 1e3))
+            .map_or(k as i64 + lag, |f| f.round() as i64)
+    };
     let mut k = r0;
     while k + block <= run.end {
-        let pk = k as i64 + lag;
+        let pk = probe_at(k);
         if pk < 0 || pk as usize + block > probe.mono.len() {
             break;
         }
@@ -230,7 +249,7 @@ pub fn played(
                 };
                 silent |= zeros >= one_ms;
             }
-            // Each block is matched around the onset's lag (±0.5 ms): the
+            // Each block is matched around its expected lag (±0.5 ms): the
             // receivers' play times wander by microseconds within a run, and
             // at a fixed lag a few µs already decorrelate high frequencies.
             // Damage (a fade, other audio) does not match at any lag.
@@ -239,11 +258,19 @@ pub fn played(
                 &probe.mono,
                 pk as usize,
                 block,
-                lag,
+                pk - k as i64,
                 n(0.0005) as i64,
             )
             .map_or_else(|| corr(a, b), |e| e.corr);
-            let bad = if silent {
+            let bad = silent || block_corr < p.min_block_corr;
+            let in_stall = bad
+                && probe
+                    .time_at(pk as f64)
+                    .is_some_and(|t| crate::stalls::any_covers(stalls, t));
+            let bad = if in_stall {
+                stalled += 1;
+                true
+            } else if silent {
                 missing += 1;
                 true
             } else if block_corr < p.min_block_corr {
@@ -267,6 +294,7 @@ pub fn played(
         blocks,
         missing_blocks: missing,
         damaged_blocks: damaged,
+        stalled_blocks: stalled,
         bad_at_s,
         bad_listed,
     })
@@ -356,7 +384,7 @@ mod tests {
         let p = OnsetParams::default();
         let good = make(0, 0.0);
         for run in &runs {
-            let q = played(&reference, &good, run, 40e6, &p).unwrap();
+            let q = played(&reference, &good, run, 40e6, &[], &p).unwrap();
             assert!(q.error_us.abs() < 1.0, "{q:?}");
             assert!(q.head_ratio > 0.99 && q.head_corr > 0.99, "{q:?}");
             assert!(
@@ -365,11 +393,53 @@ mod tests {
             );
         }
         let clipped = make(240, 0.0);
-        let q = played(&reference, &clipped, &runs[1], 40e6, &p).unwrap();
+        let q = played(&reference, &clipped, &runs[1], 40e6, &[], &p).unwrap();
         assert!(q.head_ratio < 0.01, "{q:?}");
         assert!(q.missing_blocks >= 1, "{q:?}");
+        // The same clip within a stall of the machine is reported apart.
+        let stall = Stall {
+            start_ns: runs[1].t_ns + 30e6,
+            len_ns: 20e6,
+        };
+        let s = played(&reference, &clipped, &runs[1], 40e6, &[stall], &p).unwrap();
+        assert_eq!(
+            (s.missing_blocks, s.stalled_blocks),
+            (0, q.missing_blocks),
+            "{s:?}"
+        );
         let late = make(0, 83_333.0);
-        let q = played(&reference, &late, &runs[0], 40e6, &p).unwrap();
+        let q = played(&reference, &late, &runs[0], 40e6, &[], &p).unwrap();
         assert!((q.error_us - 83.3).abs() < 1.0, "{q:?}");
+    }
+
+    /// The reference's recorder missed one 10 ms cycle (a stall): its file
+    /// lacks those frames, its stamps show the gap. The receiver played
+    /// everything; nothing after the gap may count as damaged.
+    #[test]
+    fn a_cycle_the_reference_missed_shifts_nothing_after_it() {
+        let sound = noise(48_000, 9);
+        let cut = 19_200; // 0.4 s in, on a stamp boundary
+        let mut r = sound[..cut].to_vec();
+        r.extend_from_slice(&sound[cut + 480..]);
+        let reference = stamped(r, 1_000_000_000, &[(cut, 10_000_000)]);
+        let runs = runs(&reference, &OnsetParams::default());
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        // The receiver: 40 ms later, recorded from 0.5 s before.
+        let mut x = vec![0.0; 24_000 + 1920];
+        x.extend_from_slice(&sound);
+        x.extend(vec![0.0; 4800]);
+        let probe = stamped(x, 500_000_000, &[]);
+        let q = played(
+            &reference,
+            &probe,
+            &runs[0],
+            40e6,
+            &[],
+            &OnsetParams::default(),
+        )
+        .unwrap();
+        assert!(q.error_us.abs() < 1.0, "{q:?}");
+        assert!(q.blocks >= 95, "{q:?}");
+        assert_eq!((q.missing_blocks, q.damaged_blocks), (0, 0), "{q:?}");
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use bark_lab::args::Compared;
 use bark_lab::onset::{played, runs, OnsetParams};
 use bark_lab::recording::Recording;
+use bark_lab::stalls::Stall;
 use clap::Parser;
 use serde_json::json;
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ struct Args {
     /// Fail if more than this many blocks are damaged (correlation < 0.9).
     #[arg(long)]
     max_damaged: Option<usize>,
+    /// The machine's own stalls during the recording (`bark-lab-stalls`):
+    /// bad blocks heard within their reach are counted apart
+    /// (`stalled_blocks`), not as missing or damaged.
+    #[arg(long)]
+    stalls: Option<PathBuf>,
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -61,6 +67,11 @@ fn main() -> Result<()> {
     }
     let (labels, probes): (Vec<String>, Vec<Recording>) = rx.into_iter().unzip();
     let found = runs(&reference, &p);
+    let machine: Vec<Stall> = match &a.stalls {
+        Some(path) => bark_lab::stalls::load(path)?,
+        None => Vec::new(),
+    };
+    let mut stalled = 0usize;
     let latency_ns = a.latency_ms * 1e6;
     let mut failures = Vec::new();
     let (mut worst_error, mut worst_skew) = (0f64, 0f64);
@@ -73,7 +84,7 @@ fn main() -> Result<()> {
         let mut out_rx = Vec::new();
         for (i, probe) in probes.iter().enumerate() {
             let label = &labels[i];
-            let Some(q) = played(&reference, probe, run, latency_ns, &p) else {
+            let Some(q) = played(&reference, probe, run, latency_ns, &machine, &p) else {
                 failures.push(format!("run {ri}: {label} does not cover it"));
                 out_rx.push(json!({ "label": label, "covered": false }));
                 continue;
@@ -100,6 +111,7 @@ fn main() -> Result<()> {
             worst_error = worst_error.max(q.error_us.abs());
             errors.push(q.error_us);
             missing[i] += q.missing_blocks;
+            stalled += q.stalled_blocks;
             damaged[i] += q.damaged_blocks;
             if let Some(m) = a.max_error_us {
                 if q.error_us.is_nan() || q.error_us.abs() > m {
@@ -125,6 +137,7 @@ fn main() -> Result<()> {
                 "blocks": q.blocks,
                 "missing_blocks": q.missing_blocks,
                 "damaged_blocks": q.damaged_blocks,
+                "stalled_blocks": q.stalled_blocks,
                 "bad_at_s": &q.bad_at_s[..q.bad_listed],
             }));
         }
@@ -157,9 +170,14 @@ fn main() -> Result<()> {
     let total_missing: usize = missing.iter().sum();
     let total_damaged: usize = damaged.iter().sum();
     println!(
-        "{}: runs={} onset_error_max_us={worst_error:.1} onset_skew_max_us={worst_skew:.1} missing_blocks={total_missing} damaged_blocks={total_damaged}",
+        "{}: runs={} onset_error_max_us={worst_error:.1} onset_skew_max_us={worst_skew:.1} missing_blocks={total_missing} damaged_blocks={total_damaged}{}",
         a.prefix,
-        found.len()
+        found.len(),
+        if stalled > 0 {
+            format!(" (and {stalled} blocks in machine stalls)")
+        } else {
+            String::new()
+        }
     );
     if let Some(path) = &a.json {
         let v = json!({
@@ -169,6 +187,7 @@ fn main() -> Result<()> {
             "onset_skew_max_us": worst_skew,
             "missing_blocks": total_missing,
             "damaged_blocks": total_damaged,
+            "stalled_blocks": stalled,
             "failures": failures,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
