@@ -84,28 +84,31 @@ fn msec(v: &Value) -> Option<f64> {
     Some(v.ns()? as f64 / 1e6)
 }
 
-fn ms_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+/// A parser of a finite number within `lo..=hi`, in `unit` (its symbol
+/// `sym` in messages).
+fn range_parser(
+    lo: f64,
+    hi: f64,
+    unit: &'static str,
+    sym: &'static str,
+) -> impl Fn(&str) -> Result<f64, String> + Clone {
     move |s: &str| {
         let v: f64 = s
             .parse()
-            .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+            .map_err(|_| format!("{s:?} is not a number of {unit}"))?;
         if !v.is_finite() || v < lo || v > hi {
-            return Err(format!("{v} ms is outside {lo}..={hi} ms"));
+            return Err(format!("{v} {sym} is outside {lo}..={hi} {sym}"));
         }
         Ok(v)
     }
 }
 
+fn ms_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    range_parser(lo, hi, "milliseconds", "ms")
+}
+
 fn secs_parser(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
-    move |s: &str| {
-        let v: f64 = s
-            .parse()
-            .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-        if !v.is_finite() || v < lo || v > hi {
-            return Err(format!("{v} s is outside {lo}..={hi} s"));
-        }
-        Ok(v)
-    }
+    range_parser(lo, hi, "seconds", "s")
 }
 
 /// Where listening roles (stats, receive) find the group.

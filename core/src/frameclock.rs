@@ -412,6 +412,24 @@ mod tests {
         fc.play_ns(frame, t).unwrap() - truth
     }
 
+    /// A fresh estimate at 48 kHz fed `secs` of reports from `from_s` on
+    /// (see `run`: truth `t0_ns`, `ppm`, delays up to `jitter_ns`), and
+    /// the generator for more.
+    fn learned(seed: u64, from_s: f64, secs: f64, ppm: f64, jitter_ns: f64) -> (FrameClock, Lcg) {
+        let mut rng = Lcg(seed);
+        let mut fc = FrameClock::new(48_000);
+        run(
+            &mut fc,
+            from_s,
+            secs,
+            from_s * 1e9,
+            ppm,
+            jitter_ns,
+            &mut rng,
+        );
+        (fc, rng)
+    }
+
     #[test]
     fn envelope_rejects_one_sided_noise() {
         let mut rng = Lcg(7);
@@ -427,10 +445,8 @@ mod tests {
 
     #[test]
     fn follows_a_drifting_card() {
-        let mut rng = Lcg(9);
-        let mut fc = FrameClock::new(48_000);
+        let (fc, _) = learned(9, 50.0, 10.0, 80.0, 50_000.0);
         let t0 = 50.0e9;
-        run(&mut fc, 50.0, 10.0, t0, 80.0, 50_000.0, &mut rng);
         let e = err_ns(&fc, 60.0, t0, 80.0);
         assert!(e.abs() < 15_000.0, "error {e} ns");
         assert!((fc.drift_ppm() - 80.0).abs() < 10.0, "{}", fc.drift_ppm());
@@ -438,10 +454,8 @@ mod tests {
 
     #[test]
     fn restarts_on_steps_both_ways() {
-        let mut rng = Lcg(11);
-        let mut fc = FrameClock::new(48_000);
+        let (mut fc, mut rng) = learned(11, 10.0, 2.0, 0.0, 20_000.0);
         let t0 = 10.0e9;
-        run(&mut fc, 10.0, 2.0, t0, 0.0, 20_000.0, &mut rng);
         // An underrun: every later frame is heard 30 ms later.
         run(&mut fc, 12.0, 1.0, t0 + 30e6, 0.0, 20_000.0, &mut rng);
         let e = err_ns(&fc, 13.0, t0 + 30e6, 0.0);

@@ -313,29 +313,30 @@ mod tests {
     #[test]
     fn the_watch_reports_rises_and_falls_once() {
         let mut w = LatencyWatch::default();
-        assert_eq!(w.observe(40 * MS, None), None);
-        assert_eq!(w.observe(40 * MS, Some((30 * MS, 7))), None);
-        let up = w.observe(65 * MS, Some((61 * MS, 7))).unwrap();
-        assert_eq!(
-            up,
-            LatencyChange::Raised {
-                to_ns: 65 * MS,
-                node: 7,
-                need_ns: 61 * MS
-            }
-        );
-        assert!(up
+        let raised = LatencyChange::Raised {
+            to_ns: 65 * MS,
+            node: 7,
+            need_ns: 61 * MS,
+        };
+        let fell = LatencyChange::Fell {
+            to_ns: 40 * MS,
+            need_ns: 30 * MS,
+        };
+        // (latency, largest need, change expected)
+        let steps = [
+            (40, None, None),
+            (40, Some((30, 7)), None),
+            (65, Some((61, 7)), Some(raised)),
+            (65, Some((61, 7)), None),
+            (40, Some((30, 7)), Some(fell)),
+        ];
+        for (latency, need, want) in steps {
+            let need = need.map(|(n, node)| (n * MS, node));
+            assert_eq!(w.observe(latency * MS, need), want, "{latency} ms");
+        }
+        assert!(raised
             .to_string()
             .contains("raised to 65.0 ms: receiver 0000000000000007 needs 61.0 ms"));
-        assert_eq!(w.observe(65 * MS, Some((61 * MS, 7))), None);
-        let down = w.observe(40 * MS, Some((30 * MS, 7))).unwrap();
-        assert_eq!(
-            down,
-            LatencyChange::Fell {
-                to_ns: 40 * MS,
-                need_ns: 30 * MS
-            }
-        );
-        assert!(down.to_string().contains("back to 40.0 ms"));
+        assert!(fell.to_string().contains("back to 40.0 ms"));
     }
 }

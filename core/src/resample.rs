@@ -207,12 +207,19 @@ mod tests {
         }
     }
 
+    /// `n` samples of a deterministic pattern within ±1: (i·`mul` mod
+    /// `m`) scaled, so that neighbouring samples differ.
+    fn pattern(n: usize, mul: usize, m: usize) -> Vec<f32> {
+        let half = (m / 2) as f32;
+        (0..n)
+            .map(|i| ((i * mul) % m) as f32 / half - 1.0)
+            .collect()
+    }
+
     #[test]
     fn phase_zero_is_identity() {
         let k = Kernel::new(1.0);
-        let src: Vec<f32> = (0..64)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect();
+        let src = pattern(64, 7919, 101);
         let mut out = vec![0f32; 20];
         k.render(mono(&src), BEFORE as f64 + 3.0, 1.0, &mut out);
         assert_eq!(&out[..], &src[BEFORE + 3..BEFORE + 23]);
@@ -239,9 +246,7 @@ mod tests {
     #[test]
     fn channels_are_independent_planes() {
         let k = Kernel::new(1.0);
-        let left: Vec<f32> = (0..200)
-            .map(|i| ((i * 37) % 23) as f32 / 11.0 - 1.0)
-            .collect();
+        let left = pattern(200, 37, 23);
         let right: Vec<f32> = left.iter().map(|v| -0.5 * v).collect();
         let planes: Vec<f32> = left.iter().chain(&right).copied().collect();
         let mut stereo = vec![0f32; 2 * 150];

@@ -103,6 +103,19 @@ fn sine(f: u64, s: &mut [f32]) {
     s.fill(v);
 }
 
+/// The largest error of output cycles `cycles` (left channel) against the
+/// 440 Hz sine the sender played, 14 ms earlier in output frames (see
+/// `plays_the_stream_after_the_latency`).
+fn sine_error(out: &[f32], cycles: std::ops::Range<usize>) -> f32 {
+    let mut worst = 0f32;
+    for k in (cycles.start * Q)..(cycles.end * Q) {
+        let want_frame = k as f64 - 0.014 * RATE;
+        let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
+        worst = worst.max((out[2 * k] - want).abs());
+    }
+    worst
+}
+
 #[test]
 fn plays_the_stream_after_the_latency() {
     let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
@@ -111,12 +124,7 @@ fn plays_the_stream_after_the_latency() {
     assert!(rx.playing());
     // Output frame k (cycle c, offset f) is heard at 1 s + c·Q/48k + 6 ms +
     // f/48k and should carry sender frame (heard − 1 s − 20 ms) · 48k.
-    let mut worst = 0f32;
-    for k in (200 * Q)..(400 * Q) {
-        let want_frame = k as f64 - 0.014 * RATE;
-        let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
-        worst = worst.max((out[2 * k] - want).abs());
-    }
+    let worst = sine_error(&out, 200..400);
     assert!(worst < 2e-3, "worst sample error {worst}");
     assert!(rx.sync_error_ns().abs() < 2_000.0);
 }
@@ -368,12 +376,7 @@ fn forged_packets_of_the_live_session_are_refused() {
     });
     assert_eq!(refused, 100, "every forged packet refused");
     assert!(rx.playing());
-    let mut worst = 0f32;
-    for k in (260 * Q)..(400 * Q) {
-        let want_frame = k as f64 - 0.014 * RATE;
-        let want = (want_frame * 2.0 * std::f64::consts::PI * 440.0 / RATE).sin() as f32;
-        worst = worst.max((out[2 * k] - want).abs());
-    }
+    let worst = sine_error(&out, 260..400);
     assert!(
         worst < 2e-3,
         "worst sample error {worst} after the forgeries"

@@ -36,26 +36,12 @@ fn main() -> ExitCode {
     }
     let result = match &cli.role {
         Role::Sink(flags) => match SinkConfig::resolve(flags, &file) {
-            Err(e) => {
-                eprintln!("bark-pulse sink: {e}");
-                return ExitCode::from(2);
-            }
-            Ok(c) if cli.dry_run => {
-                println!("{}", c.summary());
-                return ExitCode::SUCCESS;
-            }
-            Ok(c) => bark_pulse::sink::run(c),
+            Ok(c) if !cli.dry_run => bark_pulse::sink::run(c),
+            r => return settle("sink", r.map(|c| c.summary())),
         },
         Role::Source(flags) => match SourceConfig::resolve(flags, &file) {
-            Err(e) => {
-                eprintln!("bark-pulse source: {e}");
-                return ExitCode::from(2);
-            }
-            Ok(c) if cli.dry_run => {
-                println!("{}", c.summary());
-                return ExitCode::SUCCESS;
-            }
-            Ok(c) => bark_pulse::source::run(c),
+            Ok(c) if !cli.dry_run => bark_pulse::source::run(c),
+            r => return settle("source", r.map(|c| c.summary())),
         },
         // Written and returned before the settings were read.
         Role::Man(_) => Ok(()),
@@ -65,6 +51,21 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The end of a run that does not play: a settings error (exit 2), or
+/// `--dry-run`'s summary.
+fn settle<E: std::fmt::Display>(role: &str, r: Result<String, E>) -> ExitCode {
+    match r {
+        Err(e) => {
+            eprintln!("bark-pulse {role}: {e}");
+            ExitCode::from(2)
+        }
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
         }
     }
 }

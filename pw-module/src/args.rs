@@ -264,12 +264,19 @@ impl SourceArgs {
     }
 }
 
-/// Loads `bark.key-file`, if set: the key, or a message naming the file
-/// and the fix (permissions, owner, format). The key's bytes never reach
-/// a message.
-pub fn load_key(path: Option<&std::path::Path>) -> Result<Option<bark_core::auth::Key>, String> {
-    path.map(|p| bark_io::keyfile::load_key_file(p).map_err(|e| format!("bark.key-file: {e}")))
-        .transpose()
+/// What each role starts from: a fresh random id (the sender's session id,
+/// the receiver's node id; never 0) and `bark.key-file` loaded, if set.
+///
+/// # Errors
+/// The key file's problem, naming the file and the fix (permissions,
+/// owner, format); the key's bytes never reach a message.
+pub fn id_and_key(
+    path: Option<&std::path::Path>,
+) -> Result<(u64, Option<bark_core::auth::Key>), String> {
+    let key = path
+        .map(|p| bark_io::keyfile::load_key_file(p).map_err(|e| format!("bark.key-file: {e}")))
+        .transpose()?;
+    Ok((bark_io::node::random_nonzero_u64(), key))
 }
 
 #[cfg(test)]
@@ -308,7 +315,7 @@ mod tests {
         );
         let r = SourceArgs::parse(&map(&[("bark.key-file", " /k ")])).unwrap();
         assert_eq!(r.key_file.as_deref(), Some(std::path::Path::new("/k")));
-        let e = load_key(Some(std::path::Path::new("/nonexistent/bark.key"))).unwrap_err();
+        let e = id_and_key(Some(std::path::Path::new("/nonexistent/bark.key"))).unwrap_err();
         assert!(
             e.contains("bark.key-file") && e.contains("/nonexistent/bark.key"),
             "{e}"

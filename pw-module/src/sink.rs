@@ -34,8 +34,8 @@ pub struct RtSink {
 
 /// Checks the arguments, opens the socket and builds the sender.
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
-    let session_id = bark_io::node::random_nonzero_u64();
-    let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
+    let (session_id, key) =
+        crate::args::id_and_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
     let ep = SenderEndpoint::new(
         SenderConfig {
             format: a.format,

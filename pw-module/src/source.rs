@@ -102,8 +102,8 @@ fn output_quantum_frames(a: &SourceArgs) -> u32 {
 
 /// Checks the arguments, opens the sockets and builds the receiver.
 pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, Setup), LoadError> {
-    let node_id = bark_io::node::random_nonzero_u64();
-    let key = crate::args::load_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
+    let (node_id, key) =
+        crate::args::id_and_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (with a unicast address it would only reach us), and to the
     // followed sender.
