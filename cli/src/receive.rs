@@ -41,6 +41,7 @@ use crate::summary::{self, traffic_json};
 use crate::util;
 use anyhow::{anyhow, Context, Result};
 use bark_core::endpoint::{ReceiverEndpoint, STATUS_PERIOD_NS};
+use bark_core::latency::LateNote;
 use bark_core::ReceiverConfig;
 use serde_json::json;
 use std::net::SocketAddrV4;
@@ -273,21 +274,17 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         }
         if r.late() != was_late {
             was_late = r.late();
-            let c = r.counters();
+            let note = LateNote::new(
+                was_late,
+                r.play_latency_ns(),
+                r.session_latency_ns(),
+                r.need_ns(),
+                downstream_ns,
+            );
             if was_late {
-                log::warn!(
-                    "playing late, out of sync with the other receivers: this output needs {:.1} ms (downstream {:.1} ms), the session gives {:.1} ms; playing at {:.1} ms until the sender raises the latency (--latency-max-msec)",
-                    r.need_ns() as f64 / 1e6,
-                    downstream_ns as f64 / 1e6,
-                    c.latency_us as f64 / 1e3,
-                    r.play_latency_ns() as f64 / 1e6,
-                );
+                log::warn!("{note}");
             } else {
-                log::info!(
-                    "back in sync: the session latency {:.1} ms covers this output's {:.1} ms",
-                    c.latency_us as f64 / 1e3,
-                    r.need_ns() as f64 / 1e6,
-                );
+                log::info!("{note}");
             }
         }
 

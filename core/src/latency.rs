@@ -195,6 +195,65 @@ impl std::fmt::Display for LatencyChange {
     }
 }
 
+/// A receiver starting or ceasing to play later than the session latency
+/// (see [`crate::receiver::Receiver::late`]), for its log: every front end
+/// words it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateNote {
+    /// It plays at `play_ns` although the session latency is `session_ns`:
+    /// its output needs `need_ns`, `downstream_ns` of it downstream (ns).
+    Late {
+        play_ns: u64,
+        session_ns: u64,
+        need_ns: u64,
+        downstream_ns: u64,
+    },
+    /// In sync again at the session latency `session_ns` (ns).
+    InSync { session_ns: u64 },
+}
+
+impl LateNote {
+    /// The note for a receiver whose lateness is now `late` (it plays at
+    /// `play_ns`; the other figures as in [`LateNote::Late`]).
+    pub fn new(
+        late: bool,
+        play_ns: u64,
+        session_ns: u64,
+        need_ns: u64,
+        downstream_ns: u64,
+    ) -> Self {
+        if late {
+            LateNote::Late {
+                play_ns,
+                session_ns,
+                need_ns,
+                downstream_ns,
+            }
+        } else {
+            LateNote::InSync { session_ns }
+        }
+    }
+}
+
+impl std::fmt::Display for LateNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        match *self {
+            LateNote::Late { play_ns, session_ns, need_ns, downstream_ns } => write!(
+                f,
+                "playing {:.1} ms late, out of sync with the other receivers: this output needs {:.1} ms (downstream {:.1} ms, one output quantum and a margin) but the session latency is {:.1} ms; the sender raises it unless its latency is pinned (bark.latency.max-msec)",
+                ms(play_ns.saturating_sub(session_ns)),
+                ms(need_ns),
+                ms(downstream_ns),
+                ms(session_ns)
+            ),
+            LateNote::InSync { session_ns } => {
+                write!(f, "in sync again at the session latency of {:.1} ms", ms(session_ns))
+            }
+        }
+    }
+}
+
 /// Watches a sender's session latency between looks (a log tick, a
 /// report) and says when it changed. The first look only records.
 #[derive(Clone, Copy, Debug, Default)]
@@ -338,5 +397,15 @@ mod tests {
             .to_string()
             .contains("raised to 65.0 ms: receiver 0000000000000007 needs 61.0 ms"));
         assert!(fell.to_string().contains("back to 40.0 ms"));
+    }
+
+    #[test]
+    fn late_notes_say_by_how_much_and_why() {
+        let late = LateNote::new(true, 85 * MS, 40 * MS, 83 * MS, 50 * MS).to_string();
+        assert!(late.starts_with("playing 45.0 ms late"), "{late}");
+        assert!(late.contains("needs 83.0 ms (downstream 50.0 ms"), "{late}");
+        assert!(late.contains("session latency is 40.0 ms"), "{late}");
+        let back = LateNote::new(false, 80 * MS, 80 * MS, 77 * MS, 50 * MS).to_string();
+        assert_eq!(back, "in sync again at the session latency of 80.0 ms");
     }
 }

@@ -778,6 +778,12 @@ impl Receiver {
         self.downstream_ns = ns;
     }
 
+    /// The downstream latency last told by [`Receiver::set_downstream_ns`],
+    /// ns.
+    pub fn downstream_ns(&self) -> u64 {
+        self.downstream_ns
+    }
+
     /// The least session latency at which this receiver plays every frame
     /// in time, ns: its downstream latency, one output quantum and
     /// [`NEED_MARGIN_NS`] (0 before the first `fill`). It rises at once and

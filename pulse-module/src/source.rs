@@ -22,6 +22,7 @@ use crate::session::{Session, Step};
 use crate::sink::PID_PROP;
 use anyhow::{anyhow, Context as _, Result};
 use bark_core::endpoint::ReceiverEndpoint;
+use bark_core::latency::LateNote;
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
 use bark_core::SampleFormat;
 use bark_io::net::{self, FrontEnd, UdpSocket};
@@ -326,19 +327,17 @@ impl Role for Receiver {
         }
         let late = playing && r.late();
         if late != std::mem::replace(&mut self.was_late, late) {
-            let ms = |ns: u64| ns as f64 / 1e6;
+            let note = LateNote::new(
+                late,
+                r.play_latency_ns(),
+                r.session_latency_ns(),
+                r.need_ns(),
+                r.downstream_ns(),
+            );
             if late {
-                log::warn!(
-                    "playing {:.1} ms late, out of sync with the other receivers: this output needs {:.1} ms (its stream buffer, the sink's latency and a margin) but the session latency is {:.1} ms; the sender raises it unless its latency is pinned",
-                    ms(r.play_latency_ns().saturating_sub(r.session_latency_ns())),
-                    ms(r.need_ns()),
-                    ms(r.session_latency_ns())
-                );
+                log::warn!("{note}");
             } else {
-                log::info!(
-                    "in sync again at the session latency of {:.1} ms",
-                    ms(r.session_latency_ns())
-                );
+                log::info!("{note}");
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::{log_debug, log_info, log_warn};
 use bark_core::auth::{AuthCounters, AuthError, Opener};
-use bark_core::latency::LatencyWatch;
+use bark_core::latency::{LateNote, LatencyWatch};
 use bark_io::dropwarn::{DropWarnings, Throttle};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -281,25 +281,22 @@ impl Reporter {
     /// Logs changes of the session latency (sender) and of a receiver's
     /// play latency, with the reason.
     fn latency(&mut self, who: &str, c: &Counters) {
-        let ms = |ns: i64| ns as f64 / 1e6;
         let late = c.playing_late.load(Relaxed);
         let play = c.play_latency_ns.load(Relaxed);
         if play > 0 {
             // A receiver.
             if late != self.playing_late || (late && play != self.latency_ns) {
+                let note = LateNote::new(
+                    late,
+                    play as u64,
+                    c.latency_ns.load(Relaxed) as u64,
+                    c.need_ns.load(Relaxed) as u64,
+                    c.downstream_ns.load(Relaxed) as u64,
+                );
                 if late {
-                    log_warn!(
-                        "{who}: playing {:.1} ms late, out of sync with the other receivers: this output needs {:.1} ms (downstream {:.1} ms, one quantum and a margin) but the session latency is {:.1} ms; the sender raises it unless its latency is pinned (bark.latency.max-msec), or set sess.latency.msec on the sender",
-                        ms(play - c.latency_ns.load(Relaxed)),
-                        ms(c.need_ns.load(Relaxed)),
-                        ms(c.downstream_ns.load(Relaxed)),
-                        ms(c.latency_ns.load(Relaxed)),
-                    );
+                    log_warn!("{who}: {note}");
                 } else {
-                    log_info!(
-                        "{who}: in sync again at the session latency of {:.1} ms",
-                        ms(play)
-                    );
+                    log_info!("{who}: {note}");
                 }
             }
             self.playing_late = late;
