@@ -24,11 +24,15 @@ fn main() -> anyhow::Result<()> {
     while run.start + off + w < run.end {
         let k0 = (run.start + off) as i64 + lag0;
         if let Some(e) = window_lag(&r.mono, &p.mono, k0 as usize, w, lag0, 48) {
+            let a = run.start + off;
+            let peak = |x: &[f64], i: usize| x[i..i + w].iter().fold(0f64, |m, v| m.max(v.abs()));
             println!(
-                "{:.3} s: lag {:+.2} samples corr {:.4}",
+                "{:.3} s: lag {:+.2} samples corr {:.4} peak ref {:.4} probe {:.4}",
                 off as f64 / 48e3,
                 e.lag - lag0 as f64,
-                e.corr
+                e.corr,
+                peak(&r.mono, a),
+                peak(&p.mono, k0 as usize)
             );
         }
         off += w;

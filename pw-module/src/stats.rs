@@ -194,8 +194,11 @@ fn flipped(last: &mut bool, now: bool) -> bool {
     std::mem::replace(last, now) != now
 }
 
+/// What a counter gained since the last call. A counter may be taken back
+/// (the receiver withdraws the underrun that a pause began with, when the
+/// next packet shows it was one): that counts as none, not as 2^64 − 1.
 fn delta(now: u64, last: &mut u64) -> u64 {
-    let d = now.wrapping_sub(*last);
+    let d = now.saturating_sub(*last);
     *last = now;
     d
 }
@@ -260,10 +263,11 @@ impl Reporter {
         if lost > 0 || underruns > 0 {
             log_info!("{who}: {lost} packets lost, {underruns} underruns in the last second");
         }
-        if playing && active {
+        // −1: the receiver started playing after the last status period.
+        let buffer_min = c.buffer_min_us.load(Relaxed);
+        if playing && active && buffer_min >= 0 {
             log_debug!(
-                "{who}: last second: buffer min {} us, sync error {} ns, rate match {} ppb",
-                c.buffer_min_us.load(Relaxed),
+                "{who}: last second: buffer min {buffer_min} us, sync error {} ns, rate match {} ppb",
                 c.sync_error_ns.load(Relaxed),
                 c.rate_match_ppb.load(Relaxed)
             );
@@ -318,6 +322,15 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_taken_back_gains_nothing() {
+        let mut last = 0;
+        assert_eq!(delta(3, &mut last), 3);
+        // The pause's underrun withdrawn: 3 → 2.
+        assert_eq!(delta(2, &mut last), 0);
+        assert_eq!(delta(4, &mut last), 2);
+    }
 
     #[test]
     fn auth_drops_reach_the_warnings_by_reason() {

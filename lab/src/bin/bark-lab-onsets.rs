@@ -72,6 +72,7 @@ fn main() -> Result<()> {
         None => Vec::new(),
     };
     let mut stalled = 0usize;
+    let mut sender_gaps = 0usize;
     let latency_ns = a.latency_ms * 1e6;
     let mut failures = Vec::new();
     let (mut worst_error, mut worst_skew) = (0f64, 0f64);
@@ -101,6 +102,14 @@ fn main() -> Result<()> {
                 q.missing_blocks,
                 q.damaged_blocks
             );
+            if i == 0 && q.sender_gaps > 0 {
+                // The reference's, so once per run.
+                sender_gaps += q.sender_gaps;
+                println!(
+                    "    the sender's timeline jumps in this run ({} cycles its graph skipped): played as silence",
+                    q.sender_gaps
+                );
+            }
             if q.bad_listed > 0 {
                 let at: Vec<String> = q.bad_at_s[..q.bad_listed]
                     .iter()
@@ -138,6 +147,7 @@ fn main() -> Result<()> {
                 "missing_blocks": q.missing_blocks,
                 "damaged_blocks": q.damaged_blocks,
                 "stalled_blocks": q.stalled_blocks,
+                "sender_gaps": q.sender_gaps,
                 "bad_at_s": &q.bad_at_s[..q.bad_listed],
             }));
         }
@@ -170,11 +180,16 @@ fn main() -> Result<()> {
     let total_missing: usize = missing.iter().sum();
     let total_damaged: usize = damaged.iter().sum();
     println!(
-        "{}: runs={} onset_error_max_us={worst_error:.1} onset_skew_max_us={worst_skew:.1} missing_blocks={total_missing} damaged_blocks={total_damaged}{}",
+        "{}: runs={} onset_error_max_us={worst_error:.1} onset_skew_max_us={worst_skew:.1} missing_blocks={total_missing} damaged_blocks={total_damaged}{}{}",
         a.prefix,
         found.len(),
         if stalled > 0 {
             format!(" (and {stalled} blocks in machine stalls)")
+        } else {
+            String::new()
+        },
+        if sender_gaps > 0 {
+            format!(" sender_gaps={sender_gaps}")
         } else {
             String::new()
         }
@@ -188,6 +203,7 @@ fn main() -> Result<()> {
             "missing_blocks": total_missing,
             "damaged_blocks": total_damaged,
             "stalled_blocks": stalled,
+            "sender_gaps": sender_gaps,
             "failures": failures,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
