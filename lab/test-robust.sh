@@ -22,6 +22,7 @@
 #   two         two senders on one group, streams "alpha" and "beta": each
 #               receiver plays its own (fidelity ≥ 0.9 against its sender).
 #   hostile     bark-lab-hostile sends 10 s of malformed and forged packets
+#               and copies of the live session (replayed, shifted, flipped)
 #               and a 2 s flood at the group while two receivers play: both
 #               run to the end and play throughout, every malformed datagram
 #               is counted, fidelity ≥ 0.9, skew p99 ≤ 100 µs, no jump, no
@@ -297,6 +298,10 @@ case_hostile() {
 	cat >"$dir/checks.py" <<-'EOF'
 	h = load("hostile.json"); print("  sent:", h)
 	malformed = sum(h[k] for k in ("random", "truncated", "oversized", "version", "magic", "fields"))
+	# Copies of the live session (replayed, shifted, flipped) from the
+	# hostile host's own address: refused without a trace (core/src/trust.rs).
+	copies = h["replay"] + h["shifted"] + h["flipped"]
+	need(copies >= 1500, f"the mix carried {copies} copies of the live session (≥ 1500)")
 	a = load("analysis.json")
 	for r in a["receivers"]:
 	    s = load(r["label"] + ".json")

@@ -39,6 +39,7 @@ pub mod select;
 pub mod sender;
 pub mod settings;
 pub mod sim;
+pub mod trust;
 
 pub use format::{AudioFormat, SampleFormat};
 pub use receiver::{Receiver, ReceiverConfig};

@@ -27,6 +27,7 @@ use crate::protocol::{
 use crate::resample::{Kernel, Planes, AFTER, BEFORE, TAPS};
 use crate::select::{Choice, Selector, QUIET_NS};
 use crate::settings::{self, Value};
+use crate::trust::SyncGate;
 use crate::Error;
 use std::net::SocketAddr;
 
@@ -105,6 +106,9 @@ const LIVE_NS: u64 = 2_000_000_000;
 /// highest seen: 4 minutes of packets at 273/s, far beyond any loss burst
 /// a live session survives.
 const SEQ_WINDOW: u64 = 1 << 16;
+/// Why a datagram of a known session from another address than the one it
+/// was first heard from is refused ([`crate::trust::SourcePin`]).
+const FROM_ELSEWHERE: &str = "datagram of a known session from another address than its sender's";
 /// Largest distance of a live session's packet frame from the newest, s of
 /// frames at the stream rate (a live session pauses for less than
 /// [`LIVE_NS`]).
@@ -285,6 +289,8 @@ struct Session {
     late: u64,
     /// The sender's last announcement said its sink is idle.
     sender_idle: bool,
+    /// The order of its sync messages ([`crate::trust`]).
+    syncs: SyncGate,
 }
 
 /// The receiver state machine.
@@ -499,6 +505,20 @@ impl Receiver {
                         "audio sequence, frame or pts implausible for the live session",
                     ));
                 }
+                if let Some(s) = self.session.as_ref().filter(|s| s.id == h.stream_id) {
+                    // A sender never changes its format within a session
+                    // (`SenderConfig::format`): another one is a corrupted
+                    // or forged header, and taking it would drop
+                    // everything buffered.
+                    if s.format.is_some_and(|f| f != h.format) {
+                        return Err(Error::Malformed(
+                            "audio format differs from the followed session's",
+                        ));
+                    }
+                }
+                if !self.selector.admit(now_ns, h.stream_id, from) {
+                    return Err(Error::Malformed(FROM_ELSEWHERE));
+                }
                 match self.selector.offer(now_ns, &h, from) {
                     Choice::Ignore => return Ok(()),
                     Choice::Switch => self.start_session(now_ns, h.stream_id),
@@ -516,12 +536,20 @@ impl Receiver {
             }
             Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
             Packet::Sync(y) => {
+                if !self.selector.admit(now_ns, y.stream_id, from) {
+                    return Err(Error::Malformed(FROM_ELSEWHERE));
+                }
                 if let Some(a) = y.announce {
                     if self.selector.announce(now_ns, y.stream_id, &a, from) == Choice::Switch {
                         self.start_session(now_ns, y.stream_id);
                     }
                 }
                 if let Some(s) = self.session.as_mut().filter(|s| s.id == y.stream_id) {
+                    if !s.syncs.admit(now_ns, y.seq) {
+                        // A network duplicate, one overtaken by a later
+                        // one, or a replay: not malformed, just not news.
+                        return Ok(());
+                    }
                     if let Some(a) = y.announce {
                         s.sender_idle = !a.streaming;
                         s.announced_latency_ns = a.latency_ms as u64 * 1_000_000;
@@ -596,6 +624,7 @@ impl Receiver {
             unique: 0,
             late: 0,
             sender_idle: false,
+            syncs: SyncGate::default(),
         });
         self.clock.reset();
         self.jitter.clear();
@@ -609,17 +638,13 @@ impl Receiver {
         self.pause_undo = None;
     }
 
-    /// The followed session's audio format is (now) `format`: buffered
-    /// audio of another format is dropped; the clock is kept (same sender).
+    /// The followed session's audio format is `format`, from its first
+    /// audio packet (a session never changes it: `handle_packet` refuses
+    /// audio of another format).
     fn set_format(&mut self, format: AudioFormat) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
-        if s.format.is_some() {
-            self.jitter.clear();
-            self.playing = false;
-            s.newest = None;
-        }
         s.format = Some(format);
         s.timeline = Timeline::new(format.frame_ns());
         let r0 = format.rate as f64 / self.cfg.rate as f64;

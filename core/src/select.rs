@@ -21,6 +21,7 @@
 //! receiver away from a streaming session.
 
 use crate::protocol::{Announce, AudioHeader};
+use crate::trust::SourcePin;
 use std::net::SocketAddr;
 
 /// Silence after which a sender is considered gone, ns (1 s: far above any
@@ -42,7 +43,8 @@ struct Candidate {
     last_heard: u64,
     /// Last audio packet or announcement, ns.
     last_seen: u64,
-    addr: SocketAddr,
+    /// The address its datagrams must come from ([`crate::trust`]).
+    pin: SourcePin,
 }
 
 /// Result of offering a packet to the selector.
@@ -87,7 +89,21 @@ impl Selector {
             .iter()
             .flatten()
             .find(|c| c.session == cur)
-            .map(|c| c.addr)
+            .map(|c| c.pin.addr())
+    }
+
+    /// Whether a datagram of `session` that came from `from` at `now` may
+    /// be used: a session not heard before, or one heard from `from`
+    /// ([`SourcePin::admit`]: another address only once the first was
+    /// silent for [`crate::trust::ADDR_QUIET_NS`]). Call before
+    /// [`Selector::offer`] and [`Selector::announce`], which keep the
+    /// address a session was first heard from.
+    pub fn admit(&mut self, now: u64, session: u64, from: SocketAddr) -> bool {
+        self.cands
+            .iter_mut()
+            .flatten()
+            .find(|c| c.session == session)
+            .is_none_or(|c| c.pin.admit(now, from))
     }
 
     /// Offers an audio packet's header received at `now` from `from`.
@@ -126,7 +142,6 @@ impl Selector {
                 }
                 c.last_seen = now;
                 c.priority = priority;
-                c.addr = from;
             }
             None => {
                 let fresh = Candidate {
@@ -135,7 +150,7 @@ impl Selector {
                     first_heard: now,
                     last_heard: if audio { now } else { 0 },
                     last_seen: now,
-                    addr: from,
+                    pin: SourcePin::new(from, now),
                 };
                 let slot = self
                     .cands
@@ -205,6 +220,24 @@ mod tests {
             priority,
             frames: 1,
         }
+    }
+
+    #[test]
+    fn a_session_keeps_the_address_it_was_first_heard_from() {
+        let (a1, a9) = (
+            SocketAddr::from(([10, 0, 0, 1], 1530)),
+            SocketAddr::from(([10, 0, 0, 9], 1530)),
+        );
+        let mut s = Selector::new(None);
+        assert!(s.admit(0, 1, a1), "a session not heard before");
+        assert_eq!(s.offer(0, &h(1, 0, "a"), a1), Choice::Switch);
+        assert!(!s.admit(10, 1, a9));
+        // Even a packet offered from elsewhere does not move it.
+        assert_eq!(s.offer(10, &h(1, 0, "a"), a9), Choice::Follow);
+        assert_eq!(s.current_addr(), Some(a1));
+        // A sender that moved: followed after a quiet second.
+        assert!(s.admit(crate::trust::ADDR_QUIET_NS, 1, a9));
+        assert_eq!(s.current_addr(), Some(a9));
     }
 
     fn addr() -> SocketAddr {

@@ -382,3 +382,88 @@ fn forged_packets_of_the_live_session_are_refused() {
         "worst sample error {worst} after the forgeries"
     );
 }
+
+/// Datagrams with the live session's id from a host that copies the
+/// group's traffic (open mode, docs/SECURITY.md): audio with the sequence
+/// number bumped a little and the pts shifted by half a second, audio with
+/// a flipped format, old sync messages; and old sync messages that even
+/// spoof the sender's address, re-stamped. None of it may change a sample of what is
+/// played.
+#[test]
+fn copies_of_the_live_session_change_nothing() {
+    let clean = {
+        let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+        let mut senders: [(Sender, Gen); 1] = [(sender("default", 1, 2, 0), &sine)];
+        run(&mut senders, &mut rx, 400, &mut |_, _| {})
+    };
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut senders: [(Sender, Gen); 1] = [(sender("default", 1, 2, 0), &sine)];
+    let (mut refused, mut ignored) = (0, 0);
+    let mut pkt = vec![0u8; 2048];
+    let out = run(&mut senders, &mut rx, 400, &mut |c, rx| {
+        if !(100..300).contains(&c) {
+            return;
+        }
+        let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
+        let live_frame = (c * Q) as u64;
+        let mut h = protocol::AudioHeader {
+            stream_id: 1,
+            // The sender splits each 256-frame buffer into 2 packets.
+            seq: 2 * c as u64 + 2,
+            frame: live_frame + 256,
+            pts: now as i64
+                + if c % 2 == 0 {
+                    500_000_000
+                } else {
+                    -500_000_000
+                },
+            format: AudioFormat::default(),
+            latency_us: 20_000,
+            name_hash: protocol::stream_hash("default"),
+            priority: 0,
+            frames: 16,
+        };
+        if c % 3 == 0 {
+            h.format.channels = 1;
+            h.pts = now as i64;
+        }
+        let ch = h.format.channels as usize;
+        let n = protocol::write_audio(&mut pkt, &h, &vec![0.9; 16 * ch]).unwrap();
+        if rx.handle_packet(now, &pkt[..n], addr(9)).is_err() {
+            refused += 1;
+        }
+        let sync = protocol::SyncPacket {
+            stream_id: 1,
+            seq: (c % 7) as u64,
+            t3: now - 300_000_000,
+            announce: Some(protocol::Announce {
+                name_hash: h.name_hash,
+                priority: 0,
+                streaming: c % 2 == 0,
+                latency_ms: 500,
+            }),
+        };
+        let n = protocol::write_sync(&mut pkt, &sync).unwrap();
+        if rx.handle_packet(now, &pkt[..n], addr(9)).is_err() {
+            refused += 1;
+        }
+        // Old syncs from the sender's own address, re-stamped 3 ms ahead
+        // (a point below the clock's envelope): not news.
+        let shifted = protocol::SyncPacket {
+            t3: now + 3_000_000,
+            ..sync
+        };
+        let n = protocol::write_sync(&mut pkt, &shifted).unwrap();
+        if rx.handle_packet(now, &pkt[..n], addr(1)).is_ok() {
+            ignored += 1;
+        }
+    });
+    assert!(
+        out == clean,
+        "the copies changed what was played (worst error {})",
+        sine_error(&out, 260..400)
+    );
+    assert_eq!(refused, 400, "every copy from another address refused");
+    assert_eq!(ignored, 200);
+    assert!(rx.playing());
+}

@@ -2,12 +2,15 @@
 //! datagrams, audio packets with arbitrary header fields (built with the
 //! core's writer so that they pass the parser and reach the jitter buffer,
 //! the selector and the timeline), time replies to its own requests or to
-//! none, status packets, output cycles and jumps of the clock. Invariants:
+//! none, sync messages in order or replayed, re-numbered and shifted,
+//! status packets, output cycles and jumps of the clock. Invariants:
 //! nothing panics, and every output sample is finite.
 #![no_main]
 
 use bark_core::format::{AudioFormat, SampleFormat};
-use bark_core::protocol::{self, AudioHeader, Role, StatusCounters, StatusPacket, TimePacket};
+use bark_core::protocol::{
+    self, Announce, AudioHeader, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
+};
 use bark_core::{Receiver, ReceiverConfig};
 use bark_fuzz::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -43,6 +46,7 @@ fuzz_target!(|d: &[u8]| {
     let mut now: u64 = 1_000_000_000;
     let offset: i64 = b.u32() as i64 * 1000 - (1 << 41);
     let mut seq = [0u64; 3];
+    let mut sync_seq = [0u64; 3];
     let mut frame = [0u64; 3];
     let mut requests = [0u64; 8];
     let mut nreq = 0usize;
@@ -165,6 +169,34 @@ fuzz_target!(|d: &[u8]| {
                 };
                 let mut buf = [0u8; protocol::TIME_LEN];
                 if let Some(n) = protocol::write_time(&mut buf, pick & 8 == 0, &t) {
+                    let _ = rx.handle_packet(now, &buf[..n], from);
+                }
+            }
+            // A sync message: its session's next one, or a replay, a
+            // re-numbered or a shifted one (from its address or another).
+            4 if op & 32 != 0 => {
+                let s = (op >> 4) as usize % 3;
+                let pick = b.u8();
+                let sq = if pick & 1 == 0 {
+                    sync_seq[s]
+                } else {
+                    b.u64()
+                };
+                sync_seq[s] = sq.wrapping_add(1);
+                let t3 = ((now as i64).wrapping_add(offset) as u64).wrapping_sub(b.u16() as u64 * 1000);
+                let y = SyncPacket {
+                    stream_id: sessions[s],
+                    seq: sq,
+                    t3: if pick & 2 == 0 { t3 } else { b.u64() },
+                    announce: (pick & 4 == 0).then(|| Announce {
+                        name_hash: protocol::stream_hash("default"),
+                        priority: (pick >> 4) as i8 - 8,
+                        streaming: pick & 8 == 0,
+                        latency_ms: b.u16(),
+                    }),
+                };
+                let mut buf = [0u8; protocol::SYNC_LEN];
+                if let Some(n) = protocol::write_sync(&mut buf, &y) {
                     let _ = rx.handle_packet(now, &buf[..n], from);
                 }
             }

@@ -14,7 +14,15 @@
 //!   numbers and frames far from the real ones and absurd `pts`;
 //! - `forged-time`: time replies with the real session id, random node
 //!   ids and t1 no receiver sent;
+//! - `replay`: a recent datagram of the real sender (audio or sync),
+//!   verbatim, as a reflecting switch or a duplicating bridge would;
+//! - `shifted`: a recent real audio packet with the sequence number bumped
+//!   by 1..64, the frame by up to 2048 and the pts shifted by up to ±1 s;
+//! - `flipped`: a recent real datagram with 1..3 of its bytes 16..60 (the
+//!   header after the session id) flipped;
 //!
+//! (the last three twice as often as the others, and learned from the
+//! group throughout: they carry the live sequence numbers and times)
 //! at `--pps` for `--seconds`, then (with `--flood-seconds`) a flood of
 //! random-byte and truncated datagrams as fast as the socket takes them,
 //! bounded by `--flood-max` datagrams. Counts per kind, and the
@@ -60,7 +68,7 @@ struct Args {
     seed: u64,
 }
 
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 13] = [
     "random",
     "truncated",
     "oversized",
@@ -70,8 +78,15 @@ const KINDS: [&str; 10] = [
     "forged-session",
     "forged-seq",
     "forged-time",
+    "replay",
+    "shifted",
+    "flipped",
     "flood",
 ];
+/// The flood's entry in [`KINDS`].
+const FLOOD: usize = KINDS.len() - 1;
+/// Recent real datagrams kept for the copies.
+const RECENT: usize = 64;
 
 fn main() -> Result<()> {
     let a = Args::parse();
@@ -103,7 +118,10 @@ fn main() -> Result<()> {
             }
         }
     };
-    drop(listen);
+    // Keep listening: the copies need the live sequence numbers.
+    listen.set_nonblocking(true)?;
+    let mut recent: Vec<Vec<u8>> = vec![real.clone()];
+    let mut oldest = 0;
     let Ok(Packet::Audio(ra)) = protocol::parse(&real) else {
         unreachable!("parsed above")
     };
@@ -127,7 +145,30 @@ fn main() -> Result<()> {
     let mut k = 0usize;
     let end = start + Duration::from_secs_f64(a.seconds);
     while Instant::now() < end {
-        let kind = k % 9;
+        // What the real sender sent since (not our own copies looped back).
+        for _ in 0..32 {
+            let Ok((n, from)) = listen.recv_from(&mut buf) else {
+                break;
+            };
+            let genuine = from.ip() != std::net::IpAddr::V4(a.local)
+                && matches!(
+                    protocol::parse(&buf[..n]),
+                    Ok(Packet::Audio(_) | Packet::Sync(_))
+                );
+            if genuine {
+                if recent.len() < RECENT {
+                    recent.push(buf[..n].to_vec());
+                } else {
+                    recent[oldest] = buf[..n].to_vec();
+                    oldest = (oldest + 1) % RECENT;
+                }
+            }
+        }
+        // 0..9 once, replay/shifted/flipped twice each, per 15.
+        let kind = match k % 15 {
+            i @ 0..=8 => i,
+            i => 9 + (i - 9) / 2,
+        };
         k += 1;
         let len = match kind {
             0 => {
@@ -193,6 +234,38 @@ fn main() -> Result<()> {
                 };
                 write(&mut pkt, &fh)
             }
+            9 => {
+                let r = &recent[rng.random_range(0..recent.len())];
+                pkt[..r.len()].copy_from_slice(r);
+                r.len()
+            }
+            10 => {
+                // A recent audio packet's header (a sync's: the learned one).
+                let r = &recent[rng.random_range(0..recent.len())];
+                let base = match protocol::parse(r) {
+                    Ok(Packet::Audio(ra)) => ra.header,
+                    _ => h,
+                };
+                let mut fh = base;
+                fh.seq = fh.seq.wrapping_add(rng.random_range(1..=64));
+                fh.frame = fh.frame.wrapping_add(rng.random_range(0..=2048));
+                fh.pts = fh
+                    .pts
+                    .wrapping_add(rng.random_range(-1_000_000_000..=1_000_000_000));
+                write(&mut pkt, &fh)
+            }
+            11 => {
+                let r = &recent[rng.random_range(0..recent.len())];
+                pkt[..r.len()].copy_from_slice(r);
+                // Not the session id (bytes 8..16): a copy with another id
+                // is a new session, which open mode lets anyone start
+                // (docs/SECURITY.md); that is `forged-session`'s case.
+                for _ in 0..rng.random_range(1..=3) {
+                    let at = rng.random_range(16..r.len().min(60));
+                    pkt[at] ^= rng.random_range(1..=255u8);
+                }
+                r.len()
+            }
             _ => protocol::write_time(
                 &mut pkt,
                 true,
@@ -235,7 +308,7 @@ fn main() -> Result<()> {
                     l
                 };
                 match tx.send_to(&pkt[..len], a.to) {
-                    Ok(_) => counts[9] += 1,
+                    Ok(_) => counts[FLOOD] += 1,
                     Err(_) => send_errors += 1,
                 }
                 n += 1;
