@@ -7,9 +7,10 @@
 
 use libspa_sys as spa;
 use pipewire_sys as pw;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_void, CStr};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 /// Log levels, as PipeWire numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,10 +56,66 @@ fn topic(custom: u32) -> spa::spa_log_topic {
     }
 }
 
-/// Asks PipeWire's logger which level its `PIPEWIRE_DEBUG` patterns give
-/// `mod.bark` and keeps it for [`enabled`] and [`log_at`]. Call on the main
-/// thread at each load: a later load picks up patterns changed since.
+/// The custom level of `mod.bark` from PipeWire's topic registry, or
+/// [`NO_CUSTOM_LEVEL`]; `None` where there is no registry.
+///
+/// PipeWire 1.1 and later apply `PIPEWIRE_DEBUG` patterns only to topics
+/// registered with `pw_log_topic_register` (the logger's `topic_init`,
+/// which 0.3 uses, no longer looks at them), so without this
+/// `PIPEWIRE_DEBUG=mod.bark:4` showed nothing on 1.x. The symbol is looked
+/// up at run time because 0.3 has none. The topic is registered once per
+/// load of this library and never unregistered: it and its name live on
+/// the heap, not in this library's memory, so that PipeWire may still walk
+/// its registry after the module is unloaded (a leak of some 40 bytes per
+/// load).
+fn registered_level() -> Option<u32> {
+    static TOPIC: OnceLock<usize> = OnceLock::new();
+    type Register = unsafe extern "C" fn(*mut spa::spa_log_topic);
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+    // the symbol up in the loaded objects (the daemon links libpipewire).
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pw_log_topic_register".as_ptr()) };
+    if sym.is_null() {
+        return None;
+    }
+    let at = *TOPIC.get_or_init(|| {
+        let t = Box::into_raw(Box::new(spa::spa_log_topic {
+            version: 0,
+            topic: TOPIC_NAME.to_owned().into_raw(),
+            level: spa::SPA_LOG_LEVEL_INFO,
+            has_custom_level: false,
+        }));
+        // SAFETY: `sym` is pw_log_topic_register (PipeWire ≥ 1.1):
+        // `void (struct spa_log_topic *)`. `t` points to a live topic that
+        // is never freed; PipeWire keeps the pointer and writes the level
+        // fields under its lock from the thread that changes log levels.
+        unsafe {
+            let register: Register = std::mem::transmute::<*mut c_void, Register>(sym);
+            register(t);
+        }
+        t as usize
+    });
+    let t = at as *const spa::spa_log_topic;
+    // SAFETY: `t` is the topic registered above, never freed. PipeWire
+    // writes its level fields only when log levels change, on the main
+    // thread, which is the thread this runs on (module load).
+    let (level, custom) = unsafe {
+        (
+            std::ptr::addr_of!((*t).level).read_volatile(),
+            std::ptr::addr_of!((*t).has_custom_level).read_volatile(),
+        )
+    };
+    Some(if custom { level } else { NO_CUSTOM_LEVEL })
+}
+
+/// Asks PipeWire which level its `PIPEWIRE_DEBUG` patterns give `mod.bark`
+/// (its topic registry on 1.1 and later, its logger's `topic_init` before)
+/// and keeps it for [`enabled`] and [`log_at`]. Call on the main thread at
+/// each load: a later load picks up patterns changed since.
 pub fn init() {
+    if let Some(level) = registered_level() {
+        CUSTOM_LEVEL.store(level, Relaxed);
+        return;
+    }
     let mut t = topic(NO_CUSTOM_LEVEL);
     // SAFETY: pw_log_get returns the process's logger or NULL; a non-NULL
     // logger's `iface` is a live spa_interface whose `funcs` (checked for
