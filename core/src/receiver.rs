@@ -507,10 +507,14 @@ impl Receiver {
                 }
                 if let Some(s) = self.session.as_ref().filter(|s| s.id == h.stream_id) {
                     // A sender never changes its format within a session
-                    // (`SenderConfig::format`): another one is a corrupted
-                    // or forged header, and taking it would drop
-                    // everything buffered.
-                    if s.format.is_some_and(|f| f != h.format) {
+                    // (`SenderConfig::format`): another one, while the
+                    // session's own audio flows, is a corrupted or forged
+                    // header, and taking it would drop everything
+                    // buffered. Once nothing in the session's format has
+                    // come for `LIVE_NS`, the first format was the wrong
+                    // one (a forgery heard first): the new one is taken.
+                    let live = now_ns.saturating_sub(self.last_heard) <= LIVE_NS;
+                    if live && s.format.is_some_and(|f| f != h.format) {
                         return Err(Error::Malformed(
                             "audio format differs from the followed session's",
                         ));
@@ -539,17 +543,25 @@ impl Receiver {
                 if !self.selector.admit(now_ns, y.stream_id, from) {
                     return Err(Error::Malformed(FROM_ELSEWHERE));
                 }
-                if let Some(a) = y.announce {
-                    if self.selector.announce(now_ns, y.stream_id, &a, from) == Choice::Switch {
-                        self.start_session(now_ns, y.stream_id);
-                    }
-                }
-                if let Some(s) = self.session.as_mut().filter(|s| s.id == y.stream_id) {
+                // The order check comes before the announcement is taken,
+                // so that a replayed sync keeps no session alive.
+                let followed = self.session.as_mut().filter(|s| s.id == y.stream_id);
+                if let Some(s) = followed {
                     if !s.syncs.admit(now_ns, y.seq) {
                         // A network duplicate, one overtaken by a later
                         // one, or a replay: not malformed, just not news.
                         return Ok(());
                     }
+                }
+                if let Some(a) = y.announce {
+                    if self.selector.announce(now_ns, y.stream_id, &a, from) == Choice::Switch {
+                        self.start_session(now_ns, y.stream_id);
+                        if let Some(s) = self.session.as_mut() {
+                            s.syncs.admit(now_ns, y.seq);
+                        }
+                    }
+                }
+                if let Some(s) = self.session.as_mut().filter(|s| s.id == y.stream_id) {
                     if let Some(a) = y.announce {
                         s.sender_idle = !a.streaming;
                         s.announced_latency_ns = a.latency_ms as u64 * 1_000_000;
@@ -640,11 +652,18 @@ impl Receiver {
 
     /// The followed session's audio format is `format`, from its first
     /// audio packet (a session never changes it: `handle_packet` refuses
-    /// audio of another format).
+    /// audio of another format while the session's own flows). Taken
+    /// again after a silence, buffered audio of the old format is dropped;
+    /// the clock is kept (same sender).
     fn set_format(&mut self, format: AudioFormat) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
+        if s.format.is_some() {
+            self.jitter.clear();
+            self.playing = false;
+            s.newest = None;
+        }
         s.format = Some(format);
         s.timeline = Timeline::new(format.frame_ns());
         let r0 = format.rate as f64 / self.cfg.rate as f64;

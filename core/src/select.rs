@@ -28,7 +28,9 @@ use std::net::SocketAddr;
 /// network hiccup that audio could survive at Bark's latencies, short enough
 /// for a takeover to feel immediate).
 pub const QUIET_NS: u64 = 1_000_000_000;
-/// Senders tracked at once; the stalest is forgotten to make room.
+/// Senders tracked at once. A new one takes the place of the stalest that
+/// has been quiet for [`ANNOUNCE_QUIET_NS`]; while all are heard, it is
+/// ignored until one goes quiet.
 pub const MAX_CANDIDATES: usize = 8;
 /// An idle sender counts as present while its announcements (sync messages,
 /// 10 per second while idle) arrived this recently, ns (1 s).
@@ -94,16 +96,17 @@ impl Selector {
 
     /// Whether a datagram of `session` that came from `from` at `now` may
     /// be used: a session not heard before, or one heard from `from`
-    /// ([`SourcePin::admit`]: another address only once the first was
-    /// silent for [`crate::trust::ADDR_QUIET_NS`]). Call before
-    /// [`Selector::offer`] and [`Selector::announce`], which keep the
-    /// address a session was first heard from.
-    pub fn admit(&mut self, now: u64, session: u64, from: SocketAddr) -> bool {
+    /// ([`SourcePin::admits`]: another address only once the first was
+    /// silent for [`crate::trust::ADDR_QUIET_NS`]). Changes nothing; call
+    /// before [`Selector::offer`] and [`Selector::announce`], which keep
+    /// the pin fresh (or move it) once the datagram has passed every
+    /// other check.
+    pub fn admit(&self, now: u64, session: u64, from: SocketAddr) -> bool {
         self.cands
-            .iter_mut()
+            .iter()
             .flatten()
             .find(|c| c.session == session)
-            .is_none_or(|c| c.pin.admit(now, from))
+            .is_none_or(|c| c.pin.admits(now, from))
     }
 
     /// Offers an audio packet's header received at `now` from `from`.
@@ -142,6 +145,7 @@ impl Selector {
                 }
                 c.last_seen = now;
                 c.priority = priority;
+                c.pin.heard(now, from);
             }
             None => {
                 let fresh = Candidate {
@@ -152,24 +156,25 @@ impl Selector {
                     last_seen: now,
                     pin: SourcePin::new(from, now),
                 };
-                let slot = self
-                    .cands
-                    .iter()
-                    .position(Option::is_none)
-                    .unwrap_or_else(|| {
-                        // Evict the stalest that is not followed.
-                        let mut worst = 0;
-                        let mut oldest = u64::MAX;
-                        for (i, c) in self.cands.iter().enumerate() {
-                            if let Some(c) = c {
-                                if Some(c.session) != self.current && c.last_seen < oldest {
-                                    oldest = c.last_seen;
-                                    worst = i;
-                                }
-                            }
-                        }
-                        worst
-                    });
+                // A free slot, or the stalest candidate that has gone
+                // quiet. Never one still heard: a flood of invented
+                // session ids would otherwise evict a genuine sender's
+                // pin, and its next copy from anywhere would be pinned.
+                let slot = self.cands.iter().position(Option::is_none).or_else(|| {
+                    self.cands
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+                        .filter(|(_, c)| {
+                            Some(c.session) != self.current
+                                && now.saturating_sub(c.last_seen) > ANNOUNCE_QUIET_NS
+                        })
+                        .min_by_key(|(_, c)| c.last_seen)
+                        .map(|(i, _)| i)
+                });
+                let Some(slot) = slot else {
+                    return Choice::Ignore;
+                };
                 self.cands[slot] = Some(fresh);
             }
         }
@@ -235,9 +240,37 @@ mod tests {
         // Even a packet offered from elsewhere does not move it.
         assert_eq!(s.offer(10, &h(1, 0, "a"), a9), Choice::Follow);
         assert_eq!(s.current_addr(), Some(a1));
-        // A sender that moved: followed after a quiet second.
-        assert!(s.admit(crate::trust::ADDR_QUIET_NS, 1, a9));
+        // A sender that moved: admitted after a quiet second, and pinned
+        // once its datagram is taken.
+        let t = crate::trust::ADDR_QUIET_NS;
+        assert!(s.admit(t, 1, a9));
+        assert_eq!(s.current_addr(), Some(a1), "only checked, not taken");
+        assert_eq!(s.offer(t, &h(1, 0, "a"), a9), Choice::Follow);
         assert_eq!(s.current_addr(), Some(a9));
+    }
+
+    #[test]
+    fn a_flood_of_new_sessions_evicts_no_candidate_still_heard() {
+        let a1 = SocketAddr::from(([10, 0, 0, 1], 1530));
+        let a9 = SocketAddr::from(([10, 0, 0, 9], 1530));
+        let mut s = Selector::new(None);
+        assert_eq!(s.offer(1, &h(1, 0, "a"), a1), Choice::Switch);
+        // Another genuine sender, idle, announcing itself.
+        assert_eq!(s.announce(1, 2, &idle(0, "b"), a1), Choice::Ignore);
+        for i in 1..100u64 {
+            let t = i * 1_000_000;
+            s.offer(t, &h(1, 0, "a"), a1);
+            s.announce(t, 2, &idle(0, "b"), a1);
+            s.offer(t, &h(1000 + i, 0, "x"), a9);
+        }
+        // Both keep their pins: copies of them from a9 are refused.
+        assert!(!s.admit(100_000_000, 1, a9));
+        assert!(!s.admit(100_000_000, 2, a9));
+        // Candidates gone quiet make room again.
+        let later = 100_000_000 + 2 * ANNOUNCE_QUIET_NS;
+        s.offer(later, &h(1, 0, "a"), a1);
+        s.offer(later, &h(7, 0, "y"), a9);
+        assert!(!s.admit(later, 7, a1), "7 is tracked and pinned to a9");
     }
 
     fn addr() -> SocketAddr {

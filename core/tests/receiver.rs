@@ -25,6 +25,20 @@ fn run(
     cycles: usize,
     inject: &mut dyn FnMut(usize, &mut Receiver),
 ) -> Vec<f32> {
+    let (out, refused) = run_counting(senders, rx, cycles, inject);
+    assert_eq!(refused, 0, "the senders' own datagrams were refused");
+    out
+}
+
+/// `run`, returning also how many of the senders' own audio datagrams the
+/// receiver refused.
+fn run_counting(
+    senders: &mut [(Sender, Gen)],
+    rx: &mut Receiver,
+    cycles: usize,
+    inject: &mut dyn FnMut(usize, &mut Receiver),
+) -> (Vec<f32>, usize) {
+    let mut refused = 0;
     let ch = rx.config().channels as usize;
     let mut out = Vec::new();
     let mut buf = vec![0f32; Q * ch];
@@ -44,8 +58,12 @@ fn run(
             let mut packets = Vec::new();
             s.push(now, &samples, &mut |d| packets.push(d.to_vec()));
             for p in packets {
-                rx.handle_packet(now + 100_000, &p, addr(i as u8 + 1))
-                    .unwrap();
+                if rx
+                    .handle_packet(now + 100_000, &p, addr(i as u8 + 1))
+                    .is_err()
+                {
+                    refused += 1;
+                }
             }
         }
         // Time exchanges every 2 ms of this cycle, answered by whichever
@@ -75,7 +93,7 @@ fn run(
         rx.fill(now + 6_000_000, &mut buf);
         out.extend_from_slice(&buf);
     }
-    out
+    (out, refused)
 }
 
 fn sender(name: &str, session: u64, channels: u8, priority: i8) -> Sender {
@@ -389,6 +407,41 @@ fn forged_packets_of_the_live_session_are_refused() {
 /// a flipped format, old sync messages; and old sync messages that even
 /// spoof the sender's address, re-stamped. None of it may change a sample of what is
 /// played.
+/// A forgery of a new session's first packet, in another format and from
+/// the sender's own address, arrives before the sender's audio: the
+/// session's format is the forgery's, and the sender's audio is refused
+/// while the session counts as live; then the sender's format is taken
+/// and its stream plays.
+#[test]
+fn a_forged_first_format_gives_way_to_the_senders_own() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let mut pkt = vec![0u8; 2048];
+    let h = protocol::AudioHeader {
+        stream_id: 1,
+        seq: 0,
+        frame: 0,
+        pts: 999_000_000,
+        format: AudioFormat {
+            channels: 1,
+            ..Default::default()
+        },
+        latency_us: 20_000,
+        name_hash: protocol::stream_hash("default"),
+        priority: 0,
+        frames: 16,
+    };
+    let n = protocol::write_audio(&mut pkt, &h, &[0.9; 16]).unwrap();
+    rx.handle_packet(999_000_000, &pkt[..n], addr(1)).unwrap();
+    let mut senders: [(Sender, Gen); 1] = [(sender("default", 1, 2, 0), &sine)];
+    let (out, refused) = run_counting(&mut senders, &mut rx, 800, &mut |_, _| {});
+    // Refused for the 2 s after the forgery (375 cycles, 2 packets each).
+    assert!((740..=760).contains(&refused), "{refused}");
+    assert!(rx.playing());
+    assert_eq!(rx.format().map(|f| f.channels), Some(2));
+    let worst = sine_error(&out, 600..800);
+    assert!(worst < 2e-3, "worst sample error {worst}");
+}
+
 #[test]
 fn copies_of_the_live_session_change_nothing() {
     let clean = {
