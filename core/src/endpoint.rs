@@ -13,7 +13,9 @@
 //! Nothing here allocates after construction, blocks or reads a clock.
 
 use crate::auth::{self, AuthError, Key, Opener, Sealer};
-use crate::protocol::{self, Packet, PacketType, TimePacket, MAX_STATUS_LEN};
+use crate::protocol::{self, Packet, PacketType, TimePacket};
+use crate::repair::cookie::CookieJar;
+use crate::repair::resend::{ResendCounts, Resender};
 use crate::{Error, Receiver, ReceiverConfig, Sender, SenderConfig};
 use std::net::SocketAddr;
 
@@ -27,8 +29,15 @@ pub const MAX_PENDING_REPLIES: usize = 32;
 /// UDP payload over IPv4).
 pub const MAX_DATAGRAM: usize = 65_507;
 /// Room `poll_transmit` needs in its buffer, bytes: the largest status
-/// packet, sealed.
-pub const TRANSMIT_BUF: usize = MAX_STATUS_LEN + auth::OVERHEAD;
+/// packet or audio datagram (a resend), sealed.
+pub const TRANSMIT_BUF: usize = MAX_DATAGRAM;
+/// Largest sink buffer a sender is handed at once, frames: the history
+/// keeps one more of it than the latency needs, since a whole buffer's
+/// packets leave at once.
+pub const MAX_SINK_BUFFER_FRAMES: usize = 8192;
+/// Most bytes a sender's history may take (16 MiB: 2 s of 8-channel
+/// 192 kHz F32); beyond, it reaches back less far.
+pub const HISTORY_MAX_BYTES: usize = 16 << 20;
 
 /// Where a datagram from `poll_transmit` goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +115,20 @@ pub struct Counts {
     pub tx_time_reply: Traffic,
     /// See `tx_audio`.
     pub tx_status: Traffic,
+    /// See `rx_audio`.
+    pub rx_nack: Traffic,
+    /// See `rx_audio`.
+    pub rx_hello: Traffic,
+    /// See `rx_audio`.
+    pub rx_cookie: Traffic,
+    /// See `tx_audio`.
+    pub tx_nack: Traffic,
+    /// See `tx_audio`.
+    pub tx_hello: Traffic,
+    /// See `tx_audio`.
+    pub tx_cookie: Traffic,
+    /// Audio packets sent again on request (not in `tx_audio`).
+    pub tx_resend: Traffic,
 }
 
 impl Counts {
@@ -116,6 +139,9 @@ impl Counts {
             PacketType::TimeReply => self.rx_time_reply.add(bytes),
             PacketType::Status => self.rx_status.add(bytes),
             PacketType::Sync => self.rx_sync.add(bytes),
+            PacketType::Nack => self.rx_nack.add(bytes),
+            PacketType::Hello => self.rx_hello.add(bytes),
+            PacketType::Cookie => self.rx_cookie.add(bytes),
         }
     }
 
@@ -126,6 +152,9 @@ impl Counts {
             PacketType::TimeReply => self.tx_time_reply.add(bytes),
             PacketType::Status => self.tx_status.add(bytes),
             PacketType::Sync => self.tx_sync.add(bytes),
+            PacketType::Nack => self.tx_nack.add(bytes),
+            PacketType::Hello => self.tx_hello.add(bytes),
+            PacketType::Cookie => self.tx_cookie.add(bytes),
         }
     }
 }
@@ -210,17 +239,32 @@ impl Wire {
     /// ask for).
     fn seal(&mut self, buf: &mut [u8], len: usize, wall_ns: u64) -> Option<usize> {
         let ptype = protocol::parse_header(&buf[..len]).ok()?.ptype;
+        let resend = ptype == PacketType::Audio
+            && buf.get(55).is_some_and(|b| b & protocol::AUDIO_RESENT != 0);
         let n = self.sealer.seal(buf, len, wall_ns)?;
-        self.counts.tx(ptype, n);
+        if resend {
+            self.counts.tx_resend.add(n);
+        } else {
+            self.counts.tx(ptype, n);
+        }
         Some(n)
     }
 }
 
+/// An answer a sender owes: a time reply (stamped when it leaves) or a
+/// cookie.
 #[derive(Clone, Copy, Debug)]
-struct PendingReply {
-    req: TimePacket,
-    t2: u64,
-    to: SocketAddr,
+enum PendingReply {
+    Time {
+        req: TimePacket,
+        t2: u64,
+        to: SocketAddr,
+    },
+    Cookie {
+        node_id: u64,
+        nonce: u64,
+        to: SocketAddr,
+    },
 }
 
 /// A sender with its sealing, time replies, status and idle syncs.
@@ -232,6 +276,9 @@ pub struct SenderEndpoint {
     replies: [Option<PendingReply>; MAX_PENDING_REPLIES],
     /// One audio datagram being sealed.
     tx: Vec<u8>,
+    cookies: CookieJar,
+    /// Recent packets and resends (`None`: repair off).
+    resender: Option<Resender>,
 }
 
 impl SenderEndpoint {
@@ -243,7 +290,12 @@ impl SenderEndpoint {
     /// [`Error::Config`] for a bad sender configuration (`net.mtu` is
     /// checked against its limits in [`crate::settings`] before the
     /// trailer comes off), `encrypt` without a key, or no randomness for
-    /// the sealer's epoch.
+    /// the sealer's epoch or the cookie secret.
+    ///
+    /// With `cfg.repair`, a history of the packets of the largest latency
+    /// the session may reach (`cfg.max_latency_ns`) plus one 8192-frame
+    /// sink buffer is allocated (471 kB for the default stream), at most
+    /// [`HISTORY_MAX_BYTES`].
     pub fn new(
         mut cfg: SenderConfig,
         key: Option<&Key>,
@@ -261,9 +313,22 @@ impl SenderEndpoint {
             )),
             e => e,
         })?;
-        let tx_len = protocol::AUDIO_HEADER_LEN
-            + sender.packet_frames() * sender.config().format.frame_bytes()
-            + overhead;
+        let plain_len = protocol::AUDIO_HEADER_LEN
+            + sender.packet_frames() * sender.config().format.frame_bytes();
+        let tx_len = plain_len + overhead;
+        let cookies = CookieJar::new()
+            .map_err(|e| Error::Config(format!("no randomness for the cookie secret: {e}")))?;
+        let resender = sender.config().repair.then(|| {
+            let c = sender.config();
+            let frames = sender.packet_frames() as f64;
+            let packet_ns = frames * c.format.frame_ns();
+            let slots = (c.max_latency_ns.max(c.latency_ns) as f64 / packet_ns).ceil() as usize
+                + (MAX_SINK_BUFFER_FRAMES as f64 / frames).ceil() as usize
+                + 1;
+            let slots = slots.min(HISTORY_MAX_BYTES / plain_len).max(1);
+            let rate = (tx_len + protocol::IP_UDP_OVERHEAD) as f64 * c.format.rate as f64 / frames;
+            Resender::new(slots, plain_len, rate, overhead)
+        });
         Ok(SenderEndpoint {
             sender,
             wire,
@@ -271,7 +336,14 @@ impl SenderEndpoint {
             next_status: 0,
             replies: [None; MAX_PENDING_REPLIES],
             tx: vec![0; tx_len.max(protocol::SYNC_LEN + overhead)],
+            cookies,
+            resender,
         })
+    }
+
+    /// What became of NACKs (`None`: repair off).
+    pub fn resends(&self) -> Option<&ResendCounts> {
+        self.resender.as_ref().map(Resender::counts)
     }
 
     /// The sender state machine.
@@ -302,13 +374,24 @@ impl SenderEndpoint {
         send: &mut dyn FnMut(&[u8]),
     ) {
         let SenderEndpoint {
-            sender, wire, tx, ..
+            sender,
+            wire,
+            tx,
+            resender,
+            ..
         } = self;
         sender.push_at(now_ns, send_ns, samples, &mut |pkt| {
             let Some(room) = tx.get_mut(..pkt.len()) else {
                 return;
             };
             room.copy_from_slice(pkt);
+            if let (Some(r), Ok(PacketType::Audio)) = (
+                resender.as_mut(),
+                protocol::parse_header(pkt).map(|h| h.ptype),
+            ) {
+                let (seq, pts) = protocol::audio_seq_pts(pkt);
+                r.history_mut().store(seq, pts, pkt);
+            }
             if let Some(n) = wire.seal(tx, pkt.len(), wall_ns) {
                 send(&tx[..n]);
             }
@@ -332,17 +415,31 @@ impl SenderEndpoint {
     ) -> Result<PacketType, Dropped> {
         let (n, ptype) = self.wire.open(data, wall_ns)?;
         let p = protocol::parse(&data[..n]).map_err(|e| self.wire.malformed(&e))?;
+        let session = self.sender.config().session_id;
         match p {
-            Packet::TimeRequest(req) if req.stream_id == self.sender.config().session_id => {
-                let Some(slot) = self.replies.iter_mut().find(|r| r.is_none()) else {
-                    self.wire.counts.flood_dropped += 1;
-                    return Err(Dropped::Flood);
-                };
-                *slot = Some(PendingReply {
+            Packet::TimeRequest(req) if req.stream_id == session => {
+                self.owe(PendingReply::Time {
                     req,
                     t2: t2_ns,
                     to: from,
-                });
+                })?;
+            }
+            Packet::Hello(h) if h.stream_id == session && self.resender.is_some() => {
+                self.owe(PendingReply::Cookie {
+                    node_id: h.node_id,
+                    nonce: h.nonce,
+                    to: from,
+                })?;
+            }
+            Packet::Nack(nack) => {
+                let valid = nack.stream_id == session
+                    && self
+                        .cookies
+                        .check(t2_ns, session, nack.node_id, from, &nack.cookie);
+                let latency = self.sender.session_latency().current();
+                if let Some(r) = self.resender.as_mut() {
+                    r.handle_nack(t2_ns, &nack, from, valid, latency);
+                }
             }
             Packet::Status(_) => {
                 let mut none = [0u8; 0];
@@ -369,18 +466,37 @@ impl SenderEndpoint {
         buf: &mut [u8],
     ) -> Option<(usize, Dest)> {
         if let Some(slot) = self.replies.iter_mut().find(|r| r.is_some()) {
-            let r = slot.take()?;
-            let len = protocol::write_time(
-                buf,
-                true,
-                &TimePacket {
-                    t2: r.t2,
-                    t3: now_ns.max(r.t2),
-                    ..r.req
-                },
-            )?;
+            let session = self.sender.config().session_id;
+            let (len, to) = match slot.take()? {
+                PendingReply::Time { req, t2, to } => {
+                    let reply = TimePacket {
+                        t2,
+                        t3: now_ns.max(t2),
+                        ..req
+                    };
+                    (protocol::write_time(buf, true, &reply)?, to)
+                }
+                PendingReply::Cookie { node_id, nonce, to } => {
+                    let answer = protocol::CookiePacket {
+                        stream_id: session,
+                        node_id,
+                        nonce,
+                        cookie: self.cookies.mint(now_ns, session, node_id, to),
+                        offers: protocol::OFFER_NACK,
+                    };
+                    (protocol::write_cookie(buf, &answer)?, to)
+                }
+            };
             let n = self.wire.seal(buf, len, wall_ns)?;
-            return Some((n, Dest::To(r.to)));
+            return Some((n, Dest::To(to)));
+        }
+        if let Some(r) = self.resender.as_mut() {
+            if let Some((len, to)) = r.next(buf) {
+                let latency_us = (self.sender.session_latency().current() / 1000) as u32;
+                protocol::mark_resent(&mut buf[..len], latency_us);
+                let n = self.wire.seal(buf, len, wall_ns)?;
+                return Some((n, Dest::To(to)));
+            }
         }
         let mut sync_len = 0;
         self.sender.poll_idle(now_ns, &mut |d| {
@@ -395,11 +511,22 @@ impl SenderEndpoint {
         }
         if now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
-            let len = self.sender.write_status(self.node_id, buf)?;
+            let repaired = self.resends().map_or(0, |c| c.resent);
+            let len = self.sender.write_status(self.node_id, repaired, buf)?;
             let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::Group));
         }
         None
+    }
+
+    /// Queues an answer, within [`MAX_PENDING_REPLIES`].
+    fn owe(&mut self, r: PendingReply) -> Result<(), Dropped> {
+        let Some(slot) = self.replies.iter_mut().find(|r| r.is_none()) else {
+            self.wire.counts.flood_dropped += 1;
+            return Err(Dropped::Flood);
+        };
+        *slot = Some(r);
+        Ok(())
     }
 
     /// Makes the status packet due at the next `poll_transmit` (a last

@@ -34,6 +34,7 @@ pub mod latency;
 pub mod protocol;
 pub mod ratematch;
 pub mod receiver;
+pub mod repair;
 pub mod resample;
 pub mod select;
 pub mod sender;

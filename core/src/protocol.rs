@@ -35,6 +35,22 @@ pub const IP_UDP_OVERHEAD: usize = 28;
 pub const DEFAULT_MTU: usize = 1500;
 /// Most frames one audio packet may carry, whatever the MTU.
 pub const MAX_PACKET_FRAMES: usize = 4096;
+/// Bytes of a NACK (common header included).
+pub const NACK_LEN: usize = 64;
+/// Bytes of a Hello (common header included): zero-padded to be longer
+/// than the Cookie it asks for, so that a Hello with a spoofed source
+/// makes the sender send less than it received.
+pub const HELLO_LEN: usize = 64;
+/// Bytes of a Cookie (common header included).
+pub const COOKIE_LEN: usize = 56;
+/// Packets one NACK can ask for: its base sequence number and the 64 of
+/// its mask.
+pub const NACK_SPAN: u64 = 65;
+/// Audio byte 55, bit 0: this packet is a resend, answering a NACK
+/// ([`AudioPacket::resent`]).
+pub const AUDIO_RESENT: u8 = 1;
+/// Bytes of a cookie's MAC.
+pub const COOKIE_MAC_LEN: usize = 16;
 
 /// Packet type, byte 5 of the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +66,13 @@ pub enum PacketType {
     /// Sender to group, every few ms while streaming: t3 of a one-way
     /// exchange (PTP's one-step Sync, IEEE 1588-2019 §11.3).
     Sync = 5,
+    /// Receiver to sender: audio packets it is missing, by sequence number
+    /// (a generic NACK, RFC 4585 §6.2.1, widened to 64 bits).
+    Nack = 6,
+    /// Receiver to sender: asks for a cookie to put in its NACKs.
+    Hello = 8,
+    /// Sender to the Hello's source: a cookie bound to that address.
+    Cookie = 9,
 }
 
 impl PacketType {
@@ -60,6 +83,9 @@ impl PacketType {
             3 => Ok(PacketType::TimeReply),
             4 => Ok(PacketType::Status),
             5 => Ok(PacketType::Sync),
+            6 => Ok(PacketType::Nack),
+            8 => Ok(PacketType::Hello),
+            9 => Ok(PacketType::Cookie),
             _ => Err(Error::Malformed("unknown packet type")),
         }
     }
@@ -119,7 +145,79 @@ pub struct AudioPacket<'a> {
     pub header: AudioHeader,
     /// `frames * channels * sample.bytes()` bytes of interleaved samples.
     pub payload: &'a [u8],
+    /// Whether the sender sent this packet again because a receiver asked
+    /// ([`AUDIO_RESENT`]; byte 55, which senders before repair left 0).
+    pub resent: bool,
 }
+
+/// A cookie as a node carries it: the slot it was minted in and its MAC
+/// (see [`crate::repair::cookie`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CookieTag {
+    /// The sender's time slot when minted (its clock, ns, >> 36: 68.7 s).
+    pub slot: u32,
+    /// Keyed BLAKE2s of the slot, session, node id and address, truncated.
+    pub mac: [u8; COOKIE_MAC_LEN],
+}
+
+/// A NACK: receiver `node_id` misses audio packets `base` and
+/// `base + 1 + i` for every bit `i` set in `mask`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NackPacket {
+    /// Session addressed.
+    pub stream_id: u64,
+    /// Node id of the receiver that asks.
+    pub node_id: u64,
+    /// The cookie the sender gave this receiver's address.
+    pub cookie: CookieTag,
+    /// First sequence number asked for.
+    pub base: u64,
+    /// Bit `i`: sequence number `base + 1 + i` is asked for too.
+    pub mask: u64,
+}
+
+impl NackPacket {
+    /// The sequence numbers asked for, lowest first (1 to [`NACK_SPAN`]).
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.base).chain(
+            (0..64u64)
+                .filter(|i| self.mask >> i & 1 != 0)
+                .filter_map(|i| self.base.checked_add(1 + i)),
+        )
+    }
+}
+
+/// A Hello: receiver `node_id` asks session `stream_id`'s sender for a
+/// cookie, echoing `nonce` so that only the answer to its own Hello is
+/// taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloPacket {
+    /// Session addressed.
+    pub stream_id: u64,
+    /// Node id of the receiver.
+    pub node_id: u64,
+    /// Random per Hello; echoed in the Cookie.
+    pub nonce: u64,
+}
+
+/// A Cookie: the answer to a Hello, to be put in that receiver's NACKs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookiePacket {
+    /// Session answering.
+    pub stream_id: u64,
+    /// Node id of the receiver, from its Hello.
+    pub node_id: u64,
+    /// The Hello's nonce.
+    pub nonce: u64,
+    /// The cookie.
+    pub cookie: CookieTag,
+    /// What the sender offers: bit 0 ([`OFFER_NACK`]) NACKs answered.
+    pub offers: u32,
+}
+
+/// [`CookiePacket::offers`] bit 0: the sender keeps a history and answers
+/// NACKs.
+pub const OFFER_NACK: u32 = 1;
 
 /// A time request (t2 = t3 = 0) or reply.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -226,6 +324,10 @@ pub struct StatusCounters {
     pub concealed_frames: u64,
     /// Times the playback position ran past the newest received frame.
     pub underruns: u64,
+    /// Receiver: packets that arrived in time only because they were
+    /// resent (repair). Sender: packets it resent. Carried as the low 32
+    /// bits (bytes 116..120; 0 from nodes before repair).
+    pub repaired: u64,
     /// Receiver: downstream latency of its output, µs: from the moment a
     /// frame leaves the receiver to the moment it is heard, as the audio
     /// server reports it (PipeWire: the stream's `pw_time.delay` and
@@ -285,6 +387,12 @@ pub enum Packet<'a> {
     Status(StatusPacket<'a>),
     /// Sync message.
     Sync(SyncPacket),
+    /// NACK.
+    Nack(NackPacket),
+    /// Hello.
+    Hello(HelloPacket),
+    /// Cookie.
+    Cookie(CookiePacket),
 }
 
 fn u16_at(d: &[u8], at: usize) -> u16 {
@@ -344,6 +452,134 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
         PacketType::TimeReply => parse_time(d).map(Packet::TimeReply),
         PacketType::Status => parse_status(d).map(Packet::Status),
         PacketType::Sync => parse_sync(d).map(Packet::Sync),
+        PacketType::Nack => parse_nack(d).map(Packet::Nack),
+        PacketType::Hello => parse_hello(d).map(Packet::Hello),
+        PacketType::Cookie => parse_cookie(d).map(Packet::Cookie),
+    }
+}
+
+fn fixed(d: &[u8], len: usize, what: &'static str) -> Result<u64, Error> {
+    if d.len() != len {
+        return Err(Error::Malformed(what));
+    }
+    let stream_id = u64_at(d, 8);
+    if stream_id == 0 {
+        return Err(Error::Malformed("control packet for stream id 0"));
+    }
+    Ok(stream_id)
+}
+
+fn zeros(d: &[u8], what: &'static str) -> Result<(), Error> {
+    if d.iter().any(|&b| b != 0) {
+        return Err(Error::Malformed(what));
+    }
+    Ok(())
+}
+
+fn cookie_at(d: &[u8], at: usize) -> CookieTag {
+    let mut mac = [0u8; COOKIE_MAC_LEN];
+    mac.copy_from_slice(&d[at + 4..at + 4 + COOKIE_MAC_LEN]);
+    CookieTag {
+        slot: u32_at(d, at),
+        mac,
+    }
+}
+
+fn put_cookie(out: &mut [u8], at: usize, c: &CookieTag) {
+    out[at..at + 4].copy_from_slice(&c.slot.to_le_bytes());
+    out[at + 4..at + 4 + COOKIE_MAC_LEN].copy_from_slice(&c.mac);
+}
+
+fn parse_nack(d: &[u8]) -> Result<NackPacket, Error> {
+    let stream_id = fixed(d, NACK_LEN, "NACK has the wrong length")?;
+    zeros(&d[44..48], "NACK with reserved bytes set")?;
+    Ok(NackPacket {
+        stream_id,
+        node_id: u64_at(d, 16),
+        cookie: cookie_at(d, 24),
+        base: u64_at(d, 48),
+        mask: u64_at(d, 56),
+    })
+}
+
+/// Writes a NACK. Returns [`NACK_LEN`], or `None` if `out` is too small.
+pub fn write_nack(out: &mut [u8], n: &NackPacket) -> Option<usize> {
+    let out = out.get_mut(..NACK_LEN)?;
+    write_header(out, PacketType::Nack, n.stream_id);
+    out[16..24].copy_from_slice(&n.node_id.to_le_bytes());
+    put_cookie(out, 24, &n.cookie);
+    out[44..48].fill(0);
+    out[48..56].copy_from_slice(&n.base.to_le_bytes());
+    out[56..64].copy_from_slice(&n.mask.to_le_bytes());
+    Some(NACK_LEN)
+}
+
+fn parse_hello(d: &[u8]) -> Result<HelloPacket, Error> {
+    let stream_id = fixed(d, HELLO_LEN, "Hello has the wrong length")?;
+    zeros(&d[32..HELLO_LEN], "Hello with padding set")?;
+    Ok(HelloPacket {
+        stream_id,
+        node_id: u64_at(d, 16),
+        nonce: u64_at(d, 24),
+    })
+}
+
+/// Writes a Hello, zero-padded. Returns [`HELLO_LEN`], or `None` if `out`
+/// is too small.
+pub fn write_hello(out: &mut [u8], h: &HelloPacket) -> Option<usize> {
+    let out = out.get_mut(..HELLO_LEN)?;
+    write_header(out, PacketType::Hello, h.stream_id);
+    out[16..24].copy_from_slice(&h.node_id.to_le_bytes());
+    out[24..32].copy_from_slice(&h.nonce.to_le_bytes());
+    out[32..].fill(0);
+    Some(HELLO_LEN)
+}
+
+fn parse_cookie(d: &[u8]) -> Result<CookiePacket, Error> {
+    let stream_id = fixed(d, COOKIE_LEN, "Cookie has the wrong length")?;
+    Ok(CookiePacket {
+        stream_id,
+        node_id: u64_at(d, 16),
+        nonce: u64_at(d, 24),
+        // Slot and MAC are not adjacent here: the offers sit between.
+        cookie: CookieTag {
+            slot: u32_at(d, 32),
+            mac: cookie_at(d, 36).mac,
+        },
+        offers: u32_at(d, 36),
+    })
+}
+
+/// Writes a Cookie. Returns [`COOKIE_LEN`], or `None` if `out` is too
+/// small.
+pub fn write_cookie(out: &mut [u8], c: &CookiePacket) -> Option<usize> {
+    let out = out.get_mut(..COOKIE_LEN)?;
+    write_header(out, PacketType::Cookie, c.stream_id);
+    out[16..24].copy_from_slice(&c.node_id.to_le_bytes());
+    out[24..32].copy_from_slice(&c.nonce.to_le_bytes());
+    out[32..36].copy_from_slice(&c.cookie.slot.to_le_bytes());
+    out[36..40].copy_from_slice(&c.offers.to_le_bytes());
+    out[40..56].copy_from_slice(&c.cookie.mac);
+    Some(COOKIE_LEN)
+}
+
+/// Sequence number and `pts` of a plain audio datagram (0 for anything
+/// shorter than an audio header), without parsing the rest.
+pub fn audio_seq_pts(d: &[u8]) -> (u64, i64) {
+    if d.len() < AUDIO_HEADER_LEN {
+        return (0, 0);
+    }
+    (u64_at(d, 16), u64_at(d, 32) as i64)
+}
+
+/// Marks the plain audio datagram `d` as a resend ([`AUDIO_RESENT`]) and
+/// sets its latency field to `latency_us`: a resend carries the session
+/// latency of when it leaves. Does nothing to a datagram that is not
+/// audio.
+pub fn mark_resent(d: &mut [u8], latency_us: u32) {
+    if d.len() >= AUDIO_HEADER_LEN && d[5] == PacketType::Audio as u8 {
+        d[44..48].copy_from_slice(&latency_us.to_le_bytes());
+        d[55] |= AUDIO_RESENT;
     }
 }
 
@@ -377,6 +613,9 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
     if stream_id == 0 {
         return Err(Error::Malformed("audio from stream id 0"));
     }
+    if d[55] & !AUDIO_RESENT != 0 {
+        return Err(Error::Malformed("audio with reserved flag bits set"));
+    }
     Ok(AudioPacket {
         header: AudioHeader {
             stream_id,
@@ -390,6 +629,7 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
             frames,
         },
         payload: &d[AUDIO_HEADER_LEN..],
+        resent: d[55] & AUDIO_RESENT != 0,
     })
 }
 
@@ -556,6 +796,7 @@ fn parse_status(d: &[u8]) -> Result<StatusPacket<'_>, Error> {
         downstream_us: u32_at(d, 104),
         need_us: u32_at(d, 108),
         play_latency_us: u32_at(d, 112),
+        repaired: u32_at(d, 116) as u64,
     };
     let mut at = STATUS_FIXED_LEN;
     let name = parse_str(d, &mut at)?;
@@ -622,7 +863,7 @@ pub fn write_status(out: &mut [u8], s: &StatusPacket<'_>) -> Option<usize> {
     out[104..108].copy_from_slice(&c.downstream_us.to_le_bytes());
     out[108..112].copy_from_slice(&c.need_us.to_le_bytes());
     out[112..116].copy_from_slice(&c.play_latency_us.to_le_bytes());
-    out[116..120].copy_from_slice(&0u32.to_le_bytes());
+    out[116..120].copy_from_slice(&(c.repaired as u32).to_le_bytes());
     let mut at = STATUS_FIXED_LEN;
     for part in [name, host, stream] {
         out[at] = part.len() as u8;
@@ -717,7 +958,7 @@ mod tests {
         }
 
         #[test]
-        fn parse_never_panics_with_valid_header(mut data in proptest::collection::vec(any::<u8>(), 16..400), t in 0u8..7) {
+        fn parse_never_panics_with_valid_header(mut data in proptest::collection::vec(any::<u8>(), 16..400), t in 0u8..11) {
             data[0..4].copy_from_slice(&MAGIC);
             data[4] = VERSION;
             data[5] = t;
@@ -747,7 +988,7 @@ mod tests {
         fn status_round_trips(node in any::<u64>(), lost in any::<u64>(), off in any::<i64>(), name in "\\PC{0,20}", host in "[a-z]{0,63}") {
             let s = StatusPacket {
                 stream_id: 5, node_id: node, role: Role::Sender, flags: 1,
-                counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, downstream_us: lost as u32, need_us: node as u32, play_latency_us: 7, ..Default::default() },
+                counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, downstream_us: lost as u32, need_us: node as u32, play_latency_us: 7, repaired: (node >> 32), ..Default::default() },
                 name: &name, host: &host, stream: "kitchen",
             };
             let mut buf = [0u8; MAX_STATUS_LEN];
@@ -787,6 +1028,55 @@ mod tests {
             write_sync(&mut buf, &s).unwrap();
             buf[37] |= 1 << bit;
             prop_assert!(parse(&buf).is_err());
+        }
+
+        #[test]
+        fn control_round_trips(id in 1u64.., node in any::<u64>(), nonce in any::<u64>(), base in any::<u64>(), mask in any::<u64>(), slot in any::<u32>(), mac in any::<[u8; 16]>(), offers in any::<u32>(), cut in 0usize..64) {
+            let cookie = CookieTag { slot, mac };
+            let nack = NackPacket { stream_id: id, node_id: node, cookie, base, mask };
+            let hello = HelloPacket { stream_id: id, node_id: node, nonce };
+            let answer = CookiePacket { stream_id: id, node_id: node, nonce, cookie, offers };
+            let mut buf = [0u8; 65];
+            prop_assert_eq!(write_nack(&mut buf, &nack), Some(NACK_LEN));
+            prop_assert!(matches!(parse(&buf[..NACK_LEN]), Ok(Packet::Nack(p)) if p == nack));
+            prop_assert!(parse(&buf[..cut]).is_err());
+            prop_assert!(parse(&buf).is_err());
+            buf[44 + (cut % 4)] = 1;
+            prop_assert!(parse(&buf[..NACK_LEN]).is_err(), "reserved bytes");
+            prop_assert_eq!(write_hello(&mut buf, &hello), Some(HELLO_LEN));
+            prop_assert!(matches!(parse(&buf[..HELLO_LEN]), Ok(Packet::Hello(p)) if p == hello));
+            buf[32 + cut % 32] = 1;
+            prop_assert!(parse(&buf[..HELLO_LEN]).is_err(), "padding");
+            prop_assert_eq!(write_cookie(&mut buf, &answer), Some(COOKIE_LEN));
+            prop_assert!(matches!(parse(&buf[..COOKIE_LEN]), Ok(Packet::Cookie(p)) if p == answer));
+            prop_assert!(parse(&buf[..COOKIE_LEN + 1]).is_err());
+            // Session 0 is nobody's.
+            buf[8..16].fill(0);
+            prop_assert!(parse(&buf[..COOKIE_LEN]).is_err());
+            // A NACK names its base and the mask's bits, in order.
+            let seqs: Vec<u64> = nack.seqs().collect();
+            prop_assert_eq!(seqs[0], base);
+            prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(seqs.len() as u64 <= NACK_SPAN);
+            if base < u64::MAX - 64 {
+                prop_assert_eq!(seqs.len() as u32, 1 + mask.count_ones());
+            }
+        }
+
+        #[test]
+        fn a_resend_is_marked_and_parses_as_before(frames in 1u16..50, lat in any::<u32>(), bit in 1u8..8) {
+            let h = audio_header(frames, AudioFormat::default());
+            let samples = vec![0.25f32; frames as usize * 2];
+            let mut buf = vec![0u8; 4096];
+            let len = write_audio(&mut buf, &h, &samples).unwrap();
+            let p = match parse(&buf[..len]).unwrap() { Packet::Audio(p) => p, _ => panic!() };
+            prop_assert!(!p.resent);
+            mark_resent(&mut buf[..len], lat);
+            let p = match parse(&buf[..len]).unwrap() { Packet::Audio(p) => p, _ => panic!() };
+            prop_assert!(p.resent);
+            prop_assert_eq!(p.header, AudioHeader { latency_us: lat, ..h });
+            buf[55] |= 1 << bit;
+            prop_assert!(parse(&buf[..len]).is_err());
         }
 
         #[test]

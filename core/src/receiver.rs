@@ -24,6 +24,7 @@ use crate::jitter::{Insert, JitterBuffer};
 use crate::protocol::{
     self, Packet, Role, StatusCounters, StatusPacket, TimePacket, STATUS_ACTIVE, STATUS_LATE,
 };
+use crate::repair::nack::{NackScheduler, RepairCounts, MAX_MISSING, MAX_NACKS_PER_POLL};
 use crate::resample::{Kernel, Planes, AFTER, BEFORE, TAPS};
 use crate::select::{Choice, Selector, QUIET_NS};
 use crate::settings::{self, Value};
@@ -36,6 +37,10 @@ use std::net::SocketAddr;
 pub use crate::settings::MAX_LATENCY_NS;
 /// Ring length, s of audio at [`MAX_RATE`]: latency plus headroom.
 const RING_SECONDS: f64 = 2.5;
+/// A round of NACKs, ns: at most [`MAX_NACKS_PER_POLL`] go out per round.
+const NACK_ROUND_NS: u64 = 1_000_000;
+/// Margin for late wake-ups in a packet's read deadline, ns.
+const READ_MARGIN_NS: u64 = 1_000_000;
 /// Frames over which audio fades out before a hole and in after it: about
 /// 1.3 ms at 48 kHz, long enough to avoid a click, short enough to keep most
 /// of the audio around a single lost packet.
@@ -192,6 +197,9 @@ pub struct ReceiverConfig {
     pub node_name: String,
     /// Host name, reported in status packets.
     pub host: String,
+    /// Whether lost packets are asked for again (`bark.repair`; see
+    /// [`crate::repair`]).
+    pub repair: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -205,6 +213,7 @@ impl Default for ReceiverConfig {
             node_id: 1,
             node_name: "bark_source".into(),
             host: String::new(),
+            repair: true,
         }
     }
 }
@@ -348,6 +357,10 @@ pub struct Receiver {
     /// One output quantum of audio rendered at the old position, for the
     /// crossfade after a jump.
     xfade: Vec<f32>,
+    /// Missing packets and the NACKs for them.
+    repair: NackScheduler,
+    /// NACKs sent in the current round: (when it began, how many).
+    nack_round: (u64, usize),
 }
 
 impl Receiver {
@@ -414,6 +427,8 @@ impl Receiver {
             late_reported: (0, 0),
             play_latency_ns: 0,
             xfade: vec![0.0; FADE_FRAMES * ch],
+            repair: NackScheduler::new(cfg.node_id),
+            nack_round: (0, 0),
             cfg,
         })
     }
@@ -453,6 +468,18 @@ impl Receiver {
         self.last_error_ns
     }
 
+    /// What repair did so far (all sessions).
+    pub fn repair(&self) -> &RepairCounts {
+        self.repair.counts()
+    }
+
+    /// Whether packets are missing that repair may still bring: an adapter
+    /// then handles datagrams as they arrive rather than once a cycle, so
+    /// that NACKs and resends lose no time.
+    pub fn repair_pending(&self) -> bool {
+        self.repair.pending()
+    }
+
     /// Time requests sent so far (all sessions).
     pub fn requests(&self) -> u64 {
         self.requests
@@ -462,7 +489,12 @@ impl Receiver {
     /// session is followed).
     pub fn next_request_ns(&self) -> u64 {
         if self.session.is_some() {
-            self.next_request
+            let repair = if self.cfg.repair && self.selector.current_addr().is_some() {
+                self.repair.next_due_ns()
+            } else {
+                u64::MAX
+            };
+            self.next_request.min(repair)
         } else {
             u64::MAX
         }
@@ -536,7 +568,7 @@ impl Receiver {
                     self.set_format(h.format);
                 }
                 self.last_heard = now_ns;
-                self.insert_audio(&h, a.payload);
+                self.insert_audio(now_ns, &h, a.payload, a.resent);
             }
             Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
             Packet::Sync(y) => {
@@ -570,7 +602,15 @@ impl Receiver {
                     self.clock.add_backward(y.t3, now_ns);
                 }
             }
-            Packet::TimeRequest(_) | Packet::Status(_) => {}
+            Packet::Cookie(c) => {
+                let ours = Some(c.stream_id) == self.session()
+                    && c.node_id == self.cfg.node_id
+                    && self.selector.current_addr() == Some(from);
+                if ours {
+                    self.repair.take_cookie(now_ns, c.nonce, c.cookie, c.offers);
+                }
+            }
+            Packet::TimeRequest(_) | Packet::Status(_) | Packet::Nack(_) | Packet::Hello(_) => {}
         }
         Ok(())
     }
@@ -648,6 +688,7 @@ impl Receiver {
         self.silence = (0, 0);
         self.mute = (0, 0);
         self.pause_undo = None;
+        self.repair.reset(now_ns);
     }
 
     /// The followed session's audio format is `format`, from its first
@@ -682,7 +723,15 @@ impl Receiver {
     /// Stores an audio packet of the followed session and keeps the
     /// session's bookkeeping: loss counts, the timeline, and the silent
     /// span before a run of audio (docs/PROTOCOL.md, "Idle senders").
-    fn insert_audio(&mut self, h: &protocol::AudioHeader, payload: &[u8]) {
+    fn insert_audio(
+        &mut self,
+        now_ns: u64,
+        h: &protocol::AudioHeader,
+        payload: &[u8],
+        resent: bool,
+    ) {
+        self.note_gap(now_ns, h);
+        let was_missing = self.repair.arrived(h.seq, now_ns, resent);
         let keep_from = if self.playing {
             (self.x.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64
         } else {
@@ -691,7 +740,11 @@ impl Receiver {
         let Some(s) = self.session.as_mut() else {
             return;
         };
-        s.latency_ns = h.latency_us as u64 * 1000;
+        if s.newest.is_none_or(|(seq, _)| h.seq >= seq) {
+            // Not from a resend or a reordered packet: the latency in
+            // force is the newest packet's.
+            s.latency_ns = h.latency_us as u64 * 1000;
+        }
         let end = h.frame + h.frames as u64;
         match s.newest {
             None => {
@@ -756,6 +809,9 @@ impl Receiver {
             Insert::New => {
                 s.unique += 1;
                 self.counters.packets += 1;
+                if resent && was_missing {
+                    self.counters.repaired += 1;
+                }
             }
             Insert::Duplicate => self.counters.duplicated += 1,
             Insert::Late => {
@@ -779,6 +835,116 @@ impl Receiver {
     /// exchange, to the followed sender's address. Call until `None` each
     /// cycle.
     pub fn poll_transmit(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if let Some(r) = self.poll_time_request(now_ns, buf) {
+            return Some(r);
+        }
+        self.poll_repair(now_ns, buf)
+    }
+
+    /// A Hello or NACK to the followed sender, if one is due.
+    fn poll_repair(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if !self.cfg.repair {
+            return None;
+        }
+        let session = self.session()?;
+        let addr = self.selector.current_addr()?;
+        if let Some(e) = self.clock.estimate() {
+            self.repair.seed_rtt(e.min_rtt);
+        }
+        if let Some(nonce) = self.repair.poll_hello(now_ns) {
+            let hello = protocol::HelloPacket {
+                stream_id: session,
+                node_id: self.cfg.node_id,
+                nonce,
+            };
+            return protocol::write_hello(buf, &hello).map(|n| (n, addr));
+        }
+        if now_ns.saturating_sub(self.nack_round.0) >= NACK_ROUND_NS {
+            self.nack_round = (now_ns, 0);
+        }
+        if self.nack_round.1 >= MAX_NACKS_PER_POLL {
+            return None;
+        }
+        let (cookie, base, mask) = self.repair.poll_nack(now_ns)?;
+        self.nack_round.1 += 1;
+        let nack = protocol::NackPacket {
+            stream_id: session,
+            node_id: self.cfg.node_id,
+            cookie,
+            base,
+            mask,
+        };
+        protocol::write_nack(buf, &nack).map(|n| (n, addr))
+    }
+
+    /// Marks the packets between the newest one and `h` as missing, with
+    /// the local time their frames are read by, for repair. `h` passed
+    /// every check of `handle_packet` (a forged sequence number must not
+    /// make the receiver ask for anything).
+    fn note_gap(&mut self, now_ns: u64, h: &protocol::AudioHeader) {
+        if !self.cfg.repair {
+            return;
+        }
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let Some((hi, hi_end)) = s.newest else {
+            return;
+        };
+        if h.seq <= hi + 1 || s.max_frames == 0 {
+            return;
+        }
+        let first = (hi + 1).max(h.seq.saturating_sub(MAX_MISSING as u64));
+        let max_frames = s.max_frames;
+        for seq in first..h.seq {
+            // Its first frame, if the packets between were all full.
+            let frame = hi_end + (seq - hi - 1) * max_frames;
+            let deadline = self.read_deadline_ns(now_ns, frame);
+            self.repair.missing(seq, now_ns, deadline);
+        }
+    }
+
+    /// Local time by which frame `frame` of the followed session must be
+    /// buffered, ns: when it is heard (the inverse of
+    /// [`Receiver::target`]'s mapping) less the downstream latency, one
+    /// output quantum (its buffer is filled a quantum ahead), the frames
+    /// the interpolator and a fade read ahead, and 1 ms for late
+    /// wake-ups. Before the clock or the timeline is known: half the
+    /// session latency from `now_ns`.
+    fn read_deadline_ns(&self, now_ns: u64, frame: u64) -> u64 {
+        let fallback = now_ns + self.session_latency_ns() / 2;
+        let (Some(s), Some(e)) = (self.session.as_ref(), self.clock.estimate()) else {
+            return fallback;
+        };
+        let Some((f, p)) = s.timeline.newest else {
+            return fallback;
+        };
+        let latency = if self.play_latency_ns > 0 {
+            self.play_latency_ns
+        } else {
+            self.session_latency(s)
+        };
+        let heard_sender = p as f64
+            + (frame as f64 - f as f64) * s.timeline.period
+            + latency as f64
+            + self.cfg.delay_ns as f64;
+        // to_sender(l) = l + offset + rate·(l − at), inverted.
+        let heard = (heard_sender - e.offset + e.rate * e.at as f64) / (1.0 + e.rate);
+        let ahead = (AFTER + FADE_FRAMES) as f64 * s.timeline.period;
+        let read = heard
+            - self.downstream_ns as f64
+            - self.quantum_ns as f64
+            - ahead
+            - READ_MARGIN_NS as f64;
+        if read.is_finite() && read > 0.0 {
+            read as u64
+        } else {
+            fallback
+        }
+    }
+
+    /// The next time request, if due.
+    fn poll_time_request(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let session = self.session()?;
         if now_ns < self.next_request {
             return None;

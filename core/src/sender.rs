@@ -106,6 +106,10 @@ pub struct SenderConfig {
     /// pipewire-pulse, whose timing reports come from the last graph
     /// cycle).
     pub input_step_ns: f64,
+    /// Whether recent packets are kept and resent to receivers that ask
+    /// (`bark.repair`; see [`crate::repair`]). Used by
+    /// [`crate::endpoint::SenderEndpoint`].
+    pub repair: bool,
 }
 
 impl Default for SenderConfig {
@@ -122,6 +126,7 @@ impl Default for SenderConfig {
             host: String::new(),
             sync_interval_ns: SYNC_INTERVAL_NS,
             input_step_ns: crate::dll::RESET_NS,
+            repair: true,
         }
     }
 }
@@ -417,8 +422,9 @@ impl Sender {
     }
 
     /// Writes this sender's status packet into `buf`
-    /// (≥ [`protocol::MAX_STATUS_LEN`] bytes); returns its length.
-    pub fn write_status(&self, node_id: u64, buf: &mut [u8]) -> Option<usize> {
+    /// (≥ [`protocol::MAX_STATUS_LEN`] bytes), with `repaired` packets
+    /// resent so far; returns its length.
+    pub fn write_status(&self, node_id: u64, repaired: u64, buf: &mut [u8]) -> Option<usize> {
         let f = &self.cfg.format;
         protocol::write_status(
             buf,
@@ -436,6 +442,7 @@ impl Sender {
                     play_latency_us: (self.latency.max() / 1000) as u32,
                     rate_error_ppb: ((f.frame_ns() / self.dll.period() - 1.0) * 1e9) as i32,
                     packets: self.packets,
+                    repaired,
                     ..Default::default()
                 },
                 name: &self.cfg.node_name,
