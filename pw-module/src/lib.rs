@@ -85,7 +85,10 @@ unsafe fn set_module_info(module: *mut pws::pw_impl_module, role: Role) {
 /// # Safety
 /// Called by PipeWire with the module being loaded and its argument string.
 unsafe fn init(module: *mut pws::pw_impl_module, args: *const c_char) -> c_int {
-    log::init();
+    // Counted from the start, so that a load that fails or panics gives
+    // it back (it drops here) and one that succeeds keeps it in its state
+    // until unloaded.
+    let instance = log::Instance::acquire();
     // SAFETY: the module being loaded (the contract).
     let info = unsafe { pws::pw_impl_module_get_info(module) };
     let (name, filename) = if info.is_null() {
@@ -111,7 +114,7 @@ unsafe fn init(module: *mut pws::pw_impl_module, args: *const c_char) -> c_int {
     // contract); `from_json` copies it.
     let props = Properties::from_json(unsafe { ffi::str_from(args) }.unwrap_or(""));
     // SAFETY: the module being initialized, on the main thread.
-    match unsafe { module::load(module, role, &props) } {
+    match unsafe { module::load(module, role, &props, instance) } {
         Ok(()) => 0,
         Err(e) => {
             log_error!("{}: cannot load: {}", role.name(), e.msg);

@@ -222,6 +222,9 @@ struct Bark {
     counters: Counters,
     /// Test only: where to panic on purpose (see [`TEST_PANIC_ENV`]).
     test_panic: TestPanic,
+    /// Last, so that it drops after everything else: the last instance
+    /// to go unregisters the log topic.
+    _log: crate::log::Instance,
 }
 
 /// **Test only:** `BARK_TEST_PANIC="<node.name>:<where>[,...]"`, read at
@@ -368,7 +371,9 @@ impl Bark {
     }
 }
 
-/// Loads `role` into `module` with the arguments in `props`.
+/// Loads `role` into `module` with the arguments in `props`; the loaded
+/// state keeps `instance` until the module is unloaded (dropped at once on
+/// an error).
 ///
 /// # Safety
 /// `module` must be the module being initialized, on the main thread.
@@ -376,6 +381,7 @@ pub unsafe fn load(
     module: *mut pws::pw_impl_module,
     role: Role,
     props: &Properties,
+    instance: crate::log::Instance,
 ) -> Result<(), LoadError> {
     let a: &dyn args::Lookup = props;
     for k in args::unknown_keys(a, role == Role::Sink) {
@@ -449,6 +455,7 @@ pub unsafe fn load(
         rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
         test_panic,
+        _log: instance,
     }));
     // Frees the state, and whatever PipeWire already holds of it, when
     // attaching fails or panics.
