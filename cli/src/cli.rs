@@ -79,6 +79,14 @@ fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
     v.int()?.try_into().ok()
 }
 
+/// A boolean from the table.
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
 /// Milliseconds from the table (kept as ns there).
 fn msec(v: &Value) -> Option<f64> {
     Some(v.ns()? as f64 / 1e6)
@@ -252,6 +260,10 @@ pub struct StreamArgs {
     /// Also encrypt the audio payload (bark.encrypt); needs --key-file.
     #[arg(long, requires = "key_file")]
     pub encrypt: bool,
+    /// Keep recent packets and resend them to receivers that ask
+    /// (bark.repair).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Sink, "bark.repair", boolean))]
+    pub repair: bool,
     /// Start over at the end of the input, forever (or until --seconds).
     /// Needs a file, not stdin.
     #[arg(long = "loop")]
@@ -343,6 +355,9 @@ fn parse_output(s: &str) -> Result<OutputTarget, String> {
 pub struct ReceiveArgs {
     #[command(flatten)]
     pub key: KeyArgs,
+    /// Ask the sender again for packets lost on the way (bark.repair).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.repair", boolean))]
+    pub repair: bool,
     /// What to do with the audio: write it to FILE.wav (F32, at --rate and
     /// --channels) plus FILE.ts.csv (CLOCK_MONOTONIC ns at which each
     /// buffer's first frame would be heard), or null to discard it.

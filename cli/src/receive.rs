@@ -135,6 +135,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             node_id,
             node_name: a.node_name.clone(),
             host: bark_io::node::hostname(),
+            repair: a.repair,
         },
         auth.key(),
         multicast,

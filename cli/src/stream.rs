@@ -239,6 +239,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
             // Cycle times follow a nominal schedule: smooth.
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
+            repair: a.repair,
         },
         auth.key(),
         auth.encrypt(),

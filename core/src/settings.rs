@@ -534,6 +534,9 @@ pub static TABLE: &[Setting] = &[
     setting("bark.encrypt", SINK, Kind::Bool, Value::Bool(false), "also encrypt the audio; needs bark.key-file")
         .pulse("encrypt")
         .cli("encrypt"),
+    setting("bark.repair", BOTH, Kind::Bool, Value::Bool(true), "resend lost packets on request: the sink keeps its recent packets, the source asks for what it misses (docs/design/REPAIR.md)")
+        .pulse("repair")
+        .cli("repair"),
     setting("stream.props", BOTH, Kind::Text, Value::Unset, "extra stream properties, e.g. { node.latency = 256/48000 }")
         .unset("none"),
 ];

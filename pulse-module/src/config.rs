@@ -165,6 +165,8 @@ pub struct SinkConfig {
     pub key_file: Option<PathBuf>,
     /// Encrypt audio payloads (needs `key_file`).
     pub encrypt: bool,
+    /// Keep recent packets and resend them on request (`bark.repair`).
+    pub repair: bool,
     /// Every setting as resolved, for [`SinkConfig::summary`].
     pub settings: Resolved,
 }
@@ -198,6 +200,8 @@ pub struct SourceConfig {
     pub description: String,
     /// Pre-shared key file, `None`: open.
     pub key_file: Option<PathBuf>,
+    /// Ask for lost packets again (`bark.repair`).
+    pub repair: bool,
     /// Every setting as resolved, for [`SourceConfig::summary`].
     pub settings: Resolved,
 }
@@ -225,6 +229,7 @@ impl SinkConfig {
             description: v.text("node.description"),
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
             encrypt: v.bool("bark.encrypt"),
+            repair: v.bool("bark.repair"),
             settings: v,
         };
         if cfg.encrypt && cfg.key_file.is_none() {
@@ -253,6 +258,7 @@ impl SinkConfig {
             // pipewire-pulse's timing reports scatter by up to a quantum:
             // keep the 20 ms default, filter rather than restart.
             input_step_ns: bark_core::dll::RESET_NS,
+            repair: self.repair,
         }
     }
 
@@ -283,6 +289,7 @@ impl SourceConfig {
             name: pa_name(&v)?,
             description: v.text("node.description"),
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
+            repair: v.bool("bark.repair"),
             settings: v,
         };
         crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
@@ -300,6 +307,7 @@ impl SourceConfig {
             node_id,
             node_name: self.name.clone(),
             host,
+            repair: self.repair,
         }
     }
 

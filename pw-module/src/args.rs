@@ -78,6 +78,8 @@ pub struct SinkArgs {
     pub key_file: Option<PathBuf>,
     /// Also encrypt the audio payload (`bark.encrypt`; needs a key file).
     pub encrypt: bool,
+    /// Keep recent packets and resend them on request (`bark.repair`).
+    pub repair: bool,
 }
 
 /// How the receiver shows up in the graph (`media.class`).
@@ -157,6 +159,8 @@ pub struct SourceArgs {
     /// Pre-shared key file (`bark.key-file`): accept only datagrams sealed
     /// with this key, and seal our own. `None`: open.
     pub key_file: Option<PathBuf>,
+    /// Ask for lost packets again (`bark.repair`).
+    pub repair: bool,
 }
 
 /// Documentation of a role's arguments (`module.usage`): one
@@ -225,6 +229,7 @@ impl SinkArgs {
             stream_props: v.opt_text("stream.props"),
             key_file,
             encrypt,
+            repair: v.bool("bark.repair"),
         })
     }
 }
@@ -254,6 +259,7 @@ impl SourceArgs {
             rate: v.int("audio.rate"),
             channels,
             positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
+            repair: v.bool("bark.repair"),
             stream_props: v.opt_text("stream.props"),
             resampler: [Resampler::Core, Resampler::PipeWire]
                 .into_iter()

@@ -50,6 +50,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
             sync_interval_ns: bark_core::sender::SYNC_INTERVAL_NS,
             // The cycle times are the driver's clock: smooth.
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
+            repair: a.repair,
         },
         key.as_ref(),
         a.encrypt,

@@ -117,6 +117,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
             node_id,
             node_name: a.node_name.clone(),
             host: host.to_owned(),
+            repair: a.repair,
         },
         key.as_ref(),
         a.group.ip().is_multicast(),
