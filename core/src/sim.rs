@@ -25,6 +25,7 @@
 //! late timing reports.
 
 use crate::frameclock::FrameClock;
+use crate::netmodel::{Path as NetPath, Rng, DUPLICATE_LAG_NS};
 use crate::protocol;
 use crate::ratematch::{pipewire_0365_input_rate, pipewire_rate, RateMatchLoop};
 use crate::receiver::{Receiver, ReceiverConfig};
@@ -46,45 +47,7 @@ const AUDIBLE: f64 = 0.9;
 const CONVERGED_NS: f64 = 50_000.0;
 const WINDOW_NS: f64 = 100e6;
 
-/// Network impairments of one direction of one path.
-#[derive(Clone, Debug)]
-pub struct NetModel {
-    /// Fixed one-way delay, ns.
-    pub delay_ns: f64,
-    /// Extra queueing delay, uniform in [`jitter_min_ns`, `jitter_max_ns`].
-    pub jitter_min_ns: f64,
-    /// See `jitter_min_ns`.
-    pub jitter_max_ns: f64,
-    /// Probability a packet is lost outside bursts.
-    pub loss: f64,
-    /// Probability per packet of entering a loss burst.
-    pub burst_start: f64,
-    /// Packets lost in a burst.
-    pub burst_len: u32,
-    /// Probability a packet is held back by an extra `reorder_ns`.
-    pub reorder: f64,
-    /// Extra delay of a reordered packet, ns.
-    pub reorder_ns: f64,
-    /// Probability a packet is delivered twice.
-    pub duplicate: f64,
-}
-
-impl NetModel {
-    /// A clean wired LAN: `delay` ns plus up to `jitter` ns.
-    pub fn wired(delay: f64, jitter: f64) -> Self {
-        NetModel {
-            delay_ns: delay,
-            jitter_min_ns: 0.0,
-            jitter_max_ns: jitter,
-            loss: 0.0,
-            burst_start: 0.0,
-            burst_len: 0,
-            reorder: 0.0,
-            reorder_ns: 0.0,
-            duplicate: 0.0,
-        }
-    }
-}
+pub use crate::netmodel::NetModel;
 
 /// How a simulated receiver's output is driven: which adapter it models.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -258,6 +221,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 reorder: 0.01,
                 reorder_ns: 3_000_000.0,
                 duplicate: 0.01,
+                ..NetModel::wired(0.0, 0.0)
             };
         }
         "drift" => {
@@ -456,20 +420,6 @@ impl fmt::Display for Report {
     }
 }
 
-/// xorshift64*: small, deterministic, good enough for impairments.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.next() < p
-    }
-}
-
 /// A clock: reading = true · (1 + ppm·1e-6) + offset.
 #[derive(Clone, Copy)]
 struct Clock {
@@ -663,7 +613,9 @@ struct SimRx {
     /// What the device plays in one cycle, when it is not `out`.
     dev: Vec<f32>,
     meter: Meter,
-    burst: u32,
+    /// Its link, both directions (one loss state, as the simulator always
+    /// had).
+    net: NetPath,
     /// Requests sent when the run's second half began.
     requests_mark: Option<u64>,
     path: Path,
@@ -807,7 +759,7 @@ pub fn run(sc: &Scenario) -> Report {
 /// `trace`'s clock-estimate error against the truth (a diagnostic).
 pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let rate = 48_000u32;
-    let mut rng = Rng(sc.seed | 1);
+    let mut rng = Rng::new(sc.seed | 1);
     // Bases of several seconds keep every clock positive from the start.
     let sender_clock = Clock {
         offset: sc.sender_clock.0 + 10e9,
@@ -899,7 +851,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     })),
                 },
                 meter: Meter::new(due, ms_total, sc.duration_s * 1e9 / 2.0),
-                burst: 0,
+                net: NetPath::new(&sc.net, 0),
                 requests_mark: None,
                 spec: spec.clone(),
             }
@@ -959,7 +911,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         f[0] = ph.sin() as f32;
                         f[1] = ph.cos() as f32;
                     }
-                    let jitter = (rng.next() - 0.5) * 2.0 * sc.sched_jitter_ns;
+                    let jitter = (rng.uniform() - 0.5) * 2.0 * sc.sched_jitter_ns;
                     // Zero-mean: PipeWire's cycle times come from the driver's
                     // smoothed clock, not from wake-ups.
                     let now = sender_clock.read(first_true + jitter);
@@ -968,9 +920,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     // stamp the sync message with the clock read right then.
                     let send_ns = sender_clock.read(t);
                     sender.push_at(now, send_ns, &samples, &mut |d| outbox.push(d.to_vec()));
-                    fan_out(
-                        &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
-                    );
+                    fan_out(&mut queue, &mut push, &mut rng, &mut rxs, t, &outbox);
                     if was_idle {
                         // An onset: its first frame is due at each receiver
                         // that has joined.
@@ -990,9 +940,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             Event::SenderTimer => {
                 outbox.clear();
                 sender.poll_idle(sender_clock.read(t), &mut |d| outbox.push(d.to_vec()));
-                fan_out(
-                    &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
-                );
+                fan_out(&mut queue, &mut push, &mut rng, &mut rxs, t, &outbox);
                 push(&mut queue, t + 50e6, Event::SenderTimer);
             }
             Event::RxStatus(i, periodic) => {
@@ -1002,8 +950,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 if let Some(rx) = r.rx.as_ref() {
                     let mut st = [0u8; protocol::MAX_STATUS_LEN];
                     if let Some(n) = rx.write_status(&mut st) {
-                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                            push(&mut queue, t + delay, Event::ToSender(i, st[..n].to_vec()));
+                        if let Some(at) = r.net.transit(&mut rng, t, n, false) {
+                            push(&mut queue, at, Event::ToSender(i, st[..n].to_vec()));
                         }
                     }
                 }
@@ -1035,8 +983,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 if let Ok(Some(n)) = answer {
                     let reply = buf[..n].to_vec();
                     let r = &mut rxs[i];
-                    if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                        push(&mut queue, t + 20_000.0 + delay, Event::ToRx(i, reply));
+                    if let Some(at) = r.net.transit(&mut rng, t + 20_000.0, n, false) {
+                        push(&mut queue, at, Event::ToRx(i, reply));
                     }
                 }
             }
@@ -1049,8 +997,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     }
                     let now = r.clock.read(t);
                     while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
-                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                            push(&mut queue, t + delay, Event::ToSender(i, buf[..n].to_vec()));
+                        if let Some(at) = r.net.transit(&mut rng, t, n, false) {
+                            push(&mut queue, at, Event::ToSender(i, buf[..n].to_vec()));
                         }
                     }
                 }
@@ -1098,7 +1046,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         // before being heard it fills a buffer: the
                         // device's own lead included.
                         rx.set_downstream_ns((heard0 - cb) as u64);
-                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                        let report_jitter = (rng.uniform() - 0.5) * 4_000.0;
                         rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
                         &r.out
                     }
@@ -1108,7 +1056,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         // (not its fractional phase); the core fills it for
                         // the loop's virtual time; the loop's ratio goes to
                         // the resampler, which plays the cycle with it.
-                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                        let report_jitter = (rng.uniform() - 0.5) * 4_000.0;
                         let frames = m.request(q, r.out.len() / 2);
                         let reported = heard0 + RM_DELAY_FRAMES as f64 * 1e9 / rate as f64;
                         rx.set_downstream_ns((reported - cb) as u64);
@@ -1185,13 +1133,13 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     }
                 }
                 if p.reply.is_none() && t >= p.next_request {
-                    p.next_request = t + 10e6 * (0.7 + 0.6 * rng.next());
+                    p.next_request = t + 10e6 * (0.7 + 0.6 * rng.uniform());
                     // The server snapshots now and stamps its reply later.
                     let lag = if rng.chance(PULSE_SLOW_LAG_NS.0) {
                         PULSE_SLOW_LAG_NS.1
-                            + rng.next() * (PULSE_SLOW_LAG_NS.2 - PULSE_SLOW_LAG_NS.1)
+                            + rng.uniform() * (PULSE_SLOW_LAG_NS.2 - PULSE_SLOW_LAG_NS.1)
                     } else {
-                        PULSE_LAG_NS.0 + rng.next() * (PULSE_LAG_NS.1 - PULSE_LAG_NS.0)
+                        PULSE_LAG_NS.0 + rng.uniform() * (PULSE_LAG_NS.1 - PULSE_LAG_NS.0)
                     };
                     // Its sink latency: until the frame the sink takes next
                     // is heard, on the host's clock, whole µs.
@@ -1312,47 +1260,25 @@ fn downstream_at(spec: &RxSpec, t: f64) -> f64 {
 }
 
 /// Hands the sender's datagrams of this cycle to every receiver through
-/// the network model.
+/// its link.
 fn fan_out(
     queue: &mut BinaryHeap<Reverse<Queued>>,
     push: &mut impl FnMut(&mut BinaryHeap<Reverse<Queued>>, f64, Event),
     rng: &mut Rng,
     rxs: &mut [SimRx],
-    net: &NetModel,
     t: f64,
     outbox: &[Vec<u8>],
 ) {
     for d in outbox {
         for (i, r) in rxs.iter_mut().enumerate() {
-            if let Some(delay) = transit(net, rng, &mut r.burst) {
-                push(queue, t + delay, Event::ToRx(i, d.clone()));
-                if rng.chance(net.duplicate) {
-                    push(queue, t + delay + 50_000.0, Event::ToRx(i, d.clone()));
+            if let Some(at) = r.net.transit(rng, t, d.len(), true) {
+                push(queue, at, Event::ToRx(i, d.clone()));
+                if r.net.duplicate(rng) {
+                    push(queue, at + DUPLICATE_LAG_NS, Event::ToRx(i, d.clone()));
                 }
             }
         }
     }
-}
-
-/// One-way transit: `None` if lost, else the delay in ns.
-fn transit(net: &NetModel, rng: &mut Rng, burst: &mut u32) -> Option<f64> {
-    if *burst > 0 {
-        *burst -= 1;
-        return None;
-    }
-    if rng.chance(net.burst_start) {
-        *burst = net.burst_len.saturating_sub(1);
-        return None;
-    }
-    if rng.chance(net.loss) {
-        return None;
-    }
-    let mut d =
-        net.delay_ns + net.jitter_min_ns + rng.next() * (net.jitter_max_ns - net.jitter_min_ns);
-    if rng.chance(net.reorder) {
-        d += net.reorder_ns;
-    }
-    Some(d)
 }
 
 /// Audio packets per second a sender of `format` makes at the default MTU
