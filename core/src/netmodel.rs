@@ -254,19 +254,22 @@ impl Spikes {
 }
 
 /// Outages: the link carries nothing (both directions, when both paths of
-/// a link share the link seed). They start every `every_ns` (uniform in
-/// the range; a fixed period when both ends are equal), start to start,
-/// the first one `every_ns` after time 0, and last `len_ns` (uniform in
-/// the range).
+/// a link share the link seed). The first starts at `first_ns`; each next
+/// one `every_ns` after the one before, start to start (uniform in the
+/// range; a fixed period when both ends are equal); each lasts `len_ns`
+/// (uniform in the range).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outages {
     /// Time from one outage's start to the next one's, ns: `(min, max)`.
     pub every_ns: (f64, f64),
     /// How long one lasts, ns: `(min, max)`.
     pub len_ns: (f64, f64),
+    /// When the first starts, ns.
+    pub first_ns: f64,
     rng: Rng,
     start: f64,
     end: f64,
+    next: f64,
 }
 
 impl Outages {
@@ -274,7 +277,7 @@ impl Outages {
     ///
     /// # Panics
     /// If a range is reversed or the period is not positive.
-    pub fn new(every_ns: (f64, f64), len_ns: (f64, f64), seed: u64) -> Self {
+    pub fn new(every_ns: (f64, f64), len_ns: (f64, f64), first_ns: f64, seed: u64) -> Self {
         assert!(
             every_ns.0 > 0.0 && every_ns.0 <= every_ns.1,
             "period {every_ns:?} ns"
@@ -286,28 +289,31 @@ impl Outages {
         Outages {
             every_ns,
             len_ns,
+            first_ns,
             rng: Rng::new(seed_for(seed, 0x0a7a6e)),
-            start: 0.0,
-            end: 0.0,
+            start: f64::NEG_INFINITY,
+            end: f64::NEG_INFINITY,
+            next: first_ns,
         }
     }
 
     /// An outage of `len_ns` every `every_ns`, the first at `every_ns`.
     pub fn every(every_ns: f64, len_ns: f64) -> Self {
-        Outages::new((every_ns, every_ns), (len_ns, len_ns), 0)
+        Outages::new((every_ns, every_ns), (len_ns, len_ns), every_ns, 0)
     }
 
-    /// The same schedule drawn from another seed, from time 0.
+    /// The same schedule drawn from another seed, from the first outage.
     pub fn reseeded(&self, seed: u64) -> Self {
-        Outages::new(self.every_ns, self.len_ns, seed)
+        Outages::new(self.every_ns, self.len_ns, self.first_ns, seed)
     }
 
     /// Whether time `t_ns` falls in an outage. `t_ns` must not decrease
     /// between calls.
     pub fn cut(&mut self, t_ns: f64) -> bool {
         while t_ns >= self.end {
-            self.start += self.rng.range(self.every_ns.0, self.every_ns.1);
+            self.start = self.next;
             self.end = self.start + self.rng.range(self.len_ns.0, self.len_ns.1);
+            self.next = self.start + self.rng.range(self.every_ns.0, self.every_ns.1);
         }
         t_ns >= self.start
     }
@@ -682,8 +688,15 @@ mod tests {
             let inside = t >= 5e9 && phase < 150e6;
             assert_eq!(o.cut(t), inside, "at {t} ns");
         }
+        // Another phase: the first at 2 s, then every 5 s.
+        let mut o = Outages::new((5e9, 5e9), (150e6, 150e6), 2e9, 0);
+        let cuts: Vec<bool> = [1.99e9, 2e9, 2.149e9, 2.15e9, 6.9e9, 7e9]
+            .iter()
+            .map(|&t| o.cut(t))
+            .collect();
+        assert_eq!(cuts, [false, true, true, false, false, true]);
         let model = NetModel {
-            outages: Some(Outages::new((2e9, 4e9), (100e6, 300e6), 0)),
+            outages: Some(Outages::new((2e9, 4e9), (100e6, 300e6), 1e9, 0)),
             ..NetModel::wired(1e5, 0.0)
         };
         // Both directions of a link go dark together.
@@ -697,7 +710,8 @@ mod tests {
             assert_eq!(d.is_none(), u.is_none(), "{t}");
             cut += d.is_none() as u32;
         }
-        // 60 s, an outage every 3 s on average lasting 200 ms on average.
+        // 60 s, an outage from 1 s on every 3 s on average, lasting 200 ms
+        // on average.
         assert!((2_500..=5_500).contains(&cut), "{cut} ms cut");
         assert_eq!(down.stats().cut, cut as u64);
     }
