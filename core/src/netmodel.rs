@@ -14,8 +14,10 @@
 //! 5. Delay, jitter and reordering.
 //!
 //! Times are ns as `f64` (the simulator's true time), sizes bytes of UDP
-//! payload. A path is queried with send times that never decrease: the
-//! stall and outage schedules are drawn lazily, forwards.
+//! payload. The stall and outage schedules are drawn lazily, forwards: a
+//! datagram sent a little before one already through (an event loop that
+//! stamps a reply ahead of its turn) meets the link as it was at the later
+//! time.
 //!
 //! Per-datagram draws (loss, jitter) come from the [`Rng`] the caller
 //! hands in: one per path makes paths independent (a receiver's losses do
@@ -473,6 +475,8 @@ pub struct Path {
     model: NetModel,
     /// Datagrams still to lose in the current fixed-length burst.
     burst: u32,
+    /// The latest send time seen, ns: the schedules only go forwards.
+    latest: f64,
     stats: PathStats,
 }
 
@@ -486,6 +490,7 @@ impl Path {
         Path {
             model,
             burst: 0,
+            latest: f64::NEG_INFINITY,
             stats: PathStats::default(),
         }
     }
@@ -502,13 +507,16 @@ impl Path {
 
     /// When a datagram of `bytes` sent at `t_ns` arrives, ns, or `None` if
     /// it is lost; per-datagram draws from `rng`. `group`: sent to a group
-    /// address (only those wait for the beacon grid). `t_ns` must not
-    /// decrease between calls. The draws for the original fields come in
-    /// the simulator's original order; the options draw nothing when off.
+    /// address (only those wait for the beacon grid). The draws for the
+    /// original fields come in the simulator's original order; the options
+    /// draw nothing when off.
     pub fn transit(&mut self, rng: &mut Rng, t_ns: f64, bytes: usize, group: bool) -> Option<f64> {
         self.stats.sent += 1;
+        // Where the schedules are looked up (they cannot go back).
+        self.latest = self.latest.max(t_ns);
+        let at = self.latest;
         if let Some(o) = self.model.outages.as_mut() {
-            if o.cut(t_ns) {
+            if o.cut(at) {
                 self.stats.cut += 1;
                 return None;
             }
@@ -519,14 +527,15 @@ impl Path {
         }
         let mut t = t_ns;
         if let Some(s) = self.model.spikes.as_mut() {
-            t = s.release(t);
-            if t > t_ns {
+            let released = s.release(at);
+            if released > at {
+                t = released;
                 self.stats.held += 1;
             }
         }
         if group {
             if let Some(b) = self.model.beacon.as_mut() {
-                let Some(sent) = b.depart(t, bytes) else {
+                let Some(sent) = b.depart(t.max(at), bytes) else {
                     self.stats.overflow += 1;
                     return None;
                 };
@@ -695,6 +704,17 @@ mod tests {
             .map(|&t| o.cut(t))
             .collect();
         assert_eq!(cuts, [false, true, true, false, false, true]);
+        // A datagram sent just before one already through meets the link
+        // as it was then, and keeps its own send time.
+        let model = NetModel {
+            outages: Some(Outages::every(5e9, 150e6)),
+            ..NetModel::wired(1e5, 0.0)
+        };
+        let mut p = Path::new(&model, 0);
+        let mut rng = Rng::new(1);
+        assert_eq!(p.transit(&mut rng, 5.01e9, 100, true), None);
+        assert_eq!(p.transit(&mut rng, 5.2e9, 100, true), Some(5.2001e9));
+        assert_eq!(p.transit(&mut rng, 5.1e9, 100, true), Some(5.1001e9));
         let model = NetModel {
             outages: Some(Outages::new((2e9, 4e9), (100e6, 300e6), 1e9, 0)),
             ..NetModel::wired(1e5, 0.0)
