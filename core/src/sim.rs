@@ -35,7 +35,9 @@
 
 use crate::endpoint::{Dest, ReceiverEndpoint, SenderEndpoint, TRANSMIT_BUF};
 use crate::frameclock::FrameClock;
-use crate::netmodel::{seed_for, Path as NetPath, PathStats, Rng, DUPLICATE_LAG_NS};
+use crate::netmodel::{
+    seed_for, GilbertElliott, Outages, Path as NetPath, PathStats, Rng, Spikes, DUPLICATE_LAG_NS,
+};
 use crate::protocol::{self, PacketType, StatusCounters};
 use crate::ratematch::{pipewire_0365_input_rate, pipewire_rate, RateMatchLoop};
 use crate::receiver::ReceiverConfig;
@@ -178,7 +180,7 @@ pub struct Scenario {
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 11] = [
     "wired",
     "busy",
     "drift",
@@ -188,6 +190,8 @@ pub const SCENARIOS: [&str; 9] = [
     "downstream",
     "ratematch",
     "pulse",
+    "loss3",
+    "wifi",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -303,6 +307,40 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 r.output = OutputPath::Pulse;
                 r.quantum = q;
                 r.device_ppm = r.clock_ppm + ppm;
+            }
+        }
+        "loss3" => {
+            // The wired LAN with Gilbert-Elliott loss on every receiver's
+            // own link, both ways: 3 % in bursts of 2.5 on average.
+            let net = NetModel {
+                ge: Some(GilbertElliott::from_loss(0.03, 2.5)),
+                ..s.net.clone()
+            };
+            for r in &mut s.receivers {
+                r.net = Some(net.clone());
+            }
+        }
+        "wifi" => {
+            // Every receiver on its own Wi-Fi link: 1.5 ms plus 0-3 ms,
+            // Gilbert-Elliott loss 3 % in bursts of 2.5, stalls of
+            // 20-200 ms about every 3 s, a 150 ms outage every 5 s (each
+            // receiver's at its own phase); a latency of 250 ms. The plan
+            // (docs/design/REPAIR.md) streams it by unicast; until the
+            // sender has a destination list, the group's copies, one down
+            // each receiver's own path, carry the same traffic.
+            s.latency_ns = 250_000_000;
+            for (i, r) in s.receivers.iter_mut().enumerate() {
+                r.net = Some(NetModel {
+                    ge: Some(GilbertElliott::from_loss(0.03, 2.5)),
+                    spikes: Some(Spikes::new(3e9, 20e6, 200e6, 0)),
+                    outages: Some(Outages::new(
+                        (5e9, 5e9),
+                        (150e6, 150e6),
+                        5e9 + i as f64 * 1.7e9,
+                        0,
+                    )),
+                    ..NetModel::wired(1.5e6, 3e6)
+                });
             }
         }
         _ => return None,
