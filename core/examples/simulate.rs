@@ -61,9 +61,9 @@ fn main() {
         let report = sim::run_traced(&sc, trace);
         for (i, r) in report.receivers.iter().enumerate() {
             println!(
-                "  rx{i}: converge_ms={} p99_us={:.2} p99_2nd_half_us={:.2} max_us={:.2} mean_us={:.2} frames={} underruns={} concealed={} jumps={} lost={} late={} dup={}",
+                "  rx{i}: converge_ms={} p99_us={:.2} p99_2nd_half_us={:.2} max_us={:.2} mean_us={:.2} frames={} underruns={} concealed={} jumps={} lost={} late={} dup={} audio_sent={} audio_dropped={}",
                 r.converge_ms.map_or("never".into(), |c| format!("{c:.1}")),
-                r.p99_error_us, r.p99_second_half_us, r.max_error_us, r.mean_error_us, r.frames, r.underruns, r.concealed, r.jumps, r.lost, r.late, r.duplicated
+                r.p99_error_us, r.p99_second_half_us, r.max_error_us, r.mean_error_us, r.frames, r.underruns, r.concealed, r.jumps, r.lost, r.late, r.duplicated, r.audio_sent, r.audio_dropped
             );
             if let Some(ppm) = r.estimator_ppm {
                 // The adapter's estimator (rate-match loop, frame clock).

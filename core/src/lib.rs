@@ -17,7 +17,8 @@
 //!   from noisy timing reports (bark-pulse).
 //! - [`auth`] seals and opens datagrams with an optional pre-shared key, at
 //!   the adapters' socket boundary.
-//! - [`sim`] drives all of it through simulated clocks and networks.
+//! - [`sim`] drives all of it through simulated clocks and networks, the
+//!   latter modelled by [`netmodel`].
 //!
 //! All times are `u64`/`i64` nanoseconds of the node's own monotonic clock
 //! unless a name says otherwise.
@@ -31,6 +32,7 @@ pub mod format;
 pub mod frameclock;
 pub mod jitter;
 pub mod latency;
+pub mod netmodel;
 pub mod protocol;
 pub mod ratematch;
 pub mod receiver;

@@ -1,7 +1,16 @@
 //! Deterministic simulation: one sender and several receivers, each with its
 //! own system clock (offset, rate error) and audio device clock (rate
 //! error), behind a network with delay, jitter, loss, bursts, reordering and
-//! duplication, all driven through the real [`Sender`] and [`Receiver`].
+//! duplication, stalls and outages ([`crate::netmodel`]), all driven through
+//! the real endpoints ([`SenderEndpoint`], [`ReceiverEndpoint`]; open, no
+//! key), as an adapter drives them.
+//!
+//! The network: what the sender's endpoint sends to [`Dest::Group`] goes
+//! to every receiver on the network, each copy through that receiver's
+//! own downstream path; what it sends to [`Dest::To`] goes to the receiver
+//! with that address, through the same path. What a receiver sends to its
+//! sender goes up its own upstream path. Each path keeps its own state and
+//! random stream, so losses are independent per receiver.
 //!
 //! Ground truth is simulated true time. The sender plays a quadrature tone
 //! (sine left, cosine right, [`TONE_HZ`]) whose phase encodes the frame
@@ -24,11 +33,15 @@
 //! PulseAudio stream, written ahead and timed by a [`FrameClock`] from
 //! late timing reports.
 
+use crate::endpoint::{Dest, ReceiverEndpoint, SenderEndpoint, TRANSMIT_BUF};
 use crate::frameclock::FrameClock;
-use crate::protocol;
+use crate::netmodel::{
+    seed_for, GilbertElliott, Outages, Path as NetPath, PathStats, Rng, Spikes, DUPLICATE_LAG_NS,
+};
+use crate::protocol::{self, PacketType, StatusCounters};
 use crate::ratematch::{pipewire_0365_input_rate, pipewire_rate, RateMatchLoop};
-use crate::receiver::{Receiver, ReceiverConfig};
-use crate::sender::{Sender, SenderConfig};
+use crate::receiver::ReceiverConfig;
+use crate::sender::SenderConfig;
 use crate::AudioFormat;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -46,45 +59,7 @@ const AUDIBLE: f64 = 0.9;
 const CONVERGED_NS: f64 = 50_000.0;
 const WINDOW_NS: f64 = 100e6;
 
-/// Network impairments of one direction of one path.
-#[derive(Clone, Debug)]
-pub struct NetModel {
-    /// Fixed one-way delay, ns.
-    pub delay_ns: f64,
-    /// Extra queueing delay, uniform in [`jitter_min_ns`, `jitter_max_ns`].
-    pub jitter_min_ns: f64,
-    /// See `jitter_min_ns`.
-    pub jitter_max_ns: f64,
-    /// Probability a packet is lost outside bursts.
-    pub loss: f64,
-    /// Probability per packet of entering a loss burst.
-    pub burst_start: f64,
-    /// Packets lost in a burst.
-    pub burst_len: u32,
-    /// Probability a packet is held back by an extra `reorder_ns`.
-    pub reorder: f64,
-    /// Extra delay of a reordered packet, ns.
-    pub reorder_ns: f64,
-    /// Probability a packet is delivered twice.
-    pub duplicate: f64,
-}
-
-impl NetModel {
-    /// A clean wired LAN: `delay` ns plus up to `jitter` ns.
-    pub fn wired(delay: f64, jitter: f64) -> Self {
-        NetModel {
-            delay_ns: delay,
-            jitter_min_ns: 0.0,
-            jitter_max_ns: jitter,
-            loss: 0.0,
-            burst_start: 0.0,
-            burst_len: 0,
-            reorder: 0.0,
-            reorder_ns: 0.0,
-            duplicate: 0.0,
-        }
-    }
-}
+pub use crate::netmodel::NetModel;
 
 /// How a simulated receiver's output is driven: which adapter it models.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,6 +131,12 @@ pub struct RxSpec {
     pub downstream: Vec<(f64, f64)>,
     /// The adapter path its output takes.
     pub output: OutputPath,
+    /// Its own link to the sender, both directions (`None`: the scenario's
+    /// `net`). Whichever applies, each direction of each receiver keeps
+    /// its own state and generator: losses are independent per receiver;
+    /// the two directions of one link share their stall and outage
+    /// schedules.
+    pub net: Option<NetModel>,
 }
 
 /// A whole scenario.
@@ -175,7 +156,8 @@ pub struct Scenario {
     pub sched_jitter_ns: f64,
     /// The receivers.
     pub receivers: Vec<RxSpec>,
-    /// Sender → receivers and receivers → sender.
+    /// Sender → receivers and receivers → sender, for receivers without
+    /// their own ([`RxSpec::net`]).
     pub net: NetModel,
     /// Sender restarts (new session) at these times, s.
     pub restarts_s: Vec<f64>,
@@ -198,7 +180,7 @@ pub struct Scenario {
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 11] = [
     "wired",
     "busy",
     "drift",
@@ -208,6 +190,8 @@ pub const SCENARIOS: [&str; 9] = [
     "downstream",
     "ratematch",
     "pulse",
+    "loss3",
+    "wifi",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -220,6 +204,7 @@ fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec
         delay_ns: 0,
         downstream: vec![],
         output: OutputPath::Core,
+        net: None,
     }
 }
 
@@ -258,6 +243,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 reorder: 0.01,
                 reorder_ns: 3_000_000.0,
                 duplicate: 0.01,
+                ..NetModel::wired(0.0, 0.0)
             };
         }
         "drift" => {
@@ -323,6 +309,40 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 r.device_ppm = r.clock_ppm + ppm;
             }
         }
+        "loss3" => {
+            // The wired LAN with Gilbert-Elliott loss on every receiver's
+            // own link, both ways: 3 % in bursts of 2.5 on average.
+            let net = NetModel {
+                ge: Some(GilbertElliott::from_loss(0.03, 2.5)),
+                ..s.net.clone()
+            };
+            for r in &mut s.receivers {
+                r.net = Some(net.clone());
+            }
+        }
+        "wifi" => {
+            // Every receiver on its own Wi-Fi link: 1.5 ms plus 0-3 ms,
+            // Gilbert-Elliott loss 3 % in bursts of 2.5, stalls of
+            // 20-200 ms about every 3 s, a 150 ms outage every 5 s (each
+            // receiver's at its own phase); a latency of 250 ms. The plan
+            // (docs/design/REPAIR.md) streams it by unicast; until the
+            // sender has a destination list, the group's copies, one down
+            // each receiver's own path, carry the same traffic.
+            s.latency_ns = 250_000_000;
+            for (i, r) in s.receivers.iter_mut().enumerate() {
+                r.net = Some(NetModel {
+                    ge: Some(GilbertElliott::from_loss(0.03, 2.5)),
+                    spikes: Some(Spikes::new(3e9, 20e6, 200e6, 0)),
+                    outages: Some(Outages::new(
+                        (5e9, 5e9),
+                        (150e6, 150e6),
+                        5e9 + i as f64 * 1.7e9,
+                        0,
+                    )),
+                    ..NetModel::wired(1.5e6, 3e6)
+                });
+            }
+        }
         _ => return None,
     }
     Some(s)
@@ -344,7 +364,7 @@ pub struct Onset {
 }
 
 /// Results of one receiver.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RxReport {
     /// Worst time from audio being due to convergence, ms (over the start
     /// and every sender restart); `None` if it never converged.
@@ -379,18 +399,32 @@ pub struct RxReport {
     pub requests_per_s: f64,
     /// Every onset (the end of each idle span) after the receiver joined.
     pub onsets: Vec<Onset>,
-    /// The adapter's estimator at the end, ppm: the rate-match loop's
-    /// correction ([`OutputPath::RateMatch`]; consumption ratio − 1), the
-    /// frame clock's fitted drift ([`OutputPath::Pulse`]); `None` on the
-    /// core path.
+    /// The adapter's estimator, ppm: the rate-match loop's correction
+    /// ([`OutputPath::RateMatch`]; consumption ratio − 1) averaged over the
+    /// run's second half (it dithers over PipeWire's 20.8 ppm steps, by
+    /// ±35 ppm from one cycle to another), the frame clock's fitted drift
+    /// at the end ([`OutputPath::Pulse`]); `None` on the core path.
     pub estimator_ppm: Option<f64>,
     /// Times the adapter's estimator started again: the rate-match loop's
     /// resyncs, the frame clock's restarts (0 on the core path).
     pub estimator_restarts: u64,
+    /// The receiver's own counters at the end, as its status packets carry
+    /// them (`packets`, `lost`, `late`, `duplicated`, `concealed_frames`…).
+    pub status: StatusCounters,
+    /// Audio datagrams the sender sent while this receiver was on the
+    /// network.
+    pub audio_sent: u64,
+    /// Of those, the ones its downstream path dropped: the truth the
+    /// receiver's `lost` and `late` are judged against.
+    pub audio_dropped: u64,
+    /// What its downstream path (sender → receiver, every datagram) did.
+    pub down: PathStats,
+    /// What its upstream path (receiver → sender) did.
+    pub up: PathStats,
 }
 
 /// Results of a run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -456,20 +490,6 @@ impl fmt::Display for Report {
     }
 }
 
-/// xorshift64*: small, deterministic, good enough for impairments.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.next() < p
-    }
-}
-
 /// A clock: reading = true · (1 + ppm·1e-6) + offset.
 #[derive(Clone, Copy)]
 struct Clock {
@@ -479,6 +499,12 @@ struct Clock {
 impl Clock {
     fn read(&self, t: f64) -> u64 {
         (t * (1.0 + self.ppm * 1e-6) + self.offset).max(0.0) as u64
+    }
+
+    /// The true time at which the clock reads `ns` (1 ns after, so that it
+    /// reads at least `ns` despite rounding).
+    fn when_reads(&self, ns: u64) -> f64 {
+        (ns as f64 - self.offset) / (1.0 + self.ppm * 1e-6) + 1.0
     }
 }
 
@@ -506,12 +532,11 @@ impl Ord for Queued {
 
 enum Event {
     SenderCycle,
+    /// The sender's data timer: its endpoint's idle syncs and status.
     SenderTimer,
-    /// A receiver's status packet; `true` for the periodic one (which
-    /// schedules the next).
-    RxStatus(usize, bool),
     Restart,
     RxCycle(usize),
+    /// The receiver's data timer: its endpoint's time requests and status.
     RxTimer(usize),
     /// A turn of bark-pulse's loop ([`OutputPath::Pulse`]): timing
     /// reports and writes.
@@ -653,7 +678,11 @@ fn p99_of(hist: &[u64], n: u64, max: f64) -> f64 {
 struct SimRx {
     spec: RxSpec,
     clock: Clock,
-    rx: Option<Receiver>,
+    /// Created at the receiver's first cycle: before, it is off the
+    /// network.
+    ep: Option<ReceiverEndpoint>,
+    /// Where its time requests and status come from.
+    addr: SocketAddr,
     /// The device's next output frame.
     frame: u64,
     t0: f64,
@@ -663,7 +692,16 @@ struct SimRx {
     /// What the device plays in one cycle, when it is not `out`.
     dev: Vec<f32>,
     meter: Meter,
-    burst: u32,
+    /// Sender → this receiver, and back: each direction with its own state
+    /// and generator, so that every receiver's losses are its own.
+    down: Leg,
+    up: Leg,
+    /// Audio datagrams the sender sent while this receiver was on the
+    /// network, and how many of them its downstream path dropped.
+    audio_sent: u64,
+    audio_dropped: u64,
+    /// Its adapter's randomness: report jitter, PulseAudio's lags.
+    rng: Rng,
     /// Requests sent when the run's second half began.
     requests_mark: Option<u64>,
     path: Path,
@@ -691,6 +729,9 @@ struct RateMatchOut {
     ratio: f64,
     /// The stream's frames, by frame index modulo [`STREAM_RING`].
     ring: Vec<[f32; 2]>,
+    /// Sum and count of the loop's correction over the run's second half.
+    corr_sum: f64,
+    corr_n: u64,
 }
 
 /// [`OutputPath::Pulse`]: bark-pulse's estimate and the server's stream.
@@ -786,15 +827,194 @@ impl PulseOut {
     }
 }
 
-/// Creates receiver `i`'s core on its first event.
+/// Creates receiver `i`'s endpoint (keyless, status to the group too, as
+/// on a multicast LAN) on its first cycle.
 fn ensure_rx(r: &mut SimRx, i: usize) {
-    if r.rx.is_none() {
+    if r.ep.is_none() {
         let cfg = ReceiverConfig {
             node_id: 100 + i as u64,
             delay_ns: r.spec.delay_ns,
             ..Default::default()
         };
-        r.rx = Some(Receiver::new(cfg).expect("valid receiver config"));
+        r.ep = Some(ReceiverEndpoint::new(cfg, None, true).expect("valid receiver config"));
+    }
+}
+
+/// One direction of one receiver's link: the path's state and the
+/// generator of its per-datagram draws.
+struct Leg {
+    path: NetPath,
+    rng: Rng,
+}
+
+impl Leg {
+    fn new(net: &NetModel, seed: u64, link_seed: u64) -> Self {
+        Leg {
+            path: NetPath::new(net, link_seed),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Arrival time of a datagram of `bytes` sent at `t`, or `None`.
+    fn transit(&mut self, t: f64, bytes: usize, group: bool) -> Option<f64> {
+        self.path.transit(&mut self.rng, t, bytes, group)
+    }
+}
+
+/// The event queue. Times are kept in 1/16 ns so that ordering is exact,
+/// and ties go in the order pushed.
+#[derive(Default)]
+struct Events {
+    heap: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+}
+
+impl Events {
+    fn push(&mut self, t: f64, ev: Event) {
+        self.heap.push(Reverse(Queued {
+            at: (t.max(0.0) * 16.0) as u64,
+            seq: self.seq,
+            ev,
+        }));
+        self.seq += 1;
+    }
+
+    fn pop(&mut self) -> Option<(f64, Event)> {
+        self.heap.pop().map(|Reverse(q)| (q.at as f64 / 16.0, q.ev))
+    }
+}
+
+/// The session latency as the simulator's truth follows it.
+struct Latency {
+    /// On the sender's clock, ns.
+    ns: u64,
+    /// In true ns.
+    true_ns: f64,
+    /// `(s, ns)` at the start and at each change.
+    log: Vec<(f64, u64)>,
+    sender_ppm: f64,
+}
+
+impl Latency {
+    fn new(ns: u64, sender_ppm: f64) -> Self {
+        Latency {
+            ns,
+            true_ns: ns as f64 / (1.0 + sender_ppm * 1e-6),
+            log: vec![(0.0, ns)],
+            sender_ppm,
+        }
+    }
+
+    /// The sender's latency is `ns` at true time `t`: on a change every
+    /// receiver resyncs to it, and frames count again once each has
+    /// converged on it.
+    fn observe(&mut self, t: f64, ns: u64, rxs: &mut [SimRx]) {
+        if ns == self.ns {
+            return;
+        }
+        self.ns = ns;
+        self.true_ns = ns as f64 / (1.0 + self.sender_ppm * 1e-6);
+        self.log.push((t / 1e9, ns));
+        for r in rxs {
+            r.meter.rearm((t + self.true_ns).max(r.meter.due_from));
+        }
+    }
+}
+
+/// When a timer of period `tick` (ns) that also serves an endpoint wanting
+/// `poll_transmit` at true time `due` fires after `t`: the earlier of the
+/// two. A deadline already past (the endpoint had nothing to send for it
+/// yet, say no sender to send a request to) waits for the tick rather
+/// than spinning.
+fn next_wake(t: f64, tick: f64, due: f64) -> f64 {
+    if due > t {
+        due.min(t + tick)
+    } else {
+        t + tick
+    }
+}
+
+/// Whether `d` is an audio datagram (the truth counts those).
+fn is_audio(d: &[u8]) -> bool {
+    protocol::parse_header(d).is_ok_and(|h| h.ptype == PacketType::Audio)
+}
+
+/// Sends `d` from the sender at true time `t` to receiver `i` through its
+/// downstream path; `group`: a copy of a datagram to the group (which the
+/// path may duplicate, as the simulator always did).
+fn to_rx(ev: &mut Events, i: usize, r: &mut SimRx, t: f64, d: &[u8], group: bool) {
+    if r.ep.is_none() {
+        return;
+    }
+    let audio = is_audio(d);
+    r.audio_sent += audio as u64;
+    match r.down.transit(t, d.len(), group) {
+        Some(at) => {
+            ev.push(at, Event::ToRx(i, d.to_vec()));
+            if group && r.down.path.duplicate(&mut r.down.rng) {
+                ev.push(at + DUPLICATE_LAG_NS, Event::ToRx(i, d.to_vec()));
+            }
+        }
+        None => r.audio_dropped += audio as u64,
+    }
+}
+
+/// Sends the sender's `d` for [`Dest::Group`] at true time `t`: one copy
+/// to every receiver on the network, each through its own path.
+fn fan_out(ev: &mut Events, rxs: &mut [SimRx], t: f64, d: &[u8]) {
+    for (i, r) in rxs.iter_mut().enumerate() {
+        to_rx(ev, i, r, t, d, true);
+    }
+}
+
+/// The sender endpoint's turn at true time `t`: everything
+/// `poll_transmit` has, stamped with its clock then, to where it names:
+/// [`Dest::Group`] to every receiver, [`Dest::To`] to the receiver with
+/// that address.
+fn sender_transmit(
+    sender: &mut SenderEndpoint,
+    clock: &Clock,
+    t: f64,
+    ev: &mut Events,
+    rxs: &mut [SimRx],
+    buf: &mut [u8],
+) {
+    let now = clock.read(t);
+    while let Some((n, dest)) = sender.poll_transmit(now, 0, buf) {
+        match dest {
+            Dest::Group => fan_out(ev, rxs, t, &buf[..n]),
+            Dest::To(a) => {
+                if let Some(i) = rxs.iter().position(|r| r.addr == a) {
+                    to_rx(ev, i, &mut rxs[i], t, &buf[..n], false);
+                }
+            }
+        }
+    }
+}
+
+/// Receiver `i`'s endpoint's turn at true time `t`: its time requests and
+/// status to the sender go up its path. The copy of its status for the
+/// group is dropped: nothing simulated listens there for it (receivers
+/// ignore status packets, the sender gets its own copy by [`Dest::To`]),
+/// and carrying it would only spend the path's draws.
+fn rx_transmit(
+    r: &mut SimRx,
+    i: usize,
+    t: f64,
+    sender_addr: SocketAddr,
+    ev: &mut Events,
+    buf: &mut [u8],
+) {
+    let Some(ep) = r.ep.as_mut() else {
+        return;
+    };
+    let now = r.clock.read(t);
+    while let Some((n, dest)) = ep.poll_transmit(now, 0, buf) {
+        if dest == Dest::To(sender_addr) {
+            if let Some(at) = r.up.transit(t, n, false) {
+                ev.push(at, Event::ToSender(i, buf[..n].to_vec()));
+            }
+        }
     }
 }
 
@@ -807,7 +1027,9 @@ pub fn run(sc: &Scenario) -> Report {
 /// `trace`'s clock-estimate error against the truth (a diagnostic).
 pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let rate = 48_000u32;
-    let mut rng = Rng(sc.seed | 1);
+    // The sender's scheduling jitter. Every receiver and every path has
+    // its own generator: what one receiver draws never moves another's.
+    let mut rng = Rng::new(sc.seed);
     // Bases of several seconds keep every clock positive from the start.
     let sender_clock = Clock {
         offset: sc.sender_clock.0 + 10e9,
@@ -815,16 +1037,13 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     };
     let sender_addr: SocketAddr = "10.0.0.1:1530".parse().expect("literal address");
     let s_period = 1e9 / (rate as f64 * (1.0 + sc.sender_device_ppm * 1e-6));
-    // Latency in true ns: the target is counted on the sender's clock.
-    let to_true = |ns: u64| ns as f64 / (1.0 + sc.sender_clock.1 * 1e-6);
-    let mut latency_true = to_true(sc.latency_ns);
-    let mut latency_log = vec![(0.0, sc.latency_ns)];
+    let mut latency = Latency::new(sc.latency_ns, sc.sender_clock.1);
     let idle_at = |t: f64| sc.idle_s.iter().any(|&(a, b)| t >= a * 1e9 && t < b * 1e9);
     let mut was_idle = false;
     let mut session = 0u64;
     let new_sender = |session: &mut u64| {
         *session += 1;
-        Sender::new(SenderConfig {
+        let cfg = SenderConfig {
             session_id: 0x5e55_0000 + *session,
             latency_ns: sc.latency_ns,
             max_latency_ns: sc.max_latency_ns,
@@ -834,8 +1053,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 0
             },
             ..Default::default()
-        })
-        .expect("valid sender config")
+        };
+        SenderEndpoint::new(cfg, None, false, 1).expect("valid sender config")
     };
     let mut sender = new_sender(&mut session);
     // Session start in true time, and frames sent so far in it.
@@ -856,13 +1075,18 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 .iter()
                 .find(|(a, b)| a * 1e9 <= join && join < b * 1e9)
                 .map_or(join, |&(_, b)| b * 1e9);
-            let due = (spec.join_s * 1e9).max(first_audio + latency_true);
+            let due = (spec.join_s * 1e9).max(first_audio + latency.true_ns);
+            // Both directions share the link's stall and outage schedule.
+            let net = spec.net.as_ref().unwrap_or(&sc.net);
+            let stream = 4 * i as u64;
+            let link_seed = seed_for(sc.seed, stream + 3);
             SimRx {
                 clock: Clock {
                     offset: spec.clock_offset_ns + 5e9,
                     ppm: spec.clock_ppm,
                 },
-                rx: None,
+                ep: None,
+                addr: SocketAddr::from(([10, 0, 1 + (i / 200) as u8, 10 + (i % 200) as u8], 1530)),
                 frame: 0,
                 t0: spec.join_s * 1e9 + 1e6 * (i as f64 + 0.37),
                 period,
@@ -887,6 +1111,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         have: RM_DELAY_FRAMES,
                         ratio: 1.0,
                         ring: vec![[0.0; 2]; STREAM_RING],
+                        corr_sum: 0.0,
+                        corr_n: 0,
                     })),
                     OutputPath::Pulse => Path::Pulse(Box::new(PulseOut {
                         fc: FrameClock::new(rate),
@@ -899,45 +1125,37 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     })),
                 },
                 meter: Meter::new(due, ms_total, sc.duration_s * 1e9 / 2.0),
-                burst: 0,
+                down: Leg::new(net, seed_for(sc.seed, stream + 1), link_seed),
+                up: Leg::new(net, seed_for(sc.seed, stream + 2), link_seed),
+                audio_sent: 0,
+                audio_dropped: 0,
+                rng: Rng::new(seed_for(sc.seed, stream + 4)),
                 requests_mark: None,
                 spec: spec.clone(),
             }
         })
         .collect();
 
-    // Times are kept in 1/16 ns so that ordering is exact and stable.
-    let mut queue: BinaryHeap<Reverse<Queued>> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut push = |queue: &mut BinaryHeap<Reverse<Queued>>, t: f64, ev: Event| {
-        queue.push(Reverse(Queued {
-            at: (t.max(0.0) * 16.0) as u64,
-            seq,
-            ev,
-        }));
-        seq += 1;
-    };
-    push(&mut queue, s_t0, Event::SenderCycle);
-    push(&mut queue, s_t0 + 0.5, Event::SenderTimer);
+    let mut queue = Events::default();
+    queue.push(s_t0, Event::SenderCycle);
+    queue.push(s_t0 + 0.5, Event::SenderTimer);
     for (i, r) in rxs.iter().enumerate() {
-        push(&mut queue, r.t0, Event::RxCycle(i));
-        push(&mut queue, r.t0 + 1.0, Event::RxTimer(i));
-        push(&mut queue, r.t0 + 1e9, Event::RxStatus(i, true));
+        queue.push(r.t0, Event::RxCycle(i));
+        queue.push(r.t0 + 1.0, Event::RxTimer(i));
         if let Path::Pulse(_) = r.path {
-            push(&mut queue, r.t0 + 0.5, Event::RxClient(i));
+            queue.push(r.t0 + 0.5, Event::RxClient(i));
         }
     }
     for &t in &sc.restarts_s {
-        push(&mut queue, t * 1e9, Event::Restart);
+        queue.push(t * 1e9, Event::Restart);
     }
     let end = sc.duration_s * 1e9;
     let mut samples = vec![0f32; sc.sender_quantum * 2];
     let mut outbox: Vec<Vec<u8>> = Vec::new();
-    let mut buf = [0u8; 256];
+    let mut buf = vec![0u8; TRANSMIT_BUF];
     let tone_w = 2.0 * std::f64::consts::PI * TONE_HZ / rate as f64;
 
-    while let Some(Reverse(Queued { at, ev, .. })) = queue.pop() {
-        let t = at as f64 / 16.0;
+    while let Some((t, ev)) = queue.pop() {
         if t > end {
             break;
         }
@@ -947,8 +1165,9 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 s_t0 = t;
                 s_frame = 0;
                 for r in &mut rxs {
-                    r.meter.rearm((t + latency_true).max(r.meter.due_from));
+                    r.meter.rearm((t + latency.true_ns).max(r.meter.due_from));
                 }
+                latency.observe(t, sender.sender().latency_ns(), &mut rxs);
             }
             Event::SenderCycle => {
                 let first_true = s_t0 + s_frame as f64 * s_period;
@@ -959,7 +1178,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         f[0] = ph.sin() as f32;
                         f[1] = ph.cos() as f32;
                     }
-                    let jitter = (rng.next() - 0.5) * 2.0 * sc.sched_jitter_ns;
+                    let jitter = (rng.uniform() - 0.5) * 2.0 * sc.sched_jitter_ns;
                     // Zero-mean: PipeWire's cycle times come from the driver's
                     // smoothed clock, not from wake-ups.
                     let now = sender_clock.read(first_true + jitter);
@@ -967,98 +1186,93 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     // The cycle runs (and sends) at true time `t`; adapters
                     // stamp the sync message with the clock read right then.
                     let send_ns = sender_clock.read(t);
-                    sender.push_at(now, send_ns, &samples, &mut |d| outbox.push(d.to_vec()));
-                    fan_out(
-                        &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
-                    );
+                    sender.push(now, send_ns, 0, &samples, &mut |d| outbox.push(d.to_vec()));
+                    for d in &outbox {
+                        fan_out(&mut queue, &mut rxs, t, d);
+                    }
+                    latency.observe(t, sender.sender().latency_ns(), &mut rxs);
                     if was_idle {
                         // An onset: its first frame is due at each receiver
                         // that has joined.
                         for r in rxs.iter_mut().filter(|r| r.t0 < t) {
-                            let due = first_true + latency_true + r.spec.delay_ns as f64;
+                            let due = first_true + latency.true_ns + r.spec.delay_ns as f64;
                             r.meter.onset(due);
                         }
                     }
                 }
+                // The sink serves its endpoint from its cycle too.
+                sender_transmit(
+                    &mut sender,
+                    &sender_clock,
+                    t,
+                    &mut queue,
+                    &mut rxs,
+                    &mut buf,
+                );
+                latency.observe(t, sender.sender().latency_ns(), &mut rxs);
                 was_idle = idle;
                 // An idle sink's frames still advance with time: the
                 // tone's phase stays the frame's true entry time.
                 s_frame += sc.sender_quantum as u64;
                 let next = s_t0 + s_frame as f64 * s_period;
-                push(&mut queue, next, Event::SenderCycle);
+                queue.push(next, Event::SenderCycle);
             }
             Event::SenderTimer => {
-                outbox.clear();
-                sender.poll_idle(sender_clock.read(t), &mut |d| outbox.push(d.to_vec()));
-                fan_out(
-                    &mut queue, &mut push, &mut rng, &mut rxs, &sc.net, t, &outbox,
+                // The sink's data timer (50 ms), or sooner when the
+                // endpoint wants it.
+                sender_transmit(
+                    &mut sender,
+                    &sender_clock,
+                    t,
+                    &mut queue,
+                    &mut rxs,
+                    &mut buf,
                 );
-                push(&mut queue, t + 50e6, Event::SenderTimer);
+                latency.observe(t, sender.sender().latency_ns(), &mut rxs);
+                let due = sender_clock.when_reads(sender.poll_timeout(sender_clock.read(t)));
+                queue.push(next_wake(t, 50e6, due), Event::SenderTimer);
             }
-            Event::RxStatus(i, periodic) => {
-                // The adapters send their status once a second, also to
-                // the followed sender (which raises the session latency).
+            Event::ToRx(i, mut d) => {
                 let r = &mut rxs[i];
-                if let Some(rx) = r.rx.as_ref() {
-                    let mut st = [0u8; protocol::MAX_STATUS_LEN];
-                    if let Some(n) = rx.write_status(&mut st) {
-                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                            push(&mut queue, t + delay, Event::ToSender(i, st[..n].to_vec()));
-                        }
-                    }
+                if let Some(ep) = r.ep.as_mut() {
+                    let _ = ep.handle_datagram(r.clock.read(t), 0, &mut d, sender_addr);
                 }
-                if periodic {
-                    push(&mut queue, t + 1e9, Event::RxStatus(i, true));
-                }
+                // The adapter serves its endpoint when a datagram comes.
+                rx_transmit(r, i, t, sender_addr, &mut queue, &mut buf);
             }
-            Event::ToRx(i, d) => {
-                let r = &mut rxs[i];
-                if let Some(rx) = r.rx.as_mut() {
-                    let _ = rx.handle_packet(r.clock.read(t), &d, sender_addr);
-                }
-            }
-            Event::ToSender(i, d) => {
-                let t2 = sender_clock.read(t);
-                let t3 = sender_clock.read(t + 20_000.0);
-                let before = sender.latency_ns();
-                let answer = sender.handle_packet(t2, t3, &d, &mut buf);
-                let after = sender.latency_ns();
-                if after != before {
-                    // Every receiver resyncs to the new latency: frames
-                    // count again once each has converged on it.
-                    latency_log.push((t / 1e9, after));
-                    latency_true = to_true(after);
-                    for r in &mut rxs {
-                        r.meter.rearm((t + latency_true).max(r.meter.due_from));
-                    }
-                }
-                if let Ok(Some(n)) = answer {
-                    let reply = buf[..n].to_vec();
-                    let r = &mut rxs[i];
-                    if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                        push(&mut queue, t + 20_000.0 + delay, Event::ToRx(i, reply));
-                    }
-                }
+            Event::ToSender(i, mut d) => {
+                let from = rxs[i].addr;
+                let _ = sender.handle_datagram(sender_clock.read(t), 0, &mut d, from);
+                latency.observe(t, sender.sender().latency_ns(), &mut rxs);
+                // The sink serves its endpoint when a datagram comes: a
+                // time reply leaves (and is stamped) 20 µs later.
+                let t3 = t + 20_000.0;
+                sender_transmit(
+                    &mut sender,
+                    &sender_clock,
+                    t3,
+                    &mut queue,
+                    &mut rxs,
+                    &mut buf,
+                );
+                latency.observe(t3, sender.sender().latency_ns(), &mut rxs);
             }
             Event::RxTimer(i) => {
-                // The adapter's time-exchange timer on the data loop.
+                // The adapter's timer on the data loop (2 ms), or sooner
+                // when the endpoint wants it.
                 let r = &mut rxs[i];
-                if let Some(rx) = r.rx.as_mut() {
+                let tick = crate::receiver::FAST_INTERVAL_NS as f64;
+                let mut next = t + tick;
+                if let Some(ep) = r.ep.as_ref() {
                     if r.requests_mark.is_none() && t >= end / 2.0 {
-                        r.requests_mark = Some(rx.requests());
+                        r.requests_mark = Some(ep.receiver().requests());
                     }
-                    let now = r.clock.read(t);
-                    while let Some((n, _to)) = rx.poll_transmit(now, &mut buf) {
-                        if let Some(delay) = transit(&sc.net, &mut rng, &mut r.burst) {
-                            push(&mut queue, t + delay, Event::ToSender(i, buf[..n].to_vec()));
-                        }
+                    rx_transmit(r, i, t, sender_addr, &mut queue, &mut buf);
+                    if let Some(ep) = r.ep.as_ref() {
+                        next = next_wake(t, tick, r.clock.when_reads(ep.poll_timeout()));
                     }
                 }
-                push(
-                    &mut queue,
-                    t + crate::receiver::FAST_INTERVAL_NS as f64,
-                    Event::RxTimer(i),
-                );
+                queue.push(next, Event::RxTimer(i));
             }
             Event::RxCycle(i) => {
                 let r = &mut rxs[i];
@@ -1069,9 +1283,10 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 // The device asks one quantum plus 0.5 ms ahead of playing,
                 // and the downstream latency before that.
                 let cb = heard0 - q as f64 * r.period - 500_000.0 - downstream;
-                let rx = r.rx.as_mut().expect("created above");
+                let ep = r.ep.as_mut().expect("created above");
                 let now = r.clock.read(cb.max(0.0));
                 if trace == Some(i) && r.frame % (rate as u64) < q as u64 {
+                    let rx = ep.receiver();
                     if let Some(e) = rx.clock().estimate() {
                         let truth = sender_clock.read(cb) as f64;
                         let truth_rate =
@@ -1097,9 +1312,9 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         // The receiver's downstream latency is how long
                         // before being heard it fills a buffer: the
                         // device's own lead included.
-                        rx.set_downstream_ns((heard0 - cb) as u64);
-                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
-                        rx.fill(r.clock.read(heard0 + report_jitter), &mut r.out);
+                        let report_jitter = (r.rng.uniform() - 0.5) * 4_000.0;
+                        let play = r.clock.read(heard0 + report_jitter);
+                        ep.fill(play, (heard0 - cb) as u64, &mut r.out);
                         &r.out
                     }
                     Path::RateMatch(m) => {
@@ -1108,38 +1323,39 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         // (not its fractional phase); the core fills it for
                         // the loop's virtual time; the loop's ratio goes to
                         // the resampler, which plays the cycle with it.
-                        let report_jitter = (rng.next() - 0.5) * 4_000.0;
+                        let report_jitter = (r.rng.uniform() - 0.5) * 4_000.0;
                         let frames = m.request(q, r.out.len() / 2);
                         let reported = heard0 + RM_DELAY_FRAMES as f64 * 1e9 / rate as f64;
-                        rx.set_downstream_ns((reported - cb) as u64);
                         let v = m.lp.virtual_time(r.clock.read(reported + report_jitter));
                         let input = &mut r.out[..frames * 2];
-                        rx.fill(v, input);
-                        let ratio = m.lp.advance_after_fill(rx, frames);
+                        ep.fill(v, (reported - cb) as u64, input);
+                        let ratio = m.lp.advance_after_fill(ep.receiver(), frames);
+                        if t >= end / 2.0 {
+                            m.corr_sum += m.lp.correction();
+                            m.corr_n += 1;
+                        }
                         m.play(input, ratio, rate, &mut r.dev);
                         &r.dev
                     }
                     Path::Pulse(p) => {
                         // The sink's cycle; bark-pulse writes in its own
                         // turns (`RxClient`).
-                        p.take(r.frame, &mut r.dev, rx.playing());
+                        p.take(r.frame, &mut r.dev, ep.receiver().playing());
                         &r.dev
                     }
                 };
-                if rx.take_status_due() {
-                    push(&mut queue, t, Event::RxStatus(i, false));
-                }
                 // A receiver whose output needs more than the session
                 // latency plays late on purpose (until the sender raises
                 // the latency): not a sync error; measured again after.
-                let late = rx.late();
+                let late = ep.receiver().late();
                 for (j, f) in played.chunks_exact(2).enumerate() {
                     let heard = heard0 + j as f64 * r.period;
                     let (sn, cs) = (f[0] as f64, f[1] as f64);
                     let amp = (sn * sn + cs * cs).sqrt();
                     let err = (amp > AUDIBLE).then(|| {
                         // Frame due now, then the played frame from the tone phase.
-                        let due = (heard - latency_true - r.spec.delay_ns as f64 - s_t0) / s_period;
+                        let due =
+                            (heard - latency.true_ns - r.spec.delay_ns as f64 - s_t0) / s_period;
                         let want = tone_w * due;
                         let got = sn.atan2(cs);
                         let mut d = (got - want) % (2.0 * std::f64::consts::PI);
@@ -1152,7 +1368,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                         -(d / tone_w) * s_period
                     });
                     if late {
-                        r.meter.rearm(heard + latency_true);
+                        r.meter.rearm(heard + latency.true_ns);
                     } else {
                         r.meter.frame(heard, err);
                     }
@@ -1162,12 +1378,15 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     - q as f64 * r.period
                     - 500_000.0
                     - downstream_at(&r.spec, t);
-                push(&mut queue, next_cb.max(t + 1.0), Event::RxCycle(i));
+                queue.push(next_cb.max(t + 1.0), Event::RxCycle(i));
+                // The adapter serves its endpoint from the cycle too: a
+                // status made due by the fill leaves now.
+                rx_transmit(r, i, t, sender_addr, &mut queue, &mut buf);
             }
             Event::RxClient(i) => {
                 let r = &mut rxs[i];
                 ensure_rx(r, i);
-                let rx = r.rx.as_mut().expect("created above");
+                let ep = r.ep.as_mut().expect("created above");
                 let Path::Pulse(p) = &mut r.path else {
                     continue;
                 };
@@ -1185,13 +1404,13 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     }
                 }
                 if p.reply.is_none() && t >= p.next_request {
-                    p.next_request = t + 10e6 * (0.7 + 0.6 * rng.next());
+                    p.next_request = t + 10e6 * (0.7 + 0.6 * r.rng.uniform());
                     // The server snapshots now and stamps its reply later.
-                    let lag = if rng.chance(PULSE_SLOW_LAG_NS.0) {
+                    let lag = if r.rng.chance(PULSE_SLOW_LAG_NS.0) {
                         PULSE_SLOW_LAG_NS.1
-                            + rng.next() * (PULSE_SLOW_LAG_NS.2 - PULSE_SLOW_LAG_NS.1)
+                            + r.rng.uniform() * (PULSE_SLOW_LAG_NS.2 - PULSE_SLOW_LAG_NS.1)
                     } else {
-                        PULSE_LAG_NS.0 + rng.next() * (PULSE_LAG_NS.1 - PULSE_LAG_NS.0)
+                        PULSE_LAG_NS.0 + r.rng.uniform() * (PULSE_LAG_NS.1 - PULSE_LAG_NS.0)
                     };
                     // Its sink latency: until the frame the sink takes next
                     // is heard, on the host's clock, whole µs.
@@ -1214,20 +1433,17 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     }
                     match est {
                         Some(x) if x > 0.0 => {
-                            rx.set_downstream_ns((x - now as f64).max(0.0) as u64);
-                            rx.fill(x as u64, out);
+                            ep.fill(x as u64, (x - now as f64).max(0.0) as u64, out);
                         }
                         _ => out.fill(0.0),
                     }
                     p.write(out);
-                    if rx.take_status_due() {
-                        push(&mut queue, t, Event::RxStatus(i, false));
-                    }
                 }
                 // bark-pulse's tick: 2 ms while the core syncs its clock,
                 // 5 ms once it plays.
-                let tick = if rx.playing() { 5e6 } else { 2e6 };
-                push(&mut queue, t + tick, Event::RxClient(i));
+                let tick = if ep.receiver().playing() { 5e6 } else { 2e6 };
+                queue.push(t + tick, Event::RxClient(i));
+                rx_transmit(r, i, t, sender_addr, &mut queue, &mut buf);
             }
         }
     }
@@ -1235,10 +1451,18 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let reports: Vec<RxReport> = rxs
         .iter()
         .map(|r| {
-            let c = r.rx.as_ref().map(|x| x.counters()).unwrap_or_default();
+            let rx = r.ep.as_ref().map(|e| e.receiver());
+            let c = rx.map(|x| x.counters()).unwrap_or_default();
             let (estimator_ppm, estimator_restarts, out_underruns) = match &r.path {
                 Path::Core => (None, 0, 0),
-                Path::RateMatch(m) => (Some(m.lp.correction() * 1e6), m.lp.resyncs(), 0),
+                Path::RateMatch(m) => {
+                    let corr = if m.corr_n > 0 {
+                        m.corr_sum / m.corr_n as f64
+                    } else {
+                        m.lp.correction()
+                    };
+                    (Some(corr * 1e6), m.lp.resyncs(), 0)
+                }
                 Path::Pulse(p) => (Some(p.fc.drift_ppm()), p.fc.resets(), p.underruns),
             };
             RxReport {
@@ -1254,11 +1478,11 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 frames: r.meter.n,
                 underruns: c.underruns + out_underruns,
                 concealed: c.concealed_frames,
-                jumps: r.rx.as_ref().map_or(0, |x| x.jumps()),
+                jumps: rx.map_or(0, |x| x.jumps()),
                 lost: c.lost,
                 late: c.late,
                 duplicated: c.duplicated,
-                requests_per_s: match (r.rx.as_ref(), r.requests_mark) {
+                requests_per_s: match (rx, r.requests_mark) {
                     (Some(x), Some(m)) => (x.requests() - m) as f64 / (sc.duration_s / 2.0),
                     _ => 0.0,
                 },
@@ -1275,6 +1499,11 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     .collect(),
                 estimator_ppm,
                 estimator_restarts,
+                status: c,
+                audio_sent: r.audio_sent,
+                audio_dropped: r.audio_dropped,
+                down: *r.down.path.stats(),
+                up: *r.up.path.stats(),
             }
         })
         .collect();
@@ -1297,7 +1526,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         scenario: sc.name.clone(),
         receivers: reports,
         skew_p99_us,
-        latency: latency_log,
+        latency: latency.log,
     }
 }
 
@@ -1309,50 +1538,6 @@ fn downstream_at(spec: &RxSpec, t: f64) -> f64 {
         .rev()
         .find(|(from, _)| t >= from * 1e9)
         .map_or(0.0, |&(_, ns)| ns)
-}
-
-/// Hands the sender's datagrams of this cycle to every receiver through
-/// the network model.
-fn fan_out(
-    queue: &mut BinaryHeap<Reverse<Queued>>,
-    push: &mut impl FnMut(&mut BinaryHeap<Reverse<Queued>>, f64, Event),
-    rng: &mut Rng,
-    rxs: &mut [SimRx],
-    net: &NetModel,
-    t: f64,
-    outbox: &[Vec<u8>],
-) {
-    for d in outbox {
-        for (i, r) in rxs.iter_mut().enumerate() {
-            if let Some(delay) = transit(net, rng, &mut r.burst) {
-                push(queue, t + delay, Event::ToRx(i, d.clone()));
-                if rng.chance(net.duplicate) {
-                    push(queue, t + delay + 50_000.0, Event::ToRx(i, d.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// One-way transit: `None` if lost, else the delay in ns.
-fn transit(net: &NetModel, rng: &mut Rng, burst: &mut u32) -> Option<f64> {
-    if *burst > 0 {
-        *burst -= 1;
-        return None;
-    }
-    if rng.chance(net.burst_start) {
-        *burst = net.burst_len.saturating_sub(1);
-        return None;
-    }
-    if rng.chance(net.loss) {
-        return None;
-    }
-    let mut d =
-        net.delay_ns + net.jitter_min_ns + rng.next() * (net.jitter_max_ns - net.jitter_min_ns);
-    if rng.chance(net.reorder) {
-        d += net.reorder_ns;
-    }
-    Some(d)
 }
 
 /// Audio packets per second a sender of `format` makes at the default MTU
