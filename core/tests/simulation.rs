@@ -264,19 +264,24 @@ fn summary_line_has_the_scripted_form() {
 }
 
 /// Runs `name` twice with its seed: the reports must be identical. Then
-/// checks every receiver's losses against its own path's truth and the
-/// model's rate: audio dropped by its path within `dropped` (a share of
-/// the audio sent to it), every dropped packet counted by the receiver as
-/// lost or late (give or take the last few in flight at the end), and the
-/// receivers' losses their own (not all equal). Repair is not implemented
-/// yet, so nothing is asserted about concealment.
-fn check_model_loss(name: &str, dropped: std::ops::Range<f64>) -> Report {
+/// checks every receiver against its own path's truth: audio dropped by
+/// its path within `dropped` (a share of the audio sent to it), and every
+/// dropped packet resent in time: nothing lost or late, nothing concealed,
+/// `repaired` the path's drops (give or take those before the receiver
+/// followed the session, which it cannot know of). The receivers' losses
+/// are their own (not all equal). At most `unrepairable` packets per
+/// receiver may be lost or late, when the scenario's link can hide a gap
+/// for longer than the latency.
+fn check_repaired(name: &str, dropped: std::ops::Range<f64>, unrepairable: u64) -> Report {
     let sc = scenario(name).expect("known scenario");
     let r = run(&sc);
     println!("{r}");
     assert_eq!(r, run(&sc), "{name}: the same seed gave another report");
     for (i, rx) in r.receivers.iter().enumerate() {
-        println!("{name} rx{i}: {:?} {:?}", rx.status, rx.down);
+        println!(
+            "{name} rx{i}: {:?} {:?} {:?}",
+            rx.status, rx.down, rx.repair
+        );
         let share = rx.audio_dropped as f64 / rx.audio_sent as f64;
         assert!(
             dropped.contains(&share),
@@ -284,36 +289,51 @@ fn check_model_loss(name: &str, dropped: std::ops::Range<f64>) -> Report {
             rx.audio_dropped,
             rx.audio_sent
         );
-        let counted = rx.status.lost + rx.status.late;
+        let s = &rx.status;
+        // Nothing concealed, nothing given up (but the unrepairable); a
+        // packet dropped in the last milliseconds may still be on its way
+        // back.
         assert!(
-            counted.abs_diff(rx.audio_dropped) <= 4,
-            "{name} rx{i}: counted {counted} lost or late, the path dropped {}",
+            s.late + rx.repair.expired <= unrepairable,
+            "{name} rx{i}: {s:?} {:?}",
+            rx.repair
+        );
+        assert!(s.lost <= 2 + unrepairable, "{name} rx{i}: {s:?}");
+        if unrepairable == 0 {
+            assert_eq!(s.concealed_frames, 0, "{name} rx{i}: {s:?}");
+        }
+        assert!(
+            s.repaired <= rx.audio_dropped && s.repaired + 20 + unrepairable >= rx.audio_dropped,
+            "{name} rx{i}: repaired {} of {} dropped",
+            s.repaired,
             rx.audio_dropped
         );
-        assert_eq!((rx.lost, rx.late), (rx.status.lost, rx.status.late));
+        assert_eq!((rx.lost, rx.late), (s.lost, s.late));
         // A minute of audio at about 375 packets a second, minus the loss.
-        assert!(rx.status.packets > 20_000, "{name} rx{i}: {:?}", rx.status);
+        assert!(s.packets > 20_000, "{name} rx{i}: {s:?}");
     }
-    let lost: Vec<u64> = r.receivers.iter().map(|rx| rx.status.lost).collect();
+    let repaired: Vec<u64> = r.receivers.iter().map(|rx| rx.status.repaired).collect();
     assert!(
-        lost.iter().any(|l| *l != lost[0]),
-        "{name}: same losses {lost:?}"
+        repaired.iter().any(|l| *l != repaired[0]),
+        "{name}: same losses {repaired:?}"
     );
     r
 }
 
-/// Gilbert–Elliott loss, 3 % in bursts of 2.5, on every receiver's own
-/// link of the wired LAN. Another seed gives other losses, and a
-/// receiver's run does not depend on the others: without the last one,
+/// 3 % random loss on every receiver's own link of the wired LAN, at the
+/// default 40 ms: every lost packet is resent in time (issue 14's first
+/// acceptance case), and sync holds. Another seed gives other losses, and
+/// a receiver's run does not depend on the others: without the last one,
 /// the first plays exactly as before.
 #[test]
 fn loss3() {
-    let r = check_model_loss("loss3", 0.025..0.035);
+    let r = check_repaired("loss3", 0.025..0.035, 0);
+    assert!(r.skew_p99_us <= 50.0, "{r}");
     let mut sc = scenario("loss3").unwrap();
     sc.seed += 2;
     assert_ne!(
-        run(&sc).receivers[0].status.lost,
-        r.receivers[0].status.lost
+        run(&sc).receivers[0].status.repaired,
+        r.receivers[0].status.repaired
     );
     let mut sc = scenario("loss3").unwrap();
     sc.receivers.pop();
@@ -321,11 +341,17 @@ fn loss3() {
 }
 
 /// Every receiver on its own Wi-Fi link: Gilbert–Elliott 3 %/2.5, stalls,
-/// a 150 ms outage every 5 s. Dropped: 3 % of the time dark, and 3 % of
-/// the rest lost (5.9 %). The stalls held packets on every link.
+/// a 150 ms outage every 5 s, at 250 ms. Dropped: 3 % of the time dark,
+/// and 3 % of the rest lost (5.9 %, about 1300 packets a minute), all
+/// repaired in time but where a stall follows an outage: the link is
+/// then dark for longer than the latency less what the receiver's output
+/// needs (about 225 ms), and nothing can cross it. With the default seed
+/// that happens once, to rx2 at 23.5 s (22 packets, and 5 more a stall
+/// held past their time); rx0 and rx1 lose nothing.
 #[test]
 fn wifi() {
-    let r = check_model_loss("wifi", 0.05..0.068);
+    let r = check_repaired("wifi", 0.05..0.068, 30);
+    assert!(r.skew_p99_us <= 100.0, "{r}");
     for (i, rx) in r.receivers.iter().enumerate() {
         assert!(
             rx.down.held > 0 && rx.down.cut > 0,

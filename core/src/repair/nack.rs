@@ -6,8 +6,9 @@
 //! reordered: [`FIRST_WAIT_NS`], or 1.5 times the largest lateness of a
 //! reordered packet in the last [`REORDER_MEMORY_NS`]. Retries follow the
 //! retransmission timer of RFC 6298 (`srtt + 4·rttvar`, at least
-//! [`MIN_RTO_NS`]), with round-trip samples only from packets asked for
-//! once (Karn's rule, RFC 6298 §3). A packet is never asked for when the
+//! [`MIN_RTO_NS`], doubled per unanswered ask up to [`MAX_BACKOFF`]
+//! times), with round-trip samples only from packets asked for once
+//! (Karn's rule, RFC 6298 §3). A packet is never asked for when the
 //! answer could not arrive before its frames are read (its deadline),
 //! and at most [`MAX_TRIES`] times. NACKs are only sent with a cookie from
 //! the sender ([`crate::repair::cookie`]), fetched with a Hello at the
@@ -20,7 +21,12 @@ use crate::protocol::{CookieTag, NACK_SPAN, OFFER_NACK};
 /// beyond are counted in [`RepairCounts::overflow`] and not asked for.
 pub const MAX_MISSING: usize = 512;
 /// Most times one packet is asked for.
-pub const MAX_TRIES: u8 = 8;
+pub const MAX_TRIES: u8 = 16;
+/// Each unanswered ask doubles the wait before the next (RFC 6298 §5.5),
+/// up to this many retransmission timeouts: an outage or a stall then
+/// costs a few NACKs, not one per timeout, and the first ask after it
+/// comes within four timeouts.
+pub const MAX_BACKOFF: u64 = 4;
 /// NACKs one [`NackScheduler::poll_nack`] round sends at most (260
 /// packets, about 950 ms of default audio).
 pub const MAX_NACKS_PER_POLL: usize = 4;
@@ -307,7 +313,8 @@ impl NackScheduler {
             if m.tries == 1 {
                 m.first_ask_ns = now_ns;
             }
-            m.next_ns = now_ns + rto;
+            let backoff = (1u64 << (m.tries - 1).min(8)).min(MAX_BACKOFF);
+            m.next_ns = now_ns + rto * backoff;
             self.counts.asked += 1;
         }
         self.counts.nacks += 1;
