@@ -301,7 +301,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             }
             let c = r.counters();
             log::debug!(
-                "sync error {:+.1} us, buffer {:.1} ms, latency {:.1} ms (session {:.1} ms, downstream {:.1} ms, need {:.1} ms{}), offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
+                "sync error {:+.1} us, buffer {:.1} ms, latency {:.1} ms (session {:.1} ms, downstream {:.1} ms, need {:.1} ms{}), offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} repaired {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
                 c.sync_error_ns as f64 / 1e3,
                 c.buffer_us as f64 / 1e3,
                 r.play_latency_ns() as f64 / 1e6,
@@ -315,6 +315,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 c.packets,
                 c.lost,
                 c.late,
+                c.repaired,
                 c.duplicated,
                 c.concealed_frames,
                 c.underruns
@@ -331,6 +332,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let r = link.ep.receiver();
     let c = r.counters();
     let counts = *link.ep.wire().counts();
+    let rep = *r.repair();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())
@@ -344,12 +346,13 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         cpu_s,
     };
     log::info!(
-        "done after {wall_s:.1} s: {} cycles ({} playing, {playing_late_cycles} of them late, {late_cycles} xruns), {} audio packets in, lost {}, late {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, latency {:.1} ms (downstream {:.1} ms, need {:.1} ms), CPU {:.1} %, {} datagrams dropped by authentication",
+        "done after {wall_s:.1} s: {} cycles ({} playing, {playing_late_cycles} of them late, {late_cycles} xruns), {} audio packets in, lost {}, late {}, repaired {}, underruns {}, |sync error| p50 {:.1} us p99 {:.1} us, latency {:.1} ms (downstream {:.1} ms, need {:.1} ms), CPU {:.1} %, {} datagrams dropped by authentication",
         k,
         playing_cycles,
         counts.rx_audio.packets,
         c.lost,
         c.late,
+        c.repaired,
         c.underruns,
         pct(0.5).unwrap_or(f32::NAN),
         pct(0.99).unwrap_or(f32::NAN),
@@ -377,6 +380,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 "time_reply": traffic_json(counts.rx_time_reply),
                 "sync": traffic_json(counts.rx_sync),
                 "status": traffic_json(counts.rx_status),
+                "cookie": traffic_json(counts.rx_cookie),
                 "other": traffic_json(counts.rx_time_request),
                 "malformed": counts.malformed + link.truncated,
             },
@@ -384,6 +388,8 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             "tx": {
                 "time_request": traffic_json(counts.tx_time_request),
                 "status": traffic_json(counts.tx_status),
+                "nack": traffic_json(counts.tx_nack),
+                "hello": traffic_json(counts.tx_hello),
                 "send_errors": link.send_errors,
             },
             "counters": {
@@ -403,6 +409,18 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 "duplicated": c.duplicated,
                 "concealed_frames": c.concealed_frames,
                 "underruns": c.underruns,
+                "repaired": c.repaired,
+                "repair": {
+                    "missing": rep.missing,
+                    "recovered": rep.recovered,
+                    "resent": rep.resent,
+                    "nacks": rep.nacks,
+                    "asked": rep.asked,
+                    "expired": rep.expired,
+                    "overflow": rep.overflow,
+                    "hellos": rep.hellos,
+                    "cookies": rep.cookies,
+                },
             },
         });
         run.write(path, v)?;

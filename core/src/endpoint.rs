@@ -790,4 +790,76 @@ mod tests {
         }
         assert_eq!(sender_status, Some((Role::Sender, 5)));
     }
+
+    /// A link that drops every 23rd audio packet to the receiver: every one
+    /// is asked for and resent in time, to the receiver only. A NACK from
+    /// another address carrying the receiver's cookie gets nothing.
+    #[test]
+    fn lost_packets_are_resent_to_the_asker_only() {
+        let (mut s, mut r) = pair(None);
+        let mut buf = [0u8; TRANSMIT_BUF];
+        let mut out = vec![0f32; 2 * 256];
+        let samples = vec![0.25f32; 2 * 256];
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        let mut stolen = None;
+        let mut to_thief = 0;
+        for c in 0..2000u64 {
+            // 256 frames every 5.33 ms.
+            let now = 1_000_000_000 + c * 5_333_333;
+            let mut pkts: Vec<Vec<u8>> = vec![];
+            s.push(now, now, 0, &samples, &mut |d| pkts.push(d.to_vec()));
+            for mut p in pkts {
+                let audio = matches!(parse(&p), Ok(Packet::Audio(_)));
+                if audio {
+                    sent += 1;
+                    if sent % 23 == 0 {
+                        dropped += 1;
+                        continue;
+                    }
+                }
+                let _ = r.handle_datagram(now + 200_000, 0, &mut p, addr(1));
+            }
+            for k in 0..5u64 {
+                let t = now + k * 1_000_000;
+                while let Some((n, dest)) = r.poll_transmit(t, 0, &mut buf) {
+                    if let Dest::To(a) = dest {
+                        assert_eq!(a, addr(1));
+                        if let Ok(Packet::Nack(nack)) = parse(&buf[..n]) {
+                            stolen = Some(nack);
+                        }
+                        let _ = s.handle_datagram(t + 100_000, 0, &mut buf[..n], addr(2));
+                    }
+                }
+                // A thief replays the receiver's NACK from its own address.
+                if let Some(nack) = stolen.take() {
+                    let mut d = [0u8; protocol::NACK_LEN];
+                    protocol::write_nack(&mut d, &nack).unwrap();
+                    let _ = s.handle_datagram(t + 150_000, 0, &mut d, addr(9));
+                }
+                while let Some((n, dest)) = s.poll_transmit(t + 200_000, 0, &mut buf) {
+                    match dest {
+                        Dest::To(a) if a == addr(9) => to_thief += 1,
+                        Dest::To(a) if a == addr(2) => {
+                            let _ = r.handle_datagram(t + 300_000, 0, &mut buf[..n], addr(1));
+                        }
+                        _ => {}
+                    }
+                }
+                if k == 0 {
+                    r.fill(now + 20_000_000, 1_000_000, &mut out);
+                }
+            }
+        }
+        let c = r.receiver().counters();
+        assert!(dropped > 50, "{dropped}");
+        assert_eq!(to_thief, 0);
+        // The last few drops may still be on their way.
+        assert!(c.repaired + 2 >= dropped, "{c:?} of {dropped}");
+        assert!(c.lost <= 2, "{c:?}");
+        let rs = s.resends().unwrap();
+        assert!(rs.bad_cookie > 50, "{rs:?}");
+        assert_eq!(rs.resent, c.repaired, "{rs:?}");
+        assert_eq!(s.wire().counts().tx_resend.packets, rs.resent);
+    }
 }

@@ -826,8 +826,11 @@ impl Receiver {
         }
         s.timeline.update(h.frame, h.pts);
         let expected = s.max_seq - s.first_seq + 1;
-        // Late packets arrived, just too late: they are not lost.
-        self.counters.lost = self.lost_before + expected.saturating_sub(s.unique + s.late);
+        // Late packets arrived, just too late: they are not lost. Nor are
+        // those repair may still bring in time.
+        let pending = self.repair.pending_count();
+        self.counters.lost =
+            self.lost_before + expected.saturating_sub(s.unique + s.late + pending);
     }
 
     /// A datagram to send now, written into `buf` (≥ [`protocol::TIME_LEN`]

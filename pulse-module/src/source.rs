@@ -346,12 +346,13 @@ impl Role for Receiver {
         let ep = &self.net.ep;
         let k = ep.receiver().counters();
         log::debug!(
-            "playing {}: sync error {} us, buffer {} us, lost {}, late {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; need {:.1} ms at a session latency of {:.1} ms; play-out drift {:.1} ppm, estimate restarts {}",
+            "playing {}: sync error {} us, buffer {} us, lost {}, late {}, repaired {}, underruns {}, jumps {}, malformed {}, dropped by authentication {}; need {:.1} ms at a session latency of {:.1} ms; play-out drift {:.1} ppm, estimate restarts {}",
             ep.receiver().playing(),
             k.sync_error_ns / 1000,
             k.buffer_us,
             k.lost,
             k.late,
+            k.repaired,
             k.underruns,
             ep.receiver().jumps(),
             ep.wire().counts().malformed,

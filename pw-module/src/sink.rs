@@ -192,5 +192,8 @@ impl RtSink {
             c.need_node.store(node, Relaxed);
         }
         c.idle.store(self.ep.sender().idle(now), Relaxed);
+        if let Some(r) = self.ep.resends() {
+            c.repaired.store(r.resent, Relaxed);
+        }
     }
 }

@@ -341,7 +341,9 @@ impl RtSource {
     pub fn timer_schedule(&self, now_ns: u64) -> u64 {
         if self.ep.receiver().session().is_none() {
             IDLE_TIMER_NS
-        } else if !self.ep.receiver().playing() {
+        } else if !self.ep.receiver().playing() || self.ep.receiver().repair_pending() {
+            // Also while packets are missing: their NACKs are due within
+            // milliseconds, not at the next graph cycle.
             bark_core::receiver::FAST_INTERVAL_NS
         } else if self.graph_running(now_ns) {
             WATCHDOG_TIMER_NS
@@ -361,7 +363,10 @@ impl RtSource {
     /// by handling each datagram at once, and some 300 wakeups a second are
     /// saved (one per audio packet and time reply).
     pub fn wants_socket_wakeups(&self, now_ns: u64) -> bool {
+        // While packets are missing, a resend is drained as it arrives,
+        // not up to a quantum later.
         !(self.ep.receiver().playing() && self.graph_running(now_ns))
+            || self.ep.receiver().repair_pending()
     }
 
     /// Whether the sockets' sources currently wake the loop.
@@ -448,6 +453,7 @@ impl RtSource {
         let k = r.counters();
         c.lost.store(k.lost, Relaxed);
         c.late.store(k.late, Relaxed);
+        c.repaired.store(k.repaired, Relaxed);
         c.underruns.store(k.underruns, Relaxed);
         c.buffer_us.store(k.buffer_us as i64, Relaxed);
         c.latency_ns.store(k.latency_us as i64 * 1000, Relaxed);

@@ -38,6 +38,9 @@ pub struct Counters {
     pub lost: AtomicU64,
     /// Receiver: packets too late to play.
     pub late: AtomicU64,
+    /// Receiver: packets that arrived in time because they were resent.
+    /// Sender: packets resent.
+    pub repaired: AtomicU64,
     /// Receiver: output underruns.
     pub underruns: AtomicU64,
     /// Receiver: buffered audio, µs.
@@ -174,6 +177,7 @@ pub struct Reporter {
     malformed: u64,
     recv_errors: u64,
     lost: u64,
+    repaired: u64,
     underruns: u64,
     active: bool,
     rx_active: bool,
@@ -217,6 +221,7 @@ impl Reporter {
         let recv_errors = delta(c.recv_errors.load(Relaxed), &mut self.recv_errors);
         let lost = delta(c.lost.load(Relaxed), &mut self.lost);
         let underruns = delta(c.underruns.load(Relaxed), &mut self.underruns);
+        let repaired = delta(c.repaired.load(Relaxed), &mut self.repaired);
 
         let active = cycles > 0;
         if flipped(&mut self.active, active) {
@@ -261,7 +266,11 @@ impl Reporter {
             log_warn!("{who}: {recv_errors} receive errors in the last second");
         }
         if lost > 0 || underruns > 0 {
-            log_info!("{who}: {lost} packets lost, {underruns} underruns in the last second");
+            log_info!("{who}: {lost} packets lost, {repaired} repaired, {underruns} underruns in the last second");
+        } else if repaired > 0 {
+            // Repair at work is routine on a lossy link: not worth an info
+            // line a second.
+            log_debug!("{who}: {repaired} packets repaired (resent) in the last second");
         }
         // −1: the receiver started playing after the last status period.
         let buffer_min = c.buffer_min_us.load(Relaxed);

@@ -42,6 +42,7 @@ pub fn render(s: &Snapshot) -> String {
         ("bark_node_buffer_seconds", GAUGE, "receiver: audio buffered ahead of playback, seconds", |n| n.buffer_ms / 1e3),
         ("bark_node_packets_total", COUNTER, "audio packets received (sender: sent)", |n| n.counters.packets as f64),
         ("bark_node_lost_packets_total", COUNTER, "receiver: packets never received", |n| n.counters.lost as f64),
+        ("bark_node_repaired_packets_total", COUNTER, "receiver: packets that arrived in time because they were resent; sender: packets resent (low 32 bits, as status packets carry it)", |n| n.counters.repaired as f64),
         ("bark_node_late_packets_total", COUNTER, "receiver: packets that came after their frames were played", |n| n.counters.late as f64),
         ("bark_node_duplicated_packets_total", COUNTER, "receiver: packets received more than once", |n| n.counters.duplicated as f64),
         ("bark_node_concealed_frames_total", COUNTER, "receiver: frames faded or silenced for lack of data", |n| n.counters.concealed_frames as f64),

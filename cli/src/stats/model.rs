@@ -105,7 +105,7 @@ pub struct NodeView {
     pub buffer_ms: f64,
     /// The counters of its last status packet, as sent. The views show
     /// its packet and frame counts from here (`packets`, `lost`, `late`,
-    /// `duplicated`, `concealed_frames`, `underruns`, their meanings as
+    /// `repaired`, `duplicated`, `concealed_frames`, `underruns`, their meanings as
     /// [`StatusCounters`] documents them); its figures with units they
     /// take from the fields above, in display units. `--json` has the
     /// counts only, as fields of the node.
@@ -130,6 +130,7 @@ fn serialize_counts<S: Serializer>(c: &StatusCounters, s: S) -> Result<S::Ok, S:
         ("packets", c.packets),
         ("lost", c.lost),
         ("late", c.late),
+        ("repaired", c.repaired),
         ("duplicated", c.duplicated),
         ("concealed_frames", c.concealed_frames),
         ("underruns", c.underruns),

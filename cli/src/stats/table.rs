@@ -104,6 +104,8 @@ pub const COLUMNS: &[Column] = &[
     right("PKTS", |n| n.counters.packets.to_string()),
     right("LOST", |n| recv_only(n, n.counters.lost.to_string())),
     right("LATE", |n| recv_only(n, n.counters.late.to_string())),
+    // Receiver: resent in time; sender: resent.
+    right("REP", |n| n.counters.repaired.to_string()),
     right("DUP", |n| recv_only(n, n.counters.duplicated.to_string())),
     right("CONCEAL", |n| {
         recv_only(n, n.counters.concealed_frames.to_string())

@@ -340,6 +340,11 @@ impl NackScheduler {
     pub fn pending(&self) -> bool {
         self.live > 0
     }
+
+    /// How many: not lost (yet), while their deadline has not passed.
+    pub fn pending_count(&self) -> u64 {
+        self.live as u64
+    }
 }
 
 #[cfg(test)]
