@@ -6,7 +6,7 @@
 //! (`--scenario all` runs every scenario; `--trace N` prints receiver N's
 //! clock-estimate error once per simulated second; `--seed N` changes the
 //! impairments' random seed; `--no-sync` models a sender without sync
-//! messages).
+//! messages; `--no-repair` receivers that never ask for lost packets).
 
 use bark_core::sim;
 
@@ -17,6 +17,7 @@ fn main() {
     let mut trace = None;
     let mut seed = None;
     let mut sync = true;
+    let mut repair = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => name = args.next().unwrap_or_default(),
@@ -24,9 +25,10 @@ fn main() {
             "--trace" => trace = args.next().and_then(|s| s.parse::<usize>().ok()),
             "--seed" => seed = args.next().and_then(|s| s.parse::<u64>().ok()),
             "--no-sync" => sync = false,
+            "--no-repair" => repair = false,
             "-h" | "--help" => {
                 println!(
-                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER] [--seed N] [--no-sync]",
+                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER] [--seed N] [--no-sync] [--no-repair]",
                     sim::SCENARIOS.join("|")
                 );
                 return;
@@ -57,6 +59,7 @@ fn main() {
             sc.seed = s;
         }
         sc.sync = sync;
+        sc.repair = repair;
         let started = std::time::Instant::now();
         let report = sim::run_traced(&sc, trace);
         for (i, r) in report.receivers.iter().enumerate() {

@@ -565,10 +565,15 @@ impl ReceiverEndpoint {
     ///
     /// # Errors
     /// [`Error::Config`] for a bad receiver configuration, or no
-    /// randomness for the sealer's epoch.
+    /// randomness for the sealer's epoch or repair's Hello nonces.
     pub fn new(cfg: ReceiverConfig, key: Option<&Key>, group_status: bool) -> Result<Self, Error> {
+        let mut receiver = Receiver::new(cfg)?;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed)
+            .map_err(|e| Error::Config(format!("no randomness for repair's nonces: {e}")))?;
+        receiver.seed_repair(u64::from_le_bytes(seed));
         Ok(ReceiverEndpoint {
-            receiver: Receiver::new(cfg)?,
+            receiver,
             wire: Wire::new(key, false)?,
             next_status: 0,
             status_to_sender: false,
@@ -813,7 +818,7 @@ mod tests {
                 let audio = matches!(parse(&p), Ok(Packet::Audio(_)));
                 if audio {
                     sent += 1;
-                    if sent % 23 == 0 {
+                    if sent.is_multiple_of(23) {
                         dropped += 1;
                         continue;
                     }

@@ -473,11 +473,20 @@ impl Receiver {
         self.repair.counts()
     }
 
+    /// Seeds the nonces of repair's Hellos with 64 random bits (the
+    /// endpoint does, from the OS; otherwise they derive from the node
+    /// id, which status packets show).
+    pub fn seed_repair(&mut self, seed: u64) {
+        self.repair.seed_nonces(seed);
+    }
+
     /// Whether packets are missing that repair may still bring: an adapter
     /// then handles datagrams as they arrive rather than once a cycle, so
     /// that NACKs and resends lose no time.
     pub fn repair_pending(&self) -> bool {
-        self.repair.pending()
+        // Without a cookie (a sender before repair, or with it off) there
+        // is nothing to wait for but the deadlines.
+        self.repair.pending() && self.repair.has_cookie()
     }
 
     /// Time requests sent so far (all sessions).
@@ -894,6 +903,8 @@ impl Receiver {
         let Some((hi, hi_end)) = s.newest else {
             return;
         };
+        // Also before the cookie has come: once it does, whatever can
+        // still arrive in time is asked for.
         if h.seq <= hi + 1 || s.max_frames == 0 {
             return;
         }

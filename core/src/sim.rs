@@ -169,6 +169,9 @@ pub struct Scenario {
     /// ([`crate::sender::SYNC_INTERVAL_NS`]); `false` models a sender from
     /// before them, whose receivers keep their own exchanges at full pace.
     pub sync: bool,
+    /// Whether the receivers ask for lost packets again
+    /// ([`ReceiverConfig::repair`]; the sender always keeps its history).
+    pub repair: bool,
     /// Spans `(from_s, to_s)` in which the sender's sink is idle: no
     /// buffers, only its idle sync messages (its data timer runs every
     /// 50 ms). Each span's end is an onset: its first frame must be heard
@@ -227,6 +230,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         latency_ns: crate::sender::DEFAULT_LATENCY_NS,
         seed: 0x6261_726b,
         sync: true,
+        repair: true,
         idle_s: vec![],
         max_latency_ns: crate::sender::DEFAULT_MAX_LATENCY_NS,
     };
@@ -832,11 +836,12 @@ impl PulseOut {
 
 /// Creates receiver `i`'s endpoint (keyless, status to the group too, as
 /// on a multicast LAN) on its first cycle.
-fn ensure_rx(r: &mut SimRx, i: usize) {
+fn ensure_rx(r: &mut SimRx, i: usize, repair: bool) {
     if r.ep.is_none() {
         let cfg = ReceiverConfig {
             node_id: 100 + i as u64,
             delay_ns: r.spec.delay_ns,
+            repair,
             ..Default::default()
         };
         r.ep = Some(ReceiverEndpoint::new(cfg, None, true).expect("valid receiver config"));
@@ -1280,7 +1285,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::RxCycle(i) => {
                 let r = &mut rxs[i];
-                ensure_rx(r, i);
+                ensure_rx(r, i, sc.repair);
                 let q = r.spec.quantum;
                 let heard0 = r.t0 + r.frame as f64 * r.period;
                 let downstream = downstream_at(&r.spec, t);
@@ -1389,7 +1394,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::RxClient(i) => {
                 let r = &mut rxs[i];
-                ensure_rx(r, i);
+                ensure_rx(r, i, sc.repair);
                 let ep = r.ep.as_mut().expect("created above");
                 let Path::Pulse(p) = &mut r.path else {
                     continue;

@@ -373,14 +373,15 @@ mod tests {
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
              interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
-             server=(the usual lookup)"
+             repair=true server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),
             "source name=bark_source description=\"Bark Receiver\" rate=48000 channels=2 \
              group=239.255.66.66 port=1530 interface=(the routing table's choice) \
              latency-msec=(follow the sender) stream=(the highest-priority, newest stream) \
-             delay-msec=0 key-file=(none: open, see docs/SECURITY.md) server=(the usual lookup) \
+             delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
+             server=(the usual lookup) \
              sink=(the default sink) buffer-msec=20"
         );
     }

@@ -37,6 +37,10 @@ pub const FIRST_WAIT_NS: u64 = 1_000_000;
 /// Internet; a LAN's round trip is well under a millisecond, and a lost
 /// NACK must be retried within the session latency).
 pub const MIN_RTO_NS: u64 = 2_000_000;
+/// Largest reordering taken into account, ns: a packet later than this
+/// behind its successors is taken as lost and asked for (a resend that
+/// turns out not to be needed costs one packet).
+pub const MAX_REORDER_NS: u64 = 10_000_000;
 /// How long the largest reordering seen is remembered, ns.
 pub const REORDER_MEMORY_NS: u64 = 10_000_000_000;
 /// A Hello unanswered this long is sent again, ns.
@@ -108,8 +112,10 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl NackScheduler {
-    /// A scheduler; `seed` (e.g. the node id) varies the Hello nonces.
-    /// Allocates its table once.
+    /// A scheduler; `seed` varies the Hello nonces (give it 64 random
+    /// bits: an off-path host that guesses the next nonce could answer a
+    /// Hello with a cookie of its own and so spoil this receiver's NACKs
+    /// until the next refresh). Allocates its table once.
     pub fn new(seed: u64) -> Self {
         NackScheduler {
             table: vec![Missing::default(); MAX_MISSING].into_boxed_slice(),
@@ -137,6 +143,11 @@ impl NackScheduler {
     /// Whether a cookie is held (NACKs can go).
     pub fn has_cookie(&self) -> bool {
         self.cookie.is_some()
+    }
+
+    /// Re-seeds the Hello nonces (see [`NackScheduler::new`]).
+    pub fn seed_nonces(&mut self, seed: u64) {
+        self.nonce_state = seed;
     }
 
     /// A new session from local time `now_ns`: nothing is missing, the
@@ -217,7 +228,12 @@ impl NackScheduler {
                 }
             }
         } else {
-            let late = now_ns.saturating_sub(m.since_ns);
+            // Capped: one packet numbered ahead of the stream (a forgery
+            // from the sender's own address, which open mode cannot rule
+            // out) would otherwise make every genuine packet look
+            // reordered by seconds and hold every first ask past its
+            // deadline.
+            let late = now_ns.saturating_sub(m.since_ns).min(MAX_REORDER_NS);
             if late > self.reorder_ns
                 || now_ns.saturating_sub(self.reorder_at_ns) > REORDER_MEMORY_NS
             {
@@ -289,11 +305,13 @@ impl NackScheduler {
     /// until `None`, at most [`MAX_NACKS_PER_POLL`] times a round. Only
     /// with a cookie.
     pub fn poll_nack(&mut self, now_ns: u64) -> Option<(CookieTag, u64, u64)> {
-        let cookie = self.cookie?;
         if self.live == 0 {
             return None;
         }
+        // Before the cookie check: what passed its deadline is lost
+        // whether or not it could be asked for.
         self.sweep(now_ns);
+        let cookie = self.cookie?;
         let base = self
             .table
             .iter()
@@ -412,10 +430,23 @@ mod tests {
         }
         // 3 a second apart, then one every 30 s.
         assert_eq!(hellos, 3 + 1);
+        // What was missing is given up at its deadline all the same.
+        assert!(!s.pending());
+        assert_eq!(s.counts().expired, 1);
         // A sender that does not answer NACKs: no cookie.
         let nonce = s.poll_hello(u64::MAX / 2).unwrap();
         assert!(!s.take_cookie(0, nonce, CookieTag::default(), 0));
         assert!(!s.has_cookie());
+    }
+
+    #[test]
+    fn a_packet_numbered_far_ahead_delays_asks_by_the_cap_at_most() {
+        let mut s = ready();
+        s.missing(1, 0, 10_000 * MS);
+        // Seconds "late": a forgery numbered ahead made it look missing.
+        assert!(s.arrived(1, 5_000 * MS, false));
+        s.missing(2, 5_001 * MS, 5_100 * MS);
+        assert!(s.poll_nack(5_001 * MS + MAX_REORDER_NS * 3 / 2).is_some());
     }
 
     #[test]
