@@ -303,7 +303,7 @@ test-pkg: deb
 # Figures: docs/ROBUSTNESS.md.
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse receiver auth
+FUZZ_TARGETS ?= parse receiver auth sender
 FUZZ_SCRATCH := fuzz/target/scratch-corpus
 
 .PHONY: fuzz fuzz-seeds test-robust

@@ -12,6 +12,12 @@ pub const MAX_CHANNELS: u8 = 8;
 
 /// How one sample is carried on the wire. All are little-endian and
 /// interleaved by frame.
+/// Largest magnitude a decoded `F32` sample keeps: 1000, 60 dB above full
+/// scale. Far beyond any real signal (PipeWire's float samples exceed ±1
+/// only by what a mix clips), small enough that the resampler's sums of
+/// taps and the crossfades stay finite.
+pub const F32_DECODE_MAX: f32 = 1000.0;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SampleFormat {
     /// IEEE-754 binary32, 4 bytes. Lossless for what PipeWire's graph carries.
@@ -104,14 +110,20 @@ impl SampleFormat {
 
     /// Decodes `data` (a whole number of samples) into `out`, which must hold
     /// `data.len() / self.bytes()` samples. Non-finite `F32` samples become 0
-    /// so that a hostile sender cannot poison the resampler's state.
+    /// and finite ones are clamped to ±[`F32_DECODE_MAX`], so that a
+    /// hostile sender cannot poison the resampler's state (a sum of
+    /// near-`f32::MAX` samples overflows to infinity).
     pub fn decode(self, data: &[u8], out: &mut [f32]) {
         debug_assert_eq!(out.len() * self.bytes(), data.len());
         match self {
             SampleFormat::F32 => {
                 for (o, d) in out.iter_mut().zip(data.chunks_exact(4)) {
                     let v = f32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-                    *o = if v.is_finite() { v } else { 0.0 };
+                    *o = if v.is_finite() {
+                        v.clamp(-F32_DECODE_MAX, F32_DECODE_MAX)
+                    } else {
+                        0.0
+                    };
                 }
             }
             SampleFormat::S24 => {
@@ -198,12 +210,15 @@ mod tests {
 
     #[test]
     fn f32_is_bit_exact_and_non_finite_is_silenced() {
-        let samples = [0.1f32, -0.7, f32::NAN, f32::INFINITY];
-        let mut bytes = [0u8; 16];
+        let samples = [0.1f32, -0.7, f32::NAN, f32::INFINITY, 7.5];
+        let mut bytes = [0u8; 20];
         SampleFormat::F32.encode(&samples, &mut bytes);
-        let mut back = [0f32; 4];
+        // Huge finite samples (a hostile sender's) are clamped on decode.
+        bytes[12..16].copy_from_slice(&f32::MAX.to_le_bytes());
+        bytes[16..20].copy_from_slice(&(-1e30f32).to_le_bytes());
+        let mut back = [0f32; 5];
         SampleFormat::F32.decode(&bytes, &mut back);
-        assert_eq!(back, [0.1, -0.7, 0.0, 0.0]);
+        assert_eq!(back, [0.1, -0.7, 0.0, F32_DECODE_MAX, -F32_DECODE_MAX]);
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! core's writer so that they pass the parser and reach the jitter buffer,
 //! the selector and the timeline), time replies to its own requests or to
 //! none, sync messages in order or replayed, re-numbered and shifted,
-//! status packets, output cycles and jumps of the clock. Invariants:
-//! nothing panics, and every output sample is finite.
+//! status packets, output cycles and jumps of the clock; for repair,
+//! audio packets lost on the way (kept to be resent), resends of kept
+//! packets (marked with `mark_resent`, from their sender or elsewhere),
+//! and Cookies answering its own Hellos or none. Invariants: nothing
+//! panics, every output sample is finite, and what the receiver sends is
+//! a time request, Hello or NACK to an address packets came from.
 #![no_main]
 
 use bark_core::format::{AudioFormat, SampleFormat};
 use bark_core::protocol::{
-    self, Announce, AudioHeader, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
+    self, Announce, AudioHeader, CookiePacket, CookieTag, Packet, Role, StatusCounters,
+    StatusPacket, SyncPacket, TimePacket, COOKIE_MAC_LEN,
 };
 use bark_core::{Receiver, ReceiverConfig};
 use bark_fuzz::Bytes;
@@ -20,6 +25,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 const MAX_EVENTS: usize = 2_000;
 /// Largest output buffer asked for, frames (PipeWire quanta go to 8192).
 const MAX_FILL: usize = 8_192;
+/// Audio packets kept for resends.
+const KEPT: usize = 16;
 
 fuzz_target!(|d: &[u8]| {
     let mut b = Bytes::new(d);
@@ -50,6 +57,12 @@ fuzz_target!(|d: &[u8]| {
     let mut frame = [0u64; 3];
     let mut requests = [0u64; 8];
     let mut nreq = 0usize;
+    // Nonces of its Hellos, newest last.
+    let mut hellos = [0u64; 8];
+    let mut nhello = 0usize;
+    // Audio packets written (delivered or lost), with their sender's index.
+    let mut kept: Vec<(Vec<u8>, usize)> = Vec::with_capacity(KEPT);
+    let mut next_kept = 0usize;
     let mut pkt = vec![0u8; 70_000];
     let mut samples = vec![0f32; 4096 * 8];
     let mut out = vec![0f32; MAX_FILL * 8];
@@ -61,12 +74,64 @@ fuzz_target!(|d: &[u8]| {
         let from = addrs[(op >> 4) as usize % 3];
         match op % 8 {
             // Raw bytes.
-            0 => {
+            0 if op & 0x80 == 0 => {
                 let n = b.u16() as usize % 1600;
                 let raw = b.take(n);
                 let _ = rx.handle_packet(now, raw, from);
             }
+            // A Cookie: mostly the answer to one of its Hellos from the
+            // address it came from, any field made up.
+            0 if op & 0x40 == 0 => {
+                let pick = b.u8();
+                let s = (op >> 4) as usize % 3;
+                let nonce = if pick & 1 == 0 && nhello > 0 {
+                    hellos[nhello - 1 - (pick >> 5) as usize % nhello]
+                } else {
+                    b.u64()
+                };
+                let mut mac = [0u8; COOKIE_MAC_LEN];
+                let t = b.take(COOKIE_MAC_LEN);
+                mac[..t.len()].copy_from_slice(t);
+                let c = CookiePacket {
+                    stream_id: if pick & 2 == 0 {
+                        sessions[s]
+                    } else {
+                        b.u64()
+                    },
+                    node_id: if pick & 4 == 0 { 7 } else { b.u64() },
+                    nonce,
+                    cookie: CookieTag {
+                        slot: b.u32(),
+                        mac,
+                    },
+                    offers: if pick & 8 == 0 {
+                        protocol::OFFER_NACK
+                    } else {
+                        b.u32()
+                    },
+                };
+                let mut buf = [0u8; protocol::COOKIE_LEN];
+                if let Some(n) = protocol::write_cookie(&mut buf, &c) {
+                    let _ = rx.handle_packet(now, &buf[..n], from);
+                }
+            }
+            // A kept audio packet again, marked as a resend: from its
+            // sender or elsewhere, with the session latency or another.
+            0 => {
+                let pick = b.u8();
+                if kept.is_empty() {
+                    continue;
+                }
+                let (d, s) = &kept[pick as usize % kept.len()];
+                let len = d.len();
+                pkt[..len].copy_from_slice(d);
+                let latency_us = if pick & 0x80 == 0 { 40_000 } else { b.u32() };
+                protocol::mark_resent(&mut pkt[..len], latency_us);
+                let to = if pick & 0x40 == 0 { addrs[*s] } else { from };
+                let _ = rx.handle_packet(now, &pkt[..len], to);
+            }
             // An audio packet: mostly a plausible stream, any field absurd.
+            // Kept for resends; op 2 with bit 3 is lost on the way.
             1 | 2 => {
                 let s = (op >> 4) as usize % 3;
                 let ctl = b.u8();
@@ -136,7 +201,19 @@ fuzz_target!(|d: &[u8]| {
                     };
                 }
                 if let Some(len) = protocol::write_audio(&mut pkt, &h, &samples[..n]) {
-                    let _ = rx.handle_packet(now, &pkt[..len], from);
+                    if kept.len() < KEPT {
+                        kept.push((pkt[..len].to_vec(), s));
+                    } else {
+                        let k = &mut kept[next_kept];
+                        k.0.clear();
+                        k.0.extend_from_slice(&pkt[..len]);
+                        k.1 = s;
+                        next_kept = (next_kept + 1) % KEPT;
+                    }
+                    let lost = op % 8 == 2 && op & 8 != 0;
+                    if !lost {
+                        let _ = rx.handle_packet(now, &pkt[..len], from);
+                    }
                 }
                 seq[s] = sq.wrapping_add(1);
                 frame[s] = fr.wrapping_add(frames as u64);
@@ -232,16 +309,30 @@ fuzz_target!(|d: &[u8]| {
                 rx.fill(now.wrapping_add(ahead), o);
                 assert!(o.iter().all(|s| s.is_finite()), "non-finite output sample");
             }
-            // Requests due.
+            // Requests due: time requests, and for repair Hellos and
+            // NACKs, to a sender's address.
             6 => {
-                for _ in 0..4 {
-                    match rx.poll_transmit(now, &mut pkt) {
-                        Some((n, _)) => {
-                            assert_eq!(n, protocol::TIME_LEN);
+                for _ in 0..8 {
+                    let Some((n, to)) = rx.poll_transmit(now, &mut pkt) else {
+                        break;
+                    };
+                    assert!(addrs.contains(&to), "request to {to}, where nothing came from");
+                    match protocol::parse(&pkt[..n]) {
+                        Ok(Packet::TimeRequest(_)) => {
                             requests[nreq % requests.len()] = now;
                             nreq = (nreq + 1).min(requests.len());
                         }
-                        None => break,
+                        Ok(Packet::Hello(h)) => {
+                            assert_eq!(h.node_id, 7);
+                            if nhello == hellos.len() {
+                                hellos.rotate_left(1);
+                                nhello -= 1;
+                            }
+                            hellos[nhello] = h.nonce;
+                            nhello += 1;
+                        }
+                        Ok(Packet::Nack(k)) => assert_eq!(k.node_id, 7),
+                        other => panic!("the receiver sent {other:?}"),
                     }
                 }
             }
@@ -256,6 +347,11 @@ fuzz_target!(|d: &[u8]| {
             }
         }
         assert!(rx.sync_error_ns().is_finite(), "sync error is not finite");
+    }
+    // To see what an input reaches (seeds, a crash):
+    // BARK_FUZZ_DEBUG=1 target/.../receiver INPUT
+    if std::env::var_os("BARK_FUZZ_DEBUG").is_some() {
+        eprintln!("counters: {:?}\nrepair: {:?}", rx.counters(), rx.repair());
     }
     // Whatever state it ended in, its own status report is well-formed.
     let mut st = [0u8; protocol::MAX_STATUS_LEN];
