@@ -49,6 +49,11 @@ pub const NACK_SPAN: u64 = 65;
 /// Audio byte 55, bit 0: this packet is a resend, answering a NACK
 /// ([`AudioPacket::resent`]).
 pub const AUDIO_RESENT: u8 = 1;
+/// Audio byte 55, bit 1: the last packet of one sink buffer
+/// ([`AudioPacket::last_of_buffer`]): a receiver whose newest packet lacks
+/// it, and hears nothing more, knows the next one was lost without waiting
+/// for the next buffer.
+pub const AUDIO_LAST_OF_BUFFER: u8 = 2;
 /// Bytes of a cookie's MAC.
 pub const COOKIE_MAC_LEN: usize = 16;
 
@@ -148,6 +153,9 @@ pub struct AudioPacket<'a> {
     /// Whether the sender sent this packet again because a receiver asked
     /// ([`AUDIO_RESENT`]; byte 55, which senders before repair left 0).
     pub resent: bool,
+    /// Whether this is the last packet of a sink buffer
+    /// ([`AUDIO_LAST_OF_BUFFER`]; never set by senders before repair).
+    pub last_of_buffer: bool,
 }
 
 /// A cookie as a node carries it: the slot it was minted in and its MAC
@@ -613,7 +621,7 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
     if stream_id == 0 {
         return Err(Error::Malformed("audio from stream id 0"));
     }
-    if d[55] & !AUDIO_RESENT != 0 {
+    if d[55] & !(AUDIO_RESENT | AUDIO_LAST_OF_BUFFER) != 0 {
         return Err(Error::Malformed("audio with reserved flag bits set"));
     }
     Ok(AudioPacket {
@@ -630,6 +638,7 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
         },
         payload: &d[AUDIO_HEADER_LEN..],
         resent: d[55] & AUDIO_RESENT != 0,
+        last_of_buffer: d[55] & AUDIO_LAST_OF_BUFFER != 0,
     })
 }
 
@@ -1076,7 +1085,7 @@ mod tests {
             prop_assert!(p.resent);
             prop_assert_eq!(p.header, AudioHeader { latency_us: lat, ..h });
             buf[55] |= 1 << bit;
-            prop_assert!(parse(&buf[..len]).is_err());
+            prop_assert_eq!(parse(&buf[..len]).is_err(), bit >= 2);
         }
 
         #[test]

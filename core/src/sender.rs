@@ -371,6 +371,9 @@ impl Sender {
             if let Some(len) =
                 protocol::write_audio(&mut self.buf, &h, &samples[done * ch..(done + n) * ch])
             {
+                if done + n == frames {
+                    self.buf[55] |= protocol::AUDIO_LAST_OF_BUFFER;
+                }
                 send(&self.buf[..len]);
                 self.packets += 1;
             }

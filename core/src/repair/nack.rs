@@ -23,9 +23,10 @@ pub const MAX_MISSING: usize = 512;
 /// Most times one packet is asked for.
 pub const MAX_TRIES: u8 = 16;
 /// Each unanswered ask doubles the wait before the next (RFC 6298 §5.5),
-/// up to this many retransmission timeouts: an outage or a stall then
-/// costs a few NACKs, not one per timeout, and the first ask after it
-/// comes within four timeouts.
+/// up to this many retransmission timeouts and at most half the time left
+/// before the packet's deadline: an outage or a stall then costs a few
+/// NACKs, not one per timeout, and the first ask after it comes within
+/// four timeouts.
 pub const MAX_BACKOFF: u64 = 4;
 /// NACKs one [`NackScheduler::poll_nack`] round sends at most (260
 /// packets, about 950 ms of default audio).
@@ -43,11 +44,17 @@ pub const MIN_RTO_NS: u64 = 2_000_000;
 pub const MAX_REORDER_NS: u64 = 10_000_000;
 /// How long the largest reordering seen is remembered, ns.
 pub const REORDER_MEMORY_NS: u64 = 10_000_000_000;
-/// A Hello unanswered this long is sent again, ns.
-pub const HELLO_RETRY_NS: u64 = 1_000_000_000;
-/// Hellos sent in a row without an answer before the receiver asks only
-/// every [`COOKIE_REFRESH_NS`] (a sender before repair never answers).
-pub const HELLO_TRIES: u32 = 3;
+/// A Hello unanswered this long is sent again, ns (50 ms, doubling with
+/// each unanswered one up to [`HELLO_RETRY_MAX_NS`]): until the cookie
+/// comes, nothing lost can be asked for, so a lost Hello or Cookie must
+/// cost tens of milliseconds, not a second.
+pub const HELLO_RETRY_NS: u64 = 50_000_000;
+/// The longest wait between unanswered Hellos, ns (1 s).
+pub const HELLO_RETRY_MAX_NS: u64 = 1_000_000_000;
+/// Hellos sent in a row without an answer (1.55 s of them) before the
+/// receiver asks only every [`COOKIE_REFRESH_NS`] (a sender before repair
+/// never answers).
+pub const HELLO_TRIES: u32 = 6;
 
 /// What the receiver's repair did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -256,7 +263,7 @@ impl NackScheduler {
             + if self.hellos_unanswered >= HELLO_TRIES && self.cookie.is_none() {
                 COOKIE_REFRESH_NS
             } else {
-                HELLO_RETRY_NS
+                (HELLO_RETRY_NS << (self.hellos_unanswered - 1).min(8)).min(HELLO_RETRY_MAX_NS)
             };
         self.counts.hellos += 1;
         Some(nonce)
@@ -331,8 +338,11 @@ impl NackScheduler {
             if m.tries == 1 {
                 m.first_ask_ns = now_ns;
             }
+            // Backing off, but never past half the time left: a packet
+            // due soon gets its tries while they can still help.
             let backoff = (1u64 << (m.tries - 1).min(8)).min(MAX_BACKOFF);
-            m.next_ns = now_ns + rto * backoff;
+            let left = m.deadline_ns.saturating_sub(now_ns) / 2;
+            m.next_ns = now_ns + (rto * backoff).min(left.max(rto));
             self.counts.asked += 1;
         }
         self.counts.nacks += 1;
@@ -428,8 +438,9 @@ mod tests {
                 hellos += 1;
             }
         }
-        // 3 a second apart, then one every 30 s.
-        assert_eq!(hellos, 3 + 1);
+        // 6 in the first 1.55 s (50 ms apart, doubling), then one every
+        // 30 s.
+        assert_eq!(hellos, 6 + 1);
         // What was missing is given up at its deadline all the same.
         assert!(!s.pending());
         assert_eq!(s.counts().expired, 1);
