@@ -87,7 +87,14 @@ session() { # session OUT NAME SESSION-ARGS...: one try
 case_run() { lab_case "$1" "$repo/lab/out/pulse-$stamp-$1" session "$@"; }
 
 echo "== selftest"
-if "$here/selftest-pulse.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+# One reported retry, as every case has: the self-test is PulseAudio and
+# the lab's own tools alone, and a machine stall during its 5 s costs its
+# fidelity (CI of 9c7302c: 0.99813 against ≥ 0.999, nothing of Bark in it).
+if "$here/selftest-pulse.sh" || { echo "selftest: retrying once"; "$here/selftest-pulse.sh"; }; then
+	passed=$((passed + 1))
+else
+	failed=$((failed + 1))
+fi
 
 # shellcheck disable=SC2054 # the commas are inside values
 drift=(--host-env h1:BARK_TEST_CLOCK=-300000,-60 --host-env h2:BARK_TEST_CLOCK=150000,80

@@ -282,10 +282,12 @@ impl ClockSync {
     /// Adds a backward-only point from a sync message: `t3` the sender
     /// clock when it left (ns), `t4` the local arrival time (ns, the kernel
     /// stamp when available). Needs a forward point to be of use, so it is
-    /// ignored (false) until the first exchange. A point far below the
-    /// current envelope is a clock step (queueing only ever adds delay);
-    /// far above it is rejected, as it may be queueing as well as a step,
-    /// which the exchanges, knowing their round trip, tell apart.
+    /// ignored (false) until the first exchange. A point more than
+    /// `STEP_NS` off the estimate either way is rejected and never counts
+    /// towards a clock step: far above may be queueing, far below a step
+    /// or a sync re-stamped by someone spoofing the sender (open mode);
+    /// the exchanges, whose replies echo our own t1 and know their round
+    /// trip, tell a step apart.
     pub fn add_backward(&mut self, t3: u64, t4: u64) -> bool {
         let b = Point {
             x: t4 as i64,

@@ -35,6 +35,13 @@ pub const TRANSMIT_BUF: usize = MAX_DATAGRAM;
 /// keeps one more of it than the latency needs, since a whole buffer's
 /// packets leave at once.
 pub const MAX_SINK_BUFFER_FRAMES: usize = 8192;
+/// Resends `poll_transmit` gives at most per [`RESEND_ROUND_NS`]: NACKs
+/// arrive on the audio thread's socket, and a burst of them must not keep
+/// one wake-up sending for long (64 default packets take about 0.3 ms of
+/// `sendto`); the rest wait for the next round.
+pub const MAX_RESENDS_PER_ROUND: usize = 64;
+/// A round of resends, ns.
+pub const RESEND_ROUND_NS: u64 = 1_000_000;
 /// Most bytes a sender's history may take (16 MiB: 2 s of 8-channel
 /// 192 kHz F32); beyond, it reaches back less far.
 pub const HISTORY_MAX_BYTES: usize = 16 << 20;
@@ -279,6 +286,8 @@ pub struct SenderEndpoint {
     cookies: CookieJar,
     /// Recent packets and resends (`None`: repair off).
     resender: Option<Resender>,
+    /// Resends in the current round: (when it began, how many).
+    resend_round: (u64, usize),
 }
 
 impl SenderEndpoint {
@@ -338,6 +347,7 @@ impl SenderEndpoint {
             tx: vec![0; tx_len.max(protocol::SYNC_LEN + overhead)],
             cookies,
             resender,
+            resend_round: (0, 0),
         })
     }
 
@@ -431,7 +441,9 @@ impl SenderEndpoint {
                     to: from,
                 })?;
             }
-            Packet::Nack(nack) => {
+            Packet::Nack(nack) if self.resender.is_some() => {
+                // The MAC only with repair on: a NACK to a sender without
+                // it costs nothing but the parse.
                 let valid = nack.stream_id == session
                     && self
                         .cookies
@@ -490,8 +502,13 @@ impl SenderEndpoint {
             let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::To(to)));
         }
-        if let Some(r) = self.resender.as_mut() {
+        if now_ns.saturating_sub(self.resend_round.0) >= RESEND_ROUND_NS {
+            self.resend_round = (now_ns, 0);
+        }
+        let room = self.resend_round.1 < MAX_RESENDS_PER_ROUND;
+        if let Some(r) = self.resender.as_mut().filter(|_| room) {
             if let Some((len, to)) = r.next(buf) {
+                self.resend_round.1 += 1;
                 let latency_us = (self.sender.session_latency().current() / 1000) as u32;
                 protocol::mark_resent(&mut buf[..len], latency_us);
                 let n = self.wire.seal(buf, len, wall_ns)?;
@@ -536,14 +553,21 @@ impl SenderEndpoint {
     }
 
     /// The latest sender time by which `poll_transmit` should be called
-    /// again, ns: the next status packet or idle sync.
+    /// again, ns: the next status packet or idle sync, or the next round
+    /// of resends while some wait ([`MAX_RESENDS_PER_ROUND`]).
     pub fn poll_timeout(&self, now_ns: u64) -> u64 {
         let sync = if self.sender.idle(now_ns) {
             now_ns + crate::sender::IDLE_SYNC_INTERVAL_NS
         } else {
             u64::MAX
         };
-        self.next_status.min(sync)
+        // Resends left for the next round.
+        let resend = if self.resender.as_ref().is_some_and(Resender::pending) {
+            self.resend_round.0 + RESEND_ROUND_NS
+        } else {
+            u64::MAX
+        };
+        self.next_status.min(sync).min(resend)
     }
 }
 

@@ -490,6 +490,14 @@ impl Receiver {
         self.repair.seed_nonces(seed);
     }
 
+    /// Whether repair can work: on (`bark.repair`) and a cookie from the
+    /// followed sender held. An adapter then looks at its sockets often
+    /// enough for a gap found in one cycle to be asked for within
+    /// milliseconds.
+    pub fn repair_armed(&self) -> bool {
+        self.cfg.repair && self.repair.has_cookie()
+    }
+
     /// Whether packets are missing that repair may still bring: an adapter
     /// then handles datagrams as they arrive rather than once a cycle, so
     /// that NACKs and resends lose no time.
@@ -512,7 +520,12 @@ impl Receiver {
                 let tail = self
                     .tail_watch
                     .map_or(u64::MAX, |(_, at)| at + FIRST_WAIT_NS);
-                self.repair.next_due_ns().min(tail)
+                let mut due = self.repair.next_due_ns();
+                if self.nack_round.1 >= MAX_NACKS_PER_POLL {
+                    // This round's NACKs are spent: not before the next.
+                    due = due.max(self.nack_round.0 + NACK_ROUND_NS);
+                }
+                due.min(tail)
             } else {
                 u64::MAX
             };
@@ -591,9 +604,9 @@ impl Receiver {
                 }
                 self.last_heard = now_ns;
                 self.insert_audio(now_ns, &h, a.payload, a.resent);
-                if !a.resent {
-                    self.watch_tail(now_ns, h.seq, a.last_of_buffer);
-                }
+                // Resends too: one that becomes the newest and is not a
+                // buffer's last leaves the rest of that buffer to watch.
+                self.watch_tail(now_ns, h.seq, a.last_of_buffer);
             }
             Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
             Packet::Sync(y) => {
@@ -937,9 +950,9 @@ impl Receiver {
         let Some((newest, end)) = self.session.as_ref().and_then(|s| s.newest) else {
             return;
         };
-        if newest == seq {
+        if let (true, Some(next)) = (newest == seq, seq.checked_add(1)) {
             let deadline = self.read_deadline_ns(now_ns, end);
-            self.repair.missing(seq + 1, at, deadline);
+            self.repair.missing(next, at, deadline);
         }
     }
 
@@ -958,16 +971,27 @@ impl Receiver {
             return;
         };
         // Also before the cookie has come: once it does, whatever can
-        // still arrive in time is asked for.
-        if h.seq <= hi + 1 || s.max_frames == 0 {
+        // still arrive in time is asked for. Checked arithmetic: a
+        // session's first packet may carry any sequence number.
+        let Some(next) = hi.checked_add(1) else {
+            return;
+        };
+        if h.seq <= next || s.max_frames == 0 {
             return;
         }
-        let first = (hi + 1).max(h.seq.saturating_sub(MAX_MISSING as u64));
+        let first = next.max(h.seq.saturating_sub(MAX_MISSING as u64));
         let max_frames = s.max_frames;
         for seq in first..h.seq {
-            // Its first frame, if the packets between were all full.
-            let frame = hi_end + (seq - hi - 1) * max_frames;
-            let deadline = self.read_deadline_ns(now_ns, frame);
+            // Its first frame is no earlier than the packets below could
+            // reach if all were full, nor than the packets above could
+            // reach back (after a pause the frames jump while the
+            // sequence numbers do not, and the packet after it is the
+            // better guide).
+            let from_below = hi_end.saturating_add((seq - next).saturating_mul(max_frames));
+            let from_above = h
+                .frame
+                .saturating_sub((h.seq - seq).saturating_mul(max_frames));
+            let deadline = self.read_deadline_ns(now_ns, from_below.max(from_above));
             self.repair.missing(seq, now_ns, deadline);
         }
     }
@@ -1004,8 +1028,12 @@ impl Receiver {
             - self.quantum_ns as f64
             - ahead
             - READ_MARGIN_NS as f64;
+        // At most the largest latency ahead: a packet numbered far ahead
+        // (a forgery from the sender's own address) must not keep the
+        // repair table busy for minutes.
+        let latest = now_ns.saturating_add(MAX_LATENCY_NS);
         if read.is_finite() && read > 0.0 {
-            read as u64
+            (read as u64).min(latest)
         } else {
             fallback
         }

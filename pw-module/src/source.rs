@@ -63,6 +63,12 @@ const IDLE_TIMER_NS: u64 = 100_000_000;
 /// watchdog that notices the graph stopping (then the sockets and a short
 /// timer take over again).
 const WATCHDOG_TIMER_NS: u64 = 50_000_000;
+/// The watchdog's period (ns) while the sender answers NACKs: `process`,
+/// which finds a lost packet, may run on another thread and cannot re-arm
+/// this loop's timer, so the timer looks often enough for a missing packet
+/// to get its NACK (and the resend its wake-up) within 5 ms of the cycle
+/// that found it, not a 50 ms watchdog tick later.
+const REPAIR_WATCH_TIMER_NS: u64 = 5_000_000;
 /// Timer period (ns) while playing without graph cycles (a suspended or
 /// stalled graph): the core's busy-network exchange pace, halved.
 const STALLED_TIMER_NS: u64 = bark_core::receiver::BUSY_INTERVAL_NS / 2;
@@ -346,7 +352,11 @@ impl RtSource {
             // milliseconds, not at the next graph cycle.
             bark_core::receiver::FAST_INTERVAL_NS
         } else if self.graph_running(now_ns) {
-            WATCHDOG_TIMER_NS
+            if self.ep.receiver().repair_armed() {
+                REPAIR_WATCH_TIMER_NS
+            } else {
+                WATCHDOG_TIMER_NS
+            }
         } else {
             STALLED_TIMER_NS
         }

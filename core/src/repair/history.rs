@@ -26,6 +26,11 @@ impl History {
         self.meta.len()
     }
 
+    /// Longest datagram it keeps, bytes.
+    pub fn slot_len(&self) -> usize {
+        self.slot_len
+    }
+
     /// Keeps the plain audio datagram `d` of sequence number `seq`
     /// presented at `pts` (sender clock, ns), in place of the one
     /// `slots()` before it. One longer than `slot_len` is not kept. No

@@ -185,7 +185,6 @@ impl NackScheduler {
     /// Packet `seq` went missing at `now_ns` (a later one arrived); its
     /// frames are read at `deadline_ns` (local ns).
     pub fn missing(&mut self, seq: u64, now_ns: u64, deadline_ns: u64) {
-        self.counts.missing += 1;
         let slot = &mut self.table[(seq % MAX_MISSING as u64) as usize];
         if slot.live {
             if slot.seq == seq {
@@ -196,6 +195,7 @@ impl NackScheduler {
             self.counts.overflow += 1;
             self.live -= 1;
         }
+        self.counts.missing += 1;
         let wait = FIRST_WAIT_NS.max(self.reorder_ns * 3 / 2);
         *slot = Missing {
             seq,
@@ -349,17 +349,18 @@ impl NackScheduler {
         Some((cookie, base, mask))
     }
 
-    /// When a NACK or Hello is due next, local ns (`u64::MAX`: none).
+    /// When a NACK or Hello is due next, or a missing packet's deadline
+    /// passes (it is then given up), local ns (`u64::MAX`: none).
     pub fn next_due_ns(&self) -> u64 {
-        let nack = if self.cookie.is_some() && self.live > 0 {
-            self.table
-                .iter()
-                .filter(|m| m.live)
-                .map(|m| m.next_ns)
+        let live = self.table.iter().filter(|m| m.live);
+        let nack = if self.cookie.is_some() {
+            live.map(|m| m.next_ns.min(m.deadline_ns.saturating_add(1)))
                 .min()
                 .unwrap_or(u64::MAX)
         } else {
-            u64::MAX
+            live.map(|m| m.deadline_ns.saturating_add(1))
+                .min()
+                .unwrap_or(u64::MAX)
         };
         nack.min(self.next_hello_ns)
     }

@@ -19,7 +19,7 @@
 
 use super::bucket::TokenBucket;
 use super::history::History;
-use crate::protocol::NackPacket;
+use crate::protocol::{NackPacket, IP_UDP_OVERHEAD};
 use std::net::SocketAddr;
 
 /// Resends queued at once; NACKed packets beyond are dropped (counted).
@@ -137,12 +137,14 @@ impl Resender {
                 self.counts.stale += 1;
                 continue;
             }
-            let bytes = d.len() + self.overhead;
+            // As the rate counts them: sealed, with IPv4 and UDP headers.
+            let bytes = d.len() + self.overhead + IP_UDP_OVERHEAD;
             let rate = self.rate;
+            let packet = self.packet_bytes();
             let global = self.global.get_or_insert_with(|| {
                 TokenBucket::new(
                     RESEND_MULTIPLE * rate,
-                    RESEND_MULTIPLE * rate * REPAIR_BURST_S,
+                    (RESEND_MULTIPLE * rate * REPAIR_BURST_S).max(packet),
                     now_ns,
                 )
             });
@@ -187,11 +189,14 @@ impl Resender {
                 })
         });
         let rate = self.rate;
+        let packet = self.packet_bytes();
         let r = self.requesters[i]
             .filter(|r| r.addr == from)
             .unwrap_or(Requester {
                 addr: from,
-                bucket: TokenBucket::new(rate, rate * REPAIR_BURST_S, now_ns),
+                // At least one packet deep: a stream of long packets
+                // (8 kHz with a large MTU) must still get one resent.
+                bucket: TokenBucket::new(rate, (rate * REPAIR_BURST_S).max(packet), now_ns),
                 last_ns: now_ns,
             });
         self.requesters[i] = Some(Requester {
@@ -221,6 +226,12 @@ impl Resender {
             return Some((d.len(), to));
         }
         None
+    }
+
+    /// Wire bytes of the largest resend: a full history slot, sealed, with
+    /// IPv4 and UDP headers.
+    fn packet_bytes(&self) -> f64 {
+        (self.history.slot_len() + self.overhead + IP_UDP_OVERHEAD) as f64
     }
 
     /// Whether resends are queued.
