@@ -51,10 +51,14 @@ fuzz_target!(|d: &[u8]| {
                 }
                 other => panic!("a resend did not parse: {other:?}"),
             }
-            if a.resent {
-                // The flag is the byte's only bit the parser lets through.
-                assert_eq!(d[55], protocol::AUDIO_RESENT);
-            }
+            // The flags are the byte's only bits the parser lets through.
+            let flags = if a.resent { protocol::AUDIO_RESENT } else { 0 }
+                | if a.last_of_buffer {
+                    protocol::AUDIO_LAST_OF_BUFFER
+                } else {
+                    0
+                };
+            assert_eq!(d[55], flags);
         }
         Ok(Packet::TimeRequest(t)) | Ok(Packet::TimeReply(t)) => {
             let reply = matches!(protocol::parse(d), Ok(Packet::TimeReply(_)));
