@@ -90,7 +90,10 @@ fuzz_target!(|d: &[u8]| {
             // none beyond the span, none wrapping past u64::MAX.
             let seqs: Vec<u64> = k.seqs().collect();
             assert_eq!(seqs.first(), Some(&k.base), "a NACK names its base first");
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "NACK seqs out of order");
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "NACK seqs out of order"
+            );
             for &s in &seqs[1..] {
                 let i = s - k.base - 1;
                 assert!(i < 64 && k.mask >> i & 1 == 1, "seq {s} not in the mask");

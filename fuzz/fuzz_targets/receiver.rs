@@ -93,17 +93,10 @@ fuzz_target!(|d: &[u8]| {
                 let t = b.take(COOKIE_MAC_LEN);
                 mac[..t.len()].copy_from_slice(t);
                 let c = CookiePacket {
-                    stream_id: if pick & 2 == 0 {
-                        sessions[s]
-                    } else {
-                        b.u64()
-                    },
+                    stream_id: if pick & 2 == 0 { sessions[s] } else { b.u64() },
                     node_id: if pick & 4 == 0 { 7 } else { b.u64() },
                     nonce,
-                    cookie: CookieTag {
-                        slot: b.u32(),
-                        mac,
-                    },
+                    cookie: CookieTag { slot: b.u32(), mac },
                     offers: if pick & 8 == 0 {
                         protocol::OFFER_NACK
                     } else {
@@ -254,13 +247,10 @@ fuzz_target!(|d: &[u8]| {
             4 if op & 32 != 0 => {
                 let s = (op >> 4) as usize % 3;
                 let pick = b.u8();
-                let sq = if pick & 1 == 0 {
-                    sync_seq[s]
-                } else {
-                    b.u64()
-                };
+                let sq = if pick & 1 == 0 { sync_seq[s] } else { b.u64() };
                 sync_seq[s] = sq.wrapping_add(1);
-                let t3 = ((now as i64).wrapping_add(offset) as u64).wrapping_sub(b.u16() as u64 * 1000);
+                let t3 =
+                    ((now as i64).wrapping_add(offset) as u64).wrapping_sub(b.u16() as u64 * 1000);
                 let y = SyncPacket {
                     stream_id: sessions[s],
                     seq: sq,
@@ -316,7 +306,10 @@ fuzz_target!(|d: &[u8]| {
                     let Some((n, to)) = rx.poll_transmit(now, &mut pkt) else {
                         break;
                     };
-                    assert!(addrs.contains(&to), "request to {to}, where nothing came from");
+                    assert!(
+                        addrs.contains(&to),
+                        "request to {to}, where nothing came from"
+                    );
                     match protocol::parse(&pkt[..n]) {
                         Ok(Packet::TimeRequest(_)) => {
                             requests[nreq % requests.len()] = now;

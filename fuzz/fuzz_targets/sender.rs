@@ -132,8 +132,8 @@ impl Harness {
         let format = ep.sender().config().format;
         let packet_len = protocol::AUDIO_HEADER_LEN + frames * format.frame_bytes();
         assert_eq!((frames, packet_len), (176, 1468));
-        let rate = (packet_len + protocol::IP_UDP_OVERHEAD) as f64 * format.rate as f64
-            / frames as f64;
+        let rate =
+            (packet_len + protocol::IP_UDP_OVERHEAD) as f64 * format.rate as f64 / frames as f64;
         let mut peers: [Peer; PEERS] = Default::default();
         for (i, p) in peers.iter_mut().enumerate() {
             p.node = 0x1000 + i as u64;
@@ -142,7 +142,10 @@ impl Harness {
             ep,
             now: T0,
             addrs: std::array::from_fn(|i| {
-                SocketAddr::from((Ipv4Addr::new(10, 0, 0, 10 + i as u8 / 2), 40_000 + (i as u16 % 2)))
+                SocketAddr::from((
+                    Ipv4Addr::new(10, 0, 0, 10 + i as u8 / 2),
+                    40_000 + (i as u16 % 2),
+                ))
             }),
             peers,
             sent: HashMap::new(),
@@ -279,7 +282,10 @@ impl Harness {
         );
         match pkt {
             Packet::TimeReply(t) => {
-                assert!(peer.time_requests > 0, "a time reply nobody at {a} asked for");
+                assert!(
+                    peer.time_requests > 0,
+                    "a time reply nobody at {a} asked for"
+                );
                 peer.time_requests -= 1;
                 assert_eq!(t.stream_id, SESSION);
             }
@@ -306,9 +312,9 @@ impl Harness {
                 assert_eq!(au.header.stream_id, SESSION);
                 match peer.credit.get_mut(&seq) {
                     Some(c) if *c > 0 => *c -= 1,
-                    _ => panic!(
-                        "seq {seq} resent to {a}, which did not ask for it with its cookie"
-                    ),
+                    _ => {
+                        panic!("seq {seq} resent to {a}, which did not ask for it with its cookie")
+                    }
                 }
                 assert_eq!(
                     self.sent.get(&seq),
@@ -318,7 +324,8 @@ impl Harness {
                 self.resent_packets += 1;
                 self.resent_bytes += n as u64;
                 peer.resent_bytes += n as u64;
-                let since = |t0: Option<u64>| (self.now - t0.expect("a valid NACK came")) as f64 * 1e-9;
+                let since =
+                    |t0: Option<u64>| (self.now - t0.expect("a valid NACK came")) as f64 * 1e-9;
                 let one = self.rate * (since(peer.first_valid_nack) + REPAIR_BURST_S)
                     + self.packet_len as f64;
                 assert!(
@@ -326,10 +333,9 @@ impl Harness {
                     "{} bytes resent to {a}, over its cap {one:.0}",
                     peer.resent_bytes
                 );
-                let all = RESEND_MULTIPLE
-                    * self.rate
-                    * (since(self.first_valid_nack) + REPAIR_BURST_S)
-                    + self.packet_len as f64;
+                let all =
+                    RESEND_MULTIPLE * self.rate * (since(self.first_valid_nack) + REPAIR_BURST_S)
+                        + self.packet_len as f64;
                 assert!(
                     self.resent_bytes as f64 <= all,
                     "{} bytes resent in all, over the cap {all:.0}",
@@ -455,7 +461,11 @@ fuzz_target!(|d: &[u8]| {
             // well formed or not.
             2 => {
                 let ctl = b.u8();
-                let node = if ctl & 1 == 0 { h.peers[p].node } else { b.u64() };
+                let node = if ctl & 1 == 0 {
+                    h.peers[p].node
+                } else {
+                    b.u64()
+                };
                 let stream = if ctl & 2 == 0 { SESSION } else { b.u64() };
                 let nonce = b.u64();
                 if ctl & 12 == 0 {
@@ -505,11 +515,7 @@ fuzz_target!(|d: &[u8]| {
                         let mut mac = [0u8; COOKIE_MAC_LEN];
                         let t = b.take(COOKIE_MAC_LEN);
                         mac[..t.len()].copy_from_slice(t);
-                        let slot = if ctl & 4 == 0 {
-                            cookie.slot
-                        } else {
-                            b.u32()
-                        };
+                        let slot = if ctl & 4 == 0 { cookie.slot } else { b.u32() };
                         let node = if ctl & 8 == 0 { node } else { b.u64() };
                         h.nack(p, node, CookieTag { slot, mac }, SESSION, &mut b);
                     }
