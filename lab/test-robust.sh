@@ -36,6 +36,13 @@
 #               stream (fidelity ≥ 0.9, skew p99 ≤ 100 µs, no dropout), and
 #               neither receiving daemon crashed or grew over the 30 s (fds
 #               equal, RSS within 2 MiB).
+#   unicast     two receivers given the sender's address (bark.sender) and
+#               no group: they subscribe and get the stream unicast
+#               (docs/PROTOCOL.md, Subscribe): fidelity ≥ 0.99, played
+#               throughout, no dropout, skew p99 ≤ 100 µs; the sender took
+#               both subscriptions and sent each a copy of every audio
+#               packet; a receiver on the group (rx3, no bark.sender) still
+#               plays the multicast copy in sync with them.
 #
 # ROBUST_RX_ARGS: extra `bark receive` flags for every receiver, for an
 # A/B run (e.g. ROBUST_RX_ARGS="--repair false").
@@ -81,7 +88,7 @@ sox "$music" "$out/music-b.wav" trim 120 45 2>>"$out/lab.log" || lab_die "sox fa
 
 # Each receiver's artificial clock error (offset ns, rate ppm), by name.
 # shellcheck disable=SC2054 # the commas are inside values
-declare -A clock=([rx1]=-300000,-40 [rx2]=200000,50)
+declare -A clock=([rx1]=-300000,-40 [rx2]=200000,50 [rx3]=-100000,20)
 
 # rx ID HOST NAME DIR SECONDS [ARGS...]: a receiver with its clock error;
 # prints its PID.
@@ -410,7 +417,37 @@ case_flap() {
 	SETTLE=1 analyze "$dir" tx rx1 rx2
 }
 
-all=(loss5 partition restart join two hostile flap)
+case_unicast() {
+	local id=$1 dir=$2 r1 r2 r3 t
+	cat >"$dir/checks.py" <<-'EOF'
+	a = load("analysis.json"); tx = load("tx.json")
+	subs = tx["subscriptions"]; audio = tx["tx"]["audio"]["packets"]; copies = tx["tx"]["fanout"]["packets"]
+	print(f"  sender: subscriptions {subs}, {audio} audio packets, {copies} unicast copies")
+	need(subs["joined"] == 2 and subs["refused_cookie"] == 0 and subs["refused_full"] == 0, "the sender took both subscriptions, refused none")
+	need(copies >= 2 * audio, "each subscriber got a copy of every audio packet")
+	for r in a["receivers"]:
+	    s = load(r["label"] + ".json")
+	    sub = s.get("subscription")
+	    print(f"  {r['label']}: fidelity {r['fidelity']['mean']:.4f} dropouts {r['dropouts']} windows {r['windows']} lost {s['counters']['lost']} subscription {sub}")
+	    need(r["fidelity"]["mean"] >= 0.99, f"{r['label']} fidelity ≥ 0.99")
+	    need(r["windows"] >= 150, f"{r['label']} played throughout ({r['windows']} analysis windows ≥ 150)")
+	    need(r["dropouts"] == 0, f"{r['label']} no dropout")
+	    if r["label"] != "rx3":
+	        # The session is gone by the end (the receivers outlive the sender).
+	        need(sub is not None and sub["sessions"] == 1 and sub["cookies"] >= 1, f"{r['label']} subscribed to one session")
+	skew_within_100us(a)
+	EOF
+	lab_up "$id" 4 2>>"$out/lab.log" || return 1
+	r1=$(rx "$id" 1 rx1 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010")
+	r2=$(rx "$id" 2 rx2 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010")
+	r3=$(rx "$id" 3 rx3 "$dir" 26)
+	sleep 1
+	t=$(tx "$id" 0 tx "$dir" 20 "$out/music-a.wav" --control-port 4010)
+	lab_wait_pids 60 "$t" "$r1" "$r2" "$r3" || return 1
+	analyze "$dir" tx rx1 rx2 rx3
+}
+
+all=(loss5 partition restart join two hostile flap unicast)
 cases=("$@")
 ((${#cases[@]})) || cases=("${all[@]}")
 passed=0 failed=0 retried=() failures=()

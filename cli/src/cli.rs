@@ -11,7 +11,7 @@
 use bark_core::settings::{self, Role, Value};
 use bark_core::SampleFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 pub use bark_core::settings::{DEFAULT_GROUP, DEFAULT_PORT, DEFAULT_TTL};
@@ -77,6 +77,11 @@ fn table<T: 'static>(
 /// A whole number from the table, in the type it is kept in.
 fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
     v.int()?.try_into().ok()
+}
+
+/// An IPv4 address and port from the table (kept as text there).
+fn ipv4_port(v: &Value) -> Option<SocketAddrV4> {
+    v.text()?.parse().ok()
 }
 
 /// A boolean from the table.
@@ -214,6 +219,11 @@ pub struct SendNet {
     /// the routing table's choice.
     #[arg(long, value_name = "IFNAME")]
     pub local_ifname: Option<String>,
+    /// UDP port to take time requests, NACKs and subscriptions on
+    /// (bark.control.port); 0 picks a free one. A receiver's --sender
+    /// needs a fixed one.
+    #[arg(long, value_name = "PORT", default_value_t = 0, value_parser = table(Role::Sink, "bark.control.port", int::<u16>))]
+    pub control_port: u16,
     /// Multicast TTL, hops (net.ttl): 1 keeps packets on the local link, 0
     /// on this host.
     #[arg(long, value_name = "HOPS", default_value_t = DEFAULT_TTL, value_parser = table(Role::Sink, "net.ttl", int::<u32>))]
@@ -358,6 +368,11 @@ pub struct ReceiveArgs {
     /// Ask the sender again for packets lost on the way (bark.repair).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.repair", boolean))]
     pub repair: bool,
+    /// Have the sender at IPV4:PORT (its --control-port) send the stream
+    /// to this receiver alone, unicast (bark.sender); a multicast
+    /// --source-ip is then not joined.
+    #[arg(long, value_name = "IPV4:PORT", value_parser = table(Role::Source, "bark.sender", ipv4_port))]
+    pub sender: Option<SocketAddrV4>,
     /// What to do with the audio: write it to FILE.wav (F32, at --rate and
     /// --channels) plus FILE.ts.csv (CLOCK_MONOTONIC ns at which each
     /// buffer's first frame would be heard), or null to discard it.
@@ -569,6 +584,12 @@ mod tests {
                         "255.255.255.255".into(),
                     ],
                     Kind::Sample => vec!["U8".into(), "s24".into()],
+                    Kind::Ipv4Port => vec![
+                        "10.0.0.1".into(),
+                        "10.0.0.1:0".into(),
+                        "0.0.0.0:4010".into(),
+                        "10.0.0.1:4010".into(),
+                    ],
                     Kind::Text | Kind::Choice(_) => vec![],
                 };
                 for p in probes {

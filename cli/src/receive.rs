@@ -44,7 +44,7 @@ use bark_core::endpoint::{ReceiverEndpoint, STATUS_PERIOD_NS};
 use bark_core::latency::LateNote;
 use bark_core::ReceiverConfig;
 use serde_json::json;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// Most datagrams read per socket per loop turn.
 const MAX_RX_PER_TURN: usize = 256;
@@ -117,7 +117,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let start = monotonic_ns();
     let clk =
         TestClock::from_spec_or_env(a.run.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
-    let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
+    let group = bark_core::settings::listen_addr(a.net.source_ip, a.net.port, a.sender);
     let ifname = a.net.local_ifname.as_deref();
     let node_id = bark_io::node::random_nonzero_u64();
     let auth = Auth::new(a.key.key_file.as_deref(), false)?;
@@ -136,6 +136,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             node_name: a.node_name.clone(),
             host: bark_io::node::hostname(),
             repair: a.repair,
+            sender: a.sender.map(SocketAddr::V4),
         },
         auth.key(),
         multicast,
@@ -322,6 +323,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             );
         }
     }
+    // A subscriber says it leaves, so that the sender stops sending to it
+    // now rather than when the lease runs out.
+    link.ep.leave();
+    link.transmit();
 
     let wall_s = (monotonic_ns() - start) as f64 * 1e-9;
     let cpu_s = util::cpu_seconds();
@@ -422,6 +427,17 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                     "cookies": rep.cookies,
                 },
             },
+            "subscription": link.ep.subscription().map(|s| {
+                let c = s.counts();
+                json!({
+                    "sender": s.sender().to_string(),
+                    "session": s.session().map(|id| format!("{id:016x}")),
+                    "hellos": c.hellos,
+                    "cookies": c.cookies,
+                    "subscribes": c.subscribes,
+                    "sessions": c.sessions,
+                })
+            }),
         });
         run.write(path, v)?;
     }

@@ -85,12 +85,9 @@ impl Link {
         // the time it actually leaves (the wake-up may be late, the decoder
         // may have been waited for).
         let send_ns = clk.map(monotonic_ns());
-        ep.push(cycle_local, send_ns, wall, samples, &mut |pkt| {
-            count_send(
-                sock.send_to(pkt, SocketAddr::V4(*dest)),
-                (*dest).into(),
-                send_errors,
-            )
+        ep.push(cycle_local, send_ns, wall, samples, &mut |pkt, to| {
+            let to = to.or_group(SocketAddr::V4(*dest));
+            count_send(sock.send_to(pkt, to), to, send_errors)
         });
     }
 
@@ -255,6 +252,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         source_ip: a.net.source_ip,
         ifname: a.net.local_ifname.clone(),
         ttl: a.net.ttl,
+        control_port: a.net.control_port,
         multicast_loop: a.net.multicast_loop,
     };
     let sock = bark_io::net::sender_socket(&path, net::NAMES)?;
@@ -428,13 +426,15 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         cpu_s,
     };
     log::info!(
-        "done: {:.1} s of audio in {wall_s:.1} s after a {lead_in_s:.2} s lead-in ({} sync messages), {} audio packets ({:.1} kbit/s with IP/UDP headers), {} sync messages, {} time replies, {} status, session latency {:.1} ms (changed {} times), {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
+        "done: {:.1} s of audio in {wall_s:.1} s after a {lead_in_s:.2} s lead-in ({} sync messages), {} audio packets ({:.1} kbit/s with IP/UDP headers), {} unicast copies to {} subscribers, {} sync messages, {} time replies, {} status, session latency {:.1} ms (changed {} times), {late_cycles} late cycles, {underflows} decoder stalls, CPU {:.1} %",
         frames_sent as f64 / a.rate as f64,
         lead_in_counts.tx_sync.packets,
         c.tx_audio.packets,
         (c.tx_audio.bytes + IP_UDP_OVERHEAD as u64 * c.tx_audio.packets) as f64 * 8.0
             / 1e3
             / wall_s.max(1e-9),
+        c.tx_fanout.packets,
+        link.ep.fanout().counts().joined,
         c.tx_sync.packets,
         c.tx_time_reply.packets,
         c.tx_status.packets,
@@ -443,6 +443,17 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         run.cpu_percent(),
     );
     if let Some(path) = &a.run.summary {
+        let f = link.ep.fanout();
+        let fc = f.counts();
+        let subscriptions = json!({
+            "live": f.len(),
+            "joined": fc.joined,
+            "renewed": fc.renewed,
+            "left": fc.left,
+            "expired": fc.expired,
+            "refused_full": fc.refused_full,
+            "refused_cookie": fc.refused_cookie,
+        });
         let v = json!({
             "session_id": format!("{session_id:016x}"),
             "frames_sent": frames_sent,
@@ -468,8 +479,10 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 "status": traffic_json(c.tx_status),
                 "resend": traffic_json(c.tx_resend),
                 "cookie": traffic_json(c.tx_cookie),
+                "fanout": traffic_json(c.tx_fanout),
                 "send_errors": link.send_errors,
             },
+            "subscriptions": subscriptions,
             "repair": link.ep.resends().map(|r| serde_json::json!({
                 "nacks": r.nacks,
                 "bad_cookie": r.bad_cookie,
@@ -484,6 +497,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 "time_request": traffic_json(c.rx_time_request),
                 "nack": traffic_json(c.rx_nack),
                 "hello": traffic_json(c.rx_hello),
+                "subscribe": traffic_json(c.rx_subscribe),
                 "other": traffic_json(sum(&[c.rx_audio, c.rx_time_reply, c.rx_status, c.rx_sync])),
                 "malformed": c.malformed + link.truncated,
                 "flood_dropped": c.flood_dropped,

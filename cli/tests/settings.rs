@@ -32,6 +32,10 @@ const CASES: &[(Role, &str, &str)] = &[
     (Role::Sink, "destination.ip", "0.0.0.0"),
     (Role::Sink, "destination.ip", "::1"),
     (Role::Source, "source.ip", "255.255.255.255"),
+    (Role::Sink, "bark.control.port", "65536"),
+    (Role::Source, "bark.sender", "10.0.0.1"),
+    (Role::Source, "bark.sender", "10.0.0.1:0"),
+    (Role::Source, "bark.sender", "0.0.0.0:4010"),
 ];
 
 /// The PipeWire module's refusal.

@@ -13,9 +13,11 @@
 //! Nothing here allocates after construction, blocks or reads a clock.
 
 use crate::auth::{self, AuthError, Key, Opener, Sealer};
+use crate::fanout::{Fanout, MAX_SUBSCRIBERS};
 use crate::protocol::{self, Packet, PacketType, TimePacket};
 use crate::repair::cookie::CookieJar;
 use crate::repair::resend::{ResendCounts, Resender};
+use crate::subscribe::Subscription;
 use crate::{Error, Receiver, ReceiverConfig, Sender, SenderConfig};
 use std::net::SocketAddr;
 
@@ -56,6 +58,16 @@ pub enum Dest {
     /// One peer: a sender's answer to the node that asked, a receiver's
     /// request or status to its sender.
     To(SocketAddr),
+}
+
+impl Dest {
+    /// The address: `group` for [`Dest::Group`].
+    pub fn or_group(self, group: SocketAddr) -> SocketAddr {
+        match self {
+            Dest::Group => group,
+            Dest::To(a) => a,
+        }
+    }
 }
 
 /// Why a datagram was dropped.
@@ -136,6 +148,14 @@ pub struct Counts {
     pub tx_cookie: Traffic,
     /// Audio packets sent again on request (not in `tx_audio`).
     pub tx_resend: Traffic,
+    /// See `rx_audio`.
+    pub rx_subscribe: Traffic,
+    /// See `tx_audio`.
+    pub tx_subscribe: Traffic,
+    /// Copies of group datagrams (audio, syncs, status) sent to each
+    /// unicast subscriber ([`crate::fanout`]; not in the counts by type,
+    /// which count each datagram once).
+    pub tx_fanout: Traffic,
 }
 
 impl Counts {
@@ -149,6 +169,7 @@ impl Counts {
             PacketType::Nack => self.rx_nack.add(bytes),
             PacketType::Hello => self.rx_hello.add(bytes),
             PacketType::Cookie => self.rx_cookie.add(bytes),
+            PacketType::Subscribe => self.rx_subscribe.add(bytes),
         }
     }
 
@@ -162,6 +183,7 @@ impl Counts {
             PacketType::Nack => self.tx_nack.add(bytes),
             PacketType::Hello => self.tx_hello.add(bytes),
             PacketType::Cookie => self.tx_cookie.add(bytes),
+            PacketType::Subscribe => self.tx_subscribe.add(bytes),
         }
     }
 }
@@ -288,6 +310,12 @@ pub struct SenderEndpoint {
     resender: Option<Resender>,
     /// Resends in the current round: (when it began, how many).
     resend_round: (u64, usize),
+    /// Unicast subscribers, sent everything the group gets.
+    fanout: Fanout,
+    /// The last group datagram from `poll_transmit`, sealed, with its
+    /// length and the next subscriber slot it still goes to.
+    fan_copy: Vec<u8>,
+    fan_pending: Option<(usize, usize)>,
 }
 
 impl SenderEndpoint {
@@ -348,12 +376,20 @@ impl SenderEndpoint {
             cookies,
             resender,
             resend_round: (0, 0),
+            fanout: Fanout::default(),
+            fan_copy: vec![0; protocol::MAX_STATUS_LEN.max(protocol::SYNC_LEN) + overhead],
+            fan_pending: None,
         })
     }
 
     /// What became of NACKs (`None`: repair off).
     pub fn resends(&self) -> Option<&ResendCounts> {
         self.resender.as_ref().map(Resender::counts)
+    }
+
+    /// The unicast subscribers and what became of subscriptions.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
     /// The sender state machine.
@@ -373,7 +409,8 @@ impl SenderEndpoint {
 
     /// Audio-thread entry: one buffer of the sink (see
     /// [`Sender::push_at`]); every datagram, sealed, goes to `send`, for
-    /// [`Dest::Group`]. `wall_ns` is CLOCK_REALTIME (only read when
+    /// [`Dest::Group`] and then for each unicast subscriber
+    /// ([`crate::fanout`]). `wall_ns` is CLOCK_REALTIME (only read when
     /// keyed: pass 0 otherwise). Does not allocate.
     pub fn push(
         &mut self,
@@ -381,13 +418,15 @@ impl SenderEndpoint {
         send_ns: u64,
         wall_ns: u64,
         samples: &[f32],
-        send: &mut dyn FnMut(&[u8]),
+        send: &mut dyn FnMut(&[u8], Dest),
     ) {
+        self.fanout.expire(now_ns);
         let SenderEndpoint {
             sender,
             wire,
             tx,
             resender,
+            fanout,
             ..
         } = self;
         sender.push_at(now_ns, send_ns, samples, &mut |pkt| {
@@ -403,7 +442,11 @@ impl SenderEndpoint {
                 r.history_mut().store(seq, pts, pkt);
             }
             if let Some(n) = wire.seal(tx, pkt.len(), wall_ns) {
-                send(&tx[..n]);
+                send(&tx[..n], Dest::Group);
+                for to in fanout.addrs() {
+                    wire.counts.tx_fanout.add(n);
+                    send(&tx[..n], Dest::To(to));
+                }
             }
         });
     }
@@ -434,7 +477,10 @@ impl SenderEndpoint {
                     to: from,
                 })?;
             }
-            Packet::Hello(h) if h.stream_id == session && self.resender.is_some() => {
+            // Subscriptions are always taken, so a Hello is always
+            // answered: for this session, or for any (a unicast receiver
+            // that knows the address, not the session).
+            Packet::Hello(h) if h.stream_id == session || h.stream_id == protocol::ANY_SESSION => {
                 self.owe(PendingReply::Cookie {
                     node_id: h.node_id,
                     nonce: h.nonce,
@@ -452,6 +498,15 @@ impl SenderEndpoint {
                 if let Some(r) = self.resender.as_mut() {
                     r.handle_nack(t2_ns, &nack, from, valid, latency);
                 }
+            }
+            Packet::Subscribe(sub) => {
+                let valid = sub.stream_id == session
+                    && self
+                        .cookies
+                        .check(t2_ns, session, sub.node_id, from, &sub.cookie);
+                let leave = sub.flags & protocol::SUBSCRIBE_LEAVE != 0;
+                self.fanout
+                    .subscribe(t2_ns, from, sub.node_id, valid, leave);
             }
             Packet::Status(_) => {
                 let mut none = [0u8; 0];
@@ -477,6 +532,10 @@ impl SenderEndpoint {
         wall_ns: u64,
         buf: &mut [u8],
     ) -> Option<(usize, Dest)> {
+        self.fanout.expire(now_ns);
+        if let Some(out) = self.next_fan_copy(buf) {
+            return Some(out);
+        }
         if let Some(slot) = self.replies.iter_mut().find(|r| r.is_some()) {
             let session = self.sender.config().session_id;
             let (len, to) = match slot.take()? {
@@ -494,7 +553,12 @@ impl SenderEndpoint {
                         node_id,
                         nonce,
                         cookie: self.cookies.mint(now_ns, session, node_id, to),
-                        offers: protocol::OFFER_NACK,
+                        offers: protocol::OFFER_SUBSCRIBE
+                            | if self.resender.is_some() {
+                                protocol::OFFER_NACK
+                            } else {
+                                0
+                            },
                     };
                     (protocol::write_cookie(buf, &answer)?, to)
                 }
@@ -524,16 +588,39 @@ impl SenderEndpoint {
         });
         if sync_len > 0 {
             let n = self.wire.seal(buf, sync_len, wall_ns)?;
-            return Some((n, Dest::Group));
+            return Some(self.send_group(buf, n));
         }
         if now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
+            self.fanout.expire(now_ns);
             let repaired = self.resends().map_or(0, |c| c.resent);
             let len = self.sender.write_status(self.node_id, repaired, buf)?;
             let n = self.wire.seal(buf, len, wall_ns)?;
-            return Some((n, Dest::Group));
+            return Some(self.send_group(buf, n));
         }
         None
+    }
+
+    /// A sealed group datagram of `n` bytes in `buf`: to the group now,
+    /// and kept for the subscribers, one per later `poll_transmit`.
+    fn send_group(&mut self, buf: &[u8], n: usize) -> (usize, Dest) {
+        if !self.fanout.is_empty() {
+            if let Some(copy) = self.fan_copy.get_mut(..n) {
+                copy.copy_from_slice(&buf[..n]);
+                self.fan_pending = Some((n, 0));
+            }
+        }
+        (n, Dest::Group)
+    }
+
+    /// The kept group datagram for the next subscriber still owed it.
+    fn next_fan_copy(&mut self, buf: &mut [u8]) -> Option<(usize, Dest)> {
+        let (n, from) = self.fan_pending.take()?;
+        let (i, to) = (from..MAX_SUBSCRIBERS).find_map(|i| self.fanout.slot(i).map(|a| (i, a)))?;
+        buf.get_mut(..n)?.copy_from_slice(&self.fan_copy[..n]);
+        self.fan_pending = Some((n, i + 1));
+        self.wire.counts.tx_fanout.add(n);
+        Some((n, Dest::To(to)))
     }
 
     /// Queues an answer, within [`MAX_PENDING_REPLIES`].
@@ -567,7 +654,12 @@ impl SenderEndpoint {
         } else {
             u64::MAX
         };
-        self.next_status.min(sync).min(resend)
+        let fan = if self.fan_pending.is_some() {
+            now_ns
+        } else {
+            u64::MAX
+        };
+        self.next_status.min(sync).min(resend).min(fan)
     }
 }
 
@@ -580,6 +672,8 @@ pub struct ReceiverEndpoint {
     /// The status packet written for the group, still to go to the sender.
     status_to_sender: bool,
     group_status: bool,
+    /// Unicast delivery asked of `cfg.sender` (`bark.sender`).
+    subscription: Option<Subscription>,
 }
 
 impl ReceiverEndpoint {
@@ -595,13 +689,20 @@ impl ReceiverEndpoint {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed)
             .map_err(|e| Error::Config(format!("no randomness for repair's nonces: {e}")))?;
-        receiver.seed_repair(u64::from_le_bytes(seed));
+        let seed = u64::from_le_bytes(seed);
+        receiver.seed_repair(seed);
+        let node_id = receiver.config().node_id;
+        let subscription = receiver
+            .config()
+            .sender
+            .map(|to| Subscription::new(to, node_id, seed.rotate_left(32) ^ 0x5ab5));
         Ok(ReceiverEndpoint {
             receiver,
             wire: Wire::new(key, false)?,
             next_status: 0,
             status_to_sender: false,
             group_status,
+            subscription,
         })
     }
 
@@ -630,10 +731,32 @@ impl ReceiverEndpoint {
         from: SocketAddr,
     ) -> Result<PacketType, Dropped> {
         let (n, ptype) = self.wire.open(data, wall_ns)?;
+        if let Some(sub) = self.subscription.as_mut() {
+            sub.heard(now_ns, from);
+            if let (PacketType::Cookie, Ok(Packet::Cookie(c))) =
+                (ptype, protocol::parse(&data[..n]))
+            {
+                sub.take_cookie(now_ns, from, &c);
+            }
+        }
         self.receiver
             .handle_packet(now_ns, &data[..n], from)
             .map_err(|e| self.wire.malformed(&e))?;
         Ok(ptype)
+    }
+
+    /// The subscription to `bark.sender`, if this receiver has one.
+    pub fn subscription(&self) -> Option<&Subscription> {
+        self.subscription.as_ref()
+    }
+
+    /// Ends the subscription (if any) with a leave at the next
+    /// `poll_transmit`, rather than letting its lease run out: for a
+    /// receiver that stops.
+    pub fn leave(&mut self) {
+        if let Some(s) = self.subscription.as_mut() {
+            s.leave();
+        }
     }
 
     /// Audio-thread entry: fills `out` for the instant `play_ns` (see
@@ -675,6 +798,13 @@ impl ReceiverEndpoint {
             let n = self.wire.seal(buf, len, wall_ns)?;
             return Some((n, Dest::To(to)));
         }
+        if let Some(sub) = self.subscription.as_mut() {
+            if let Some(len) = sub.poll(now_ns, buf) {
+                let to = sub.sender();
+                let n = self.wire.seal(buf, len, wall_ns)?;
+                return Some((n, Dest::To(to)));
+            }
+        }
         let sender = self.receiver.sender_addr();
         if self.status_to_sender {
             self.status_to_sender = false;
@@ -700,7 +830,13 @@ impl ReceiverEndpoint {
     /// The latest local time by which `poll_transmit` should be called
     /// again, ns: the next time request or status packet.
     pub fn poll_timeout(&self) -> u64 {
-        self.next_status.min(self.receiver.next_request_ns())
+        let sub = self
+            .subscription
+            .as_ref()
+            .map_or(u64::MAX, Subscription::next_ns);
+        self.next_status
+            .min(self.receiver.next_request_ns())
+            .min(sub)
     }
 }
 
@@ -837,7 +973,7 @@ mod tests {
             // 256 frames every 5.33 ms.
             let now = 1_000_000_000 + c * 5_333_333;
             let mut pkts: Vec<Vec<u8>> = vec![];
-            s.push(now, now, 0, &samples, &mut |d| pkts.push(d.to_vec()));
+            s.push(now, now, 0, &samples, &mut |d, _| pkts.push(d.to_vec()));
             for mut p in pkts {
                 let audio = matches!(parse(&p), Ok(Packet::Audio(_)));
                 if audio {
@@ -890,5 +1026,118 @@ mod tests {
         assert!(rs.bad_cookie > 50, "{rs:?}");
         assert_eq!(rs.resent, c.repaired, "{rs:?}");
         assert_eq!(s.wire().counts().tx_resend.packets, rs.resent);
+    }
+
+    /// Two receivers given the sender's address subscribe and get the
+    /// stream unicast, and nothing goes to an address that has no
+    /// subscription: a stranger replaying one receiver's Subscribe from its
+    /// own address gets nothing; a receiver that leaves gets nothing more.
+    #[test]
+    fn unicast_subscribers_get_the_stream_and_only_they() {
+        let s_cfg = SenderConfig {
+            session_id: 77,
+            ..Default::default()
+        };
+        let mut s = SenderEndpoint::new(s_cfg, None, false, 5).unwrap();
+        let mut rs: Vec<ReceiverEndpoint> = (2..=3)
+            .map(|i| {
+                let cfg = ReceiverConfig {
+                    node_id: 100 + i,
+                    sender: Some(addr(1)),
+                    ..Default::default()
+                };
+                ReceiverEndpoint::new(cfg, None, false).unwrap()
+            })
+            .collect();
+        let rx_addr = |i: usize| addr(2 + i as u8);
+        let mut buf = [0u8; TRANSMIT_BUF];
+        let mut out = vec![0f32; 2 * 256];
+        let samples = vec![0.25f32; 2 * 256];
+        let mut to_group = 0;
+        let mut to_stranger = 0;
+        let mut to_leaver_after = 0;
+        let mut stolen = None;
+        let mut heard = [0.0f32; 2];
+        const LEAVE_AT: u64 = 1000;
+        for c in 0..2000u64 {
+            let now = 1_000_000_000 + c * 5_333_333;
+            if c == LEAVE_AT {
+                rs[1].leave();
+            }
+            let mut pkts: Vec<(Vec<u8>, Dest)> = vec![];
+            s.push(now, now, 0, &samples, &mut |d, to| {
+                pkts.push((d.to_vec(), to))
+            });
+            for k in 0..5u64 {
+                let t = now + k * 1_000_000;
+                while let Some((n, dest)) = s.poll_transmit(t, 0, &mut buf) {
+                    pkts.push((buf[..n].to_vec(), dest));
+                }
+                for (mut p, dest) in pkts.drain(..) {
+                    match dest {
+                        Dest::Group => to_group += 1,
+                        Dest::To(a) if a == addr(9) => to_stranger += 1,
+                        Dest::To(a) => {
+                            let i = (0..2).find(|&i| rx_addr(i) == a).expect("a receiver");
+                            // Copies of the stream; time replies go on.
+                            let copy = match parse(&p) {
+                                Ok(Packet::Audio(au)) => !au.resent,
+                                Ok(Packet::Sync(_) | Packet::Status(_)) => true,
+                                _ => false,
+                            };
+                            if i == 1 && c > LEAVE_AT + 1 && copy {
+                                to_leaver_after += 1;
+                            }
+                            let _ = rs[i].handle_datagram(t + 200_000, 0, &mut p, addr(1));
+                        }
+                    }
+                }
+                for (i, r) in rs.iter_mut().enumerate() {
+                    while let Some((n, dest)) = r.poll_transmit(t, 0, &mut buf) {
+                        // No group to send to: status goes to the sender.
+                        assert_eq!(dest, Dest::To(addr(1)));
+                        if i == 0 {
+                            if let Ok(Packet::Subscribe(sub)) = parse(&buf[..n]) {
+                                stolen = Some(sub);
+                            }
+                        }
+                        let _ = s.handle_datagram(t + 100_000, 0, &mut buf[..n], rx_addr(i));
+                    }
+                    if k == 0 {
+                        r.fill(now + 20_000_000, 1_000_000, &mut out);
+                        heard[i] += out.iter().map(|v| v.abs()).sum::<f32>();
+                    }
+                }
+                if let Some(sub) = stolen.take() {
+                    let mut d = [0u8; protocol::SUBSCRIBE_LEN];
+                    protocol::write_subscribe(&mut d, &sub).unwrap();
+                    let _ = s.handle_datagram(t + 150_000, 0, &mut d, addr(9));
+                }
+            }
+        }
+        // The group copy goes out as always (to no one here).
+        assert!(to_group > 2000, "{to_group}");
+        assert_eq!(to_stranger, 0);
+        assert_eq!(to_leaver_after, 0, "{:?}", s.fanout().counts());
+        let f = s.fanout();
+        assert_eq!(f.addrs().collect::<Vec<_>>(), vec![rx_addr(0)]);
+        let fc = *f.counts();
+        assert_eq!((fc.joined, fc.left), (2, 1), "{fc:?}");
+        assert!(fc.refused_cookie >= 5, "{fc:?}");
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.receiver().session(), Some(77), "rx{i}");
+            assert!(
+                r.receiver().counters().packets > 800,
+                "rx{i}: {:?}",
+                r.receiver().counters()
+            );
+            assert!(heard[i] > 1000.0, "rx{i} heard {}", heard[i]);
+            // The one that left holds no subscription.
+            let want = (i == 0).then_some(77);
+            assert_eq!(r.subscription().unwrap().session(), want, "rx{i}");
+        }
+        // Copies are counted apart from the datagrams by type.
+        let c = s.wire().counts();
+        assert!(c.tx_fanout.packets > c.tx_audio.packets, "{c:?}");
     }
 }

@@ -28,6 +28,7 @@ pub mod clock;
 pub mod dll;
 pub mod drift;
 pub mod endpoint;
+pub mod fanout;
 pub mod format;
 pub mod frameclock;
 pub mod jitter;
@@ -42,6 +43,7 @@ pub mod select;
 pub mod sender;
 pub mod settings;
 pub mod sim;
+pub mod subscribe;
 pub mod trust;
 
 pub use format::{AudioFormat, SampleFormat};

@@ -56,6 +56,17 @@ pub const AUDIO_RESENT: u8 = 1;
 pub const AUDIO_LAST_OF_BUFFER: u8 = 2;
 /// Bytes of a cookie's MAC.
 pub const COOKIE_MAC_LEN: usize = 16;
+/// Bytes of a Subscribe (common header included): as long as the Hello,
+/// so that nothing a sender answers it with is longer.
+pub const SUBSCRIBE_LEN: usize = 64;
+/// [`SubscribePacket::flags`] bit 0: the receiver leaves (ends its
+/// subscription now rather than letting it run out).
+pub const SUBSCRIBE_LEAVE: u32 = 1;
+/// The session id of a Hello sent to a sender whose session the receiver
+/// does not know yet (a unicast receiver's first Hello to the address it
+/// was given): any session there answers, with its own id in the Cookie.
+/// Senders never draw it.
+pub const ANY_SESSION: u64 = u64::MAX;
 
 /// Packet type, byte 5 of the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +89,9 @@ pub enum PacketType {
     Hello = 8,
     /// Sender to the Hello's source: a cookie bound to that address.
     Cookie = 9,
+    /// Receiver to sender: send the stream to this address too (unicast),
+    /// for a while; or leave.
+    Subscribe = 10,
 }
 
 impl PacketType {
@@ -91,6 +105,7 @@ impl PacketType {
             6 => Ok(PacketType::Nack),
             8 => Ok(PacketType::Hello),
             9 => Ok(PacketType::Cookie),
+            10 => Ok(PacketType::Subscribe),
             _ => Err(Error::Malformed("unknown packet type")),
         }
     }
@@ -226,6 +241,24 @@ pub struct CookiePacket {
 /// [`CookiePacket::offers`] bit 0: the sender keeps a history and answers
 /// NACKs.
 pub const OFFER_NACK: u32 = 1;
+/// [`CookiePacket::offers`] bit 1: the sender takes subscriptions (sends
+/// the stream unicast to receivers that ask).
+pub const OFFER_SUBSCRIBE: u32 = 2;
+
+/// A Subscribe: receiver `node_id` asks session `stream_id`'s sender to
+/// send the stream (audio, syncs, status) to the address this came from
+/// for the next [`crate::fanout::LEASE_NS`], or leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribePacket {
+    /// Session addressed.
+    pub stream_id: u64,
+    /// Node id of the receiver.
+    pub node_id: u64,
+    /// The cookie the sender gave this receiver's address.
+    pub cookie: CookieTag,
+    /// Bit 0: [`SUBSCRIBE_LEAVE`]; the others are 0.
+    pub flags: u32,
+}
 
 /// A time request (t2 = t3 = 0) or reply.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -401,6 +434,8 @@ pub enum Packet<'a> {
     Hello(HelloPacket),
     /// Cookie.
     Cookie(CookiePacket),
+    /// Subscribe.
+    Subscribe(SubscribePacket),
 }
 
 fn u16_at(d: &[u8], at: usize) -> u16 {
@@ -463,6 +498,7 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
         PacketType::Nack => parse_nack(d).map(Packet::Nack),
         PacketType::Hello => parse_hello(d).map(Packet::Hello),
         PacketType::Cookie => parse_cookie(d).map(Packet::Cookie),
+        PacketType::Subscribe => parse_subscribe(d).map(Packet::Subscribe),
     }
 }
 
@@ -569,6 +605,33 @@ pub fn write_cookie(out: &mut [u8], c: &CookiePacket) -> Option<usize> {
     out[36..40].copy_from_slice(&c.offers.to_le_bytes());
     out[40..56].copy_from_slice(&c.cookie.mac);
     Some(COOKIE_LEN)
+}
+
+fn parse_subscribe(d: &[u8]) -> Result<SubscribePacket, Error> {
+    let stream_id = fixed(d, SUBSCRIBE_LEN, "Subscribe has the wrong length")?;
+    let flags = u32_at(d, 44);
+    if flags & !SUBSCRIBE_LEAVE != 0 {
+        return Err(Error::Malformed("Subscribe with unknown flags"));
+    }
+    zeros(&d[48..SUBSCRIBE_LEN], "Subscribe with padding set")?;
+    Ok(SubscribePacket {
+        stream_id,
+        node_id: u64_at(d, 16),
+        cookie: cookie_at(d, 24),
+        flags,
+    })
+}
+
+/// Writes a Subscribe, zero-padded. Returns [`SUBSCRIBE_LEN`], or `None`
+/// if `out` is too small.
+pub fn write_subscribe(out: &mut [u8], s: &SubscribePacket) -> Option<usize> {
+    let out = out.get_mut(..SUBSCRIBE_LEN)?;
+    write_header(out, PacketType::Subscribe, s.stream_id);
+    out[16..24].copy_from_slice(&s.node_id.to_le_bytes());
+    put_cookie(out, 24, &s.cookie);
+    out[44..48].copy_from_slice(&s.flags.to_le_bytes());
+    out[48..].fill(0);
+    Some(SUBSCRIBE_LEN)
 }
 
 /// Sequence number and `pts` of a plain audio datagram (0 for anything
@@ -1062,6 +1125,12 @@ mod tests {
             // Session 0 is nobody's.
             buf[8..16].fill(0);
             prop_assert!(parse(&buf[..COOKIE_LEN]).is_err());
+            let sub = SubscribePacket { stream_id: id, node_id: node, cookie, flags: offers & SUBSCRIBE_LEAVE };
+            prop_assert_eq!(write_subscribe(&mut buf, &sub), Some(SUBSCRIBE_LEN));
+            prop_assert!(matches!(parse(&buf[..SUBSCRIBE_LEN]), Ok(Packet::Subscribe(p)) if p == sub));
+            prop_assert!(parse(&buf[..SUBSCRIBE_LEN - 1 - cut % 8]).is_err());
+            buf[44 + cut % 20] |= if cut % 20 == 0 { 2 } else { 1 };
+            prop_assert!(parse(&buf[..SUBSCRIBE_LEN]).is_err(), "unknown flags or padding");
             // A NACK names its base and the mask's bits, in order.
             let seqs: Vec<u64> = nack.seqs().collect();
             prop_assert_eq!(seqs[0], base);

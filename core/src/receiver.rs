@@ -202,6 +202,10 @@ pub struct ReceiverConfig {
     /// Whether lost packets are asked for again (`bark.repair`; see
     /// [`crate::repair`]).
     pub repair: bool,
+    /// A sender to subscribe to for unicast delivery (`bark.sender`: its
+    /// address and `bark.control.port`; see [`crate::subscribe`]), or
+    /// `None` to listen on the group only.
+    pub sender: Option<std::net::SocketAddr>,
 }
 
 impl Default for ReceiverConfig {
@@ -216,6 +220,7 @@ impl Default for ReceiverConfig {
             node_name: "bark_source".into(),
             host: String::new(),
             repair: true,
+            sender: None,
         }
     }
 }
@@ -648,7 +653,11 @@ impl Receiver {
                     self.repair.take_cookie(now_ns, c.nonce, c.cookie, c.offers);
                 }
             }
-            Packet::TimeRequest(_) | Packet::Status(_) | Packet::Nack(_) | Packet::Hello(_) => {}
+            Packet::TimeRequest(_)
+            | Packet::Status(_)
+            | Packet::Nack(_)
+            | Packet::Hello(_)
+            | Packet::Subscribe(_) => {}
         }
         Ok(())
     }

@@ -119,6 +119,9 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// A wire sample format ([`SampleFormat::parse`]).
     Sample,
+    /// An IPv4 address and port (`192.168.1.10:4010`) to send to, kept as
+    /// text; empty is the same as unset.
+    Ipv4Port,
 }
 
 /// `pub fn NAME(&self) -> Option<T>`: the value of variant `VARIANT(T)`.
@@ -317,7 +320,9 @@ impl Setting {
         let t = text.trim();
         if t.is_empty() {
             return match (self.kind, &self.default) {
-                (Kind::Ipv4(_), d) | (Kind::Text, d @ Value::Unset) => Ok(d.clone()),
+                (Kind::Ipv4(_) | Kind::Ipv4Port, d) | (Kind::Text, d @ Value::Unset) => {
+                    Ok(d.clone())
+                }
                 (Kind::Text, _) => Err("must not be empty".into()),
                 _ => Err(self.expected()),
             };
@@ -345,6 +350,13 @@ impl Setting {
                 .map(|w| Value::Text(Cow::Borrowed(w)))
                 .ok_or_else(|| self.expected())?,
             Kind::Sample => Value::Sample(SampleFormat::parse(t).map_err(|_| self.expected())?),
+            Kind::Ipv4Port => {
+                let a: SocketAddrV4 = t.parse().map_err(|_| self.expected())?;
+                if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_broadcast() {
+                    return Err(self.expected());
+                }
+                Value::Text(Cow::Owned(a.to_string()))
+            }
         };
         self.check(&v).map(|()| v)
     }
@@ -391,6 +403,9 @@ impl Setting {
             }
             Kind::Bool => "must be true or false".into(),
             Kind::Ipv4(_) => "must be an IPv4 address (Bark speaks IPv4 only)".into(),
+            Kind::Ipv4Port => {
+                "must be an IPv4 address and a port other than 0, e.g. 192.168.1.10:4010".into()
+            }
             Kind::Choice(_) | Kind::Sample => format!("must be one of {}", self.limits()),
             Kind::Text => "must not be empty".into(),
         }
@@ -476,6 +491,15 @@ pub static TABLE: &[Setting] = &[
     setting("source.port", SOURCE, PORT, Value::Int(DEFAULT_PORT as i64), "UDP port to listen on")
         .pulse("port")
         .cli("port"),
+    setting("bark.control.port", SINK, Kind::Int { min: 0, max: 65_535 }, Value::Int(0),
+        "UDP port the sender takes time requests, NACKs and subscriptions on; 0 picks a free one (a receiver's bark.sender needs a fixed one)")
+        .pulse("control-port")
+        .cli("control-port"),
+    setting("bark.sender", SOURCE, Kind::Ipv4Port, Value::Unset,
+        "have the sender at this IPv4:port (its bark.control.port) send the stream to this receiver alone, unicast (Wi-Fi); a multicast source.ip is then not joined")
+        .unset("none: listen on source.ip")
+        .pulse("sender")
+        .cli("sender"),
     setting("local.ifname", BOTH, Kind::Text, Value::Unset, "interface multicast leaves by (sender) or joins on (receiver), e.g. eth0")
         .unset("the routing table's choice")
         .pulse("interface")
@@ -540,6 +564,17 @@ pub static TABLE: &[Setting] = &[
     setting("stream.props", BOTH, Kind::Text, Value::Unset, "extra stream properties, e.g. { node.latency = 256/48000 }")
         .unset("none"),
 ];
+
+/// Where a receiver listens: `source_ip`:`port`, except that one with a
+/// `bark.sender` (unicast delivery, [`crate::subscribe`]) joins no group:
+/// a multicast `source_ip` becomes any local address, where the sender's
+/// unicast datagrams arrive.
+pub fn listen_addr(source_ip: Ipv4Addr, port: u16, sender: Option<SocketAddrV4>) -> SocketAddrV4 {
+    match sender {
+        Some(_) if source_ip.is_multicast() => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+        _ => SocketAddrV4::new(source_ip, port),
+    }
+}
 
 /// Where a user gives settings, which decides how a message names one:
 /// `net.ttl` in a PipeWire module's arguments, `ttl` in bark-pulse's flags
@@ -637,6 +672,9 @@ pub struct SendPath {
     pub ifname: Option<String>,
     /// Multicast TTL (IP TTL to a unicast destination), hops.
     pub ttl: u32,
+    /// Port to bind, where receivers send time requests, NACKs and
+    /// subscriptions (`bark.control.port`); 0: any free one.
+    pub control_port: u16,
     /// Whether multicast loops back to receivers on this host.
     pub multicast_loop: bool,
 }
@@ -726,8 +764,16 @@ impl Resolved {
             source_ip: self.opt("source.ip", Value::ipv4),
             ifname: self.opt_text("local.ifname"),
             ttl: self.int("net.ttl"),
+            control_port: self.int("bark.control.port"),
             multicast_loop: self.bool("net.loop"),
         }
+    }
+    /// A receiver's `bark.sender`, if given (checked when parsed).
+    ///
+    /// # Panics
+    /// If these are not a receiver's settings (a programming error).
+    pub fn sender(&self) -> Option<SocketAddrV4> {
+        self.opt_text("bark.sender").and_then(|t| t.parse().ok())
     }
     /// How `key` was given, if it was (for a front end's own follow-up
     /// checks to name it).

@@ -1195,7 +1195,9 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     // The cycle runs (and sends) at true time `t`; adapters
                     // stamp the sync message with the clock read right then.
                     let send_ns = sender_clock.read(t);
-                    sender.push(now, send_ns, 0, &samples, &mut |d| outbox.push(d.to_vec()));
+                    sender.push(now, send_ns, 0, &samples, &mut |d, _| {
+                        outbox.push(d.to_vec())
+                    });
                     for d in &outbox {
                         fan_out(&mut queue, &mut rxs, t, d);
                     }

@@ -2,7 +2,7 @@
 //! it accepts must survive a round trip through the core's own writers
 //! (write(parse(d)) parses to the same packet), so parser and writers agree
 //! on every field of docs/PROTOCOL.md; a control packet (NACK, Hello,
-//! Cookie) re-written is byte for byte the datagram (but the header's
+//! Cookie, Subscribe) re-written is byte for byte the datagram (but the header's
 //! flags), a NACK names exactly its base and mask bits, a Cookie is never
 //! longer than a Hello, and an audio packet marked as a resend parses with
 //! the flag and the new latency. The sender's request path, which
@@ -123,6 +123,16 @@ fuzz_target!(|d: &[u8]| {
             };
             let m = protocol::write_cookie(&mut out, &answer).expect("room for a Cookie");
             assert!(m <= n, "Cookie ({m}) longer than Hello ({n})");
+        }
+        Ok(Packet::Subscribe(sub)) => {
+            let n = protocol::write_subscribe(&mut out, &sub).expect("room for a Subscribe");
+            assert_eq!(n, d.len());
+            same_body(d, &out[..n]);
+            match protocol::parse(&out[..n]) {
+                Ok(Packet::Subscribe(b)) => assert_eq!(b, sub),
+                other => panic!("Subscribe did not round-trip: {other:?}"),
+            }
+            assert!(sub.flags & !protocol::SUBSCRIBE_LEAVE == 0, "unknown Subscribe flags taken");
         }
         Ok(Packet::Cookie(c)) => {
             let n = protocol::write_cookie(&mut out, &c).expect("room for a Cookie");

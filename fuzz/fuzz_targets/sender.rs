@@ -19,6 +19,11 @@
 //!   Cookie per Hello (with its node id and nonce, and never longer than
 //!   the Hello), a resend per sequence number named by a NACK from that
 //!   address carrying a cookie the sender gave that address and node;
+//! - copies of the stream (audio, syncs, status) only to an address whose
+//!   last Subscribe, within the lease, carried a cookie the sender gave
+//!   it, still valid (Subscribes with made-up, stolen, stale or
+//!   other-session cookies, leaves, and Hellos for any session are in the
+//!   mix): nobody can point the stream at someone else;
 //! - a resend is the datagram sent before (but for the latency field and
 //!   the resent flag);
 //! - resent bytes to one address ≤ the stream's wire rate × the time since
@@ -28,10 +33,12 @@
 #![no_main]
 
 use bark_core::endpoint::{Dest, Dropped, SenderEndpoint, MAX_SINK_BUFFER_FRAMES, TRANSMIT_BUF};
+use bark_core::fanout::LEASE_NS;
 use bark_core::protocol::{
     self, CookieTag, HelloPacket, NackPacket, Packet, PacketType, Role, StatusCounters,
-    StatusPacket, TimePacket, COOKIE_MAC_LEN,
+    StatusPacket, SubscribePacket, TimePacket, ANY_SESSION, COOKIE_MAC_LEN, SUBSCRIBE_LEAVE,
 };
+use bark_core::repair::cookie::SLOT_SHIFT;
 use bark_core::repair::resend::{REPAIR_BURST_S, RESEND_MULTIPLE};
 use bark_core::SenderConfig;
 use bark_fuzz::Bytes;
@@ -76,6 +83,9 @@ struct Peer {
     credit: HashMap<u64, u32>,
     /// Resent bytes it got.
     resent_bytes: u64,
+    /// When it last subscribed with a valid cookie of its own (`None`:
+    /// never, or it left since).
+    subscribed_at: Option<u64>,
 }
 
 struct Harness {
@@ -173,11 +183,23 @@ impl Harness {
             last_seq,
             samples,
             silence,
+            addrs,
+            peers,
             ..
         } = self;
         let n = frames.min(MAX_SINK_BUFFER_FRAMES) * 2;
         let input = if loud { &samples[..n] } else { &silence[..n] };
-        ep.push(*now, *now, 0, input, &mut |d| match protocol::parse(d) {
+        let now = *now;
+        ep.push(now, now, 0, input, &mut |d, dest| {
+            if let Dest::To(a) = dest {
+                let to = addrs.iter().position(|&x| x == a);
+                assert!(
+                    to.is_some_and(|i| subscribed(&peers[i], now)),
+                    "push sent a copy to {a}, which holds no subscription"
+                );
+                return;
+            }
+            match protocol::parse(d) {
             Ok(Packet::Audio(a)) => {
                 assert!(!a.resent, "push sent a packet marked resent");
                 assert_eq!(a.header.stream_id, SESSION);
@@ -186,6 +208,7 @@ impl Harness {
             }
             Ok(Packet::Sync(y)) => assert_eq!(y.stream_id, SESSION),
             other => panic!("push sent {other:?}"),
+            }
         });
     }
 
@@ -221,8 +244,20 @@ impl Harness {
         }
         match pkt {
             Packet::TimeRequest(t) if t.stream_id == SESSION => peer.time_requests += 1,
-            Packet::Hello(h) if h.stream_id == SESSION => {
+            Packet::Hello(h) if h.stream_id == SESSION || h.stream_id == ANY_SESSION => {
                 peer.hellos.push((h.node_id, h.nonce, data.len()));
+            }
+            Packet::Subscribe(s) => {
+                let cur = (now >> SLOT_SHIFT) as u32;
+                let valid = s.stream_id == SESSION
+                    && (s.cookie.slot == cur || s.cookie.slot.wrapping_add(1) == cur)
+                    && peer
+                        .cookies
+                        .iter()
+                        .any(|&(node, tag)| node == s.node_id && tag == s.cookie);
+                if valid {
+                    peer.subscribed_at = (s.flags & SUBSCRIBE_LEAVE == 0).then_some(now);
+                }
             }
             Packet::Nack(k) if k.stream_id == SESSION => {
                 let ours = peer
@@ -257,6 +292,20 @@ impl Harness {
         let d = &self.buf[..n];
         let pkt = protocol::parse(d)
             .unwrap_or_else(|e| panic!("the sender wrote a malformed datagram: {e:?}"));
+        if let (Dest::To(a), false) = (dest, matches!(pkt, Packet::TimeReply(_) | Packet::Cookie(_))) {
+            if !matches!(pkt, Packet::Audio(au) if au.resent) {
+                let to = self.addrs.iter().position(|&x| x == a);
+                assert!(
+                    to.is_some_and(|i| subscribed(&self.peers[i], self.now)),
+                    "sent a copy of {pkt:?} to {a}, which holds no subscription"
+                );
+                assert!(
+                    matches!(pkt, Packet::Sync(_) | Packet::Status(_)),
+                    "poll_transmit copied {pkt:?} to {a}"
+                );
+                return;
+            }
+        }
         let a = match dest {
             Dest::Group => {
                 match pkt {
@@ -398,6 +447,18 @@ impl Harness {
         self.deliver(p, &d[..n]);
     }
 
+    fn subscribe(&mut self, p: usize, node: u64, cookie: CookieTag, stream: u64, flags: u32) {
+        let mut d = [0u8; protocol::SUBSCRIBE_LEN];
+        let s = SubscribePacket {
+            stream_id: stream,
+            node_id: node,
+            cookie,
+            flags,
+        };
+        let n = protocol::write_subscribe(&mut d, &s).expect("room for a Subscribe");
+        self.deliver(p, &d[..n]);
+    }
+
     /// Time passes (the sender clock never goes back).
     fn wait(&mut self, ns: u64) {
         self.now = self.now.saturating_add(ns);
@@ -420,6 +481,12 @@ impl Harness {
             eprintln!("resends: {rs:?}\ncounts: {c:?}");
         }
     }
+}
+
+/// Whether `p` may get copies of the stream at `now`: it subscribed with
+/// a valid cookie of its own within the lease, and has not left since.
+fn subscribed(p: &Peer, now: u64) -> bool {
+    p.subscribed_at.is_some_and(|t| now < t.saturating_add(LEASE_NS))
 }
 
 fuzz_target!(|d: &[u8]| {
@@ -555,7 +622,32 @@ fuzz_target!(|d: &[u8]| {
                 h.wait(CYCLE_NS);
             }
             // What is due.
-            9 | 10 => h.drain(),
+            9 => h.drain(),
+            // A Subscribe (or a leave): as a receiver does it (a Hello for
+            // any session, the Cookie, the Subscribe), or with a cookie
+            // that is not its own, or for another session.
+            10 => {
+                let ctl = b.u8();
+                if ctl & 1 == 0 {
+                    let nonce = b.u64();
+                    h.hello(p, h.peers[p].node, ANY_SESSION, nonce);
+                    h.drain();
+                }
+                let (node, cookie) = match (ctl >> 1) & 3 {
+                    0 | 1 => h.cookie_of(p),
+                    2 => h.cookie_of((p + 1 + (ctl >> 4) as usize % (PEERS - 1)) % PEERS),
+                    _ => {
+                        let mut mac = [0u8; COOKIE_MAC_LEN];
+                        let t = b.take(COOKIE_MAC_LEN);
+                        mac[..t.len()].copy_from_slice(t);
+                        let (node, own) = h.cookie_of(p);
+                        (node, CookieTag { slot: own.slot, mac })
+                    }
+                };
+                let flags = if ctl & 8 != 0 { SUBSCRIBE_LEAVE } else { 0 };
+                let stream = if ctl & 64 == 0 { SESSION } else { b.u64() };
+                h.subscribe(p, node, cookie, stream, flags);
+            }
             // Time passes: mostly within a cycle, sometimes a latency's
             // worth, sometimes minutes to days (cookies expire).
             11 | 12 => {

@@ -176,8 +176,11 @@ pub struct SinkConfig {
 pub struct SourceConfig {
     /// PulseAudio server, `None` for the default lookup.
     pub server: Option<String>,
-    /// Group (or local unicast address) and port to listen on.
+    /// Group (or local unicast address) and port to listen on (any local
+    /// address instead of a group with `sender`).
     pub group: SocketAddrV4,
+    /// Sender to subscribe to for unicast delivery (`bark.sender`).
+    pub sender: Option<SocketAddrV4>,
     /// Interface to join the group on.
     pub interface: Option<String>,
     /// Latency override, ns; `None` follows the sender.
@@ -277,7 +280,8 @@ impl SourceConfig {
         let v = resolve(Source, &f.0, file.source.as_ref())?;
         let cfg = SourceConfig {
             server: v.opt_text("server"),
-            group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
+            group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
+            sender: v.sender(),
             interface: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),
@@ -308,6 +312,7 @@ impl SourceConfig {
             node_name: self.name.clone(),
             host,
             repair: self.repair,
+            sender: self.sender.map(std::net::SocketAddr::V4),
         }
     }
 
@@ -405,6 +410,7 @@ mod tests {
                     (Kind::Msec { max, .. }, _) => max.to_string(),
                     (Kind::Bool, Value::Bool(d)) => (!d).to_string(),
                     (Kind::Ipv4(_), _) => "127.0.0.1".into(),
+                    (Kind::Ipv4Port, _) => "127.0.0.1:4010".into(),
                     (Kind::Sample, _) => "S16".into(),
                     _ => "x1".into(),
                 };

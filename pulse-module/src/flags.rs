@@ -107,6 +107,7 @@ impl<const SINK: bool> Args for Flags<SINK> {
                     Kind::Msec { min, .. } => ("MS", min < 0.0),
                     Kind::Bool => ("BOOL", false),
                     Kind::Ipv4(_) => ("IPV4", false),
+                    Kind::Ipv4Port => ("IPV4:PORT", false),
                     Kind::Sample => ("FORMAT", false),
                     Kind::Text | Kind::Choice(_) => ("TEXT", false),
                 };

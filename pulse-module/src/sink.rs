@@ -69,6 +69,8 @@ struct Net {
     send_errors: u64,
     warnings: Warnings,
     latency: LatencyWatch,
+    /// Unicast subscribers last logged.
+    subscribers: usize,
 }
 
 impl Net {
@@ -97,6 +99,10 @@ impl Net {
         if let Some(change) = self.latency.observe(sl.current(), need) {
             log::info!("{change}");
         }
+        let subscribers = self.ep.fanout().len();
+        if subscribers != std::mem::replace(&mut self.subscribers, subscribers) {
+            log::info!("{subscribers} unicast subscribers (receivers with sender = this host)");
+        }
     }
 
     /// Sends one chunk whose first frame was played into the sink at
@@ -120,7 +126,7 @@ impl Net {
             send_ns,
             wall,
             samples,
-            &mut |pkt| match sock.send_to(pkt, *dest) {
+            &mut |pkt, to| match sock.send_to(pkt, to.or_group(*dest)) {
                 Ok(()) => *sent += 1,
                 Err(_) => *send_errors += 1,
             },
@@ -692,6 +698,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         send_errors: 0,
         warnings: Warnings::default(),
         latency: LatencyWatch::default(),
+        subscribers: 0,
     };
     let mut sender = Sender {
         cfg,

@@ -128,8 +128,11 @@ impl Resampler {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceArgs {
     /// Group (or local unicast address) and port to listen on
-    /// (`source.ip`, `source.port`).
+    /// (`source.ip`, `source.port`; any local address instead of a group
+    /// with `bark.sender`, see [`settings::listen_addr`]).
     pub group: SocketAddrV4,
+    /// Sender to subscribe to for unicast delivery (`bark.sender`).
+    pub sender: Option<SocketAddrV4>,
     /// Interface to join the group on (`local.ifname`).
     pub ifname: Option<String>,
     /// Target latency override, ns (`sess.latency.msec`); `None` follows
@@ -245,7 +248,8 @@ impl SourceArgs {
         let class = v.text("media.class");
         let resampler = v.text("bark.resampler");
         Ok(SourceArgs {
-            group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
+            group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
+            sender: v.sender(),
             ifname: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),

@@ -142,8 +142,8 @@ impl RtSink {
         // The audio is stamped with the cycle's start; the sync message
         // with the time it leaves (this callback runs later in the cycle).
         let send_ns = clock.map(monotonic_ns());
-        ep.push(clock.map(now_ns), send_ns, wall, samples, &mut |pkt| {
-            c.count_send(sock.send_to(pkt, *dest))
+        ep.push(clock.map(now_ns), send_ns, wall, samples, &mut |pkt, to| {
+            c.count_send(sock.send_to(pkt, to.or_group(*dest)))
         });
         Counters::bump(&c.cycles);
     }
@@ -195,5 +195,6 @@ impl RtSink {
         if let Some(r) = self.ep.resends() {
             c.repaired.store(r.resent, Relaxed);
         }
+        c.subscribers.store(self.ep.fanout().len() as u64, Relaxed);
     }
 }

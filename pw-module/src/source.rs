@@ -124,6 +124,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
             node_name: a.node_name.clone(),
             host: host.to_owned(),
             repair: a.repair,
+            sender: a.sender.map(SocketAddr::V4),
         },
         key.as_ref(),
         a.group.ip().is_multicast(),

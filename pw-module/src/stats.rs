@@ -78,6 +78,8 @@ pub struct Counters {
     pub need_node: AtomicU64,
     /// Sender: the sink is idle (no buffers; only idle syncs go out).
     pub idle: AtomicBool,
+    /// Sender: unicast subscribers (`bark.sender` receivers) now.
+    pub subscribers: AtomicU64,
     /// Receiver: its output's downstream latency, ns.
     pub downstream_ns: AtomicI64,
     /// Receiver: the latency it plays at, ns (above the session's when its
@@ -191,6 +193,7 @@ pub struct Reporter {
     /// Sender: changes of the session latency.
     watch: LatencyWatch,
     flood: Throttle,
+    subscribers: u64,
 }
 
 /// Stores `now` in `last`; whether it changed.
@@ -248,6 +251,10 @@ impl Reporter {
             }
         }
         self.latency(who, c);
+        let subscribers = c.subscribers.load(Relaxed);
+        if subscribers != std::mem::replace(&mut self.subscribers, subscribers) {
+            log_info!("{who}: {subscribers} unicast subscribers (bark.sender receivers)");
+        }
         let now_ns = self.ticks.saturating_mul(TICK_NS);
         if let Some(n) = self.flood.due(now_ns, c.flood_dropped.load(Relaxed)) {
             log_warn!("{who}: dropped {n} time requests: more than {} arrived between two wake-ups (a flood?)", bark_core::endpoint::MAX_PENDING_REPLIES);

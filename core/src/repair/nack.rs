@@ -109,8 +109,9 @@ pub struct NackScheduler {
 }
 
 /// splitmix64 (Steele, Lea, Flood 2014): nonces that an off-path host
-/// cannot guess from the previous one without the seed.
-fn splitmix(state: &mut u64) -> u64 {
+/// cannot guess from the previous one without the seed (Hellos here and
+/// in [`crate::subscribe`]).
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

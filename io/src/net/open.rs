@@ -71,8 +71,9 @@ fn multicast_iface(
     }
 }
 
-/// The sender's socket: bound to `source_ip` (or any) on an ephemeral
-/// port, which is where receivers send their time requests. To a multicast
+/// The sender's socket: bound to `source_ip` (or any) on `control_port`
+/// (0: an ephemeral port), which is where receivers send their time
+/// requests, NACKs and subscriptions. To a multicast
 /// `destination`, datagrams leave through `source_ip` or `ifname` with
 /// multicast TTL `ttl` (hops) and loop back to this host if
 /// `multicast_loop`; to a unicast one, `ttl` (at least 1) is the IP TTL,
@@ -87,6 +88,7 @@ pub fn sender_socket(path: &SendPath, fe: FrontEnd) -> io::Result<UdpSocket> {
         source_ip,
         ref ifname,
         ttl,
+        control_port,
         multicast_loop,
     } = *path;
     let ifname = ifname.as_deref();
@@ -94,12 +96,24 @@ pub fn sender_socket(path: &SendPath, fe: FrontEnd) -> io::Result<UdpSocket> {
     // Best effort: the kernel caps it, and a smaller one still works.
     let _ = s.set_send_buffer_size(SNDBUF);
     let bind = source_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    s.bind(&SocketAddrV4::new(bind, 0).into()).map_err(|e| {
-        ctx(
-            e,
-            format_args!("binding to {} {bind}", fe.name(Role::Sink, "source.ip")),
-        )
-    })?;
+    s.bind(&SocketAddrV4::new(bind, control_port).into())
+        .map_err(|e| {
+            ctx(
+                e,
+                format_args!(
+                    "binding to {} {bind}{}",
+                    fe.name(Role::Sink, "source.ip"),
+                    if control_port == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} {control_port}",
+                            fe.name(Role::Sink, "bark.control.port")
+                        )
+                    }
+                ),
+            )
+        })?;
     if destination.ip().is_multicast() {
         if let Some(ifa) = multicast_iface(source_ip, ifname, fe)? {
             s.set_multicast_if_v4(&ifa)
@@ -153,9 +167,10 @@ pub fn group_socket(
     let _ = g.set_recv_buffer_size(GROUP_RCVBUF);
     g.bind(&group.into())
         .map_err(|e| ctx(e, format_args!("binding to {group}")))?;
+    // Only the groups this socket joined (bound to any address, as a
+    // unicast receiver's is, none), not every group on the host.
+    let _ = g.set_multicast_all_v4(false);
     if group.ip().is_multicast() {
-        // Only the groups this socket joined, not every group on the host.
-        let _ = g.set_multicast_all_v4(false);
         let on = ifa.unwrap_or(Ipv4Addr::UNSPECIFIED);
         g.join_multicast_v4(group.ip(), &on).map_err(|e| {
             ctx(

@@ -200,10 +200,7 @@ impl UdpSocket {
             let Some((n, dest)) = poll(&mut self.tx) else {
                 break;
             };
-            let to = match dest {
-                Dest::Group => group,
-                Dest::To(a) => a,
-            };
+            let to = dest.or_group(group);
             let r = self.sock.send_to(&self.tx[..n], &SockAddr::from(to));
             sent(r.map(|_| ()), to);
         }

@@ -98,6 +98,7 @@ fn multicast_on_loopback_reaches_a_joined_group_socket() {
         source_ip: None,
         ifname: Some("lo".into()),
         ttl: 0,
+        control_port: 0,
         multicast_loop: true,
     };
     let s = sender_socket(&path, NAMES).unwrap();
@@ -133,6 +134,7 @@ fn errors_name_the_setting() {
         source_ip: bad,
         ifname: None,
         ttl: 1,
+        control_port: 0,
         multicast_loop: true,
     };
     let e = sender_socket(&path, NAMES)
