@@ -24,8 +24,11 @@
 #   two         two senders on one group, streams "alpha" and "beta": each
 #               receiver plays its own (fidelity ≥ 0.9 against its sender).
 #   hostile     bark-lab-hostile sends 10 s of malformed and forged packets
-#               and copies of the live session (replayed, shifted, flipped)
-#               and a 2 s flood at the group while two receivers play: both
+#               and copies of the live session (replayed, shifted, flipped),
+#               NACKs and Subscribes with forged cookies to the sender (no
+#               answer; refused and counted), subscribes itself from 6 ports
+#               (served on at most 4), and a 2 s flood at the group while
+#               two receivers play: both
 #               run to the end and play throughout, every malformed datagram
 #               is counted, fidelity ≥ 0.9, skew p99 ≤ 100 µs, no jump, no
 #               dropout outside the flood (during it genuine packets are lost
@@ -316,6 +319,15 @@ case_hostile() {
 	# hostile host's own address: refused without a trace (core/src/trust.rs).
 	copies = h["replay"] + h["shifted"] + h["flipped"]
 	need(copies >= 1500, f"the mix carried {copies} copies of the live session (≥ 1500)")
+	# Requests to the sender itself: forged cookies are refused without an
+	# answer; the hostile host's own subscriptions are capped per host.
+	tx = load("tx.json"); subs = tx["subscriptions"]; rep = tx["repair"]
+	print(f"  sender: subscriptions {subs}; repair {rep}")
+	need(h["answers_to_forged"] == 0, "no answer to a forged NACK or Subscribe")
+	need(rep["bad_cookie"] >= 0.9 * h["nack-forged"], f"forged NACKs refused ({rep['bad_cookie']} of {h['nack-forged']})")
+	need(subs["refused_cookie"] >= 0.9 * h["sub-forged"], f"forged Subscribes refused ({subs['refused_cookie']} of {h['sub-forged']})")
+	need(h["own_cookies"] == h["own_subscriptions"], "every Hello of the hostile host answered with a cookie")
+	need(1 <= h["own_served"] <= 4 and subs["refused_full"] >= 1, f"its own subscriptions served on at most 4 ports ({h['own_served']} of {h['own_subscriptions']})")
 	a = load("analysis.json")
 	for r in a["receivers"]:
 	    s = load(r["label"] + ".json")

@@ -36,6 +36,7 @@ const CASES: &[(Role, &str, &str)] = &[
     (Role::Source, "bark.sender", "10.0.0.1"),
     (Role::Source, "bark.sender", "10.0.0.1:0"),
     (Role::Source, "bark.sender", "0.0.0.0:4010"),
+    (Role::Source, "bark.sender", "239.255.66.66:4010"),
 ];
 
 /// The PipeWire module's refusal.

@@ -119,8 +119,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// A wire sample format ([`SampleFormat::parse`]).
     Sample,
-    /// An IPv4 address and port (`192.168.1.10:4010`) to send to, kept as
-    /// text; empty is the same as unset.
+    /// A unicast IPv4 address and port (`192.168.1.10:4010`) to send to,
+    /// kept as text; empty is the same as unset.
     Ipv4Port,
 }
 
@@ -352,7 +352,8 @@ impl Setting {
             Kind::Sample => Value::Sample(SampleFormat::parse(t).map_err(|_| self.expected())?),
             Kind::Ipv4Port => {
                 let a: SocketAddrV4 = t.parse().map_err(|_| self.expected())?;
-                if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_broadcast() {
+                let ip = a.ip();
+                if a.port() == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
                     return Err(self.expected());
                 }
                 Value::Text(Cow::Owned(a.to_string()))
@@ -404,7 +405,8 @@ impl Setting {
             Kind::Bool => "must be true or false".into(),
             Kind::Ipv4(_) => "must be an IPv4 address (Bark speaks IPv4 only)".into(),
             Kind::Ipv4Port => {
-                "must be an IPv4 address and a port other than 0, e.g. 192.168.1.10:4010".into()
+                "must be a unicast IPv4 address and a port other than 0, e.g. 192.168.1.10:4010"
+                    .into()
             }
             Kind::Choice(_) | Kind::Sample => format!("must be one of {}", self.limits()),
             Kind::Text => "must not be empty".into(),
@@ -567,8 +569,9 @@ pub static TABLE: &[Setting] = &[
 
 /// Where a receiver listens: `source_ip`:`port`, except that one with a
 /// `bark.sender` (unicast delivery, [`crate::subscribe`]) joins no group:
-/// a multicast `source_ip` becomes any local address, where the sender's
-/// unicast datagrams arrive.
+/// a multicast `source_ip` becomes any local address. (The subscribed
+/// stream arrives on the receiver's control socket, where its Subscribe
+/// came from; this socket then only hears unicast sent to `port`.)
 pub fn listen_addr(source_ip: Ipv4Addr, port: u16, sender: Option<SocketAddrV4>) -> SocketAddrV4 {
     match sender {
         Some(_) if source_ip.is_multicast() => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),

@@ -66,13 +66,17 @@ pub struct Subscription {
     node_id: u64,
     /// splitmix64 state of the Hello nonces.
     seed: u64,
-    nonce: u64,
+    /// The last Hello's nonce, until a Cookie answers it (`None`: no
+    /// Hello outstanding, so no Cookie is taken).
+    nonce: Option<u64>,
     held: Option<Held>,
     next_hello_ns: u64,
     hello_wait_ns: u64,
     next_subscribe_ns: u64,
     last_heard_ns: u64,
     leave: bool,
+    /// Left for good: nothing more is sent or taken.
+    left: bool,
     counts: SubscriptionCounts,
 }
 
@@ -85,13 +89,14 @@ impl Subscription {
             sender,
             node_id,
             seed,
-            nonce: 0,
+            nonce: None,
             held: None,
             next_hello_ns: 0,
             hello_wait_ns: HELLO_WAIT_NS,
             next_subscribe_ns: u64::MAX,
             last_heard_ns: 0,
             leave: false,
+            left: false,
             counts: SubscriptionCounts::default(),
         }
     }
@@ -122,8 +127,9 @@ impl Subscription {
     /// answer to the last Hello and the sender takes subscriptions; the
     /// Subscribe is then due at once.
     pub fn take_cookie(&mut self, now_ns: u64, from: SocketAddr, c: &CookiePacket) -> bool {
-        if from != self.sender
-            || c.nonce != self.nonce
+        if self.left
+            || from != self.sender
+            || self.nonce != Some(c.nonce)
             || c.node_id != self.node_id
             || c.offers & OFFER_SUBSCRIBE == 0
         {
@@ -139,7 +145,7 @@ impl Subscription {
         });
         self.counts.cookies += 1;
         // An answer spends the nonce: a replayed Cookie is not taken twice.
-        self.nonce = self.nonce.wrapping_add(1);
+        self.nonce = None;
         self.last_heard_ns = self.last_heard_ns.max(now_ns);
         self.hello_wait_ns = HELLO_WAIT_NS;
         self.next_hello_ns = now_ns.saturating_add(COOKIE_REFRESH_NS);
@@ -148,20 +154,26 @@ impl Subscription {
     }
 
     /// Asks for the subscription to end at the next [`Subscription::poll`]
-    /// (a receiver that stops), rather than let its lease run out.
+    /// (a receiver that stops), rather than let its lease run out; after
+    /// it nothing is sent and no Cookie taken.
     pub fn leave(&mut self) {
-        self.leave = true;
+        self.leave = !self.left;
     }
 
     /// The Hello or Subscribe due at `now_ns`, written into `buf`: its
     /// length, for [`Subscription::sender`]. `None` when nothing is due
     /// (or `buf` is too small).
     pub fn poll(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<usize> {
+        if self.left {
+            return None;
+        }
         if self.leave {
             self.leave = false;
-            let h = self.held.take()?;
+            self.left = true;
+            self.nonce = None;
             self.next_subscribe_ns = u64::MAX;
             self.next_hello_ns = u64::MAX;
+            let h = self.held.take()?;
             return self.write_subscribe(buf, h, SUBSCRIBE_LEAVE);
         }
         if self
@@ -179,7 +191,8 @@ impl Subscription {
             return self.write_subscribe(buf, h, 0);
         }
         if now_ns >= self.next_hello_ns {
-            self.nonce = splitmix(&mut self.seed);
+            let nonce = splitmix(&mut self.seed);
+            self.nonce = Some(nonce);
             self.counts.hellos += 1;
             let wait = if self.held.is_some() {
                 // A refresh: the cookie in hand still holds for a while.
@@ -193,7 +206,7 @@ impl Subscription {
             let hello = HelloPacket {
                 stream_id: ANY_SESSION,
                 node_id: self.node_id,
-                nonce: self.nonce,
+                nonce,
             };
             return protocol::write_hello(buf, &hello);
         }
@@ -220,6 +233,9 @@ impl Subscription {
         });
         if self.leave {
             return 0;
+        }
+        if self.left {
+            return u64::MAX;
         }
         self.next_hello_ns.min(self.next_subscribe_ns).min(silent)
     }
@@ -346,21 +362,65 @@ mod tests {
             panic!("a Hello");
         };
         assert!(s.take_cookie(0, sender(), &cookie_for(&h, 55)));
+        // As the endpoint does: every 100 ms, poll until nothing is due.
+        let mut refresh = None;
         let mut t = 0;
-        while t < COOKIE_REFRESH_NS + RENEW_NS {
-            t += RENEW_NS;
+        while t < COOKIE_REFRESH_NS + 2 * RENEW_NS && refresh.is_none() {
+            t += RENEW_NS / 10;
             s.heard(t, sender());
-            match poll(&mut s, t) {
-                Some(Packet::Hello(_)) => break,
-                Some(Packet::Subscribe(_)) => {}
-                other => panic!("{other:?} at {t}"),
+            while let Some(p) = poll(&mut s, t) {
+                match p {
+                    Packet::Hello(h) => refresh = Some((t, h)),
+                    Packet::Subscribe(sub) => assert_eq!(sub.stream_id, 55),
+                    other => panic!("{other:?} at {t}"),
+                }
             }
         }
-        assert!((COOKIE_REFRESH_NS..=COOKIE_REFRESH_NS + RENEW_NS).contains(&t));
-        // Subscriptions go on with the old cookie meanwhile.
-        assert!(matches!(
-            poll(&mut s, t + RENEW_NS),
-            Some(Packet::Subscribe(_))
-        ));
+        let (t, h) = refresh.expect("a refresh Hello");
+        assert!(
+            (COOKIE_REFRESH_NS..=COOKIE_REFRESH_NS + RENEW_NS / 10).contains(&t),
+            "{t}"
+        );
+        // Subscriptions go on with the old cookie meanwhile, and the
+        // answer replaces it.
+        assert_eq!(s.session(), Some(55));
+        let fresh = CookiePacket {
+            cookie: CookieTag {
+                slot: 2,
+                mac: [8; 16],
+            },
+            ..cookie_for(&h, 55)
+        };
+        assert!(s.take_cookie(t + 1, sender(), &fresh));
+        let Some(Packet::Subscribe(sub)) = poll(&mut s, t + 1) else {
+            panic!("a Subscribe with the fresh cookie");
+        };
+        assert_eq!(sub.cookie, fresh.cookie);
+    }
+
+    #[test]
+    fn no_cookie_is_taken_without_a_hello_or_after_a_leave() {
+        let mut s = Subscription::new(sender(), 9, 1);
+        // Before any Hello: no nonce to match, whatever the Cookie says.
+        for nonce in [0, 1, u64::MAX] {
+            let c = CookiePacket {
+                stream_id: 55,
+                node_id: 9,
+                nonce,
+                cookie: CookieTag::default(),
+                offers: OFFER_SUBSCRIBE,
+            };
+            assert!(!s.take_cookie(0, sender(), &c));
+        }
+        let Some(Packet::Hello(h)) = poll(&mut s, 0) else {
+            panic!("a Hello");
+        };
+        // The receiver leaves with the Hello unanswered: nothing goes out,
+        // and the late answer is not taken.
+        s.leave();
+        assert!(poll(&mut s, 1).is_none());
+        assert!(!s.take_cookie(2, sender(), &cookie_for(&h, 55)));
+        assert!(poll(&mut s, 100 * RENEW_NS).is_none());
+        assert_eq!(s.next_ns(), u64::MAX);
     }
 }

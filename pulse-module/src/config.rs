@@ -376,15 +376,15 @@ mod tests {
             sink("", "").summary(),
             "sink name=bark_sink description=\"Bark Network\" format=F32 rate=48000 channels=2 \
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
-             interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
+             control-port=0 interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
              repair=true server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),
             "source name=bark_source description=\"Bark Receiver\" rate=48000 channels=2 \
-             group=239.255.66.66 port=1530 interface=(the routing table's choice) \
-             latency-msec=(follow the sender) stream=(the highest-priority, newest stream) \
+             group=239.255.66.66 port=1530 sender=(none: listen on source.ip) \
+             interface=(the routing table's choice) latency-msec=(follow the sender) stream=(the highest-priority, newest stream) \
              delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
              server=(the usual lookup) \
              sink=(the default sink) buffer-msec=20"

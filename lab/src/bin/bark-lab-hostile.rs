@@ -21,8 +21,19 @@
 //! - `flipped`: a recent real datagram with 1..3 of its bytes 16..60 (the
 //!   header after the session id) flipped;
 //!
-//! (the last three twice as often as the others, and learned from the
-//! group throughout: they carry the live sequence numbers and times)
+//! - `nack-forged`: to the sender's own address (learned from its audio),
+//!   a NACK for the live packets with a made-up cookie;
+//! - `sub-forged`: to the sender, a Subscribe for the live session with a
+//!   made-up cookie;
+//!
+//! (replay, shifted and flipped twice as often as the others, and learned
+//! from the group throughout: they carry the live sequence numbers and
+//! times). Before the mix it also subscribes itself, as a receiver does
+//! (Hello, Cookie, Subscribe, renewed every second), from
+//! `OWN_SUBSCRIPTIONS` ports of its address, more than a sender serves one
+//! host; it reports how many of them got the stream (`own_served`) and
+//! how many datagrams came back to its sending socket, which only ever
+//! sends forged requests (`answers_to_forged`: must be 0).
 //! at `--pps` for `--seconds`, then (with `--flood-seconds`) a flood of
 //! random-byte and truncated datagrams as fast as the socket takes them,
 //! bounded by `--flood-max` datagrams. Counts per kind, and the
@@ -36,7 +47,7 @@ use bark_io::clock::monotonic_ns as mono_ns;
 use clap::Parser;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -68,7 +79,7 @@ struct Args {
     seed: u64,
 }
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 15] = [
     "random",
     "truncated",
     "oversized",
@@ -81,8 +92,13 @@ const KINDS: [&str; 13] = [
     "replay",
     "shifted",
     "flipped",
+    "nack-forged",
+    "sub-forged",
     "flood",
 ];
+/// Ports of its own address the hostile node subscribes from: more than
+/// a sender takes from one host (core/src/fanout.rs `MAX_PER_HOST`).
+const OWN_SUBSCRIPTIONS: usize = 6;
 /// The flood's entry in [`KINDS`].
 const FLOOD: usize = KINDS.len() - 1;
 /// Recent real datagrams kept for the copies.
@@ -108,13 +124,13 @@ fn main() -> Result<()> {
     listen.set_read_timeout(Some(Duration::from_millis(100)))?;
     let deadline = Instant::now() + Duration::from_secs_f64(a.learn_seconds);
     let mut buf = vec![0u8; 65_536];
-    let real: Vec<u8> = loop {
+    let (real, sender): (Vec<u8>, SocketAddr) = loop {
         if Instant::now() > deadline {
             bail!("no sender heard within {} s", a.learn_seconds);
         }
-        if let Ok((n, _)) = listen.recv_from(&mut buf) {
+        if let Ok((n, from)) = listen.recv_from(&mut buf) {
             if let Ok(Packet::Audio(_)) = protocol::parse(&buf[..n]) {
-                break buf[..n].to_vec();
+                break (buf[..n].to_vec(), from);
             }
         }
     };
@@ -135,6 +151,10 @@ fn main() -> Result<()> {
     );
     let tx = UdpSocket::bind((a.local, 0)).context("binding the send socket")?;
     tx.set_multicast_ttl_v4(1)?;
+    tx.set_nonblocking(true)?;
+    let mut own = subscribe_own(a.local, sender, h.stream_id, &mut rng)?;
+    let mut last_renewal = Instant::now();
+    let mut answers_to_forged = 0u64;
     let mut counts = [0u64; KINDS.len()];
     let mut send_errors = 0u64;
     let mut pkt = vec![0u8; 9_000];
@@ -164,10 +184,22 @@ fn main() -> Result<()> {
                 }
             }
         }
-        // 0..9 once, replay/shifted/flipped twice each, per 15.
-        let kind = match k % 15 {
+        // Anything back on the socket that only sends forged requests
+        // means the sender answered one.
+        while tx.recv_from(&mut buf).is_ok() {
+            answers_to_forged += 1;
+        }
+        if last_renewal.elapsed() >= Duration::from_secs(1) {
+            last_renewal = Instant::now();
+            own.renew(sender)?;
+        }
+        own.drain(&mut buf);
+        // 0..9 once, replay/shifted/flipped twice each, then the two
+        // forged requests to the sender once each, per 17.
+        let kind = match k % 17 {
             i @ 0..=8 => i,
-            i => 9 + (i - 9) / 2,
+            i @ 9..=14 => 9 + (i - 9) / 2,
+            i => i - 3,
         };
         k += 1;
         let len = match kind {
@@ -266,6 +298,41 @@ fn main() -> Result<()> {
                 }
                 r.len()
             }
+            12 => {
+                let last = match protocol::parse(&recent[rng.random_range(0..recent.len())]) {
+                    Ok(Packet::Audio(ra)) => ra.header.seq,
+                    _ => h.seq,
+                };
+                let nack = protocol::NackPacket {
+                    stream_id: h.stream_id,
+                    node_id: rng.random(),
+                    cookie: made_up_cookie(&mut rng),
+                    base: last.saturating_sub(64),
+                    mask: u64::MAX,
+                };
+                let n = protocol::write_nack(&mut pkt, &nack).expect("room");
+                match tx.send_to(&pkt[..n], sender) {
+                    Ok(_) => counts[kind] += 1,
+                    Err(_) => send_errors += 1,
+                }
+                pace(&mut next, period);
+                continue;
+            }
+            13 => {
+                let sub = protocol::SubscribePacket {
+                    stream_id: h.stream_id,
+                    node_id: rng.random(),
+                    cookie: made_up_cookie(&mut rng),
+                    flags: 0,
+                };
+                let n = protocol::write_subscribe(&mut pkt, &sub).expect("room");
+                match tx.send_to(&pkt[..n], sender) {
+                    Ok(_) => counts[kind] += 1,
+                    Err(_) => send_errors += 1,
+                }
+                pace(&mut next, period);
+                continue;
+            }
             _ => protocol::write_time(
                 &mut pkt,
                 true,
@@ -283,15 +350,9 @@ fn main() -> Result<()> {
             Ok(_) => counts[kind] += 1,
             Err(_) => send_errors += 1,
         }
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > Duration::from_millis(100) {
-            // Fell behind (a loaded box): do not burst to catch up.
-            next = now;
-        }
+        pace(&mut next, period);
     }
+    own.leave(sender);
     let flood_start_ns = mono_ns();
     if a.flood_seconds > 0.0 {
         let fend = Instant::now() + Duration::from_secs_f64(a.flood_seconds);
@@ -322,11 +383,135 @@ fn main() -> Result<()> {
         .map(|(k, c)| format!("\"{k}\":{c}"))
         .collect();
     println!(
-        "{{{},\"total\":{},\"send_errors\":{send_errors},\"mix_start_ns\":{mix_start_ns},\"flood_start_ns\":{flood_start_ns},\"flood_end_ns\":{flood_end_ns}}}",
+        "{{{},\"total\":{},\"send_errors\":{send_errors},\"own_subscriptions\":{OWN_SUBSCRIPTIONS},\"own_cookies\":{},\"own_served\":{},\"answers_to_forged\":{answers_to_forged},\"mix_start_ns\":{mix_start_ns},\"flood_start_ns\":{flood_start_ns},\"flood_end_ns\":{flood_end_ns}}}",
         fields.join(","),
-        counts.iter().sum::<u64>()
+        counts.iter().sum::<u64>(),
+        own.cookies.iter().flatten().count(),
+        own.served.iter().filter(|&&n| n > 0).count(),
     );
     Ok(())
+}
+
+/// Sleeps until the next send is due (a period after the last), without
+/// bursting to catch up when the box fell behind.
+fn pace(next: &mut Instant, period: Duration) {
+    *next += period;
+    let now = Instant::now();
+    if *next > now {
+        std::thread::sleep(*next - now);
+    } else if now - *next > Duration::from_millis(100) {
+        *next = now;
+    }
+}
+
+/// A cookie the sender never minted.
+fn made_up_cookie(rng: &mut Xoshiro256PlusPlus) -> protocol::CookieTag {
+    let mut mac = [0u8; protocol::COOKIE_MAC_LEN];
+    rng.fill(&mut mac[..]);
+    protocol::CookieTag {
+        slot: rng.random(),
+        mac,
+    }
+}
+
+/// The hostile node's own subscriptions: one socket per port, the cookie
+/// each got, the session, and how many datagrams each received since.
+struct Own {
+    socks: Vec<UdpSocket>,
+    cookies: Vec<Option<protocol::CookieTag>>,
+    session: u64,
+    node: u64,
+    served: Vec<u64>,
+}
+
+/// Hello (any session) from each of `OWN_SUBSCRIPTIONS` ports of `local`
+/// to `sender`, the Cookies (up to 1 s), then a Subscribe from each.
+fn subscribe_own(
+    local: Ipv4Addr,
+    sender: SocketAddr,
+    session: u64,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<Own> {
+    let node: u64 = rng.random();
+    let mut own = Own {
+        socks: Vec::new(),
+        cookies: vec![None; OWN_SUBSCRIPTIONS],
+        session,
+        node,
+        served: vec![0; OWN_SUBSCRIPTIONS],
+    };
+    let mut pkt = [0u8; 64];
+    let mut nonces = Vec::new();
+    for _ in 0..OWN_SUBSCRIPTIONS {
+        let s = UdpSocket::bind((local, 0)).context("binding a subscription socket")?;
+        s.set_nonblocking(true)?;
+        let nonce: u64 = rng.random();
+        let hello = protocol::HelloPacket {
+            stream_id: protocol::ANY_SESSION,
+            node_id: node,
+            nonce,
+        };
+        let n = protocol::write_hello(&mut pkt, &hello).expect("room");
+        s.send_to(&pkt[..n], sender)?;
+        nonces.push(nonce);
+        own.socks.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < deadline && own.cookies.iter().any(Option::is_none) {
+        for (i, s) in own.socks.iter().enumerate() {
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                if let Ok(Packet::Cookie(c)) = protocol::parse(&buf[..n]) {
+                    if c.nonce == nonces[i] && c.stream_id == session {
+                        own.cookies[i] = Some(c.cookie);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    own.renew(sender)?;
+    Ok(own)
+}
+
+impl Own {
+    fn send(&self, sender: SocketAddr, flags: u32) -> Result<()> {
+        let mut pkt = [0u8; protocol::SUBSCRIBE_LEN];
+        for (s, c) in self.socks.iter().zip(&self.cookies) {
+            let Some(cookie) = *c else { continue };
+            let sub = protocol::SubscribePacket {
+                stream_id: self.session,
+                node_id: self.node,
+                cookie,
+                flags,
+            };
+            let n = protocol::write_subscribe(&mut pkt, &sub).expect("room");
+            s.send_to(&pkt[..n], sender)?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes (again) from every port that holds a cookie.
+    fn renew(&mut self, sender: SocketAddr) -> Result<()> {
+        self.send(sender, 0)
+    }
+
+    /// Leaves from every port, so that the sender stops at once.
+    fn leave(&self, sender: SocketAddr) {
+        let _ = self.send(sender, protocol::SUBSCRIBE_LEAVE);
+    }
+
+    /// Counts what arrived on each port.
+    fn drain(&mut self, buf: &mut [u8]) {
+        for (s, n) in self.socks.iter().zip(&mut self.served) {
+            for _ in 0..256 {
+                if s.recv_from(buf).is_err() {
+                    break;
+                }
+                *n += 1;
+            }
+        }
+    }
 }
 
 /// A well-formed audio packet with header `h` and a quiet payload.
