@@ -45,7 +45,9 @@
 #               throughout, no dropout, skew p99 ≤ 100 µs; the sender took
 #               both subscriptions and sent each a copy of every audio
 #               packet; a receiver on the group (rx3, no bark.sender) still
-#               plays the multicast copy in sync with them.
+#               plays the multicast copy in sync with them. rx2 has
+#               bark.profile = wifi: the session latency goes to 250 ms
+#               and every receiver plays there.
 #
 # ROBUST_RX_ARGS: extra `bark receive` flags for every receiver, for an
 # A/B run (e.g. ROBUST_RX_ARGS="--repair false").
@@ -437,6 +439,11 @@ case_unicast() {
 	print(f"  sender: subscriptions {subs}, {audio} audio packets, {copies} unicast copies")
 	need(subs["joined"] == 2 and subs["refused_cookie"] == 0 and subs["refused_full"] == 0, "the sender took both subscriptions, refused none")
 	need(copies >= 2 * audio, "each subscriber got a copy of every audio packet")
+	# rx2 is on the Wi-Fi profile: the session goes to 250 ms for all.
+	print(f"  session latency {tx['latency']}")
+	need(tx["latency"]["session_us"] == 250000, "rx2's wifi profile took the session to 250 ms")
+	for r in a["receivers"]:
+	    need(abs(r["latency_ms"]["p50"] - 250) <= 0.1, f"{r['label']} plays at 250 ms")
 	for r in a["receivers"]:
 	    s = load(r["label"] + ".json")
 	    sub = s.get("subscription")
@@ -451,7 +458,7 @@ case_unicast() {
 	EOF
 	lab_up "$id" 4 2>>"$out/lab.log" || return 1
 	r1=$(rx "$id" 1 rx1 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010")
-	r2=$(rx "$id" 2 rx2 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010")
+	r2=$(rx "$id" 2 rx2 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010" --profile wifi)
 	r3=$(rx "$id" 3 rx3 "$dir" 26)
 	sleep 1
 	t=$(tx "$id" 0 tx "$dir" 20 "$out/music-a.wav" --control-port 4010)

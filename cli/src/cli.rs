@@ -92,6 +92,11 @@ fn boolean(v: &Value) -> Option<bool> {
     }
 }
 
+/// A word of a choice from the table, in its listed spelling.
+fn word(v: &Value) -> Option<String> {
+    v.text().map(str::to_owned)
+}
+
 /// Milliseconds from the table (kept as ns there).
 fn msec(v: &Value) -> Option<f64> {
     Some(v.ns()? as f64 / 1e6)
@@ -391,6 +396,17 @@ pub struct ReceiveArgs {
     /// (sess.latency.msec); at most 2000, what a receiver can hold.
     #[arg(long, value_name = "MS", value_parser = table(Role::Source, "sess.latency.msec", msec))]
     pub latency_msec: Option<f64>,
+    /// The least latency this receiver asks of the session, ms
+    /// (bark.latency.min-msec): the sender raises every receiver's to it,
+    /// up to its --latency-max-msec. Default: none, or 250 with
+    /// --profile wifi.
+    #[arg(long, value_name = "MS", value_parser = table(Role::Source, "bark.latency.min-msec", msec))]
+    pub latency_min_msec: Option<f64>,
+    /// lan, or wifi: a latency that rides out Wi-Fi's 100–200 ms stalls
+    /// (bark.profile; --latency-min-msec 250). Give --sender too, for
+    /// unicast.
+    #[arg(long, value_name = "PROFILE", default_value = "lan", value_parser = table(Role::Source, "bark.profile", word))]
+    pub profile: String,
     /// Extra delay of this receiver, ms, may be negative (bark.delay.msec),
     /// within ±2000.
     #[arg(long, value_name = "MS", default_value_t = 0.0, allow_negative_numbers = true, value_parser = table(Role::Source, "bark.delay.msec", msec))]

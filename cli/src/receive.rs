@@ -137,6 +137,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             host: bark_io::node::hostname(),
             repair: a.repair,
             sender: a.sender.map(SocketAddr::V4),
+            latency_floor_ns: bark_core::settings::latency_floor_ns(
+                a.latency_min_msec.map(|ms| (ms * 1e6).round() as u64),
+                &a.profile,
+            ),
         },
         auth.key(),
         multicast,

@@ -206,6 +206,11 @@ pub struct ReceiverConfig {
     /// address and `bark.control.port`; see [`crate::subscribe`]), or
     /// `None` to listen on the group only.
     pub sender: Option<std::net::SocketAddr>,
+    /// The least need this receiver reports, ns (`bark.latency.min-msec`,
+    /// or 250 ms with `bark.profile = wifi`; see
+    /// [`crate::settings::latency_floor_ns`]): the session latency rises
+    /// to it on every receiver. 0: none. At most [`MAX_LATENCY_NS`].
+    pub latency_floor_ns: u64,
 }
 
 impl Default for ReceiverConfig {
@@ -221,6 +226,7 @@ impl Default for ReceiverConfig {
             host: String::new(),
             repair: true,
             sender: None,
+            latency_floor_ns: 0,
         }
     }
 }
@@ -1101,7 +1107,9 @@ impl Receiver {
 
     /// The least session latency at which this receiver plays every frame
     /// in time, ns: its downstream latency, one output quantum and
-    /// [`NEED_MARGIN_NS`] (0 before the first `fill`). It rises at once and
+    /// [`NEED_MARGIN_NS`], or its configured floor
+    /// ([`ReceiverConfig::latency_floor_ns`]) if that is more (0 before
+    /// the first `fill`). It rises at once and
     /// falls after [`NEED_FALL_HOLD_NS`]. Reported to the sender in status
     /// packets, so that the session latency covers it (see
     /// [`crate::latency`]).
@@ -1163,7 +1171,8 @@ impl Receiver {
     fn update_need(&mut self, now_ns: u64, quantum_ns: u64) {
         let quantum_ns = self.quantum_hint_ns.unwrap_or(quantum_ns);
         self.quantum_ns = quantum_ns;
-        let need = self.downstream_ns + quantum_ns + NEED_MARGIN_NS;
+        let need = (self.downstream_ns + quantum_ns + NEED_MARGIN_NS)
+            .max(self.cfg.latency_floor_ns.min(MAX_LATENCY_NS));
         // The sender must hear at once when this receiver needs more than
         // the session gives: when its need grows past it, and when it
         // learns the session's latency (a new session, a change) and its

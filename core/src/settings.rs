@@ -530,6 +530,16 @@ pub static TABLE: &[Setting] = &[
         .unset("follow the sender")
         .pulse("latency-msec")
         .cli("latency-msec"),
+    setting("bark.latency.min-msec", SOURCE, LATENCY, Value::Unset,
+        "the least latency this receiver asks of the session; the sender raises every receiver's to it (up to its bark.latency.max-msec), so all stay in sync")
+        .unit("ms")
+        .unset("none; 250 with bark.profile = wifi")
+        .pulse("latency-min-msec")
+        .cli("latency-min-msec"),
+    setting("bark.profile", SOURCE, Kind::Choice(&["lan", "wifi"]), text("lan"),
+        "wifi: a latency that rides out Wi-Fi's 100-200 ms stalls (bark.latency.min-msec 250); give bark.sender too, for unicast")
+        .pulse("profile")
+        .cli("profile"),
     setting("bark.latency.max-msec", SINK, LATENCY, ms(crate::sender::DEFAULT_MAX_LATENCY_NS),
         "the most the latency may rise to so that every receiver plays in time; equal to sess.latency.msec pins it (at most 2 s: what a receiver's buffer holds)")
         .unit("ms")
@@ -566,6 +576,22 @@ pub static TABLE: &[Setting] = &[
     setting("stream.props", BOTH, Kind::Text, Value::Unset, "extra stream properties, e.g. { node.latency = 256/48000 }")
         .unset("none"),
 ];
+
+/// The session latency a Wi-Fi receiver asks for, ns (250 ms): Wi-Fi
+/// stalls last 20–200 ms (power save until the next DTIM beacon, a scan,
+/// retries under interference); 250 ms rides them out and leaves about
+/// 50 ms to repair a 150 ms outage (docs/design/REPAIR.md §5).
+pub const WIFI_LATENCY_FLOOR_NS: u64 = 250_000_000;
+
+/// A receiver's latency floor, ns: `min_ns` (`bark.latency.min-msec`) if
+/// given, else [`WIFI_LATENCY_FLOOR_NS`] for `profile` `wifi`, else 0.
+pub fn latency_floor_ns(min_ns: Option<u64>, profile: &str) -> u64 {
+    match (min_ns, profile) {
+        (Some(ns), _) => ns,
+        (None, "wifi") => WIFI_LATENCY_FLOOR_NS,
+        _ => 0,
+    }
+}
 
 /// Where a receiver listens: `source_ip`:`port`, except that one with a
 /// `bark.sender` (unicast delivery, [`crate::subscribe`]) joins no group:
@@ -770,6 +796,18 @@ impl Resolved {
             control_port: self.int("bark.control.port"),
             multicast_loop: self.bool("net.loop"),
         }
+    }
+    /// A receiver's latency floor, ns: `bark.latency.min-msec`, or what its
+    /// `bark.profile` implies ([`latency_floor_ns`]).
+    ///
+    /// # Panics
+    /// If these are not a receiver's settings (a programming error).
+    pub fn latency_floor_ns(&self) -> u64 {
+        latency_floor_ns(
+            self.opt("bark.latency.min-msec", Value::ns)
+                .map(|n| n.max(0) as u64),
+            &self.text("bark.profile"),
+        )
     }
     /// A receiver's `bark.sender`, if given (checked when parsed).
     ///

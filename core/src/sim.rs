@@ -137,6 +137,9 @@ pub struct RxSpec {
     /// the two directions of one link share their stall and outage
     /// schedules.
     pub net: Option<NetModel>,
+    /// The least latency it asks of the session (`bark.latency.min-msec`,
+    /// `bark.profile = wifi`), ns; 0: none.
+    pub latency_floor_ns: u64,
 }
 
 /// A whole scenario.
@@ -183,7 +186,7 @@ pub struct Scenario {
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "wired",
     "busy",
     "drift",
@@ -195,6 +198,7 @@ pub const SCENARIOS: [&str; 11] = [
     "pulse",
     "loss3",
     "wifi",
+    "floor",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -208,6 +212,7 @@ fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec
         downstream: vec![],
         output: OutputPath::Core,
         net: None,
+        latency_floor_ns: 0,
     }
 }
 
@@ -286,6 +291,11 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             // 150 ms (a Bluetooth speaker), then nothing: the session
             // latency rises to cover it and comes back down.
             s.receivers[1].downstream = vec![(0.0, 50e6), (20.0, 150e6), (40.0, 0.0)];
+        }
+        "floor" => {
+            // Receiver 2 is on Wi-Fi (`bark.profile = wifi`): it asks for
+            // 250 ms, and every receiver moves there together.
+            s.receivers[2].latency_floor_ns = crate::settings::WIFI_LATENCY_FLOOR_NS;
         }
         "ratematch" => {
             // `bark.resampler = pipewire` on every receiver of "wired",
@@ -842,6 +852,7 @@ fn ensure_rx(r: &mut SimRx, i: usize, repair: bool) {
             node_id: 100 + i as u64,
             delay_ns: r.spec.delay_ns,
             repair,
+            latency_floor_ns: r.spec.latency_floor_ns,
             ..Default::default()
         };
         r.ep = Some(ReceiverEndpoint::new(cfg, None, true).expect("valid receiver config"));

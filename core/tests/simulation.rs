@@ -142,6 +142,17 @@ fn downstream() {
     assert!(r.skew_p99_us <= 50.0, "skew p99 {} µs", r.skew_p99_us);
 }
 
+/// A receiver with `bark.profile = wifi` asks for 250 ms from the start:
+/// the session latency goes there for every receiver, once, and they stay
+/// in sync.
+#[test]
+fn floor() {
+    let r = check_clean("floor");
+    let steps: Vec<u64> = r.latency.iter().map(|(_, l)| l / 1_000_000).collect();
+    assert_eq!(steps, [40, 250], "{:?}", r.latency);
+    assert!(r.skew_p99_us <= 50.0, "skew p99 {} µs", r.skew_p99_us);
+}
+
 #[test]
 fn join() {
     let r = check("join");

@@ -181,6 +181,9 @@ pub struct SourceConfig {
     pub group: SocketAddrV4,
     /// Sender to subscribe to for unicast delivery (`bark.sender`).
     pub sender: Option<SocketAddrV4>,
+    /// The least latency it asks of the session, ns
+    /// (`bark.latency.min-msec`, `bark.profile`).
+    pub latency_floor_ns: u64,
     /// Interface to join the group on.
     pub interface: Option<String>,
     /// Latency override, ns; `None` follows the sender.
@@ -282,6 +285,7 @@ impl SourceConfig {
             server: v.opt_text("server"),
             group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
             sender: v.sender(),
+            latency_floor_ns: v.latency_floor_ns(),
             interface: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),
@@ -313,6 +317,7 @@ impl SourceConfig {
             host,
             repair: self.repair,
             sender: self.sender.map(std::net::SocketAddr::V4),
+            latency_floor_ns: self.latency_floor_ns,
         }
     }
 
@@ -384,7 +389,8 @@ mod tests {
             source("", "").summary(),
             "source name=bark_source description=\"Bark Receiver\" rate=48000 channels=2 \
              group=239.255.66.66 port=1530 sender=(none: listen on source.ip) \
-             interface=(the routing table's choice) latency-msec=(follow the sender) stream=(the highest-priority, newest stream) \
+             interface=(the routing table's choice) latency-msec=(follow the sender) \
+             latency-min-msec=(none; 250 with bark.profile = wifi) profile=lan stream=(the highest-priority, newest stream) \
              delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
              server=(the usual lookup) \
              sink=(the default sink) buffer-msec=20"
@@ -412,6 +418,11 @@ mod tests {
                     (Kind::Ipv4(_), _) => "127.0.0.1".into(),
                     (Kind::Ipv4Port, _) => "127.0.0.1:4010".into(),
                     (Kind::Sample, _) => "S16".into(),
+                    (Kind::Choice(words), d) => words
+                        .iter()
+                        .find(|w| d.text() != Some(**w))
+                        .expect("a choice of two or more")
+                        .to_string(),
                     _ => "x1".into(),
                 };
                 let c = typed(run(&format!("{cmd} --{name} {other}"), "").unwrap());

@@ -133,6 +133,9 @@ pub struct SourceArgs {
     pub group: SocketAddrV4,
     /// Sender to subscribe to for unicast delivery (`bark.sender`).
     pub sender: Option<SocketAddrV4>,
+    /// The least latency it asks of the session, ns
+    /// (`bark.latency.min-msec`, `bark.profile`).
+    pub latency_floor_ns: u64,
     /// Interface to join the group on (`local.ifname`).
     pub ifname: Option<String>,
     /// Target latency override, ns (`sess.latency.msec`); `None` follows
@@ -250,6 +253,7 @@ impl SourceArgs {
         Ok(SourceArgs {
             group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
             sender: v.sender(),
+            latency_floor_ns: v.latency_floor_ns(),
             ifname: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),

@@ -125,6 +125,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
             host: host.to_owned(),
             repair: a.repair,
             sender: a.sender.map(SocketAddr::V4),
+            latency_floor_ns: a.latency_floor_ns,
         },
         key.as_ref(),
         a.group.ip().is_multicast(),
