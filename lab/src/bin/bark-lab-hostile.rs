@@ -310,13 +310,7 @@ fn main() -> Result<()> {
                     base: last.saturating_sub(64),
                     mask: u64::MAX,
                 };
-                let n = protocol::write_nack(&mut pkt, &nack).expect("room");
-                match tx.send_to(&pkt[..n], sender) {
-                    Ok(_) => counts[kind] += 1,
-                    Err(_) => send_errors += 1,
-                }
-                pace(&mut next, period);
-                continue;
+                protocol::write_nack(&mut pkt, &nack).expect("room")
             }
             13 => {
                 let sub = protocol::SubscribePacket {
@@ -325,13 +319,7 @@ fn main() -> Result<()> {
                     cookie: made_up_cookie(&mut rng),
                     flags: 0,
                 };
-                let n = protocol::write_subscribe(&mut pkt, &sub).expect("room");
-                match tx.send_to(&pkt[..n], sender) {
-                    Ok(_) => counts[kind] += 1,
-                    Err(_) => send_errors += 1,
-                }
-                pace(&mut next, period);
-                continue;
+                protocol::write_subscribe(&mut pkt, &sub).expect("room")
             }
             _ => protocol::write_time(
                 &mut pkt,
@@ -346,7 +334,13 @@ fn main() -> Result<()> {
             )
             .expect("room"),
         };
-        match tx.send_to(&pkt[..len], a.to) {
+        // The forged requests go to the sender itself, the rest to the group.
+        let to = if matches!(kind, 12 | 13) {
+            sender
+        } else {
+            a.to.into()
+        };
+        match tx.send_to(&pkt[..len], to) {
             Ok(_) => counts[kind] += 1,
             Err(_) => send_errors += 1,
         }
