@@ -386,6 +386,23 @@ lab_exec() {
 	ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@"
 }
 
+# lab_setsid LOG CMD...: start CMD in the background in its own session and
+# process group, output to LOG; prints its PID. setsid without -f does not
+# fork when the caller is not a group leader (true for a background job of
+# a non-interactive shell); `ip netns exec`, `env` and `chroot` (and `env
+# -C`) exec too, so $! is the daemon's own PID. The daemons must not
+# inherit the lab lock: one that outlived its run would hold it.
+lab_setsid() {
+	local log=$1
+	shift
+	if [[ -n ${BARK_LAB_LOCK_FD:-} ]]; then
+		setsid "$@" </dev/null >"$log" 2>&1 {BARK_LAB_LOCK_FD}>&- &
+	else
+		setsid "$@" </dev/null >"$log" 2>&1 &
+	fi
+	printf '%s' "$!"
+}
+
 # lab_spawn ID HOST WHAT LOG CMD...: start CMD in the background inside the
 # host namespace, in its own session/process group, record its PID.
 lab_spawn() {
@@ -394,20 +411,30 @@ lab_spawn() {
 	local -a envs root
 	mapfile -t envs < <(lab_host_env "$id" "$i")
 	mapfile -t root < <(lab_root_prefix "$(lab_host_dir "$id" "$i")")
-	# setsid without -f does not fork when the caller is not a group leader
-	# (true for a background job of a non-interactive shell); `ip netns exec`,
-	# `env` and `chroot` (and `env -C`) exec too, so $! is the daemon's own PID.
-	# The daemons must not inherit the lab lock: one that outlived its run
-	# would hold it.
-	if [[ -n ${BARK_LAB_LOCK_FD:-} ]]; then
-		setsid ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@" \
-			</dev/null >"$log" 2>&1 {BARK_LAB_LOCK_FD}>&- &
-	else
-		setsid ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@" \
-			</dev/null >"$log" 2>&1 &
-	fi
-	pid=$!
+	pid=$(lab_setsid "$log" ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "${root[@]}" "$@")
 	lab_record "$id" "proc $pid h$i $what"
+	printf '%s' "$pid"
+}
+
+# lab_wire ID HOST LOG WIRE ARGS...: give host HOST its own impaired link.
+# Its port v<HOST> comes off the bridge and the tool WIRE (bark-lab-wire,
+# with ARGS) forwards every frame between it and a new pair x<HOST> /
+# w<HOST>, w<HOST> on the bridge; all in the bridge namespace, which takes
+# the pair with it when the LAN goes down. Returns once the wire forwards;
+# prints its PID.
+lab_wire() {
+	local id=$1 i=$2 log=$3 wire=$4 br pid
+	shift 4
+	br=$(lab_ns_bridge "$id")
+	ip -n "$br" link add "w$i" type veth peer name "x$i" || return 1
+	ip -n "$br" link set "w$i" master br0
+	ip -n "$br" link set "w$i" up
+	ip -n "$br" link set "x$i" up
+	pid=$(lab_setsid "$log" ip netns exec "$br" env -i "BARK_LAB_RUN=$id" "$wire" \
+		--host "v$i" --switch "x$i" "$@")
+	lab_record "$id" "proc $pid br wire$i"
+	lab_wait "$BARK_LAB_TIMEOUT" "wire to h$i" grep -q '^bark-lab-wire:' "$log" || return 1
+	ip -n "$br" link set "v$i" nomaster
 	printf '%s' "$pid"
 }
 

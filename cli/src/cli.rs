@@ -79,6 +79,11 @@ fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
     v.int()?.try_into().ok()
 }
 
+/// Text from the table (a list, kept as text there).
+fn owned_text(v: &Value) -> Option<String> {
+    v.text().map(str::to_owned)
+}
+
 /// An IPv4 address and port from the table (kept as text there).
 fn ipv4_port(v: &Value) -> Option<SocketAddrV4> {
     v.text()?.parse().ok()
@@ -209,10 +214,12 @@ pub struct StatsArgs {
 /// Network settings of the sender (the sink module's arguments).
 #[derive(Args, Debug, Clone)]
 pub struct SendNet {
-    /// Where audio and status go: a multicast group, or one receiver's
-    /// unicast IPv4 address (destination.ip).
-    #[arg(long, visible_alias = "group", value_name = "IPV4", default_value_t = DEFAULT_GROUP, value_parser = table(Role::Sink, "destination.ip", Value::ipv4))]
-    pub destination_ip: Ipv4Addr,
+    /// Where audio and status go: a multicast group, or a receiver's
+    /// unicast IPv4 address, or a list of them (blank- or
+    /// comma-separated, at most one group and 8 more): each gets every
+    /// packet (destination.ip).
+    #[arg(long, visible_alias = "group", value_name = "IPV4[,IPV4...]", default_value = settings::DEFAULT_GROUP_TEXT, value_parser = table(Role::Sink, "destination.ip", owned_text))]
+    pub destination_ip: String,
     /// UDP port to send to (destination.port).
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT, value_parser = table(Role::Sink, "destination.port", int::<u16>))]
     pub port: u16,
@@ -496,7 +503,7 @@ mod tests {
         let Command::Stream(s) = c.command else {
             panic!()
         };
-        assert_eq!(s.net.destination_ip, DEFAULT_GROUP);
+        assert_eq!(s.net.destination_ip, settings::DEFAULT_GROUP_TEXT);
         assert_eq!(s.net.port, 1530);
         assert_eq!(s.net.ttl, 1);
         assert!(s.net.multicast_loop);
@@ -598,6 +605,13 @@ mod tests {
                         "300.1.2.3".into(),
                         "0.0.0.0".into(),
                         "255.255.255.255".into(),
+                    ],
+                    Kind::Destinations => vec![
+                        "300.1.2.3".into(),
+                        "0.0.0.0".into(),
+                        "239.1.1.1,239.1.1.2".into(),
+                        "10.0.0.1,10.0.0.1".into(),
+                        "239.1.1.1,10.0.0.1".into(),
                     ],
                     Kind::Sample => vec!["U8".into(), "s24".into()],
                     Kind::Ipv4Port => vec![

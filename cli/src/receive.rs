@@ -203,6 +203,8 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let mut was_playing = false;
     let mut was_late = false;
     let mut clock_resets = 0u64;
+    // Packets lost or late so far, for the once-a-second note on new ones.
+    let mut unrepaired = (0u64, 0u64);
     let mut abs_err_us: Vec<f32> = Vec::new();
     let mut playing_cycles = 0u64;
     let mut playing_late_cycles = 0u64;
@@ -305,6 +307,15 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 );
             }
             let c = r.counters();
+            if (c.lost, c.late) != unrepaired {
+                log::warn!(
+                    "{} packets lost and {} late (not repaired in time) in the last second; {} repaired so far",
+                    c.lost.saturating_sub(unrepaired.0),
+                    c.late.saturating_sub(unrepaired.1),
+                    c.repaired
+                );
+                unrepaired = (c.lost, c.late);
+            }
             log::debug!(
                 "sync error {:+.1} us, buffer {:.1} ms, latency {:.1} ms (session {:.1} ms, downstream {:.1} ms, need {:.1} ms{}), offset {:.1} us, rate {:+.3} ppm, exchange jitter {:.1} us, packets {} lost {} late {} repaired {} dup {} concealed {} underruns {}, late cycles {late_cycles}",
                 c.sync_error_ns as f64 / 1e3,

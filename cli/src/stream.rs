@@ -221,7 +221,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     let auth = Auth::new(a.key.key_file.as_deref(), a.encrypt)?;
     let latency_ns = (a.latency_msec * 1e6).round() as u64;
     let max_latency_ns = (a.latency_max_msec * 1e6).round() as u64;
-    let ep = SenderEndpoint::new(
+    let mut ep = SenderEndpoint::new(
         SenderConfig {
             format,
             stream: a.stream.clone(),
@@ -243,12 +243,17 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         node_id,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let dest = SocketAddrV4::new(a.net.destination_ip, a.net.port);
-    if dest.ip().is_unspecified() || dest.ip().is_broadcast() {
-        anyhow::bail!("--destination-ip {} cannot be sent to", dest.ip());
-    }
+    let (first, more) = bark_core::settings::destinations(&a.net.destination_ip)
+        .map_err(|why| anyhow!("--destination-ip {}: {why}", a.net.destination_ip))?;
+    let dest = SocketAddrV4::new(first, a.net.port);
+    let copies: Vec<SocketAddrV4> = more
+        .into_iter()
+        .map(|ip| SocketAddrV4::new(ip, a.net.port))
+        .collect();
+    ep.list_destinations(&copies).map_err(|e| anyhow!("{e}"))?;
     let path = bark_io::net::SendPath {
         destination: dest,
+        copies,
         source_ip: a.net.source_ip,
         ifname: a.net.local_ifname.clone(),
         ttl: a.net.ttl,
@@ -273,11 +278,12 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         None => None,
     };
     log::info!(
-        "streaming {} ({} {} Hz {} ch) to {dest} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), lead-in {} ms, stream {:?} priority {}, session {session_id:016x}, {}",
+        "streaming {} ({} {} Hz {} ch) to {} from port {} as {} {} Hz {} ch, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), lead-in {} ms, stream {:?} priority {}, session {session_id:016x}, {}",
         if a.input == "-" { "stdin" } else { &a.input },
         src.info.codec,
         src.info.rate,
         src.info.channels,
+        path.targets(),
         sock.local_addr().map(|a| a.port()).unwrap_or(0),
         format.sample.name(),
         a.rate,
@@ -447,6 +453,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         let fc = f.counts();
         let subscriptions = json!({
             "live": f.len(),
+            "listed": f.listed().count(),
             "joined": fc.joined,
             "renewed": fc.renewed,
             "left": fc.left,

@@ -13,7 +13,7 @@ fn help_shows_units_and_defaults() {
         (
             "stream",
             &[
-                "--destination-ip <IPV4>",
+                "--destination-ip <IPV4[,IPV4...]>",
                 "[default: 239.255.66.66]",
                 "--latency-msec <MS>",
                 "[default: 40]",

@@ -13,13 +13,13 @@
 //! Nothing here allocates after construction, blocks or reads a clock.
 
 use crate::auth::{self, AuthError, Key, Opener, Sealer};
-use crate::fanout::{Fanout, MAX_SUBSCRIBERS};
+use crate::fanout::{self, Fanout};
 use crate::protocol::{self, Packet, PacketType, TimePacket};
 use crate::repair::cookie::CookieJar;
 use crate::repair::resend::{ResendCounts, Resender};
 use crate::subscribe::Subscription;
 use crate::{Error, Receiver, ReceiverConfig, Sender, SenderConfig};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// Status packet period, ns: every node reports once a second.
 pub const STATUS_PERIOD_NS: u64 = 1_000_000_000;
@@ -49,7 +49,7 @@ pub const RESEND_ROUND_NS: u64 = 1_000_000;
 pub const HISTORY_MAX_BYTES: usize = 16 << 20;
 
 /// Where a datagram from `poll_transmit` goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dest {
     /// The stream's destination: the multicast group (or the unicast
     /// address the sender sends to), where receivers and `bark stats`
@@ -392,6 +392,15 @@ impl SenderEndpoint {
         &self.fanout
     }
 
+    /// Sends everything it sends the group to each of `to` as well (the
+    /// configured unicast destinations, [`crate::fanout::Fanout::list`]).
+    ///
+    /// # Errors
+    /// More than [`crate::fanout::MAX_LISTED`] addresses.
+    pub fn list_destinations(&mut self, to: &[SocketAddrV4]) -> Result<(), Error> {
+        self.fanout.list(to).map_err(Error::Config)
+    }
+
     /// The sender state machine.
     pub fn sender(&self) -> &Sender {
         &self.sender
@@ -616,7 +625,7 @@ impl SenderEndpoint {
     /// The kept group datagram for the next subscriber still owed it.
     fn next_fan_copy(&mut self, buf: &mut [u8]) -> Option<(usize, Dest)> {
         let (n, from) = self.fan_pending.take()?;
-        let (i, to) = (from..MAX_SUBSCRIBERS).find_map(|i| self.fanout.slot(i).map(|a| (i, a)))?;
+        let (i, to) = (from..fanout::SLOTS).find_map(|i| self.fanout.slot(i).map(|a| (i, a)))?;
         buf.get_mut(..n)?.copy_from_slice(&self.fan_copy[..n]);
         self.fan_pending = Some((n, i + 1));
         self.wire.counts.tx_fanout.add(n);
@@ -1139,5 +1148,55 @@ mod tests {
         // Copies are counted apart from the datagrams by type.
         let c = s.wire().counts();
         assert!(c.tx_fanout.packets > c.tx_audio.packets, "{c:?}");
+    }
+
+    /// `destination.ip` as a list: each listed address gets every audio
+    /// packet, sync and status the group gets, and nothing else (no time
+    /// reply, no resend meant for another).
+    #[test]
+    fn listed_destinations_get_a_copy_of_everything_sent_to_the_group() {
+        let s_cfg = SenderConfig {
+            session_id: 78,
+            ..Default::default()
+        };
+        let mut s = SenderEndpoint::new(s_cfg, None, false, 5).unwrap();
+        let listed = [
+            SocketAddrV4::new([10, 0, 0, 20].into(), 1530),
+            SocketAddrV4::new([10, 0, 0, 21].into(), 1530),
+        ];
+        s.list_destinations(&listed).unwrap();
+        let samples = vec![0.25f32; 2 * 256];
+        let mut buf = [0u8; TRANSMIT_BUF];
+        // Per destination: (audio, sync, status, other) datagrams.
+        let mut seen = std::collections::HashMap::<Dest, [u32; 4]>::new();
+        for c in 0..400u64 {
+            let now = 1_000_000_000 + c * 5_333_333;
+            let mut pkts: Vec<(Vec<u8>, Dest)> = vec![];
+            s.push(now, now, 0, &samples, &mut |d, to| {
+                pkts.push((d.to_vec(), to))
+            });
+            while let Some((n, dest)) = s.poll_transmit(now + 1_000_000, 0, &mut buf) {
+                pkts.push((buf[..n].to_vec(), dest));
+            }
+            for (p, dest) in pkts {
+                let k = match parse(&p) {
+                    Ok(Packet::Audio(_)) => 0,
+                    Ok(Packet::Sync(_)) => 1,
+                    Ok(Packet::Status(_)) => 2,
+                    _ => 3,
+                };
+                seen.entry(dest).or_default()[k] += 1;
+            }
+        }
+        let group = seen[&Dest::Group];
+        assert!(
+            group[0] >= 400 && group[1] > 100 && group[2] >= 1,
+            "{group:?}"
+        );
+        for a in listed {
+            assert_eq!(seen.get(&Dest::To(a.into())), Some(&group), "{a}");
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(s.fanout().len(), 0, "listed ones are not subscribers");
     }
 }

@@ -16,13 +16,25 @@
 //! IP address and [`MAX_SUBSCRIBERS`] in all; when full, a new one is
 //! refused (never one that is renewed evicted), and counted.
 //!
+//! Besides subscribers, a sender can be given unicast destinations in
+//! its configuration (`destination.ip` as a list, WaveSync-style: a
+//! receiver that cannot subscribe, or a fixed installation): up to
+//! [`MAX_LISTED`], each sent the same copies, without cookie or lease
+//! (whoever configures the sender vouches for them).
+//!
 //! Fixed capacity, no allocation after construction.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// Subscribers a sender serves at once. Each costs a copy of the stream
 /// (3.3 Mbit/s for 48 kHz stereo F32); 16 rooms is a large house.
 pub const MAX_SUBSCRIBERS: usize = 16;
+/// Unicast destinations a sender's configuration may list besides its
+/// destination (`destination.ip`'s further entries).
+pub const MAX_LISTED: usize = 8;
+/// Slots [`Fanout::slot`] runs over: the listed destinations, then the
+/// subscribers.
+pub const SLOTS: usize = MAX_LISTED + MAX_SUBSCRIBERS;
 /// Subscriptions from one IP address (several receivers on one host,
 /// each with its own control port); more are refused, so that one host
 /// cannot take every place.
@@ -62,6 +74,7 @@ pub struct FanoutCounts {
 /// The sender's subscribers.
 #[derive(Debug)]
 pub struct Fanout {
+    listed: [Option<SocketAddr>; MAX_LISTED],
     subs: [Option<Subscriber>; MAX_SUBSCRIBERS],
     counts: FanoutCounts,
 }
@@ -69,6 +82,7 @@ pub struct Fanout {
 impl Default for Fanout {
     fn default() -> Self {
         Fanout {
+            listed: [None; MAX_LISTED],
             subs: [None; MAX_SUBSCRIBERS],
             counts: FanoutCounts::default(),
         }
@@ -81,14 +95,38 @@ impl Fanout {
         &self.counts
     }
 
-    /// Live subscribers.
+    /// Live subscribers (not counting the listed destinations).
     pub fn len(&self) -> usize {
         self.subs.iter().flatten().count()
     }
 
-    /// Whether there is none.
+    /// Whether nothing is owed a copy: no subscriber, nothing listed.
     pub fn is_empty(&self) -> bool {
-        self.subs.iter().all(Option::is_none)
+        self.subs.iter().all(Option::is_none) && self.listed.iter().all(Option::is_none)
+    }
+
+    /// Sends copies to `to` from now on, besides the subscribers, in place
+    /// of what was listed before: the configured unicast destinations.
+    ///
+    /// # Errors
+    /// More than [`MAX_LISTED`] addresses (nothing is changed).
+    pub fn list(&mut self, to: &[SocketAddrV4]) -> Result<(), String> {
+        if to.len() > MAX_LISTED {
+            return Err(format!(
+                "{} unicast destinations listed; at most {MAX_LISTED}",
+                to.len()
+            ));
+        }
+        self.listed = [None; MAX_LISTED];
+        for (slot, a) in self.listed.iter_mut().zip(to) {
+            *slot = Some((*a).into());
+        }
+        Ok(())
+    }
+
+    /// The listed destinations ([`Fanout::list`]).
+    pub fn listed(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listed.iter().flatten().copied()
     }
 
     /// A Subscribe from `from` for receiver `node_id` at `now_ns`, its
@@ -164,16 +202,20 @@ impl Fanout {
         }
     }
 
-    /// The `i`-th slot's subscriber address (`None` for an empty slot);
-    /// slots run `0..MAX_SUBSCRIBERS`. For a send loop that must not hold
-    /// a borrow across sends.
+    /// The `i`-th slot's address (`None` for an empty slot); slots run
+    /// `0..SLOTS`, the listed destinations first. For a send loop that
+    /// must not hold a borrow across sends.
     pub fn slot(&self, i: usize) -> Option<SocketAddr> {
-        self.subs.get(i).copied().flatten().map(|s| s.addr)
+        match i.checked_sub(MAX_LISTED) {
+            None => self.listed[i],
+            Some(j) => self.subs.get(j).copied().flatten().map(|s| s.addr),
+        }
     }
 
-    /// Every subscriber's address.
+    /// Every address owed a copy: the listed ones, then the subscribers.
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.subs.iter().flatten().map(|s| s.addr)
+        self.listed()
+            .chain(self.subs.iter().flatten().map(|s| s.addr))
     }
 
     /// When the next lease runs out, ns (`u64::MAX`: none).
@@ -250,5 +292,29 @@ mod tests {
         assert!(f.subscribe(LEASE_NS + 1, at(200, 5000), 3, true, false));
         assert_eq!(f.len(), 3);
         assert_eq!((0..MAX_SUBSCRIBERS).filter_map(|i| f.slot(i)).count(), 3);
+    }
+
+    #[test]
+    fn listed_destinations_get_copies_without_a_lease_and_before_subscribers() {
+        let mut f = Fanout::default();
+        assert!(f.is_empty());
+        let v4 = |h: u8| SocketAddrV4::new([10, 0, 0, h].into(), 1530);
+        f.list(&[v4(20), v4(21)]).unwrap();
+        assert!(!f.is_empty());
+        assert_eq!(f.len(), 0, "listed ones are not subscribers");
+        assert!(f.subscribe(0, at(30, 4000), 7, true, false));
+        f.expire(10 * LEASE_NS);
+        let all: Vec<_> = (0..SLOTS).filter_map(|i| f.slot(i)).collect();
+        assert_eq!(
+            all,
+            vec![at(20, 1530), at(21, 1530)],
+            "the subscriber's lease ran out, not theirs"
+        );
+        assert_eq!(f.addrs().collect::<Vec<_>>(), all);
+        let many: Vec<_> = (0..=MAX_LISTED as u8).map(v4).collect();
+        assert!(f.list(&many).unwrap_err().contains("at most 8"));
+        assert_eq!(f.listed().count(), 2, "unchanged by a refused list");
+        f.list(&[]).unwrap();
+        assert!(f.is_empty());
     }
 }

@@ -27,6 +27,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 /// Default multicast group: organization-local scope (239.255.0.0/16,
 /// RFC 2365), which routers keep inside the site. "66" is for "BB" (Bark).
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 66, 66);
+/// [`DEFAULT_GROUP`] as text (the default of `destination.ip`, a list).
+pub const DEFAULT_GROUP_TEXT: &str = "239.255.66.66";
 /// Default UDP port of the group.
 pub const DEFAULT_PORT: u16 = 1530;
 /// Default multicast TTL, hops: 1 keeps packets on the local link.
@@ -122,6 +124,11 @@ pub enum Kind {
     /// A unicast IPv4 address and port (`192.168.1.10:4010`) to send to,
     /// kept as text; empty is the same as unset.
     Ipv4Port,
+    /// Where a sender sends: one to `1 + MAX_LISTED` IPv4 addresses,
+    /// blank- or comma-separated (a PipeWire array's `[ ]` and quotes
+    /// allowed), at most one of them a multicast group; kept as text, the
+    /// group first ([`destinations`]); empty is the default.
+    Destinations,
 }
 
 /// `pub fn NAME(&self) -> Option<T>`: the value of variant `VARIANT(T)`.
@@ -320,9 +327,8 @@ impl Setting {
         let t = text.trim();
         if t.is_empty() {
             return match (self.kind, &self.default) {
-                (Kind::Ipv4(_) | Kind::Ipv4Port, d) | (Kind::Text, d @ Value::Unset) => {
-                    Ok(d.clone())
-                }
+                (Kind::Ipv4(_) | Kind::Ipv4Port | Kind::Destinations, d)
+                | (Kind::Text, d @ Value::Unset) => Ok(d.clone()),
                 (Kind::Text, _) => Err("must not be empty".into()),
                 _ => Err(self.expected()),
             };
@@ -357,6 +363,14 @@ impl Setting {
                     return Err(self.expected());
                 }
                 Value::Text(Cow::Owned(a.to_string()))
+            }
+            Kind::Destinations => {
+                let (first, more) = destinations(t)?;
+                let all: Vec<String> = std::iter::once(first)
+                    .chain(more)
+                    .map(|a| a.to_string())
+                    .collect();
+                Value::Text(Cow::Owned(all.join(" ")))
             }
         };
         self.check(&v).map(|()| v)
@@ -403,7 +417,9 @@ impl Setting {
                 format!("must be a number within {}", self.limits())
             }
             Kind::Bool => "must be true or false".into(),
-            Kind::Ipv4(_) => "must be an IPv4 address (Bark speaks IPv4 only)".into(),
+            Kind::Ipv4(_) | Kind::Destinations => {
+                "must be an IPv4 address (Bark speaks IPv4 only)".into()
+            }
             Kind::Ipv4Port => {
                 "must be a unicast IPv4 address and a port other than 0, e.g. 192.168.1.10:4010"
                     .into()
@@ -412,6 +428,55 @@ impl Setting {
             Kind::Text => "must not be empty".into(),
         }
     }
+}
+
+/// Parses a `destination.ip` list: the address sent to as the stream's
+/// destination (the multicast group if one is listed, else the first) and
+/// the unicast addresses sent copies, in the order given. Entries are
+/// separated by blanks or commas; `[`, `]` and quotes are ignored, so a
+/// PipeWire array (`[ 239.255.66.66 192.168.1.20 ]`) reads as written.
+///
+/// # Errors
+/// Nothing listed; an entry that is not an IPv4 address, or is 0.0.0.0 or
+/// 255.255.255.255; two multicast groups; an address listed twice; more
+/// than `1 + MAX_LISTED` entries.
+pub fn destinations(text: &str) -> Result<(Ipv4Addr, Vec<Ipv4Addr>), String> {
+    use crate::fanout::MAX_LISTED;
+    let mut all: Vec<Ipv4Addr> = Vec::new();
+    for word in text
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '"' | '\''))
+        .filter(|w| !w.is_empty())
+    {
+        let a: Ipv4Addr = word
+            .parse()
+            .map_err(|_| format!("{word:?} must be an IPv4 address (Bark speaks IPv4 only)"))?;
+        if a.is_unspecified() || a.is_broadcast() {
+            return Err(format!(
+                "{a} cannot be sent to: want a multicast group or a unicast address"
+            ));
+        }
+        if all.contains(&a) {
+            return Err(format!("{a} is listed twice"));
+        }
+        all.push(a);
+    }
+    if all.len() > 1 + MAX_LISTED {
+        return Err(format!(
+            "{} addresses: at most {} (one destination and {MAX_LISTED} more)",
+            all.len(),
+            1 + MAX_LISTED
+        ));
+    }
+    let groups = all.iter().filter(|a| a.is_multicast()).count();
+    if groups > 1 {
+        return Err("at most one multicast group".into());
+    }
+    let first = all.iter().position(Ipv4Addr::is_multicast).unwrap_or(0);
+    if all.is_empty() {
+        return Err("must be an IPv4 address (Bark speaks IPv4 only)".into());
+    }
+    let group = all.remove(first);
+    Ok((group, all))
 }
 
 const fn setting(
@@ -475,8 +540,8 @@ pub static TABLE: &[Setting] = &[
         .cli("channels"),
     setting("audio.position", BOTH, Kind::Text, Value::Unset, "channel map, e.g. [ FL FR ]")
         .unset("by channel count: [ FL FR ] for stereo"),
-    setting("destination.ip", SINK, Kind::Ipv4(IpUse::Send), Value::Ipv4(DEFAULT_GROUP),
-        "where audio and status go: a multicast group or one receiver's unicast IPv4")
+    setting("destination.ip", SINK, Kind::Destinations, Value::Text(Cow::Borrowed(DEFAULT_GROUP_TEXT)),
+        "where audio and status go: a multicast group or a receiver's unicast IPv4, or a list of them (at most one group and 8 more, blank-separated): each gets every packet")
         .pulse("group")
         .cli("destination-ip"),
     setting("destination.port", SINK, PORT, Value::Int(DEFAULT_PORT as i64), "UDP port to send to")
@@ -693,8 +758,12 @@ macro_rules! getters {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendPath {
     /// Where audio and status packets go: a multicast group or one
-    /// receiver's unicast address.
+    /// receiver's unicast address (`destination.ip`'s first entry).
     pub destination: SocketAddrV4,
+    /// Unicast addresses sent a copy of each (`destination.ip`'s further
+    /// entries; [`crate::endpoint::SenderEndpoint::list_destinations`]),
+    /// at most [`crate::fanout::MAX_LISTED`].
+    pub copies: Vec<SocketAddrV4>,
     /// Local address to bind and send multicast from; `None`: any.
     pub source_ip: Option<Ipv4Addr>,
     /// Interface multicast leaves by; `None`: the routing table's choice.
@@ -706,6 +775,19 @@ pub struct SendPath {
     pub control_port: u16,
     /// Whether multicast loops back to receivers on this host.
     pub multicast_loop: bool,
+}
+
+impl SendPath {
+    /// Where the stream goes, for a log line: `239.255.66.66:1530`, or
+    /// `239.255.66.66:1530 and 10.0.0.5:1530, 10.0.0.6:1530` with copies.
+    pub fn targets(&self) -> String {
+        let copies: Vec<String> = self.copies.iter().map(ToString::to_string).collect();
+        if copies.is_empty() {
+            self.destination.to_string()
+        } else {
+            format!("{} and {}", self.destination, copies.join(", "))
+        }
+    }
 }
 
 /// One role's settings, each given or defaulted and checked.
@@ -785,11 +867,15 @@ impl Resolved {
     /// # Panics
     /// If these are not a sender's settings (a programming error).
     pub fn send_path(&self) -> SendPath {
+        let port = self.int("destination.port");
+        let (first, more) =
+            destinations(&self.text("destination.ip")).expect("checked when it was parsed");
         SendPath {
-            destination: SocketAddrV4::new(
-                self.ipv4("destination.ip"),
-                self.int("destination.port"),
-            ),
+            destination: SocketAddrV4::new(first, port),
+            copies: more
+                .into_iter()
+                .map(|a| SocketAddrV4::new(a, port))
+                .collect(),
             source_ip: self.opt("source.ip", Value::ipv4),
             ifname: self.opt_text("local.ifname"),
             ttl: self.int("net.ttl"),
@@ -905,7 +991,28 @@ mod tests {
             .parse("0.0.0.0")
             .unwrap_err()
             .contains("cannot be sent to"));
-        assert_eq!(dst.parse(" "), Ok(Value::Ipv4(DEFAULT_GROUP)));
+        assert_eq!(dst.parse(" "), Ok(text(DEFAULT_GROUP_TEXT)));
+        // A list: the group first, the copies in the order given.
+        assert_eq!(
+            dst.parse("[ 10.0.0.5, 239.255.66.67 \"10.0.0.6\" ]"),
+            Ok(text("239.255.66.67 10.0.0.5 10.0.0.6"))
+        );
+        assert!(dst
+            .parse("239.1.1.1 239.1.1.2")
+            .unwrap_err()
+            .contains("one multicast group"));
+        assert!(dst
+            .parse("10.0.0.5 10.0.0.5")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(dst
+            .parse("10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5 10.0.0.6 10.0.0.7 10.0.0.8 10.0.0.9 10.0.0.10")
+            .unwrap_err()
+            .contains("at most 9"));
+        assert!(dst
+            .parse("10.0.0.5 0.0.0.0")
+            .unwrap_err()
+            .contains("cannot be sent to"));
         assert!(dst.parse("::1").unwrap_err().contains("IPv4 only"));
         let name = find(Role::Sink, "node.name");
         assert_eq!(name.parse("").unwrap_err(), "must not be empty");

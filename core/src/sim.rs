@@ -35,9 +35,7 @@
 
 use crate::endpoint::{Dest, ReceiverEndpoint, SenderEndpoint, TRANSMIT_BUF};
 use crate::frameclock::FrameClock;
-use crate::netmodel::{
-    seed_for, GilbertElliott, Outages, Path as NetPath, PathStats, Rng, Spikes, DUPLICATE_LAG_NS,
-};
+use crate::netmodel::{seed_for, Path as NetPath, PathStats, Rng, DUPLICATE_LAG_NS};
 use crate::protocol::{self, StatusCounters};
 use crate::ratematch::{pipewire_0365_input_rate, pipewire_rate, RateMatchLoop};
 use crate::receiver::ReceiverConfig;
@@ -336,26 +334,14 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             }
         }
         "wifi" => {
-            // Every receiver on its own Wi-Fi link: 1.5 ms plus 0-3 ms,
-            // Gilbert-Elliott loss 3 % in bursts of 2.5, stalls of
-            // 20-200 ms about every 3 s, a 150 ms outage every 5 s (each
-            // receiver's at its own phase); a latency of 250 ms. The plan
-            // (docs/design/REPAIR.md) streams it by unicast; until the
-            // sender has a destination list, the group's copies, one down
-            // each receiver's own path, carry the same traffic.
+            // Every receiver on its own Wi-Fi link
+            // (`NetModel::wifi_station`, each outage at its own phase) at
+            // the Wi-Fi profile's 250 ms. Such receivers subscribe for
+            // unicast (no beacon grid in the model); the group's copies,
+            // one down each receiver's own path, carry the same traffic.
             s.latency_ns = 250_000_000;
             for (i, r) in s.receivers.iter_mut().enumerate() {
-                r.net = Some(NetModel {
-                    ge: Some(GilbertElliott::from_loss(0.03, 2.5)),
-                    spikes: Some(Spikes::new(3e9, 20e6, 200e6, 0)),
-                    outages: Some(Outages::new(
-                        (5e9, 5e9),
-                        (150e6, 150e6),
-                        5e9 + i as f64 * 1.7e9,
-                        0,
-                    )),
-                    ..NetModel::wired(1.5e6, 3e6)
-                });
+                r.net = Some(NetModel::wifi_station(5e9 + i as f64 * 1.7e9));
             }
         }
         _ => return None,

@@ -7,6 +7,7 @@
 //!   fidelity, as used by `bark-lab-analyze`.
 //! - [`stalls`]: stalls of the machine itself (`bark-lab-stalls`), which
 //!   explain a dropout no audio system could avoid.
+//! - [`stop`]: SIGTERM/SIGINT as a flag for the long-running tools.
 //!
 //! The shell side (namespaces, daemons, sessions) is in `lab/*.sh`; see
 //! `lab/README.md`.
@@ -17,3 +18,4 @@ pub mod onset;
 pub mod pwutil;
 pub mod recording;
 pub mod stalls;
+pub mod stop;

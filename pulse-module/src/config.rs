@@ -417,6 +417,7 @@ mod tests {
                     (Kind::Bool, Value::Bool(d)) => (!d).to_string(),
                     (Kind::Ipv4(_), _) => "127.0.0.1".into(),
                     (Kind::Ipv4Port, _) => "127.0.0.1:4010".into(),
+                    (Kind::Destinations, _) => "127.0.0.1,127.0.0.2".into(),
                     (Kind::Sample, _) => "S16".into(),
                     (Kind::Choice(words), d) => words
                         .iter()

@@ -674,13 +674,15 @@ impl Sender {
 pub fn run(cfg: SinkConfig) -> Result<()> {
     let start = Start::load(cfg.key_file.as_deref(), Sender::LOG_TARGET)?;
     let session_id = start.id;
-    let ep = SenderEndpoint::new(
+    let mut ep = SenderEndpoint::new(
         cfg.sender_config(session_id, start.host.clone()),
         start.key.as_ref(),
         cfg.encrypt,
         bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| anyhow!("{e}"))?;
+    ep.list_destinations(&cfg.net.copies)
+        .map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg.net, FrontEnd::Pulse).context("setting up the network")?;
     let local = sock.local_addr()?;
     log::info!(

@@ -362,6 +362,21 @@ mod tests {
         assert!(!a.net.multicast_loop);
         assert_eq!(a.latency_ns, 12_500_000);
         assert_eq!(a.priority, -3);
+        assert!(a.net.copies.is_empty());
+        // A list, as a PipeWire array: the group first, copies on its port.
+        let a = SinkArgs::parse(&map(&[(
+            "destination.ip",
+            "[ 192.168.1.20 239.255.66.67 192.168.1.21 ]",
+        )]))
+        .unwrap();
+        assert_eq!(a.net.destination, "239.255.66.67:1530".parse().unwrap());
+        assert_eq!(
+            a.net.copies,
+            vec![
+                "192.168.1.20:1530".parse().unwrap(),
+                "192.168.1.21:1530".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct RtSink {
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
     let (session_id, key) =
         crate::args::id_and_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
-    let ep = SenderEndpoint::new(
+    let mut ep = SenderEndpoint::new(
         SenderConfig {
             format: a.format,
             stream: a.stream.clone(),
@@ -57,6 +57,8 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         bark_io::node::random_nonzero_u64(),
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
+    ep.list_destinations(&a.net.copies)
+        .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(&a.net, FrontEnd::PipeWire).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
 
@@ -78,7 +80,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         a.format.sample.name(),
         a.format.rate,
         a.format.channels,
-        a.net.destination,
+        a.net.targets(),
         ep.sender().packet_frames(),
         a.latency_ns as f64 / 1e6,
         a.max_latency_ns.max(a.latency_ns) as f64 / 1e6,

@@ -292,15 +292,17 @@ impl NackScheduler {
 
     /// Drops what can no longer arrive in time, at `now_ns`.
     fn sweep(&mut self, now_ns: u64) {
-        let rto = self.rto_ns();
+        // The smoothed round trip, not the timeout: the timeout carries
+        // four deviations of margin for *waiting*, and a jittery round
+        // trip (a loaded host) would otherwise forbid the ask that a
+        // typical round trip still brings back in time.
+        let rtt = self.srtt_ns as u64;
         for m in self.table.iter_mut().filter(|m| m.live) {
             if now_ns > m.deadline_ns {
                 m.live = false;
                 self.live -= 1;
                 self.counts.expired += 1;
-            } else if now_ns + rto / 2 > m.deadline_ns || m.tries >= MAX_TRIES {
-                // Half the retransmission timeout stands for the answer's
-                // round trip with a margin.
+            } else if now_ns + rtt > m.deadline_ns || m.tries >= MAX_TRIES {
                 // Still missing, but no answer could come in time: wait
                 // (it may still arrive) without asking.
                 m.next_ns = u64::MAX;
@@ -339,11 +341,13 @@ impl NackScheduler {
             if m.tries == 1 {
                 m.first_ask_ns = now_ns;
             }
-            // Backing off, but never past half the time left: a packet
-            // due soon gets its tries while they can still help.
+            // Backing off, but never past half the time left (nor closer
+            // than MIN_RTO_NS): a packet due soon gets its tries while
+            // they can still help, even when the timeout is longer than
+            // the time left (a round trip that jitters on a loaded host).
             let backoff = (1u64 << (m.tries - 1).min(8)).min(MAX_BACKOFF);
             let left = m.deadline_ns.saturating_sub(now_ns) / 2;
-            m.next_ns = now_ns + (rto * backoff).min(left.max(rto));
+            m.next_ns = now_ns + (rto * backoff).min(left.max(MIN_RTO_NS));
             self.counts.asked += 1;
         }
         self.counts.nacks += 1;
@@ -418,14 +422,35 @@ mod tests {
     #[test]
     fn never_asks_what_cannot_arrive_in_time_and_stops_after_the_deadline() {
         let mut s = ready();
-        s.missing(5, 0, 2 * MS);
-        // 1 ms wait, RTO 2 ms: an answer could not come before 2 ms.
+        s.missing(5, 0, MS + 600_000);
+        // 1 ms wait, then a round trip of 0.2 ms: asked at 1.5 ms, an
+        // answer could not come before 1.6 ms.
         assert_eq!(s.poll_nack(MS + MS / 2), None);
         assert!(s.pending());
         assert_eq!(s.poll_nack(3 * MS), None);
         assert!(!s.pending());
         assert_eq!(s.counts().expired, 1);
         assert_eq!(s.counts().asked, 0);
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_time_left_still_leaves_room_for_retries() {
+        let mut s = ready();
+        // A jittery round trip: 5 ms smoothed, 15 ms timeout, 30 ms to go.
+        s.rtt_sampled = false;
+        s.seed_rtt(5.0 * MS as f64);
+        s.missing(5, 0, 30 * MS);
+        let asks: Vec<u64> = (0..300u64)
+            .map(|t| t * MS / 10)
+            .filter(|&t| s.poll_nack(t).is_some())
+            .collect();
+        // 1 ms, then at half the time left each time (14.5 ms, 7.25 ms)
+        // while a round trip still fits before 30 ms.
+        assert_eq!(
+            asks,
+            vec![MS, 155 * MS / 10, 228 * MS / 10],
+            "asks at {asks:?}"
+        );
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub fn sender_socket(path: &SendPath, fe: FrontEnd) -> io::Result<UdpSocket> {
         ttl,
         control_port,
         multicast_loop,
+        // Copies go out through this socket too; nothing to set up.
+        copies: _,
     } = *path;
     let ifname = ifname.as_deref();
     let s = open_or_say()?;

@@ -94,6 +94,7 @@ fn multicast_on_loopback_reaches_a_joined_group_socket() {
     let dest = SocketAddrV4::new(*group.ip(), port);
     // TTL 0: the datagram never leaves this host.
     let path = SendPath {
+        copies: Vec::new(),
         destination: dest,
         source_ip: None,
         ifname: Some("lo".into()),
@@ -130,6 +131,7 @@ fn errors_name_the_setting() {
     let dest = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 13), 1530);
     let bad = Some(Ipv4Addr::new(192, 0, 2, 1));
     let path = SendPath {
+        copies: Vec::new(),
         destination: dest,
         source_ip: bad,
         ifname: None,

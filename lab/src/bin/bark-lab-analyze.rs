@@ -200,6 +200,9 @@ fn main() -> Result<()> {
             "uncovered_subwindows": tr.uncovered,
             "latency_ms": ls,
             "fidelity": cs,
+            // Issue 14's measure of damaged audio: windows whose
+            // correlation with what was sent is below 0.9.
+            "damaged_windows": corr.iter().filter(|c| **c < 0.9).count(),
             "slew_ppm": stats(&slew),
             "dropouts": drops.len(),
             "dropout_ms": drop_ms,

@@ -34,7 +34,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Receivers proxied at most; more are refused (counted), so a flood of
 /// forged sources cannot exhaust the relay's file descriptors.
@@ -109,12 +108,6 @@ fn parse_partition(s: &str) -> Result<(f64, f64), String> {
         return Err(format!("'{s}': START ≥ 0 and DURATION > 0"));
     }
     Ok((a, b))
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
 }
 
 #[derive(Default, Debug)]
@@ -294,11 +287,7 @@ fn main() -> Result<()> {
     if a.delay_ms < 0.0 || a.jitter_ms < 0.0 || a.reorder_ms < 0.0 || a.burst < 1.0 {
         bail!("delays must be ≥ 0 and --burst ≥ 1");
     }
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
+    bark_lab::stop::install();
     let listen = UdpSocket::bind(a.listen).with_context(|| format!("binding {}", a.listen))?;
     let out = UdpSocket::bind((*a.listen.ip(), 0)).context("binding the out socket")?;
     out.set_multicast_ttl_v4(a.ttl)?;
@@ -345,7 +334,7 @@ fn main() -> Result<()> {
         any
     };
 
-    while !STOP.load(Ordering::Relaxed) {
+    while !bark_lab::stop::stopped() {
         let now = mono_ns();
         if now >= end {
             break;
