@@ -286,6 +286,10 @@ pub struct StreamArgs {
     /// (bark.repair).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Sink, "bark.repair", boolean))]
     pub repair: bool,
+    /// FEC for multicast to many: K:M sends M repair packets per K audio
+    /// packets (bark.fec; off, 4:1, 6:1, 8:2, 12:2).
+    #[arg(long, value_name = "K:M", default_value = "off", value_parser = table(Role::Sink, "bark.fec", word))]
+    pub fec: String,
     /// Start over at the end of the input, forever (or until --seconds).
     /// Needs a file, not stdin.
     #[arg(long = "loop")]

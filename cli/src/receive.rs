@@ -353,6 +353,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let c = r.counters();
     let counts = *link.ep.wire().counts();
     let rep = *r.repair();
+    let fec = *r.fec();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())
@@ -440,6 +441,12 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                     "overflow": rep.overflow,
                     "hellos": rep.hellos,
                     "cookies": rep.cookies,
+                },
+                "fec": {
+                    "repairs": fec.repairs,
+                    "blocks": fec.blocks,
+                    "recovered": fec.recovered,
+                    "refused": fec.refused,
                 },
             },
             "subscription": link.ep.subscription().map(|s| {

@@ -237,6 +237,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             // Cycle times follow a nominal schedule: smooth.
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
             repair: a.repair,
+            fec: bark_core::fec::parse_shape(&a.fec),
         },
         auth.key(),
         auth.encrypt(),
@@ -487,6 +488,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
                 "resend": traffic_json(c.tx_resend),
                 "cookie": traffic_json(c.tx_cookie),
                 "fanout": traffic_json(c.tx_fanout),
+                "fec": traffic_json(c.tx_fec),
                 "send_errors": link.send_errors,
             },
             "subscriptions": subscriptions,

@@ -6,7 +6,10 @@
 //! (`--scenario all` runs every scenario; `--trace N` prints receiver N's
 //! clock-estimate error once per simulated second; `--seed N` changes the
 //! impairments' random seed; `--no-sync` models a sender without sync
-//! messages; `--no-repair` receivers that never ask for lost packets).
+//! messages; `--no-repair` receivers that never ask for lost packets;
+//! `--fec K:M` the sender's `bark.fec`; `--receivers N` N receivers, the
+//! scenario's repeated, each on its own link; `--latency-ms MS` the session
+//! latency).
 
 use bark_core::sim;
 
@@ -18,6 +21,9 @@ fn main() {
     let mut seed = None;
     let mut sync = true;
     let mut repair = true;
+    let mut fec: Option<Option<(u8, u8)>> = None;
+    let mut receivers = None;
+    let mut latency_ms = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => name = args.next().unwrap_or_default(),
@@ -26,9 +32,12 @@ fn main() {
             "--seed" => seed = args.next().and_then(|s| s.parse::<u64>().ok()),
             "--no-sync" => sync = false,
             "--no-repair" => repair = false,
+            "--fec" => fec = args.next().map(|s| bark_core::fec::parse_shape(&s)),
+            "--latency-ms" => latency_ms = args.next().and_then(|s| s.parse::<u64>().ok()),
+            "--receivers" => receivers = args.next().and_then(|s| s.parse::<usize>().ok()),
             "-h" | "--help" => {
                 println!(
-                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER] [--seed N] [--no-sync] [--no-repair]",
+                    "usage: simulate --scenario {{{}|all}} [--seconds S] [--trace RECEIVER] [--seed N] [--no-sync] [--no-repair] [--fec off|K:M] [--receivers N] [--latency-ms MS]",
                     sim::SCENARIOS.join("|")
                 );
                 return;
@@ -58,15 +67,40 @@ fn main() {
         if let Some(s) = seed {
             sc.seed = s;
         }
+        if let Some(ms) = latency_ms {
+            sc.latency_ns = ms * 1_000_000;
+        }
+        if let Some(f) = fec {
+            sc.fec = f;
+        }
+        if let Some(n) = receivers {
+            // More receivers like the scenario's, cycling through them.
+            let base = sc.receivers.clone();
+            sc.receivers = (0..n).map(|i| base[i % base.len()].clone()).collect();
+        }
         sc.sync = sync;
         sc.repair = repair;
         let started = std::time::Instant::now();
         let report = sim::run_traced(&sc, trace);
+        let c = &report.sender;
+        println!(
+            "  sender: audio {} B, resends {} B ({} packets), fec {} B ({} packets), nacks in {}",
+            c.tx_audio.bytes,
+            c.tx_resend.bytes,
+            c.tx_resend.packets,
+            c.tx_fec.bytes,
+            c.tx_fec.packets,
+            c.rx_nack.packets
+        );
         for (i, r) in report.receivers.iter().enumerate() {
             println!(
                 "  rx{i}: converge_ms={} p99_us={:.2} p99_2nd_half_us={:.2} max_us={:.2} mean_us={:.2} frames={} underruns={} concealed={} jumps={} lost={} late={} dup={} audio_sent={} audio_dropped={}",
                 r.converge_ms.map_or("never".into(), |c| format!("{c:.1}")),
                 r.p99_error_us, r.p99_second_half_us, r.max_error_us, r.mean_error_us, r.frames, r.underruns, r.concealed, r.jumps, r.lost, r.late, r.duplicated, r.audio_sent, r.audio_dropped
+            );
+            println!(
+                "    repair: nacks={} resent={} fec_recovered={} fec_blocks={}",
+                r.repair.nacks, r.repair.resent, r.fec.recovered, r.fec.blocks
             );
             if let Some(ppm) = r.estimator_ppm {
                 // The adapter's estimator (rate-match loop, frame clock).

@@ -14,6 +14,7 @@
 
 use crate::auth::{self, AuthError, Key, Opener, Sealer};
 use crate::fanout::{self, Fanout};
+use crate::fec::{FecCounts, FecEncoder};
 use crate::protocol::{self, Packet, PacketType, TimePacket};
 use crate::repair::cookie::CookieJar;
 use crate::repair::resend::{ResendCounts, Resender};
@@ -156,6 +157,10 @@ pub struct Counts {
     /// unicast subscriber ([`crate::fanout`]; not in the counts by type,
     /// which count each datagram once).
     pub tx_fanout: Traffic,
+    /// See `rx_audio`.
+    pub rx_fec: Traffic,
+    /// FEC repair packets sent ([`crate::fec`]), to the group.
+    pub tx_fec: Traffic,
 }
 
 impl Counts {
@@ -170,6 +175,7 @@ impl Counts {
             PacketType::Hello => self.rx_hello.add(bytes),
             PacketType::Cookie => self.rx_cookie.add(bytes),
             PacketType::Subscribe => self.rx_subscribe.add(bytes),
+            PacketType::Fec => self.rx_fec.add(bytes),
         }
     }
 
@@ -184,6 +190,7 @@ impl Counts {
             PacketType::Hello => self.tx_hello.add(bytes),
             PacketType::Cookie => self.tx_cookie.add(bytes),
             PacketType::Subscribe => self.tx_subscribe.add(bytes),
+            PacketType::Fec => self.tx_fec.add(bytes),
         }
     }
 }
@@ -316,6 +323,8 @@ pub struct SenderEndpoint {
     /// length and the next subscriber slot it still goes to.
     fan_copy: Vec<u8>,
     fan_pending: Option<(usize, usize)>,
+    /// FEC repair packets (`None`: `bark.fec` off).
+    fec: Option<FecEncoder>,
 }
 
 impl SenderEndpoint {
@@ -366,20 +375,36 @@ impl SenderEndpoint {
             let rate = (tx_len + protocol::IP_UDP_OVERHEAD) as f64 * c.format.rate as f64 / frames;
             Resender::new(slots, plain_len, rate, overhead)
         });
+        let fec = match sender.config().fec {
+            Some((k, m)) => Some(
+                FecEncoder::new(k, m, plain_len, sender.config().session_id)
+                    .map_err(Error::Config)?,
+            ),
+            None => None,
+        };
+        let fec_len = fec.as_ref().map_or(0, |_| {
+            protocol::FEC_HEADER_LEN + crate::fec::shard_len(plain_len) + overhead
+        });
         Ok(SenderEndpoint {
             sender,
             wire,
             node_id,
             next_status: 0,
             replies: [None; MAX_PENDING_REPLIES],
-            tx: vec![0; tx_len.max(protocol::SYNC_LEN + overhead)],
+            tx: vec![0; tx_len.max(protocol::SYNC_LEN + overhead).max(fec_len)],
             cookies,
             resender,
             resend_round: (0, 0),
             fanout: Fanout::default(),
             fan_copy: vec![0; protocol::MAX_STATUS_LEN.max(protocol::SYNC_LEN) + overhead],
             fan_pending: None,
+            fec,
         })
+    }
+
+    /// What FEC did (`None`: `bark.fec` off).
+    pub fn fec(&self) -> Option<&FecCounts> {
+        self.fec.as_ref().map(FecEncoder::counts)
     }
 
     /// What became of NACKs (`None`: repair off).
@@ -436,25 +461,37 @@ impl SenderEndpoint {
             tx,
             resender,
             fanout,
+            fec,
             ..
         } = self;
+        // Sealed, to the group and then to every listed or subscribed
+        // address.
+        let mut out = |tx: &mut [u8], len: usize, wire: &mut Wire| {
+            if let Some(n) = wire.seal(tx, len, wall_ns) {
+                send(&tx[..n], Dest::Group);
+                for to in fanout.addrs() {
+                    wire.counts.tx_fanout.add(n);
+                    send(&tx[..n], Dest::To(to));
+                }
+            }
+        };
         sender.push_at(now_ns, send_ns, samples, &mut |pkt| {
             let Some(room) = tx.get_mut(..pkt.len()) else {
                 return;
             };
             room.copy_from_slice(pkt);
-            if let (Some(r), Ok(PacketType::Audio)) = (
-                resender.as_mut(),
-                protocol::parse_header(pkt).map(|h| h.ptype),
-            ) {
-                let (seq, pts) = protocol::audio_seq_pts(pkt);
+            let audio = protocol::parse_header(pkt).is_ok_and(|h| h.ptype == PacketType::Audio);
+            let (seq, pts) = protocol::audio_seq_pts(pkt);
+            if let (Some(r), true) = (resender.as_mut(), audio) {
                 r.history_mut().store(seq, pts, pkt);
             }
-            if let Some(n) = wire.seal(tx, pkt.len(), wall_ns) {
-                send(&tx[..n], Dest::Group);
-                for to in fanout.addrs() {
-                    wire.counts.tx_fanout.add(n);
-                    send(&tx[..n], Dest::To(to));
+            out(tx, pkt.len(), wire);
+            // A block's last packet is followed by its repair packets.
+            if let (Some(f), true) = (fec.as_mut(), audio) {
+                if f.source(seq, pkt) {
+                    while let Some(n) = f.next_repair(tx) {
+                        out(tx, n, wire);
+                    }
                 }
             }
         });

@@ -29,6 +29,7 @@ pub mod dll;
 pub mod drift;
 pub mod endpoint;
 pub mod fanout;
+pub mod fec;
 pub mod format;
 pub mod frameclock;
 pub mod jitter;

@@ -59,6 +59,16 @@ pub const COOKIE_MAC_LEN: usize = 16;
 /// Bytes of a Subscribe (common header included): as long as the Hello,
 /// so that nothing a sender answers it with is longer.
 pub const SUBSCRIBE_LEN: usize = 64;
+/// Length of an FEC repair packet's header; its shard follows.
+pub const FEC_HEADER_LEN: usize = 32;
+/// Most source packets in an FEC block.
+pub const FEC_MAX_K: usize = 16;
+/// Most repair packets in an FEC block.
+pub const FEC_MAX_M: usize = 4;
+/// Longest FEC shard, bytes: a 2-byte length and an audio datagram of a
+/// 1500-byte MTU (1472 bytes), rounded up to even. FEC needs
+/// `net.mtu ≤ 1500`.
+pub const FEC_MAX_SHARD: usize = 1474;
 /// [`SubscribePacket::flags`] bit 0: the receiver leaves (ends its
 /// subscription now rather than letting it run out).
 pub const SUBSCRIBE_LEAVE: u32 = 1;
@@ -92,6 +102,9 @@ pub enum PacketType {
     /// Receiver to sender: send the stream to this address too (unicast),
     /// for a while; or leave.
     Subscribe = 10,
+    /// Sender to group: one FEC repair packet of a block of audio packets
+    /// (Reed–Solomon; [`crate::fec`]).
+    Fec = 7,
 }
 
 impl PacketType {
@@ -103,6 +116,7 @@ impl PacketType {
             4 => Ok(PacketType::Status),
             5 => Ok(PacketType::Sync),
             6 => Ok(PacketType::Nack),
+            7 => Ok(PacketType::Fec),
             8 => Ok(PacketType::Hello),
             9 => Ok(PacketType::Cookie),
             10 => Ok(PacketType::Subscribe),
@@ -258,6 +272,27 @@ pub struct SubscribePacket {
     pub cookie: CookieTag,
     /// Bit 0: [`SUBSCRIBE_LEAVE`]; the others are 0.
     pub flags: u32,
+}
+
+/// An FEC repair packet: repair shard `index` of `m`, computed over the
+/// `k` audio packets `base..base + k` of the session (their plain
+/// datagrams, each with its length in front, zero-padded to the shard
+/// length; [`crate::fec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FecPacket<'a> {
+    /// Session.
+    pub stream_id: u64,
+    /// Sequence number of the block's first audio packet, a multiple of
+    /// `k`.
+    pub base: u64,
+    /// Source packets in the block, 2..=[`FEC_MAX_K`].
+    pub k: u8,
+    /// Repair packets of the block, 1..=[`FEC_MAX_M`].
+    pub m: u8,
+    /// Which repair packet this is, `0..m`.
+    pub index: u8,
+    /// The repair shard: even, 2..=[`FEC_MAX_SHARD`] bytes.
+    pub shard: &'a [u8],
 }
 
 /// A time request (t2 = t3 = 0) or reply.
@@ -436,6 +471,8 @@ pub enum Packet<'a> {
     Cookie(CookiePacket),
     /// Subscribe.
     Subscribe(SubscribePacket),
+    /// FEC repair packet.
+    Fec(FecPacket<'a>),
 }
 
 fn u16_at(d: &[u8], at: usize) -> u16 {
@@ -499,7 +536,64 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
         PacketType::Hello => parse_hello(d).map(Packet::Hello),
         PacketType::Cookie => parse_cookie(d).map(Packet::Cookie),
         PacketType::Subscribe => parse_subscribe(d).map(Packet::Subscribe),
+        PacketType::Fec => parse_fec(d).map(Packet::Fec),
     }
+}
+
+fn parse_fec(d: &[u8]) -> Result<FecPacket<'_>, Error> {
+    if d.len() < FEC_HEADER_LEN {
+        return Err(Error::Malformed("FEC packet shorter than its header"));
+    }
+    let stream_id = u64_at(d, 8);
+    if stream_id == 0 {
+        return Err(Error::Malformed("FEC packet for stream id 0"));
+    }
+    let (k, m, index) = (d[24], d[25], d[26]);
+    let shard_len = u16_at(d, 28);
+    if k < 2 || usize::from(k) > FEC_MAX_K || m == 0 || usize::from(m) > FEC_MAX_M || index >= m {
+        return Err(Error::Malformed("FEC block shape out of range"));
+    }
+    if shard_len == 0 || !shard_len.is_multiple_of(2) || usize::from(shard_len) > FEC_MAX_SHARD {
+        return Err(Error::Malformed("FEC shard length out of range"));
+    }
+    let base = u64_at(d, 16);
+    if !base.is_multiple_of(u64::from(k)) {
+        return Err(Error::Malformed("FEC block not aligned to its size"));
+    }
+    if d[27] != 0 || u16_at(d, 30) != 0 {
+        return Err(Error::Malformed("FEC packet with reserved bytes set"));
+    }
+    if d.len() != FEC_HEADER_LEN + usize::from(shard_len) {
+        return Err(Error::Malformed("FEC shard length does not match"));
+    }
+    Ok(FecPacket {
+        stream_id,
+        base,
+        k,
+        m,
+        index,
+        shard: &d[FEC_HEADER_LEN..],
+    })
+}
+
+/// Writes an FEC repair packet; returns its length, or `None` if `out` is
+/// too small or the shard's length is odd or above [`FEC_MAX_SHARD`].
+pub fn write_fec(out: &mut [u8], f: &FecPacket<'_>) -> Option<usize> {
+    let n = FEC_HEADER_LEN + f.shard.len();
+    if !f.shard.len().is_multiple_of(2) || f.shard.len() > FEC_MAX_SHARD {
+        return None;
+    }
+    let out = out.get_mut(..n)?;
+    write_header(out, PacketType::Fec, f.stream_id);
+    out[16..24].copy_from_slice(&f.base.to_le_bytes());
+    out[24] = f.k;
+    out[25] = f.m;
+    out[26] = f.index;
+    out[27] = 0;
+    out[28..30].copy_from_slice(&(f.shard.len() as u16).to_le_bytes());
+    out[30..32].fill(0);
+    out[FEC_HEADER_LEN..].copy_from_slice(f.shard);
+    Some(n)
 }
 
 fn fixed(d: &[u8], len: usize, what: &'static str) -> Result<u64, Error> {

@@ -19,10 +19,12 @@
 use crate::clock::ClockSync;
 use crate::dll::Dll;
 use crate::drift::{Action, DriftController};
+use crate::fec::FecDecoder;
 use crate::format::{AudioFormat, MAX_RATE};
 use crate::jitter::{Insert, JitterBuffer};
 use crate::protocol::{
-    self, Packet, Role, StatusCounters, StatusPacket, TimePacket, STATUS_ACTIVE, STATUS_LATE,
+    self, Packet, Role, StatusCounters, StatusPacket, TimePacket, FEC_MAX_SHARD, STATUS_ACTIVE,
+    STATUS_LATE,
 };
 use crate::repair::nack::{
     NackScheduler, RepairCounts, FIRST_WAIT_NS, MAX_MISSING, MAX_NACKS_PER_POLL,
@@ -375,6 +377,8 @@ pub struct Receiver {
     xfade: Vec<f32>,
     /// Missing packets and the NACKs for them.
     repair: NackScheduler,
+    /// FEC rebuilds of the followed session ([`crate::fec`]).
+    fec: FecDecoder,
     /// NACKs sent in the current round: (when it began, how many).
     nack_round: (u64, usize),
     /// The newest packet (sequence number, arrival, local ns) when it is
@@ -448,6 +452,7 @@ impl Receiver {
             play_latency_ns: 0,
             xfade: vec![0.0; FADE_FRAMES * ch],
             repair: NackScheduler::new(cfg.node_id),
+            fec: FecDecoder::new(),
             nack_round: (0, 0),
             tail_watch: None,
             cfg,
@@ -492,6 +497,11 @@ impl Receiver {
     /// What repair did so far (all sessions).
     pub fn repair(&self) -> &RepairCounts {
         self.repair.counts()
+    }
+
+    /// What FEC rebuilt ([`crate::fec`]).
+    pub fn fec(&self) -> &crate::fec::FecCounts {
+        self.fec.counts()
     }
 
     /// Seeds the nonces of repair's Hellos with 64 random bits (the
@@ -618,6 +628,17 @@ impl Receiver {
                 // Resends too: one that becomes the newest and is not a
                 // buffer's last leaves the rest of that buffer to watch.
                 self.watch_tail(now_ns, h.seq, a.last_of_buffer);
+                self.fec.source(now_ns, h.seq, data);
+                self.take_rebuilt(now_ns, from);
+            }
+            Packet::Fec(f) => {
+                if !self.selector.admit(now_ns, f.stream_id, from) {
+                    return Err(Error::Malformed(FROM_ELSEWHERE));
+                }
+                if self.session.as_ref().is_some_and(|s| s.id == f.stream_id) {
+                    self.fec.repair(now_ns, &f);
+                    self.take_rebuilt(now_ns, from);
+                }
             }
             Packet::TimeReply(t) => self.handle_reply(now_ns, &t),
             Packet::Sync(y) => {
@@ -743,6 +764,7 @@ impl Receiver {
         self.mute = (0, 0);
         self.pause_undo = None;
         self.repair.reset(now_ns);
+        self.fec.reset(id);
         self.tail_watch = None;
     }
 
@@ -975,10 +997,32 @@ impl Receiver {
     /// the local time their frames are read by, for repair. `h` passed
     /// every check of `handle_packet` (a forged sequence number must not
     /// make the receiver ask for anything).
+    /// Audio packets FEC rebuilt, through the audio path like resends
+    /// (a rebuilt one is marked so, and is not kept as a shard again).
+    fn take_rebuilt(&mut self, now_ns: u64, from: SocketAddr) {
+        let mut d = [0u8; FEC_MAX_SHARD];
+        while let Some(n) = self.fec.take_recovered(&mut d) {
+            // Checked like any audio; one refused is counted there.
+            let _ = self.handle_packet(now_ns, &d[..n], from);
+        }
+    }
+
     fn note_gap(&mut self, now_ns: u64, h: &protocol::AudioHeader) {
         if !self.cfg.repair {
             return;
         }
+        // While FEC flows, a lost packet's block may come back whole
+        // once the next block begins (k + 1 packets at most): ask after
+        // that.
+        let hold = match (self.fec.active(now_ns), self.fec.k(), self.session.as_ref()) {
+            (true, Some(k), Some(s)) => {
+                let per_packet = s.max_frames.max(u64::from(h.frames)) * 1_000_000_000
+                    / u64::from(h.format.rate);
+                (k as u64 + 1) * per_packet + 2_000_000
+            }
+            _ => 0,
+        };
+        self.repair.set_hold_ns(hold);
         let Some(s) = self.session.as_ref() else {
             return;
         };

@@ -110,6 +110,10 @@ pub struct SenderConfig {
     /// (`bark.repair`; see [`crate::repair`]). Used by
     /// [`crate::endpoint::SenderEndpoint`].
     pub repair: bool,
+    /// FEC blocks, `(k, m)`: `m` repair packets for every `k` audio
+    /// packets (`bark.fec`; see [`crate::fec`]); `None`: off. Used by
+    /// [`crate::endpoint::SenderEndpoint`].
+    pub fec: Option<(u8, u8)>,
 }
 
 impl Default for SenderConfig {
@@ -127,6 +131,7 @@ impl Default for SenderConfig {
             sync_interval_ns: SYNC_INTERVAL_NS,
             input_step_ns: crate::dll::RESET_NS,
             repair: true,
+            fec: None,
         }
     }
 }

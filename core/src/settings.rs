@@ -638,6 +638,10 @@ pub static TABLE: &[Setting] = &[
     setting("bark.repair", BOTH, Kind::Bool, Value::Bool(true), "resend lost packets on request: the sink keeps its recent packets, the source asks for what it misses (docs/design/REPAIR.md)")
         .pulse("repair")
         .cli("repair"),
+    setting("bark.fec", SINK, Kind::Choice(crate::fec::FEC_CHOICES), text("off"),
+        "FEC for multicast to many: k:m sends m repair packets per k audio packets (4:1 adds 25 % and fits a 40 ms latency; longer blocks need more latency; net.mtu ≤ 1500)")
+        .pulse("fec")
+        .cli("fec"),
     setting("stream.props", BOTH, Kind::Text, Value::Unset, "extra stream properties, e.g. { node.latency = 256/48000 }")
         .unset("none"),
 ];
@@ -894,6 +898,13 @@ impl Resolved {
                 .map(|n| n.max(0) as u64),
             &self.text("bark.profile"),
         )
+    }
+    /// A sender's `bark.fec` as `(k, m)`; `None`: off.
+    ///
+    /// # Panics
+    /// If these are not a sender's settings (a programming error).
+    pub fn fec(&self) -> Option<(u8, u8)> {
+        crate::fec::parse_shape(&self.text("bark.fec"))
     }
     /// A receiver's `bark.sender`, if given (checked when parsed).
     ///

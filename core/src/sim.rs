@@ -181,10 +181,12 @@ pub struct Scenario {
     /// The most the session latency may rise to, ns
     /// ([`crate::sender::SenderConfig::max_latency_ns`]).
     pub max_latency_ns: u64,
+    /// The sender's FEC blocks (`bark.fec`), `(k, m)`; `None`: off.
+    pub fec: Option<(u8, u8)>,
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "wired",
     "busy",
     "drift",
@@ -197,6 +199,7 @@ pub const SCENARIOS: [&str; 12] = [
     "loss3",
     "wifi",
     "floor",
+    "fec",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -236,6 +239,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         repair: true,
         idle_s: vec![],
         max_latency_ns: crate::sender::DEFAULT_MAX_LATENCY_NS,
+        fec: None,
     };
     match name {
         "wired" => {}
@@ -333,6 +337,19 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 r.net = Some(net.clone());
             }
         }
+        "fec" => {
+            // loss3's links with FEC 4:1 on the sender: most losses are
+            // rebuilt from the group's repair packets before a NACK would
+            // go (receivers still ask for what FEC cannot rebuild).
+            let net = NetModel {
+                loss: 0.03,
+                ..s.net.clone()
+            };
+            for r in &mut s.receivers {
+                r.net = Some(net.clone());
+            }
+            s.fec = Some((4, 1));
+        }
         "wifi" => {
             // Every receiver on its own Wi-Fi link
             // (`NetModel::wifi_station`, each outage at its own phase) at
@@ -424,6 +441,8 @@ pub struct RxReport {
     pub up: PathStats,
     /// What its repair did (NACKs, resends, expiries).
     pub repair: crate::repair::nack::RepairCounts,
+    /// What FEC rebuilt for it.
+    pub fec: crate::fec::FecCounts,
 }
 
 /// Results of a run.
@@ -438,6 +457,9 @@ pub struct Report {
     /// The sender's session latency over the run: `(s, ns)` at the start
     /// and at each change.
     pub latency: Vec<(f64, u64)>,
+    /// What the last sender sent, by kind (audio, resends, FEC repair
+    /// packets, answers): its bandwidth.
+    pub sender: crate::endpoint::Counts,
 }
 
 impl Report {
@@ -1058,6 +1080,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             } else {
                 0
             },
+            fec: sc.fec,
             ..Default::default()
         };
         SenderEndpoint::new(cfg, None, false, 1).expect("valid sender config")
@@ -1513,6 +1536,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 down: *r.down.path.stats(),
                 up: *r.up.path.stats(),
                 repair: rx.map(|x| *x.repair()).unwrap_or_default(),
+                fec: rx.map(|x| *x.fec()).unwrap_or_default(),
             }
         })
         .collect();
@@ -1536,6 +1560,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
         receivers: reports,
         skew_p99_us,
         latency: latency.log,
+        sender: *sender.wire().counts(),
     }
 }
 

@@ -134,6 +134,16 @@ fuzz_target!(|d: &[u8]| {
             }
             assert!(sub.flags & !protocol::SUBSCRIBE_LEAVE == 0, "unknown Subscribe flags taken");
         }
+        Ok(Packet::Fec(f)) => {
+            let n = protocol::write_fec(&mut out, &f).expect("room for an FEC packet");
+            assert_eq!(n, d.len());
+            same_body(d, &out[..n]);
+            match protocol::parse(&out[..n]) {
+                Ok(Packet::Fec(b)) => assert_eq!(b, f),
+                other => panic!("FEC packet did not round-trip: {other:?}"),
+            }
+            assert!(f.index < f.m && f.base % u64::from(f.k) == 0, "FEC shape taken: {f:?}");
+        }
         Ok(Packet::Cookie(c)) => {
             let n = protocol::write_cookie(&mut out, &c).expect("room for a Cookie");
             assert_eq!(n, d.len());

@@ -167,6 +167,8 @@ pub struct SinkConfig {
     pub encrypt: bool,
     /// Keep recent packets and resend them on request (`bark.repair`).
     pub repair: bool,
+    /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
+    pub fec: Option<(u8, u8)>,
     /// Every setting as resolved, for [`SinkConfig::summary`].
     pub settings: Resolved,
 }
@@ -236,6 +238,7 @@ impl SinkConfig {
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
             encrypt: v.bool("bark.encrypt"),
             repair: v.bool("bark.repair"),
+            fec: v.fec(),
             settings: v,
         };
         if cfg.encrypt && cfg.key_file.is_none() {
@@ -265,6 +268,7 @@ impl SinkConfig {
             // keep the 20 ms default, filter rather than restart.
             input_step_ns: bark_core::dll::RESET_NS,
             repair: self.repair,
+            fec: self.fec,
         }
     }
 
@@ -383,7 +387,7 @@ mod tests {
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
              control-port=0 interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
-             repair=true server=(the usual lookup)"
+             repair=true fec=off server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),

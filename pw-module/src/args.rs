@@ -80,6 +80,8 @@ pub struct SinkArgs {
     pub encrypt: bool,
     /// Keep recent packets and resend them on request (`bark.repair`).
     pub repair: bool,
+    /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
+    pub fec: Option<(u8, u8)>,
 }
 
 /// How the receiver shows up in the graph (`media.class`).
@@ -236,6 +238,7 @@ impl SinkArgs {
             key_file,
             encrypt,
             repair: v.bool("bark.repair"),
+            fec: v.fec(),
         })
     }
 }

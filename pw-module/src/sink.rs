@@ -51,6 +51,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
             // The cycle times are the driver's clock: smooth.
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
             repair: a.repair,
+            fec: a.fec,
         },
         key.as_ref(),
         a.encrypt,

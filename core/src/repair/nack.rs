@@ -98,6 +98,8 @@ pub struct NackScheduler {
     rttvar_ns: f64,
     rtt_sampled: bool,
     reorder_ns: u64,
+    /// See [`NackScheduler::set_hold_ns`].
+    hold_ns: u64,
     reorder_at_ns: u64,
     cookie: Option<CookieTag>,
     cookie_at_ns: u64,
@@ -132,6 +134,7 @@ impl NackScheduler {
             rttvar_ns: 0.0,
             rtt_sampled: false,
             reorder_ns: 0,
+            hold_ns: 0,
             reorder_at_ns: 0,
             cookie: None,
             cookie_at_ns: 0,
@@ -170,6 +173,13 @@ impl NackScheduler {
         self.rtt_sampled = false;
     }
 
+    /// Holds the first ask for a missing packet back by `hold_ns` (at
+    /// most half its time left): while the session carries FEC, its block
+    /// may be rebuilt without asking ([`crate::fec`]); 0 otherwise.
+    pub fn set_hold_ns(&mut self, hold_ns: u64) {
+        self.hold_ns = hold_ns;
+    }
+
     /// Seeds the round-trip estimate from the clock's shortest exchange,
     /// ns, until NACKs give samples of their own.
     pub fn seed_rtt(&mut self, rtt_ns: f64) {
@@ -197,7 +207,10 @@ impl NackScheduler {
             self.live -= 1;
         }
         self.counts.missing += 1;
-        let wait = FIRST_WAIT_NS.max(self.reorder_ns * 3 / 2);
+        // FEC's hold, but never past half the time left: if the block
+        // cannot be rebuilt, the NACK still has its tries.
+        let hold = self.hold_ns.min(deadline_ns.saturating_sub(now_ns) / 2);
+        let wait = FIRST_WAIT_NS.max(self.reorder_ns * 3 / 2).max(hold);
         *slot = Missing {
             seq,
             live: true,
