@@ -28,6 +28,14 @@
 #                       h2:BARK_TEST_CLOCK=150000,40 (repeatable)
 #   --settle S (3)      seconds between the receivers appearing and recording
 #   --speaker-driver    null-sink speakers drive their graphs (see lanlib.sh)
+#   --wire "ARGS"       every receiver on its own impaired link: bark-lab-wire
+#                       ARGS (e.g. "--model loss --loss 3"; seed 40+i, and
+#                       with --model wifi the first outage at 6 + 1.7(i-1) s)
+#   --sender-cmd CMD    also run `bash -c CMD` on h0 once its daemons are
+#                       up, before the player (a peer's server)
+#   --rx-cmd CMD        also run `bash -c CMD` on every receiver once its
+#                       daemons are up ({i} is the host's index: a peer's
+#                       client)
 #   --rootfs DIR        every host runs in that root, e.g. PipeWire 1.x from
 #                       lab/pw1-root.sh (default $BARK_LAB_ROOTFS; lanlib.sh,
 #                       "Hosts in another root")
@@ -40,13 +48,14 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-usage() { sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,40s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 
 orig_args=("$@")
 sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
 receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
 music='' music_offset=60 speaker_driver='' player=pw-play sender_receives=''
 sender_env=() rx_env=() host_env=() rootfs=${BARK_LAB_ROOTFS:-}
+wire='' sender_cmd='' rx_cmd=''
 while (($#)); do
 	case $1 in
 	--sender-conf) sender_conf=$2; shift 2 ;;
@@ -66,6 +75,9 @@ while (($#)); do
 	--host-env) host_env+=("$2"); shift 2 ;;
 	--settle) settle=$2; shift 2 ;;
 	--speaker-driver) speaker_driver=--speaker-driver; shift ;;
+	--wire) wire=$2; shift 2 ;;
+	--sender-cmd) sender_cmd=$2; shift 2 ;;
+	--rx-cmd) rx_cmd=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--keep) keep=--keep; shift ;;
 	--rootfs) rootfs=$2; shift 2 ;;
@@ -86,7 +98,7 @@ receiver_conf=$(realpath "$receiver_conf")
 
 [[ -n $music ]] || music=$(lab_music) || exit 1
 if [[ -z $moddir && -d $repo/target/pw-modules ]]; then moddir=$repo/target/pw-modules; fi
-lab_bins "run 'cargo build --release -p bark-lab' (or make lab-build)" bark-lab-record bark-lab-analyze
+lab_bins "run 'cargo build --release -p bark-lab' (or make lab-build)" bark-lab-record bark-lab-analyze bark-lab-wire
 if [[ -n $rootfs ]]; then
 	[[ -d $rootfs ]] || lab_die "--rootfs $rootfs is not a directory (lab/pw1-root.sh builds one)"
 	rootfs=$(realpath "$rootfs")
@@ -104,6 +116,16 @@ lab_traps lab_session_exit "$id" "$out" "$log" "$keep"
 nhosts=$((receivers + 1))
 lab_log "run $id: 1 sender + $receivers receivers, ${seconds}s, out $out"
 lab_up "$id" "$nhosts" 2>>"$log"
+if [[ -n $wire ]]; then
+	for ((i = 1; i <= receivers; i++)); do
+		# shellcheck disable=SC2206 # ARGS is a word list by design
+		wargs=($wire --seed $((40 + i)) --seconds $((seconds + 180)) --stats "$out/wire$i.json")
+		[[ $wire == *"--model wifi"* ]] && wargs+=(--first-outage-s "$(awk -v i="$i" 'BEGIN { print 6 + 1.7 * (i - 1) }')")
+		lab_wire "$id" "$i" "$out/wire$i.log" "$bin/bark-lab-wire" "${wargs[@]}" >/dev/null ||
+			lab_die "bark-lab-wire for h$i did not start (see $out/wire$i.log)"
+	done
+	lab_log "receivers each behind bark-lab-wire $wire"
+fi
 
 # Always passed, so that --rootfs '' overrides $BARK_LAB_ROOTFS. In another
 # root the hosts need the recorders and the out dir (music, recordings) at
@@ -131,6 +153,15 @@ for ((i = 1; i <= receivers; i++)); do
 done
 lab_wait "$BARK_LAB_TIMEOUT" "sender sink '$sink' on h0" lab_node_id "$id" 0 "$sink" ||
 	lab_die "sender sink '$sink' did not appear (see $out/logs/h0/pipewire.log)"
+
+if [[ -n $sender_cmd ]]; then
+	lab_spawn "$id" 0 sender-cmd "$out/sender-cmd.log" bash -c "$sender_cmd" >/dev/null
+fi
+if [[ -n $rx_cmd ]]; then
+	for ((i = 1; i <= receivers; i++)); do
+		lab_spawn "$id" "$i" rx-cmd "$out/rx-cmd$i.log" bash -c "${rx_cmd//\{i\}/$i}" >/dev/null
+	done
+fi
 
 # The music: a 44.1 kHz excerpt, so the graph's resampler is in the path as
 # it is for a user playing a CD-rate file. Long enough for warm-up + run.
@@ -195,6 +226,9 @@ snap_csw() {
 	done
 }
 declare -A cpu1 csw0 csw1
+# What the sender host sent, all of it (audio, repair, time, status), bytes.
+tx_bytes() { ip netns exec "$(lab_ns_host "$id" 0)" cat /sys/class/net/eth0/statistics/tx_bytes; }
+tx0=$(tx_bytes)
 t_cpu0=$(date +%s.%N)
 while read -r h w t; do cpu0[$h.$w]=$t; done < <(snap_cpu)
 while read -r h n; do csw0[$h]=$n; done < <(snap_csw)
@@ -204,6 +238,9 @@ lab_log "recording ${seconds}s"
 lab_record_run "$id" "$out" "$seconds" lab_pw_recorder "$sink" $(seq "$first_rx" "$receivers") ||
 	lab_die "a recorder overran"
 t_cpu1=$(date +%s.%N)
+tx1=$(tx_bytes)
+awk -v a="$tx0" -v b="$tx1" -v t0="$t_cpu0" -v t1="$t_cpu1" \
+	'BEGIN { printf "sender_tx_bytes,seconds,sender_kbit_per_s\n%d,%.3f,%.1f\n", b - a, t1 - t0, 8 * (b - a) / (t1 - t0) / 1000 }' >"$out/net.csv"
 while read -r h w t; do cpu1[$h.$w]=$t; done < <(snap_cpu)
 while read -r h n; do csw1[$h]=$n; done < <(snap_csw)
 hz=$(getconf CLK_TCK)
@@ -234,6 +271,15 @@ echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'
 echo "Context switches per second, all threads of each receiver's pipewire:"
 column -s, -t "$out/ctxsw.csv" | sed 's/^/  /'
+echo "Sent by the sender host over the window:"
+column -s, -t "$out/net.csv" | sed 's/^/  /'
+if [[ -n $wire ]]; then
+	# The wires print their counters when stopped.
+	while read -r kind pid _ what; do
+		[[ $kind == proc && $what == wire* ]] && kill -TERM "$pid" 2>/dev/null
+	done <"$(lab_run_dir "$id")/state"
+	sleep 1
+fi
 {
 	echo "command: $0 $(printf '%q ' "${orig_args[@]}")"
 	echo "sender-conf: $sender_conf"

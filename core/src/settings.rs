@@ -443,16 +443,29 @@ impl Setting {
 pub fn destinations(text: &str) -> Result<(Ipv4Addr, Vec<Ipv4Addr>), String> {
     use crate::fanout::MAX_LISTED;
     let mut all: Vec<Ipv4Addr> = Vec::new();
-    for word in text
+    let words: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '"' | '\''))
         .filter(|w| !w.is_empty())
-    {
-        let a: Ipv4Addr = word
-            .parse()
-            .map_err(|_| format!("{word:?} must be an IPv4 address (Bark speaks IPv4 only)"))?;
+        .collect();
+    // A list names the entry it refuses; a single address is the setting.
+    let which = |w: &str| {
+        if words.len() > 1 {
+            format!(" ({w})")
+        } else {
+            String::new()
+        }
+    };
+    for &word in &words {
+        let a: Ipv4Addr = word.parse().map_err(|_| {
+            format!(
+                "must be an IPv4 address (Bark speaks IPv4 only){}",
+                which(word)
+            )
+        })?;
         if a.is_unspecified() || a.is_broadcast() {
             return Err(format!(
-                "{a} cannot be sent to: want a multicast group or a unicast address"
+                "cannot be sent to: want a multicast group or a unicast address{}",
+                which(word)
             ));
         }
         if all.contains(&a) {

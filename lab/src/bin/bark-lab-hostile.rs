@@ -25,6 +25,8 @@
 //!   a NACK for the live packets with a made-up cookie;
 //! - `sub-forged`: to the sender, a Subscribe for the live session with a
 //!   made-up cookie;
+//! - `fec-forged`: to the group, an FEC repair packet (type 7) of the live
+//!   session for the current block (4:1), its shard random bytes;
 //!
 //! (replay, shifted and flipped twice as often as the others, and learned
 //! from the group throughout: they carry the live sequence numbers and
@@ -79,7 +81,7 @@ struct Args {
     seed: u64,
 }
 
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 16] = [
     "random",
     "truncated",
     "oversized",
@@ -94,6 +96,7 @@ const KINDS: [&str; 15] = [
     "flipped",
     "nack-forged",
     "sub-forged",
+    "fec-forged",
     "flood",
 ];
 /// Ports of its own address the hostile node subscribes from: more than
@@ -195,8 +198,9 @@ fn main() -> Result<()> {
         }
         own.drain(&mut buf);
         // 0..9 once, replay/shifted/flipped twice each, then the two
-        // forged requests to the sender once each, per 17.
-        let kind = match k % 17 {
+        // forged requests to the sender and the forged repair packet once
+        // each, per 18.
+        let kind = match k % 18 {
             i @ 0..=8 => i,
             i @ 9..=14 => 9 + (i - 9) / 2,
             i => i - 3,
@@ -320,6 +324,24 @@ fn main() -> Result<()> {
                     flags: 0,
                 };
                 protocol::write_subscribe(&mut pkt, &sub).expect("room")
+            }
+            14 => {
+                let last = match protocol::parse(&recent[rng.random_range(0..recent.len())]) {
+                    Ok(Packet::Audio(ra)) => ra.header.seq,
+                    _ => h.seq,
+                };
+                let mut shard = [0u8; protocol::FEC_MAX_SHARD];
+                let n = ((real.len() + 3) & !1).min(protocol::FEC_MAX_SHARD);
+                rng.fill(&mut shard[..n]);
+                let f = protocol::FecPacket {
+                    stream_id: h.stream_id,
+                    base: last - last % 4,
+                    k: 4,
+                    m: 1,
+                    index: 0,
+                    shard: &shard[..n],
+                };
+                protocol::write_fec(&mut pkt, &f).expect("room")
             }
             _ => protocol::write_time(
                 &mut pkt,
