@@ -72,7 +72,7 @@ wire_args() {
 # session runs: a TSO segment would reach the wire as one 64 KiB frame.
 offloads_off() {
 	local ns dev
-	for ns in $(ip netns list | awk '/^bark[A-Za-z0-9]+-(h[0-9]+|br)\b/ { print $1 }'); do
+	for ns in $(ip netns list | awk '/^bark[A-Za-z0-9]+-(h[0-9]+|br)( |$)/ { print $1 }'); do
 		for dev in $(ip -n "$ns" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
 			[[ $dev == lo || $dev == br0 ]] && continue
 			ip netns exec "$ns" ethtool -K "$dev" tso off gso off gro off >/dev/null 2>&1
@@ -108,7 +108,7 @@ session() { # session NAME IMPAIRMENT VARIANT
 		rm -f "$s/fifo"
 		mkfifo "$s/fifo"
 		a+=(--sender-conf lab/conf/snapcast-sink.conf --receiver-conf lab/conf/snapcast-receiver.conf --sink snapcast
-			--sender-cmd "snapserver -c $s/snapserver.conf & exec parec -d snapcast.monitor --format=s16le --rate=48000 --channels=2 --raw >$s/fifo"
+			--sender-cmd "snapserver -c $s/snapserver.conf & exec parec --latency-msec=20 -d snapcast.monitor --format=s16le --rate=48000 --channels=2 --raw >$s/fifo"
 			--rx-cmd "exec snapclient -h $BARK_LAB_SUBNET_DEFAULT.1 --player pulse --hostID rx{i}") ;;
 	*) echo "bench: unknown variant $var" >&2; return 1 ;;
 	esac

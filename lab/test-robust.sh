@@ -25,6 +25,7 @@
 #               receiver plays its own (fidelity ≥ 0.9 against its sender).
 #   hostile     bark-lab-hostile sends 10 s of malformed and forged packets
 #               and copies of the live session (replayed, shifted, flipped),
+#               FEC repair packets with random shards for the live block,
 #               NACKs and Subscribes with forged cookies to the sender (no
 #               answer; refused and counted), subscribes itself from 6 ports
 #               (served on at most 4), and a 2 s flood at the group while
