@@ -384,6 +384,10 @@ pub struct ReceiveArgs {
     /// Ask the sender again for packets lost on the way (bark.repair).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.repair", boolean))]
     pub repair: bool,
+    /// Rebuild lost packets from the sender's FEC repair packets
+    /// (bark.fec; the codec's tables take 8 MiB).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.fec", boolean))]
+    pub fec: bool,
     /// Have the sender at IPV4:PORT (its --control-port) send the stream
     /// to this receiver alone, unicast (bark.sender); a multicast
     /// --source-ip is then not joined.

@@ -136,6 +136,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             node_name: a.node_name.clone(),
             host: bark_io::node::hostname(),
             repair: a.repair,
+            fec: a.fec,
             sender: a.sender.map(SocketAddr::V4),
             latency_floor_ns: bark_core::settings::latency_floor_ns(
                 a.latency_min_msec.map(|ms| (ms * 1e6).round() as u64),
@@ -353,7 +354,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let c = r.counters();
     let counts = *link.ep.wire().counts();
     let rep = *r.repair();
-    let fec = *r.fec();
+    let fec = r.fec();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())

@@ -204,6 +204,10 @@ pub struct ReceiverConfig {
     /// Whether lost packets are asked for again (`bark.repair`; see
     /// [`crate::repair`]).
     pub repair: bool,
+    /// Whether lost packets are rebuilt from the sender's FEC repair
+    /// packets (`bark.fec` on the source; [`crate::fec`]). Off by
+    /// default: the codec's global tables take 8 MiB.
+    pub fec: bool,
     /// A sender to subscribe to for unicast delivery (`bark.sender`: its
     /// address and `bark.control.port`; see [`crate::subscribe`]), or
     /// `None` to listen on the group only.
@@ -227,6 +231,7 @@ impl Default for ReceiverConfig {
             node_name: "bark_source".into(),
             host: String::new(),
             repair: true,
+            fec: false,
             sender: None,
             latency_floor_ns: 0,
         }
@@ -377,8 +382,9 @@ pub struct Receiver {
     xfade: Vec<f32>,
     /// Missing packets and the NACKs for them.
     repair: NackScheduler,
-    /// FEC rebuilds of the followed session ([`crate::fec`]).
-    fec: FecDecoder,
+    /// FEC rebuilds of the followed session ([`crate::fec`]); `None`:
+    /// `bark.fec` off, repair packets ignored.
+    fec: Option<FecDecoder>,
     /// NACKs sent in the current round: (when it began, how many).
     nack_round: (u64, usize),
     /// The newest packet (sequence number, arrival, local ns) when it is
@@ -452,7 +458,7 @@ impl Receiver {
             play_latency_ns: 0,
             xfade: vec![0.0; FADE_FRAMES * ch],
             repair: NackScheduler::new(cfg.node_id),
-            fec: FecDecoder::new(),
+            fec: cfg.fec.then(FecDecoder::new),
             nack_round: (0, 0),
             tail_watch: None,
             cfg,
@@ -499,9 +505,9 @@ impl Receiver {
         self.repair.counts()
     }
 
-    /// What FEC rebuilt ([`crate::fec`]).
-    pub fn fec(&self) -> &crate::fec::FecCounts {
-        self.fec.counts()
+    /// What FEC rebuilt ([`crate::fec`]; all zero with `bark.fec` off).
+    pub fn fec(&self) -> crate::fec::FecCounts {
+        self.fec.as_ref().map(|f| *f.counts()).unwrap_or_default()
     }
 
     /// Seeds the nonces of repair's Hellos with 64 random bits (the
@@ -628,15 +634,18 @@ impl Receiver {
                 // Resends too: one that becomes the newest and is not a
                 // buffer's last leaves the rest of that buffer to watch.
                 self.watch_tail(now_ns, h.seq, a.last_of_buffer);
-                self.fec.source(now_ns, h.seq, data);
-                self.take_rebuilt(now_ns, from);
+                if let Some(f) = self.fec.as_mut() {
+                    f.source(now_ns, h.seq, data);
+                    self.take_rebuilt(now_ns, from);
+                }
             }
             Packet::Fec(f) => {
                 if !self.selector.admit(now_ns, f.stream_id, from) {
                     return Err(Error::Malformed(FROM_ELSEWHERE));
                 }
-                if self.session.as_ref().is_some_and(|s| s.id == f.stream_id) {
-                    self.fec.repair(now_ns, &f);
+                let ours = self.session.as_ref().is_some_and(|s| s.id == f.stream_id);
+                if let (true, Some(dec)) = (ours, self.fec.as_mut()) {
+                    dec.repair(now_ns, &f);
                     self.take_rebuilt(now_ns, from);
                 }
             }
@@ -764,7 +773,9 @@ impl Receiver {
         self.mute = (0, 0);
         self.pause_undo = None;
         self.repair.reset(now_ns);
-        self.fec.reset(id);
+        if let Some(f) = self.fec.as_mut() {
+            f.reset(id);
+        }
         self.tail_watch = None;
     }
 
@@ -1001,7 +1012,7 @@ impl Receiver {
     /// (a rebuilt one is marked so, and is not kept as a shard again).
     fn take_rebuilt(&mut self, now_ns: u64, from: SocketAddr) {
         let mut d = [0u8; FEC_MAX_SHARD];
-        while let Some(n) = self.fec.take_recovered(&mut d) {
+        while let Some(n) = self.fec.as_mut().and_then(|f| f.take_recovered(&mut d)) {
             // Checked like any audio; one refused is counted there.
             let _ = self.handle_packet(now_ns, &d[..n], from);
         }
@@ -1014,7 +1025,9 @@ impl Receiver {
         // While FEC flows, a lost packet's block may come back whole
         // once the next block begins (k + 1 packets at most): ask after
         // that.
-        let hold = match (self.fec.active(now_ns), self.fec.k(), self.session.as_ref()) {
+        let fec = self.fec.as_ref();
+        let active = fec.is_some_and(|f| f.active(now_ns));
+        let hold = match (active, fec.and_then(FecDecoder::k), self.session.as_ref()) {
             (true, Some(k), Some(s)) => {
                 let per_packet = s.max_frames.max(u64::from(h.frames)) * 1_000_000_000
                     / u64::from(h.format.rate);

@@ -655,6 +655,10 @@ pub static TABLE: &[Setting] = &[
         "FEC for multicast to many: k:m sends m repair packets per k audio packets (4:1 adds 25 % and fits a 40 ms latency; longer blocks need more latency; net.mtu ≤ 1500)")
         .pulse("fec")
         .cli("fec"),
+    setting("bark.fec", SOURCE, Kind::Bool, Value::Bool(false),
+        "rebuild lost packets from the sender's FEC repair packets (bark.fec on the sink); the codec's tables take 8 MiB, so off unless the sink sends them")
+        .pulse("fec")
+        .cli("fec"),
     setting("stream.props", BOTH, Kind::Text, Value::Unset, "extra stream properties, e.g. { node.latency = 256/48000 }")
         .unset("none"),
 ];
@@ -918,6 +922,13 @@ impl Resolved {
     /// If these are not a sender's settings (a programming error).
     pub fn fec(&self) -> Option<(u8, u8)> {
         crate::fec::parse_shape(&self.text("bark.fec"))
+    }
+    /// A receiver's `bark.fec`: whether it rebuilds from repair packets.
+    ///
+    /// # Panics
+    /// If these are not a receiver's settings (a programming error).
+    pub fn fec_receive(&self) -> bool {
+        self.bool("bark.fec")
     }
     /// A receiver's `bark.sender`, if given (checked when parsed).
     ///

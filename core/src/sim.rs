@@ -854,12 +854,13 @@ impl PulseOut {
 
 /// Creates receiver `i`'s endpoint (keyless, status to the group too, as
 /// on a multicast LAN) on its first cycle.
-fn ensure_rx(r: &mut SimRx, i: usize, repair: bool) {
+fn ensure_rx(r: &mut SimRx, i: usize, repair: bool, fec: bool) {
     if r.ep.is_none() {
         let cfg = ReceiverConfig {
             node_id: 100 + i as u64,
             delay_ns: r.spec.delay_ns,
             repair,
+            fec,
             latency_floor_ns: r.spec.latency_floor_ns,
             ..Default::default()
         };
@@ -1307,7 +1308,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::RxCycle(i) => {
                 let r = &mut rxs[i];
-                ensure_rx(r, i, sc.repair);
+                ensure_rx(r, i, sc.repair, sc.fec.is_some());
                 let q = r.spec.quantum;
                 let heard0 = r.t0 + r.frame as f64 * r.period;
                 let downstream = downstream_at(&r.spec, t);
@@ -1416,7 +1417,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::RxClient(i) => {
                 let r = &mut rxs[i];
-                ensure_rx(r, i, sc.repair);
+                ensure_rx(r, i, sc.repair, sc.fec.is_some());
                 let ep = r.ep.as_mut().expect("created above");
                 let Path::Pulse(p) = &mut r.path else {
                     continue;
@@ -1536,7 +1537,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                 down: *r.down.path.stats(),
                 up: *r.up.path.stats(),
                 repair: rx.map(|x| *x.repair()).unwrap_or_default(),
-                fec: rx.map(|x| *x.fec()).unwrap_or_default(),
+                fec: rx.map(|x| x.fec()).unwrap_or_default(),
             }
         })
         .collect();

@@ -210,6 +210,8 @@ pub struct SourceConfig {
     pub key_file: Option<PathBuf>,
     /// Ask for lost packets again (`bark.repair`).
     pub repair: bool,
+    /// Rebuild lost packets from FEC repair packets (`bark.fec`).
+    pub fec: bool,
     /// Every setting as resolved, for [`SourceConfig::summary`].
     pub settings: Resolved,
 }
@@ -302,6 +304,7 @@ impl SourceConfig {
             description: v.text("node.description"),
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
             repair: v.bool("bark.repair"),
+            fec: v.fec_receive(),
             settings: v,
         };
         crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
@@ -320,6 +323,7 @@ impl SourceConfig {
             node_name: self.name.clone(),
             host,
             repair: self.repair,
+            fec: self.fec,
             sender: self.sender.map(std::net::SocketAddr::V4),
             latency_floor_ns: self.latency_floor_ns,
         }
@@ -396,7 +400,7 @@ mod tests {
              interface=(the routing table's choice) latency-msec=(follow the sender) \
              latency-min-msec=(none; 250 with bark.profile = wifi) profile=lan stream=(the highest-priority, newest stream) \
              delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
-             server=(the usual lookup) \
+             fec=false server=(the usual lookup) \
              sink=(the default sink) buffer-msec=20"
         );
     }

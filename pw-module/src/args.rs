@@ -169,6 +169,8 @@ pub struct SourceArgs {
     pub key_file: Option<PathBuf>,
     /// Ask for lost packets again (`bark.repair`).
     pub repair: bool,
+    /// Rebuild lost packets from FEC repair packets (`bark.fec`).
+    pub fec: bool,
 }
 
 /// Documentation of a role's arguments (`module.usage`): one
@@ -271,6 +273,7 @@ impl SourceArgs {
             channels,
             positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
             repair: v.bool("bark.repair"),
+            fec: v.fec_receive(),
             stream_props: v.opt_text("stream.props"),
             resampler: [Resampler::Core, Resampler::PipeWire]
                 .into_iter()

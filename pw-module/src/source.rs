@@ -124,6 +124,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
             node_name: a.node_name.clone(),
             host: host.to_owned(),
             repair: a.repair,
+            fec: a.fec,
             sender: a.sender.map(SocketAddr::V4),
             latency_floor_ns: a.latency_floor_ns,
         },

@@ -88,7 +88,10 @@ fn cycles() {
     );
     // FEC 4:1: the relay's losses are rebuilt from repair packets on the
     // data thread too.
-    run(&[("bark.fec", "4:1".into())], &[]);
+    run(
+        &[("bark.fec", "4:1".into())],
+        &[("bark.fec", "true".into())],
+    );
     for (what, v) in [
         ("bad tag", &c.auth_bad_tag),
         ("replayed", &c.auth_replayed),
