@@ -353,6 +353,12 @@ impl SenderEndpoint {
         let wire = Wire::new(key, encrypt)?;
         let overhead = wire.sealer.overhead();
         cfg.mtu = cfg.mtu.saturating_sub(overhead);
+        if cfg.fec.is_some() {
+            // A repair packet is the largest audio datagram plus its
+            // header and a shard's length, rounded to even: audio leaves
+            // it that room, so repair packets fit the MTU too.
+            cfg.mtu = cfg.mtu.saturating_sub(protocol::FEC_HEADER_LEN + 3);
+        }
         let sender = Sender::new(cfg).map_err(|e| match e {
             Error::Config(m) if overhead > 0 => Error::Config(format!(
                 "{m} (net.mtu less the {overhead}-byte authentication trailer)"

@@ -336,7 +336,13 @@ impl FecDecoder {
     /// are not kept (they differ from what was encoded). Does not
     /// allocate.
     pub fn source(&mut self, now_ns: u64, seq: u64, d: &[u8]) {
-        if !self.active(now_ns) || d.len() < AUDIO_HEADER_LEN || d[55] & AUDIO_RESENT != 0 {
+        if d.len() < AUDIO_HEADER_LEN || d[55] & AUDIO_RESENT != 0 {
+            return;
+        }
+        // Where the stream is, also before any repair packet: it bounds
+        // which blocks a repair packet may name.
+        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
+        if !self.active(now_ns) {
             return;
         }
         let Some((k, _, shard)) = self.shape else {
@@ -349,7 +355,6 @@ impl FecDecoder {
         let Some(slot) = self.slot(number) else {
             return;
         };
-        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
         let i = (seq % k as u64) as usize;
         if self.blocks[slot].sources & (1 << i) == 0 {
             put_shard(self.source_at(slot, i), d);
@@ -370,7 +375,25 @@ impl FecDecoder {
     /// shape other than the session's last one starts over with it. Does
     /// not allocate.
     pub fn repair(&mut self, now_ns: u64, f: &FecPacket<'_>) {
-        if f.stream_id != self.session {
+        // The parser's checks again (a caller may build one by hand), and
+        // the block must be one the stream is at: the newest block or the
+        // [`FEC_BLOCKS`] - 1 before it, or the next. One numbered far
+        // ahead (a forgery) would otherwise take a slot for the rest of
+        // the session.
+        let (k, m) = (u64::from(f.k), u64::from(f.m));
+        let shaped = (2..=FEC_MAX_K as u64).contains(&k)
+            && (1..=FEC_MAX_M as u64).contains(&m)
+            && u64::from(f.index) < m
+            && f.base.is_multiple_of(k)
+            && f.shard.len().is_multiple_of(2)
+            && (2..=FEC_MAX_SHARD).contains(&f.shard.len());
+        let number = f.base / k.max(1);
+        let near = self.newest.is_some_and(|n| {
+            let newest = n / k.max(1);
+            number <= newest.saturating_add(1)
+                && number.saturating_add(FEC_BLOCKS as u64 - 1) >= newest
+        });
+        if f.stream_id != self.session || !shaped || !near {
             self.counts.refused += 1;
             return;
         }
@@ -380,7 +403,7 @@ impl FecDecoder {
             self.blocks = [Block::default(); FEC_BLOCKS];
         }
         self.active_until_ns = now_ns.saturating_add(ACTIVE_NS);
-        let Some(slot) = self.slot(f.base / u64::from(f.k)) else {
+        let Some(slot) = self.slot(number) else {
             self.counts.refused += 1;
             return;
         };
@@ -413,15 +436,18 @@ impl FecDecoder {
         // leave back to back and may swap places on the way, so a source
         // missing while its block's last packets come in is more likely
         // still on its way (the simulator reorders them half the time).
-        if self.newest.is_none_or(|n| n < (b.number + 1) * k as u64) {
+        if self
+            .newest
+            .is_none_or(|n| n < b.number.saturating_add(1).saturating_mul(k as u64))
+        {
+            return;
+        }
+        if self.out_next < self.out_n {
+            // The last rebuild is still being taken (two blocks
+            // completing in one call): this one waits for the next call.
             return;
         }
         self.blocks[slot].done = true;
-        if self.out_next < self.out_n {
-            // The last rebuild is still being taken: rare (two blocks
-            // completing in one call); this one is skipped, NACKs remain.
-            return;
-        }
         if self.rebuild(slot, k, m, shard).is_err() {
             self.counts.refused += 1;
         }
@@ -447,7 +473,7 @@ impl FecDecoder {
                 .add_recovery_shard(i, &self.repairs[at..at + shard])?;
         }
         let r = self.rs.decode()?;
-        let base = b.number * k as u64;
+        let base = b.number.saturating_mul(k as u64);
         let (mut n, mut blocks) = (0, 0);
         for (i, s) in r.restored_original_iter() {
             let len = usize::from(u16::from_le_bytes([s[0], s[1]]));
@@ -458,7 +484,7 @@ impl FecDecoder {
                 && len <= d.len()
                 && protocol::parse_header(&d[..len])
                     .is_ok_and(|h| h.ptype == PacketType::Audio && h.stream_id == self.session)
-                && protocol::audio_seq_pts(&d[..len]).0 == base + i as u64;
+                && Some(protocol::audio_seq_pts(&d[..len]).0) == base.checked_add(i as u64);
             if !ok {
                 self.counts.refused += 1;
                 continue;
@@ -666,5 +692,46 @@ mod tests {
             },
         );
         assert_eq!(dec.counts().repairs, 2);
+    }
+
+    #[test]
+    fn a_repair_packet_far_from_the_stream_is_refused_and_takes_no_slot() {
+        let mut enc = FecEncoder::new(4, 1, 60 + 176 * 4, 9).unwrap();
+        let mut dec = FecDecoder::new();
+        dec.reset(9);
+        let shard = vec![0u8; shard_len(60 + 176 * 4)];
+        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let (mut got, mut now) = (vec![], 1_000_000_000u64);
+        for seq in 0..24u64 {
+            now += 3_666_666;
+            // Forged ahead of the stream, as far as u64 goes and a bit.
+            for far in [u64::MAX - u64::MAX % 4, seq / 4 * 4 + 400] {
+                let f = FecPacket {
+                    stream_id: 9,
+                    base: far,
+                    k: 4,
+                    m: 1,
+                    index: 0,
+                    shard: &shard,
+                };
+                dec.repair(now, &f);
+            }
+            let d = audio(seq, 176);
+            if seq != 9 {
+                dec.source(now, seq, &d);
+            }
+            if enc.source(seq, &d) {
+                while let Some(n) = enc.next_repair(&mut buf) {
+                    if let Ok(Packet::Fec(f)) = protocol::parse(&buf[..n]) {
+                        dec.repair(now, &f);
+                    }
+                }
+            }
+            while let Some(n) = dec.take_recovered(&mut out) {
+                got.push(protocol::audio_seq_pts(&out[..n]).0);
+            }
+        }
+        assert_eq!(got, vec![9]);
+        assert!(dec.counts().refused >= 48, "{:?}", dec.counts());
     }
 }

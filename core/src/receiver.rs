@@ -385,6 +385,8 @@ pub struct Receiver {
     /// FEC rebuilds of the followed session ([`crate::fec`]); `None`:
     /// `bark.fec` off, repair packets ignored.
     fec: Option<FecDecoder>,
+    /// Inside [`Receiver::take_rebuilt`]: the packet in hand was rebuilt.
+    rebuilding: bool,
     /// NACKs sent in the current round: (when it began, how many).
     nack_round: (u64, usize),
     /// The newest packet (sequence number, arrival, local ns) when it is
@@ -459,6 +461,7 @@ impl Receiver {
             xfade: vec![0.0; FADE_FRAMES * ch],
             repair: NackScheduler::new(cfg.node_id),
             fec: cfg.fec.then(FecDecoder::new),
+            rebuilding: false,
             nack_round: (0, 0),
             tail_watch: None,
             cfg,
@@ -819,7 +822,11 @@ impl Receiver {
         resent: bool,
     ) {
         self.note_gap(now_ns, h);
-        let was_missing = self.repair.arrived(h.seq, now_ns, resent);
+        let was_missing = if self.rebuilding {
+            self.repair.rebuilt(h.seq)
+        } else {
+            self.repair.arrived(h.seq, now_ns, resent)
+        };
         let keep_from = if self.playing {
             (self.x.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64
         } else {
@@ -1004,20 +1011,26 @@ impl Receiver {
         }
     }
 
-    /// Marks the packets between the newest one and `h` as missing, with
-    /// the local time their frames are read by, for repair. `h` passed
-    /// every check of `handle_packet` (a forged sequence number must not
-    /// make the receiver ask for anything).
     /// Audio packets FEC rebuilt, through the audio path like resends
     /// (a rebuilt one is marked so, and is not kept as a shard again).
+    /// Flat: a rebuilt packet's own pass does not drain again.
     fn take_rebuilt(&mut self, now_ns: u64, from: SocketAddr) {
+        if self.rebuilding {
+            return;
+        }
+        self.rebuilding = true;
         let mut d = [0u8; FEC_MAX_SHARD];
         while let Some(n) = self.fec.as_mut().and_then(|f| f.take_recovered(&mut d)) {
             // Checked like any audio; one refused is counted there.
             let _ = self.handle_packet(now_ns, &d[..n], from);
         }
+        self.rebuilding = false;
     }
 
+    /// Marks the packets between the newest one and `h` as missing, with
+    /// the local time their frames are read by, for repair. `h` passed
+    /// every check of `handle_packet` (a forged sequence number must not
+    /// make the receiver ask for anything).
     fn note_gap(&mut self, now_ns: u64, h: &protocol::AudioHeader) {
         if !self.cfg.repair {
             return;

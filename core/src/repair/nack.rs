@@ -323,6 +323,20 @@ impl NackScheduler {
         }
     }
 
+    /// Packet `seq` was rebuilt from FEC repair packets: no longer
+    /// missing (counted `recovered`), but neither a round-trip sample nor
+    /// a reordering one. Returns whether it was missing.
+    pub fn rebuilt(&mut self, seq: u64) -> bool {
+        let slot = &mut self.table[(seq % MAX_MISSING as u64) as usize];
+        if !slot.live || slot.seq != seq {
+            return false;
+        }
+        slot.live = false;
+        self.live -= 1;
+        self.counts.recovered += 1;
+        true
+    }
+
     /// The next NACK to send at `now_ns`: the cookie, the base sequence
     /// number and the mask (see [`crate::protocol::NackPacket`]). Call
     /// until `None`, at most [`MAX_NACKS_PER_POLL`] times a round. Only
@@ -360,7 +374,8 @@ impl NackScheduler {
             // the time left (a round trip that jitters on a loaded host).
             let backoff = (1u64 << (m.tries - 1).min(8)).min(MAX_BACKOFF);
             let left = m.deadline_ns.saturating_sub(now_ns) / 2;
-            m.next_ns = now_ns + (rto * backoff).min(left.max(MIN_RTO_NS));
+            let rtt = self.srtt_ns as u64;
+            m.next_ns = now_ns + (rto * backoff).min(left.max(MIN_RTO_NS).max(rtt));
             self.counts.asked += 1;
         }
         self.counts.nacks += 1;
