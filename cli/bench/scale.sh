@@ -16,6 +16,7 @@
 #
 #   cli/bench/scale.sh [--receivers N] [--seconds S] [--compare "1 8"]
 #                      [--no-analyze] [--out DIR] [--id ID] [--keep]
+#                      [--loss PCT] [--fec K:M] [--latency-msec MS]
 #
 #   --receivers N   receivers in the main run (32; at most 63)
 #   --seconds S     seconds of audio per run (30)
@@ -23,6 +24,11 @@
 #                   to show the sender's CPU and bandwidth do not grow
 #   --no-analyze    skip the skew analysis (496 pairs for 32 receivers
 #                   take several minutes)
+#   --loss PCT      each receiver drops PCT % of the datagrams it receives,
+#                   at random and independently (`bark receive
+#                   --test-loss`: a lossy link to each; NACKs are not lost)
+#   --fec K:M       the sender's --fec; receivers then rebuild (--fec true)
+#   --latency-msec MS  the sender's session latency (40)
 #
 # The lab makes at most 64 hosts: h0 is the sender, each receiver has its
 # own host (h1..h63). Besides whole-run totals, the sender's eth0 counters
@@ -38,7 +44,7 @@ repo=$(cd "$here/../.." && pwd)
 . "$repo/lab/lanlib.sh"
 
 usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
-receivers=32 seconds=30 compare='' analyze=1 out='' id='' keep=''
+receivers=32 seconds=30 compare='' analyze=1 out='' id='' keep='' loss='' fec=off latency=40
 while (($#)); do
 	case $1 in
 	--receivers) receivers=$2; shift 2 ;;
@@ -48,6 +54,9 @@ while (($#)); do
 	--out) out=$2; shift 2 ;;
 	--id) id=$2; shift 2 ;;
 	--keep) keep=--keep; shift ;;
+	--loss) loss=$2; shift 2 ;;
+	--fec) fec=$2; shift 2 ;;
+	--latency-msec) latency=$2; shift 2 ;;
 	-h | --help) usage ;;
 	*) lab_die "unknown option $1 (try --help)" ;;
 	esac
@@ -55,6 +64,12 @@ done
 ((receivers >= 1 && receivers <= 63)) || lab_die "--receivers must be 1..63"
 [[ -z $id || $id =~ ^[A-Za-z0-9]{1,5}$ ]] || lab_die "--id must be 1-5 alphanumerics"
 [[ $seconds =~ ^[0-9]+$ ]] && ((seconds >= 5 && seconds <= 600)) || lab_die "--seconds must be 5..600"
+[[ -z $loss || $loss =~ ^[0-9]+(\.[0-9]+)?$ ]] || lab_die "--loss must be a percentage"
+[[ $fec == off || $fec =~ ^[0-9]+:[0-9]+$ ]] || lab_die "--fec must be off or K:M"
+[[ $latency =~ ^[0-9]+$ ]] || lab_die "--latency-msec must be whole ms"
+rx_extra=()
+[[ -n $loss ]] && rx_extra+=(--test-loss "$loss")
+[[ $fec != off ]] && rx_extra+=(--fec true)
 lab_require_root
 bark=${BARK_BIN:-$repo/target/release/bark}
 analyzer=${BARK_LAB_BIN:-$repo/target/release}/bark-lab-analyze
@@ -109,14 +124,14 @@ one_run() {
 		pids+=("$(lab_spawn "$rid" "$h" "rx$i" "$dir/rx$i.log" "$bark" receive \
 			--local-ifname eth0 --seconds $((seconds + 6)) --node-name "rx$i" \
 			--output "$dir/rx$i.wav" --summary "$dir/rx$i.json" \
-			--test-clock "$off,$ppm")")
+			--test-clock "$off,$ppm" "${rx_extra[@]}")")
 		printf 'rx%s h%s clock %s ns %s ppm\n' "$i" "$h" "$off" "$ppm" >>"$dir/clocks.txt"
 	done
 	sleep 1
 	read -r t0b t0p r0b r0p < <(eth0_counters "$rid" 0)
 	txpid=$(lab_spawn "$rid" 0 stream "$dir/tx.log" "$bark" stream --input "$music" \
 		--local-ifname eth0 --seconds "$seconds" --node-name sender \
-		--record "$dir/ref.wav" --summary "$dir/tx.json")
+		--fec "$fec" --latency-msec "$latency" --record "$dir/ref.wav" --summary "$dir/tx.json")
 	# Mid-run: the steady-state window opens; what `bark stats` on the
 	# sender's host sees.
 	sleep $((seconds / 2))
@@ -170,7 +185,7 @@ for n in $compare $receivers; do
 	summarize "$n" "$dir" | tee -a "$out/summary.json"
 done
 {
-	echo "command: $0 --receivers $receivers --seconds $seconds --compare '$compare'"
+	echo "command: $0 --receivers $receivers --seconds $seconds --compare '$compare' --loss '$loss' --fec $fec --latency-msec $latency"
 	echo "bark: $("$bark" --version)"
 	echo "kernel: $(uname -r); cpus: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "music: $music"

@@ -67,6 +67,13 @@ fn main() {
         "sender_sync_s": f(&tx["tx"]["sync"]["packets"]) / w,
         "sender_time_requests_s": f(&tx["rx"]["time_request"]["packets"]) / w,
         "sender_late_cycles": tx["late_cycles"],
+        // Repair (--loss, --fec): what the sender added to the stream.
+        "sender_resend_kbit_s": kbit(&tx["tx"]["resend"]["ip_bytes"]),
+        "sender_fec_kbit_s": kbit(&tx["tx"]["fec"]["ip_bytes"]),
+        "sender_nacks_in_s": f(&tx["rx"]["nack"]["packets"]) / w,
+        "rx_test_loss_dropped": spread(&rx, |r| f(&r["rx"]["test_loss_dropped"])),
+        "rx_repaired": spread(&rx, |r| f(&r["counters"]["repaired"])),
+        "rx_late": spread(&rx, |r| f(&r["counters"]["late"])),
         "rx_sync_out_bytes_s": spread(&rx, |r| per_s(r, &r["tx"]["time_request"]["ip_bytes"])),
         "rx_sync_in_bytes_s": spread(&rx, |r| per_s(r, &r["rx"]["time_reply"]["ip_bytes"])),
         "rx_time_requests_s": spread(&rx, |r| per_s(r, &r["tx"]["time_request"]["packets"])),

@@ -451,6 +451,12 @@ pub struct ReceiveArgs {
     /// Node name shown by `bark stats` (node.name).
     #[arg(long, value_name = "NAME", default_value = "bark_receive")]
     pub node_name: String,
+    /// Test only: drop this share of the datagrams received, percent, at
+    /// random (each its own draw, seeded by the node id): a lossy link to
+    /// this receiver alone, for labs with more receivers than user-space
+    /// impairment relays can serve.
+    #[arg(long, value_name = "PERCENT", hide = true, value_parser = range_parser(0.0, 100.0, "percent", "%"))]
+    pub test_loss: Option<f64>,
     #[command(flatten)]
     pub run: RunArgs,
 }

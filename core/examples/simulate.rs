@@ -9,7 +9,9 @@
 //! messages; `--no-repair` receivers that never ask for lost packets;
 //! `--fec K:M` the sender's `bark.fec`; `--receivers N` N receivers, the
 //! scenario's repeated, each on its own link; `--latency-ms MS` the session
-//! latency).
+//! latency). The "sender cpu" line is the wall time of the sender
+//! endpoint's own calls ([`sim::run_timed`]): this host's, not
+//! deterministic.
 
 use bark_core::sim;
 
@@ -81,7 +83,7 @@ fn main() {
         sc.sync = sync;
         sc.repair = repair;
         let started = std::time::Instant::now();
-        let report = sim::run_traced(&sc, trace);
+        let (report, sender_cpu_ns) = sim::run_timed(&sc, trace);
         let c = &report.sender;
         println!(
             "  sender: audio {} B, resends {} B ({} packets), fec {} B ({} packets), nacks in {}",
@@ -91,6 +93,12 @@ fn main() {
             c.tx_fec.bytes,
             c.tx_fec.packets,
             c.rx_nack.packets
+        );
+        println!(
+            "  sender cpu: {:.1} ms in its endpoint over {} simulated s ({:.3} % of a core; wall time, this host)",
+            sender_cpu_ns as f64 / 1e6,
+            sc.duration_s,
+            sender_cpu_ns as f64 / (sc.duration_s * 1e9) * 100.0
         );
         for (i, r) in report.receivers.iter().enumerate() {
             println!(

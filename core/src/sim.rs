@@ -1007,9 +1007,10 @@ fn sender_transmit(
     ev: &mut Events,
     rxs: &mut [SimRx],
     buf: &mut [u8],
+    cpu: &mut SenderCpu,
 ) {
     let now = clock.read(t);
-    while let Some((n, dest)) = sender.poll_transmit(now, 0, buf) {
+    while let Some((n, dest)) = cpu.time(|| sender.poll_transmit(now, 0, buf)) {
         match dest {
             Dest::Group => fan_out(ev, rxs, t, &buf[..n]),
             Dest::To(a) => {
@@ -1047,6 +1048,22 @@ fn rx_transmit(
     }
 }
 
+/// Wall time spent inside the sender endpoint's own calls (`push`,
+/// `handle_datagram`, `poll_transmit`), not the simulator's delivery of
+/// what it sends: what the sink's data thread would spend on it. Not
+/// deterministic (a wall clock); for reports only.
+#[derive(Default)]
+struct SenderCpu(std::time::Duration);
+
+impl SenderCpu {
+    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let t0 = std::time::Instant::now();
+        let r = f();
+        self.0 += t0.elapsed();
+        r
+    }
+}
+
 /// Runs a scenario to completion.
 pub fn run(sc: &Scenario) -> Report {
     run_traced(sc, None)
@@ -1055,6 +1072,14 @@ pub fn run(sc: &Scenario) -> Report {
 /// Runs a scenario, printing once per simulated second to stderr receiver
 /// `trace`'s clock-estimate error against the truth (a diagnostic).
 pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
+    run_timed(sc, trace).0
+}
+
+/// [`run_traced`], and the wall time the sender endpoint's own calls took
+/// (`push`, `handle_datagram`, `poll_transmit`), ns: measured on this
+/// host, so not deterministic and not part of the [`Report`]; for
+/// benchmarks, never for assertions.
+pub fn run_timed(sc: &Scenario, trace: Option<usize>) -> (Report, u64) {
     let rate = 48_000u32;
     // The sender's scheduling jitter. Every receiver and every path has
     // its own generator: what one receiver draws never moves another's.
@@ -1183,6 +1208,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let mut samples = vec![0f32; sc.sender_quantum * 2];
     let mut outbox: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; TRANSMIT_BUF];
+    let mut cpu = SenderCpu::default();
     let tone_w = 2.0 * std::f64::consts::PI * TONE_HZ / rate as f64;
 
     while let Some((t, ev)) = queue.pop() {
@@ -1216,8 +1242,10 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     // The cycle runs (and sends) at true time `t`; adapters
                     // stamp the sync message with the clock read right then.
                     let send_ns = sender_clock.read(t);
-                    sender.push(now, send_ns, 0, &samples, &mut |d, _| {
-                        outbox.push(d.to_vec())
+                    cpu.time(|| {
+                        sender.push(now, send_ns, 0, &samples, &mut |d, _| {
+                            outbox.push(d.to_vec())
+                        })
                     });
                     for d in &outbox {
                         fan_out(&mut queue, &mut rxs, t, d);
@@ -1240,6 +1268,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     &mut queue,
                     &mut rxs,
                     &mut buf,
+                    &mut cpu,
                 );
                 latency.observe(t, sender.sender().latency_ns(), &mut rxs);
                 was_idle = idle;
@@ -1259,6 +1288,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     &mut queue,
                     &mut rxs,
                     &mut buf,
+                    &mut cpu,
                 );
                 latency.observe(t, sender.sender().latency_ns(), &mut rxs);
                 let due = sender_clock.when_reads(sender.poll_timeout(sender_clock.read(t)));
@@ -1274,7 +1304,8 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
             }
             Event::ToSender(i, mut d) => {
                 let from = rxs[i].addr;
-                let _ = sender.handle_datagram(sender_clock.read(t), 0, &mut d, from);
+                let now = sender_clock.read(t);
+                let _ = cpu.time(|| sender.handle_datagram(now, 0, &mut d, from));
                 latency.observe(t, sender.sender().latency_ns(), &mut rxs);
                 // The sink serves its endpoint when a datagram comes: a
                 // time reply leaves (and is stamped) 20 µs later.
@@ -1286,6 +1317,7 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
                     &mut queue,
                     &mut rxs,
                     &mut buf,
+                    &mut cpu,
                 );
                 latency.observe(t3, sender.sender().latency_ns(), &mut rxs);
             }
@@ -1556,13 +1588,14 @@ pub fn run_traced(sc: &Scenario, trace: Option<usize>) -> Report {
     let skew_p99_us = skews
         .get(((skews.len() as f64 * 0.99) as usize).min(skews.len().saturating_sub(1)))
         .map_or(0.0, |v| *v as f64 / 1000.0);
-    Report {
+    let report = Report {
         scenario: sc.name.clone(),
         receivers: reports,
         skew_p99_us,
         latency: latency.log,
         sender: *sender.wire().counts(),
-    }
+    };
+    (report, cpu.0.as_nanos() as u64)
 }
 
 /// The downstream latency of receiver `spec`'s output at true time `t`
