@@ -563,9 +563,10 @@ case_wifi() {
 		# the CLI receivers through these wires measured 66-92 µs on one
 		# VM (2026-12-03) and 112-148 µs on another (2026-12-04, main and
 		# after, six runs): each receiver's offset wanders ±60-150 µs over
-		# seconds, most likely replies queued behind audio on the model's
-		# down path (docs/BENCHMARKS.md). The bound keeps a regression in
-		# view without failing on the VM; the target stays open.
+		# seconds, what the model's 0-3 ms jitter each way leaves the best
+		# exchanges of a window (docs/BENCHMARKS.md). The bound keeps a
+		# regression in view without failing on the VM; the target stays
+		# open.
 		echo 'SKEW_US = 200; DROPOUT_MS = 15'
 		wired_checks
 		cat <<-'EOF'

@@ -283,8 +283,10 @@ impl NackScheduler {
         self.prev_nonce = self.hello_nonce;
         self.hello_nonce = Some(nonce);
         self.hellos_unanswered += 1;
+        // Also with a cookie held: refresh Hellos a sender stopped
+        // answering fall back to the 30 s pace, not one a second.
         self.next_hello_ns = now_ns
-            + if self.hellos_unanswered >= HELLO_TRIES && self.cookie.is_none() {
+            + if self.hellos_unanswered >= HELLO_TRIES {
                 COOKIE_REFRESH_NS
             } else {
                 (HELLO_RETRY_NS << (self.hellos_unanswered - 1).min(8)).min(HELLO_RETRY_MAX_NS)
@@ -502,14 +504,14 @@ mod tests {
         let third = s.poll_hello(3 * HELLO_RETRY_NS).unwrap();
         assert_ne!(first, second);
         // The answer to the first comes after two retries: too old.
-        assert!(!s.take_cookie(4 * MS, first, CookieTag::default(), OFFER_NACK));
+        assert!(!s.take_cookie(31 * MS, first, CookieTag::default(), OFFER_NACK));
         assert!(!s.has_cookie());
         // The answer to the second, after the third went out: taken.
-        assert!(s.take_cookie(5 * MS, second, CookieTag::default(), OFFER_NACK));
+        assert!(s.take_cookie(32 * MS, second, CookieTag::default(), OFFER_NACK));
         assert!(s.has_cookie());
         // Answered: neither nonce is taken again.
-        assert!(!s.take_cookie(6 * MS, third, CookieTag::default(), OFFER_NACK));
-        assert!(!s.take_cookie(6 * MS, second, CookieTag::default(), OFFER_NACK));
+        assert!(!s.take_cookie(33 * MS, third, CookieTag::default(), OFFER_NACK));
+        assert!(!s.take_cookie(33 * MS, second, CookieTag::default(), OFFER_NACK));
     }
 
     #[test]

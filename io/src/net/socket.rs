@@ -241,18 +241,28 @@ impl AsFd for UdpSocket {
 
 /// Waits until one of `socks` is readable or `timeout_ns` has passed
 /// (nanosecond resolution, through `ppoll`); an interruption returns
-/// early. Allocates (the poll set): for threads that may block, not for
-/// PipeWire's data thread.
+/// early. Blocks: for threads that may, not for PipeWire's data thread.
+/// One or two sockets (a receiver's group and control sockets) are polled
+/// from the stack; more allocate the poll set.
 pub fn wait_readable(socks: &[&UdpSocket], timeout_ns: u64) {
-    use nix::poll::{ppoll, PollFd, PollFlags};
+    use nix::poll::ppoll;
     use nix::sys::time::TimeSpec;
-    let mut fds: Vec<PollFd> = socks
-        .iter()
-        .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-        .collect();
     let ts = TimeSpec::new(
         (timeout_ns / 1_000_000_000) as _,
         (timeout_ns % 1_000_000_000) as _,
     );
-    let _ = ppoll(&mut fds, Some(ts), None);
+    let _ = match socks {
+        [a] => ppoll(&mut [poll_in(a)], Some(ts), None),
+        [a, b] => ppoll(&mut [poll_in(a), poll_in(b)], Some(ts), None),
+        _ => ppoll(
+            &mut socks.iter().map(|s| poll_in(s)).collect::<Vec<_>>(),
+            Some(ts),
+            None,
+        ),
+    };
+}
+
+/// A poll entry waiting for `s` to be readable.
+fn poll_in(s: &UdpSocket) -> nix::poll::PollFd<'_> {
+    nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN)
 }
