@@ -234,12 +234,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             break;
         }
         let wake = clk.unmap((l0 + k as f64 * period_ns) as u64);
-        // Until the next output cycle, datagrams are taken as they come
-        // and what the endpoint has to send goes when it is due, not once
-        // a cycle: a lost packet has about 20 ms for its NACKs and
-        // resends at the default latency, and a 5.3 ms cycle would leave
-        // it two or three tries (the lab's 32 receivers at 3 % loss lost
-        // one packet in 3 000 so).
+        // Datagrams as they come, requests when due (module docs: repair).
         for _ in 0..MAX_WAITS_PER_TURN {
             let now = monotonic_ns();
             if now >= wake {

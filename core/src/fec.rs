@@ -375,18 +375,13 @@ impl FecDecoder {
     /// shape other than the session's last one starts over with it. Does
     /// not allocate.
     pub fn repair(&mut self, now_ns: u64, f: &FecPacket<'_>) {
-        // The parser's checks again (a caller may build one by hand), and
-        // the block must be one the stream is at: the newest block or the
+        // A shape the parser would take (a caller may build one by hand),
+        // and a block the stream is at: the newest block or the
         // [`FEC_BLOCKS`] - 1 before it, or the next. One numbered far
         // ahead (a forgery) would otherwise take a slot for the rest of
         // the session.
-        let (k, m) = (u64::from(f.k), u64::from(f.m));
-        let shaped = (2..=FEC_MAX_K as u64).contains(&k)
-            && (1..=FEC_MAX_M as u64).contains(&m)
-            && u64::from(f.index) < m
-            && f.base.is_multiple_of(k)
-            && f.shard.len().is_multiple_of(2)
-            && (2..=FEC_MAX_SHARD).contains(&f.shard.len());
+        let shaped = f.shape_error().is_none();
+        let k = u64::from(f.k);
         let number = f.base / k.max(1);
         let near = self.newest.is_some_and(|n| {
             let newest = n / k.max(1);

@@ -548,32 +548,46 @@ fn parse_fec(d: &[u8]) -> Result<FecPacket<'_>, Error> {
     if stream_id == 0 {
         return Err(Error::Malformed("FEC packet for stream id 0"));
     }
-    let (k, m, index) = (d[24], d[25], d[26]);
-    let shard_len = u16_at(d, 28);
-    if k < 2 || usize::from(k) > FEC_MAX_K || m == 0 || usize::from(m) > FEC_MAX_M || index >= m {
-        return Err(Error::Malformed("FEC block shape out of range"));
-    }
-    if shard_len == 0 || !shard_len.is_multiple_of(2) || usize::from(shard_len) > FEC_MAX_SHARD {
-        return Err(Error::Malformed("FEC shard length out of range"));
-    }
-    let base = u64_at(d, 16);
-    if !base.is_multiple_of(u64::from(k)) {
-        return Err(Error::Malformed("FEC block not aligned to its size"));
-    }
     if d[27] != 0 || u16_at(d, 30) != 0 {
         return Err(Error::Malformed("FEC packet with reserved bytes set"));
     }
-    if d.len() != FEC_HEADER_LEN + usize::from(shard_len) {
+    if d.len() != FEC_HEADER_LEN + usize::from(u16_at(d, 28)) {
         return Err(Error::Malformed("FEC shard length does not match"));
     }
-    Ok(FecPacket {
+    let f = FecPacket {
         stream_id,
-        base,
-        k,
-        m,
-        index,
+        base: u64_at(d, 16),
+        k: d[24],
+        m: d[25],
+        index: d[26],
         shard: &d[FEC_HEADER_LEN..],
-    })
+    };
+    match f.shape_error() {
+        Some(why) => Err(Error::Malformed(why)),
+        None => Ok(f),
+    }
+}
+
+impl FecPacket<'_> {
+    /// What is wrong with the block's shape, if anything: K outside
+    /// 2..=[`FEC_MAX_K`], M outside 1..=[`FEC_MAX_M`], the index not below
+    /// M, a shard of odd length or outside 2..=[`FEC_MAX_SHARD`] bytes, or
+    /// a base that is not a multiple of K. The parser's checks, also for
+    /// packets built by hand ([`crate::fec::FecDecoder::repair`]).
+    pub fn shape_error(&self) -> Option<&'static str> {
+        let (k, m) = (usize::from(self.k), usize::from(self.m));
+        if !(2..=FEC_MAX_K).contains(&k) || !(1..=FEC_MAX_M).contains(&m) || self.index >= self.m {
+            return Some("FEC block shape out of range");
+        }
+        let n = self.shard.len();
+        if !(2..=FEC_MAX_SHARD).contains(&n) || !n.is_multiple_of(2) {
+            return Some("FEC shard length out of range");
+        }
+        if !self.base.is_multiple_of(u64::from(self.k)) {
+            return Some("FEC block not aligned to its size");
+        }
+        None
+    }
 }
 
 /// Writes an FEC repair packet; returns its length, or `None` if `out` is
