@@ -215,6 +215,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     };
 
     let mut buf = vec![0f32; q * ch];
+    let cycles_per_s = ((a.rate as usize / q).max(1)) as u64;
     // The first cycle starts one period from now on the local clock.
     let l0 = clk.map(start) as f64 + period_ns;
     let mut k: u64 = 0;
@@ -226,6 +227,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     // Packets lost or late so far, for the once-a-second note on new ones.
     let mut unrepaired = (0u64, 0u64);
     let mut abs_err_us: Vec<f32> = Vec::new();
+    // With a test clock the truth is known (the sender runs on the real
+    // clock): the clock estimate's own error, signed, once a second, so a
+    // lab tells the clock's share of the skew from the output loop's.
+    let mut clock_err_us: Vec<f32> = Vec::new();
     let mut playing_cycles = 0u64;
     let mut playing_late_cycles = 0u64;
 
@@ -271,6 +276,12 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 playing_cycles += 1;
                 playing_late_cycles += u64::from(r.late());
                 abs_err_us.push((r.sync_error_ns().abs() / 1e3) as f32);
+            }
+            if !clk.is_identity() && k.is_multiple_of(cycles_per_s) {
+                if let Some(e) = r.clock().estimate() {
+                    let err = e.to_sender(play_local as i64) - play_true as f64;
+                    clock_err_us.push((err / 1e3) as f32);
+                }
             }
             if let Some(w) = wav.as_mut() {
                 w.write(
@@ -420,6 +431,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             "jumps": r.jumps(),
             "clock_resets": r.clock().resets(),
             "clock_jitter_ns": r.clock().jitter_ns(),
+            "clock_error_us": clock_err_us,
             "abs_sync_error_us": {
                 "p50": pct(0.5), "p99": pct(0.99), "max": abs_err_us.last(),
             },

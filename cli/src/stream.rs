@@ -84,8 +84,9 @@ impl Link {
         // The cycle's nominal time stamps the audio; the sync message needs
         // the time it actually leaves (the wake-up may be late, the decoder
         // may have been waited for).
-        let send_ns = clk.map(monotonic_ns());
-        ep.push(cycle_local, send_ns, wall, samples, &mut |pkt, to| {
+        let clk = *clk;
+        let mut now = || clk.map(monotonic_ns());
+        ep.push(cycle_local, &mut now, wall, samples, &mut |pkt, to| {
             let to = to.or_group(SocketAddr::V4(*dest));
             count_send(sock.send_to(pkt, to), to, send_errors)
         });

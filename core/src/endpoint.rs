@@ -285,6 +285,13 @@ impl Wire {
         }
         Some(n)
     }
+
+    /// Seals a unicast copy of a datagram already counted by
+    /// [`Wire::seal`] (a re-stamped sync message): counted as fan-out
+    /// only, by the caller.
+    fn seal_copy(&mut self, buf: &mut [u8], len: usize, wall_ns: u64) -> Option<usize> {
+        self.sealer.seal(buf, len, wall_ns)
+    }
 }
 
 /// An answer a sender owes: a time reply (stamped when it leaves) or a
@@ -319,10 +326,14 @@ pub struct SenderEndpoint {
     resend_round: (u64, usize),
     /// Unicast subscribers, sent everything the group gets.
     fanout: Fanout,
-    /// The last group datagram from `poll_transmit`, sealed, with its
-    /// length and the next subscriber slot it still goes to.
+    /// The last group datagram from `poll_transmit`, sealed (unsealed if
+    /// `fan_sync`), with its length and the next subscriber slot it still
+    /// goes to.
     fan_copy: Vec<u8>,
     fan_pending: Option<(usize, usize)>,
+    /// `fan_copy` holds an unsealed sync message, re-stamped and sealed
+    /// for each subscriber (see [`SenderEndpoint::push`]).
+    fan_sync: bool,
     /// FEC repair packets (`None`: `bark.fec` off).
     fec: Option<FecEncoder>,
 }
@@ -404,6 +415,7 @@ impl SenderEndpoint {
             fanout: Fanout::default(),
             fan_copy: vec![0; protocol::MAX_STATUS_LEN.max(protocol::SYNC_LEN) + overhead],
             fan_pending: None,
+            fan_sync: false,
             fec,
         })
     }
@@ -450,12 +462,18 @@ impl SenderEndpoint {
     /// Audio-thread entry: one buffer of the sink (see
     /// [`Sender::push_at`]); every datagram, sealed, goes to `send`, for
     /// [`Dest::Group`] and then for each unicast subscriber
-    /// ([`crate::fanout`]). `wall_ns` is CLOCK_REALTIME (only read when
-    /// keyed: pass 0 otherwise). Does not allocate.
+    /// ([`crate::fanout`]). `clock` reads the sender clock now (ns; the
+    /// adapter's mapped CLOCK_MONOTONIC): the sync message's t3, read
+    /// again for each subscriber's copy, because each copy leaves after
+    /// the sends before it and that lag would add to the backward delay of
+    /// that subscriber alone (the last of two subscribers measured
+    /// 50-70 µs more than the first in the lab; with dozens it would be
+    /// milliseconds). `wall_ns` is CLOCK_REALTIME (only read when keyed:
+    /// pass 0 otherwise). Does not allocate.
     pub fn push(
         &mut self,
         now_ns: u64,
-        send_ns: u64,
+        clock: &mut dyn FnMut() -> u64,
         wall_ns: u64,
         samples: &[f32],
         send: &mut dyn FnMut(&[u8], Dest),
@@ -470,15 +488,28 @@ impl SenderEndpoint {
             fec,
             ..
         } = self;
-        // Sealed, to the group and then to every listed or subscribed
-        // address.
-        let mut out = |tx: &mut [u8], len: usize, wire: &mut Wire| {
-            if let Some(n) = wire.seal(tx, len, wall_ns) {
-                send(&tx[..n], Dest::Group);
-                for to in fanout.addrs() {
-                    wire.counts.tx_fanout.add(n);
-                    send(&tx[..n], Dest::To(to));
-                }
+        let send_ns = clock();
+        // `len` bytes in `tx`, sealed, to the group and then to every
+        // listed or subscribed address; a sync message (its unsealed
+        // bytes in `sync`) re-stamped and so re-sealed for each copy.
+        let mut out = |tx: &mut [u8], len: usize, sync: Option<&[u8]>, wire: &mut Wire| {
+            let Some(n) = wire.seal(tx, len, wall_ns) else {
+                return;
+            };
+            send(&tx[..n], Dest::Group);
+            for to in fanout.addrs() {
+                let n = if let Some(pkt) = sync {
+                    tx[..len].copy_from_slice(pkt);
+                    protocol::restamp_sync(&mut tx[..len], clock());
+                    match wire.seal_copy(tx, len, wall_ns) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                } else {
+                    n
+                };
+                wire.counts.tx_fanout.add(n);
+                send(&tx[..n], Dest::To(to));
             }
         };
         sender.push_at(now_ns, send_ns, samples, &mut |pkt| {
@@ -486,17 +517,19 @@ impl SenderEndpoint {
                 return;
             };
             room.copy_from_slice(pkt);
-            let audio = protocol::parse_header(pkt).is_ok_and(|h| h.ptype == PacketType::Audio);
+            let ptype = protocol::parse_header(pkt).map(|h| h.ptype);
+            let audio = ptype == Ok(PacketType::Audio);
             let (seq, pts) = protocol::audio_seq_pts(pkt);
             if let (Some(r), true) = (resender.as_mut(), audio) {
                 r.history_mut().store(seq, pts, pkt);
             }
-            out(tx, pkt.len(), wire);
+            let sync = (ptype == Ok(PacketType::Sync)).then_some(pkt);
+            out(tx, pkt.len(), sync, wire);
             // A block's last packet is followed by its repair packets.
             if let (Some(f), true) = (fec.as_mut(), audio) {
                 if f.source(seq, pkt) {
                     while let Some(n) = f.next_repair(tx) {
-                        out(tx, n, wire);
+                        out(tx, n, None, wire);
                     }
                 }
             }
@@ -585,7 +618,7 @@ impl SenderEndpoint {
         buf: &mut [u8],
     ) -> Option<(usize, Dest)> {
         self.fanout.expire(now_ns);
-        if let Some(out) = self.next_fan_copy(buf) {
+        if let Some(out) = self.next_fan_copy(now_ns, wall_ns, buf) {
             return Some(out);
         }
         if let Some(slot) = self.replies.iter_mut().find(|r| r.is_some()) {
@@ -639,8 +672,17 @@ impl SenderEndpoint {
             }
         });
         if sync_len > 0 {
+            // The subscribers' copies are stamped when each leaves.
+            let keep = !self.fanout.is_empty();
+            if let Some(copy) = self.fan_copy.get_mut(..sync_len).filter(|_| keep) {
+                copy.copy_from_slice(&buf[..sync_len]);
+            }
             let n = self.wire.seal(buf, sync_len, wall_ns)?;
-            return Some(self.send_group(buf, n));
+            if keep && self.fan_copy.len() >= sync_len {
+                self.fan_pending = Some((sync_len, 0));
+                self.fan_sync = true;
+            }
+            return Some((n, Dest::Group));
         }
         if now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
@@ -660,17 +702,29 @@ impl SenderEndpoint {
             if let Some(copy) = self.fan_copy.get_mut(..n) {
                 copy.copy_from_slice(&buf[..n]);
                 self.fan_pending = Some((n, 0));
+                self.fan_sync = false;
             }
         }
         (n, Dest::Group)
     }
 
     /// The kept group datagram for the next subscriber still owed it.
-    fn next_fan_copy(&mut self, buf: &mut [u8]) -> Option<(usize, Dest)> {
-        let (n, from) = self.fan_pending.take()?;
+    fn next_fan_copy(
+        &mut self,
+        now_ns: u64,
+        wall_ns: u64,
+        buf: &mut [u8],
+    ) -> Option<(usize, Dest)> {
+        let (len, from) = self.fan_pending.take()?;
         let (i, to) = (from..fanout::SLOTS).find_map(|i| self.fanout.slot(i).map(|a| (i, a)))?;
-        buf.get_mut(..n)?.copy_from_slice(&self.fan_copy[..n]);
-        self.fan_pending = Some((n, i + 1));
+        buf.get_mut(..len)?.copy_from_slice(&self.fan_copy[..len]);
+        self.fan_pending = Some((len, i + 1));
+        let n = if self.fan_sync {
+            protocol::restamp_sync(&mut buf[..len], now_ns);
+            self.wire.seal_copy(buf, len, wall_ns)?
+        } else {
+            len
+        };
         self.wire.counts.tx_fanout.add(n);
         Some((n, Dest::To(to)))
     }
@@ -1025,7 +1079,9 @@ mod tests {
             // 256 frames every 5.33 ms.
             let now = 1_000_000_000 + c * 5_333_333;
             let mut pkts: Vec<Vec<u8>> = vec![];
-            s.push(now, now, 0, &samples, &mut |d, _| pkts.push(d.to_vec()));
+            s.push(now, &mut || now, 0, &samples, &mut |d, _| {
+                pkts.push(d.to_vec())
+            });
             for mut p in pkts {
                 let audio = matches!(parse(&p), Ok(Packet::Audio(_)));
                 if audio {
@@ -1110,6 +1166,7 @@ mod tests {
         let mut to_leaver_after = 0;
         let mut stolen = None;
         let mut heard = [0.0f32; 2];
+        let mut restamped = 0;
         const LEAVE_AT: u64 = 1000;
         for c in 0..2000u64 {
             let now = 1_000_000_000 + c * 5_333_333;
@@ -1117,9 +1174,27 @@ mod tests {
                 rs[1].leave();
             }
             let mut pkts: Vec<(Vec<u8>, Dest)> = vec![];
-            s.push(now, now, 0, &samples, &mut |d, to| {
+            // A clock that moves 10 µs per read: each subscriber's copy of
+            // a sync message carries the time it left, after the group's.
+            let mut tick = now;
+            let mut clock = || {
+                tick += 10_000;
+                tick
+            };
+            s.push(now, &mut clock, 0, &samples, &mut |d, to| {
                 pkts.push((d.to_vec(), to))
             });
+            let t3s: Vec<u64> = pkts
+                .iter()
+                .filter_map(|(p, _)| match parse(p) {
+                    Ok(Packet::Sync(y)) => Some(y.t3),
+                    _ => None,
+                })
+                .collect();
+            if t3s.len() > 1 {
+                assert!(t3s.windows(2).all(|w| w[0] < w[1]), "{t3s:?}");
+                restamped += 1;
+            }
             for k in 0..5u64 {
                 let t = now + k * 1_000_000;
                 while let Some((n, dest)) = s.poll_transmit(t, 0, &mut buf) {
@@ -1191,6 +1266,14 @@ mod tests {
         // Copies are counted apart from the datagrams by type.
         let c = s.wire().counts();
         assert!(c.tx_fanout.packets > c.tx_audio.packets, "{c:?}");
+        assert!(
+            c.tx_sync.packets <= 2000,
+            "sync copies not counted as syncs: {c:?}"
+        );
+        assert!(
+            restamped > 100,
+            "sync copies re-stamped in {restamped} cycles"
+        );
     }
 
     /// `destination.ip` as a list: each listed address gets every audio
@@ -1215,7 +1298,7 @@ mod tests {
         for c in 0..400u64 {
             let now = 1_000_000_000 + c * 5_333_333;
             let mut pkts: Vec<(Vec<u8>, Dest)> = vec![];
-            s.push(now, now, 0, &samples, &mut |d, to| {
+            s.push(now, &mut || now, 0, &samples, &mut |d, to| {
                 pkts.push((d.to_vec(), to))
             });
             while let Some((n, dest)) = s.poll_transmit(now + 1_000_000, 0, &mut buf) {
@@ -1241,5 +1324,56 @@ mod tests {
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert_eq!(s.fanout().len(), 0, "listed ones are not subscribers");
+    }
+
+    /// An idle sender's sync messages: each unicast copy leaves at its own
+    /// `poll_transmit` and carries that call's time as t3, sealed anew
+    /// (keyed), and only the group's copy counts as a sync message.
+    #[test]
+    fn idle_sync_copies_carry_the_time_each_left() {
+        let s_cfg = SenderConfig {
+            session_id: 79,
+            ..Default::default()
+        };
+        let key = Key::from_bytes([7; 32]);
+        let mut s = SenderEndpoint::new(s_cfg, Some(&key), false, 5).unwrap();
+        let listed = [
+            SocketAddrV4::new([10, 0, 0, 30].into(), 1530),
+            SocketAddrV4::new([10, 0, 0, 31].into(), 1530),
+        ];
+        s.list_destinations(&listed).unwrap();
+        // One opener per destination, as each receiver has its own.
+        let mut openers: Vec<(Dest, Wire)> = vec![];
+        let mut buf = [0u8; TRANSMIT_BUF];
+        let mut syncs: Vec<(Dest, u64, u64)> = vec![];
+        let wall = 1_700_000_000_000_000_000;
+        for k in 0..20_000u64 {
+            // 50 µs between calls: 1 s of an idle sender (a sync every
+            // 100 ms).
+            let now = 1_000_000_000 + k * 50_000;
+            if let Some((n, dest)) = s.poll_transmit(now, wall + k * 50_000, &mut buf) {
+                let i = match openers.iter().position(|o| o.0 == dest) {
+                    Some(i) => i,
+                    None => {
+                        openers.push((dest, Wire::new(Some(&key), false).unwrap()));
+                        openers.len() - 1
+                    }
+                };
+                let opener = &mut openers[i].1;
+                let (m, _) = opener
+                    .open(&mut buf[..n], wall + k * 50_000)
+                    .expect("sealed");
+                if let Ok(Packet::Sync(y)) = parse(&buf[..m]) {
+                    syncs.push((dest, y.t3, now));
+                }
+            }
+        }
+        let to_group = syncs.iter().filter(|s| s.0 == Dest::Group).count();
+        assert!(to_group >= 5, "{syncs:?}");
+        assert_eq!(syncs.len(), 3 * to_group, "{syncs:?}");
+        for (dest, t3, now) in &syncs {
+            assert_eq!(t3, now, "{dest:?}: t3 is the time its copy left");
+        }
+        assert_eq!(s.wire().counts().tx_sync.packets, to_group as u64);
     }
 }

@@ -909,6 +909,16 @@ fn parse_sync(d: &[u8]) -> Result<SyncPacket, Error> {
     })
 }
 
+/// Sets the t3 (sender clock, ns) of the sync message in `d` (unsealed,
+/// as [`write_sync`] wrote it): each unicast copy of one sync message
+/// leaves at its own time. A `d` shorter than [`SYNC_V0_LEN`] is left
+/// alone.
+pub fn restamp_sync(d: &mut [u8], t3: u64) {
+    if let Some(f) = d.get_mut(24..32) {
+        f.copy_from_slice(&t3.to_le_bytes());
+    }
+}
+
 /// Writes a sync message: [`SYNC_LEN`] bytes with its announcement,
 /// [`SYNC_V0_LEN`] without. Returns the length, or `None` if `out` is too
 /// small.

@@ -190,7 +190,7 @@ impl Harness {
         let n = frames.min(MAX_SINK_BUFFER_FRAMES) * 2;
         let input = if loud { &samples[..n] } else { &silence[..n] };
         let now = *now;
-        ep.push(now, now, 0, input, &mut |d, dest| {
+        ep.push(now, &mut || now, 0, input, &mut |d, dest| {
             if let Dest::To(a) = dest {
                 let to = addrs.iter().position(|&x| x == a);
                 assert!(

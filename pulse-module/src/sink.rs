@@ -120,10 +120,11 @@ impl Net {
         let wall = realtime_ns();
         // `t_ns` is the estimated play time of the chunk, not now: the
         // sync message gets the time it actually leaves.
-        let send_ns = clock.map(monotonic_ns());
+        let clock = *clock;
+        let mut send_ns = || clock.map(monotonic_ns());
         ep.push(
             clock.map(t_ns),
-            send_ns,
+            &mut send_ns,
             wall,
             samples,
             &mut |pkt, to| match sock.send_to(pkt, to.or_group(*dest)) {

@@ -144,10 +144,15 @@ impl RtSink {
         let wall = if ep.wire().keyed() { realtime_ns() } else { 0 };
         // The audio is stamped with the cycle's start; the sync message
         // with the time it leaves (this callback runs later in the cycle).
-        let send_ns = clock.map(monotonic_ns());
-        ep.push(clock.map(now_ns), send_ns, wall, samples, &mut |pkt, to| {
-            c.count_send(sock.send_to(pkt, to.or_group(*dest)))
-        });
+        let clock = *clock;
+        let mut send_ns = || clock.map(monotonic_ns());
+        ep.push(
+            clock.map(now_ns),
+            &mut send_ns,
+            wall,
+            samples,
+            &mut |pkt, to| c.count_send(sock.send_to(pkt, to.or_group(*dest))),
+        );
         Counters::bump(&c.cycles);
     }
 

@@ -19,13 +19,21 @@
 //! so the wire fills them in (RFC 768, RFC 793 pseudo-header sums) before
 //! it sends an IPv4 frame on.
 //!
+//! The wire should add only the model's delay. Each frame's delay counts
+//! from its kernel receive stamp (`SO_TIMESTAMPNS`), not from when this
+//! process got round to reading it, and the timer slack is 1 ns (Linux's
+//! default 50 µs would release every held frame up to 50 µs late): on the
+//! 2-core lab VM those two blurred each direction's least delay by an
+//! exponential-like ~80 µs, which the clock estimate then had to see
+//! through (docs/BENCHMARKS.md, "Wi-Fi skew").
+//!
 //! Bounded: runs `--seconds` (or until SIGTERM/SIGINT), holds at most
 //! [`MAX_QUEUE`] delayed frames (more are dropped and counted), and prints
 //! its counters as one JSON line (also to `--stats FILE`).
 
 use anyhow::{bail, Context, Result};
 use bark_core::netmodel::{seed_for, NetModel, Path, PathStats, Rng};
-use bark_io::clock::monotonic_ns as mono_ns;
+use bark_io::clock::{monotonic_ns as mono_ns, ClockPair};
 use clap::{Parser, ValueEnum};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -200,8 +208,61 @@ fn packet_socket(ifname: &str) -> Result<OwnedFd> {
                     .with_context(|| format!("SOL_PACKET option {opt} on {ifname}"));
             }
         }
+        // Kernel receive stamps (CLOCK_REALTIME) on every frame read.
+        if libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("SO_TIMESTAMPNS on {ifname}"));
+        }
         Ok(fd)
     }
+}
+
+/// Control-message room for one `struct timespec`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Cmsg([u8; 64]);
+
+/// Reads one frame into `buf` with its kernel receive stamp: `(length as
+/// the kernel reported it, MSG_TRUNC, and CLOCK_REALTIME ns if stamped)`,
+/// or `None` when the socket is drained.
+fn recv_stamped(fd: &OwnedFd, buf: &mut [u8], cmsg: &mut Cmsg) -> Option<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `msg` points at a live iovec over `buf` and at `cmsg`, each
+    // of the size given; the kernel writes within them.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.0.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cmsg.0.len() as _;
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+    if n < 0 {
+        return None; // EAGAIN: drained
+    }
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote into `msg`;
+    // CMSG_* stay within msg_controllen, and the data of an
+    // SCM_TIMESTAMPNS message is one `struct timespec`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((n as usize, stamp))
 }
 
 /// The one's-complement sum of `data` (RFC 1071), folded later.
@@ -322,6 +383,17 @@ fn main() -> Result<()> {
             send_errors: 0,
         },
     ];
+    // SAFETY: prctl on this thread's own timer slack.
+    if unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) } != 0 {
+        eprintln!(
+            "bark-lab-wire: timer slack stays at its default: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let mut cmsg = Cmsg([0; 64]);
+    // Each direction's model time never goes back (kernel stamps of one
+    // socket come in order; this guards the rest).
+    let mut last_t = [0u64; 2];
     let start = mono_ns();
     let end = start + (a.seconds * 1e9) as u64;
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
@@ -377,31 +449,30 @@ fn main() -> Result<()> {
                 continue;
             }
             for _ in 0..BATCH {
-                // SAFETY: `buf` is live and MAX_FRAME long.
-                let n = unsafe {
-                    libc::recv(
-                        fds[dir].as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        libc::MSG_TRUNC,
-                    )
+                let Some((n, stamp)) = recv_stamped(&fds[dir], &mut buf, &mut cmsg) else {
+                    break;
                 };
-                if n < 0 {
-                    break; // EAGAIN: drained
-                }
-                let n = n as usize;
                 let d = &mut dirs[dir];
                 if !(14..=MAX_WIRE_FRAME).contains(&n) {
                     d.oversize += 1;
                     continue;
                 }
-                let t = mono_ns();
+                // When the frame reached this host, not when it was read;
+                // a stamp from a stepped realtime clock falls back to now.
+                let pair = ClockPair::now();
+                let t = stamp
+                    .map(|r| pair.to_mono(r))
+                    .filter(|&t| t <= pair.mono && pair.mono - t < 1_000_000_000)
+                    .unwrap_or(pair.mono)
+                    .max(start)
+                    .max(last_t[dir]);
+                last_t[dir] = t;
                 let group = buf[0] & 1 == 1;
                 let Some(arrive) = d.path.transit(&mut d.rng, (t - start) as f64, n, group) else {
                     continue;
                 };
                 let due = start + arrive.max(0.0) as u64;
-                if due <= t {
+                if due <= pair.mono {
                     send(&fds[1 - dir], &mut buf[..n], d);
                 } else if held.len() >= MAX_QUEUE {
                     d.queue_full += 1;
