@@ -227,9 +227,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     // Packets lost or late so far, for the once-a-second note on new ones.
     let mut unrepaired = (0u64, 0u64);
     let mut abs_err_us: Vec<f32> = Vec::new();
-    // With a test clock the truth is known (the sender runs on the real
-    // clock): the clock estimate's own error, signed, once a second, so a
-    // lab tells the clock's share of the skew from the output loop's.
+    // With a test clock the truth is known if the sender runs on the real
+    // clock (as in lab/test-robust.sh): the clock estimate's own error,
+    // signed, about once a second (every rate / quantum cycles), so a lab
+    // tells the clock's share of the skew from the output loop's.
     let mut clock_err_us: Vec<f32> = Vec::new();
     let mut playing_cycles = 0u64;
     let mut playing_late_cycles = 0u64;

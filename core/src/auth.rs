@@ -56,8 +56,12 @@ pub const OVERHEAD: usize = EPOCH_LEN + 8 + 8 + TAG_LEN;
 /// Bytes of a pre-shared key (256 bits).
 pub const KEY_LEN: usize = 32;
 /// Packets per epoch that may arrive out of order and still be accepted.
-/// The ring holds 16 words; one is the word being filled (RFC 6479), so
-/// 960 packets: 3.5 s of default audio at 273 packets/s.
+/// The ring holds 64 words; one is the word being filled (RFC 6479), so
+/// 4032 counters. One sender's counters are shared by everything it seals:
+/// 273 audio packets/s, and per unicast copy of a sync message (each
+/// re-stamped and re-sealed) and per time reply; with 16 busy subscribers
+/// about 2 800 a second, so the window still spans ~1.4 s there (14.8 s of
+/// audio alone). 512 bytes per remembered epoch.
 pub const REPLAY_WINDOW: u64 = (WORDS as u64 - 1) * 64;
 /// Epochs (peers, or restarts of a peer) remembered at once; the least
 /// recently heard one is forgotten when a new one arrives.
@@ -68,7 +72,7 @@ pub const MAX_PEERS: usize = 64;
 /// captured epoch stays replayable (see docs/SECURITY.md).
 pub const MAX_CLOCK_SKEW_NS: u64 = 300_000_000_000;
 
-const WORDS: usize = 16;
+const WORDS: usize = 64;
 const META_LEN: usize = EPOCH_LEN + 16;
 /// Domain-separation labels for the keys derived from the PSK.
 const LABEL_AEAD: &[u8] = b"bark v1 xchacha20poly1305 key";
@@ -726,23 +730,26 @@ mod tests {
     fn replays_are_rejected_and_reordering_within_the_window_is_not() {
         let mut s = Sealer::with_epoch(&key(1), [7; EPOCH_LEN], false);
         let mut o = Opener::new(&key(1));
-        let pkts: Vec<Vec<u8>> = (0..2000).map(|i| sealed_audio(&mut s, i)).collect();
+        let w = REPLAY_WINDOW as usize;
+        let pkts: Vec<Vec<u8>> = (0..2 * w + 100)
+            .map(|i| sealed_audio(&mut s, i as u64))
+            .collect();
         let open = |o: &mut Opener, i: usize| o.open(&mut pkts[i].clone(), T0);
-        // In order, with 5 held back.
-        for i in (0..1000).filter(|i| i % 200 != 5) {
+        // In order, with 5 and w + 5 held back.
+        for i in (0..w + 40).filter(|&i| i != 5 && i != w + 5) {
             assert!(open(&mut o, i).is_ok(), "{i}");
         }
         // Late but within the window: accepted, once.
-        assert!(open(&mut o, 805).is_ok());
-        assert_eq!(open(&mut o, 805), Err(AuthError::Replay));
-        assert_eq!(open(&mut o, 999), Err(AuthError::Replay));
-        // Older than the window (999 - 5 >= 960): rejected though unseen.
+        assert!(open(&mut o, w + 5).is_ok());
+        assert_eq!(open(&mut o, w + 5), Err(AuthError::Replay));
+        assert_eq!(open(&mut o, w + 39), Err(AuthError::Replay));
+        // Older than the window ((w + 39) - 5 >= w): rejected though unseen.
         assert_eq!(open(&mut o, 5), Err(AuthError::Replay));
         // A jump far ahead clears the ring: counters just below the new
         // top that were never seen are accepted.
-        assert!(open(&mut o, 1999).is_ok());
-        assert!(open(&mut o, 1998).is_ok());
-        assert_eq!(open(&mut o, 1005), Err(AuthError::Replay));
+        assert!(open(&mut o, 2 * w + 99).is_ok());
+        assert!(open(&mut o, 2 * w + 98).is_ok());
+        assert_eq!(open(&mut o, w + 45), Err(AuthError::Replay));
         assert_eq!(o.counters().replayed, 4);
     }
 

@@ -625,8 +625,9 @@ mod tests {
         }
     }
 
-    /// The multicast regime on a busy network as the receiver paces it: a
-    /// 1 s burst of exchanges, 2 s at 100 per second, then one exchange per
+    /// The multicast regime on a busy network, sparser than the receiver
+    /// now paces it (`receiver::SYNC_BUSY_INTERVAL_NS`, 20 ms): a 1 s
+    /// burst of exchanges, 2 s at 100 per second, then one exchange per
     /// 100 ms, and a sync message every 10 ms, with 1.3–5.3 ms of queueing
     /// each way. The dense backward points carry the rate, the sparse
     /// forward ones the level.

@@ -95,7 +95,7 @@ pub const SETTLE_SAMPLES: usize = 200;
 pub const SYNC_SLOW_INTERVAL_NS: u64 = 500_000_000;
 /// The same on a busy network (see [`BUSY_JITTER_NS`]), ns apart (50 per
 /// second, half of [`BUSY_INTERVAL_NS`]'s; 48-byte requests and replies,
-/// ≈ 4 kB/s each way): the forward level's error is the queueing width
+/// ≈ 4 kB/s each way, ≈ 6 kB/s keyed): the forward level's error is the queueing width
 /// over the forward points in the window, and on a loaded host each
 /// datagram's delay is blurred near its floor (see
 /// [`crate::netmodel::NetModel::fuzz_ns`]), which takes many more points

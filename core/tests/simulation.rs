@@ -206,9 +206,10 @@ fn pulse() {
 }
 
 /// With sync messages, a receiver's time requests after its start-up fall
-/// to a few per second (2 quiet, 50 busy, against 40 and 100), so the
-/// sender's clock-sync work no longer grows with the receivers; without
-/// them (an older sender) receivers keep the full pace.
+/// (2 a second quiet, 50 busy, against 40 and 100), so the sender's
+/// clock-sync work grows far more slowly with the receivers (not at all
+/// on a quiet network's scale); without them (an older sender) receivers
+/// keep the full pace.
 #[test]
 fn sync_messages_make_time_requests_sparse() {
     for name in ["wired", "busy"] {

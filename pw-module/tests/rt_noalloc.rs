@@ -79,10 +79,13 @@ fn cycles() {
     let key = dir.path().join("bark.key");
     bark_io::keyfile::write_key_file(&key, &bark_core::auth::Key::generate().unwrap()).unwrap();
     let key = key.to_string_lossy().into_owned();
+    // Keyed, with a listed unicast address besides the destination: each
+    // sync message's copy is re-stamped and re-sealed on the data thread.
     let c = run(
         &[
             ("bark.key-file", key.clone()),
             ("bark.encrypt", "true".into()),
+            ("destination.ip", "127.0.0.1 127.0.0.2".into()),
         ],
         &[("bark.key-file", key)],
     );

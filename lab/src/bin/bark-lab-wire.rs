@@ -461,9 +461,7 @@ fn main() -> Result<()> {
                 // a stamp from a stepped realtime clock falls back to now.
                 let pair = ClockPair::now();
                 let t = stamp
-                    .map(|r| pair.to_mono(r))
-                    .filter(|&t| t <= pair.mono && pair.mono - t < 1_000_000_000)
-                    .unwrap_or(pair.mono)
+                    .map_or(pair.mono, |r| pair.to_mono(r))
                     .max(start)
                     .max(last_t[dir]);
                 last_t[dir] = t;
@@ -472,7 +470,10 @@ fn main() -> Result<()> {
                     continue;
                 };
                 let due = start + arrive.max(0.0) as u64;
-                if due <= pair.mono {
+                // Due already (it counts from the kernel stamp): out now,
+                // unless a held frame is due before it, which goes first
+                // at the top of the loop.
+                if due <= pair.mono && held.peek().is_none_or(|h| h.0.due_ns > due) {
                     send(&fds[1 - dir], &mut buf[..n], d);
                 } else if held.len() >= MAX_QUEUE {
                     d.queue_full += 1;
