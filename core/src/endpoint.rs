@@ -677,16 +677,9 @@ impl SenderEndpoint {
             }
         });
         if sync_len > 0 {
-            // The subscribers' copies are stamped when each leaves.
-            let keep = !self.fanout.is_empty();
-            if let Some(copy) = self.fan_copy.get_mut(..sync_len).filter(|_| keep) {
-                copy.copy_from_slice(&buf[..sync_len]);
-            }
+            // Kept unsealed: each subscriber's copy is stamped as it leaves.
+            self.keep_for_subscribers(sync_len, buf, true);
             let n = self.wire.seal(buf, sync_len, wall_ns)?;
-            if keep && self.fan_copy.len() >= sync_len {
-                self.fan_pending = Some((sync_len, 0));
-                self.fan_sync = true;
-            }
             return Some((n, Dest::Group));
         }
         if now_ns >= self.next_status {
@@ -695,22 +688,24 @@ impl SenderEndpoint {
             let repaired = self.resends().map_or(0, |c| c.resent);
             let len = self.sender.write_status(self.node_id, repaired, buf)?;
             let n = self.wire.seal(buf, len, wall_ns)?;
-            return Some(self.send_group(buf, n));
+            self.keep_for_subscribers(n, buf, false);
+            return Some((n, Dest::Group));
         }
         None
     }
 
-    /// A sealed group datagram of `n` bytes in `buf`: to the group now,
-    /// and kept for the subscribers, one per later `poll_transmit`.
-    fn send_group(&mut self, buf: &[u8], n: usize) -> (usize, Dest) {
-        if !self.fanout.is_empty() {
-            if let Some(copy) = self.fan_copy.get_mut(..n) {
-                copy.copy_from_slice(&buf[..n]);
-                self.fan_pending = Some((n, 0));
-                self.fan_sync = false;
-            }
+    /// Keeps the group datagram of `n` bytes in `buf` for the subscribers,
+    /// one per later `poll_transmit`: sealed, or (a sync message, `sync`)
+    /// unsealed, to be re-stamped and sealed per copy.
+    fn keep_for_subscribers(&mut self, n: usize, buf: &[u8], sync: bool) {
+        if self.fanout.is_empty() {
+            return;
         }
-        (n, Dest::Group)
+        if let Some(copy) = self.fan_copy.get_mut(..n) {
+            copy.copy_from_slice(&buf[..n]);
+            self.fan_pending = Some((n, 0));
+            self.fan_sync = sync;
+        }
     }
 
     /// The kept group datagram for the next subscriber still owed it.
