@@ -15,6 +15,7 @@ help:
 	@echo "make sim       the deterministic simulation, every scenario"
 	@echo "make modules   build the PipeWire modules into $(PW_MODULE_DIR)"
 	@echo "make test-pw   headless PipeWire integration test of the modules"
+	@echo "make test-control bark ls/set/web against PipeWire receivers, in headless Chromium (root)"
 	@echo "make test-start   the first frame after idle, pauses, restarts, real players (root)"
 	@echo "make test-speaker sync at the speaker behind a node that delays and reports it (root)"
 	@echo "make test-pw1  the headless tests, the demo session, test-start and test-speaker on PipeWire 1.4 (Debian 13 root; root)"
@@ -59,10 +60,10 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make \
 	tmux nftables python3 debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 \
-	gir1.2-gst-plugins-base-1.0
+	gir1.2-gst-plugins-base-1.0 chromium chromium-driver python3-selenium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core test-root test-lab test-start test-speaker sim demo
+.PHONY: deps test test-core test-root test-lab test-control test-start test-speaker sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -80,6 +81,7 @@ test: deps
 	$(MAKE) test-root
 	$(MAKE) test-pw
 	$(MAKE) test-lab
+	$(MAKE) test-control
 	$(MAKE) test-start
 	$(MAKE) test-speaker
 	$(MAKE) test-pw1
@@ -90,6 +92,12 @@ test: deps
 
 test-lab: modules lab-build
 	lab/test-bark.sh
+
+# The control plane on real daemons: bark ls / bark set against the
+# PipeWire receivers, checked in their own PipeWire (lab/test-control.sh).
+test-control: modules lab-build
+	$(CARGO) build --release -p bark-cli
+	lab/test-control.sh
 
 # The first frame after idle, pauses, a second player, a sender restart,
 # with pw-play, paplay and a GStreamer player (lab/test-start.sh); and sync
@@ -303,7 +311,7 @@ test-pkg: deb
 # Figures: docs/ROBUSTNESS.md.
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse receiver auth sender
+FUZZ_TARGETS ?= parse receiver auth sender command
 FUZZ_SCRATCH := fuzz/target/scratch-corpus
 
 .PHONY: fuzz fuzz-seeds test-robust

@@ -37,6 +37,27 @@ pub enum Command {
     /// Show every Bark sender and receiver on the group, live, from the
     /// status packets each node sends about once a second.
     Stats(StatsArgs),
+    /// List every Bark node on the group: role, room name, stream,
+    /// volume, mute, delay, sync error, when it was last heard.
+    Ls(LsArgs),
+    /// Change a node's settings through its command socket, e.g.
+    /// `bark set Kitchen volume=40% mute=off delay=12.5ms name=Kitchen
+    /// stream=livingroom enabled=on` (senders: name, stream, priority).
+    /// The node is named by its room name, node.name, name@host, host,
+    /// or node id (4 hex digits or more). Exit codes: 0 applied, 2 no
+    /// such node (or several), 3 no ack, 4 refused.
+    Set(SetArgs),
+    /// Zones: the receivers that follow one stream. Without a name, list
+    /// them; `bark zone livingroom volume=50% mute=off` moves every
+    /// member's volume in proportion (the loudest to 50 %) and mutes or
+    /// unmutes them all. A room leaves a zone by following another stream
+    /// (`bark set ROOM stream=...`).
+    Zone(ZoneArgs),
+    /// A local web page and JSON API for every room: volume, mute, delay,
+    /// name, stream and zone volume, live (docs/API.md). Listens on
+    /// 127.0.0.1:9531; on another address only with --key-file (commands
+    /// then need the token it prints) or --open.
+    Web(WebArgs),
     /// Headless sender: stream an audio file (or stdin) to the group in
     /// real time.
     Stream(StreamArgs),
@@ -211,6 +232,89 @@ pub struct StatsArgs {
     pub count: u64,
 }
 
+/// `bark ls`.
+#[derive(Args, Debug, Clone)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Print the nodes as one JSON array.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to listen before listing, seconds (status packets come
+    /// about once a second).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = secs_parser(0.1, 600.0))]
+    pub wait_sec: f64,
+}
+
+/// `bark set`.
+#[derive(Args, Debug, Clone)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The node: room name, node.name, name@host, host, or node id.
+    pub target: String,
+    /// FIELD=VALUE: volume=40% (0..150 %), mute=on|off, delay=12.5ms,
+    /// name=Kitchen, stream=livingroom (* for the best one),
+    /// enabled=on|off; senders: name, stream, priority=N.
+    #[arg(required = true, value_name = "FIELD=VALUE")]
+    pub assignments: Vec<String>,
+    /// Print the ack as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to look for the node on the group, seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = secs_parser(0.1, 600.0))]
+    pub wait_sec: f64,
+    /// How long to wait for the ack (four tries in that time), ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(4..=60_000))]
+    pub timeout_msec: u64,
+}
+
+/// `bark zone`.
+#[derive(Args, Debug, Clone)]
+pub struct ZoneArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The zone (its stream's name); none lists the zones.
+    pub zone: Option<String>,
+    /// volume=50% (the loudest member; the others in proportion),
+    /// mute=on|off.
+    #[arg(value_name = "FIELD=VALUE")]
+    pub assignments: Vec<String>,
+    /// Print the zones as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to listen for the rooms first, seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.5, value_parser = secs_parser(0.1, 600.0))]
+    pub wait_sec: f64,
+    /// How long to wait for each room's ack, ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(4..=60_000))]
+    pub timeout_msec: u64,
+}
+
+/// `bark web`.
+#[derive(Args, Debug, Clone)]
+pub struct WebArgs {
+    #[command(flatten)]
+    pub net: ListenNet,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Address to serve on. Anything but a loopback address needs
+    /// --key-file (then commands need the token printed at start) or
+    /// --open.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9531")]
+    pub listen: SocketAddr,
+    /// Serve a non-loopback address without a key: anyone who reaches it
+    /// can change every room.
+    #[arg(long)]
+    pub open: bool,
+}
+
 /// Network settings of the sender (the sink module's arguments).
 #[derive(Args, Debug, Clone)]
 pub struct SendNet {
@@ -354,6 +458,10 @@ pub struct StreamArgs {
     pub record: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// UDP port for commands (`bark set`: stream name, priority, name); 0
+    /// picks a free one, which the status packets report.
+    #[arg(long, value_name = "PORT", default_value_t = 0, value_parser = table(Role::Sink, "bark.command.port", int::<u16>))]
+    pub command_port: u16,
 }
 
 /// Where `bark receive` writes what it would play.
@@ -451,6 +559,10 @@ pub struct ReceiveArgs {
     /// Node name shown by `bark stats` (node.name).
     #[arg(long, value_name = "NAME", default_value = "bark_receive")]
     pub node_name: String,
+    /// UDP port for commands (`bark set`, `bark web`); 0 picks a free one,
+    /// which the status packets report.
+    #[arg(long, value_name = "PORT", default_value_t = 0, value_parser = table(Role::Source, "bark.command.port", int::<u16>))]
+    pub command_port: u16,
     /// Test only: drop this share of the datagrams received, percent, at
     /// random (each its own draw, seeded by the node id): a lossy link to
     /// this receiver alone, for labs with more receivers than user-space

@@ -13,11 +13,13 @@ pub mod keyed;
 pub mod man;
 pub mod net;
 pub mod receive;
+pub mod rooms;
 pub mod stamps;
 pub mod stats;
 pub mod stream;
 pub mod summary;
 pub mod util;
+pub mod web;
 
 /// Runs a parsed command line; the process's exit code on success.
 ///
@@ -26,6 +28,10 @@ pub mod util;
 pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     match cli.command {
         cli::Command::Stats(a) => stats::run(&a).map(|()| 0),
+        cli::Command::Ls(a) => rooms::ls(&a),
+        cli::Command::Set(a) => rooms::set(&a),
+        cli::Command::Zone(a) => rooms::zone(&a),
+        cli::Command::Web(a) => web::run(&a).map(|()| 0),
         cli::Command::Stream(a) => stream::run(&a).map(|()| 0),
         cli::Command::Receive(a) => receive::run(&a).map(|()| 0),
         cli::Command::Doctor(a) => doctor::run(&a),

@@ -32,9 +32,13 @@ mod tests {
             [
                 "bark-doctor.1",
                 "bark-keygen.1",
+                "bark-ls.1",
                 "bark-receive.1",
+                "bark-set.1",
                 "bark-stats.1",
                 "bark-stream.1",
+                "bark-web.1",
+                "bark-zone.1",
                 "bark.1"
             ]
         );

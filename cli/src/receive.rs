@@ -66,6 +66,9 @@ const MIN_WAIT_NS: u64 = 100_000;
 /// is on the stack).
 struct Link {
     ep: ReceiverEndpoint,
+    /// Commands (`bark set`): read between cycles, applied to the
+    /// receiver, volume and mute included (no audio server here).
+    cmd: bark_io::command::CommandPort,
     gsock: net::UdpSocket,
     csock: net::UdpSocket,
     group: SocketAddrV4,
@@ -120,6 +123,24 @@ impl Link {
             .transmit(self.group.into(), MAX_TX_PER_TURN, poll, sent);
     }
 
+    /// Applies the commands queued on the command socket.
+    fn serve_commands(&mut self) {
+        let now = monotonic_ns();
+        let (changed, warning) = self
+            .cmd
+            .serve(self.clk.map(now), crate::clock::realtime_ns());
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        if changed != 0 {
+            let s = *self.cmd.responder().settings();
+            log::info!("settings changed by a controller: {s:?}");
+            self.ep
+                .receiver_mut()
+                .set_settings(&s, self.cmd.port(), true);
+        }
+    }
+
     /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
     fn due(&self) -> u64 {
         self.clk.unmap(self.ep.poll_timeout())
@@ -166,6 +187,18 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     )
     .map_err(|e| anyhow!("{e}"))?;
     let (gsock, csock) = bark_io::net::receiver_sockets(group, ifname, a.ttl, net::NAMES)?;
+    let mut ep = ep;
+    let initial = *ep.receiver().settings();
+    let cmd = bark_io::command::CommandPort::open(
+        a.command_port,
+        node_id,
+        bark_core::protocol::Role::Receiver,
+        initial,
+        auth.key(),
+        clk.map(start),
+    )
+    .context("--command-port")?;
+    ep.receiver_mut().set_settings(&initial, cmd.port(), true);
 
     let ch = a.channels as usize;
     let q = a.quantum as usize;
@@ -191,9 +224,10 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         OutputTarget::Null => None,
     };
     log::info!(
-        "receiving on {group}{}, control port {}, output {} Hz {} ch, quantum {q} ({:.2} ms), output delay {:.2} ms, node {} ({node_id:016x}), {}{}",
+        "receiving on {group}{}, control port {}, command port {}, output {} Hz {} ch, quantum {q} ({:.2} ms), output delay {:.2} ms, node {} ({node_id:016x}), {}{}",
         ifname.map(|i| format!(" via {i}")).unwrap_or_default(),
         csock.local_addr().map(|a| a.port()).unwrap_or(0),
+        cmd.port(),
         a.rate,
         a.channels,
         period_ns / 1e6,
@@ -204,6 +238,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     );
     let mut link = Link {
         ep,
+        cmd,
         gsock,
         csock,
         group,
@@ -250,8 +285,9 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             let until = wake
                 .min(link.due().max(now + MIN_WAIT_NS))
                 .min(now + 100_000_000);
-            net::wait_readable(&[&link.gsock, &link.csock], until - now);
+            net::wait_readable(&[&link.gsock, &link.csock, link.cmd.socket()], until - now);
             link.drain();
+            link.serve_commands();
             link.transmit();
             if util::stopping(&stop) {
                 break;

@@ -60,6 +60,8 @@ fn sum(ts: &[Traffic]) -> Traffic {
 struct Link {
     ep: SenderEndpoint,
     sock: net::UdpSocket,
+    /// Commands (`bark set`: stream name, priority, name).
+    cmd: bark_io::command::CommandPort,
     dest: SocketAddrV4,
     clk: TestClock,
     auth: Auth,
@@ -103,6 +105,17 @@ impl Link {
             }
         });
         net::tally(d, &mut self.truncated);
+        let (changed, warning) = self
+            .cmd
+            .serve(self.clk.map(monotonic_ns()), crate::clock::realtime_ns());
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        if changed != 0 {
+            let s = *self.cmd.responder().settings();
+            log::info!("settings changed by a controller: {s:?}");
+            self.ep.sender_mut().set_settings(&s, self.cmd.port());
+        }
         let poll = |b: &mut [u8]| {
             // t3 of a time reply and of an idle sync: read right before
             // the send.
@@ -130,7 +143,7 @@ impl Link {
                 return;
             }
             let next = until.min(self.due()).min(now + IDLE_POLL_NS);
-            net::wait_readable(&[&self.sock], next.saturating_sub(now));
+            net::wait_readable(&[&self.sock, self.cmd.socket()], next.saturating_sub(now));
         }
     }
 }
@@ -202,7 +215,7 @@ fn lead_in(
         }
         link.serve();
         let next = link.due().min(now + IDLE_POLL_NS).min(end);
-        net::wait_readable(&[&link.sock], next.saturating_sub(now));
+        net::wait_readable(&[&link.sock, link.cmd.socket()], next.saturating_sub(now));
     }
 }
 
@@ -263,6 +276,17 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         multicast_loop: a.net.multicast_loop,
     };
     let sock = bark_io::net::sender_socket(&path, net::NAMES)?;
+    let initial = *ep.sender().settings();
+    let cmd = bark_io::command::CommandPort::open(
+        a.command_port,
+        node_id,
+        bark_core::protocol::Role::Sender,
+        initial,
+        auth.key(),
+        monotonic_ns(),
+    )
+    .context("--command-port")?;
+    ep.sender_mut().set_settings(&initial, cmd.port());
     let ch = a.channels as usize;
     let packet_frames = ep.sender().packet_frames();
     let q = a.quantum.map_or(packet_frames, |q| q as usize);
@@ -304,6 +328,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     let mut link = Link {
         ep,
         sock,
+        cmd,
         dest,
         clk,
         auth,

@@ -77,6 +77,7 @@ const META_LEN: usize = EPOCH_LEN + 16;
 /// Domain-separation labels for the keys derived from the PSK.
 const LABEL_AEAD: &[u8] = b"bark v1 xchacha20poly1305 key";
 const LABEL_ID: &[u8] = b"bark v1 key id";
+const LABEL_WEB: &[u8] = b"bark v1 web token";
 
 /// A 256-bit pre-shared key. Its bytes are wiped on drop and never shown:
 /// `Debug` prints the [`KeyId`] only.
@@ -134,6 +135,15 @@ impl Key {
         let mut k = [0u8; KEY_LEN];
         getrandom::fill(&mut k)?;
         Ok(Key(k))
+    }
+
+    /// The web controller's access token for this key (`bark web`): 32
+    /// bytes derived with their own label (BLAKE2s-MAC, as the AEAD key
+    /// is), so that showing the token reveals neither the key nor the
+    /// AEAD key. Secret: whoever holds it can change every room through
+    /// that controller.
+    pub fn web_token(&self) -> [u8; 32] {
+        derive(&self.0, LABEL_WEB)
     }
 
     /// The key's public fingerprint.

@@ -162,6 +162,9 @@ pub struct Counts {
     pub rx_fec: Traffic,
     /// FEC repair packets sent ([`crate::fec`]), to the group.
     pub tx_fec: Traffic,
+    /// Commands and command acks ([`crate::command`]) on a data socket,
+    /// where they do not belong (they go to the command socket): dropped.
+    pub misdirected: Traffic,
 }
 
 impl Counts {
@@ -177,6 +180,7 @@ impl Counts {
             PacketType::Cookie => self.rx_cookie.add(bytes),
             PacketType::Subscribe => self.rx_subscribe.add(bytes),
             PacketType::Fec => self.rx_fec.add(bytes),
+            PacketType::Command | PacketType::CommandAck => self.misdirected.add(bytes),
         }
     }
 
@@ -192,6 +196,7 @@ impl Counts {
             PacketType::Cookie => self.tx_cookie.add(bytes),
             PacketType::Subscribe => self.tx_subscribe.add(bytes),
             PacketType::Fec => self.tx_fec.add(bytes),
+            PacketType::Command | PacketType::CommandAck => self.misdirected.add(bytes),
         }
     }
 }
@@ -443,6 +448,12 @@ impl SenderEndpoint {
     /// More than [`crate::fanout::MAX_LISTED`] addresses.
     pub fn list_destinations(&mut self, to: &[SocketAddrV4]) -> Result<(), Error> {
         self.fanout.list(to).map_err(Error::Config)
+    }
+
+    /// The sender, for adapter work the endpoint does not wrap (its
+    /// settings, [`Sender::set_settings`]).
+    pub fn sender_mut(&mut self) -> &mut Sender {
+        &mut self.sender
     }
 
     /// The sender state machine.

@@ -15,6 +15,8 @@
 //!   rate-match loop that steers an output's own resampler (the PipeWire
 //!   receiver's `bark.resampler = pipewire`), and the play-time estimate
 //!   from noisy timing reports (bark-pulse).
+//! - [`command`] is the control plane's datagram: a controller changes a
+//!   node's volume, mute, delay, name, stream; the node acks.
 //! - [`auth`] seals and opens datagrams with an optional pre-shared key, at
 //!   the adapters' socket boundary.
 //! - [`sim`] drives all of it through simulated clocks and networks, the
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod command;
 pub mod dll;
 pub mod drift;
 pub mod endpoint;

@@ -28,7 +28,8 @@ pub const STATUS_FIXED_LEN: usize = 120;
 /// Longest name, host or stream string in a status packet, bytes of UTF-8.
 pub const MAX_STRING: usize = 63;
 /// Largest datagram a status packet can need.
-pub const MAX_STATUS_LEN: usize = STATUS_FIXED_LEN + 3 * (1 + MAX_STRING);
+pub const MAX_STATUS_LEN: usize =
+    STATUS_FIXED_LEN + 3 * (1 + MAX_STRING) + crate::command::MAX_SETTINGS_LEN;
 /// IPv4 (20) plus UDP (8) header bytes, subtracted from the MTU.
 pub const IP_UDP_OVERHEAD: usize = 28;
 /// Default path MTU, bytes: safe on plain 1500-byte Ethernet.
@@ -105,6 +106,11 @@ pub enum PacketType {
     /// Sender to group: one FEC repair packet of a block of audio packets
     /// (Reed–Solomon; [`crate::fec`]).
     Fec = 7,
+    /// Controller to a node's command socket: change its settings
+    /// ([`crate::command`]).
+    Command = 11,
+    /// Node to controller: the command's outcome and the settings now.
+    CommandAck = 12,
 }
 
 impl PacketType {
@@ -120,6 +126,8 @@ impl PacketType {
             8 => Ok(PacketType::Hello),
             9 => Ok(PacketType::Cookie),
             10 => Ok(PacketType::Subscribe),
+            11 => Ok(PacketType::Command),
+            12 => Ok(PacketType::CommandAck),
             _ => Err(Error::Malformed("unknown packet type")),
         }
     }
@@ -422,7 +430,7 @@ pub struct StatusCounters {
 }
 
 /// A parsed status packet borrowing its strings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StatusPacket<'a> {
     /// See [`Header::stream_id`].
     pub stream_id: u64,
@@ -442,6 +450,9 @@ pub struct StatusPacket<'a> {
     pub host: &'a str,
     /// Stream name (`bark.stream`).
     pub stream: &'a str,
+    /// The node's settings and command port ([`crate::command`]), from
+    /// nodes that have a command socket.
+    pub settings: Option<crate::command::SettingsBlock>,
 }
 
 /// [`StatusPacket::flags`] bit 0: playing (receiver), streaming (sender).
@@ -473,6 +484,10 @@ pub enum Packet<'a> {
     Subscribe(SubscribePacket),
     /// FEC repair packet.
     Fec(FecPacket<'a>),
+    /// Command (to a node's command socket).
+    Command(crate::command::CommandPacket),
+    /// Command ack (to a controller).
+    CommandAck(crate::command::AckPacket),
 }
 
 fn u16_at(d: &[u8], at: usize) -> u16 {
@@ -537,6 +552,8 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Error> {
         PacketType::Cookie => parse_cookie(d).map(Packet::Cookie),
         PacketType::Subscribe => parse_subscribe(d).map(Packet::Subscribe),
         PacketType::Fec => parse_fec(d).map(Packet::Fec),
+        PacketType::Command => crate::command::parse_command(d).map(Packet::Command),
+        PacketType::CommandAck => crate::command::parse_ack(d).map(Packet::CommandAck),
     }
 }
 
@@ -992,10 +1009,19 @@ fn parse_status(d: &[u8]) -> Result<StatusPacket<'_>, Error> {
     let name = parse_str(d, &mut at)?;
     let host = parse_str(d, &mut at)?;
     let stream = parse_str(d, &mut at)?;
+    let settings = match d.get(at..) {
+        Some(rest) if !rest.is_empty() => {
+            let b = crate::command::parse_settings(rest)?;
+            at += b.len;
+            Some(b)
+        }
+        _ => None,
+    };
     if at != d.len() {
         return Err(Error::Malformed("trailing bytes after status"));
     }
     Ok(StatusPacket {
+        settings,
         stream_id: u64_at(d, 8),
         node_id: u64_at(d, 16),
         role,
@@ -1059,6 +1085,9 @@ pub fn write_status(out: &mut [u8], s: &StatusPacket<'_>) -> Option<usize> {
         out[at] = part.len() as u8;
         out[at + 1..at + 1 + part.len()].copy_from_slice(part.as_bytes());
         at += 1 + part.len();
+    }
+    if let Some(b) = &s.settings {
+        at += crate::command::write_settings(&mut out[at..], b.mask, &b.settings, b.port)?;
     }
     Some(at)
 }
@@ -1129,6 +1158,7 @@ mod tests {
             name: &long,
             host: "h",
             stream: "",
+            settings: None,
         };
         let mut buf = [0u8; MAX_STATUS_LEN];
         let n = write_status(&mut buf, &s).unwrap();
@@ -1180,6 +1210,7 @@ mod tests {
                 stream_id: 5, node_id: node, role: Role::Sender, flags: 1,
                 counters: StatusCounters { lost, clock_offset_ns: off, rate: 48000, downstream_us: lost as u32, need_us: node as u32, play_latency_us: 7, repaired: (node >> 32), ..Default::default() },
                 name: &name, host: &host, stream: "kitchen",
+                settings: None,
             };
             let mut buf = [0u8; MAX_STATUS_LEN];
             let n = write_status(&mut buf, &s).unwrap();

@@ -332,6 +332,12 @@ struct Session {
 /// The receiver state machine.
 pub struct Receiver {
     cfg: ReceiverConfig,
+    /// What a controller set ([`Receiver::set_settings`]).
+    remote: crate::command::Settings,
+    /// The node's command port, reported with the settings (0: none).
+    command_port: u16,
+    /// Output gain applied here (`apply_volume`), else 1.
+    gain: f32,
     selector: Selector,
     clock: ClockSync,
     jitter: JitterBuffer,
@@ -468,6 +474,14 @@ impl Receiver {
             rebuilding: false,
             nack_round: (0, 0),
             tail_watch: None,
+            remote: crate::command::Settings {
+                delay_ns: cfg.delay_ns,
+                name: crate::command::Label::new(&cfg.node_name),
+                stream: crate::command::Label::new(cfg.stream.as_deref().unwrap_or("")),
+                ..Default::default()
+            },
+            command_port: 0,
+            gain: 1.0,
             cfg,
         })
     }
@@ -700,7 +714,9 @@ impl Receiver {
             | Packet::Status(_)
             | Packet::Nack(_)
             | Packet::Hello(_)
-            | Packet::Subscribe(_) => {}
+            | Packet::Subscribe(_)
+            | Packet::Command(_)
+            | Packet::CommandAck(_) => {}
         }
         Ok(())
     }
@@ -1280,6 +1296,51 @@ impl Receiver {
     /// or a new session) is heard exactly at its instant, from within the
     /// buffer that reaches it. Does not allocate.
     pub fn fill(&mut self, play_ns: u64, out: &mut [f32]) {
+        self.fill_at(play_ns, out);
+        if !self.remote.enabled {
+            out.fill(0.0);
+        } else if self.gain != 1.0 {
+            for x in out.iter_mut() {
+                *x *= self.gain;
+            }
+        }
+    }
+
+    /// The settings a controller gave ([`crate::command`]): the delay
+    /// offset, the stream to follow, enabled, and the name, volume and
+    /// mute that status packets report. `port` is the node's command
+    /// port (status packets carry the settings only when it is not 0).
+    /// `apply_volume`: the receiver scales its output by the volume and
+    /// mute itself (`bark receive`; an audio server's adapter applies
+    /// them through its own stream volume instead, and passes false).
+    /// Does not allocate.
+    pub fn set_settings(&mut self, s: &crate::command::Settings, port: u16, apply_volume: bool) {
+        let latency = self.session_latency_ns() as i64;
+        self.cfg.delay_ns = s.delay_ns.clamp(-latency, crate::command::MAX_DELAY_NS);
+        if s.stream != self.remote.stream {
+            let name = s.stream.as_str();
+            self.selector
+                .set_want((!name.is_empty()).then(|| protocol::stream_hash(name)));
+        }
+        self.remote = *s;
+        self.command_port = port;
+        self.gain = if apply_volume {
+            crate::command::Settings {
+                enabled: true,
+                ..*s
+            }
+            .gain()
+        } else {
+            1.0
+        };
+    }
+
+    /// The settings last given ([`Receiver::set_settings`]).
+    pub fn settings(&self) -> &crate::command::Settings {
+        &self.remote
+    }
+
+    fn fill_at(&mut self, play_ns: u64, out: &mut [f32]) {
         let ch = self.cfg.channels as usize;
         let frames = out.len() / ch;
         out[frames * ch..].fill(0.0);
@@ -1571,7 +1632,12 @@ impl Receiver {
                 counters: self.counters(),
                 name: &self.cfg.node_name,
                 host: &self.cfg.host,
-                stream: self.cfg.stream.as_deref().unwrap_or(""),
+                stream: self.remote.stream.as_str(),
+                settings: crate::command::SettingsBlock::reported(
+                    crate::command::RECEIVER_FIELDS,
+                    &self.remote,
+                    self.command_port,
+                ),
             },
         )
     }

@@ -39,6 +39,7 @@ pub const ANNOUNCE_QUIET_NS: u64 = 1_000_000_000;
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
     session: u64,
+    name_hash: u32,
     priority: i8,
     first_heard: u64,
     /// Last audio packet, ns (0: none yet).
@@ -76,6 +77,22 @@ impl Selector {
             want,
             cands: [None; MAX_CANDIDATES],
             current: None,
+        }
+    }
+
+    /// Follows only streams whose name hash is `want` from now on (a
+    /// controller changed `bark.stream`); candidates of other names are
+    /// forgotten, the followed one too if it is among them: the next
+    /// packet of the wanted stream then takes over.
+    pub fn set_want(&mut self, want: Option<u32>) {
+        self.want = want;
+        for slot in &mut self.cands {
+            if slot.is_some_and(|c| want.is_some_and(|w| w != c.name_hash)) {
+                if slot.map(|c| c.session) == self.current {
+                    self.current = None;
+                }
+                *slot = None;
+            }
         }
     }
 
@@ -150,6 +167,7 @@ impl Selector {
             None => {
                 let fresh = Candidate {
                     session,
+                    name_hash,
                     priority,
                     first_heard: now,
                     last_heard: if audio { now } else { 0 },

@@ -157,9 +157,34 @@ pub struct Sender {
     /// Digital silence has lasted [`SILENCE_HOLD_NS`]: nothing is sent.
     suppressing: bool,
     latency: SessionLatency,
+    /// What a controller set ([`Sender::set_settings`]).
+    remote: crate::command::Settings,
+    /// The node's command port, reported with the settings (0: none).
+    command_port: u16,
 }
 
 impl Sender {
+    /// The settings a controller gave ([`crate::command`]): the stream
+    /// name and priority its audio and syncs carry from the next packet
+    /// on (receivers that follow by name move with it), and the name its
+    /// status reports. `port`: the node's command port (status packets
+    /// carry the settings when it is not 0). An empty stream name is
+    /// ignored (a sender always has one). Does not allocate.
+    pub fn set_settings(&mut self, s: &crate::command::Settings, port: u16) {
+        self.remote = *s;
+        if s.stream.is_empty() {
+            self.remote.stream = crate::command::Label::new(&self.cfg.stream);
+        }
+        self.name_hash = protocol::stream_hash(self.remote.stream.as_str());
+        self.cfg.priority = s.priority;
+        self.command_port = port;
+    }
+
+    /// The settings last given, or those of the configuration.
+    pub fn settings(&self) -> &crate::command::Settings {
+        &self.remote
+    }
+
     /// Creates a sender.
     ///
     /// # Errors
@@ -189,7 +214,15 @@ impl Sender {
         let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
         let latency = SessionLatency::new(cfg.latency_ns, cfg.max_latency_ns);
+        let remote = crate::command::Settings {
+            name: crate::command::Label::new(&cfg.node_name),
+            stream: crate::command::Label::new(&cfg.stream),
+            priority: cfg.priority,
+            ..Default::default()
+        };
         Ok(Sender {
+            remote,
+            command_port: 0,
             name_hash: protocol::stream_hash(&cfg.stream),
             dll: Dll::with_step(cfg.format.frame_ns(), cfg.input_step_ns),
             packet_frames,
@@ -455,7 +488,12 @@ impl Sender {
                 },
                 name: &self.cfg.node_name,
                 host: &self.cfg.host,
-                stream: &self.cfg.stream,
+                stream: self.remote.stream.as_str(),
+                settings: crate::command::SettingsBlock::reported(
+                    crate::command::SENDER_FIELDS,
+                    &self.remote,
+                    self.command_port,
+                ),
             },
         )
     }

@@ -575,6 +575,10 @@ pub static TABLE: &[Setting] = &[
         "UDP port the sender takes time requests, NACKs and subscriptions on; 0 picks a free one (a receiver's bark.sender needs a fixed one)")
         .pulse("control-port")
         .cli("control-port"),
+    setting("bark.command.port", BOTH, Kind::Int { min: 0, max: 65_535 }, Value::Int(0),
+        "UDP port the node takes commands on (bark set, bark web: volume, mute, delay, name, stream); 0 picks a free one, which its status packets report")
+        .pulse("command-port")
+        .cli("command-port"),
     setting("bark.sender", SOURCE, Kind::Ipv4Port, Value::Unset,
         "have the sender at this IPv4:port (its bark.control.port) send the stream to this receiver alone, unicast (Wi-Fi); a multicast source.ip is then not joined")
         .unset("none: listen on source.ip")

@@ -132,7 +132,10 @@ fuzz_target!(|d: &[u8]| {
                 Ok(Packet::Subscribe(b)) => assert_eq!(b, sub),
                 other => panic!("Subscribe did not round-trip: {other:?}"),
             }
-            assert!(sub.flags & !protocol::SUBSCRIBE_LEAVE == 0, "unknown Subscribe flags taken");
+            assert!(
+                sub.flags & !protocol::SUBSCRIBE_LEAVE == 0,
+                "unknown Subscribe flags taken"
+            );
         }
         Ok(Packet::Fec(f)) => {
             let n = protocol::write_fec(&mut out, &f).expect("room for an FEC packet");
@@ -142,7 +145,10 @@ fuzz_target!(|d: &[u8]| {
                 Ok(Packet::Fec(b)) => assert_eq!(b, f),
                 other => panic!("FEC packet did not round-trip: {other:?}"),
             }
-            assert!(f.index < f.m && f.base % u64::from(f.k) == 0, "FEC shape taken: {f:?}");
+            assert!(
+                f.index < f.m && f.base % u64::from(f.k) == 0,
+                "FEC shape taken: {f:?}"
+            );
         }
         Ok(Packet::Cookie(c)) => {
             let n = protocol::write_cookie(&mut out, &c).expect("room for a Cookie");
@@ -160,6 +166,22 @@ fuzz_target!(|d: &[u8]| {
             match protocol::parse(&out[..n]) {
                 Ok(Packet::Sync(b)) => assert_eq!(b, y),
                 other => panic!("sync did not round-trip: {other:?}"),
+            }
+        }
+        Ok(Packet::Command(c)) => {
+            let n = bark_core::command::write_command(&mut out, &c).expect("room for a command");
+            assert_eq!(n, d.len(), "a command has one length");
+            match protocol::parse(&out[..n]) {
+                Ok(Packet::Command(b)) => assert_eq!(b, c),
+                other => panic!("command did not round-trip: {other:?}"),
+            }
+        }
+        Ok(Packet::CommandAck(a)) => {
+            let n = bark_core::command::write_ack(&mut out, &a).expect("room for an ack");
+            assert_eq!(n, d.len());
+            match protocol::parse(&out[..n]) {
+                Ok(Packet::CommandAck(b)) => assert_eq!(b, a),
+                other => panic!("ack did not round-trip: {other:?}"),
             }
         }
         // Packet types added after this target was written.

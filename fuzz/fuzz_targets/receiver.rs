@@ -286,6 +286,7 @@ fuzz_target!(|d: &[u8]| {
                     name: "fuzz",
                     host: "fuzz",
                     stream: "default",
+                    settings: None,
                 };
                 if let Some(n) = protocol::write_status(&mut buf, &st) {
                     let _ = rx.handle_packet(now, &buf[..n], from);

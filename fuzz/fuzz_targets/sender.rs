@@ -200,14 +200,14 @@ impl Harness {
                 return;
             }
             match protocol::parse(d) {
-            Ok(Packet::Audio(a)) => {
-                assert!(!a.resent, "push sent a packet marked resent");
-                assert_eq!(a.header.stream_id, SESSION);
-                sent.insert(a.header.seq, digest(d));
-                *last_seq = Some(a.header.seq);
-            }
-            Ok(Packet::Sync(y)) => assert_eq!(y.stream_id, SESSION),
-            other => panic!("push sent {other:?}"),
+                Ok(Packet::Audio(a)) => {
+                    assert!(!a.resent, "push sent a packet marked resent");
+                    assert_eq!(a.header.stream_id, SESSION);
+                    sent.insert(a.header.seq, digest(d));
+                    *last_seq = Some(a.header.seq);
+                }
+                Ok(Packet::Sync(y)) => assert_eq!(y.stream_id, SESSION),
+                other => panic!("push sent {other:?}"),
             }
         });
     }
@@ -292,7 +292,10 @@ impl Harness {
         let d = &self.buf[..n];
         let pkt = protocol::parse(d)
             .unwrap_or_else(|e| panic!("the sender wrote a malformed datagram: {e:?}"));
-        if let (Dest::To(a), false) = (dest, matches!(pkt, Packet::TimeReply(_) | Packet::Cookie(_))) {
+        if let (Dest::To(a), false) = (
+            dest,
+            matches!(pkt, Packet::TimeReply(_) | Packet::Cookie(_)),
+        ) {
             if !matches!(pkt, Packet::Audio(au) if au.resent) {
                 let to = self.addrs.iter().position(|&x| x == a);
                 assert!(
@@ -486,7 +489,8 @@ impl Harness {
 /// Whether `p` may get copies of the stream at `now`: it subscribed with
 /// a valid cookie of its own within the lease, and has not left since.
 fn subscribed(p: &Peer, now: u64) -> bool {
-    p.subscribed_at.is_some_and(|t| now < t.saturating_add(LEASE_NS))
+    p.subscribed_at
+        .is_some_and(|t| now < t.saturating_add(LEASE_NS))
 }
 
 fuzz_target!(|d: &[u8]| {
@@ -641,7 +645,13 @@ fuzz_target!(|d: &[u8]| {
                         let t = b.take(COOKIE_MAC_LEN);
                         mac[..t.len()].copy_from_slice(t);
                         let (node, own) = h.cookie_of(p);
-                        (node, CookieTag { slot: own.slot, mac })
+                        (
+                            node,
+                            CookieTag {
+                                slot: own.slot,
+                                mac,
+                            },
+                        )
                     }
                 };
                 let flags = if ctl & 8 != 0 { SUBSCRIBE_LEAVE } else { 0 };
@@ -687,6 +697,7 @@ fuzz_target!(|d: &[u8]| {
                     name: "fuzz",
                     host: "fuzz",
                     stream: "default",
+                    settings: None,
                 };
                 let mut d = [0u8; protocol::MAX_STATUS_LEN];
                 let n = protocol::write_status(&mut d, &st).expect("room for status");

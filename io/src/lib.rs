@@ -4,12 +4,14 @@
 //! holds what the adapters drive it with and share about the OS: clock
 //! reads ([`clock`]), the UDP transport with kernel receive stamps
 //! ([`net`]), key files ([`keyfile`]), node ids and the host name
-//! ([`node`]), and the rate-limited warnings about dropped datagrams
+//! ([`node`]), a node's command socket ([`command`]), and the rate-limited warnings about dropped datagrams
 //! ([`dropwarn`]). Each adapter keeps only the translation from its own
 //! settings and its own logger.
 
 pub mod clock;
+pub mod command;
 pub mod dropwarn;
 pub mod keyfile;
 pub mod net;
 pub mod node;
+pub mod state;

@@ -169,6 +169,8 @@ pub struct SinkConfig {
     pub repair: bool,
     /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
     pub fec: Option<(u8, u8)>,
+    /// UDP port for commands (`command-port`; 0: any).
+    pub command_port: u16,
     /// Every setting as resolved, for [`SinkConfig::summary`].
     pub settings: Resolved,
 }
@@ -212,6 +214,8 @@ pub struct SourceConfig {
     pub repair: bool,
     /// Rebuild lost packets from FEC repair packets (`bark.fec`).
     pub fec: bool,
+    /// UDP port for commands (`command-port`; 0: any).
+    pub command_port: u16,
     /// Every setting as resolved, for [`SourceConfig::summary`].
     pub settings: Resolved,
 }
@@ -241,6 +245,7 @@ impl SinkConfig {
             encrypt: v.bool("bark.encrypt"),
             repair: v.bool("bark.repair"),
             fec: v.fec(),
+            command_port: v.int("bark.command.port"),
             settings: v,
         };
         if cfg.encrypt && cfg.key_file.is_none() {
@@ -305,6 +310,7 @@ impl SourceConfig {
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
             repair: v.bool("bark.repair"),
             fec: v.fec_receive(),
+            command_port: v.int("bark.command.port"),
             settings: v,
         };
         crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
@@ -332,6 +338,12 @@ impl SourceConfig {
     /// One line for logs and `--dry-run`: every setting by its flag name.
     pub fn summary(&self) -> String {
         format!("source {}", self.settings.describe(|s| s.pulse))
+    }
+
+    /// The settings a controller can change that the configuration gives
+    /// explicitly (`SET_*`): they win over the saved ones.
+    pub fn given(&self) -> u16 {
+        bark_core::command::configured_mask(&self.settings, bark_core::settings::Role::Source)
     }
 }
 
@@ -389,14 +401,14 @@ mod tests {
             sink("", "").summary(),
             "sink name=bark_sink description=\"Bark Network\" format=F32 rate=48000 channels=2 \
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
-             control-port=0 interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
+             control-port=0 command-port=0 interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
              repair=true fec=off server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),
             "source name=bark_source description=\"Bark Receiver\" rate=48000 channels=2 \
-             group=239.255.66.66 port=1530 sender=(none: listen on source.ip) \
+             group=239.255.66.66 port=1530 command-port=0 sender=(none: listen on source.ip) \
              interface=(the routing table's choice) latency-msec=(follow the sender) \
              latency-min-msec=(none; 250 with bark.profile = wifi) profile=lan stream=(the highest-priority, newest stream) \
              delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \

@@ -24,6 +24,7 @@ pub mod flags;
 pub mod frameclock;
 pub mod keyed;
 pub mod pa;
+pub mod remote;
 pub mod session;
 pub mod sink;
 pub mod source;

@@ -24,8 +24,10 @@ use crate::keyed::Warnings;
 use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use anyhow::{anyhow, bail, Context as _, Result};
+use bark_core::command::{Label, Settings};
 use bark_core::endpoint::SenderEndpoint;
 use bark_core::latency::LatencyWatch;
+use bark_io::command::{CommandPort, Identity};
 use bark_io::net::{self, FrontEnd, UdpSocket};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
@@ -71,6 +73,8 @@ struct Net {
     latency: LatencyWatch,
     /// Unicast subscribers last logged.
     subscribers: usize,
+    /// Commands (`bark set`: stream name, priority, name).
+    cmd: CommandPort,
 }
 
 impl Net {
@@ -81,6 +85,20 @@ impl Net {
             let t2 = self.clock.map(at.mono_ns);
             let _ = self.ep.handle_datagram(t2, at.real_ns, data, from.into());
         });
+        let (changed, warning) = self
+            .cmd
+            .serve(self.clock.map(monotonic_ns()), realtime_ns());
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        if changed != 0 {
+            let s = *self.cmd.responder().settings();
+            log::info!("a controller changed the settings: {s:?}");
+            self.ep.sender_mut().set_settings(&s, self.cmd.port());
+            if let Some(w) = self.cmd.save() {
+                log::warn!("{w}");
+            }
+        }
         if let Some(e) = d.error {
             log::debug!("receive error: {e}");
         }
@@ -675,20 +693,41 @@ impl Sender {
 pub fn run(cfg: SinkConfig) -> Result<()> {
     let start = Start::load(cfg.key_file.as_deref(), Sender::LOG_TARGET)?;
     let session_id = start.id;
+    let node_id = bark_io::node::random_nonzero_u64();
     let mut ep = SenderEndpoint::new(
         cfg.sender_config(session_id, start.host.clone()),
         start.key.as_ref(),
         cfg.encrypt,
-        bark_io::node::random_nonzero_u64(),
+        node_id,
     )
     .map_err(|e| anyhow!("{e}"))?;
+    let configured = Settings {
+        name: Label::new(&cfg.description),
+        ..*ep.sender().settings()
+    };
+    let id = Identity {
+        node_name: &cfg.name,
+        node_id,
+        role: bark_core::protocol::Role::Sender,
+        port: cfg.command_port,
+    };
+    let given = bark_core::command::configured_mask(&cfg.settings, bark_core::settings::Role::Sink);
+    let now = start.clock.map(monotonic_ns());
+    let (cmd, warning) = CommandPort::restored(&id, &configured, given, start.key.as_ref(), now)
+        .context("opening the command socket (command-port)")?;
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    let initial = *cmd.responder().settings();
+    ep.sender_mut().set_settings(&initial, cmd.port());
     ep.list_destinations(&cfg.net.copies)
         .map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg.net, FrontEnd::Pulse).context("setting up the network")?;
     let local = sock.local_addr()?;
     log::info!(
-        "{}; {} frames/packet, session {session_id:016x}, time requests on {local}{}",
+        "{}; {} frames/packet, session {session_id:016x}, time requests on {local}, command port {}{}",
         cfg.summary(),
+        cmd.port(),
         ep.sender().packet_frames(),
         start.key_note()
     );
@@ -702,6 +741,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         warnings: Warnings::default(),
         latency: LatencyWatch::default(),
         subscribers: 0,
+        cmd,
     };
     let mut sender = Sender {
         cfg,
@@ -710,6 +750,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     };
     let mut lp = Loop::new(TICK_US)?;
     let _watch = lp.watch_readable(sender.net.sock.fd())?;
+    let _watch_cmd = lp.watch_readable(sender.net.cmd.fd())?;
     driver::run(&mut sender, &mut lp)
 }
 

@@ -21,10 +21,13 @@ use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use crate::sink::PID_PROP;
 use anyhow::{anyhow, Context as _, Result};
+use bark_core::command::{Label, Settings};
 use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::latency::LateNote;
+use bark_core::protocol::Role as ProtoRole;
 use bark_core::receiver::{BUSY_INTERVAL_NS, FAST_INTERVAL_NS};
 use bark_core::SampleFormat;
+use bark_io::command::{CommandPort, Identity};
 use bark_io::net::{self, FrontEnd, UdpSocket};
 use libpulse_binding as pulse;
 use pulse::callbacks::ListResult;
@@ -58,9 +61,20 @@ struct Net {
     clock: ClockMap,
     send_errors: u64,
     warnings: Warnings,
+    /// Commands, and the stream's volume, mute and name.
+    remote: crate::remote::Remote,
 }
 
 impl Net {
+    /// Serves the command socket; the receiver takes what changed.
+    fn serve_commands(&mut self) {
+        let now = self.clock.map(monotonic_ns());
+        if let Some(s) = self.remote.serve(now, realtime_ns()) {
+            let port = self.remote.port.port();
+            self.ep.receiver_mut().set_settings(&s, port, false);
+        }
+    }
+
     /// Feeds queued datagrams to the endpoint and sends what it returns
     /// (time requests, status to the group and to the sender). No
     /// allocation.
@@ -180,6 +194,7 @@ impl Role for Receiver {
 
     fn serve(&mut self, lp: &Loop) {
         self.net.pump();
+        self.net.serve_commands();
         // The core wants a call at least every 2 ms while it syncs its
         // clock; once playing, its busy-network pace (10 ms) suffices.
         lp.set_tick_us(if self.net.ep.receiver().playing() {
@@ -250,6 +265,7 @@ impl Role for Receiver {
             .map(|d| d.into_owned())
             .unwrap_or_default();
         log::info!("playing into {dev:?}");
+        self.net.remote.new_stream();
     }
 
     fn stopped(&mut self, s: &mut S) {
@@ -299,6 +315,13 @@ impl Role for Receiver {
             }
         }
         self.write(s, now, frame_bytes);
+        if let Some(st) = s.stream.as_mut() {
+            let ch = self.cfg.channels;
+            if let Some(local) = self.net.remote.sync(&s.conn.ctx, st, ch, lp) {
+                let port = self.net.remote.port.port();
+                self.net.ep.receiver_mut().set_settings(&local, port, false);
+            }
+        }
     }
 
     /// Says when the receiver starts or stops playing a session.
@@ -486,12 +509,31 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     // Status goes to the group, where `bark stats` and the other nodes
     // listen (to a unicast address it would only reach us), and to the
     // followed sender.
-    let ep = ReceiverEndpoint::new(
+    let mut ep = ReceiverEndpoint::new(
         cfg.receiver_config(node_id, start.host.clone()),
         start.key.as_ref(),
         cfg.group.ip().is_multicast(),
     )
     .map_err(|e| anyhow!("{e}"))?;
+    let configured = Settings {
+        name: Label::new(&cfg.description),
+        ..*ep.receiver().settings()
+    };
+    let id = Identity {
+        node_name: &cfg.name,
+        node_id,
+        role: ProtoRole::Receiver,
+        port: cfg.command_port,
+    };
+    let now = start.clock.map(monotonic_ns());
+    let (cmd, warning) =
+        CommandPort::restored(&id, &configured, cfg.given(), start.key.as_ref(), now)
+            .context("opening the command socket (command-port)")?;
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    let initial = *cmd.responder().settings();
+    ep.receiver_mut().set_settings(&initial, cmd.port(), false);
     let (group, control) = net::receiver_sockets(
         cfg.group,
         cfg.interface.as_deref(),
@@ -500,9 +542,10 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     )
     .context("setting up the network")?;
     log::info!(
-        "{}; control port {}, node {node_id:016x}{}",
+        "{}; control port {}, command port {}, node {node_id:016x}{}",
         cfg.summary(),
         control.local_addr()?.port(),
+        cmd.port(),
         start.key_note()
     );
     let net = Net {
@@ -513,6 +556,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         clock: start.clock,
         send_errors: 0,
         warnings: Warnings::default(),
+        remote: crate::remote::Remote::new(cmd),
     };
     let mut receiver = Receiver {
         cfg,
@@ -524,6 +568,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     let mut lp = Loop::new(FAST_INTERVAL_NS / 1000)?;
     let _w1 = lp.watch_readable(receiver.net.group.fd())?;
     let _w2 = lp.watch_readable(receiver.net.control.fd())?;
+    let _w3 = lp.watch_readable(receiver.net.remote.port.fd())?;
     driver::run(&mut receiver, &mut lp)
 }
 

@@ -82,6 +82,11 @@ pub struct SinkArgs {
     pub repair: bool,
     /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
     pub fec: Option<(u8, u8)>,
+    /// UDP port for commands (`bark.command.port`; 0: any).
+    pub command_port: u16,
+    /// The settings a controller can change that the arguments give
+    /// explicitly (`SET_*`): they win over the saved ones.
+    pub given: u16,
 }
 
 /// How the receiver shows up in the graph (`media.class`).
@@ -171,6 +176,12 @@ pub struct SourceArgs {
     pub repair: bool,
     /// Rebuild lost packets from FEC repair packets (`bark.fec`).
     pub fec: bool,
+    /// UDP port for commands (`bark.command.port`; 0: any).
+    pub command_port: u16,
+    /// The settings a controller can change that the arguments give
+    /// explicitly (`SET_*` of [`bark_core::command`]): they win over the
+    /// saved ones ([`bark_io::state`]).
+    pub given: u16,
 }
 
 /// Documentation of a role's arguments (`module.usage`): one
@@ -241,6 +252,8 @@ impl SinkArgs {
             encrypt,
             repair: v.bool("bark.repair"),
             fec: v.fec(),
+            command_port: v.int("bark.command.port"),
+            given: bark_core::command::configured_mask(&v, Role::Sink),
         })
     }
 }
@@ -280,6 +293,8 @@ impl SourceArgs {
                 .find(|r| r.name() == resampler)
                 .unwrap_or(Resampler::Core),
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
+            command_port: v.int("bark.command.port"),
+            given: bark_core::command::configured_mask(&v, Role::Source),
         })
     }
 }

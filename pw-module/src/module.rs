@@ -9,11 +9,12 @@
 use crate::args::{self, SinkArgs, SourceArgs};
 use crate::clock::{monotonic_ns, ClockMap};
 use crate::ffi::{self, Hook, Properties};
-use crate::pw::{self, CoreConn, DataLoop, DataSource, Stream, Timer};
+use crate::pw::{self, CoreConn, DataLoop, DataSource, MainSource, Stream};
 use crate::sink::RtSink;
 use crate::source::RtSource;
 use crate::stats::{Counters, Reporter};
 use crate::{log_debug, log_error, log_info, log_warn};
+use bark_core::command::{SET_MUTE, SET_VOLUME};
 use libspa::param::audio::AudioInfoRaw;
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -130,6 +131,9 @@ pub struct Setup {
     pub channels: u8,
     /// One line about the configuration, logged once loaded.
     pub info: String,
+    /// The node's command socket (which saves its settings), served on
+    /// the main loop.
+    pub command: Option<bark_io::command::CommandPort>,
 }
 
 // Boxed: the receiver is large and the two differ widely in size.
@@ -147,7 +151,14 @@ struct Main {
     // the sockets in `rt` close.
     data_sources: Vec<DataSource>,
     core: Option<CoreConn>,
-    timer: Option<Timer>,
+    timer: Option<MainSource>,
+    /// The command socket ([`bark_io::command`]) and its main-loop
+    /// source; the socket drops with the state, after the source.
+    command: Option<bark_io::command::CommandPort>,
+    command_source: Option<MainSource>,
+    /// Settings the data thread has not been handed yet (its mailbox was
+    /// being read): posted again at the next timer tick.
+    settings_pending: bool,
     module_hook: Hook,
     module: *mut pws::pw_impl_module,
     who: String,
@@ -220,6 +231,12 @@ struct Bark {
     /// pipewire`. It lives in the adapter, as long as the stream.
     rate_match: AtomicPtr<spa::spa_io_rate_match>,
     counters: Counters,
+    /// Settings (and the command port) from the main loop to the data
+    /// thread's receiver.
+    settings_box: crate::mailbox::Mailbox<(bark_core::command::Settings, u16)>,
+    /// Set while the main loop changes the stream's own controls, whose
+    /// `control_info` echo is then ours, not the desktop's.
+    applying: AtomicBool,
     /// Test only: where to panic on purpose (see [`TEST_PANIC_ENV`]).
     test_panic: TestPanic,
     /// Last, so that it drops after everything else: the last instance
@@ -303,8 +320,16 @@ impl Bark {
         // Busy: `process` runs on another data loop right now (see
         // RtCell) and serves the sockets itself; the next wake-up comes.
         let _ = self.rt.try_with(|rt| match rt {
-            Rt::Sink(s) => s.serve(&self.counters),
+            Rt::Sink(s) => {
+                if let Some((settings, port)) = self.settings_box.take() {
+                    s.apply_settings(&settings, port);
+                }
+                s.serve(&self.counters)
+            }
             Rt::Source(s) => {
+                if let Some((settings, port)) = self.settings_box.take() {
+                    s.apply_settings(&settings, port);
+                }
                 s.pump(&self.counters);
                 if timer {
                     let now = monotonic_ns();
@@ -363,8 +388,18 @@ impl Bark {
                 match rt {
                     Rt::Sink(s) if panicked => s.idle(stream),
                     Rt::Source(s) if panicked => s.idle(stream),
-                    Rt::Sink(s) => s.process(stream, &self.counters),
-                    Rt::Source(s) => s.process(stream, rate_match, &self.counters),
+                    Rt::Sink(s) => {
+                        if let Some((settings, port)) = self.settings_box.take() {
+                            s.apply_settings(&settings, port);
+                        }
+                        s.process(stream, &self.counters)
+                    }
+                    Rt::Source(s) => {
+                        if let Some((settings, port)) = self.settings_box.take() {
+                            s.apply_settings(&settings, port);
+                        }
+                        s.process(stream, rate_match, &self.counters)
+                    }
                 }
             }
         });
@@ -434,6 +469,9 @@ pub unsafe fn load(
             data_sources: Vec::new(),
             core: None,
             timer: None,
+            command: None,
+            command_source: None,
+            settings_pending: false,
             module_hook: Hook::new(),
             module,
             who: format!("{} {}", role.name(), setup.name),
@@ -454,6 +492,8 @@ pub unsafe fn load(
         ],
         rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
+        settings_box: crate::mailbox::Mailbox::new(),
+        applying: AtomicBool::new(false),
         test_panic,
         _log: instance,
     }));
@@ -547,11 +587,36 @@ unsafe fn attach(
     // SAFETY: the context's main loop, whose thread this is; `free` drops
     // the timer, on this thread and while the loop lives, before it frees
     // the state that `data` points to.
-    let timer = unsafe { Timer::new(main_loop, on_timer, data, MAIN_TIMER_NS) }
+    let timer = unsafe { MainSource::timer(main_loop, on_timer, data, MAIN_TIMER_NS) }
         .map_err(LoadError::pipewire)?;
     // SAFETY: main thread, no other borrow of `Main` alive.
+    unsafe { b.main() }.timer = Some(timer);
+    if let Some(cmd) = setup.command {
+        let fd = cmd.fd();
+        // Restored volume and mute: the stream's own controls from the
+        // start, as a controller would have set them.
+        let s = *cmd.responder().settings();
+        if s.volume != 1.0 || s.mute {
+            // SAFETY: main thread, no other borrow of `Main` alive.
+            let m = unsafe { b.main() };
+            if let Some(stream) = m.stream.as_ref() {
+                b.applying.store(true, Relaxed);
+                crate::remote::apply_to_stream(stream, m.channels, SET_VOLUME | SET_MUTE, &s);
+                b.applying.store(false, Relaxed);
+            }
+        }
+        // SAFETY: main thread, no other borrow of `Main` alive.
+        unsafe { b.main() }.command = Some(cmd);
+        // SAFETY: the context's main loop, this thread; `free` drops the
+        // source before the state (and so the socket `fd` in it) and
+        // `data`.
+        let src = unsafe { MainSource::io(main_loop, fd, on_command, data) }
+            .map_err(LoadError::pipewire)?;
+        // SAFETY: main thread, no other borrow of `Main` alive.
+        unsafe { b.main() }.command_source = Some(src);
+    }
+    // SAFETY: main thread, no other borrow of `Main` alive.
     let m = unsafe { b.main() };
-    m.timer = Some(timer);
     let hook = m.module_hook.as_ptr();
     // SAFETY: the module being initialized; the hook is boxed in `Main`
     // and unlinked by `free` (while the module lives) before it is freed;
@@ -578,7 +643,7 @@ unsafe fn free(bark: *mut Bark) {
     // Taken out first, so that no borrow of `Main` is alive while they
     // drop (their teardown emits nothing into our listeners, but a borrow
     // across PipeWire calls is what `Bark::main` rules out).
-    let (stream, sources, core, timer) = {
+    let (stream, sources, core, timer, command_source) = {
         // SAFETY: alive (freed only below); main thread; no other borrow
         // of `Main` (the contract; callers hold none).
         let m = unsafe { (*bark).main() };
@@ -590,12 +655,14 @@ unsafe fn free(bark: *mut Bark) {
             std::mem::take(&mut m.data_sources),
             m.core.take(),
             m.timer.take(),
+            m.command_source.take(),
         )
     };
     drop(stream);
     drop(sources);
     drop(core);
     drop(timer);
+    drop(command_source);
     // SAFETY: from Box::into_raw in `load`, freed once (the contract). No
     // callback can reach it now: the stream, the data-loop sources, the
     // core's listeners, the main-loop timer and the module listener are
@@ -819,6 +886,97 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
     });
 }
 
+/// Commands on the command socket (main thread): applied to the stream's
+/// own controls and properties here, and to the receiver through the
+/// mailbox.
+unsafe extern "C" fn on_command(data: *mut c_void, _fd: c_int, _mask: u32) {
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("command", (), || {
+        // SAFETY: a main-loop source, on the main thread; no other borrow
+        // of `Main` is alive. Of the PipeWire calls it spans,
+        // pw_stream_set_control may echo `control_info` into our listener,
+        // which sees `applying` and leaves `Main` alone.
+        let m = unsafe { b.main() };
+        let Some(cmd) = m.command.as_mut() else {
+            return;
+        };
+        let (changed, warning) = cmd.serve(monotonic_ns(), crate::clock::realtime_ns());
+        if let Some(w) = warning {
+            log_warn!("{}: {w}", m.who);
+        }
+        if changed == 0 {
+            return;
+        }
+        let (settings, port) = (*cmd.responder().settings(), cmd.port());
+        log_info!(
+            "{}: a controller changed {}",
+            m.who,
+            crate::remote::describe(changed, &settings)
+        );
+        if let Some(stream) = m.stream.as_ref() {
+            b.applying.store(true, Relaxed);
+            crate::remote::apply_to_stream(stream, m.channels, changed, &settings);
+            b.applying.store(false, Relaxed);
+        }
+        m.settings_pending = !b.settings_box.post((settings, port));
+        save_settings(m);
+    });
+}
+
+/// Saves the settings for the next start; a failure is logged, once per
+/// change (changes come from people, not packets: the rate limit holds).
+fn save_settings(m: &Main) {
+    if let Some(w) = m.command.as_ref().and_then(|c| c.save()) {
+        log_warn!("{}: {w}", m.who);
+    }
+}
+
+/// The stream's own controls changed (pavucontrol, `wpctl`, the desktop's
+/// volume applet, or our own `set_control`): a change made on this host
+/// is taken into the settings the node reports.
+unsafe extern "C" fn on_control_info(
+    data: *mut c_void,
+    id: u32,
+    control: *const pws::pw_stream_control,
+) {
+    // SAFETY: the callback contract (see `state`).
+    let Some(b) = (unsafe { state(data) }) else {
+        return;
+    };
+    b.guard("control_info", (), || {
+        if b.applying.load(Relaxed) || control.is_null() {
+            return;
+        }
+        // SAFETY: a control PipeWire keeps alive for the call, its values
+        // with it.
+        let Some(local) = (unsafe { crate::remote::from_control(id, &*control) }) else {
+            return;
+        };
+        // SAFETY: a stream event, on the main thread; not inside
+        // `on_command` (`applying` is clear), so no other borrow of `Main`
+        // is alive.
+        let m = unsafe { b.main() };
+        let Some(cmd) = m.command.as_mut() else {
+            return;
+        };
+        let mut s = *cmd.responder().settings();
+        let mask = crate::remote::merge_local(&mut s, local);
+        let changed = cmd.set_local(mask, &s);
+        if changed != 0 {
+            log_info!(
+                "{}: changed on this host: {}",
+                m.who,
+                crate::remote::describe(changed, &s)
+            );
+            m.settings_pending = !b.settings_box.post((s, cmd.port()));
+            save_settings(m);
+        }
+    });
+}
+
 /// Main-loop timer period, ns: a receiver's change of output quantum is
 /// applied within this (its core plans with the new quantum meanwhile);
 /// the counters are reported every tenth tick.
@@ -854,6 +1012,11 @@ unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
                     );
                 }
                 m.asked_quantum = want;
+            }
+        }
+        if m.settings_pending {
+            if let Some(c) = m.command.as_ref() {
+                m.settings_pending = !b.settings_box.post((*c.responder().settings(), c.port()));
             }
         }
         if m.ticks.is_multiple_of(1_000_000_000 / MAIN_TIMER_NS) {
@@ -922,7 +1085,7 @@ static STREAM_EVENTS: pws::pw_stream_events = pws::pw_stream_events {
     version: pws::PW_VERSION_STREAM_EVENTS,
     destroy: Some(on_stream_destroy),
     state_changed: Some(on_state_changed),
-    control_info: None,
+    control_info: Some(on_control_info),
     io_changed: Some(on_io_changed),
     param_changed: Some(on_param_changed),
     add_buffer: None,

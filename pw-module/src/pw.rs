@@ -200,6 +200,33 @@ impl Stream {
         self.stream
     }
 
+    /// Sets the stream's own volume and mute (`SPA_PROP_channelVolumes`,
+    /// linear gain on each of `channels`, and `SPA_PROP_mute`): what
+    /// pavucontrol, `wpctl` and the desktop's applet show and change.
+    /// Main thread only (PipeWire applies it in the stream's adapter).
+    /// A no-op once the stream is gone.
+    pub fn set_volume_mute(&self, channels: u8, gain: f32, mute: bool) {
+        if self.stream.is_null() {
+            return;
+        }
+        let mut volumes = [gain; 64];
+        let n = u32::from(channels).clamp(1, 64);
+        let mut m = [if mute { 1.0f32 } else { 0.0 }];
+        // SAFETY: a live stream (owned by self), on the main thread; the
+        // value arrays outlive the calls, which copy them; each variadic
+        // list ends with id 0 as pw_stream_set_control requires.
+        unsafe {
+            pw::pw_stream_set_control(
+                self.stream,
+                spa::SPA_PROP_channelVolumes,
+                n,
+                volumes.as_mut_ptr(),
+                0u32,
+            );
+            pw::pw_stream_set_control(self.stream, spa::SPA_PROP_mute, 1, m.as_mut_ptr(), 0u32);
+        }
+    }
+
     /// Updates the stream's properties with `props` (main thread only;
     /// PipeWire copies them). A no-op once the stream is gone.
     pub fn update_properties(&self, props: &Properties) {
@@ -274,25 +301,55 @@ pub fn state_name(s: pw::pw_stream_state) -> String {
     }
 }
 
-/// A repeating timer on the main loop.
-pub struct Timer {
+/// A source on the main loop: a repeating timer, or a socket.
+pub struct MainSource {
     utils: *mut spa::spa_loop_utils,
     source: *mut spa::spa_source,
 }
 
-impl Timer {
+impl MainSource {
+    /// Calls `func(data, fd, mask)` on the main thread whenever `fd` is
+    /// readable (a node's command socket). `fd` stays the caller's.
+    ///
+    /// # Safety
+    /// As [`MainSource::timer`]; `fd` must outlive the source.
+    pub unsafe fn io(
+        main_loop: *mut pw::pw_loop,
+        fd: std::ffi::c_int,
+        func: unsafe extern "C" fn(*mut c_void, std::ffi::c_int, u32),
+        data: *mut c_void,
+    ) -> Result<MainSource, String> {
+        // SAFETY: a live main loop (the caller's contract).
+        let utils = unsafe { (*main_loop).utils };
+        // SAFETY: the loop's utils interface, on its own thread; `data`
+        // and `fd` outlive the source by the caller's contract.
+        let source = unsafe {
+            ffi::iface_call::<spa::spa_loop_utils_methods, _>(
+                utils as *mut c_void,
+                |m, obj| match m.add_io {
+                    Some(f) => f(obj, fd, spa::SPA_IO_IN, false, Some(func), data),
+                    None => ptr::null_mut(),
+                },
+            )
+        };
+        if source.is_null() {
+            return Err("cannot add a socket to the main loop".into());
+        }
+        Ok(MainSource { utils, source })
+    }
+
     /// Calls `func(data, expirations)` every `interval_ns` on `main_loop`.
     ///
     /// # Safety
     /// `main_loop` must be the live main loop, this the main thread, and
     /// the timer must drop before the loop does; `data` must stay valid
     /// until the timer drops, and `func` must accept it.
-    pub unsafe fn new(
+    pub unsafe fn timer(
         main_loop: *mut pw::pw_loop,
         func: unsafe extern "C" fn(*mut c_void, u64),
         data: *mut c_void,
         interval_ns: u64,
-    ) -> Result<Timer, String> {
+    ) -> Result<MainSource, String> {
         // SAFETY: a live main loop (the caller's contract), whose `utils`
         // is a spa_loop_utils interface.
         let utils = unsafe { (*main_loop).utils };
@@ -325,11 +382,11 @@ impl Timer {
                 }
             });
         }
-        Ok(Timer { utils, source })
+        Ok(MainSource { utils, source })
     }
 }
 
-impl Drop for Timer {
+impl Drop for MainSource {
     fn drop(&mut self) {
         // SAFETY: the source was made by these utils and is destroyed only
         // here, on the main thread that added it, while the loop lives

@@ -12,8 +12,11 @@ use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::module::{LoadError, Setup};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
+use bark_core::command::{Label, Settings};
 use bark_core::endpoint::SenderEndpoint;
+use bark_core::protocol::Role;
 use bark_core::SenderConfig;
+use bark_io::command::{CommandPort, Identity};
 use bark_io::net::{self, FrontEnd, UdpSocket};
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -36,6 +39,7 @@ pub struct RtSink {
 pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup), LoadError> {
     let (session_id, key) =
         crate::args::id_and_key(a.key_file.as_deref()).map_err(LoadError::invalid)?;
+    let node_id = bark_io::node::random_nonzero_u64();
     let mut ep = SenderEndpoint::new(
         SenderConfig {
             format: a.format,
@@ -55,33 +59,52 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         },
         key.as_ref(),
         a.encrypt,
-        bark_io::node::random_nonzero_u64(),
+        node_id,
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
     ep.list_destinations(&a.net.copies)
         .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(&a.net, FrontEnd::PipeWire).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
+    let configured = Settings {
+        name: Label::new(&a.node_description),
+        ..*ep.sender().settings()
+    };
+    let id = Identity {
+        node_name: &a.node_name,
+        node_id,
+        role: Role::Sender,
+        port: a.command_port,
+    };
+    let now = clock.map(monotonic_ns());
+    let (command, warning) = CommandPort::restored(&id, &configured, a.given, key.as_ref(), now)
+        .map_err(LoadError::io)?;
+    if let Some(w) = warning {
+        crate::log_warn!("{}: {w}", a.node_name);
+    }
+    let initial = *command.responder().settings();
+    ep.sender_mut().set_settings(&initial, command.port());
 
     let mut props = crate::node_props(
         a.stream_props.as_deref(),
         &a.node_name,
-        &a.node_description,
+        initial.name.as_str(),
         "Audio/Sink",
         a.format.rate,
         a.format.channels,
     );
-    props.set("bark.stream", &a.stream);
+    props.set("bark.stream", initial.stream.as_str());
 
     let security = bark_io::keyfile::describe(key.as_ref(), a.encrypt, "bark.key-file");
     let info = format!(
-        "{} ({}) sending {} {} Hz {} ch to {} from {local}, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
+        "{} ({}) sending {} {} Hz {} ch to {} from {local}, command port {}, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.format.sample.name(),
         a.format.rate,
         a.format.channels,
         a.net.targets(),
+        command.port(),
         ep.sender().packet_frames(),
         a.latency_ns as f64 / 1e6,
         a.max_latency_ns.max(a.latency_ns) as f64 / 1e6,
@@ -103,11 +126,19 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         rate: a.format.rate,
         channels: a.format.channels,
         info,
+        command: Some(command),
     };
     Ok((rt, setup))
 }
 
 impl RtSink {
+    /// Settings a controller changed, posted from the main loop: the
+    /// stream name and priority of the next packets, and what the status
+    /// reports. No allocation.
+    pub fn apply_settings(&mut self, s: &Settings, port: u16) {
+        self.ep.sender_mut().set_settings(s, port);
+    }
+
     /// One graph cycle (data thread): send the buffer, then serve the
     /// socket. No allocation, no blocking.
     ///

@@ -13,10 +13,13 @@ use crate::module::{LoadError, Setup};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
+use bark_core::command::{Label, Settings};
 use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::protocol::PacketType;
+use bark_core::protocol::Role;
 use bark_core::ratematch::{pipewire_rate, RateMatchLoop};
 use bark_core::ReceiverConfig;
+use bark_io::command::{CommandPort, Identity};
 use bark_io::net::{self, FrontEnd, UdpSocket};
 use libspa_sys as spa;
 use pipewire_sys as pws;
@@ -132,6 +135,26 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         a.group.ip().is_multicast(),
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
+    let mut ep = ep;
+    let configured = Settings {
+        name: Label::new(&a.node_description),
+        ..*ep.receiver().settings()
+    };
+    let id = Identity {
+        node_name: &a.node_name,
+        node_id,
+        role: Role::Receiver,
+        port: a.command_port,
+    };
+    let now = clock.map(monotonic_ns());
+    let (command, warning) = CommandPort::restored(&id, &configured, a.given, key.as_ref(), now)
+        .map_err(LoadError::io)?;
+    if let Some(w) = warning {
+        crate::log_warn!("{}: {w}", a.node_name);
+    }
+    let initial = *command.responder().settings();
+    ep.receiver_mut()
+        .set_settings(&initial, command.port(), false);
     let (group, control) = net::receiver_sockets(
         a.group,
         a.ifname.as_deref(),
@@ -144,7 +167,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     let mut props = crate::node_props(
         a.stream_props.as_deref(),
         &a.node_name,
-        &a.node_description,
+        initial.name.as_str(),
         a.class.media_class(),
         a.rate,
         a.channels,
@@ -160,13 +183,14 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
 
     let security = bark_io::keyfile::describe(key.as_ref(), false, "bark.key-file");
     let info = format!(
-        "{} ({}, {}) listening on {}{}, control port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
+        "{} ({}, {}) listening on {}{}, control port {}, command port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.class.media_class(),
         a.group,
         a.ifname.as_deref().map(|i| format!(" on {i}")).unwrap_or_default(),
         ctl.port(),
+        command.port(),
         a.rate,
         a.channels,
         a.latency_ns.map_or("from sender".to_owned(), |l| format!("{} ms", l as f64 / 1e6)),
@@ -204,11 +228,20 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         rate: a.rate,
         channels: a.channels,
         info,
+        command: Some(command),
     };
     Ok((rt, setup))
 }
 
 impl RtSource {
+    /// Settings a controller (or the desktop's volume) changed, posted
+    /// from the main loop: the receiver follows the new stream, delay and
+    /// enabled, and reports them with the volume and mute (which
+    /// PipeWire applies, in the stream's adapter). No allocation.
+    pub fn apply_settings(&mut self, s: &Settings, port: u16) {
+        self.ep.receiver_mut().set_settings(s, port, false);
+    }
+
     /// One graph cycle (data thread). No allocation, no blocking.
     /// `rate_match` is the adapter's rate-match area, or null.
     ///

@@ -89,6 +89,19 @@ impl Collector {
         })
     }
 
+    /// A collector that hears nothing (tests of its users).
+    #[cfg(test)]
+    pub fn idle() -> Self {
+        Collector {
+            table: Arc::new(Mutex::new(NodeTable::default())),
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+            group: String::new(),
+            quiet_ns: 3_000_000_000,
+            drop_ns: 30_000_000_000,
+        }
+    }
+
     /// The current snapshot; nodes silent for the drop time are forgotten.
     pub fn snapshot(&self) -> Snapshot {
         let now = monotonic_ns();

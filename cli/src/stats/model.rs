@@ -1,6 +1,7 @@
 //! The node table behind every `bark stats` view: the latest status packet
 //! of each node, when it was heard, and snapshots of it in display units.
 
+use bark_core::command::SettingsBlock;
 use bark_core::protocol::{Role, StatusCounters, StatusPacket, STATUS_ACTIVE, STATUS_LATE};
 use bark_core::SampleFormat;
 use serde::ser::{SerializeStruct, Serializer};
@@ -19,6 +20,7 @@ struct Entry {
     host: String,
     stream: String,
     addr: SocketAddrV4,
+    settings: Option<SettingsBlock>,
     first_heard_ns: u64,
     last_heard_ns: u64,
     reports: u64,
@@ -121,6 +123,45 @@ pub struct NodeView {
     pub reports: u64,
     /// Active or quiet.
     pub state: Liveness,
+    /// Its settings and where commands reach it, from nodes with a
+    /// command socket.
+    pub control: Option<ControlView>,
+}
+
+/// A node's settings in display units ([`bark_core::command::Settings`]).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ControlView {
+    /// The room's name (`node.description`).
+    pub room: String,
+    /// Volume on the user's (cubic) scale, percent.
+    pub volume_pct: f64,
+    /// Muted.
+    pub mute: bool,
+    /// Receiver: delay offset, ms.
+    pub delay_ms: f64,
+    /// Receiver: plays (false: switched off).
+    pub enabled: bool,
+    /// Sender: priority.
+    pub priority: i8,
+    /// Where commands go: the address its status came from, at its
+    /// command port ("ip:port").
+    pub command_addr: String,
+}
+
+impl ControlView {
+    /// From a status packet's settings block, heard from `from`.
+    pub fn new(b: &SettingsBlock, from: SocketAddrV4) -> ControlView {
+        let s = &b.settings;
+        ControlView {
+            room: s.name.as_str().to_string(),
+            volume_pct: (f64::from(s.volume) * 1000.0).round() / 10.0,
+            mute: s.mute,
+            delay_ms: s.delay_ns as f64 / 1e6,
+            enabled: s.enabled,
+            priority: s.priority,
+            command_addr: SocketAddrV4::new(*from.ip(), b.port).to_string(),
+        }
+    }
 }
 
 /// The counts of `c` (not the figures with units: [`NodeView`] has those in
@@ -214,6 +255,7 @@ impl NodeTable {
             host: String::new(),
             stream: String::new(),
             addr: from,
+            settings: None,
             first_heard_ns: now_ns,
             last_heard_ns: now_ns,
             reports: 0,
@@ -230,6 +272,7 @@ impl NodeTable {
         s.host.clone_into(&mut e.host);
         s.stream.clone_into(&mut e.stream);
         e.addr = from;
+        e.settings = s.settings;
         e.last_heard_ns = now_ns;
         e.reports += 1;
     }
@@ -316,6 +359,7 @@ impl NodeTable {
                     } else {
                         Liveness::Active
                     },
+                    control: e.settings.as_ref().map(|b| ControlView::new(b, e.addr)),
                 };
                 (u8::from(!is_sender), id, view)
             })
@@ -382,6 +426,7 @@ pub(crate) mod tests {
             name,
             host: "h",
             stream: "default",
+            settings: None,
         }
     }
 

@@ -24,7 +24,9 @@
 mod open;
 mod socket;
 
-pub use open::{control_socket, group_socket, interface_ipv4, receiver_sockets, sender_socket};
+pub use open::{
+    command_socket, control_socket, group_socket, interface_ipv4, receiver_sockets, sender_socket,
+};
 pub use socket::{wait_readable, Arrival, Datagram, Drained, UdpSocket};
 
 /// Receive buffer of a group socket, bytes: about 200 ms of 8-channel F32

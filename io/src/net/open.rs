@@ -219,6 +219,20 @@ pub fn control_socket(
     Ok(UdpSocket::wrap(c))
 }
 
+/// A node's command socket ([`bark_core::command`]): UDP on every
+/// address at `port` (0: one the kernel picks, reported in the node's
+/// status packets), where controllers send commands and the acks leave
+/// from. Read on the adapter's main loop, never its data thread.
+///
+/// # Errors
+/// Socket or bind failures, saying what was being done.
+pub fn command_socket(port: u16) -> io::Result<UdpSocket> {
+    let c = open_or_say()?;
+    c.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+        .map_err(|e| ctx(e, format_args!("binding the command socket to port {port}")))?;
+    Ok(UdpSocket::wrap(c))
+}
+
 /// A receiver's pair: its [`group_socket`] on `group` joined on `ifname`,
 /// and its [`control_socket`] (status with multicast TTL `ttl`, hops).
 ///

@@ -254,6 +254,7 @@ pub fn wait_readable(socks: &[&UdpSocket], timeout_ns: u64) {
     let _ = match socks {
         [a] => ppoll(&mut [poll_in(a)], Some(ts), None),
         [a, b] => ppoll(&mut [poll_in(a), poll_in(b)], Some(ts), None),
+        [a, b, c] => ppoll(&mut [poll_in(a), poll_in(b), poll_in(c)], Some(ts), None),
         _ => ppoll(
             &mut socks.iter().map(|s| poll_in(s)).collect::<Vec<_>>(),
             Some(ts),
