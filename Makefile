@@ -147,6 +147,7 @@ pw1-root:
 	lab/pw1-root.sh $(PW1_ROOT)
 
 test-pw1: modules lab-build
+	$(CARGO) build --release -p bark-cli
 	BARK_PW_MODULE_DIR=$(abspath $(PW_MODULE_DIR)) CARGO="$(CARGO)" lab/test-pw1.sh --rootfs $(PW1_ROOT)
 
 demo-pw1: deps modules lab-build

@@ -13,7 +13,8 @@
 #  3. `bark set ID name=Lounge`, `bark set Lounge volume=55%`, `bark set
 #     ID mute=off`, checked in pactl the same way;
 #  4. the reverse: `pactl set-sink-input-volume` on h1 shows in `bark ls`
-#     within 2 s;
+#     within 2 s; after a restart of h1's PipeWire its receiver comes back
+#     with that volume and its name (the state file);
 #  5. a value out of range is refused before anything is sent, an
 #     unknown room is exit 2;
 #  6. a keyed node (bark receive with a key on h3): sealed commands
@@ -73,7 +74,25 @@ done
 lab_wait "$BARK_LAB_TIMEOUT" "bark_sink on h0" lab_node_id "$id" 0 bark_sink || exit 1
 lab_pids+=("$(lab_spawn "$id" 0 player "$out/pw-play.log" pw-play --target bark_sink "$music")")
 
-ctl() { lab_exec "$id" 0 "$bark" "$@"; }
+# The controller's side (bark, the browser, the forger) runs in h0's
+# namespace but on this machine's own root: a --rootfs root has PipeWire
+# 1.x, not Chromium; the receivers' own clients (pactl, pw-dump) run in
+# their hosts' roots.
+h0() { # h0 CMD...: in h0's namespace, this machine's root
+	local -a envs
+	mapfile -t envs < <(lab_host_env "$id" 0)
+	ip netns exec "$(lab_ns_host "$id" 0)" env -i "${envs[@]}" "$@"
+}
+spawn_here() { # spawn_here HOST WHAT LOG CMD...: lab_spawn on this machine's root
+	local i=$1 what=$2 log=$3 pid
+	shift 3
+	local -a envs
+	mapfile -t envs < <(lab_host_env "$id" "$i")
+	pid=$(lab_setsid "$log" ip netns exec "$(lab_ns_host "$id" "$i")" env -i "${envs[@]}" "$@")
+	lab_record "$id" "proc $pid h$i $what"
+	printf '%s' "$pid"
+}
+ctl() { h0 "$bark" "$@"; }
 ls_json() { ctl ls --json --wait-sec "${1:-1.5}" 2>>"$out/bark.log"; }
 py=/usr/bin/python3
 
@@ -127,7 +146,7 @@ print(next(si["index"] for si in json.load(sys.stdin) if si.get("properties", {}
 #    mutes h2; then pactl on h1 sets 30 %, which the page must show
 #    within 2 s.
 webport=9531
-lab_pids+=("$(lab_spawn "$id" 0 web "$out/web.log" "$bark" web --listen "127.0.0.1:$webport")")
+lab_pids+=("$(spawn_here 0 web "$out/web.log" "$bark" web --listen "127.0.0.1:$webport")")
 lab_wait 10 "bark web serving" grep -q 'serving on' "$out/web.log" || exit 1
 idx1=$(stream_index 1)
 cat >"$out/check-web.sh" <<CHECK
@@ -143,7 +162,7 @@ echo "pactl: h1 volume \$vol % description \$desc; h2 mute \$mute"
 [[ \$vol == 40 && \$desc == Kitchen && \$mute == yes ]]
 CHECK
 then_cmd="bash -c '. $here/lanlib.sh; lab_exec $id 1 pactl set-sink-input-volume $idx1 30%'"
-lab_exec "$id" 0 $py "$here/web-test.py" --url "http://127.0.0.1:$webport/" \
+h0 $py "$here/web-test.py" --url "http://127.0.0.1:$webport/" \
 	--room-a "$rx1" --room-b "$rx2" --screenshot "$out/web.png" \
 	--check "bash $out/check-web.sh" --then "$then_cmd" --expect-pct 30 --within 2 \
 	>"$out/web-test.log" 2>&1
@@ -178,6 +197,22 @@ done
 echo "h1 volume in bark ls after pactl: ${shown:-none}"
 check "a volume set with pactl on h1 shows in bark ls within 2 s" test "${shown%%.*}" = 25
 
+# 4b. Kept across a restart: h1's PipeWire goes down and up again; its
+#     receiver comes back with the name and volume set before (saved under
+#     the host's XDG_STATE_HOME by the main loop, at most a second later).
+sleep 1.5
+lab_audio_down "$id" 1 2>>"$out/lab.log"
+lab_audio_up "$id" 1 --conf "$repo/conf/bark-source.conf" --module-dir "$moddir" 2>>"$out/lab.log" || exit 1
+lab_wait 30 "h1 playing again" lab_speaker_fed "$id" 1 || true
+sleep 1
+read -r vol _ desc <<<"$(sink_input 1)"
+echo "h1 after a restart of its PipeWire: volume ${vol:-?} %, description ${desc:-?}"
+check "settings kept across a restart (25 %, Lounge)" test "${vol:-}/${desc:-}" = 25/Lounge
+# A restarted node has a new id.
+rx1=$(ls_json 1.5 | $py -c '
+import json, sys
+print(next((x["node_id"] for x in json.load(sys.stdin) if (x.get("control") or {}).get("room") == "Lounge"), ""))')
+
 # 5. Refusals and unknown rooms.
 ctl set Kitchen volume=40% delay=2500ms >>"$out/bark.log" 2>&1
 rc=$?
@@ -191,7 +226,7 @@ check "an unknown room is exit 2" test $rc = 2
 #    random ones are refused unanswered and change nothing; a controller
 #    without the key does not even see the node (its status is sealed).
 "$bark" keygen "$out/key" >>"$out/bark.log" 2>&1
-lab_pids+=("$(lab_spawn "$id" 3 keyed "$out/keyed-rx.log" "$bark" receive --key-file "$out/key" \
+lab_pids+=("$(spawn_here 3 keyed "$out/keyed-rx.log" "$bark" receive --key-file "$out/key" \
 	--command-port 4801 --node-name keyed_rx -o null)")
 sleep 2
 ctl set --key-file "$out/key" keyed_rx volume=50% >>"$out/bark.log" 2>&1
@@ -202,7 +237,7 @@ check "keyed: without the key the node is not even listed (exit 2)" test $rc = 2
 kid=$(ctl ls --key-file "$out/key" --json --wait-sec 1.5 2>>"$out/bark.log" | $py -c '
 import json, sys
 print(next(x["node_id"] for x in json.load(sys.stdin) if x["name"] == "keyed_rx"))')
-lab_exec "$id" 0 "$bin/bark-lab-forge" --to "$BARK_LAB_SUBNET.4:4801" --target "$kid" \
+h0 "$bin/bark-lab-forge" --to "$BARK_LAB_SUBNET.4:4801" --target "$kid" \
 	--local "$BARK_LAB_SUBNET.1" --seconds 3 --pps 200 >"$out/forge.json" 2>>"$out/bark.log"
 echo "forged: $(cat "$out/forge.json")"
 check "keyed: no forged command answered" $py -c 'import json,sys; f=json.load(open(sys.argv[1])); sys.exit(0 if f["answers"] == 0 and f["open"] > 100 and f["wrong-key"] > 100 else 1)' "$out/forge.json"

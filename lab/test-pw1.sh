@@ -17,8 +17,10 @@
 #     conf/bark-sink.conf, conf/bark-source.conf, two receivers with clock
 #     errors, 20 s; fidelity >= 0.9, skew p99 <= 100 us, no dropouts) with
 #     every lab host in the root. --all-lab: every lab/test-bark.sh case.
-#  4. The start-of-playback cases (lab/test-start.sh) and the at-the-speaker
-#     steps (lab/test-speaker.sh) with every host in the root.
+#  4. The start-of-playback cases (lab/test-start.sh), the at-the-speaker
+#     steps (lab/test-speaker.sh) and the control plane (lab/test-control.sh:
+#     bark set and bark web against the receivers' PipeWire 1.4) with every
+#     host in the root.
 #
 # Holds the lab lock (lanlib.sh, lab_lock) from step 1 on. Prints
 # "pw1: N passed, N failed": each test binary counts one, the lab sessions
@@ -86,7 +88,7 @@ else
 	failures+=(lab)
 fi
 
-for t in test-start test-speaker; do
+for t in test-start test-speaker test-control; do
 	echo "== $t (in $rootfs)"
 	if "$here/$t.sh" --rootfs "$rootfs" ||
 		{ [[ $t == test-speaker ]] && echo "$t: retrying once" && "$here/$t.sh" --rootfs "$rootfs"; }; then

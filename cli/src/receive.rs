@@ -126,9 +126,8 @@ impl Link {
     /// Applies the commands queued on the command socket.
     fn serve_commands(&mut self) {
         let now = monotonic_ns();
-        let (changed, warning) = self
-            .cmd
-            .serve(self.clk.map(now), crate::clock::realtime_ns());
+        // The rate limit runs on the plain monotonic clock.
+        let (changed, warning) = self.cmd.serve(now, crate::clock::realtime_ns());
         if let Some(w) = warning {
             log::warn!("{w}");
         }
@@ -195,7 +194,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
         bark_core::protocol::Role::Receiver,
         initial,
         auth.key(),
-        clk.map(start),
+        start,
     )
     .context("--command-port")?;
     ep.receiver_mut().set_settings(&initial, cmd.port(), true);

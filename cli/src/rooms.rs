@@ -158,9 +158,8 @@ pub fn parse_assignments(items: &[String]) -> Result<(u16, Settings)> {
         let v = v.trim();
         match k.trim() {
             "volume" => {
-                s.volume = parse_volume(v).ok_or_else(|| {
-                    anyhow!("volume={v}: expected 0..150% (e.g. 40% or 0.4)")
-                })?;
+                s.volume = parse_volume(v)
+                    .ok_or_else(|| anyhow!("volume={v}: expected 0..150% (e.g. 40%)"))?;
                 mask |= SET_VOLUME;
             }
             "mute" => {
@@ -211,19 +210,10 @@ pub fn parse_assignments(items: &[String]) -> Result<(u16, Settings)> {
     Ok((mask, s))
 }
 
+/// A volume in percent ("40%" or "40"), as a fraction of full volume.
 fn parse_volume(v: &str) -> Option<f32> {
-    let x = match v.strip_suffix('%') {
-        Some(p) => p.trim().parse::<f32>().ok()? / 100.0,
-        None => {
-            let x: f32 = v.parse().ok()?;
-            // "40" means 40 %; "0.4" the fraction.
-            if x > MAX_VOLUME {
-                x / 100.0
-            } else {
-                x
-            }
-        }
-    };
+    let pct: f32 = v.strip_suffix('%').unwrap_or(v).trim().parse().ok()?;
+    let x = pct / 100.0;
     (x.is_finite() && (0.0..=MAX_VOLUME).contains(&x)).then_some(x)
 }
 
@@ -716,7 +706,10 @@ mod tests {
         assert_eq!(s.name.as_str(), "Kitchen");
         assert_eq!(s.stream.as_str(), "livingroom");
         assert!((parse_volume("40").unwrap() - 0.4).abs() < 1e-6);
-        assert!((parse_volume("0.4").unwrap() - 0.4).abs() < 1e-6);
+        assert!(
+            (parse_volume("1").unwrap() - 0.01).abs() < 1e-6,
+            "a bare number is percent"
+        );
         for bad in [
             "volume=200%",
             "mute=maybe",

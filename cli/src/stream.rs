@@ -105,9 +105,7 @@ impl Link {
             }
         });
         net::tally(d, &mut self.truncated);
-        let (changed, warning) = self
-            .cmd
-            .serve(self.clk.map(monotonic_ns()), crate::clock::realtime_ns());
+        let (changed, warning) = self.cmd.serve(monotonic_ns(), crate::clock::realtime_ns());
         if let Some(w) = warning {
             log::warn!("{w}");
         }

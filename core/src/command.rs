@@ -701,7 +701,9 @@ impl Responder {
             self.counts.wrong_node += 1;
             return (AckResult::WrongNode, Handled::Unchanged);
         }
-        if c.mask & !self.fields() != 0 || c.settings.invalid(c.mask).is_some() {
+        let nameless_sender =
+            self.role == Role::Sender && c.mask & SET_STREAM != 0 && c.settings.stream.is_empty();
+        if c.mask & !self.fields() != 0 || c.settings.invalid(c.mask).is_some() || nameless_sender {
             self.counts.invalid += 1;
             return (AckResult::Invalid, Handled::Unchanged);
         }

@@ -1124,7 +1124,7 @@ impl Receiver {
         let heard_sender = p as f64
             + (frame as f64 - f as f64) * s.timeline.period
             + latency as f64
-            + self.cfg.delay_ns as f64;
+            + self.delay_ns(latency) as f64;
         // to_sender(l) = l + offset + rate·(l − at), inverted.
         let heard = (heard_sender - e.offset + e.rate * e.at as f64) / (1.0 + e.rate);
         let ahead = (AFTER + FADE_FRAMES) as f64 * s.timeline.period;
@@ -1251,9 +1251,10 @@ impl Receiver {
     }
 
     /// Whether a status packet should go out now, ahead of the periodic
-    /// one (true once after the need rose past the session latency): the
+    /// one (true once after the need rose past the session latency: the
     /// receiver plays late until the sender has raised the latency, so the
-    /// sender should hear of it at once. Adapters call it after `fill`.
+    /// sender should hear of it at once; or after its settings changed).
+    /// Adapters call it after `fill`.
     pub fn take_status_due(&mut self) -> bool {
         std::mem::take(&mut self.status_due)
     }
@@ -1312,15 +1313,23 @@ impl Receiver {
     /// port (status packets carry the settings only when it is not 0).
     /// `apply_volume`: the receiver scales its output by the volume and
     /// mute itself (`bark receive`; an audio server's adapter applies
-    /// them through its own stream volume instead, and passes false).
-    /// Does not allocate.
+    /// them through its own stream volume instead, and passes false). A
+    /// change makes the status packet due at once. Does not allocate.
     pub fn set_settings(&mut self, s: &crate::command::Settings, port: u16, apply_volume: bool) {
-        let latency = self.session_latency_ns() as i64;
-        self.cfg.delay_ns = s.delay_ns.clamp(-latency, crate::command::MAX_DELAY_NS);
+        // As given (within ±2 s, checked by the command's parser and the
+        // settings table); held to −latency where it is used.
+        self.cfg.delay_ns = s
+            .delay_ns
+            .clamp(-crate::command::MAX_DELAY_NS, crate::command::MAX_DELAY_NS);
         if s.stream != self.remote.stream {
             let name = s.stream.as_str();
             self.selector
                 .set_want((!name.is_empty()).then(|| protocol::stream_hash(name)));
+        }
+        if *s != self.remote {
+            // Controllers and `bark stats` see the change now, not within
+            // the second.
+            self.status_due = true;
         }
         self.remote = *s;
         self.command_port = port;
@@ -1333,6 +1342,14 @@ impl Receiver {
         } else {
             1.0
         };
+    }
+
+    /// The delay offset at playback latency `latency_ns`: the one set, but
+    /// never earlier than the frame's own sending (−latency).
+    fn delay_ns(&self, latency_ns: u64) -> i64 {
+        self.cfg
+            .delay_ns
+            .max(-(latency_ns.min(i64::MAX as u64) as i64))
     }
 
     /// The settings last given ([`Receiver::set_settings`]).
@@ -1455,7 +1472,7 @@ impl Receiver {
             session
         };
         let e = self.clock.estimate()?;
-        let sender_t = e.to_sender(t) - latency as f64 - self.cfg.delay_ns as f64;
+        let sender_t = e.to_sender(t) - latency as f64 - self.delay_ns(latency) as f64;
         // A non-finite target (a broken estimate) must never reach the
         // read position: silence instead.
         let frame = s.timeline.frame_at(sender_t).filter(|f| f.is_finite());

@@ -162,6 +162,8 @@ impl Selector {
                 }
                 c.last_seen = now;
                 c.priority = priority;
+                // A sender renamed by a controller keeps its session.
+                c.name_hash = name_hash;
                 c.pin.heard(now, from);
             }
             None => {

@@ -520,3 +520,68 @@ fn copies_of_the_live_session_change_nothing() {
     assert_eq!(ignored, 200);
     assert!(rx.playing());
 }
+
+#[test]
+fn settings_from_a_controller_switch_stream_scale_volume_and_keep_a_negative_delay() {
+    let cfg = ReceiverConfig {
+        stream: Some("kitchen".into()),
+        delay_ns: -20_000_000,
+        ..Default::default()
+    };
+    let mut rx = Receiver::new(cfg).unwrap();
+    // What every adapter does at load, before any session exists: the
+    // configured negative delay must survive it (held to −latency only
+    // where it is used).
+    let initial = *rx.settings();
+    rx.set_settings(&initial, 4711, true);
+    assert_eq!(rx.config().delay_ns, -20_000_000);
+    assert_eq!(rx.settings().delay_ns, -20_000_000);
+    let loud = |_f: u64, s: &mut [f32]| s.fill(0.5);
+    let quiet = |_f: u64, s: &mut [f32]| s.fill(-0.25);
+    let mut senders: [(Sender, Gen); 2] = [
+        (sender("living", 10, 2, 9), &loud),
+        (sender("kitchen", 20, 1, 0), &quiet),
+    ];
+    // A controller: at cycle 200 follow "living" at half volume (gain
+    // 0.5³), no delay offset; at 500 switch the room off.
+    let s = bark_core::command::Settings {
+        stream: bark_core::command::Label::new("living"),
+        volume: 0.5,
+        delay_ns: 0,
+        ..initial
+    };
+    let mut sessions = Vec::new();
+    let (out, _) = run_counting(&mut senders, &mut rx, 600, &mut |c, rx| {
+        if c == 200 {
+            sessions.push(rx.session());
+            rx.set_settings(&s, 4711, true);
+            assert!(rx.take_status_due(), "a change is reported at once");
+        }
+        if c == 500 {
+            sessions.push(rx.session());
+            rx.set_settings(
+                &bark_core::command::Settings {
+                    enabled: false,
+                    ..s
+                },
+                4711,
+                true,
+            );
+        }
+    });
+    // Time replies of the old session still in flight when it switched
+    // are refused; nothing else is asserted about refusals here.
+    assert_eq!(sessions, [Some(20), Some(10)]);
+    let at = |c: usize| &out[c * 2 * Q..(c + 1) * 2 * Q];
+    for c in 480..500 {
+        assert!(
+            at(c).iter().all(|v| (v - 0.5 * 0.125).abs() < 1e-4),
+            "cycle {c}: {:?}",
+            &at(c)[..4]
+        );
+    }
+    for c in 502..600 {
+        assert!(at(c).iter().all(|v| *v == 0.0), "cycle {c} not silent");
+    }
+    assert_eq!(rx.session(), Some(10), "switched off, the session is kept");
+}

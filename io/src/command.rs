@@ -87,7 +87,14 @@ impl CommandPort {
         now_ns: u64,
     ) -> io::Result<(CommandPort, Option<String>)> {
         let state = crate::state::path(id.node_name);
-        let (initial, warning) = crate::state::restore(state.as_deref(), configured, given);
+        // Only the fields of its role come back (a file edited by hand, or
+        // a node name reused for the other role).
+        let fields = match id.role {
+            Role::Receiver => bark_core::command::RECEIVER_FIELDS,
+            Role::Sender => bark_core::command::SENDER_FIELDS,
+        };
+        let (initial, warning) =
+            crate::state::restore(state.as_deref(), configured, given | !fields);
         let mut port = CommandPort::open(id.port, id.node_id, id.role, initial, key, now_ns)?;
         port.state = state;
         Ok((port, warning))

@@ -114,8 +114,8 @@ pub fn load(path: &Path, base: &Settings) -> io::Result<Option<(u16, Settings)>>
 }
 
 /// Writes the fields of `mask` of `s` to `path` (creating its directory;
-/// through a temporary file and a rename, so a crash leaves the old file
-/// or the new, never half of one).
+/// through a temporary file, synced, and a rename, so a crash or a power
+/// cut leaves the old file or the new, never half of one).
 ///
 /// # Errors
 /// The directory or file cannot be written.
@@ -135,10 +135,16 @@ pub fn save(path: &Path, mask: u16, s: &Settings) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(
-        &tmp,
-        format!("# Bark node settings, written by Bark; see docs/API.md\n{text}"),
-    )?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(
+            format!("# Bark node settings, written by Bark; see docs/API.md\n{text}").as_bytes(),
+        )?;
+        // On disk before the rename, so that a power cut leaves the old
+        // file or the new one.
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 

@@ -30,7 +30,11 @@ pub struct Remote {
     /// The name still to be set on the stream.
     rename: bool,
     next_read: Instant,
-    read: crate::pa::Slot<(f32, bool)>,
+    /// Bumped at every change we make, and for a new stream: a read-back
+    /// that was asked for before it (its answer still in flight) is of
+    /// the old volume and must not count as a change on the server.
+    generation: u64,
+    read: crate::pa::Slot<(u64, f32, bool)>,
 }
 
 impl Remote {
@@ -41,6 +45,7 @@ impl Remote {
             apply: true,
             rename: false,
             next_read: Instant::now(),
+            generation: 0,
             read: crate::pa::slot(),
         }
     }
@@ -67,6 +72,7 @@ impl Remote {
     pub fn new_stream(&mut self) {
         self.apply = true;
         self.rename = true;
+        self.generation += 1;
     }
 
     fn save(&self) {
@@ -88,10 +94,11 @@ impl Remote {
         let index = stream.get_index()?;
         let s = *self.port.responder().settings();
         let mut changed = None;
-        if let Some((volume, mute)) = self.read.borrow_mut().take() {
+        let read = self.read.borrow_mut().take();
+        if let Some((generation, volume, mute)) = read {
             // A read racing our own change would undo it: only read-backs
-            // of a settled stream count.
-            if !self.apply {
+            // asked for after our last change count.
+            if generation == self.generation && !self.apply {
                 let mut local = s;
                 let mut mask = 0;
                 if (volume - s.volume).abs() >= VOLUME_EPSILON {
@@ -116,6 +123,7 @@ impl Remote {
         let mut intro = ctx.introspect();
         if self.apply {
             self.apply = false;
+            self.generation += 1;
             let mut cv = ChannelVolumes::default();
             let v =
                 Volume((s.volume.clamp(0.0, MAX_VOLUME) * Volume::NORMAL.0 as f32).round() as u32);
@@ -133,12 +141,13 @@ impl Remote {
         }
         if Instant::now() >= self.next_read {
             self.next_read = Instant::now() + READ_BACK;
-            let (slot, g) = (self.read.clone(), lp.guard.clone());
+            let (slot, g, generation) = (self.read.clone(), lp.guard.clone(), self.generation);
             intro.get_sink_input_info(index, move |r| {
                 g.run("sink input info", || {
                     if let ListResult::Item(i) = r {
                         let loudest = i.volume.max().0 as f32 / Volume::NORMAL.0 as f32;
-                        *slot.borrow_mut() = Some((loudest.clamp(0.0, MAX_VOLUME), i.mute));
+                        *slot.borrow_mut() =
+                            Some((generation, loudest.clamp(0.0, MAX_VOLUME), i.mute));
                     }
                 });
             });

@@ -85,9 +85,7 @@ impl Net {
             let t2 = self.clock.map(at.mono_ns);
             let _ = self.ep.handle_datagram(t2, at.real_ns, data, from.into());
         });
-        let (changed, warning) = self
-            .cmd
-            .serve(self.clock.map(monotonic_ns()), realtime_ns());
+        let (changed, warning) = self.cmd.serve(monotonic_ns(), realtime_ns());
         if let Some(w) = warning {
             log::warn!("{w}");
         }
@@ -712,9 +710,10 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         port: cfg.command_port,
     };
     let given = bark_core::command::configured_mask(&cfg.settings, bark_core::settings::Role::Sink);
-    let now = start.clock.map(monotonic_ns());
-    let (cmd, warning) = CommandPort::restored(&id, &configured, given, start.key.as_ref(), now)
-        .context("opening the command socket (command-port)")?;
+    // Its rate limit runs on the plain monotonic clock, not the test one.
+    let (cmd, warning) =
+        CommandPort::restored(&id, &configured, given, start.key.as_ref(), monotonic_ns())
+            .context("opening the command socket (command-port)")?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }

@@ -159,6 +159,13 @@ struct Main {
     /// Settings the data thread has not been handed yet (its mailbox was
     /// being read): posted again at the next timer tick.
     settings_pending: bool,
+    /// Settings changed since they were last saved: saved at the next
+    /// whole second of the timer (a file write, at most once a second).
+    settings_dirty: bool,
+    /// Restored volume and mute still to be set on the stream: its
+    /// controls exist once it is connected (PAUSED); until then its
+    /// `control_info` reports defaults, not a change made on this host.
+    restore_pending: bool,
     module_hook: Hook,
     module: *mut pws::pw_impl_module,
     who: String,
@@ -472,6 +479,8 @@ pub unsafe fn load(
             command: None,
             command_source: None,
             settings_pending: false,
+            settings_dirty: false,
+            restore_pending: false,
             module_hook: Hook::new(),
             module,
             who: format!("{} {}", role.name(), setup.name),
@@ -593,18 +602,11 @@ unsafe fn attach(
     unsafe { b.main() }.timer = Some(timer);
     if let Some(cmd) = setup.command {
         let fd = cmd.fd();
-        // Restored volume and mute: the stream's own controls from the
-        // start, as a controller would have set them.
+        // Restored volume and mute: set on the stream once it is
+        // connected (`on_state_changed`).
         let s = *cmd.responder().settings();
-        if s.volume != 1.0 || s.mute {
-            // SAFETY: main thread, no other borrow of `Main` alive.
-            let m = unsafe { b.main() };
-            if let Some(stream) = m.stream.as_ref() {
-                b.applying.store(true, Relaxed);
-                crate::remote::apply_to_stream(stream, m.channels, SET_VOLUME | SET_MUTE, &s);
-                b.applying.store(false, Relaxed);
-            }
-        }
+        // SAFETY: main thread, no other borrow of `Main` alive.
+        unsafe { b.main() }.restore_pending = s.volume != 1.0 || s.mute;
         // SAFETY: main thread, no other borrow of `Main` alive.
         unsafe { b.main() }.command = Some(cmd);
         // SAFETY: the context's main loop, this thread; `free` drops the
@@ -650,6 +652,7 @@ unsafe fn free(bark: *mut Bark) {
         // SAFETY: the module is alive (the contract), so its listener list
         // is; an unlinked hook (load failed before adding it) is skipped.
         unsafe { m.module_hook.remove() };
+        save_settings(m);
         (
             m.stream.take(),
             std::mem::take(&mut m.data_sources),
@@ -804,7 +807,10 @@ unsafe extern "C" fn on_state_changed(
     };
     b.guard("state_changed", (), || {
         // SAFETY: a stream event, on the main thread; no other borrow of
-        // `Main` is alive.
+        // `Main` is alive. The one PipeWire call it spans,
+        // pw_stream_set_control (restoring the volume), re-enters only
+        // `on_control_info` (which sees `applying`) and `on_param_changed`
+        // (Props), neither of which borrows `Main` then.
         let m = unsafe { b.main() };
         // SAFETY: NULL or a string PipeWire keeps alive for the call.
         let err = unsafe { ffi::str_from(error) }.unwrap_or("");
@@ -818,6 +824,24 @@ unsafe extern "C" fn on_state_changed(
                 pw::state_name(old),
                 pw::state_name(state)
             ),
+        }
+        let connected = state == pws::pw_stream_state_PW_STREAM_STATE_PAUSED
+            || state == pws::pw_stream_state_PW_STREAM_STATE_STREAMING;
+        if connected && m.restore_pending {
+            m.restore_pending = false;
+            if let (Some(stream), Some(cmd)) = (m.stream.as_ref(), m.command.as_ref()) {
+                let s = *cmd.responder().settings();
+                // Our own change: its `control_info` echo is not one made
+                // on this host.
+                b.applying.store(true, Relaxed);
+                crate::remote::apply_to_stream(stream, m.channels, SET_VOLUME | SET_MUTE, &s);
+                b.applying.store(false, Relaxed);
+                log_info!(
+                    "{}: restored {}",
+                    m.who,
+                    crate::remote::describe(SET_VOLUME | SET_MUTE, &s)
+                );
+            }
         }
         if state == pws::pw_stream_state_PW_STREAM_STATE_UNCONNECTED && old != state {
             // SAFETY: main thread; `m` is not used past here.
@@ -854,6 +878,9 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
         return;
     };
     b.guard("param_changed", (), || {
+        // Before any borrow of `Main`: our own pw_stream_set_control (in
+        // `on_command`, `on_state_changed`, which hold it) re-enters here
+        // with the Props it set.
         if id != spa::SPA_PARAM_Format || param.is_null() {
             return;
         }
@@ -922,13 +949,16 @@ unsafe extern "C" fn on_command(data: *mut c_void, _fd: c_int, _mask: u32) {
             b.applying.store(false, Relaxed);
         }
         m.settings_pending = !b.settings_box.post((settings, port));
-        save_settings(m);
+        m.settings_dirty = true;
     });
 }
 
-/// Saves the settings for the next start; a failure is logged, once per
-/// change (changes come from people, not packets: the rate limit holds).
-fn save_settings(m: &Main) {
+/// Saves the settings for the next start if they changed (from the
+/// timer, at most once a second, and at unload); a failure is logged.
+fn save_settings(m: &mut Main) {
+    if !std::mem::take(&mut m.settings_dirty) {
+        return;
+    }
     if let Some(w) = m.command.as_ref().and_then(|c| c.save()) {
         log_warn!("{}: {w}", m.who);
     }
@@ -959,11 +989,15 @@ unsafe extern "C" fn on_control_info(
         // `on_command` (`applying` is clear), so no other borrow of `Main`
         // is alive.
         let m = unsafe { b.main() };
+        if m.restore_pending {
+            return;
+        }
         let Some(cmd) = m.command.as_mut() else {
             return;
         };
         let mut s = *cmd.responder().settings();
-        let mask = crate::remote::merge_local(&mut s, local);
+        // A sender has no volume of its own (its sink's is the player's).
+        let mask = crate::remote::merge_local(&mut s, local) & cmd.responder().fields();
         let changed = cmd.set_local(mask, &s);
         if changed != 0 {
             log_info!(
@@ -972,7 +1006,7 @@ unsafe extern "C" fn on_control_info(
                 crate::remote::describe(changed, &s)
             );
             m.settings_pending = !b.settings_box.post((s, cmd.port()));
-            save_settings(m);
+            m.settings_dirty = true;
         }
     });
 }
@@ -1021,6 +1055,7 @@ unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
         }
         if m.ticks.is_multiple_of(1_000_000_000 / MAIN_TIMER_NS) {
             m.reporter.tick(&m.who, &b.counters);
+            save_settings(m);
         }
     });
 }

@@ -76,9 +76,11 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         role: Role::Sender,
         port: a.command_port,
     };
-    let now = clock.map(monotonic_ns());
-    let (command, warning) = CommandPort::restored(&id, &configured, a.given, key.as_ref(), now)
-        .map_err(LoadError::io)?;
+    // The command port's rate limit runs on the plain monotonic clock
+    // (the main loop serves it so), not the test clock.
+    let (command, warning) =
+        CommandPort::restored(&id, &configured, a.given, key.as_ref(), monotonic_ns())
+            .map_err(LoadError::io)?;
     if let Some(w) = warning {
         crate::log_warn!("{}: {w}", a.node_name);
     }

@@ -41,6 +41,10 @@ struct App {
     controller: Mutex<Controller>,
     /// `Authorization: Bearer` value commands need (hex), with a key.
     token: Option<String>,
+    /// `Host` values accepted (empty: any). Listening on loopback, only
+    /// its own names: a web page elsewhere that rebinds its DNS name to
+    /// 127.0.0.1 is refused (DNS rebinding).
+    hosts: Vec<String>,
 }
 
 type Shared = Arc<App>;
@@ -139,6 +143,35 @@ fn authorized(app: &App, h: &HeaderMap) -> bool {
             .zip(want.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// Why a request may not go on, if it may not: a `Host` that is not ours
+/// (DNS rebinding), or a change (`POST`) from a page of another origin.
+fn foreign(app: &App, h: &HeaderMap, post: bool) -> Option<&'static str> {
+    let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !app.hosts.is_empty() && !app.hosts.iter().any(|a| a == host) {
+        return Some("this server answers only to its own address (Host)");
+    }
+    if post {
+        if let Some(origin) = h.get("origin").and_then(|v| v.to_str().ok()) {
+            if origin.strip_prefix("http://") != Some(host) {
+                return Some("changes come only from this server's own page (Origin)");
+            }
+        }
+    }
+    None
+}
+
+async fn same_site(
+    State(app): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let post = req.method() == axum::http::Method::POST;
+    match foreign(&app, req.headers(), post) {
+        Some(why) => error(StatusCode::FORBIDDEN, why),
+        None => next.run(req).await,
+    }
 }
 
 fn state_json(app: &App) -> serde_json::Value {
@@ -338,6 +371,10 @@ fn router(app: Shared) -> Router {
         .route("/api/zones", get(zones))
         .route("/api/zones/{name}", post(set_zone))
         .route("/api/events", get(events))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            same_site,
+        ))
         .with_state(app)
 }
 
@@ -368,10 +405,21 @@ pub fn run(a: &WebArgs) -> Result<()> {
     let token = auth.key().map(|k: &Key| hex(&k.web_token()));
     let controller = Controller::new(bark_io::node::random_nonzero_u64(), auth.key())
         .map_err(|e| anyhow!("{e}"))?;
+    let hosts = if a.listen.ip().is_loopback() {
+        let p = a.listen.port();
+        vec![
+            format!("127.0.0.1:{p}"),
+            format!("localhost:{p}"),
+            format!("[::1]:{p}"),
+        ]
+    } else {
+        Vec::new()
+    };
     let app = Arc::new(App {
         collector,
         controller: Mutex::new(controller),
         token: token.clone(),
+        hosts,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -444,6 +492,7 @@ mod tests {
             collector: Collector::idle(),
             controller: Mutex::new(Controller::new(1, None).unwrap()),
             token: Some(token.clone()),
+            hosts: vec!["127.0.0.1:9531".into()],
         };
         let mut h = HeaderMap::new();
         assert!(!authorized(&app, &h));
@@ -451,5 +500,16 @@ mod tests {
         assert!(authorized(&app, &h));
         h.insert("authorization", "Bearer 00".parse().unwrap());
         assert!(!authorized(&app, &h));
+        // Only our own Host; changes only from our own page.
+        assert!(foreign(&app, &h, false).is_some(), "no Host");
+        h.insert("host", "127.0.0.1:9531".parse().unwrap());
+        assert!(foreign(&app, &h, true).is_none());
+        h.insert("origin", "http://evil.example".parse().unwrap());
+        assert!(foreign(&app, &h, true).is_some());
+        assert!(foreign(&app, &h, false).is_none());
+        h.insert("origin", "http://127.0.0.1:9531".parse().unwrap());
+        assert!(foreign(&app, &h, true).is_none());
+        h.insert("host", "evil.example:9531".parse().unwrap());
+        assert!(foreign(&app, &h, false).is_some());
     }
 }
