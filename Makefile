@@ -60,7 +60,8 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	pulseaudio-utils dbus iproute2 procps sox planetblupi-music-ogg make \
 	tmux nftables python3 debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 \
-	gir1.2-gst-plugins-base-1.0 chromium chromium-driver python3-selenium
+	gir1.2-gst-plugins-base-1.0 chromium chromium-driver python3-selenium \
+	python3-zeroconf
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps test test-core test-root test-lab test-control test-start test-speaker sim demo

@@ -5,6 +5,10 @@
 # address given:
 #  1. `bark ls` lists the sender and both receivers within 3 s of their
 #     start (status packets, multicast);
+#  1b. DNS-SD: python-zeroconf (an independent mDNS implementation) sees
+#     every node's _bark._udp advertisement; a `bark receive --unicast`
+#     with no address finds the sender of its stream, subscribes and plays,
+#     and `bark ls` lists it;
 #  2. `bark web` in a real headless Chromium (WebDriver, lab/web-test.py):
 #     h1's volume slider to 40 %, h1 renamed Kitchen, h2 muted, each
 #     checked in that receiver's PipeWire (pactl, as pavucontrol shows
@@ -30,7 +34,7 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-usage() { sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 out='' rootfs=''
 while (($#)); do
 	case $1 in
@@ -65,7 +69,7 @@ check() { # check NAME CMD...: one assertion
 	fi
 }
 
-lab_up "$id" 4 2>>"$out/lab.log" || exit 1
+lab_up "$id" 5 2>>"$out/lab.log" || exit 1
 t0=$(date +%s.%N)
 lab_audio_up "$id" 0 --conf "$repo/conf/bark-sink.conf" --module-dir "$moddir" 2>>"$out/lab.log" || exit 1
 for i in 1 2; do
@@ -140,6 +144,48 @@ stream_index() { # stream_index HOST: pactl's index of the Bark stream
 import json, sys
 print(next(si["index"] for si in json.load(sys.stdin) if si.get("properties", {}).get("node.name") == "bark_source"))'
 }
+
+# 1b. DNS-SD: every node advertises _bark._udp on its LAN interface. A
+#     real, independent mDNS implementation (python-zeroconf) sees the
+#     sender and both receivers with their TXT records; and a unicast
+#     receiver (bark receive --unicast, h4) with no address given finds
+#     the sender of its stream, subscribes and plays; bark ls lists it
+#     (its status goes to its sender only: known by DNS-SD).
+h0 $py "$here/mdns-browse.py" --interface "$BARK_LAB_SUBNET.1" --seconds 3 >"$out/mdns.json" 2>>"$out/bark.log"
+$py - "$out/mdns.json" <<'EOF2'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for x in d:
+    print(f"  mdns: {x['instance']} at {x['addresses']}:{x['port']} {x['txt']}")
+EOF2
+check "python-zeroconf sees the sender and both receivers advertised" $py -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+roles = sorted(x["txt"].get("role") for x in d)
+ok = roles.count("sender") >= 1 and roles.count("receiver") >= 2
+ok = ok and all(x["txt"].get("id") and x["txt"].get("cmd") == str(x["port"]) for x in d)
+ok = ok and any(x["txt"].get("role") == "sender" and x["txt"].get("ctl") for x in d)
+sys.exit(0 if ok else 1)' "$out/mdns.json"
+lab_pids+=("$(spawn_here 4 unicast "$out/unicast-rx.log" "$bark" receive --unicast true \
+	--stream default --node-name unicast_rx -o null)")
+found=''
+for _ in $(seq 1 40); do
+	grep -q 'found the sender' "$out/unicast-rx.log" 2>/dev/null && { found=1; break; }
+	sleep 0.25
+done
+grep -h 'found the sender\|advertised' "$out/unicast-rx.log" | sed 's/^/  unicast_rx: /' | head -3
+check "a unicast receiver finds the sender of its stream with DNS-SD" test -n "$found"
+playing=''
+for _ in $(seq 1 40); do
+	grep -q 'playing' "$out/unicast-rx.log" 2>/dev/null && { playing=1; break; }
+	sleep 0.25
+done
+check "the unicast receiver subscribed and plays" test -n "$playing"
+ls_json 1.5 >"$out/ls-unicast.json"
+check "bark ls lists the unicast receiver (by DNS-SD)" $py -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if any(x["name"] == "unicast_rx" and x["via"] == "dns-sd" for x in d) else 1)' "$out/ls-unicast.json"
 
 # 2. The web page in a real browser: bark web on h0, headless Chromium
 #    through WebDriver moves h1's volume slider to 40, renames it Kitchen,

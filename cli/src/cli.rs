@@ -462,6 +462,10 @@ pub struct StreamArgs {
     /// picks a free one, which the status packets report.
     #[arg(long, value_name = "PORT", default_value_t = 0, value_parser = table(Role::Sink, "bark.command.port", int::<u16>))]
     pub command_port: u16,
+    /// Advertise this node with DNS-SD (_bark._udp) on the interface its
+    /// audio uses (bark.discovery).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Sink, "bark.discovery", boolean))]
+    pub discovery: bool,
 }
 
 /// Where `bark receive` writes what it would play.
@@ -563,6 +567,14 @@ pub struct ReceiveArgs {
     /// which the status packets report.
     #[arg(long, value_name = "PORT", default_value_t = 0, value_parser = table(Role::Source, "bark.command.port", int::<u16>))]
     pub command_port: u16,
+    /// Advertise this node with DNS-SD (_bark._udp) on the interface its
+    /// audio uses (bark.discovery).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.discovery", boolean))]
+    pub discovery: bool,
+    /// Receive unicast from the sender of --stream found with DNS-SD (no
+    /// address needed; --sender wins) (bark.unicast).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set, value_parser = table(Role::Source, "bark.unicast", boolean))]
+    pub unicast: bool,
     /// Test only: drop this share of the datagrams received, percent, at
     /// random (each its own draw, seeded by the node id): a lossy link to
     /// this receiver alone, for labs with more receivers than user-space

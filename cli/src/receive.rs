@@ -69,6 +69,8 @@ struct Link {
     /// Commands (`bark set`): read between cycles, applied to the
     /// receiver, volume and mute included (no audio server here).
     cmd: bark_io::command::CommandPort,
+    /// `--unicast`: the search for the sender of its stream (DNS-SD).
+    finder: Option<bark_io::discovery::SenderFinder>,
     gsock: net::UdpSocket,
     csock: net::UdpSocket,
     group: SocketAddrV4,
@@ -140,6 +142,15 @@ impl Link {
         }
     }
 
+    /// `--unicast`: subscribes to the sender found (again when it
+    /// changes).
+    fn find_sender(&mut self) {
+        if let Some((to, line)) = self.finder.as_mut().and_then(|f| f.poll_logged()) {
+            log::info!("{line}");
+            self.ep.subscribe_to(to);
+        }
+    }
+
     /// When the endpoint wants `poll_transmit` next, CLOCK_MONOTONIC ns.
     fn due(&self) -> u64 {
         self.clk.unmap(self.ep.poll_timeout())
@@ -155,7 +166,8 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let start = monotonic_ns();
     let clk =
         TestClock::from_spec_or_env(a.run.test_clock.as_deref(), start).map_err(|e| anyhow!(e))?;
-    let group = bark_core::settings::listen_addr(a.net.source_ip, a.net.port, a.sender);
+    let unicast = a.sender.is_some() || a.unicast;
+    let group = bark_core::settings::listen_addr(a.net.source_ip, a.net.port, unicast);
     let ifname = a.net.local_ifname.as_deref();
     let node_id = bark_io::node::random_nonzero_u64();
     let auth = Auth::new(a.key.key_file.as_deref(), false)?;
@@ -198,6 +210,35 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     )
     .context("--command-port")?;
     ep.receiver_mut().set_settings(&initial, cmd.port(), true);
+    let (_advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: bark_core::protocol::Role::Receiver,
+            node_name: a.node_name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: cmd.port(),
+            control_port: None,
+            key_id: auth.key().map(|k| k.id().to_string()),
+        },
+        a.sender
+            .unwrap_or(SocketAddrV4::new(a.net.source_ip, a.net.port)),
+        ifname,
+        &bark_io::node::hostname(),
+        net::NAMES,
+        a.discovery,
+    );
+    log::info!("{said}");
+    let finder = if a.unicast && a.sender.is_none() {
+        let configured = SocketAddrV4::new(a.net.source_ip, a.net.port);
+        let stream = a.stream.as_deref().unwrap_or("");
+        Some(
+            bark_io::discovery::SenderFinder::for_receiver(configured, ifname, net::NAMES, stream)
+                .map_err(|e| anyhow!("--unicast: {e}"))?,
+        )
+    } else {
+        None
+    };
 
     let ch = a.channels as usize;
     let q = a.quantum as usize;
@@ -238,6 +279,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let mut link = Link {
         ep,
         cmd,
+        finder,
         gsock,
         csock,
         group,
@@ -287,6 +329,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             net::wait_readable(&[&link.gsock, &link.csock, link.cmd.socket()], until - now);
             link.drain();
             link.serve_commands();
+            link.find_sender();
             link.transmit();
             if util::stopping(&stop) {
                 break;

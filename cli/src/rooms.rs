@@ -29,18 +29,129 @@ pub enum Exit {
     Refused = 4,
 }
 
-fn collector(net: &crate::cli::ListenNet, key: &crate::cli::KeyArgs) -> Result<Collector> {
-    let group = SocketAddrV4::new(net.source_ip, net.port);
-    if !group.ip().is_multicast() {
-        bail!("{group} is not a multicast group: nodes' status packets are multicast");
+/// Every node a controller can know of: those whose status packets it
+/// hears on the group (with their figures and settings), and those only
+/// advertised with DNS-SD (unicast receivers, whose status goes to their
+/// sender alone).
+pub struct Directory {
+    collector: Collector,
+    /// Nodes advertised with DNS-SD, kept by a thread that takes mDNS's
+    /// events as they come (its channel is short).
+    found: std::sync::Arc<std::sync::Mutex<Vec<bark_io::discovery::Found>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Directory {
+    /// Listens on the group of `net` and browses DNS-SD on the interface
+    /// the group's route goes through (a failure there only leaves
+    /// DNS-SD out, with a warning). Nodes advertised with another key id
+    /// than `key`'s (or one where there is none, or none where there is
+    /// one) are left out, as their status packets are.
+    ///
+    /// # Errors
+    /// Not a multicast group; socket set-up; the key file.
+    pub fn start(net: &crate::cli::ListenNet, key: &crate::cli::KeyArgs) -> Result<Directory> {
+        let group = SocketAddrV4::new(net.source_ip, net.port);
+        if !group.ip().is_multicast() {
+            bail!("{group} is not a multicast group: nodes' status packets are multicast");
+        }
+        let auth = crate::keyed::Auth::new(key.key_file.as_deref(), false)?;
+        let key_id = auth.key().map(|k| k.id().to_string());
+        let collector = Collector::start(
+            group,
+            net.local_ifname.as_deref(),
+            3_000_000_000,
+            30_000_000_000,
+            auth,
+        )?;
+        let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ifname = net.local_ifname.as_deref();
+        let browser = if bark_io::discovery::enabled(true) {
+            bark_io::discovery::local_addr(group, ifname, crate::net::NAMES)
+                .map_err(|e| e.to_string())
+                .and_then(bark_io::discovery::Browser::start)
+                .map_err(|e| log::warn!("DNS-SD left out: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        let thread = match browser {
+            Some(mut b) => {
+                let (f, s) = (std::sync::Arc::clone(&found), std::sync::Arc::clone(&stop));
+                Some(
+                    std::thread::Builder::new()
+                        .name("bark-dnssd".into())
+                        .spawn(move || {
+                            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                                let now: Vec<_> = b
+                                    .poll()
+                                    .iter()
+                                    .filter(|x| x.key_id == key_id)
+                                    .cloned()
+                                    .collect();
+                                *f.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        })
+                        .map_err(|e| anyhow!("starting the DNS-SD thread: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Directory {
+            collector,
+            found,
+            stop,
+            thread,
+        })
     }
-    Collector::start(
-        group,
-        net.local_ifname.as_deref(),
-        3_000_000_000,
-        30_000_000_000,
-        crate::keyed::Auth::new(key.key_file.as_deref(), false)?,
-    )
+
+    /// A directory that hears nothing (tests of its users).
+    #[cfg(test)]
+    pub fn idle() -> Directory {
+        Directory {
+            collector: Collector::idle(),
+            found: Default::default(),
+            stop: Default::default(),
+            thread: None,
+        }
+    }
+
+    /// The nodes now: heard ones first (as `bark stats` orders them),
+    /// then those only advertised.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = self.collector.snapshot();
+        for f in self.found.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let id = format!("{:016x}", f.node_id);
+            if !snap.nodes.iter().any(|n| n.node_id == id) {
+                snap.nodes.push(NodeView::discovered(f));
+            }
+        }
+        snap
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `bark ls` and `bark zone` listen `secs` before they answer (status
+/// packets come once a second; the DNS-SD thread takes its events
+/// meanwhile).
+fn listen(d: &Directory, secs: f64) -> Snapshot {
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    d.snapshot()
+}
+
+fn collector(net: &crate::cli::ListenNet, key: &crate::cli::KeyArgs) -> Result<Directory> {
+    Directory::start(net, key)
 }
 
 /// Why nothing was found, when datagrams were refused by the key check.
@@ -61,8 +172,7 @@ fn key_hint(s: &Snapshot) -> String {
 /// Socket set-up failures.
 pub fn ls(a: &LsArgs) -> Result<i32> {
     let c = collector(&a.net, &a.key)?;
-    std::thread::sleep(Duration::from_secs_f64(a.wait_sec));
-    let snap = c.snapshot();
+    let snap = listen(&c, a.wait_sec);
     if a.json {
         println!("{}", serde_json::to_string(&snap.nodes)?);
         return Ok(0);
@@ -82,7 +192,10 @@ pub fn ls(a: &LsArgs) -> Result<i32> {
 }
 
 fn ls_line(n: &NodeView) -> String {
+    let advertised_only = n.via == "dns-sd";
     let (room, volume, mute, delay) = match &n.control {
+        // Its settings travel in its status only.
+        Some(c) if advertised_only => (c.room.clone(), "?".into(), "?".into(), "?".into()),
         Some(c) => (
             c.room.clone(),
             format!("{:.0}%", c.volume_pct),
@@ -97,8 +210,13 @@ fn ls_line(n: &NodeView) -> String {
     } else {
         "-".into()
     };
+    let seen = if advertised_only {
+        "dns-sd".to_string()
+    } else {
+        format!("{:.1}s", n.last_heard_s)
+    };
     format!(
-        "{:<8} {:<16} {:<24} {:<12} {:>7} {:>5} {:>9} {:>9} {:>5.1}s  {}{}",
+        "{:<8} {:<16} {:<24} {:<12} {:>7} {:>5} {:>9} {:>9} {:>6}  {}{}",
         n.role,
         room,
         format!("{}@{}", n.name, n.host),
@@ -107,7 +225,7 @@ fn ls_line(n: &NodeView) -> String {
         mute,
         delay,
         sync,
-        n.last_heard_s,
+        seen,
         n.node_id,
         if off { "  (off)" } else { "" }
     )
@@ -486,8 +604,7 @@ pub fn set(a: &SetArgs) -> Result<i32> {
 pub fn zone(a: &ZoneArgs) -> Result<i32> {
     let auth = crate::keyed::Auth::new(a.key.key_file.as_deref(), false)?;
     let c = collector(&a.net, &a.key)?;
-    std::thread::sleep(Duration::from_secs_f64(a.wait_sec));
-    let snap = c.snapshot();
+    let snap = listen(&c, a.wait_sec);
     drop(c);
     let all = zones(&snap.nodes);
     let Some(name) = &a.zone else {
@@ -626,7 +743,11 @@ fn zone_of(n: &NodeView, nodes: &[NodeView]) -> Option<String> {
 /// The zones of the receivers in `nodes`, by name.
 pub fn zones(nodes: &[NodeView]) -> Vec<Zone> {
     let mut out: Vec<Zone> = Vec::new();
-    for n in nodes.iter().filter(|n| n.role == "receiver") {
+    // Only rooms whose settings are known (heard in their status).
+    for n in nodes
+        .iter()
+        .filter(|n| n.role == "receiver" && n.via == "status")
+    {
         let (Some(c), Some(name)) = (&n.control, zone_of(n, nodes)) else {
             continue;
         };

@@ -285,6 +285,24 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     )
     .context("--command-port")?;
     ep.sender_mut().set_settings(&initial, cmd.port());
+    let (_advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: bark_core::protocol::Role::Sender,
+            node_name: a.node_name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: cmd.port(),
+            control_port: sock.local_addr().ok().map(|l| l.port()),
+            key_id: auth.key().map(|k| k.id().to_string()),
+        },
+        dest,
+        a.net.local_ifname.as_deref(),
+        &bark_io::node::hostname(),
+        net::NAMES,
+        a.discovery,
+    );
+    log::info!("{said}");
     let ch = a.channels as usize;
     let packet_frames = ep.sender().packet_frames();
     let q = a.quantum.map_or(packet_frames, |q| q as usize);

@@ -789,8 +789,11 @@ pub struct ReceiverEndpoint {
     /// The status packet written for the group, still to go to the sender.
     status_to_sender: bool,
     group_status: bool,
-    /// Unicast delivery asked of `cfg.sender` (`bark.sender`).
+    /// Unicast delivery asked of `cfg.sender` (`bark.sender`), or of a
+    /// sender found later ([`ReceiverEndpoint::subscribe_to`]).
     subscription: Option<Subscription>,
+    /// Seed of the subscriptions' Hello nonces.
+    seed: u64,
 }
 
 impl ReceiverEndpoint {
@@ -820,7 +823,26 @@ impl ReceiverEndpoint {
             status_to_sender: false,
             group_status,
             subscription,
+            seed,
         })
+    }
+
+    /// Subscribes to the sender at `to` (its address and control port),
+    /// found after the start (DNS-SD, `bark.unicast`): as `bark.sender`
+    /// would have at load. The same address again changes nothing; another
+    /// one replaces the subscription (the old one's lease runs out).
+    /// Does not allocate.
+    pub fn subscribe_to(&mut self, to: SocketAddr) {
+        if self.subscription.as_ref().is_some_and(|s| s.sender() == to) {
+            return;
+        }
+        self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let node_id = self.receiver.config().node_id;
+        self.subscription = Some(Subscription::new(
+            to,
+            node_id,
+            self.seed.rotate_left(32) ^ 0x5ab5,
+        ));
     }
 
     /// The receiver state machine.

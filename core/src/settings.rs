@@ -579,6 +579,14 @@ pub static TABLE: &[Setting] = &[
         "UDP port the node takes commands on (bark set, bark web: volume, mute, delay, name, stream); 0 picks a free one, which its status packets report")
         .pulse("command-port")
         .cli("command-port"),
+    setting("bark.unicast", SOURCE, Kind::Bool, Value::Bool(false),
+        "receive the stream unicast (Wi-Fi) from the sender of bark.stream found with DNS-SD: no address to give (bark.sender, when given, wins)")
+        .pulse("unicast")
+        .cli("unicast"),
+    setting("bark.discovery", BOTH, Kind::Bool, Value::Bool(true),
+        "advertise this node with DNS-SD (_bark._udp, mDNS) on the interface its audio uses, so that bark ls, bark set and bark web find it with no address given")
+        .pulse("discovery")
+        .cli("discovery"),
     setting("bark.sender", SOURCE, Kind::Ipv4Port, Value::Unset,
         "have the sender at this IPv4:port (its bark.control.port) send the stream to this receiver alone, unicast (Wi-Fi); a multicast source.ip is then not joined")
         .unset("none: listen on source.ip")
@@ -683,15 +691,17 @@ pub fn latency_floor_ns(min_ns: Option<u64>, profile: &str) -> u64 {
     }
 }
 
-/// Where a receiver listens: `source_ip`:`port`, except that one with a
-/// `bark.sender` (unicast delivery, [`crate::subscribe`]) joins no group:
-/// a multicast `source_ip` becomes any local address. (The subscribed
-/// stream arrives on the receiver's control socket, where its Subscribe
-/// came from; this socket then only hears unicast sent to `port`.)
-pub fn listen_addr(source_ip: Ipv4Addr, port: u16, sender: Option<SocketAddrV4>) -> SocketAddrV4 {
-    match sender {
-        Some(_) if source_ip.is_multicast() => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
-        _ => SocketAddrV4::new(source_ip, port),
+/// Where a receiver listens: `source_ip`:`port`, except that a unicast
+/// one (`unicast`: a `bark.sender`, or `bark.unicast`; delivery by
+/// subscription, [`crate::subscribe`]) joins no group: a multicast
+/// `source_ip` becomes any local address. (The subscribed stream arrives
+/// on the receiver's control socket, where its Subscribe came from; this
+/// socket then only hears unicast sent to `port`.)
+pub fn listen_addr(source_ip: Ipv4Addr, port: u16, unicast: bool) -> SocketAddrV4 {
+    if unicast && source_ip.is_multicast() {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+    } else {
+        SocketAddrV4::new(source_ip, port)
     }
 }
 

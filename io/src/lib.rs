@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod command;
+pub mod discovery;
 pub mod dropwarn;
 pub mod keyfile;
 pub mod net;

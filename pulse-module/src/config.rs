@@ -171,6 +171,8 @@ pub struct SinkConfig {
     pub fec: Option<(u8, u8)>,
     /// UDP port for commands (`command-port`; 0: any).
     pub command_port: u16,
+    /// Advertise with DNS-SD (`discovery`).
+    pub discovery: bool,
     /// Every setting as resolved, for [`SinkConfig::summary`].
     pub settings: Resolved,
 }
@@ -216,6 +218,14 @@ pub struct SourceConfig {
     pub fec: bool,
     /// UDP port for commands (`command-port`; 0: any).
     pub command_port: u16,
+    /// Advertise with DNS-SD (`discovery`).
+    pub discovery: bool,
+    /// Find the sender of its stream with DNS-SD and subscribe to it
+    /// (`unicast`, without `sender`).
+    pub unicast: bool,
+    /// `source-ip`:`port` as given (DNS-SD browses on its route's
+    /// interface).
+    pub configured_group: SocketAddrV4,
     /// Every setting as resolved, for [`SourceConfig::summary`].
     pub settings: Resolved,
 }
@@ -246,6 +256,7 @@ impl SinkConfig {
             repair: v.bool("bark.repair"),
             fec: v.fec(),
             command_port: v.int("bark.command.port"),
+            discovery: v.bool("bark.discovery"),
             settings: v,
         };
         if cfg.encrypt && cfg.key_file.is_none() {
@@ -294,7 +305,13 @@ impl SourceConfig {
         let v = resolve(Source, &f.0, file.source.as_ref())?;
         let cfg = SourceConfig {
             server: v.opt_text("server"),
-            group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
+            group: settings::listen_addr(
+                v.ipv4("source.ip"),
+                v.int("source.port"),
+                v.sender().is_some() || v.bool("bark.unicast"),
+            ),
+            unicast: v.sender().is_none() && v.bool("bark.unicast"),
+            configured_group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
             sender: v.sender(),
             latency_floor_ns: v.latency_floor_ns(),
             interface: v.opt_text("local.ifname"),
@@ -311,6 +328,7 @@ impl SourceConfig {
             repair: v.bool("bark.repair"),
             fec: v.fec_receive(),
             command_port: v.int("bark.command.port"),
+            discovery: v.bool("bark.discovery"),
             settings: v,
         };
         crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
@@ -401,14 +419,15 @@ mod tests {
             sink("", "").summary(),
             "sink name=bark_sink description=\"Bark Network\" format=F32 rate=48000 channels=2 \
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
-             control-port=0 command-port=0 interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
+             control-port=0 command-port=0 discovery=true interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
              repair=true fec=off server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),
             "source name=bark_source description=\"Bark Receiver\" rate=48000 channels=2 \
-             group=239.255.66.66 port=1530 command-port=0 sender=(none: listen on source.ip) \
+             group=239.255.66.66 port=1530 command-port=0 unicast=false discovery=true \
+             sender=(none: listen on source.ip) \
              interface=(the routing table's choice) latency-msec=(follow the sender) \
              latency-min-msec=(none; 250 with bark.profile = wifi) profile=lan stream=(the highest-priority, newest stream) \
              delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \

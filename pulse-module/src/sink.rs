@@ -75,6 +75,8 @@ struct Net {
     subscribers: usize,
     /// Commands (`bark set`: stream name, priority, name).
     cmd: CommandPort,
+    /// The DNS-SD advertisement, while running.
+    _advert: Option<bark_io::discovery::Advertiser>,
 }
 
 impl Net {
@@ -719,10 +721,28 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     }
     let initial = *cmd.responder().settings();
     ep.sender_mut().set_settings(&initial, cmd.port());
-    ep.list_destinations(&cfg.net.copies)
-        .map_err(|e| anyhow!("{e}"))?;
     let sock = net::sender_socket(&cfg.net, FrontEnd::Pulse).context("setting up the network")?;
     let local = sock.local_addr()?;
+    let (advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: bark_core::protocol::Role::Sender,
+            node_name: cfg.name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: cmd.port(),
+            control_port: Some(local.port()),
+            key_id: start.key.as_ref().map(|k| k.id().to_string()),
+        },
+        cfg.net.destination,
+        cfg.net.ifname.as_deref(),
+        &start.host,
+        FrontEnd::Pulse,
+        cfg.discovery,
+    );
+    log::info!("{said}");
+    ep.list_destinations(&cfg.net.copies)
+        .map_err(|e| anyhow!("{e}"))?;
     log::info!(
         "{}; {} frames/packet, session {session_id:016x}, time requests on {local}, command port {}{}",
         cfg.summary(),
@@ -741,6 +761,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         latency: LatencyWatch::default(),
         subscribers: 0,
         cmd,
+        _advert: advert,
     };
     let mut sender = Sender {
         cfg,

@@ -63,9 +63,21 @@ struct Net {
     warnings: Warnings,
     /// Commands, and the stream's volume, mute and name.
     remote: crate::remote::Remote,
+    /// The DNS-SD advertisement, while running.
+    _advert: Option<bark_io::discovery::Advertiser>,
+    /// `unicast`: the search for the sender of its stream.
+    finder: Option<bark_io::discovery::SenderFinder>,
 }
 
 impl Net {
+    /// `unicast`: subscribes to the sender found (again when it changes).
+    fn find_sender(&mut self) {
+        if let Some((to, line)) = self.finder.as_mut().and_then(|f| f.poll_logged()) {
+            log::info!("{line}");
+            self.ep.subscribe_to(to);
+        }
+    }
+
     /// Serves the command socket; the receiver takes what changed.
     fn serve_commands(&mut self) {
         if let Some(s) = self.remote.serve(monotonic_ns(), realtime_ns()) {
@@ -194,6 +206,7 @@ impl Role for Receiver {
     fn serve(&mut self, lp: &Loop) {
         self.net.pump();
         self.net.serve_commands();
+        self.net.find_sender();
         // The core wants a call at least every 2 ms while it syncs its
         // clock; once playing, its busy-network pace (10 ms) suffices.
         lp.set_tick_us(if self.net.ep.receiver().playing() {
@@ -538,6 +551,35 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     }
     let initial = *cmd.responder().settings();
     ep.receiver_mut().set_settings(&initial, cmd.port(), false);
+    let (advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: ProtoRole::Receiver,
+            node_name: cfg.name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: cmd.port(),
+            control_port: None,
+            key_id: start.key.as_ref().map(|k| k.id().to_string()),
+        },
+        cfg.sender.unwrap_or(cfg.configured_group),
+        cfg.interface.as_deref(),
+        &start.host,
+        FrontEnd::Pulse,
+        cfg.discovery,
+    );
+    log::info!("{said}");
+    let finder = if cfg.unicast {
+        let stream = initial.stream.as_str();
+        let fe = FrontEnd::Pulse;
+        let iface = cfg.interface.as_deref();
+        Some(
+            bark_io::discovery::SenderFinder::for_receiver(cfg.configured_group, iface, fe, stream)
+                .map_err(|e| anyhow!("{e}"))?,
+        )
+    } else {
+        None
+    };
     let (group, control) = net::receiver_sockets(
         cfg.group,
         cfg.interface.as_deref(),
@@ -561,6 +603,8 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         send_errors: 0,
         warnings: Warnings::default(),
         remote: crate::remote::Remote::new(cmd),
+        _advert: advert,
+        finder,
     };
     let mut receiver = Receiver {
         cfg,

@@ -87,6 +87,8 @@ pub struct SinkArgs {
     /// The settings a controller can change that the arguments give
     /// explicitly (`SET_*`): they win over the saved ones.
     pub given: u16,
+    /// Advertise with DNS-SD (`bark.discovery`).
+    pub discovery: bool,
 }
 
 /// How the receiver shows up in the graph (`media.class`).
@@ -140,6 +142,12 @@ pub struct SourceArgs {
     pub group: SocketAddrV4,
     /// Sender to subscribe to for unicast delivery (`bark.sender`).
     pub sender: Option<SocketAddrV4>,
+    /// Find the sender of its stream with DNS-SD and subscribe to it
+    /// (`bark.unicast`, without `bark.sender`).
+    pub unicast: bool,
+    /// `source.ip`:`source.port` as given (where DNS-SD browses from:
+    /// the interface of its route).
+    pub configured_group: SocketAddrV4,
     /// The least latency it asks of the session, ns
     /// (`bark.latency.min-msec`, `bark.profile`).
     pub latency_floor_ns: u64,
@@ -182,6 +190,8 @@ pub struct SourceArgs {
     /// explicitly (`SET_*` of [`bark_core::command`]): they win over the
     /// saved ones ([`bark_io::state`]).
     pub given: u16,
+    /// Advertise with DNS-SD (`bark.discovery`).
+    pub discovery: bool,
 }
 
 /// Documentation of a role's arguments (`module.usage`): one
@@ -254,6 +264,7 @@ impl SinkArgs {
             fec: v.fec(),
             command_port: v.int("bark.command.port"),
             given: bark_core::command::configured_mask(&v, Role::Sink),
+            discovery: v.bool("bark.discovery"),
         })
     }
 }
@@ -269,7 +280,13 @@ impl SourceArgs {
         let class = v.text("media.class");
         let resampler = v.text("bark.resampler");
         Ok(SourceArgs {
-            group: settings::listen_addr(v.ipv4("source.ip"), v.int("source.port"), v.sender()),
+            group: settings::listen_addr(
+                v.ipv4("source.ip"),
+                v.int("source.port"),
+                v.sender().is_some() || v.bool("bark.unicast"),
+            ),
+            unicast: v.sender().is_none() && v.bool("bark.unicast"),
+            configured_group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
             sender: v.sender(),
             latency_floor_ns: v.latency_floor_ns(),
             ifname: v.opt_text("local.ifname"),
@@ -295,6 +312,7 @@ impl SourceArgs {
             key_file: v.opt_text("bark.key-file").map(PathBuf::from),
             command_port: v.int("bark.command.port"),
             given: bark_core::command::configured_mask(&v, Role::Source),
+            discovery: v.bool("bark.discovery"),
         })
     }
 }

@@ -134,6 +134,10 @@ pub struct Setup {
     /// The node's command socket (which saves its settings), served on
     /// the main loop.
     pub command: Option<bark_io::command::CommandPort>,
+    /// Its DNS-SD advertisement (mDNS's own thread), while loaded.
+    pub advert: Option<bark_io::discovery::Advertiser>,
+    /// `bark.unicast`: the search for the sender to subscribe to.
+    pub finder: Option<bark_io::discovery::SenderFinder>,
 }
 
 // Boxed: the receiver is large and the two differ widely in size.
@@ -156,6 +160,13 @@ struct Main {
     /// source; the socket drops with the state, after the source.
     command: Option<bark_io::command::CommandPort>,
     command_source: Option<MainSource>,
+    /// The DNS-SD advertisement: goodbye and its thread's end at unload.
+    advert: Option<bark_io::discovery::Advertiser>,
+    /// `bark.unicast`: polled by the timer; a sender found goes to the
+    /// data thread through `sender_box`.
+    finder: Option<bark_io::discovery::SenderFinder>,
+    /// A found sender the data thread has not been handed yet.
+    sender_pending: Option<std::net::SocketAddr>,
     /// Settings the data thread has not been handed yet (its mailbox was
     /// being read): posted again at the next timer tick.
     settings_pending: bool,
@@ -241,6 +252,9 @@ struct Bark {
     /// Settings (and the command port) from the main loop to the data
     /// thread's receiver.
     settings_box: crate::mailbox::Mailbox<(bark_core::command::Settings, u16)>,
+    /// A sender found with DNS-SD (`bark.unicast`), from the main loop to
+    /// the data thread's endpoint.
+    sender_box: crate::mailbox::Mailbox<std::net::SocketAddr>,
     /// Set while the main loop changes the stream's own controls, whose
     /// `control_info` echo is then ours, not the desktop's.
     applying: AtomicBool,
@@ -337,6 +351,9 @@ impl Bark {
                 if let Some((settings, port)) = self.settings_box.take() {
                     s.apply_settings(&settings, port);
                 }
+                if let Some(to) = self.sender_box.take() {
+                    s.subscribe_to(to);
+                }
                 s.pump(&self.counters);
                 if timer {
                     let now = monotonic_ns();
@@ -404,6 +421,9 @@ impl Bark {
                     Rt::Source(s) => {
                         if let Some((settings, port)) = self.settings_box.take() {
                             s.apply_settings(&settings, port);
+                        }
+                        if let Some(to) = self.sender_box.take() {
+                            s.subscribe_to(to);
                         }
                         s.process(stream, rate_match, &self.counters)
                     }
@@ -478,6 +498,9 @@ pub unsafe fn load(
             timer: None,
             command: None,
             command_source: None,
+            advert: None,
+            finder: None,
+            sender_pending: None,
             settings_pending: false,
             settings_dirty: false,
             restore_pending: false,
@@ -502,6 +525,7 @@ pub unsafe fn load(
         rate_match: AtomicPtr::new(std::ptr::null_mut()),
         counters: Counters::default(),
         settings_box: crate::mailbox::Mailbox::new(),
+        sender_box: crate::mailbox::Mailbox::new(),
         applying: AtomicBool::new(false),
         test_panic,
         _log: instance,
@@ -600,6 +624,10 @@ unsafe fn attach(
         .map_err(LoadError::pipewire)?;
     // SAFETY: main thread, no other borrow of `Main` alive.
     unsafe { b.main() }.timer = Some(timer);
+    // SAFETY: main thread, no other borrow of `Main` alive.
+    let m = unsafe { b.main() };
+    m.advert = setup.advert;
+    m.finder = setup.finder;
     if let Some(cmd) = setup.command {
         let fd = cmd.fd();
         // Restored volume and mute: set on the stream once it is
@@ -1046,6 +1074,15 @@ unsafe extern "C" fn on_timer(data: *mut c_void, _expirations: u64) {
                     );
                 }
                 m.asked_quantum = want;
+            }
+        }
+        if let Some((to, line)) = m.finder.as_mut().and_then(|f| f.poll_logged()) {
+            log_info!("{}: {line}", m.who);
+            m.sender_pending = Some(to);
+        }
+        if let Some(to) = m.sender_pending {
+            if b.sender_box.post(to) {
+                m.sender_pending = None;
             }
         }
         if m.settings_pending {

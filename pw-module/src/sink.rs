@@ -87,6 +87,23 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     let initial = *command.responder().settings();
     ep.sender_mut().set_settings(&initial, command.port());
 
+    let (advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: Role::Sender,
+            node_name: a.node_name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: command.port(),
+            control_port: Some(local.port()),
+            key_id: key.as_ref().map(|k| k.id().to_string()),
+        },
+        a.net.destination,
+        a.net.ifname.as_deref(),
+        host,
+        FrontEnd::PipeWire,
+        a.discovery,
+    );
     let mut props = crate::node_props(
         a.stream_props.as_deref(),
         &a.node_name,
@@ -99,7 +116,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
 
     let security = bark_io::keyfile::describe(key.as_ref(), a.encrypt, "bark.key-file");
     let info = format!(
-        "{} ({}) sending {} {} Hz {} ch to {} from {local}, command port {}, {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
+        "{} ({}) sending {} {} Hz {} ch to {} from {local}, command port {} ({said}), {} frames/packet, latency {} ms (rises to at most {} ms to cover receivers), session {session_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.format.sample.name(),
@@ -129,6 +146,8 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         channels: a.format.channels,
         info,
         command: Some(command),
+        advert,
+        finder: None,
     };
     Ok((rt, setup))
 }

@@ -157,6 +157,33 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     let initial = *command.responder().settings();
     ep.receiver_mut()
         .set_settings(&initial, command.port(), false);
+    let (advert, said) = bark_io::discovery::advertise(
+        &bark_io::discovery::Advert {
+            role: Role::Receiver,
+            node_name: a.node_name.clone(),
+            room: initial.name.as_str().to_string(),
+            node_id,
+            stream: initial.stream.as_str().to_string(),
+            command_port: command.port(),
+            control_port: None,
+            key_id: key.as_ref().map(|k| k.id().to_string()),
+        },
+        a.sender.unwrap_or(a.configured_group),
+        a.ifname.as_deref(),
+        host,
+        FrontEnd::PipeWire,
+        a.discovery,
+    );
+    let finder = if a.unicast {
+        let (stream, iface) = (initial.stream.as_str(), a.ifname.as_deref());
+        let fe = FrontEnd::PipeWire;
+        Some(
+            bark_io::discovery::SenderFinder::for_receiver(a.configured_group, iface, fe, stream)
+                .map_err(LoadError::invalid)?,
+        )
+    } else {
+        None
+    };
     let (group, control) = net::receiver_sockets(
         a.group,
         a.ifname.as_deref(),
@@ -185,7 +212,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
 
     let security = bark_io::keyfile::describe(key.as_ref(), false, "bark.key-file");
     let info = format!(
-        "{} ({}, {}) listening on {}{}, control port {}, command port {}, output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
+        "{} ({}, {}) listening on {}{}, control port {}, command port {} ({said}), output {} Hz {} ch, latency {}, delay {} ms, stream {}, resampler {}, node {node_id:016x}, {security}",
         a.node_description,
         a.node_name,
         a.class.media_class(),
@@ -231,6 +258,8 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
         channels: a.channels,
         info,
         command: Some(command),
+        advert,
+        finder,
     };
     Ok((rt, setup))
 }
@@ -242,6 +271,12 @@ impl RtSource {
     /// PipeWire applies, in the stream's adapter). No allocation.
     pub fn apply_settings(&mut self, s: &Settings, port: u16) {
         self.ep.receiver_mut().set_settings(s, port, false);
+    }
+
+    /// Subscribes to a sender found with DNS-SD (`bark.unicast`), posted
+    /// from the main loop. No allocation.
+    pub fn subscribe_to(&mut self, to: SocketAddr) {
+        self.ep.subscribe_to(to);
     }
 
     /// One graph cycle (data thread). No allocation, no blocking.

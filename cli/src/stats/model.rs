@@ -126,6 +126,57 @@ pub struct NodeView {
     /// Its settings and where commands reach it, from nodes with a
     /// command socket.
     pub control: Option<ControlView>,
+    /// How it was found: "status" (its status packets, with figures) or
+    /// "dns-sd" (its advertisement only; its settings are not known).
+    pub via: &'static str,
+}
+
+impl NodeView {
+    /// A node known only from its DNS-SD advertisement (its status does
+    /// not reach this host: a unicast receiver's goes to its sender only):
+    /// who and where it is, its stream and command address; no figures.
+    pub fn discovered(f: &bark_io::discovery::Found) -> NodeView {
+        let is_sender = f.role == Role::Sender;
+        NodeView {
+            node_id: format!("{:016x}", f.node_id),
+            name: f.node_name.clone(),
+            host: String::new(),
+            addr: f.addr.to_string(),
+            role: if is_sender { "sender" } else { "receiver" },
+            stream: f.stream.clone(),
+            session: String::new(),
+            following: None,
+            playing: false,
+            format: String::new(),
+            channels: 0,
+            rate_hz: 0,
+            latency_ms: 0.0,
+            downstream_ms: 0.0,
+            need_ms: 0.0,
+            play_latency_ms: 0.0,
+            playing_late: false,
+            clock_offset_us: 0.0,
+            rate_error_ppm: 0.0,
+            sync_error_us: 0.0,
+            buffer_ms: 0.0,
+            counters: StatusCounters::default(),
+            packet_rate_hz: 0.0,
+            last_heard_s: 0.0,
+            heard_for_s: 0.0,
+            reports: 0,
+            state: Liveness::Active,
+            control: Some(ControlView {
+                room: f.room.clone(),
+                volume_pct: 100.0,
+                mute: false,
+                delay_ms: 0.0,
+                enabled: true,
+                priority: 0,
+                command_addr: SocketAddrV4::new(f.addr, f.command_port).to_string(),
+            }),
+            via: "dns-sd",
+        }
+    }
 }
 
 /// A node's settings in display units ([`bark_core::command::Settings`]).
@@ -360,6 +411,7 @@ impl NodeTable {
                         Liveness::Active
                     },
                     control: e.settings.as_ref().map(|b| ControlView::new(b, e.addr)),
+                    via: "status",
                 };
                 (u8::from(!is_sender), id, view)
             })

@@ -1,6 +1,6 @@
 //! `bark web`: every room on one page, and the same as a JSON API
-//! (docs/API.md). The node table is `bark stats`'s [`Collector`] (status
-//! packets heard on the group); commands go out through
+//! (docs/API.md). The node table is a [`rooms::Directory`] (status
+//! packets heard on the group, and nodes advertised with DNS-SD); commands go out through
 //! [`crate::rooms::command_node`] on a blocking thread; live updates are a
 //! server-sent event stream (`/api/events`). An HTTP server crate (axum,
 //! on a single-threaded tokio runtime) because none of this is what Bark
@@ -9,7 +9,6 @@
 use crate::cli::WebArgs;
 use crate::rooms::{self, Sent};
 use crate::stats::model::NodeView;
-use crate::stats::Collector;
 use anyhow::{anyhow, bail, Context, Result};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +24,6 @@ use bark_core::command::{
 use serde::Deserialize;
 use serde_json::json;
 use std::convert::Infallible;
-use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +35,7 @@ const EVENT_PERIOD_MS: u64 = 500;
 const ACK_TIMEOUT_MS: u64 = 1000;
 
 struct App {
-    collector: Collector,
+    collector: rooms::Directory,
     controller: Mutex<Controller>,
     /// `Authorization: Bearer` value commands need (hex), with a key.
     token: Option<String>,
@@ -394,14 +392,7 @@ pub fn run(a: &WebArgs) -> Result<()> {
             a.listen
         );
     }
-    let group = SocketAddrV4::new(a.net.source_ip, a.net.port);
-    let collector = Collector::start(
-        group,
-        a.net.local_ifname.as_deref(),
-        3_000_000_000,
-        30_000_000_000,
-        crate::keyed::Auth::new(a.key.key_file.as_deref(), false)?,
-    )?;
+    let collector = rooms::Directory::start(&a.net, &a.key)?;
     let token = auth.key().map(|k: &Key| hex(&k.web_token()));
     let controller = Controller::new(bark_io::node::random_nonzero_u64(), auth.key())
         .map_err(|e| anyhow!("{e}"))?;
@@ -489,7 +480,7 @@ mod tests {
         let key = Key::from_bytes([3; 32]);
         let token = hex(&key.web_token());
         let app = App {
-            collector: Collector::idle(),
+            collector: rooms::Directory::idle(),
             controller: Mutex::new(Controller::new(1, None).unwrap()),
             token: Some(token.clone()),
             hosts: vec!["127.0.0.1:9531".into()],
