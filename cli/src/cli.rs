@@ -51,7 +51,7 @@ pub enum Command {
     /// them; `bark zone livingroom volume=50% mute=off` moves every
     /// member's volume in proportion (the loudest to 50 %) and mutes or
     /// unmutes them all. A room leaves a zone by following another stream
-    /// (`bark set ROOM stream=...`).
+    /// (`bark set ROOM stream=...`) or being switched off (`enabled=off`).
     Zone(ZoneArgs),
     /// A local web page and JSON API for every room: volume, mute, delay,
     /// name, stream and zone volume, live (docs/API.md). Listens on

@@ -743,7 +743,8 @@ fn zone_of(n: &NodeView, nodes: &[NodeView]) -> Option<String> {
 /// The zones of the receivers in `nodes`, by name.
 pub fn zones(nodes: &[NodeView]) -> Vec<Zone> {
     let mut out: Vec<Zone> = Vec::new();
-    // Only rooms whose settings are known (heard in their status).
+    // Only rooms whose settings are known (heard in their status), and
+    // that play: a room switched off has left its zone.
     for n in nodes
         .iter()
         .filter(|n| n.role == "receiver" && n.via == "status")
@@ -751,6 +752,9 @@ pub fn zones(nodes: &[NodeView]) -> Vec<Zone> {
         let (Some(c), Some(name)) = (&n.control, zone_of(n, nodes)) else {
             continue;
         };
+        if !c.enabled {
+            continue;
+        }
         let z = match out.iter_mut().position(|z| z.name == name) {
             Some(i) => &mut out[i],
             None => {
@@ -793,6 +797,38 @@ pub fn zone_volumes(members: &[(String, f64)], target_pct: f64) -> Vec<(String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_switched_off_leaves_its_zone() {
+        let room = |id: u64, on: bool| {
+            let mut n = NodeView::discovered(&bark_io::discovery::Found {
+                role: bark_core::protocol::Role::Receiver,
+                node_id: id,
+                node_name: "bark_source".into(),
+                room: format!("room {id}"),
+                stream: "livingroom".into(),
+                addr: [10, 0, 0, id as u8].into(),
+                command_port: 4021,
+                control_port: None,
+                key_id: None,
+                fullname: String::new(),
+            });
+            n.via = "status";
+            if let Some(c) = n.control.as_mut() {
+                c.enabled = on;
+                c.volume_pct = 40.0;
+            }
+            n
+        };
+        let z = zones(&[room(1, true), room(2, false)]);
+        assert_eq!(z.len(), 1);
+        assert_eq!(z[0].name, "livingroom");
+        assert_eq!(z[0].members, vec![format!("{:016x}", 1)]);
+        // Known only by DNS-SD: its settings are not known, no zone.
+        let mut advertised = room(3, true);
+        advertised.via = "dns-sd";
+        assert!(zones(&[advertised]).is_empty());
+    }
 
     #[test]
     fn zone_volume_moves_members_in_proportion() {
