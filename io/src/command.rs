@@ -33,6 +33,8 @@ pub struct CommandPort {
 pub struct Identity<'a> {
     /// `node.name`: names its state file.
     pub node_name: &'a str,
+    /// `node.description`: the name for people it starts with.
+    pub description: &'a str,
     /// Its node id (status packets).
     pub node_id: u64,
     /// Sender or receiver.
@@ -71,7 +73,7 @@ impl CommandPort {
     }
 
     /// Opens the command socket of node `id` with the settings it starts
-    /// from: `configured` (its configuration's), with those saved under
+    /// from: `configured` (its core's, named `id.description`), with those saved under
     /// its `node.name` restored except the fields in `given` (set
     /// explicitly in its configuration, which wins; [`crate::state`]).
     /// Later changes are saved there by [`CommandPort::save`]. Returns a
@@ -86,6 +88,10 @@ impl CommandPort {
         key: Option<&Key>,
         now_ns: u64,
     ) -> io::Result<(CommandPort, Option<String>)> {
+        let configured = &Settings {
+            name: bark_core::command::Label::new(id.description),
+            ..*configured
+        };
         let state = crate::state::path(id.node_name);
         // Only the fields of its role come back (a file edited by hand, or
         // a node name reused for the other role).

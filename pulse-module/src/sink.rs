@@ -24,7 +24,6 @@ use crate::keyed::Warnings;
 use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use anyhow::{anyhow, bail, Context as _, Result};
-use bark_core::command::{Label, Settings};
 use bark_core::endpoint::SenderEndpoint;
 use bark_core::latency::LatencyWatch;
 use bark_io::command::{CommandPort, Identity};
@@ -701,12 +700,10 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         node_id,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let configured = Settings {
-        name: Label::new(&cfg.description),
-        ..*ep.sender().settings()
-    };
+    let configured = *ep.sender().settings();
     let id = Identity {
         node_name: &cfg.name,
+        description: &cfg.description,
         node_id,
         role: bark_core::protocol::Role::Sender,
         port: cfg.command_port,

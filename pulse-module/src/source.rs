@@ -21,7 +21,6 @@ use crate::pa::{self, Conn, Loop, Slot};
 use crate::session::{Session, Step};
 use crate::sink::PID_PROP;
 use anyhow::{anyhow, Context as _, Result};
-use bark_core::command::{Label, Settings};
 use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::latency::LateNote;
 use bark_core::protocol::Role as ProtoRole;
@@ -527,12 +526,10 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
         cfg.group.ip().is_multicast(),
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let configured = Settings {
-        name: Label::new(&cfg.description),
-        ..*ep.receiver().settings()
-    };
+    let configured = *ep.receiver().settings();
     let id = Identity {
         node_name: &cfg.name,
+        description: &cfg.description,
         node_id,
         role: ProtoRole::Receiver,
         port: cfg.command_port,

@@ -12,7 +12,7 @@ use crate::clock::{monotonic_ns, realtime_ns, ClockMap};
 use crate::module::{LoadError, Setup};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
-use bark_core::command::{Label, Settings};
+use bark_core::command::Settings;
 use bark_core::endpoint::SenderEndpoint;
 use bark_core::protocol::Role;
 use bark_core::SenderConfig;
@@ -66,12 +66,10 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(&a.net, FrontEnd::PipeWire).map_err(LoadError::io)?;
     let local = sock.local_addr().map_err(LoadError::io)?;
-    let configured = Settings {
-        name: Label::new(&a.node_description),
-        ..*ep.sender().settings()
-    };
+    let configured = *ep.sender().settings();
     let id = Identity {
         node_name: &a.node_name,
+        description: &a.node_description,
         node_id,
         role: Role::Sender,
         port: a.command_port,

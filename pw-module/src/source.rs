@@ -13,7 +13,7 @@ use crate::module::{LoadError, Setup};
 use crate::pw::{self, Buffer};
 use crate::stats::Counters;
 use crate::timing::{play_ns, StreamTime};
-use bark_core::command::{Label, Settings};
+use bark_core::command::Settings;
 use bark_core::endpoint::ReceiverEndpoint;
 use bark_core::protocol::PacketType;
 use bark_core::protocol::Role;
@@ -136,12 +136,10 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
     let mut ep = ep;
-    let configured = Settings {
-        name: Label::new(&a.node_description),
-        ..*ep.receiver().settings()
-    };
+    let configured = *ep.receiver().settings();
     let id = Identity {
         node_name: &a.node_name,
+        description: &a.node_description,
         node_id,
         role: Role::Receiver,
         port: a.command_port,
