@@ -150,10 +150,6 @@ fn listen(d: &Directory, secs: f64) -> Snapshot {
     d.snapshot()
 }
 
-fn collector(net: &crate::cli::ListenNet, key: &crate::cli::KeyArgs) -> Result<Directory> {
-    Directory::start(net, key)
-}
-
 /// Why nothing was found, when datagrams were refused by the key check.
 fn key_hint(s: &Snapshot) -> String {
     if s.auth_dropped > 0 {
@@ -171,7 +167,7 @@ fn key_hint(s: &Snapshot) -> String {
 /// # Errors
 /// Socket set-up failures.
 pub fn ls(a: &LsArgs) -> Result<i32> {
-    let c = collector(&a.net, &a.key)?;
+    let c = Directory::start(&a.net, &a.key)?;
     let snap = listen(&c, a.wait_sec);
     if a.json {
         println!("{}", serde_json::to_string(&snap.nodes)?);
@@ -460,7 +456,7 @@ pub fn describe(b: &SettingsBlock) -> String {
 pub fn set(a: &SetArgs) -> Result<i32> {
     let (mask, settings) = parse_assignments(&a.assignments)?;
     let auth = crate::keyed::Auth::new(a.key.key_file.as_deref(), false)?;
-    let c = collector(&a.net, &a.key)?;
+    let c = Directory::start(&a.net, &a.key)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(a.wait_sec);
     // The node is looked for until it is heard (status comes about once
@@ -603,7 +599,7 @@ pub fn set(a: &SetArgs) -> Result<i32> {
 /// Bad assignments, socket failures.
 pub fn zone(a: &ZoneArgs) -> Result<i32> {
     let auth = crate::keyed::Auth::new(a.key.key_file.as_deref(), false)?;
-    let c = collector(&a.net, &a.key)?;
+    let c = Directory::start(&a.net, &a.key)?;
     let snap = listen(&c, a.wait_sec);
     drop(c);
     let all = zones(&snap.nodes);
