@@ -106,6 +106,13 @@ impl StreamNotes {
     }
 }
 
+/// On pipewire-pulse, which of the last second's 100 ms bucket minima of
+/// the timing reports is the envelope ([`FrameClock::set_envelope_rank`]):
+/// the third lowest, so that up to 200 ms of replies made early by its
+/// lagging main thread (a cycle's delay paired with a later cycle's stream
+/// index) leave the estimate alone.
+pub const PIPEWIRE_RANK: usize = 3;
+
 /// The stream's play-out estimate and what feeds it. A field of its own so
 /// that it can be restarted while the stream is borrowed.
 pub struct Estimate {
@@ -157,13 +164,17 @@ impl Estimate {
     /// On pipewire-pulse: learns the graph quantum from a report's stream
     /// index (`read_index` or `write_index`, bytes, of frames of
     /// `frame_bytes`), and raises the step threshold to 1.5 quanta since
-    /// the reports scatter by up to one. The quantum, ns, once known.
+    /// the reports scatter by up to one; the envelope becomes the
+    /// [`PIPEWIRE_RANK`]-th lowest bucket, and reports more than half a
+    /// quantum below it are left out unless a run of them says the
+    /// timeline moved. The quantum, ns, once known.
     pub fn observe_quantum(&mut self, index: Option<i64>, frame_bytes: usize) -> Option<f64> {
         if let Some(i) = index {
             self.quantum.observe(i, frame_bytes);
         }
         let q_ns = self.quantum.frames()? as f64 * self.fc.period_ns();
         self.fc.set_step_ns(1.5 * q_ns);
+        self.fc.set_envelope_rank(PIPEWIRE_RANK, 0.5 * q_ns);
         Some(q_ns)
     }
 }
