@@ -18,6 +18,7 @@ help:
 	@echo "make test-control bark ls/set/web against PipeWire receivers, in headless Chromium (root)"
 	@echo "make test-start   the first frame after idle, pauses, restarts, real players (root)"
 	@echo "make test-speaker sync at the speaker behind a node that delays and reports it (root)"
+	@echo "make test-channels stereo pair, 5.1 from six receivers, mono downmix: each receiver its own channels (root)"
 	@echo "make test-pw1  the headless tests, the demo session, test-start and test-speaker on PipeWire 1.4 (Debian 13 root; root)"
 	@echo "make demo-pw1  the demo on PipeWire 1.4 (Debian 13 root; root)"
 	@echo "make deb       Debian packages into $(PKG_DIR)/deb"
@@ -64,7 +65,7 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	python3-zeroconf
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core test-root test-lab test-control test-start test-speaker sim demo
+.PHONY: deps test test-core test-root test-lab test-control test-start test-speaker test-channels sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -85,6 +86,7 @@ test: deps
 	$(MAKE) test-control
 	$(MAKE) test-start
 	$(MAKE) test-speaker
+	$(MAKE) test-channels
 	$(MAKE) test-pw1
 	$(MAKE) test-pulse
 	$(MAKE) test-pkg
@@ -112,6 +114,11 @@ test-start: modules lab-build
 # One reported retry (lab hosts have no real-time scheduling).
 test-speaker: modules lab-build
 	lab/test-speaker.sh || { echo "test-speaker: retrying once"; lab/test-speaker.sh; }
+
+# Stereo pairs, a 5.1 set from six machines, a mono downmix
+# (lab/test-channels.sh; each case retries once).
+test-channels: modules lab-build
+	lab/test-channels.sh
 
 test-core:
 	$(CARGO) test --release -p bark-core

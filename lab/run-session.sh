@@ -26,6 +26,13 @@
 #   --rx-env K=V        environment for every receiver's daemons (repeatable)
 #   --host-env hN:K=V   environment for one host's daemons, e.g.
 #                       h2:BARK_TEST_CLOCK=150000,40 (repeatable)
+#   --host-conf hN:FILE receiver N's drop-in in place of --receiver-conf
+#                       (a stereo pair: bark.channels = [ FL ] on h1,
+#                       [ FR ] on h2; repeatable)
+#   --analyze-arg ARG   one more argument for bark-lab-analyze (repeatable;
+#                       e.g. --ref-channels=0,1 for a stereo pair)
+#   --ref-record-channels N  record the sender's sink with N channels
+#                       (default 2; a 5.1 sink: 6)
 #   --settle S (3)      seconds between the receivers appearing and recording
 #   --speaker-driver    null-sink speakers drive their graphs (see lanlib.sh)
 #   --wire "ARGS"       every receiver on its own impaired link: bark-lab-wire
@@ -55,7 +62,7 @@ sender_conf='' receiver_conf='' sink=rtp-sink rx_node=''
 receivers=2 seconds=20 quantum='' settle=3 moddir='' out='' keep='' id=''
 music='' music_offset=60 speaker_driver='' player=pw-play sender_receives=''
 sender_env=() rx_env=() host_env=() rootfs=${BARK_LAB_ROOTFS:-}
-wire='' sender_cmd='' rx_cmd=''
+wire='' sender_cmd='' rx_cmd='' host_conf=() analyze_extra=() ref_record_channels=''
 while (($#)); do
 	case $1 in
 	--sender-conf) sender_conf=$2; shift 2 ;;
@@ -73,6 +80,9 @@ while (($#)); do
 	--sender-env) sender_env+=("$2"); shift 2 ;;
 	--rx-env) rx_env+=("$2"); shift 2 ;;
 	--host-env) host_env+=("$2"); shift 2 ;;
+	--host-conf) host_conf+=("$2"); shift 2 ;;
+	--analyze-arg) analyze_extra+=("$2"); shift 2 ;;
+	--ref-record-channels) ref_record_channels=$2; shift 2 ;;
 	--settle) settle=$2; shift 2 ;;
 	--speaker-driver) speaker_driver=--speaker-driver; shift ;;
 	--wire) wire=$2; shift 2 ;;
@@ -88,6 +98,9 @@ while (($#)); do
 done
 [[ -f $sender_conf ]] || lab_die "--sender-conf FILE is required"
 [[ -f $receiver_conf ]] || lab_die "--receiver-conf FILE is required"
+for hc in "${host_conf[@]}"; do
+	[[ $hc =~ ^h[0-9]+:. && -f ${hc#*:} ]] || lab_die "--host-conf $hc: want hN:FILE of an existing file"
+done
 ((receivers >= 1 && receivers <= 16)) || lab_die "--receivers must be 1..16"
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 2 || seconds > 600)); then
 	lab_die "--seconds must be an integer in 2..600"
@@ -147,9 +160,19 @@ mapfile -t envs < <(host_envs 0)
 h0_confs=(--conf "$sender_conf")
 [[ -n $sender_receives ]] && h0_confs+=(--conf "$receiver_conf")
 lab_audio_up "$id" 0 "${h0_confs[@]}" "${common[@]}" "${envs[@]}" 2>>"$log"
+rx_conf() { # rx_conf INDEX -> the drop-in of receiver INDEX
+	local c
+	for c in "${host_conf[@]}"; do
+		if [[ $c == "h$1:"* ]]; then
+			realpath "${c#*:}"
+			return
+		fi
+	done
+	echo "$receiver_conf"
+}
 for ((i = 1; i <= receivers; i++)); do
 	mapfile -t envs < <(host_envs "$i")
-	lab_audio_up "$id" "$i" --conf "$receiver_conf" "${common[@]}" "${envs[@]}" 2>>"$log"
+	lab_audio_up "$id" "$i" --conf "$(rx_conf "$i")" "${common[@]}" "${envs[@]}" 2>>"$log"
 done
 lab_wait "$BARK_LAB_TIMEOUT" "sender sink '$sink' on h0" lab_node_id "$id" 0 "$sink" ||
 	lab_die "sender sink '$sink' did not appear (see $out/logs/h0/pipewire.log)"
@@ -235,7 +258,14 @@ while read -r h n; do csw0[$h]=$n; done < <(snap_csw)
 
 lab_log "recording ${seconds}s"
 # shellcheck disable=SC2046 # one word per host
-lab_record_run "$id" "$out" "$seconds" lab_pw_recorder "$sink" $(seq "$first_rx" "$receivers") ||
+# The recorders: the reference with as many channels as the sink has.
+recorder() { # recorder HOST NODE
+	lab_pw_recorder "$@"
+	if (($1 == 0)) && [[ $2 != speaker && -n $ref_record_channels ]]; then
+		printf '%s\n' --channels "$ref_record_channels"
+	fi
+}
+lab_record_run "$id" "$out" "$seconds" recorder "$sink" $(seq "$first_rx" "$receivers") ||
 	lab_die "a recorder overran"
 t_cpu1=$(date +%s.%N)
 tx1=$(tx_bytes)
@@ -266,6 +296,7 @@ done
 args=(--reference "$out/ref.wav" --json "$out/analysis.json" --series "$out/series.csv")
 for ((i = first_rx; i <= receivers; i++)); do args+=(--receiver "$out/rx$i.wav" --label "h$i"); done
 [[ -s $out/stalls.csv ]] && args+=(--stalls "$out/stalls.csv")
+args+=("${analyze_extra[@]}")
 "$bin/bark-lab-analyze" "${args[@]}" | tee "$out/analysis.txt"
 echo "CPU over the ${seconds}s window (% of one core):"
 column -s, -t "$out/cpu.csv" | sed 's/^/  /'

@@ -548,6 +548,11 @@ pub struct ReceiveArgs {
     /// Output channels (audio.channels), 1..=8.
     #[arg(long, value_name = "N", default_value_t = settings::DEFAULT_CHANNELS, value_parser = table(Role::Source, "audio.channels", int::<u8>))]
     pub channels: u8,
+    /// Which of the stream's channels to play (bark.channels): all (mixed
+    /// to the output's channels), mono (a downmix of all), or positions
+    /// such as [ FL ] (one side of a stereo pair) or "RL,RR".
+    #[arg(long, value_name = "CHANNELS", default_value = "all", value_parser = table(Role::Source, "bark.channels", owned_text))]
+    pub play_channels: String,
     /// Frames per output buffer of the simulated output clock (its
     /// quantum); one is filled every FRAMES/rate seconds.
     #[arg(long, value_name = "FRAMES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=8192))]
@@ -752,6 +757,7 @@ mod tests {
                         "239.1.1.1,10.0.0.1".into(),
                     ],
                     Kind::Sample => vec!["U8".into(), "s24".into()],
+                    Kind::Channels => vec!["[ XX ]".into(), "[ FL FL ]".into(), "left".into()],
                     Kind::Ipv4Port => vec![
                         "10.0.0.1".into(),
                         "10.0.0.1:0".into(),

@@ -40,6 +40,7 @@ use crate::stamps::{Stamp, StampedWav};
 use crate::summary::{self, traffic_json};
 use crate::util;
 use anyhow::{anyhow, Context, Result};
+use bark_core::channels::Selection;
 use bark_core::endpoint::{ReceiverEndpoint, STATUS_PERIOD_NS};
 use bark_core::latency::LateNote;
 use bark_core::netmodel::Rng;
@@ -192,6 +193,9 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                 a.latency_min_msec.map(|ms| (ms * 1e6).round() as u64),
                 &a.profile,
             ),
+            // The output has the default layout of its channel count.
+            layout: None,
+            selection: Selection::parse(&a.play_channels).map_err(|e| anyhow!(e))?,
         },
         auth.key(),
         multicast,

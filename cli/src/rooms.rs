@@ -9,10 +9,11 @@ use crate::cli::{LsArgs, SetArgs, ZoneArgs};
 use crate::stats::model::{NodeView, Snapshot};
 use crate::stats::Collector;
 use anyhow::{anyhow, bail, Result};
+use bark_core::channels::Selection;
 use bark_core::command::Label;
 use bark_core::command::{
-    AckPacket, AckResult, Controller, Settings, SettingsBlock, ACK_BUF, MAX_VOLUME, SET_DELAY,
-    SET_ENABLED, SET_MUTE, SET_NAME, SET_PRIORITY, SET_STREAM, SET_VOLUME,
+    AckPacket, AckResult, Controller, Settings, SettingsBlock, ACK_BUF, MAX_VOLUME, SET_CHANNELS,
+    SET_DELAY, SET_ENABLED, SET_MUTE, SET_NAME, SET_PRIORITY, SET_STREAM, SET_VOLUME,
 };
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -201,6 +202,12 @@ fn ls_line(n: &NodeView) -> String {
         None => ("-".into(), "-".into(), "-".into(), "-".into()),
     };
     let off = n.control.as_ref().is_some_and(|c| !c.enabled);
+    let plays = match &n.control {
+        Some(c) if n.role == "receiver" && !advertised_only && c.channels != "all" => {
+            format!("  plays {}", c.channels)
+        }
+        _ => String::new(),
+    };
     let sync = if n.role == "receiver" && n.playing {
         format!("{:.1}µs", n.sync_error_us)
     } else {
@@ -212,7 +219,7 @@ fn ls_line(n: &NodeView) -> String {
         format!("{:.1}s", n.last_heard_s)
     };
     format!(
-        "{:<8} {:<16} {:<24} {:<12} {:>7} {:>5} {:>9} {:>9} {:>6}  {}{}",
+        "{:<8} {:<16} {:<24} {:<12} {:>7} {:>5} {:>9} {:>9} {:>6}  {}{}{}",
         n.role,
         room,
         format!("{}@{}", n.name, n.host),
@@ -223,7 +230,8 @@ fn ls_line(n: &NodeView) -> String {
         sync,
         seen,
         n.node_id,
-        if off { "  (off)" } else { "" }
+        if off { "  (off)" } else { "" },
+        plays
     )
 }
 
@@ -316,8 +324,14 @@ pub fn parse_assignments(items: &[String]) -> Result<(u16, Settings)> {
                     .map_err(|_| anyhow!("priority={v}: expected -128..127"))?;
                 mask |= SET_PRIORITY;
             }
+            "channels" => {
+                s.channels = Selection::parse(v).map_err(|e| {
+                    anyhow!("channels={v}: {e}; expected all, mono or positions (e.g. FL or RL,RR)")
+                })?;
+                mask |= SET_CHANNELS;
+            }
             other => bail!(
-                "unknown field {other:?}: volume, mute, delay, name, stream, enabled (receivers); name, stream, priority (senders)"
+                "unknown field {other:?}: volume, mute, delay, name, stream, enabled, channels (receivers); name, stream, priority (senders)"
             ),
         }
     }
@@ -436,7 +450,7 @@ pub fn ack_view(ack: &AckPacket, to: &str) -> crate::stats::model::ControlView {
 pub fn describe(b: &SettingsBlock) -> String {
     let s = &b.settings;
     format!(
-        "volume {:.0}%, {}, delay {:.1} ms, stream {}, {}",
+        "volume {:.0}%, {}, delay {:.1} ms, stream {}, {}, plays {}",
         s.volume * 100.0,
         if s.mute { "muted" } else { "not muted" },
         s.delay_ns as f64 / 1e6,
@@ -445,7 +459,8 @@ pub fn describe(b: &SettingsBlock) -> String {
         } else {
             s.stream.as_str()
         },
-        if s.enabled { "on" } else { "off" }
+        if s.enabled { "on" } else { "off" },
+        s.channels
     )
 }
 
@@ -844,6 +859,7 @@ mod tests {
             "delay=12.5ms",
             "name=Kitchen",
             "stream=livingroom",
+            "channels=FL",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -851,8 +867,10 @@ mod tests {
         let (mask, s) = parse_assignments(&items).unwrap();
         assert_eq!(
             mask,
-            SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM
+            SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM | SET_CHANNELS
         );
+        assert_eq!(s.channels.to_string(), "[ FL ]");
+        assert!(parse_assignments(&["channels=left".to_string()]).is_err());
         assert!((s.volume - 0.4).abs() < 1e-6);
         assert!(s.mute);
         assert_eq!(s.delay_ns, 12_500_000);

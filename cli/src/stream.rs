@@ -250,6 +250,9 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
             repair: a.repair,
             fec: bark_core::fec::parse_shape(&a.fec),
+            // A decoded file's channels in the default layout of their
+            // count.
+            layout: None,
         },
         auth.key(),
         auth.encrypt(),

@@ -37,6 +37,9 @@ const CASES: &[(Role, &str, &str)] = &[
     (Role::Source, "bark.sender", "10.0.0.1:0"),
     (Role::Source, "bark.sender", "0.0.0.0:4010"),
     (Role::Source, "bark.sender", "239.255.66.66:4010"),
+    (Role::Source, "bark.channels", "XX"),
+    (Role::Source, "bark.channels", "left"),
+    (Role::Source, "bark.channels", "FL,FL"),
 ];
 
 /// The PipeWire module's refusal.

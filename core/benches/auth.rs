@@ -18,6 +18,7 @@ fn audio_packet() -> Vec<u8> {
     let format = AudioFormat::default();
     let frames = protocol::frames_for_mtu(DEFAULT_MTU - OVERHEAD, &format);
     let h = AudioHeader {
+        positions: Default::default(),
         stream_id: 1,
         seq: 0,
         frame: 0,

@@ -16,6 +16,7 @@ const FRAMES: u16 = 176;
 
 fn audio(seq: u64) -> Vec<u8> {
     let h = AudioHeader {
+        positions: Default::default(),
         stream_id: 7,
         seq,
         frame: seq * u64::from(FRAMES),

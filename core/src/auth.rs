@@ -625,6 +625,7 @@ mod tests {
             channels: 2,
         };
         let h = AudioHeader {
+            positions: Default::default(),
             stream_id: 9,
             seq,
             frame: seq * 4,

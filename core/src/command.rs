@@ -17,6 +17,7 @@
 //! forged source address sends no more than it received (no amplifier).
 
 use crate::auth::{Key, Opener, Sealer};
+use crate::channels::Selection;
 use crate::protocol::{self, PacketType, Role, HEADER_LEN, MAGIC, MAX_STRING, VERSION};
 use crate::repair::bucket::TokenBucket;
 use crate::Error;
@@ -35,9 +36,11 @@ pub const SET_STREAM: u16 = 16;
 pub const SET_ENABLED: u16 = 32;
 /// [`Settings::priority`] is set.
 pub const SET_PRIORITY: u16 = 64;
+/// [`Settings::channels`] is set.
+pub const SET_CHANNELS: u16 = 128;
 /// What a receiver accepts.
 pub const RECEIVER_FIELDS: u16 =
-    SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM | SET_ENABLED;
+    SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM | SET_ENABLED | SET_CHANNELS;
 /// What a sender accepts: its description, stream name and priority.
 pub const SENDER_FIELDS: u16 = SET_NAME | SET_STREAM | SET_PRIORITY;
 
@@ -140,6 +143,9 @@ pub struct Settings {
     pub enabled: bool,
     /// Sender: `bark.priority`.
     pub priority: i8,
+    /// Receiver: which of the stream's channels it plays
+    /// (`bark.channels`; [`crate::channels`]).
+    pub channels: Selection,
 }
 
 impl Default for Settings {
@@ -152,6 +158,7 @@ impl Default for Settings {
             stream: Label::default(),
             enabled: true,
             priority: 0,
+            channels: Selection::All,
         }
     }
 }
@@ -182,6 +189,9 @@ impl Settings {
         if mask & SET_PRIORITY != 0 {
             self.priority = other.priority;
         }
+        if mask & SET_CHANNELS != 0 {
+            self.channels = other.channels;
+        }
         self.changed_from(&before)
     }
 
@@ -209,6 +219,9 @@ impl Settings {
         if self.priority != other.priority {
             m |= SET_PRIORITY;
         }
+        if self.channels != other.channels {
+            m |= SET_CHANNELS;
+        }
         m
     }
 
@@ -225,7 +238,8 @@ impl Settings {
 
     /// What is wrong with the fields in `mask`, if anything: a volume
     /// outside 0..=[`MAX_VOLUME`] or not finite, a delay beyond
-    /// ±[`MAX_DELAY_NS`], an empty name.
+    /// ±[`MAX_DELAY_NS`], an empty name, a choice of more than eight
+    /// channels.
     pub fn invalid(&self, mask: u16) -> Option<&'static str> {
         if mask & SET_VOLUME != 0 && !(0.0..=MAX_VOLUME).contains(&self.volume) {
             return Some("volume out of range (0..=150 %)");
@@ -236,14 +250,20 @@ impl Settings {
         if mask & SET_NAME != 0 && self.name.is_empty() {
             return Some("empty name");
         }
+        if mask & SET_CHANNELS != 0
+            && matches!(self.channels, Selection::Only(m) if m.count() > crate::format::MAX_CHANNELS as u32)
+        {
+            return Some("more channels than a stream has (8)");
+        }
         None
     }
 }
 
 /// The module arguments each field of [`Settings`] is configured by, per
 /// role.
-const CONFIGURED_BY: [(crate::settings::Role, &str, u16); 6] = [
+const CONFIGURED_BY: [(crate::settings::Role, &str, u16); 7] = [
     (crate::settings::Role::Source, "node.description", SET_NAME),
+    (crate::settings::Role::Source, "bark.channels", SET_CHANNELS),
     (crate::settings::Role::Source, "bark.stream", SET_STREAM),
     (crate::settings::Role::Source, "bark.delay.msec", SET_DELAY),
     (crate::settings::Role::Sink, "node.description", SET_NAME),
@@ -290,7 +310,7 @@ pub fn write_settings(out: &mut [u8], mask: u16, s: &Settings, port: u16) -> Opt
     out[4..8].copy_from_slice(&volume.to_le_bytes());
     out[8..16].copy_from_slice(&s.delay_ns.to_le_bytes());
     out[16..18].copy_from_slice(&port.to_le_bytes());
-    out[18..20].copy_from_slice(&[0, 0]);
+    out[18..20].copy_from_slice(&s.channels.to_wire().to_le_bytes());
     let mut at = SETTINGS_FIXED_LEN;
     for part in [name, stream] {
         out[at] = part.len() as u8;
@@ -349,18 +369,15 @@ impl SettingsBlock {
 /// caller's).
 ///
 /// # Errors
-/// [`Error::Malformed`]: shorter than its fixed part, reserved bits or
-/// bytes set, a volume above [`MAX_VOLUME`], a string too long, cut short
+/// [`Error::Malformed`]: shorter than its fixed part, reserved bits set,
+/// a volume above [`MAX_VOLUME`], a string too long, cut short
 /// or not UTF-8.
 pub fn parse_settings(d: &[u8]) -> Result<SettingsBlock, Error> {
     if d.len() < SETTINGS_FIXED_LEN {
         return Err(Error::Malformed("settings shorter than their fixed part"));
     }
     let mask = u16_at(d, 0);
-    if mask & !(RECEIVER_FIELDS | SENDER_FIELDS) != 0
-        || d[2] & !(FLAG_MUTE | FLAG_DISABLED) != 0
-        || u16_at(d, 18) != 0
-    {
+    if mask & !(RECEIVER_FIELDS | SENDER_FIELDS) != 0 || d[2] & !(FLAG_MUTE | FLAG_DISABLED) != 0 {
         return Err(Error::Malformed("settings with reserved bits set"));
     }
     let volume = u32_at(d, 4);
@@ -380,6 +397,7 @@ pub fn parse_settings(d: &[u8]) -> Result<SettingsBlock, Error> {
             stream,
             enabled: d[2] & FLAG_DISABLED == 0,
             priority: d[3] as i8,
+            channels: Selection::from_wire(u16_at(d, 18)),
         },
         port: u16_at(d, 16),
         len: at,
@@ -836,6 +854,7 @@ mod tests {
             stream: Label::new("livingroom"),
             enabled: true,
             priority: 0,
+            channels: Selection::All,
         }
     }
 

@@ -530,6 +530,7 @@ mod tests {
 
     fn audio(seq: u64, frames: u16) -> Vec<u8> {
         let h = AudioHeader {
+            positions: Default::default(),
             stream_id: 9,
             seq,
             frame: seq * 176,

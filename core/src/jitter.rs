@@ -6,7 +6,8 @@
 //! duplicates, holes and stale data from an earlier lap of the ring all fall
 //! out of one comparison, with no per-packet bookkeeping.
 
-use crate::format::SampleFormat;
+use crate::channels::ChannelMix;
+use crate::format::{SampleFormat, MAX_CHANNELS};
 
 /// Outcome of [`JitterBuffer::insert`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,20 +96,21 @@ impl JitterBuffer {
     }
 
     /// Stores `frames` frames starting at index `first`, decoded from
-    /// `payload` (wire format `sample`, `in_channels` per frame). Frames
-    /// before `keep_from` (the playback position) are skipped; the ring keeps
-    /// `[keep_from, keep_from + capacity)`. Input channels map to output
-    /// channels by averaging those with the same index modulo the output
-    /// count (downmix) or repeating (upmix).
+    /// `payload` (wire format `sample`, [`ChannelMix::inputs`] per frame)
+    /// and mixed to the ring's channels by `mix` (the receiver's choice of
+    /// the stream's channels, [`crate::channels`]). Frames before
+    /// `keep_from` (the playback position) are skipped; the ring keeps
+    /// `[keep_from, keep_from + capacity)`. Does not allocate.
     pub fn insert(
         &mut self,
         first: u64,
         frames: usize,
         payload: &[u8],
         sample: SampleFormat,
-        in_channels: usize,
+        mix: &ChannelMix,
         keep_from: u64,
     ) -> Insert {
+        let in_channels = mix.inputs();
         let last = first + frames as u64;
         if last <= keep_from {
             return Insert::Late;
@@ -119,8 +121,13 @@ impl JitterBuffer {
         let bytes = sample.bytes();
         let out_ch = self.channels;
         let mut fresh = false;
-        let mut one = [0f32; 1];
+        let mut frame_in = [0f32; MAX_CHANNELS as usize];
         let frame_bytes = in_channels * bytes;
+        if payload.len() < frames * frame_bytes || mix.outputs() != out_ch {
+            // The caller's parser checked the length; the mix is built for
+            // this ring. Anything else is dropped, never a panic.
+            return Insert::Duplicate;
+        }
         let mut i = 0;
         while i < frames {
             let frame = first + i as u64;
@@ -129,7 +136,7 @@ impl JitterBuffer {
                 continue;
             }
             fresh = true;
-            if in_channels == out_ch {
+            if mix.is_identity() {
                 // Decode the whole run of missing frames that does not wrap
                 // the ring in one call: the common case is the whole packet.
                 let slot = (frame & self.mask) as usize;
@@ -151,24 +158,8 @@ impl JitterBuffer {
             let slot = (frame & self.mask) as usize;
             let dst = &mut self.data[slot * out_ch..(slot + 1) * out_ch];
             let src = &payload[i * frame_bytes..(i + 1) * frame_bytes];
-            if in_channels > out_ch {
-                dst.fill(0.0);
-                let mut counts = [0u8; 8];
-                for c in 0..in_channels {
-                    sample.decode(&src[c * bytes..(c + 1) * bytes], &mut one);
-                    dst[c % out_ch] += one[0];
-                    counts[c % out_ch] += 1;
-                }
-                for (d, n) in dst.iter_mut().zip(counts) {
-                    *d /= n.max(1) as f32;
-                }
-            } else {
-                for (c, d) in dst.iter_mut().enumerate() {
-                    let s = c % in_channels;
-                    sample.decode(&src[s * bytes..(s + 1) * bytes], &mut one);
-                    *d = one[0];
-                }
-            }
+            sample.decode(src, &mut frame_in[..in_channels]);
+            mix.apply(&frame_in[..in_channels], dst);
             self.tags[slot] = self.tag(frame);
             i += 1;
         }
@@ -184,6 +175,17 @@ impl JitterBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::{ChannelMask, Layout, Selection};
+
+    /// The default mix from `inp` channels to `out`.
+    fn mix(inp: u8, out: u8) -> ChannelMix {
+        ChannelMix::new(
+            ChannelMask(0),
+            inp,
+            Selection::All,
+            &Layout::default_for(out).unwrap(),
+        )
+    }
 
     fn payload(values: &[f32]) -> Vec<u8> {
         let mut b = vec![0u8; values.len() * 4];
@@ -195,18 +197,27 @@ mod tests {
     fn stores_reordered_and_flags_duplicates_and_late() {
         let mut j = JitterBuffer::new(64, 2);
         let p = payload(&[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(j.insert(10, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
-        assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 0), Insert::New);
         assert_eq!(
-            j.insert(10, 2, &p, SampleFormat::F32, 2, 0),
+            j.insert(10, 2, &p, SampleFormat::F32, &mix(2, 2), 0),
+            Insert::New
+        );
+        assert_eq!(
+            j.insert(4, 2, &p, SampleFormat::F32, &mix(2, 2), 0),
+            Insert::New
+        );
+        assert_eq!(
+            j.insert(10, 2, &p, SampleFormat::F32, &mix(2, 2), 0),
             Insert::Duplicate
         );
-        assert_eq!(j.insert(4, 2, &p, SampleFormat::F32, 2, 8), Insert::Late);
+        assert_eq!(
+            j.insert(4, 2, &p, SampleFormat::F32, &mix(2, 2), 8),
+            Insert::Late
+        );
         assert_eq!(j.get(11), Some(&[3.0, 4.0][..]));
         assert_eq!(j.get(12), None);
         assert_eq!(j.end(), Some(12));
         assert_eq!(
-            j.insert(200, 2, &p, SampleFormat::F32, 2, 100),
+            j.insert(200, 2, &p, SampleFormat::F32, &mix(2, 2), 100),
             Insert::TooFar
         );
     }
@@ -215,10 +226,10 @@ mod tests {
     fn a_lap_later_the_old_frame_is_gone() {
         let mut j = JitterBuffer::new(16, 1);
         let p = payload(&[0.5]);
-        j.insert(3, 1, &p, SampleFormat::F32, 1, 0);
+        j.insert(3, 1, &p, SampleFormat::F32, &mix(1, 1), 0);
         assert!(j.has(3));
         assert!(!j.has(3 + 16));
-        j.insert(19, 1, &payload(&[0.25]), SampleFormat::F32, 1, 10);
+        j.insert(19, 1, &payload(&[0.25]), SampleFormat::F32, &mix(1, 1), 10);
         assert!(!j.has(3));
         assert_eq!(j.get(19), Some(&[0.25][..]));
     }
@@ -228,7 +239,7 @@ mod tests {
         let mut j = JitterBuffer::new(16, 1);
         let vals: Vec<f32> = (0..6).map(|v| v as f32).collect();
         assert_eq!(
-            j.insert(13, 6, &payload(&vals), SampleFormat::F32, 1, 10),
+            j.insert(13, 6, &payload(&vals), SampleFormat::F32, &mix(1, 1), 10),
             Insert::New
         );
         for (i, v) in vals.iter().enumerate() {
@@ -237,7 +248,7 @@ mod tests {
         // Overlaps frames 16..19 (stored) and brings 19..21 (new).
         let more: Vec<f32> = (0..5).map(|v| 10.0 + v as f32).collect();
         assert_eq!(
-            j.insert(16, 5, &payload(&more), SampleFormat::F32, 1, 10),
+            j.insert(16, 5, &payload(&more), SampleFormat::F32, &mix(1, 1), 10),
             Insert::New
         );
         assert_eq!(j.get(16), Some(&[3.0][..]));
@@ -248,10 +259,17 @@ mod tests {
     #[test]
     fn maps_channels() {
         let mut down = JitterBuffer::new(16, 1);
-        down.insert(0, 1, &payload(&[0.2, 0.4]), SampleFormat::F32, 2, 0);
+        down.insert(
+            0,
+            1,
+            &payload(&[0.2, 0.4]),
+            SampleFormat::F32,
+            &mix(2, 1),
+            0,
+        );
         assert!((down.get(0).unwrap()[0] - 0.3).abs() < 1e-6);
         let mut up = JitterBuffer::new(16, 2);
-        up.insert(0, 1, &payload(&[0.7]), SampleFormat::F32, 1, 0);
+        up.insert(0, 1, &payload(&[0.7]), SampleFormat::F32, &mix(1, 2), 0);
         assert_eq!(up.get(0).unwrap(), &[0.7, 0.7]);
     }
 }

@@ -26,6 +26,7 @@
 //! unless a name says otherwise.
 
 pub mod auth;
+pub mod channels;
 pub mod clock;
 pub mod command;
 pub mod dll;

@@ -6,6 +6,7 @@
 //! length is checked before use, and anything malformed is an
 //! [`Error::Malformed`] naming what was wrong.
 
+use crate::channels::ChannelMask;
 use crate::format::{AudioFormat, SampleFormat, MAX_CHANNELS, MAX_RATE, MIN_RATE};
 use crate::Error;
 
@@ -178,6 +179,11 @@ pub struct AudioHeader {
     pub priority: i8,
     /// Frames in the payload.
     pub frames: u16,
+    /// Speaker positions of the channels, which are on the wire in the
+    /// mask's bit order (bytes 58–59); 0: the default layout for the
+    /// channel count ([`ChannelMask::default_for`]), as senders before
+    /// layouts sent.
+    pub positions: ChannelMask,
 }
 
 /// A parsed audio packet borrowing its payload.
@@ -812,8 +818,15 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
     if d[55] & !(AUDIO_RESENT | AUDIO_LAST_OF_BUFFER) != 0 {
         return Err(Error::Malformed("audio with reserved flag bits set"));
     }
+    let positions = ChannelMask(u16_at(d, 58));
+    if positions.0 != 0 && positions.count() != u32::from(channels) {
+        return Err(Error::Malformed(
+            "audio channel positions do not match the channel count",
+        ));
+    }
     Ok(AudioPacket {
         header: AudioHeader {
+            positions,
             stream_id,
             seq: u64_at(d, 16),
             frame: u64_at(d, 24),
@@ -851,7 +864,7 @@ pub fn write_audio(out: &mut [u8], h: &AudioHeader, samples: &[f32]) -> Option<u
     out[54] = h.priority as u8;
     out[55] = 0;
     out[56..58].copy_from_slice(&h.frames.to_le_bytes());
-    out[58..60].copy_from_slice(&0u16.to_le_bytes());
+    out[58..60].copy_from_slice(&h.positions.0.to_le_bytes());
     h.format
         .sample
         .encode(samples, &mut out[AUDIO_HEADER_LEN..len]);
@@ -1099,6 +1112,7 @@ mod tests {
 
     fn audio_header(frames: u16, format: AudioFormat) -> AudioHeader {
         AudioHeader {
+            positions: Default::default(),
             stream_id: 7,
             seq: 3,
             frame: 144,

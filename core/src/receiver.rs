@@ -16,6 +16,7 @@
 //! Everything is preallocated in [`Receiver::new`]; neither `fill` nor
 //! `handle_packet` allocates.
 
+use crate::channels::{ChannelMask, ChannelMix, Layout, Selection};
 use crate::clock::ClockSync;
 use crate::dll::Dll;
 use crate::drift::{Action, DriftController};
@@ -221,6 +222,13 @@ pub struct ReceiverConfig {
     /// [`crate::settings::latency_floor_ns`]): the session latency rises
     /// to it on every receiver. 0: none. At most [`MAX_LATENCY_NS`].
     pub latency_floor_ns: u64,
+    /// Output channel positions (`audio.position` of the playback
+    /// stream), `channels` of them; `None`: the default layout for
+    /// `channels` ([`crate::channels`]).
+    pub layout: Option<Layout>,
+    /// Which of the stream's channels it plays (`bark.channels`); a
+    /// controller may change it ([`Receiver::set_settings`]).
+    pub selection: Selection,
 }
 
 impl Default for ReceiverConfig {
@@ -238,6 +246,8 @@ impl Default for ReceiverConfig {
             fec: false,
             sender: None,
             latency_floor_ns: 0,
+            layout: None,
+            selection: Selection::All,
         }
     }
 }
@@ -338,6 +348,11 @@ pub struct Receiver {
     command_port: u16,
     /// Output gain applied here (`apply_volume`), else 1.
     gain: f32,
+    /// The output's channel positions.
+    out_layout: Layout,
+    /// The channel mix in use and what it was built for: the stream's
+    /// layout, its channel count and the selection.
+    mix: (ChannelMask, u8, Selection, ChannelMix),
     selector: Selector,
     clock: ClockSync,
     jitter: JitterBuffer,
@@ -428,6 +443,27 @@ impl Receiver {
         if cfg.node_id == 0 {
             return Err(Error::Config("node id must not be 0".into()));
         }
+        let out_layout = match cfg.layout {
+            Some(l) if l.channels() != cfg.channels as usize => {
+                return Err(Error::Config(format!(
+                    "audio.position {l} names {} channels but audio.channels is {}",
+                    l.channels(),
+                    cfg.channels
+                )))
+            }
+            Some(l) => l,
+            None => Layout::default_for(cfg.channels)
+                .ok_or_else(|| Error::Config("no default layout for audio.channels".into()))?,
+        };
+        let mix = {
+            let m = ChannelMask::default_for(cfg.channels);
+            (
+                m,
+                cfg.channels,
+                cfg.selection,
+                ChannelMix::new(m, cfg.channels, cfg.selection, &out_layout),
+            )
+        };
         let ch = cfg.channels as usize;
         let ring = (MAX_RATE as f64 * RING_SECONDS) as usize;
         // Input frames one chunk can read at the highest rate ratio.
@@ -474,7 +510,10 @@ impl Receiver {
             rebuilding: false,
             nack_round: (0, 0),
             tail_watch: None,
+            out_layout,
+            mix,
             remote: crate::command::Settings {
+                channels: cfg.selection,
                 delay_ns: cfg.delay_ns,
                 name: crate::command::Label::new(&cfg.node_name),
                 stream: crate::command::Label::new(cfg.stream.as_deref().unwrap_or("")),
@@ -860,6 +899,14 @@ impl Receiver {
             // force is the newest packet's.
             s.latency_ns = h.latency_us as u64 * 1000;
         }
+        let layout = h.positions.or_default(h.format.channels);
+        let want = (layout, h.format.channels, self.remote.channels);
+        if (self.mix.0, self.mix.1, self.mix.2) != want {
+            // A new stream layout or selection: a matrix of at most 8×8,
+            // built here without allocation.
+            let m = ChannelMix::new(layout, h.format.channels, want.2, &self.out_layout);
+            self.mix = (want.0, want.1, want.2, m);
+        }
         let end = h.frame + h.frames as u64;
         match s.newest {
             None => {
@@ -904,7 +951,7 @@ impl Receiver {
             h.frames as usize,
             payload,
             h.format.sample,
-            h.format.channels as usize,
+            &self.mix.3,
             keep_from,
         );
         if result == Insert::TooFar {
@@ -916,7 +963,7 @@ impl Receiver {
                 h.frames as usize,
                 payload,
                 h.format.sample,
-                h.format.channels as usize,
+                &self.mix.3,
                 h.frame,
             );
         }

@@ -235,6 +235,7 @@ mod tests {
 
     fn h(session: u64, priority: i8, name: &str) -> AudioHeader {
         AudioHeader {
+            positions: Default::default(),
             stream_id: session,
             seq: 0,
             frame: 0,

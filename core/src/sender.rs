@@ -7,6 +7,7 @@
 //! timestamps, so they follow the sender's real audio clock (its true sample
 //! rate, not a nominal 48000) with the scheduling jitter averaged away.
 
+use crate::channels::{ChannelMask, Layout};
 use crate::dll::Dll;
 use crate::format::AudioFormat;
 use crate::latency::SessionLatency;
@@ -114,6 +115,13 @@ pub struct SenderConfig {
     /// packets (`bark.fec`; see [`crate::fec`]); `None`: off. Used by
     /// [`crate::endpoint::SenderEndpoint`].
     pub fec: Option<(u8, u8)>,
+    /// The sink's channel positions in its channel order
+    /// (`audio.position`); `None`: the default for the channel count, or
+    /// positions a [`ChannelMask`] cannot name (AUX channels): packets
+    /// then carry mask 0, "the default for the count". Packets carry the
+    /// channels in mask-bit order ([`crate::channels`]), reordered here
+    /// when the sink's order differs.
+    pub layout: Option<Layout>,
 }
 
 impl Default for SenderConfig {
@@ -132,6 +140,7 @@ impl Default for SenderConfig {
             input_step_ns: crate::dll::RESET_NS,
             repair: true,
             fec: None,
+            layout: None,
         }
     }
 }
@@ -161,6 +170,12 @@ pub struct Sender {
     remote: crate::command::Settings,
     /// The node's command port, reported with the settings (0: none).
     command_port: u16,
+    /// The layout packets carry.
+    positions: ChannelMask,
+    /// Sink channel of each wire channel, when they differ; with
+    /// `reordered`, a packet's samples in wire order.
+    order: Option<[u8; crate::format::MAX_CHANNELS as usize]>,
+    reordered: Vec<f32>,
 }
 
 impl Sender {
@@ -213,6 +228,26 @@ impl Sender {
         }
         let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
         let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
+        let ch = cfg.format.channels as usize;
+        let (positions, order) = match cfg.layout {
+            Some(l) if l.channels() != ch => {
+                return Err(Error::Config(format!(
+                    "audio.position {l} names {} channels but audio.channels is {ch}",
+                    l.channels()
+                )))
+            }
+            Some(l) => {
+                let order = l.wire_order();
+                let same = (0..ch).all(|k| order[k] as usize == k);
+                (l.mask(), (!same).then_some(order))
+            }
+            None => (ChannelMask::default(), None),
+        };
+        let reordered = if order.is_some() {
+            vec![0.0; packet_frames * ch]
+        } else {
+            Vec::new()
+        };
         let latency = SessionLatency::new(cfg.latency_ns, cfg.max_latency_ns);
         let remote = crate::command::Settings {
             name: crate::command::Label::new(&cfg.node_name),
@@ -238,6 +273,9 @@ impl Sender {
             silent_since: None,
             suppressing: false,
             latency,
+            positions,
+            order,
+            reordered,
         })
     }
 
@@ -396,6 +434,7 @@ impl Sender {
         while done < frames {
             let n = (frames - done).min(self.packet_frames);
             let h = AudioHeader {
+                positions: self.positions,
                 stream_id: self.cfg.session_id,
                 seq: self.seq,
                 frame: self.frame,
@@ -406,9 +445,17 @@ impl Sender {
                 priority: self.cfg.priority,
                 frames: n as u16,
             };
-            if let Some(len) =
-                protocol::write_audio(&mut self.buf, &h, &samples[done * ch..(done + n) * ch])
-            {
+            let mut chunk = &samples[done * ch..(done + n) * ch];
+            if let Some(order) = &self.order {
+                let out = &mut self.reordered[..n * ch];
+                for (dst, src) in out.chunks_exact_mut(ch).zip(chunk.chunks_exact(ch)) {
+                    for (d, &k) in dst.iter_mut().zip(order.iter()) {
+                        *d = src[k as usize];
+                    }
+                }
+                chunk = out;
+            }
+            if let Some(len) = protocol::write_audio(&mut self.buf, &h, chunk) {
                 if done + n == frames {
                     self.buf[55] |= protocol::AUDIO_LAST_OF_BUFFER;
                 }

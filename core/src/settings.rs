@@ -129,6 +129,10 @@ pub enum Kind {
     /// allowed), at most one of them a multicast group; kept as text, the
     /// group first ([`destinations`]); empty is the default.
     Destinations,
+    /// Which of a stream's channels a receiver plays
+    /// ([`crate::channels::Selection`]: `all`, `mono`, `[ FL ]`); kept as
+    /// text in its canonical spelling; empty is the default.
+    Channels,
 }
 
 /// `pub fn NAME(&self) -> Option<T>`: the value of variant `VARIANT(T)`.
@@ -327,7 +331,7 @@ impl Setting {
         let t = text.trim();
         if t.is_empty() {
             return match (self.kind, &self.default) {
-                (Kind::Ipv4(_) | Kind::Ipv4Port | Kind::Destinations, d)
+                (Kind::Ipv4(_) | Kind::Ipv4Port | Kind::Destinations | Kind::Channels, d)
                 | (Kind::Text, d @ Value::Unset) => Ok(d.clone()),
                 (Kind::Text, _) => Err("must not be empty".into()),
                 _ => Err(self.expected()),
@@ -364,6 +368,11 @@ impl Setting {
                 }
                 Value::Text(Cow::Owned(a.to_string()))
             }
+            Kind::Channels => Value::Text(Cow::Owned(
+                crate::channels::Selection::parse(t)
+                    .map_err(|e| e.trim_start_matches("bark.channels: ").to_owned())?
+                    .to_string(),
+            )),
             Kind::Destinations => {
                 let (first, more) = destinations(t)?;
                 let all: Vec<String> = std::iter::once(first)
@@ -426,6 +435,7 @@ impl Setting {
             }
             Kind::Choice(_) | Kind::Sample => format!("must be one of {}", self.limits()),
             Kind::Text => "must not be empty".into(),
+            Kind::Channels => "must be all, mono or a list of positions such as [ FL ]".into(),
         }
     }
 }
@@ -645,6 +655,10 @@ pub static TABLE: &[Setting] = &[
         "stream priority; receivers follow the highest")
         .pulse("priority")
         .cli("priority"),
+    setting("bark.channels", SOURCE, Kind::Channels, text("all"),
+        "which of the stream's channels to play: all (mixed to this output's audio.position), mono (a downmix of all), or a list such as [ FL ] (one side of a stereo pair) or [ RL RR ] (the rears of a surround set)")
+        .pulse("play-channels")
+        .cli("play-channels"),
     setting("bark.delay.msec", SOURCE, Kind::Msec { min: -MAX_LATENCY_MS, max: MAX_LATENCY_MS }, ms(0),
         "extra delay of this receiver, may be negative (speakers, DSPs, room distance)")
         .unit("ms")

@@ -43,6 +43,7 @@ static GLOBAL: Counting = Counting;
 
 fn audio(seq: u64) -> Vec<u8> {
     let h = AudioHeader {
+        positions: Default::default(),
         stream_id: 7,
         seq,
         frame: seq * 176,

@@ -173,6 +173,7 @@ fn malformed_datagrams_are_dropped_without_disturbing_playback() {
         // A valid-looking audio header with a lying payload length.
         let mut audio = vec![0u8; protocol::AUDIO_HEADER_LEN + 8];
         let h = protocol::AudioHeader {
+            positions: Default::default(),
             stream_id: 1,
             seq: 0,
             frame: 0,
@@ -377,6 +378,7 @@ fn forged_packets_of_the_live_session_are_refused() {
             _ => (c as u64, live_frame, i64::MAX),
         };
         let h = protocol::AudioHeader {
+            positions: Default::default(),
             stream_id: 1,
             seq,
             frame,
@@ -417,6 +419,7 @@ fn a_forged_first_format_gives_way_to_the_senders_own() {
     let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
     let mut pkt = vec![0u8; 2048];
     let h = protocol::AudioHeader {
+        positions: Default::default(),
         stream_id: 1,
         seq: 0,
         frame: 0,
@@ -460,6 +463,7 @@ fn copies_of_the_live_session_change_nothing() {
         let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
         let live_frame = (c * Q) as u64;
         let mut h = protocol::AudioHeader {
+            positions: Default::default(),
             stream_id: 1,
             // The sender splits each 256-frame buffer into 2 packets.
             seq: 2 * c as u64 + 2,

@@ -62,6 +62,7 @@ fuzz_target!(|d: &[u8]| {
                     stream: label(&mut b),
                     enabled: b.u8() & 1 == 1,
                     priority: b.u8() as i8,
+                    channels: bark_core::channels::Selection::from_wire(b.u16()),
                 };
                 let target = if b.u8() & 7 == 0 { 8 } else { 9 };
                 let mut out = vec![0u8; ACK_BUF];

@@ -158,6 +158,7 @@ fuzz_target!(|d: &[u8]| {
                     b.u64() as i64
                 };
                 let h = AudioHeader {
+                    positions: Default::default(),
                     stream_id: if ctl & 32 == 0 {
                         sessions[s]
                     } else {

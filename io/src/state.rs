@@ -5,9 +5,10 @@
 //! never by a data thread. A value the node's configuration gives
 //! explicitly (a drop-in's `bark.delay.msec`) wins over the file.
 
+use bark_core::channels::Selection;
 use bark_core::command::{
-    Label, Settings, MAX_DELAY_NS, MAX_VOLUME, SET_DELAY, SET_ENABLED, SET_MUTE, SET_NAME,
-    SET_PRIORITY, SET_STREAM, SET_VOLUME,
+    Label, Settings, MAX_DELAY_NS, MAX_VOLUME, SET_CHANNELS, SET_DELAY, SET_ENABLED, SET_MUTE,
+    SET_NAME, SET_PRIORITY, SET_STREAM, SET_VOLUME,
 };
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -26,6 +27,8 @@ struct StateFile {
     stream: Option<String>,
     enabled: Option<bool>,
     priority: Option<i8>,
+    /// `bark.channels`: `all`, `mono` or `[ FL ]`.
+    channels: Option<String>,
 }
 
 /// Where node `node_name`'s state lives: `$XDG_STATE_HOME/bark/NAME.toml`
@@ -110,6 +113,15 @@ pub fn load(path: &Path, base: &Settings) -> io::Result<Option<(u16, Settings)>>
         s.priority = p;
         mask |= SET_PRIORITY;
     }
+    if let Some(c) = f.channels {
+        s.channels = Selection::parse(&c).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: channels: {e}", path.display()),
+            )
+        })?;
+        mask |= SET_CHANNELS;
+    }
     Ok(Some((mask, s)))
 }
 
@@ -129,6 +141,7 @@ pub fn save(path: &Path, mask: u16, s: &Settings) -> io::Result<()> {
         stream: has(SET_STREAM).then(|| s.stream.as_str().to_string()),
         enabled: has(SET_ENABLED).then_some(s.enabled),
         priority: has(SET_PRIORITY).then_some(s.priority),
+        channels: has(SET_CHANNELS).then(|| s.channels.to_string()),
     };
     let text = toml::to_string(&f).map_err(io::Error::other)?;
     if let Some(dir) = path.parent() {
@@ -189,8 +202,10 @@ mod tests {
             stream: Label::new("livingroom"),
             enabled: false,
             priority: 0,
+            channels: Selection::parse("[ FR ]").unwrap(),
         };
-        let mask = SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM | SET_ENABLED;
+        let mask =
+            SET_VOLUME | SET_MUTE | SET_DELAY | SET_NAME | SET_STREAM | SET_ENABLED | SET_CHANNELS;
         save(&p, mask, &s).unwrap();
         let (m, back) = load(&p, &Settings::default()).unwrap().unwrap();
         assert_eq!(m, mask);

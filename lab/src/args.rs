@@ -35,7 +35,7 @@ pub struct Capture {
     /// resamples between the monitor and the recorder.
     #[arg(long, default_value_t = 48000)]
     pub rate: u32,
-    /// Channels (1 or 2).
+    /// Channels, 1..=8, in PipeWire's default layout for the count.
     #[arg(long, default_value_t = 2)]
     pub channels: u8,
     /// Give up if no audio arrived within this many seconds.

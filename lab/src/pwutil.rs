@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// Serialize an `EnumFormat` pod for interleaved F32LE audio at `rate` Hz
-/// with `channels` channels (FL FR for 2, MONO for 1). Fixing the rate to
+/// with `channels` channels in PipeWire's default layout for the count
+/// (MONO for 1, FL FR for 2, ..., FL FR FC LFE RL RR for 6: the layouts
+/// of [`bark_core::channels::Layout::default_for`]). Fixing the rate to
 /// the graph rate keeps the stream's adapter from resampling, so no
 /// resampler delay sits between the graph and our samples.
 pub fn f32_format_pod(rate: u32, channels: u32) -> Result<Vec<u8>> {
@@ -20,13 +22,16 @@ pub fn f32_format_pod(rate: u32, channels: u32) -> Result<Vec<u8>> {
     info.set_rate(rate);
     info.set_channels(channels);
     let mut pos = [0u32; spa::sys::SPA_AUDIO_MAX_CHANNELS as usize];
-    match channels {
-        1 => pos[0] = spa::sys::SPA_AUDIO_CHANNEL_MONO,
-        2 => {
-            pos[0] = spa::sys::SPA_AUDIO_CHANNEL_FL;
-            pos[1] = spa::sys::SPA_AUDIO_CHANNEL_FR;
+    if channels == 1 {
+        pos[0] = spa::sys::SPA_AUDIO_CHANNEL_MONO;
+    } else {
+        let layout = u8::try_from(channels)
+            .ok()
+            .and_then(bark_core::channels::Layout::default_for)
+            .ok_or_else(|| anyhow::anyhow!("{channels} channels: only 1 to 8 are supported"))?;
+        for (p, q) in pos.iter_mut().zip(layout.positions()) {
+            *p = q.spa();
         }
-        _ => anyhow::bail!("only 1 or 2 channels are supported"),
     }
     info.set_position(pos);
     let obj = spa::pod::Object {
@@ -69,7 +74,7 @@ pub fn ticks_to_ns(ticks: i64, num: u32, den: u32) -> i64 {
 /// the data thread inside the graph cycle, which is what makes a buffer's
 /// `pw_time` that of the cycle that plays it (the tools' stamps rely on it).
 ///
-/// Errors: `channels` other than 1 or 2, or `pw_stream_connect` failing.
+/// Errors: `channels` outside 1..=8, or `pw_stream_connect` failing.
 pub fn connect_f32(
     stream: &pw::stream::Stream,
     direction: spa::utils::Direction,

@@ -128,11 +128,29 @@ pub struct Recording {
 impl Recording {
     /// Load `wav` and, if present, its `.ts.csv` sidecar.
     pub fn load(wav: &Path) -> Result<Self> {
+        Recording::load_channel(wav, None)
+    }
+
+    /// Load channel `channel` of `wav` (0-based) in place of the mean of
+    /// all channels (`None`: the mean), and its `.ts.csv` sidecar.
+    pub fn load_channel(wav: &Path, channel: Option<u16>) -> Result<Self> {
         let (spec, interleaved) = read_wav(wav)?;
         let ch = spec.channels as usize;
+        if let Some(c) = channel {
+            if c >= spec.channels {
+                anyhow::bail!(
+                    "{}: has {} channels, no channel {c}",
+                    wav.display(),
+                    spec.channels
+                );
+            }
+        }
         let mono = interleaved
             .chunks_exact(ch)
-            .map(|f| f.iter().sum::<f64>() / ch as f64)
+            .map(|f| match channel {
+                Some(c) => f[c as usize],
+                None => f.iter().sum::<f64>() / ch as f64,
+            })
             .collect();
         let sp = stamps_path(wav);
         let stamps = if sp.exists() {

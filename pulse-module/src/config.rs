@@ -190,6 +190,8 @@ pub struct SourceConfig {
     /// The least latency it asks of the session, ns
     /// (`bark.latency.min-msec`, `bark.profile`).
     pub latency_floor_ns: u64,
+    /// Which of the stream's channels it plays (`bark.channels`).
+    pub selection: bark_core::channels::Selection,
     /// Interface to join the group on.
     pub interface: Option<String>,
     /// Latency override, ns; `None` follows the sender.
@@ -287,6 +289,9 @@ impl SinkConfig {
             input_step_ns: bark_core::dll::RESET_NS,
             repair: self.repair,
             fec: self.fec,
+            // The monitor is recorded in the default layout of its channel
+            // count (`session::channel_map`).
+            layout: None,
         }
     }
 
@@ -318,6 +323,7 @@ impl SourceConfig {
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
             stream: v.opt_text("bark.stream"),
             delay_ns: v.ns("bark.delay.msec"),
+            selection: bark_core::channels::Selection::parse(&v.text("bark.channels"))?,
             rate: v.int("audio.rate"),
             channels: v.int("audio.channels"),
             sink: v.opt_text("sink"),
@@ -350,6 +356,10 @@ impl SourceConfig {
             fec: self.fec,
             sender: self.sender.map(std::net::SocketAddr::V4),
             latency_floor_ns: self.latency_floor_ns,
+            // The stream bark-pulse plays has the default layout of its
+            // channel count (`session::channel_map`).
+            layout: None,
+            selection: self.selection,
         }
     }
 
@@ -430,7 +440,7 @@ mod tests {
              sender=(none: listen on source.ip) \
              interface=(the routing table's choice) latency-msec=(follow the sender) \
              latency-min-msec=(none; 250 with bark.profile = wifi) profile=lan stream=(the highest-priority, newest stream) \
-             delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
+             play-channels=all delay-msec=0 key-file=(none: open, see docs/SECURITY.md) repair=true \
              fec=false server=(the usual lookup) \
              sink=(the default sink) buffer-msec=20"
         );
@@ -457,6 +467,7 @@ mod tests {
                     (Kind::Ipv4(_), _) => "127.0.0.1".into(),
                     (Kind::Ipv4Port, _) => "127.0.0.1:4010".into(),
                     (Kind::Destinations, _) => "127.0.0.1,127.0.0.2".into(),
+                    (Kind::Channels, _) => "FL".into(),
                     (Kind::Sample, _) => "S16".into(),
                     (Kind::Choice(words), d) => words
                         .iter()

@@ -109,6 +109,7 @@ impl<const SINK: bool> Args for Flags<SINK> {
                     Kind::Ipv4(_) => ("IPV4", false),
                     Kind::Ipv4Port => ("IPV4:PORT", false),
                     Kind::Destinations => ("IPV4[,IPV4...]", false),
+                    Kind::Channels => ("CHANNELS", false),
                     Kind::Sample => ("FORMAT", false),
                     Kind::Text | Kind::Choice(_) => ("TEXT", false),
                 };

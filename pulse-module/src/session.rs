@@ -15,6 +15,7 @@ use crate::pa::{self, Conn, Loop, Slot};
 use crate::timing::{CycleQuantum, Info};
 use anyhow::{anyhow, Result};
 use libpulse_binding as pulse;
+use pulse::channelmap::Map;
 use pulse::context::introspect::ServerInfo;
 use pulse::context::State as CtxState;
 use pulse::proplist::Proplist;
@@ -280,8 +281,10 @@ impl<P, R> Session<P, R> {
         for (k, v) in props {
             let _ = pl.set_str(k, v);
         }
-        let mut s = Stream::new_with_proplist(&mut self.conn.ctx, name, &self.spec, None, &mut pl)
-            .ok_or_else(|| anyhow!("cannot create the {kind} stream: {}", self.conn.error()))?;
+        let map = channel_map(self.spec.channels);
+        let mut s =
+            Stream::new_with_proplist(&mut self.conn.ctx, name, &self.spec, map.as_ref(), &mut pl)
+                .ok_or_else(|| anyhow!("cannot create the {kind} stream: {}", self.conn.error()))?;
         let notes = StreamNotes::attach(&mut s, lp);
         connect(&mut s, &self.spec)?;
         self.stream = Some(s);
@@ -355,6 +358,41 @@ pub fn jittered(period_ns: u64, state: &mut u64) -> u64 {
     *state = x;
     let spread = period_ns * 6 / 10;
     period_ns - period_ns * 3 / 10 + x % spread.max(1)
+}
+
+/// A stream's channel map: PipeWire's default layout for its channel
+/// count, the order Bark's packets carry ([`bark_core::channels`]), so
+/// that PulseAudio maps each channel to its position on the sink
+/// (PulseAudio's own default order differs from three channels on).
+/// `None` for counts without a default.
+pub fn channel_map(channels: u8) -> Option<Map> {
+    use bark_core::channels::{Layout, Position as P};
+    use pulse::channelmap::Position as Pa;
+    let layout = Layout::default_for(channels)?;
+    let mut m = Map::default();
+    m.set_len(channels);
+    for (slot, p) in m.get_mut().iter_mut().zip(layout.positions()) {
+        *slot = match p {
+            _ if channels == 1 => Pa::Mono,
+            P::FL => Pa::FrontLeft,
+            P::FR => Pa::FrontRight,
+            P::FC => Pa::FrontCenter,
+            P::LFE => Pa::Lfe,
+            P::RL => Pa::RearLeft,
+            P::RR => Pa::RearRight,
+            P::FLC => Pa::FrontLeftOfCenter,
+            P::FRC => Pa::FrontRightOfCenter,
+            P::RC => Pa::RearCenter,
+            P::SL => Pa::SideLeft,
+            P::SR => Pa::SideRight,
+            P::TC => Pa::TopCenter,
+            P::TFL => Pa::TopFrontLeft,
+            P::TFC => Pa::TopFrontCenter,
+            P::TFR => Pa::TopFrontRight,
+            P::TRL => Pa::TopRearLeft,
+        };
+    }
+    Some(m)
 }
 
 #[cfg(test)]

@@ -172,6 +172,8 @@ pub struct SourceArgs {
     pub channels: u8,
     /// SPA channel positions (`audio.position`).
     pub positions: Vec<u32>,
+    /// Which of the stream's channels to play (`bark.channels`).
+    pub selection: bark_core::channels::Selection,
     /// Extra stream properties, SPA-JSON object text (`stream.props`).
     pub stream_props: Option<String>,
     /// Drift control through the core's resampler or PipeWire's
@@ -302,6 +304,7 @@ impl SourceArgs {
             rate: v.int("audio.rate"),
             channels,
             positions: format::parse_positions(v.opt_text("audio.position").as_deref(), channels)?,
+            selection: bark_core::channels::Selection::parse(&v.text("bark.channels"))?,
             repair: v.bool("bark.repair"),
             fec: v.fec_receive(),
             stream_props: v.opt_text("stream.props"),

@@ -4,6 +4,7 @@
 //! the core's business), at a fixed rate and channel count, so the adapter in
 //! front of the stream converts whatever the graph runs at.
 
+use bark_core::channels::{Layout, Position};
 use libspa::param::audio::{AudioFormat, AudioInfoRaw};
 use libspa::param::ParamType;
 use libspa::pod::serialize::PodSerializer;
@@ -73,6 +74,17 @@ pub fn default_positions(channels: u8) -> Vec<u32> {
     } else {
         names.iter().filter_map(|n| channel_from_name(n)).collect()
     }
+}
+
+/// `positions` (SPA ids, in channel order) as the core's [`Layout`];
+/// `None` when one of them has no [`ChannelMask`] bit (AUX channels) or
+/// repeats: the stream then goes out with the default layout of its
+/// channel count, and a receiver plays its channels by index.
+///
+/// [`ChannelMask`]: bark_core::channels::ChannelMask
+pub fn layout(positions: &[u32]) -> Option<Layout> {
+    let p: Option<Vec<Position>> = positions.iter().map(|&id| Position::from_spa(id)).collect();
+    Layout::new(&p?)
 }
 
 /// Parses `audio.position`: a JSON array (`[ FL FR ]`, commas and quotes

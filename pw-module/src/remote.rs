@@ -83,7 +83,7 @@ pub fn merge_local(s: &mut Settings, l: Local) -> u16 {
 
 /// One log line about the fields of `changed`.
 pub fn describe(changed: u16, s: &Settings) -> String {
-    use bark_core::command::{SET_DELAY, SET_ENABLED, SET_PRIORITY, SET_STREAM};
+    use bark_core::command::{SET_CHANNELS, SET_DELAY, SET_ENABLED, SET_PRIORITY, SET_STREAM};
     let mut parts = Vec::new();
     if changed & SET_VOLUME != 0 {
         parts.push(format!("volume {:.1} %", s.volume * 100.0));
@@ -105,6 +105,9 @@ pub fn describe(changed: u16, s: &Settings) -> String {
     }
     if changed & SET_PRIORITY != 0 {
         parts.push(format!("priority {}", s.priority));
+    }
+    if changed & SET_CHANNELS != 0 {
+        parts.push(format!("plays {}", s.channels));
     }
     parts.join(", ")
 }

@@ -56,6 +56,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
             input_step_ns: bark_core::sender::SMOOTH_INPUT_STEP_NS,
             repair: a.repair,
             fec: a.fec,
+            layout: crate::format::layout(&a.positions),
         },
         key.as_ref(),
         a.encrypt,

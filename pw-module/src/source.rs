@@ -130,6 +130,8 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
             fec: a.fec,
             sender: a.sender.map(SocketAddr::V4),
             latency_floor_ns: a.latency_floor_ns,
+            layout: crate::format::layout(&a.positions),
+            selection: a.selection,
         },
         key.as_ref(),
         a.group.ip().is_multicast(),

@@ -172,6 +172,7 @@ impl NodeView {
                 delay_ms: 0.0,
                 enabled: true,
                 priority: 0,
+                channels: "all".into(),
                 command_addr: SocketAddrV4::new(f.addr, f.command_port).to_string(),
             }),
             via: "dns-sd",
@@ -194,6 +195,9 @@ pub struct ControlView {
     pub enabled: bool,
     /// Sender: priority.
     pub priority: i8,
+    /// Receiver: which of the stream's channels it plays (`bark.channels`:
+    /// "all", "mono", "[ FL ]").
+    pub channels: String,
     /// Where commands go: the address its status came from, at its
     /// command port ("ip:port").
     pub command_addr: String,
@@ -210,6 +214,7 @@ impl ControlView {
             delay_ms: s.delay_ns as f64 / 1e6,
             enabled: s.enabled,
             priority: s.priority,
+            channels: s.channels.to_string(),
             command_addr: SocketAddrV4::new(*from.ip(), b.port).to_string(),
         }
     }

@@ -71,6 +71,13 @@ fn format_text(n: &NodeView) -> String {
     }
 }
 
+/// Which of the stream's channels a receiver plays (`bark.channels`):
+/// "all", "mono", "[ FL ]"; "all" for nodes that do not say.
+fn plays_text(n: &NodeView) -> String {
+    let c = n.control.as_ref().map_or("all", |c| c.channels.as_str());
+    recv_only(n, c.to_string())
+}
+
 /// A receiver's downstream latency, ms, and the latency it plays at when
 /// that is later than the session's.
 fn downstream_text(n: &NodeView) -> String {
@@ -91,6 +98,7 @@ pub const COLUMNS: &[Column] = &[
     left("STATE", state_text),
     left("STREAM", stream_text),
     left("FORMAT", format_text),
+    left("PLAYS", plays_text),
     right("LAT ms", |n| format!("{:.1}", n.latency_ms)),
     right("DOWN ms", downstream_text),
     right("OFFSET us", |n| {

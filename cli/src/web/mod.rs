@@ -65,6 +65,9 @@ pub struct Change {
     pub enabled: Option<bool>,
     /// Sender priority.
     pub priority: Option<i8>,
+    /// Which of the stream's channels a receiver plays: "all", "mono" or
+    /// positions ("[ FL ]", "RL,RR").
+    pub channels: Option<String>,
 }
 
 impl Change {
@@ -114,6 +117,11 @@ impl Change {
         if let Some(p) = self.priority {
             s.priority = p;
             mask |= SET_PRIORITY;
+        }
+        if let Some(c) = &self.channels {
+            s.channels =
+                bark_core::channels::Selection::parse(c).map_err(|e| anyhow!("channels: {e}"))?;
+            mask |= bark_core::command::SET_CHANNELS;
         }
         Ok((mask, s))
     }

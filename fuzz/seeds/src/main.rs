@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 fn audio(sample: SampleFormat, channels: u8, frames: u16, seq: u64) -> Vec<u8> {
     let h = AudioHeader {
+        positions: Default::default(),
         stream_id: 0x1111,
         seq,
         frame: seq * frames as u64,

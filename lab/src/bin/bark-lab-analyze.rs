@@ -50,6 +50,19 @@ struct Args {
     /// span in which the machine ran nothing.
     #[arg(long)]
     stalls: Option<PathBuf>,
+    /// Compare receiver `i` with channel `ref_channels[i]` (0-based) of
+    /// the reference instead of the mean of its channels: receivers that
+    /// each play one channel (the two sides of a stereo pair, the speakers
+    /// of a surround set). Two receivers compared with different channels
+    /// play different content, so their pair skew is the difference of
+    /// their latencies at the same instant (nearest windows, at most half
+    /// a hop apart) instead of a direct correlation. Windows whose lag
+    /// changes faster than [`MAX_MEASURABLE_SLEW_PPM`] on either side are
+    /// left out of that difference and counted (`unreliable_windows`):
+    /// one channel alone can lack timing detail (a held note), and its lag
+    /// then wanders by tens of µs while its correlation stays high.
+    #[arg(long, value_delimiter = ',')]
+    ref_channels: Vec<u16>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -57,6 +70,12 @@ struct Args {
     #[arg(long)]
     series: Option<PathBuf>,
 }
+
+/// Fastest change of lag, ppm, that a window of one channel is believed
+/// to measure (see `--ref-channels`): a receiver's clock and its drift
+/// control move a few tens of ppm, its corrections at most a few hundred
+/// in a steady stream; beyond that the content lacks timing detail.
+const MAX_MEASURABLE_SLEW_PPM: f64 = 300.0;
 
 fn stats(v: &[f64]) -> Value {
     if v.is_empty() {
@@ -91,6 +110,34 @@ fn main() -> Result<()> {
     if rx.is_empty() {
         bail!("no receivers");
     }
+    if !a.ref_channels.is_empty() && a.ref_channels.len() != rx.len() {
+        bail!(
+            "--ref-channels names {} channels for {} receivers",
+            a.ref_channels.len(),
+            rx.len()
+        );
+    }
+    // The reference each receiver is compared with: one channel of it, or
+    // the mean of all.
+    let ref_channel = |i: usize| a.ref_channels.get(i).copied();
+    let mut refs: Vec<(u16, Recording)> = Vec::new();
+    for c in a.ref_channels.iter() {
+        if !refs.iter().any(|(k, _)| k == c) {
+            let r = Recording::load_channel(&a.compared.reference, Some(*c))?;
+            refs.push((*c, analysis::resample(&r, a.rate)?));
+        }
+    }
+    let reference_for = |i: usize| match ref_channel(i) {
+        Some(c) => refs
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(&reference, |(_, r)| r),
+        None => &reference,
+    };
+    // Per receiver: (CLOCK_MONOTONIC ns of each window, its latency ns,
+    // whether its lag is measurable), for pairs compared through their
+    // latencies.
+    let mut latency_at: Vec<Vec<(f64, f64, bool)>> = Vec::new();
 
     let exclude = match &a.skew_exclude_ns {
         Some(v) => {
@@ -130,16 +177,25 @@ fn main() -> Result<()> {
         ref_gaps.len(),
         ref_silences.len()
     );
-    for (label, r) in &rx {
-        let mut tr = analysis::track(&reference, r, &p)?;
+    for (i, (label, r)) in rx.iter().enumerate() {
+        let mut tr = analysis::track(reference_for(i), r, &p)?;
         settle(&mut tr, a.settle_s);
+        latency_at.push(
+            tr.windows
+                .iter()
+                .filter_map(|w| {
+                    let ok = w.slew_ppm.abs() <= MAX_MEASURABLE_SLEW_PPM;
+                    Some((r.time_at(w.probe_frame)?, w.delta_ns?, ok))
+                })
+                .collect(),
+        );
         let lat_ms: Vec<f64> = tr
             .windows
             .iter()
             .filter_map(|w| w.delta_ns.map(|d| d / 1e6))
             .collect();
         let corr: Vec<f64> = tr.windows.iter().map(|w| w.corr).collect();
-        let drops = analysis::silence_dropouts(&reference, r, &tr, &p);
+        let drops = analysis::silence_dropouts(reference_for(i), r, &tr, &p);
         let gaps = analysis::program_time_gaps(r, &tr, &p);
         // Content jumps the timestamps do not explain: the receiver skipped
         // or repeated audio. (Jumps they do explain are a recorder missing a
@@ -224,19 +280,44 @@ fn main() -> Result<()> {
         for j in i + 1..rx.len() {
             let (la, ra) = (&rx[i].0, &rx[i].1);
             let (lb, rb) = (&rx[j].0, &rx[j].1);
-            let mut tr = analysis::track(ra, rb, &p)?;
-            settle(&mut tr, a.settle_s);
-            let skew_us: Vec<f64> = tr
-                .windows
-                .iter()
-                .filter(|w| {
-                    !exclude.is_some_and(|(x, y)| {
-                        rb.time_at(w.probe_frame).is_some_and(|t| t >= x && t <= y)
-                    })
-                })
-                .filter(|w| !in_stall(rb, w.probe_frame))
-                .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
-                .collect();
+            let excluded = |t: f64| {
+                exclude.is_some_and(|(x, y)| t >= x && t <= y) || stalls::any_covers(&machine, t)
+            };
+            let mut unreliable = 0;
+            let (skew_us, windows): (Vec<f64>, usize) = if ref_channel(i) != ref_channel(j) {
+                // Different content: latency of b minus latency of a at the
+                // same instant.
+                let half_hop_ns = a.hop_ms * 1e6 / 2.0;
+                let mut v = Vec::new();
+                for &(t, lb_ns, ok_b) in latency_at[j].iter().filter(|w| !excluded(w.0)) {
+                    let Some(&(ta, la_ns, ok_a)) = latency_at[i]
+                        .iter()
+                        .min_by(|x, y| (x.0 - t).abs().total_cmp(&(y.0 - t).abs()))
+                    else {
+                        continue;
+                    };
+                    if (ta - t).abs() > half_hop_ns {
+                        continue;
+                    }
+                    if ok_a && ok_b {
+                        v.push((lb_ns - la_ns) / 1e3);
+                    } else {
+                        unreliable += 1;
+                    }
+                }
+                let n = v.len() + unreliable;
+                (v, n)
+            } else {
+                let mut tr = analysis::track(ra, rb, &p)?;
+                settle(&mut tr, a.settle_s);
+                let v = tr
+                    .windows
+                    .iter()
+                    .filter(|w| !rb.time_at(w.probe_frame).is_some_and(excluded))
+                    .filter_map(|w| w.delta_ns.map(|d| d / 1e3))
+                    .collect();
+                (v, tr.windows.len())
+            };
             let abs: Vec<f64> = skew_us.iter().map(|v| v.abs()).collect();
             let s = stats(&skew_us);
             let sa = stats(&abs);
@@ -245,20 +326,26 @@ fn main() -> Result<()> {
                 _ => f64::NAN,
             };
             println!(
-                "skew {lb} - {la}: |skew| us p50 {} p99 {} max {}  (signed mean {} wander {:.1})  windows {}",
+                "skew {lb} - {la}: |skew| us p50 {} p99 {} max {}  (signed mean {} wander {:.1})  windows {}{}",
                 fmt(&sa["p50"], 1),
                 fmt(&sa["p99"], 1),
                 fmt(&sa["max"], 1),
                 fmt(&s["mean"], 1),
                 wander,
-                tr.windows.len()
+                windows,
+                if unreliable > 0 {
+                    format!("  ({unreliable} left out: lag changing faster than {MAX_MEASURABLE_SLEW_PPM} ppm)")
+                } else {
+                    String::new()
+                }
             );
             out_pairs.push(json!({
                 "a": la, "b": lb,
                 "skew_us": s,
                 "abs_skew_us": sa,
                 "wander_us": wander,
-                "windows": tr.windows.len(),
+                "windows": windows,
+                "unreliable_windows": unreliable,
             }));
         }
     }
