@@ -705,6 +705,21 @@ pub fn latency_floor_ns(min_ns: Option<u64>, profile: &str) -> u64 {
     }
 }
 
+/// Where a receiver listens and for whom ([`Resolved::listen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The socket's address: the group, or any local address when the
+    /// receiver subscribes for unicast ([`listen_addr`]).
+    pub group: SocketAddrV4,
+    /// It finds its sender by stream name (`bark.unicast` without
+    /// `bark.sender`).
+    pub unicast: bool,
+    /// `source.ip` and `source.port` as configured.
+    pub configured_group: SocketAddrV4,
+    /// The sender it subscribes to (`bark.sender`).
+    pub sender: Option<SocketAddrV4>,
+}
+
 /// Where a receiver listens: `source_ip`:`port`, except that a unicast
 /// one (`unicast`: a `bark.sender`, or `bark.unicast`; delivery by
 /// subscription, [`crate::subscribe`]) joins no group: a multicast
@@ -964,6 +979,22 @@ impl Resolved {
     /// If these are not a receiver's settings (a programming error).
     pub fn sender(&self) -> Option<SocketAddrV4> {
         self.opt_text("bark.sender").and_then(|t| t.parse().ok())
+    }
+    /// A receiver's listening ([`Listen`]), one reading of `source.ip`,
+    /// `source.port`, `bark.sender` and `bark.unicast` for every front end.
+    ///
+    /// # Panics
+    /// If these are not a receiver's settings (a programming error).
+    pub fn listen(&self) -> Listen {
+        let (ip, port) = (self.ipv4("source.ip"), self.int("source.port"));
+        let sender = self.sender();
+        let unicast = self.bool("bark.unicast");
+        Listen {
+            group: listen_addr(ip, port, sender.is_some() || unicast),
+            unicast: sender.is_none() && unicast,
+            configured_group: SocketAddrV4::new(ip, port),
+            sender,
+        }
     }
     /// How `key` was given, if it was (for a front end's own follow-up
     /// checks to name it).

@@ -308,16 +308,13 @@ impl SourceConfig {
     /// A message naming the bad flag or key and why.
     pub fn resolve(f: &SourceFlags, file: &ConfigFile) -> Result<SourceConfig, String> {
         let v = resolve(Source, &f.0, file.source.as_ref())?;
+        let l = v.listen();
         let cfg = SourceConfig {
             server: v.opt_text("server"),
-            group: settings::listen_addr(
-                v.ipv4("source.ip"),
-                v.int("source.port"),
-                v.sender().is_some() || v.bool("bark.unicast"),
-            ),
-            unicast: v.sender().is_none() && v.bool("bark.unicast"),
-            configured_group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
-            sender: v.sender(),
+            group: l.group,
+            unicast: l.unicast,
+            configured_group: l.configured_group,
+            sender: l.sender,
             latency_floor_ns: v.latency_floor_ns(),
             interface: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),

@@ -281,15 +281,12 @@ impl SourceArgs {
         let channels = v.int("audio.channels");
         let class = v.text("media.class");
         let resampler = v.text("bark.resampler");
+        let l = v.listen();
         Ok(SourceArgs {
-            group: settings::listen_addr(
-                v.ipv4("source.ip"),
-                v.int("source.port"),
-                v.sender().is_some() || v.bool("bark.unicast"),
-            ),
-            unicast: v.sender().is_none() && v.bool("bark.unicast"),
-            configured_group: SocketAddrV4::new(v.ipv4("source.ip"), v.int("source.port")),
-            sender: v.sender(),
+            group: l.group,
+            unicast: l.unicast,
+            configured_group: l.configured_group,
+            sender: l.sender,
             latency_floor_ns: v.latency_floor_ns(),
             ifname: v.opt_text("local.ifname"),
             latency_ns: v.opt("sess.latency.msec", Value::ns).map(|n| n as u64),
