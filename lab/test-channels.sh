@@ -6,21 +6,24 @@
 # before the music starts and judged against the sender's own channels.
 #
 # Cases:
-#  1. pair: music into a stereo sink; h1 plays [ FL ], h2 [ FR ], clocks
-#     skewed as in `make demo`. Each side against the sender's own left or
-#     right: latency p50 within 0.5 ms of 40 ms, fidelity >= 0.999, no
-#     dropouts or jumps (beyond the machine's stalls); the inter-channel
-#     skew (right side's latency minus left side's, window by window)
-#     p99 <= 50 us. (The goal is 20 us, one sample at 48 kHz: measured
-#     p50 1.7-2.4 us, p99 13.1-26.7 us, the p99 set by one channel's
-#     held notes, which this per-channel measure cannot time precisely;
-#     docs/BENCHMARKS.md. This limit guards against regressions.)
+#  1. pair: music into a stereo sink, with a white noise of its own mixed
+#     into each channel 30 dB below full scale; h1 plays [ FL ], h2
+#     [ FR ], clocks skewed as in `make demo`. Each side against the
+#     sender's own left or right: latency p50 within 0.5 ms of 40 ms,
+#     fidelity >= 0.999, no dropouts or jumps (beyond the machine's
+#     stalls); the inter-channel skew (right side's latency minus left
+#     side's, window by window) p99 <= 20 us, one sample at 48 kHz.
+#     (Music alone cannot be timed that finely one channel at a time: a
+#     held note in one channel left p99 at 13-27 us while p50 was 2 us;
+#     the noise gives every window timing detail. docs/BENCHMARKS.md.)
+#     PAIR_NOISE (0.03) and PAIR_SKEW (20) in the environment change the
+#     noise's amplitude and the limit, for measuring.
 #  2. surround: a 5.1 sink (audio.channels = 6); a test signal with
 #     noise of its own on each channel (six independent pink noises, so
 #     that no channel resembles another); h1..h6 each play one channel
 #     (FL FR FC LFE RL RR). Each receiver matches its own channel
-#     (fidelity >= 0.99) and not the next one (<= 0.5, or nothing
-#     matched); latency within 0.5 ms of 40 ms; skew p99 between any two
+#     (fidelity >= 0.99) and not the next one (<= 0.5, or matched in
+#     fewer than 20 windows); latency within 0.5 ms of 40 ms; skew p99 between any two
 #     <= 50 us.
 #  3. mono: a stereo signal L = a + b, R = -a + b (a: 440 Hz, b: pink
 #     noise); h1 plays mono, h2 all. The mono downmix is (L + R)/2 = b:
@@ -36,8 +39,9 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=lanlib.sh
 . "$here/lanlib.sh"
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 2; }
 cases="pair surround mono" seconds=20 dir=''
+pair_noise=${PAIR_NOISE:-0.03} pair_skew=${PAIR_SKEW:-20}
 while (($#)); do
 	case $1 in
 	--cases) cases=$2; shift 2 ;;
@@ -105,8 +109,12 @@ not_matched() {
 		bad = []
 		for r in d["receivers"]:
 		    fid = (r["fidelity"] or {}).get("mean")
-		    print(f"  {r['label']} against the next channel: fidelity {fid}")
-		    if fid is not None and fid > 0.5: bad.append(r["label"])
+		    n = r["windows"]
+		    print(f"  {r['label']} against the next channel: fidelity {fid} in {n} windows")
+		    # A channel routed to the wrong receiver matches in nearly every
+		    # window; a window or two of noise resembling itself elsewhere
+		    # (seen: 1-2 of ~970 at 0.57-0.67, 901 ms apart) is not a route.
+		    if fid is not None and fid > 0.5 and n >= 20: bad.append(r["label"])
 		for b in bad: print(f"{sys.argv[2]}: FAIL {b} also matches another channel")
 		sys.exit(1 if bad else 0)
 	PY
@@ -128,8 +136,9 @@ try_pair() {
 	sink_conf=$repo/conf/bark-sink.conf
 	session "$o" pair --receivers 2 "${clocks[@]}" \
 		--host-conf "h1:$dir/fl.conf" --host-conf "h2:$dir/fr.conf" \
+		--music "$dir/pair.wav" --music-offset 0 \
 		--analyze-arg --ref-channels=0,1 || return 1
-	check "$o/analysis.json" pair 50 0.999
+	check "$o/analysis.json" pair "$pair_skew" 0.999
 }
 
 try_surround() {
@@ -175,6 +184,16 @@ for k in 0 1 2 3 4 5; do
 		lab_die "sox could not cut the 5.1 signal"
 done
 sox -M "$dir"/track{0,1,2,3,4,5}.wav "$dir/surround.wav" 2>>"$dir/sox.log" || lab_die "sox could not merge the 5.1 signal"
+# Pair: the music excerpt (44.1 kHz, as in every session) with a white
+# noise of its own mixed into each channel, 30 dB below full scale.
+music=$(lab_music) || exit 1
+sox "$music" -r 44100 "$dir/pair-music.wav" trim 60 "$len" vol 0.9 2>>"$dir/sox.log" &&
+	sox -n -r 44100 -c 1 "$dir/wn.wav" synth $((2 * len)) whitenoise vol "$pair_noise" 2>>"$dir/sox.log" &&
+	sox "$dir/wn.wav" "$dir/wn0.wav" trim 0 "$len" 2>>"$dir/sox.log" &&
+	sox "$dir/wn.wav" "$dir/wn1.wav" trim "$len" "$len" 2>>"$dir/sox.log" &&
+	sox -M "$dir/wn0.wav" "$dir/wn1.wav" "$dir/wn2.wav" 2>>"$dir/sox.log" &&
+	sox -m -v 1 "$dir/pair-music.wav" -v 1 "$dir/wn2.wav" "$dir/pair.wav" 2>>"$dir/sox.log" ||
+	lab_die "sox could not make the pair signal"
 # Phase: L = a + b, R = -a + b.
 sox -n -r 48000 -c 1 "$dir/tone.wav" synth "$len" sine 440 vol 0.3 2>>"$dir/sox.log" &&
 	sox -n -r 48000 -c 1 "$dir/noise.wav" synth "$len" pinknoise vol 0.3 2>>"$dir/sox.log" &&
