@@ -19,6 +19,7 @@ help:
 	@echo "make test-start   the first frame after idle, pauses, restarts, real players (root)"
 	@echo "make test-speaker sync at the speaker behind a node that delays and reports it (root)"
 	@echo "make test-channels stereo pair, 5.1 from six receivers, mono downmix: each receiver its own channels (root)"
+	@echo "make test-opus  Opus streams: latency as PCM's, fidelity, skew, 1/12 of F32's bandwidth (root)"
 	@echo "make test-pw1  the headless tests, the demo session, test-start and test-speaker on PipeWire 1.4 (Debian 13 root; root)"
 	@echo "make demo-pw1  the demo on PipeWire 1.4 (Debian 13 root; root)"
 	@echo "make deb       Debian packages into $(PKG_DIR)/deb"
@@ -62,10 +63,10 @@ DEB_PACKAGES := pkg-config clang libclang-dev libpipewire-0.3-dev libspa-0.2-dev
 	tmux nftables python3 debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 \
 	gir1.2-gst-plugins-base-1.0 chromium chromium-driver python3-selenium \
-	python3-zeroconf
+	python3-zeroconf libopus-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps test test-core test-root test-lab test-control test-start test-speaker test-channels sim demo
+.PHONY: deps test test-core test-root test-lab test-control test-start test-speaker test-channels test-opus sim demo
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -87,6 +88,7 @@ test: deps
 	$(MAKE) test-start
 	$(MAKE) test-speaker
 	$(MAKE) test-channels
+	$(MAKE) test-opus
 	$(MAKE) test-pw1
 	$(MAKE) test-pulse
 	$(MAKE) test-pkg
@@ -119,6 +121,11 @@ test-speaker: modules lab-build
 # (lab/test-channels.sh; each case retries once).
 test-channels: modules lab-build
 	lab/test-channels.sh
+
+# Opus streams: timing through the codec, fidelity, sync, bandwidth
+# against F32 (lab/test-opus.sh; each case retries once).
+test-opus: modules lab-build
+	lab/test-opus.sh
 
 test-core:
 	$(CARGO) test --release -p bark-core
@@ -320,7 +327,7 @@ test-pkg: deb
 # Figures: docs/ROBUSTNESS.md.
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse receiver auth sender command
+FUZZ_TARGETS ?= parse receiver auth sender command opus
 FUZZ_SCRATCH := fuzz/target/scratch-corpus
 
 .PHONY: fuzz fuzz-seeds test-robust

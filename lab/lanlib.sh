@@ -662,6 +662,24 @@ lab_music() {
 	printf '%s\n' "$m"
 }
 
+# lab_noisy_music OUT SECONDS AMPLITUDE: the music excerpt the sessions
+# play (44.1 kHz, from 60 s, at 0.9 so the sum does not clip) with a white
+# noise of its own mixed into each channel at AMPLITUDE (0.03: 30 dB below
+# full scale), into OUT. Music alone has stretches (a held note) that one
+# window cannot time to a few µs; the noise gives every window timing
+# detail in every channel. Temporary files go beside OUT.
+lab_noisy_music() {
+	local out=$1 len=$2 amp=$3 music t=${1%.wav}
+	music=$(lab_music) || return 1
+	sox "$music" -r 44100 "$t.music.wav" trim 60 "$len" vol 0.9 &&
+		sox -n -r 44100 -c 1 "$t.wn.wav" synth $((2 * len)) whitenoise vol "$amp" &&
+		sox "$t.wn.wav" "$t.wn0.wav" trim 0 "$len" &&
+		sox "$t.wn.wav" "$t.wn1.wav" trim "$len" "$len" &&
+		sox -M "$t.wn0.wav" "$t.wn1.wav" "$t.wn2.wav" &&
+		sox -m -v 1 "$t.music.wav" -v 1 "$t.wn2.wav" "$out" &&
+		rm -f "$t.wn.wav" "$t.wn0.wav" "$t.wn1.wav" "$t.wn2.wav"
+}
+
 # lab_out_dir DIR DEFAULT: make DIR (DEFAULT if DIR is empty) and print its
 # absolute path.
 lab_out_dir() {

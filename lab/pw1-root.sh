@@ -25,7 +25,7 @@ suite=trixie
 packages=(dbus dbus-x11 pipewire pipewire-bin wireplumber pipewire-pulse
 	pulseaudio-utils gstreamer1.0-tools gstreamer1.0-plugins-base
 	gstreamer1.0-plugins-good procps sox python3-gi python3-gst-1.0
-	gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0)
+	gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libopus0)
 
 dir=${1:-${BARK_PW1_ROOT:-/var/cache/bark-lab/trixie}}
 # Canonical: lab runs record the roots they use by their real path.

@@ -184,15 +184,8 @@ for k in 0 1 2 3 4 5; do
 		lab_die "sox could not cut the 5.1 signal"
 done
 sox -M "$dir"/track{0,1,2,3,4,5}.wav "$dir/surround.wav" 2>>"$dir/sox.log" || lab_die "sox could not merge the 5.1 signal"
-# Pair: the music excerpt (44.1 kHz, as in every session) with a white
-# noise of its own mixed into each channel, 30 dB below full scale.
-music=$(lab_music) || exit 1
-sox "$music" -r 44100 "$dir/pair-music.wav" trim 60 "$len" vol 0.9 2>>"$dir/sox.log" &&
-	sox -n -r 44100 -c 1 "$dir/wn.wav" synth $((2 * len)) whitenoise vol "$pair_noise" 2>>"$dir/sox.log" &&
-	sox "$dir/wn.wav" "$dir/wn0.wav" trim 0 "$len" 2>>"$dir/sox.log" &&
-	sox "$dir/wn.wav" "$dir/wn1.wav" trim "$len" "$len" 2>>"$dir/sox.log" &&
-	sox -M "$dir/wn0.wav" "$dir/wn1.wav" "$dir/wn2.wav" 2>>"$dir/sox.log" &&
-	sox -m -v 1 "$dir/pair-music.wav" -v 1 "$dir/wn2.wav" "$dir/pair.wav" 2>>"$dir/sox.log" ||
+# Pair: the music with a white noise of its own in each channel.
+lab_noisy_music "$dir/pair.wav" "$len" "$pair_noise" 2>>"$dir/sox.log" ||
 	lab_die "sox could not make the pair signal"
 # Phase: L = a + b, R = -a + b.
 sox -n -r 48000 -c 1 "$dir/tone.wav" synth "$len" sine 440 vol 0.3 2>>"$dir/sox.log" &&

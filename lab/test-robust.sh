@@ -57,6 +57,11 @@
 #               ≥ 2 % of the packets repaired, all in time, no
 #               damaged window (correlation < 0.9), dropouts ≤ 8 ms, skew
 #               p99 ≤ 50 µs.
+#   opus-loss3  loss3 with an Opus stream (`bark stream --format OPUS`,
+#               160 kbit/s, 10 ms frames), at 60 ms (Opus's framing takes
+#               12.5 ms of the repair window: docs/BENCHMARKS.md "Opus"):
+#               every lost packet repaired in time (none concealed), no
+#               damaged window, dropouts ≤ 8 ms, skew p99 ≤ 50 µs.
 #   wifi        the same on the Wi-Fi model (NetModel::wifi_station: bursty
 #               3 % loss, 20-200 ms stalls, a 150 ms outage every 5 s), two
 #               unicast receivers on bark.profile = wifi (250 ms): no
@@ -532,21 +537,43 @@ wired_checks() {
 	EOF
 }
 
+# loss3's checks (and opus-loss3's): wired_checks at 50 µs and 8 ms, and
+# every lost packet repaired in time.
+loss3_checks() {
+	echo 'SKEW_US = 50; DROPOUT_MS = 8'
+	wired_checks
+	cat <<-'EOF'
+	for r in ("rx1", "rx2"):
+	    c = load(r + ".json")["counters"]
+	    need(c["lost"] + c["late"] == 0 and c["repaired"] >= 0.02 * c["packets"], f"{r} repaired ≥ 2 % of the packets, all in time")
+	EOF
+}
+
 case_loss3() {
 	local id=$1 dir=$2
 	{
 		# Issue 14: every one of the ~480 packets each receiver loses
 		# comes back in time. (Before bark receive took datagrams between
 		# its output cycles, 0-2 stayed lost a minute: docs/BENCHMARKS.md.)
-		echo 'SKEW_US = 50; DROPOUT_MS = 8'
-		wired_checks
+		loss3_checks
+	} >"$dir/checks.py"
+	wired "$id" "$dir" "--model loss --loss 3 --seed 31" "--model loss --loss 3 --seed 32" "" ""
+}
+
+case_opus-loss3() {
+	local id=$1 dir=$2
+	{
+		loss3_checks
 		cat <<-'EOF'
 		for r in ("rx1", "rx2"):
 		    c = load(r + ".json")["counters"]
-		    need(c["lost"] + c["late"] == 0 and c["repaired"] >= 0.02 * c["packets"], f"{r} repaired ≥ 2 % of the packets, all in time")
+		    o = c["opus"]
+		    print(f"  {r}: opus {o}")
+		    need(o["concealed"] == 0 and o["invalid"] == 0 and o["decoded"] >= 0.99 * c["packets"], f"{r} decoded every Opus packet, concealed none")
 		EOF
 	} >"$dir/checks.py"
-	wired "$id" "$dir" "--model loss --loss 3 --seed 31" "--model loss --loss 3 --seed 32" "" ""
+	wired "$id" "$dir" "--model loss --loss 3 --seed 31" "--model loss --loss 3 --seed 32" "" \
+		"--format OPUS --latency-msec 60"
 }
 
 case_wifi() {
@@ -582,7 +609,7 @@ case_wifi() {
 		"--sender $BARK_LAB_SUBNET.1:4010 --profile wifi" "--control-port 4010"
 }
 
-all=(loss5 partition restart join two hostile flap unicast loss3 wifi)
+all=(loss5 partition restart join two hostile flap unicast loss3 wifi opus-loss3)
 cases=("$@")
 ((${#cases[@]})) || cases=("${all[@]}")
 passed=0 failed=0 retried=() failures=()

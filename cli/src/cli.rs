@@ -430,9 +430,18 @@ pub struct StreamArgs {
     /// highest.
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = table(Role::Sink, "bark.priority", int::<i8>))]
     pub priority: i8,
-    /// Sample format on the wire (audio.format): F32 (lossless), S24, S16.
+    /// Sample format on the wire (audio.format): F32 (lossless), S24, S16,
+    /// OPUS (48 kHz, 1 or 2 channels).
     #[arg(long, value_name = "FORMAT", default_value = "F32", value_parser = table(Role::Sink, "audio.format", Value::sample))]
     pub format: SampleFormat,
+    /// Opus bitrate, kbit/s, 6..=510 (bark.opus.bitrate), with --format
+    /// OPUS.
+    #[arg(long, value_name = "KBIT/S", default_value_t = bark_core::opus::DEFAULT_OPUS_KBPS, value_parser = table(Role::Sink, "bark.opus.bitrate", int::<u32>))]
+    pub opus_bitrate: u32,
+    /// Opus frame, ms: 2.5, 5, 10 or 20 (bark.opus.frame-msec), with
+    /// --format OPUS.
+    #[arg(long, value_name = "MS", default_value = "10", value_parser = table(Role::Sink, "bark.opus.frame-msec", word))]
+    pub opus_frame_msec: String,
     /// Stream rate, Hz (audio.rate), 8000..=192000; the input is resampled
     /// to it.
     #[arg(long, value_name = "HZ", default_value_t = settings::DEFAULT_RATE, value_parser = table(Role::Sink, "audio.rate", int::<u32>))]

@@ -475,6 +475,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     let counts = *link.ep.wire().counts();
     let rep = *r.repair();
     let fec = r.fec();
+    let opus = r.opus();
     abs_err_us.sort_by(f32::total_cmp);
     let pct = |p: f64| -> Option<f32> {
         (!abs_err_us.is_empty())
@@ -570,6 +571,13 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
                     "blocks": fec.blocks,
                     "recovered": fec.recovered,
                     "refused": fec.refused,
+                },
+                // Opus packets decoded, concealed by the decoder (lost
+                // for good), refused as invalid (all 0 for PCM).
+                "opus": {
+                    "decoded": opus.decoded,
+                    "concealed": opus.concealed,
+                    "invalid": opus.invalid,
                 },
             },
             "subscription": link.ep.subscription().map(|s| {

@@ -253,6 +253,7 @@ pub fn run(a: &StreamArgs) -> Result<()> {
             // A decoded file's channels in the default layout of their
             // count.
             layout: None,
+            opus: bark_core::opus::OpusConfig::new(a.opus_bitrate, &a.opus_frame_msec),
         },
         auth.key(),
         auth.encrypt(),

@@ -382,8 +382,7 @@ impl SenderEndpoint {
             )),
             e => e,
         })?;
-        let plain_len = protocol::AUDIO_HEADER_LEN
-            + sender.packet_frames() * sender.config().format.frame_bytes();
+        let plain_len = sender.max_datagram();
         let tx_len = plain_len + overhead;
         let cookies = CookieJar::new()
             .map_err(|e| Error::Config(format!("no randomness for the cookie secret: {e}")))?;

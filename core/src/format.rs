@@ -27,13 +27,18 @@ pub enum SampleFormat {
     S24 = 1,
     /// Signed 16-bit integer, 2 bytes (full scale ±32767).
     S16 = 2,
+    /// Opus (RFC 6716): each packet's payload is one Opus packet, not PCM
+    /// ([`crate::opus`]); 48 kHz, 1 or 2 channels. Its samples are `f32`
+    /// once decoded.
+    Opus = 3,
 }
 
 impl SampleFormat {
-    /// Bytes of one sample on the wire.
+    /// Bytes of one sample on the wire; for [`SampleFormat::Opus`], whose
+    /// payload is a packet of its own length, 4 (its decoded `f32`).
     pub const fn bytes(self) -> usize {
         match self {
-            SampleFormat::F32 => 4,
+            SampleFormat::F32 | SampleFormat::Opus => 4,
             SampleFormat::S24 => 3,
             SampleFormat::S16 => 2,
         }
@@ -53,12 +58,13 @@ impl SampleFormat {
             0 => Ok(SampleFormat::F32),
             1 => Ok(SampleFormat::S24),
             2 => Ok(SampleFormat::S16),
+            3 => Ok(SampleFormat::Opus),
             _ => Err(Error::Malformed("unknown sample format")),
         }
     }
 
     /// Parses the PipeWire spelling (`F32`, `F32LE`, `S24`, `S24LE`, `S16`,
-    /// `S16LE`), case-insensitively.
+    /// `S16LE`), or `OPUS`, case-insensitively.
     ///
     /// # Errors
     /// [`Error::Config`] naming the accepted values.
@@ -67,28 +73,32 @@ impl SampleFormat {
             "F32" | "F32LE" => Ok(SampleFormat::F32),
             "S24" | "S24LE" => Ok(SampleFormat::S24),
             "S16" | "S16LE" => Ok(SampleFormat::S16),
+            "OPUS" => Ok(SampleFormat::Opus),
             _ => Err(Error::Config(
-                "audio.format must be one of F32, S24, S16".into(),
+                "audio.format must be one of F32, S24, S16, OPUS".into(),
             )),
         }
     }
 
-    /// PipeWire-style name (`F32LE`, `S24LE`, `S16LE`).
+    /// PipeWire-style name (`F32LE`, `S24LE`, `S16LE`), or `OPUS`.
     pub const fn name(self) -> &'static str {
         match self {
             SampleFormat::F32 => "F32LE",
             SampleFormat::S24 => "S24LE",
             SampleFormat::S16 => "S16LE",
+            SampleFormat::Opus => "OPUS",
         }
     }
 
     /// Encodes `samples` into `out`, which must hold exactly
     /// `samples.len() * self.bytes()` bytes. Integer formats clip to full
-    /// scale and round to nearest.
+    /// scale and round to nearest. [`SampleFormat::Opus`] is not PCM:
+    /// its packets come from [`crate::opus::OpusFrameEncoder`], and here
+    /// it writes the samples as `F32`.
     pub fn encode(self, samples: &[f32], out: &mut [u8]) {
         debug_assert_eq!(out.len(), samples.len() * self.bytes());
         match self {
-            SampleFormat::F32 => {
+            SampleFormat::F32 | SampleFormat::Opus => {
                 for (s, o) in samples.iter().zip(out.chunks_exact_mut(4)) {
                     o.copy_from_slice(&s.to_le_bytes());
                 }
@@ -112,11 +122,12 @@ impl SampleFormat {
     /// `data.len() / self.bytes()` samples. Non-finite `F32` samples become 0
     /// and finite ones are clamped to ±[`F32_DECODE_MAX`], so that a
     /// hostile sender cannot poison the resampler's state (a sum of
-    /// near-`f32::MAX` samples overflows to infinity).
+    /// near-`f32::MAX` samples overflows to infinity). [`SampleFormat::Opus`]
+    /// reads `F32` (the decoder stage, [`crate::opus`], decodes packets).
     pub fn decode(self, data: &[u8], out: &mut [f32]) {
         debug_assert_eq!(out.len() * self.bytes(), data.len());
         match self {
-            SampleFormat::F32 => {
+            SampleFormat::F32 | SampleFormat::Opus => {
                 for (o, d) in out.iter_mut().zip(data.chunks_exact(4)) {
                     let v = f32::from_le_bytes([d[0], d[1], d[2], d[3]]);
                     *o = if v.is_finite() {
@@ -166,14 +177,19 @@ impl Default for AudioFormat {
 
 impl AudioFormat {
     /// Checks rate and channel count against the settings table
-    /// ([`crate::settings`]: `audio.rate`, `audio.channels`).
+    /// ([`crate::settings`]: `audio.rate`, `audio.channels`), and an Opus
+    /// stream's against what Opus carries ([`crate::opus::check_format`]).
     ///
     /// # Errors
     /// [`Error::Config`] saying which value is out of range.
     pub fn validate(&self) -> Result<(), Error> {
         use crate::settings::{find, Role, Value};
         find(Role::Sink, "audio.rate").validate(Value::Int(self.rate.into()))?;
-        find(Role::Sink, "audio.channels").validate(Value::Int(self.channels.into()))
+        find(Role::Sink, "audio.channels").validate(Value::Int(self.channels.into()))?;
+        if self.sample == SampleFormat::Opus {
+            crate::opus::check_format(self.rate, self.channels)?;
+        }
+        Ok(())
     }
 
     /// Bytes of one frame on the wire.

@@ -22,6 +22,37 @@ pub enum Insert {
     TooFar,
 }
 
+/// Frames to store: a PCM payload as it came, or samples already decoded
+/// (an Opus packet's, [`crate::opus`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Samples<'a> {
+    /// Interleaved samples in wire format.
+    Wire(&'a [u8], SampleFormat),
+    /// Interleaved `f32` samples.
+    F32(&'a [f32]),
+}
+
+impl Samples<'_> {
+    /// Samples held.
+    fn len(&self) -> usize {
+        match self {
+            Samples::Wire(b, f) => b.len() / f.bytes(),
+            Samples::F32(v) => v.len(),
+        }
+    }
+
+    /// Samples `[from, from + out.len())` into `out`.
+    fn read(&self, from: usize, out: &mut [f32]) {
+        match self {
+            Samples::Wire(b, f) => {
+                let k = f.bytes();
+                f.decode(&b[from * k..(from + out.len()) * k], out);
+            }
+            Samples::F32(v) => out.copy_from_slice(&v[from..from + out.len()]),
+        }
+    }
+}
+
 /// Ring of frames. Capacity is a power of two, fixed at creation.
 #[derive(Clone, Debug)]
 pub struct JitterBuffer {
@@ -110,6 +141,24 @@ impl JitterBuffer {
         mix: &ChannelMix,
         keep_from: u64,
     ) -> Insert {
+        self.insert_samples(
+            first,
+            frames,
+            Samples::Wire(payload, sample),
+            mix,
+            keep_from,
+        )
+    }
+
+    /// [`JitterBuffer::insert`] from [`Samples`] of either kind.
+    pub fn insert_samples(
+        &mut self,
+        first: u64,
+        frames: usize,
+        payload: Samples<'_>,
+        mix: &ChannelMix,
+        keep_from: u64,
+    ) -> Insert {
         let in_channels = mix.inputs();
         let last = first + frames as u64;
         if last <= keep_from {
@@ -118,12 +167,10 @@ impl JitterBuffer {
         if last > keep_from + self.capacity() {
             return Insert::TooFar;
         }
-        let bytes = sample.bytes();
         let out_ch = self.channels;
         let mut fresh = false;
         let mut frame_in = [0f32; MAX_CHANNELS as usize];
-        let frame_bytes = in_channels * bytes;
-        if payload.len() < frames * frame_bytes || mix.outputs() != out_ch {
+        if payload.len() < frames * in_channels || mix.outputs() != out_ch {
             // The caller's parser checked the length; the mix is built for
             // this ring. Anything else is dropped, never a panic.
             return Insert::Duplicate;
@@ -145,8 +192,8 @@ impl JitterBuffer {
                 while run < (frames - i).min(room) && !self.has(frame + run as u64) {
                     run += 1;
                 }
-                sample.decode(
-                    &payload[i * frame_bytes..(i + run) * frame_bytes],
+                payload.read(
+                    i * in_channels,
                     &mut self.data[slot * out_ch..(slot + run) * out_ch],
                 );
                 for r in 0..run {
@@ -157,8 +204,7 @@ impl JitterBuffer {
             }
             let slot = (frame & self.mask) as usize;
             let dst = &mut self.data[slot * out_ch..(slot + 1) * out_ch];
-            let src = &payload[i * frame_bytes..(i + 1) * frame_bytes];
-            sample.decode(src, &mut frame_in[..in_channels]);
+            payload.read(i * in_channels, &mut frame_in[..in_channels]);
             mix.apply(&frame_in[..in_channels], dst);
             self.tags[slot] = self.tag(frame);
             i += 1;

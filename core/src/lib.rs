@@ -39,6 +39,7 @@ pub mod frameclock;
 pub mod jitter;
 pub mod latency;
 pub mod netmodel;
+pub mod opus;
 pub mod protocol;
 pub mod ratematch;
 pub mod receiver;

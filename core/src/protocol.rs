@@ -191,7 +191,8 @@ pub struct AudioHeader {
 pub struct AudioPacket<'a> {
     /// Header fields.
     pub header: AudioHeader,
-    /// `frames * channels * sample.bytes()` bytes of interleaved samples.
+    /// `frames * channels * sample.bytes()` bytes of interleaved samples,
+    /// or one Opus packet of 1 to [`crate::opus::MAX_OPUS_PACKET`] bytes.
     pub payload: &'a [u8],
     /// Whether the sender sent this packet again because a receiver asked
     /// ([`AUDIO_RESENT`]; byte 55, which senders before repair left 0).
@@ -807,8 +808,16 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
         rate,
         channels,
     };
-    let len = frames as usize * format.frame_bytes();
-    if d.len() != AUDIO_HEADER_LEN + len {
+    if sample == SampleFormat::Opus {
+        // One Opus packet (RFC 6716 §3.2.1: 1 to 1275 bytes); its TOC is
+        // checked against `frames` by the decoder stage.
+        crate::opus::check_format(rate, channels)
+            .map_err(|_| Error::Malformed("Opus audio not 48 kHz mono or stereo"))?;
+        let len = d.len() - AUDIO_HEADER_LEN;
+        if len == 0 || len > crate::opus::MAX_OPUS_PACKET {
+            return Err(Error::Malformed("Opus payload length out of range"));
+        }
+    } else if d.len() != AUDIO_HEADER_LEN + frames as usize * format.frame_bytes() {
         return Err(Error::Malformed("audio payload length does not match"));
     }
     let stream_id = u64_at(d, 8);
@@ -844,7 +853,8 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
 }
 
 /// Writes an audio packet: header, then `samples` (interleaved, exactly
-/// `h.frames * channels` of them) encoded in `h.format.sample`. Returns the
+/// `h.frames * channels` of them) encoded in `h.format.sample` (a PCM
+/// format; Opus packets go through [`write_audio_payload`]). Returns the
 /// datagram length, or `None` if `out` is too small.
 pub fn write_audio(out: &mut [u8], h: &AudioHeader, samples: &[f32]) -> Option<usize> {
     let payload = h.frames as usize * h.format.frame_bytes();
@@ -852,6 +862,27 @@ pub fn write_audio(out: &mut [u8], h: &AudioHeader, samples: &[f32]) -> Option<u
     if out.len() < len || samples.len() != h.frames as usize * h.format.channels as usize {
         return None;
     }
+    write_audio_header(out, h);
+    h.format
+        .sample
+        .encode(samples, &mut out[AUDIO_HEADER_LEN..len]);
+    Some(len)
+}
+
+/// Writes an audio packet whose payload is `payload` as it is: an Opus
+/// packet of `h.frames` decoded frames ([`SampleFormat::Opus`]). Returns
+/// the datagram length, or `None` if `out` is too small.
+pub fn write_audio_payload(out: &mut [u8], h: &AudioHeader, payload: &[u8]) -> Option<usize> {
+    let len = AUDIO_HEADER_LEN + payload.len();
+    if out.len() < len {
+        return None;
+    }
+    write_audio_header(out, h);
+    out[AUDIO_HEADER_LEN..len].copy_from_slice(payload);
+    Some(len)
+}
+
+fn write_audio_header(out: &mut [u8], h: &AudioHeader) {
     write_header(out, PacketType::Audio, h.stream_id);
     out[16..24].copy_from_slice(&h.seq.to_le_bytes());
     out[24..32].copy_from_slice(&h.frame.to_le_bytes());
@@ -865,10 +896,6 @@ pub fn write_audio(out: &mut [u8], h: &AudioHeader, samples: &[f32]) -> Option<u
     out[55] = 0;
     out[56..58].copy_from_slice(&h.frames.to_le_bytes());
     out[58..60].copy_from_slice(&h.positions.0.to_le_bytes());
-    h.format
-        .sample
-        .encode(samples, &mut out[AUDIO_HEADER_LEN..len]);
-    Some(len)
 }
 
 /// Frames per audio packet that fit a path MTU of `mtu` bytes for `format`,

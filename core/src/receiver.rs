@@ -21,8 +21,9 @@ use crate::clock::ClockSync;
 use crate::dll::Dll;
 use crate::drift::{Action, DriftController};
 use crate::fec::FecDecoder;
-use crate::format::{AudioFormat, MAX_RATE};
-use crate::jitter::{Insert, JitterBuffer};
+use crate::format::{AudioFormat, SampleFormat, MAX_RATE};
+use crate::jitter::{Insert, JitterBuffer, Samples};
+use crate::opus::{Offer, OpusDecoderStage};
 use crate::protocol::{
     self, Packet, Role, StatusCounters, StatusPacket, TimePacket, FEC_MAX_SHARD, STATUS_ACTIVE,
     STATUS_LATE,
@@ -418,6 +419,9 @@ pub struct Receiver {
     /// not the last of its sink buffer: unless more comes within
     /// [`crate::repair::nack::FIRST_WAIT_NS`], the next one was lost.
     tail_watch: Option<(u64, u64)>,
+    /// Decodes an Opus session's packets in sequence order and conceals
+    /// the lost ones ([`crate::opus`]); idle for PCM sessions.
+    opus: OpusDecoderStage,
 }
 
 impl Receiver {
@@ -510,6 +514,7 @@ impl Receiver {
             rebuilding: false,
             nack_round: (0, 0),
             tail_watch: None,
+            opus: OpusDecoderStage::new()?,
             out_layout,
             mix,
             remote: crate::command::Settings {
@@ -563,6 +568,12 @@ impl Receiver {
     /// What repair did so far (all sessions).
     pub fn repair(&self) -> &RepairCounts {
         self.repair.counts()
+    }
+
+    /// What the Opus decoder stage did since the receiver began: packets
+    /// decoded, concealed, refused ([`crate::opus`]; all zero for PCM).
+    pub fn opus(&self) -> crate::opus::OpusCounts {
+        self.opus.counts()
     }
 
     /// What FEC rebuilt ([`crate::fec`]; all zero with `bark.fec` off).
@@ -657,6 +668,11 @@ impl Receiver {
                 if !self.plausible(now_ns, &h) {
                     return Err(Error::Malformed(
                         "audio sequence, frame or pts implausible for the live session",
+                    ));
+                }
+                if h.format.sample == SampleFormat::Opus && !self.opus.valid(a.payload, h.frames) {
+                    return Err(Error::Malformed(
+                        "Opus packet invalid or not of the header's frame count",
                     ));
                 }
                 if let Some(s) = self.session.as_ref().filter(|s| s.id == h.stream_id) {
@@ -839,6 +855,7 @@ impl Receiver {
             f.reset(id);
         }
         self.tail_watch = None;
+        self.opus.reset(2);
     }
 
     /// The followed session's audio format is `format`, from its first
@@ -857,6 +874,7 @@ impl Receiver {
         }
         s.format = Some(format);
         s.timeline = Timeline::new(format.frame_ns());
+        self.opus.reset(format.channels);
         let r0 = format.rate as f64 / self.cfg.rate as f64;
         let cutoff = if (r0 - 1.0).abs() < 1e-3 {
             1.0
@@ -946,14 +964,33 @@ impl Receiver {
         if s.newest.is_none_or(|(seq, _)| h.seq > seq) {
             s.newest = Some((h.seq, end));
         }
-        let mut result = self.jitter.insert(
-            h.frame,
-            h.frames as usize,
-            payload,
-            h.format.sample,
-            &self.mix.3,
-            keep_from,
-        );
+        let mut result = if h.format.sample == SampleFormat::Opus {
+            let (r, concealed) = offer_opus(
+                &mut self.opus,
+                &mut self.jitter,
+                &self.mix.3,
+                h,
+                payload,
+                keep_from,
+            );
+            self.counters.concealed_frames += concealed;
+            if r == Insert::TooFar {
+                // The stream moved on: decoded from the new position on.
+                self.playing = false;
+                Insert::New
+            } else {
+                r
+            }
+        } else {
+            self.jitter.insert(
+                h.frame,
+                h.frames as usize,
+                payload,
+                h.format.sample,
+                &self.mix.3,
+                keep_from,
+            )
+        };
         if result == Insert::TooFar {
             // The stream moved on (a long pause): restart playback from
             // wherever it is now.
@@ -1429,6 +1466,21 @@ impl Receiver {
         let period = s.timeline.period;
         let r0 =
             self.out_dll.period() * (1.0 + self.clock.estimate().map_or(0.0, |e| e.rate)) / period;
+        if self.opus.waiting() {
+            // An Opus packet is missing before others: conceal it now if
+            // this buffer reads its frames (repair had until now).
+            let from = if self.playing { self.x } else { target };
+            let reach = from + frames as f64 * r0 * 1.01 + (AFTER + FADE_FRAMES) as f64;
+            let keep_from = (from.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64;
+            let (concealed, _) = drain_opus(
+                &mut self.opus,
+                &mut self.jitter,
+                &self.mix.3,
+                reach.max(0.0) as u64,
+                keep_from,
+            );
+            self.counters.concealed_frames += concealed;
+        }
         let mut jumped_from = None;
         if !self.playing {
             let k = target.floor();
@@ -1705,4 +1757,70 @@ impl Receiver {
             },
         )
     }
+}
+
+/// Offers an Opus packet to the decoder stage and stores in `jitter`
+/// whatever PCM it then has ready in sequence order (nothing concealed:
+/// the playback position decides that, [`Receiver::fill`]). Returns what
+/// became of the packet, as [`JitterBuffer::insert`] would say, and the
+/// frames concealed to make room (a packet [`crate::opus::STAGE_SLOTS`]
+/// ahead of a hole). `TooFar`: the stream moved on by more than the ring
+/// holds; the stage restarted from this packet. Does not allocate.
+fn offer_opus(
+    stage: &mut OpusDecoderStage,
+    jitter: &mut JitterBuffer,
+    mix: &ChannelMix,
+    h: &protocol::AudioHeader,
+    payload: &[u8],
+    keep_from: u64,
+) -> (Insert, u64) {
+    let mut concealed = 0;
+    let mut offer = stage.offer(h.seq, h.frame, h.frames, payload);
+    if offer == Offer::TooFar {
+        concealed += drain_opus(stage, jitter, mix, u64::MAX, keep_from).0;
+        offer = stage.offer(h.seq, h.frame, h.frames, payload);
+    }
+    let mut moved = false;
+    if offer == Offer::TooFar {
+        stage.reset(h.format.channels);
+        offer = stage.offer(h.seq, h.frame, h.frames, payload);
+        moved = true;
+    }
+    let (c, far) = drain_opus(stage, jitter, mix, 0, keep_from);
+    concealed += c;
+    let r = match offer {
+        _ if moved || far => Insert::TooFar,
+        Offer::Stored => Insert::New,
+        Offer::Duplicate => Insert::Duplicate,
+        Offer::Late => Insert::Late,
+        // Checked before (`OpusDecoderStage::valid`).
+        Offer::Invalid | Offer::TooFar => Insert::Duplicate,
+    };
+    (r, concealed)
+}
+
+/// Stores every block of PCM the Opus stage has ready (concealing holes
+/// whose frames start before `conceal_before`) in `jitter`. Returns the
+/// frames concealed and whether a block lay beyond the ring (then stored
+/// from its own position: the stream moved on). Does not allocate.
+fn drain_opus(
+    stage: &mut OpusDecoderStage,
+    jitter: &mut JitterBuffer,
+    mix: &ChannelMix,
+    conceal_before: u64,
+    keep_from: u64,
+) -> (u64, bool) {
+    let (mut concealed, mut far) = (0, false);
+    while let Some(b) = stage.pop(conceal_before) {
+        let pcm = Samples::F32(stage.pcm(&b));
+        let mut r = jitter.insert_samples(b.frame, b.frames, pcm, mix, keep_from);
+        if r == Insert::TooFar {
+            far = true;
+            r = jitter.insert_samples(b.frame, b.frames, pcm, mix, b.frame);
+        }
+        if b.concealed && r == Insert::New {
+            concealed += b.frames as u64;
+        }
+    }
+    (concealed, far)
 }

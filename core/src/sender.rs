@@ -11,6 +11,7 @@ use crate::channels::{ChannelMask, Layout};
 use crate::dll::Dll;
 use crate::format::AudioFormat;
 use crate::latency::SessionLatency;
+use crate::opus::{OpusConfig, OpusFrameEncoder};
 use crate::protocol::{
     self, Announce, AudioHeader, Packet, Role, StatusCounters, StatusPacket, SyncPacket, TimePacket,
 };
@@ -122,6 +123,10 @@ pub struct SenderConfig {
     /// channels in mask-bit order ([`crate::channels`]), reordered here
     /// when the sink's order differs.
     pub layout: Option<Layout>,
+    /// Encoder settings when `format.sample` is
+    /// [`crate::SampleFormat::Opus`] (`bark.opus.bitrate`,
+    /// `bark.opus.frame-msec`); ignored otherwise.
+    pub opus: OpusConfig,
 }
 
 impl Default for SenderConfig {
@@ -141,6 +146,7 @@ impl Default for SenderConfig {
             repair: true,
             fec: None,
             layout: None,
+            opus: OpusConfig::default(),
         }
     }
 }
@@ -176,6 +182,8 @@ pub struct Sender {
     /// `reordered`, a packet's samples in wire order.
     order: Option<[u8; crate::format::MAX_CHANNELS as usize]>,
     reordered: Vec<f32>,
+    /// The Opus encoder of an Opus stream (taken out while it encodes).
+    opus: Option<OpusFrameEncoder>,
 }
 
 impl Sender {
@@ -226,8 +234,20 @@ impl Sender {
         ] {
             settings::find(settings::Role::Sink, key).validate(Value::ns_u64(ns))?;
         }
-        let packet_frames = protocol::frames_for_mtu(cfg.mtu, &cfg.format);
-        let buf = vec![0u8; protocol::AUDIO_HEADER_LEN + packet_frames * cfg.format.frame_bytes()];
+        let opus = if cfg.format.sample == crate::SampleFormat::Opus {
+            Some(OpusFrameEncoder::new(
+                cfg.format.channels,
+                &cfg.opus,
+                opus_room(cfg.mtu),
+            )?)
+        } else {
+            None
+        };
+        let packet_frames = match &opus {
+            Some(e) => e.frames(),
+            None => protocol::frames_for_mtu(cfg.mtu, &cfg.format),
+        };
+        let buf = vec![0u8; max_datagram(&cfg.format, packet_frames, cfg.mtu)];
         let ch = cfg.format.channels as usize;
         let (positions, order) = match cfg.layout {
             Some(l) if l.channels() != ch => {
@@ -276,7 +296,14 @@ impl Sender {
             positions,
             order,
             reordered,
+            opus,
         })
+    }
+
+    /// Longest audio datagram this sender sends, bytes (before any
+    /// authentication trailer).
+    pub fn max_datagram(&self) -> usize {
+        max_datagram(&self.cfg.format, self.packet_frames, self.cfg.mtu)
     }
 
     /// The session latency now, ns: the base latency, raised to cover the
@@ -345,7 +372,8 @@ impl Sender {
         &self.cfg
     }
 
-    /// Frames per audio packet at the configured MTU.
+    /// Frames per audio packet: as many as the configured MTU carries, or
+    /// an Opus stream's frame ([`OpusConfig::frames`]).
     pub fn packet_frames(&self) -> usize {
         self.packet_frames
     }
@@ -422,12 +450,24 @@ impl Sender {
                     self.frame += gap.round() as u64;
                 }
             }
+            if let Some(e) = self.opus.as_mut() {
+                // Frames nobody sent lie between: the encoder's history
+                // and a partly filled frame belong before them.
+                e.reset();
+            }
         }
         let period = self.dll.period();
         self.next_time = Some(u.time as f64 + frames as f64 * period);
         if self.suppressing {
             // The timeline runs on; the frames are counted, not sent.
             self.frame += frames as u64;
+            if let Some(e) = self.opus.as_mut() {
+                e.reset();
+            }
+            return;
+        }
+        if self.opus.is_some() {
+            self.push_opus(u.time, period, &samples[..frames * ch], send);
             return;
         }
         let mut done = 0;
@@ -445,16 +485,12 @@ impl Sender {
                 priority: self.cfg.priority,
                 frames: n as u16,
             };
-            let mut chunk = &samples[done * ch..(done + n) * ch];
-            if let Some(order) = &self.order {
-                let out = &mut self.reordered[..n * ch];
-                for (dst, src) in out.chunks_exact_mut(ch).zip(chunk.chunks_exact(ch)) {
-                    for (d, &k) in dst.iter_mut().zip(order.iter()) {
-                        *d = src[k as usize];
-                    }
-                }
-                chunk = out;
-            }
+            let chunk = wire_order(
+                self.order.as_ref(),
+                &mut self.reordered,
+                &samples[done * ch..(done + n) * ch],
+                ch,
+            );
             if let Some(len) = protocol::write_audio(&mut self.buf, &h, chunk) {
                 if done + n == frames {
                     self.buf[55] |= protocol::AUDIO_LAST_OF_BUFFER;
@@ -466,6 +502,62 @@ impl Sender {
             self.frame += n as u64;
             done += n;
         }
+    }
+
+    /// [`Sender::push_at`] for an Opus stream: the buffer's frames into the
+    /// encoder, a packet for every Opus frame they complete, stamped with
+    /// the frame index and pts of its first decoded frame (the input's,
+    /// less the encoder's lookahead in time: [`crate::opus`]). `t0`: pts
+    /// of the buffer's first frame, ns.
+    fn push_opus(&mut self, t0: i64, period: f64, samples: &[f32], send: &mut dyn FnMut(&[u8])) {
+        let Some(mut enc) = self.opus.take() else {
+            return;
+        };
+        let ch = self.cfg.format.channels as usize;
+        let frames = samples.len() / ch;
+        let shift = enc.lookahead() as f64 * period;
+        // The packets this buffer completes; the last is marked as the
+        // buffer's last (repair watches for a lost tail by it).
+        let mut left = (enc.pending() + frames) / enc.frames();
+        let mut done = 0;
+        while done < frames {
+            let n = (frames - done).min(self.packet_frames);
+            let chunk = wire_order(
+                self.order.as_ref(),
+                &mut self.reordered,
+                &samples[done * ch..(done + n) * ch],
+                ch,
+            );
+            let first = self.frame + done as u64;
+            let pts = t0 as f64 + done as f64 * period;
+            let mut emit = |e: &OpusFrameEncoder, x: crate::opus::Encoded| {
+                left = left.saturating_sub(1);
+                let h = AudioHeader {
+                    positions: self.positions,
+                    stream_id: self.cfg.session_id,
+                    seq: self.seq,
+                    frame: x.frame,
+                    pts: (x.pts - shift).round() as i64,
+                    format: self.cfg.format,
+                    latency_us: (self.latency.current() / 1000) as u32,
+                    name_hash: self.name_hash,
+                    priority: self.cfg.priority,
+                    frames: e.frames() as u16,
+                };
+                if let Some(len) = protocol::write_audio_payload(&mut self.buf, &h, e.packet(&x)) {
+                    if left == 0 {
+                        self.buf[55] |= protocol::AUDIO_LAST_OF_BUFFER;
+                    }
+                    send(&self.buf[..len]);
+                    self.packets += 1;
+                }
+                self.seq += 1;
+            };
+            enc.push(first, pts, period, chunk, &mut emit);
+            done += n;
+        }
+        self.frame += frames as u64;
+        self.opus = Some(enc);
     }
 
     /// Handles a datagram that arrived for the sender. A time request
@@ -544,6 +636,45 @@ impl Sender {
             },
         )
     }
+}
+
+/// `chunk` (whole frames of `ch` samples) in wire order: as it is, or
+/// reordered into `buf` by `order` (the sink channel of each wire
+/// channel). Does not allocate.
+fn wire_order<'a>(
+    order: Option<&[u8; crate::format::MAX_CHANNELS as usize]>,
+    buf: &'a mut [f32],
+    chunk: &'a [f32],
+    ch: usize,
+) -> &'a [f32] {
+    let Some(order) = order else {
+        return chunk;
+    };
+    let out = &mut buf[..chunk.len()];
+    for (dst, src) in out.chunks_exact_mut(ch).zip(chunk.chunks_exact(ch)) {
+        for (d, &k) in dst.iter_mut().zip(order.iter()) {
+            *d = src[k as usize];
+        }
+    }
+    out
+}
+
+/// Longest audio datagram for `format` with `packet_frames` per packet at
+/// path MTU `mtu`, bytes: header and PCM payload, or header and the
+/// longest Opus packet the MTU leaves room for.
+fn max_datagram(format: &AudioFormat, packet_frames: usize, mtu: usize) -> usize {
+    protocol::AUDIO_HEADER_LEN
+        + if format.sample == crate::SampleFormat::Opus {
+            opus_room(mtu)
+        } else {
+            packet_frames * format.frame_bytes()
+        }
+}
+
+/// Longest Opus packet at path MTU `mtu`, bytes.
+fn opus_room(mtu: usize) -> usize {
+    mtu.saturating_sub(protocol::IP_UDP_OVERHEAD + protocol::AUDIO_HEADER_LEN)
+        .clamp(1, crate::opus::MAX_OPUS_PACKET)
 }
 
 #[cfg(test)]

@@ -49,6 +49,13 @@ use std::net::SocketAddr;
 /// Frequency of the measurement tone, Hz. Low, so the resampler passes it
 /// unchanged and one period (1 s) spans any plausible error.
 pub const TONE_HZ: f64 = 1.0;
+/// The measurement tone of an Opus stream, Hz. Opus's encoder removes DC
+/// with a 3 Hz high-pass (libopus `dc_reject`), which leaves a 1 Hz tone
+/// at a third of its amplitude and 0.2 s late; at 1 kHz its phase comes
+/// through the codec within 1.3 µs (p99, 160 kbit/s). One period (1 ms)
+/// spans errors of ±0.5 ms unambiguously: ten times the sync bound the
+/// tests assert.
+pub const OPUS_TONE_HZ: f64 = 1000.0;
 /// An output frame counts as converged-audible when its amplitude exceeds
 /// this (faded, concealed frames are excluded from timing statistics).
 const AUDIBLE: f64 = 0.9;
@@ -189,10 +196,15 @@ pub struct Scenario {
     pub max_latency_ns: u64,
     /// The sender's FEC blocks (`bark.fec`), `(k, m)`; `None`: off.
     pub fec: Option<(u8, u8)>,
+    /// Whether the sender encodes Opus (`audio.format = OPUS`, 160 kbit/s,
+    /// 10 ms frames) instead of F32: the real encoder and decoder, so the
+    /// codec's lookahead, its framing and its concealment are in the path.
+    /// The tone is then [`OPUS_TONE_HZ`].
+    pub opus: bool,
 }
 
 /// Scenario names [`scenario`] knows.
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 15] = [
     "wired",
     "busy",
     "drift",
@@ -206,6 +218,8 @@ pub const SCENARIOS: [&str; 13] = [
     "wifi",
     "floor",
     "fec",
+    "opus",
+    "opus-loss3",
 ];
 
 fn rx(offset_ms: f64, clock_ppm: f64, device_ppm: f64, quantum: usize) -> RxSpec {
@@ -246,6 +260,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         idle_s: vec![],
         max_latency_ns: crate::sender::DEFAULT_MAX_LATENCY_NS,
         fec: None,
+        opus: false,
     };
     match name {
         "wired" => {}
@@ -330,6 +345,26 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 r.quantum = q;
                 r.device_ppm = r.clock_ppm + ppm;
             }
+        }
+        "opus" => s.opus = true,
+        "opus-loss3" => {
+            // loss3's links, with an Opus stream: lost packets are resent,
+            // and the decoder waits for them before concealing. At 60 ms:
+            // an Opus packet leaves up to a frame (10 ms) plus the
+            // lookahead (2.5 ms) later than PCM would, and a lost one
+            // whose push sent nothing after it is noticed only when the
+            // next comes, a frame later; at 40 ms the receivers with
+            // 512-frame quanta then lose most resends (docs/BENCHMARKS.md,
+            // "Opus").
+            s.latency_ns = 60_000_000;
+            let net = NetModel {
+                loss: 0.03,
+                ..s.net.clone()
+            };
+            for r in &mut s.receivers {
+                r.net = Some(net.clone());
+            }
+            s.opus = true;
         }
         "loss3" => {
             // The wired LAN with 3 % random loss on every receiver's own
@@ -1116,6 +1151,15 @@ pub fn run_timed(sc: &Scenario, trace: Option<usize>) -> (Report, u64) {
                 0
             },
             fec: sc.fec,
+            format: if sc.opus {
+                AudioFormat {
+                    sample: crate::SampleFormat::Opus,
+                    rate,
+                    channels: 2,
+                }
+            } else {
+                AudioFormat::default()
+            },
             ..Default::default()
         };
         SenderEndpoint::new(cfg, None, false, 1).expect("valid sender config")
@@ -1218,7 +1262,8 @@ pub fn run_timed(sc: &Scenario, trace: Option<usize>) -> (Report, u64) {
     let mut outbox: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; TRANSMIT_BUF];
     let mut cpu = SenderCpu::default();
-    let tone_w = 2.0 * std::f64::consts::PI * TONE_HZ / rate as f64;
+    let tone_hz = if sc.opus { OPUS_TONE_HZ } else { TONE_HZ };
+    let tone_w = 2.0 * std::f64::consts::PI * tone_hz / rate as f64;
 
     while let Some((t, ev)) = queue.pop() {
         if t > end {

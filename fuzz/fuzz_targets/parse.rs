@@ -28,10 +28,16 @@ fuzz_target!(|d: &[u8]| {
     match protocol::parse(d) {
         Ok(Packet::Audio(a)) => {
             let h = a.header;
-            let mut samples = vec![0f32; h.frames as usize * h.format.channels as usize];
-            h.format.sample.decode(a.payload, &mut samples);
-            assert!(samples.iter().all(|s| s.is_finite()));
-            let n = protocol::write_audio(&mut out, &h, &samples).expect("room for audio");
+            let n = if h.format.sample == bark_core::SampleFormat::Opus {
+                // An Opus packet is carried as it is (1..=1275 bytes).
+                assert!((1..=bark_core::opus::MAX_OPUS_PACKET).contains(&a.payload.len()));
+                protocol::write_audio_payload(&mut out, &h, a.payload).expect("room for audio")
+            } else {
+                let mut samples = vec![0f32; h.frames as usize * h.format.channels as usize];
+                h.format.sample.decode(a.payload, &mut samples);
+                assert!(samples.iter().all(|s| s.is_finite()));
+                protocol::write_audio(&mut out, &h, &samples).expect("room for audio")
+            };
             assert_eq!(n, d.len());
             match protocol::parse(&out[..n]) {
                 Ok(Packet::Audio(b)) => {

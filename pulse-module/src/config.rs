@@ -169,6 +169,9 @@ pub struct SinkConfig {
     pub repair: bool,
     /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
     pub fec: Option<(u8, u8)>,
+    /// Opus encoder settings, with `format = OPUS` (`opus-bitrate`,
+    /// `opus-frame-msec`).
+    pub opus: bark_core::opus::OpusConfig,
     /// UDP port for commands (`command-port`; 0: any).
     pub command_port: u16,
     /// Advertise with DNS-SD (`discovery`).
@@ -257,6 +260,7 @@ impl SinkConfig {
             encrypt: v.bool("bark.encrypt"),
             repair: v.bool("bark.repair"),
             fec: v.fec(),
+            opus: v.opus(),
             command_port: v.int("bark.command.port"),
             discovery: v.bool("bark.discovery"),
             settings: v,
@@ -264,6 +268,8 @@ impl SinkConfig {
         if cfg.encrypt && cfg.key_file.is_none() {
             return Err("encrypt = true needs key-file (make one with `bark keygen FILE`)".into());
         }
+        // An Opus stream's rate and channels (the table checks each alone).
+        cfg.format.validate().map_err(|e| e.to_string())?;
         // Refuse a bad key file now, before connecting. (The table's
         // limits are the core's: it has nothing left to refuse.)
         crate::keyed::load(cfg.key_file.as_deref()).map_err(|e| e.to_string())?;
@@ -292,6 +298,7 @@ impl SinkConfig {
             // The monitor is recorded in the default layout of its channel
             // count (`session::channel_map`).
             layout: None,
+            opus: self.opus,
         }
     }
 
@@ -428,7 +435,7 @@ mod tests {
              group=239.255.66.66 port=1530 source-ip=(any, as the routing table says) \
              control-port=0 command-port=0 discovery=true interface=(the routing table's choice) mtu=1500 ttl=1 loop=true latency-msec=40 \
              stream=default priority=0 key-file=(none: open, see docs/SECURITY.md) encrypt=false \
-             repair=true fec=off server=(the usual lookup)"
+             repair=true fec=off opus-bitrate=160 opus-frame-msec=10 server=(the usual lookup)"
         );
         assert_eq!(
             source("", "").summary(),

@@ -82,6 +82,9 @@ pub struct SinkArgs {
     pub repair: bool,
     /// FEC blocks `(k, m)` (`bark.fec`); `None`: off.
     pub fec: Option<(u8, u8)>,
+    /// Opus encoder settings, with `audio.format = OPUS`
+    /// (`bark.opus.bitrate`, `bark.opus.frame-msec`).
+    pub opus: bark_core::opus::OpusConfig,
     /// UDP port for commands (`bark.command.port`; 0: any).
     pub command_port: u16,
     /// The settings a controller can change that the arguments give
@@ -264,6 +267,7 @@ impl SinkArgs {
             encrypt,
             repair: v.bool("bark.repair"),
             fec: v.fec(),
+            opus: v.opus(),
             command_port: v.int("bark.command.port"),
             given: bark_core::command::configured_mask(&v, Role::Sink),
             discovery: v.bool("bark.discovery"),
@@ -482,7 +486,7 @@ mod tests {
             "( sess.latency.msec=<",
             "; 0..=2000 ms; default 40> )",
             "( audio.format=<",
-            "; one of F32, S24, S16; default F32> )",
+            "; one of F32, S24, S16, OPUS; default F32> )",
             "( destination.ip=<",
             "default 239.255.66.66> )",
             "( bark.priority=<stream priority; receivers follow the highest; -128..=127; default 0> )",

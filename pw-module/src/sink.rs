@@ -57,6 +57,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
             repair: a.repair,
             fec: a.fec,
             layout: crate::format::layout(&a.positions),
+            opus: a.opus,
         },
         key.as_ref(),
         a.encrypt,

@@ -76,6 +76,7 @@ fn status(role: Role) -> Vec<u8> {
             name: "bark_source",
             host: "h1",
             stream: "default",
+            settings: None,
         },
     )
     .expect("status fits");
@@ -141,6 +142,63 @@ fn sync() -> Vec<u8> {
     };
     protocol::write_sync(&mut out, &y).expect("sync fits");
     out
+}
+
+/// An Opus audio packet (10 ms, stereo) made by the core's encoder.
+fn opus_audio() -> Vec<u8> {
+    let cfg = bark_core::opus::OpusConfig::default();
+    let mut enc = bark_core::opus::OpusFrameEncoder::new(2, &cfg, 1275).expect("encoder");
+    let pcm: Vec<f32> = (0..960).map(|i| (i as f32 * 0.03).sin() * 0.5).collect();
+    let mut payload = Vec::new();
+    enc.push(0, 0.0, 1.0, &pcm, &mut |e, x| payload = e.packet(&x).to_vec());
+    let h = AudioHeader {
+        positions: Default::default(),
+        stream_id: 0x1111,
+        seq: 5,
+        frame: 2_400,
+        pts: 1_000_000_000,
+        format: AudioFormat {
+            sample: SampleFormat::Opus,
+            rate: 48_000,
+            channels: 2,
+        },
+        latency_us: 40_000,
+        name_hash: protocol::stream_hash("default"),
+        priority: 0,
+        frames: 480,
+    };
+    let mut out = vec![0u8; 2_048];
+    let n = protocol::write_audio_payload(&mut out, &h, &payload).expect("fits");
+    out.truncate(n);
+    out
+}
+
+/// An `opus` target program: stereo 10 ms frames at 160 kbit/s into a
+/// stereo receiver; per round a packet (lost when `lose_every` says),
+/// with every second round a sync message and an output cycle of 960
+/// frames; `damage`: every fifth packet flipped in one byte.
+fn opus_program(rounds: usize, lose_every: usize, damage: bool) -> Vec<u8> {
+    let mut p = vec![0x35];
+    for r in 0..rounds {
+        let lost = lose_every > 0 && r % lose_every == lose_every - 1;
+        p.push(if lost { 0x10 } else { 0 });
+        p.push(200); // tone
+        if damage && r % 5 == 4 {
+            p.push(0x32); // a flipped byte, sequence as sent
+            p.extend_from_slice(&17u16.to_le_bytes());
+            p.push(0x5a);
+        } else {
+            p.push(0x30); // as sent
+        }
+        if r % 2 == 1 {
+            p.push(0x43); // time passes: 0 µs, a sync message
+            p.extend_from_slice(&0u32.to_le_bytes());
+            p.push(2); // an output cycle of 960 frames
+            p.extend_from_slice(&959u16.to_le_bytes());
+            p.extend_from_slice(&0u16.to_le_bytes());
+        }
+    }
+    p
 }
 
 /// A receiver program: `cycles` rounds of audio packet, requests, a reply
@@ -351,7 +409,8 @@ fn main() {
     let recv = root.join("receiver");
     let auth = root.join("auth");
     let send = root.join("sender");
-    for d in [&parse, &recv, &auth, &send] {
+    let opus = root.join("opus");
+    for d in [&parse, &recv, &auth, &send, &opus] {
         std::fs::create_dir_all(d).expect("corpus dir");
     }
     write(
@@ -391,6 +450,7 @@ fn main() {
     z[8..16].fill(0);
     write(&parse, "bad-stream-id-0", &z);
     write(&parse, "bad-short", b"BARK\x01");
+    write(&parse, "audio-opus", &opus_audio());
 
     write(&recv, "play", &program(10, 400, None, 0));
     write(&recv, "play-mono-44k", &program(1, 300, None, 0));
@@ -400,6 +460,9 @@ fn main() {
     write(&send, "repair", &sender::repair());
     write(&send, "thief", &sender::thief());
     write(&send, "junk", &sender::junk());
+    write(&opus, "play", &opus_program(300, 0, false));
+    write(&opus, "loss-1-in-7", &opus_program(300, 7, false));
+    write(&opus, "damaged", &opus_program(300, 0, true));
     write(&auth, "seal-open-replay", &auth_program(false));
     write(&auth, "seal-open-replay-encrypted", &auth_program(true));
     println!("seed corpus written to {}", root.display());
