@@ -117,6 +117,19 @@ const PTS_BREAK_NS: f64 = 1_000_000.0;
 /// A followed session is live while a packet was accepted this recently,
 /// ns; only then are its packets checked for plausibility.
 const LIVE_NS: u64 = 2_000_000_000;
+/// Gaps between an Opus session's newest packets seen before its pace is
+/// trusted to say a packet is overdue ([`Receiver::watch_tail`]).
+const PACE_GAPS: u32 = 16;
+/// An Opus packet is overdue once this many times the longest recent gap
+/// (plus [`FIRST_WAIT_NS`]) has passed without it: a sink's cycles scatter
+/// by a few percent of a frame.
+const PACE_SLACK: f64 = 1.25;
+/// Per packet, the longest gap decays by this (to half in ~140 packets,
+/// 1.4 s of 10 ms frames), so a sink that moved to shorter cycles is
+/// followed.
+const PACE_DECAY: f64 = 0.995;
+/// A gap this long is a pause (the sink idled), not the pace, ns.
+const PACE_MAX_GAP_NS: f64 = 100_000_000.0;
 /// Largest distance of a live session's packet sequence number from the
 /// highest seen: 4 minutes of packets at 273/s, far beyond any loss burst
 /// a live session survives.
@@ -338,6 +351,10 @@ struct Session {
     /// Its sender marks the last packet of each sink buffer
     /// ([`protocol::AUDIO_LAST_OF_BUFFER`]).
     marks_buffers: bool,
+    /// An Opus session's pace: when its newest packet came (local ns), the
+    /// longest recent gap between newest packets (ns, decaying), and how
+    /// many gaps went into it ([`Receiver::watch_tail`]).
+    pace: (Option<u64>, f64, u32),
 }
 
 /// The receiver state machine.
@@ -418,7 +435,7 @@ pub struct Receiver {
     /// The newest packet (sequence number, arrival, local ns) when it is
     /// not the last of its sink buffer: unless more comes within
     /// [`crate::repair::nack::FIRST_WAIT_NS`], the next one was lost.
-    tail_watch: Option<(u64, u64)>,
+    tail_watch: Option<(u64, u64, u64)>,
     /// Decodes an Opus session's packets in sequence order and conceals
     /// the lost ones ([`crate::opus`]); idle for PCM sessions.
     opus: OpusDecoderStage,
@@ -615,9 +632,7 @@ impl Receiver {
     pub fn next_request_ns(&self) -> u64 {
         if self.session.is_some() {
             let repair = if self.cfg.repair && self.selector.current_addr().is_some() {
-                let tail = self
-                    .tail_watch
-                    .map_or(u64::MAX, |(_, at)| at + FIRST_WAIT_NS);
+                let tail = self.tail_watch.map_or(u64::MAX, |(_, _, due)| due);
                 let mut due = self.repair.next_due_ns();
                 if self.nack_round.1 >= MAX_NACKS_PER_POLL {
                     // This round's NACKs are spent: not before the next.
@@ -839,6 +854,7 @@ impl Receiver {
             sender_idle: false,
             syncs: SyncGate::default(),
             marks_buffers: false,
+            pace: (None, 0.0, 0),
         });
         self.clock.reset();
         self.jitter.clear();
@@ -963,6 +979,16 @@ impl Receiver {
         s.max_frames = s.max_frames.max(h.frames as u64);
         if s.newest.is_none_or(|(seq, _)| h.seq > seq) {
             s.newest = Some((h.seq, end));
+            if !resent {
+                // The pace of newest packets; a pause is not a gap.
+                if let Some(gap) = s.pace.0.map(|t| now_ns.saturating_sub(t) as f64) {
+                    if gap < PACE_MAX_GAP_NS {
+                        s.pace.1 = gap.max(s.pace.1 * PACE_DECAY);
+                        s.pace.2 = s.pace.2.saturating_add(1);
+                    }
+                }
+                s.pace.0 = Some(now_ns);
+            }
         }
         let mut result = if h.format.sample == SampleFormat::Opus {
             let (r, concealed) = offer_opus(
@@ -1082,14 +1108,28 @@ impl Receiver {
 
     /// After a packet of the followed session (not a resend) arrived at
     /// `now_ns`: watches for the rest of its sink buffer when it is the
-    /// newest and not marked as the buffer's last.
+    /// newest and not marked as the buffer's last; for an Opus session,
+    /// whose packets a short sink cycle sends one at a time, also for the
+    /// next one when the session's pace says it is overdue.
     fn watch_tail(&mut self, now_ns: u64, seq: u64, last: bool) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
         s.marks_buffers |= last;
         if s.newest.is_some_and(|(newest, _)| newest == seq) {
-            self.tail_watch = (!last && s.marks_buffers).then_some((seq, now_ns));
+            let opus = s.format.is_some_and(|f| f.sample == SampleFormat::Opus);
+            self.tail_watch = if !last && s.marks_buffers {
+                Some((seq, now_ns, now_ns + FIRST_WAIT_NS))
+            } else if opus && s.pace.2 >= PACE_GAPS {
+                // A sink cycle shorter than an Opus frame sends one packet
+                // or none, each its buffer's last: a lost one would show
+                // only when the next comes, a frame later. The stream's own
+                // pace says sooner when the next one is overdue.
+                let wait = (s.pace.1 * PACE_SLACK) as u64 + FIRST_WAIT_NS;
+                Some((seq, now_ns, now_ns + wait))
+            } else {
+                None
+            };
         }
     }
 
@@ -1099,10 +1139,10 @@ impl Receiver {
     /// buffer shows only when the next buffer comes (21 ms later with
     /// 1024-frame buffers at 48 kHz), too late at the default latency.
     fn check_tail(&mut self, now_ns: u64) {
-        let Some((seq, at)) = self.tail_watch else {
+        let Some((seq, at, due)) = self.tail_watch else {
             return;
         };
-        if now_ns < at + FIRST_WAIT_NS {
+        if now_ns < due {
             return;
         }
         self.tail_watch = None;
