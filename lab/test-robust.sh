@@ -60,8 +60,9 @@
 #   opus-loss3  loss3 with an Opus stream (`bark stream --format OPUS`,
 #               160 kbit/s, 10 ms frames), at 60 ms (Opus's framing takes
 #               12.5 ms of the repair window: docs/BENCHMARKS.md "Opus"):
-#               every lost packet repaired in time (none concealed), no
-#               damaged window, dropouts ≤ 8 ms, skew p99 ≤ 50 µs.
+#               lost packets repaired in time (at most 8 not: those before
+#               the first Cookie), no damaged window, dropouts ≤ 8 ms,
+#               skew p99 ≤ 100 µs (held notes through the codec).
 #   wifi        the same on the Wi-Fi model (NetModel::wifi_station: bursty
 #               3 % loss, 20-200 ms stalls, a 150 ms outage every 5 s), two
 #               unicast receivers on bark.profile = wifi (250 ms): no
@@ -563,13 +564,22 @@ case_loss3() {
 case_opus-loss3() {
 	local id=$1 dir=$2
 	{
-		loss3_checks
+		# Skew: 100 µs. On music through Opus the window-by-window
+		# measure is limited by held notes whose high bands the codec
+		# quantizes (CI: 29 and 65 µs p99, p50 5 µs); Opus's sync is
+		# judged in test-opus.sh on a signal with timing detail (5-6 µs).
+		# Repair: a loss before the receiver's first Cookie cannot be
+		# asked for (CI once needed 18 Hellos at 3 % both ways, and 5
+		# packets before playback began were lost): at most 8.
+		echo 'SKEW_US = 100; DROPOUT_MS = 8'
+		wired_checks
 		cat <<-'EOF'
 		for r in ("rx1", "rx2"):
 		    c = load(r + ".json")["counters"]
 		    o = c["opus"]
 		    print(f"  {r}: opus {o}")
-		    need(o["concealed"] == 0 and o["invalid"] == 0 and o["decoded"] >= 0.99 * c["packets"], f"{r} decoded every Opus packet, concealed none")
+		    need(c["lost"] + c["late"] <= 8 and c["repaired"] >= 0.02 * c["packets"], f"{r} repaired ≥ 2 % of the packets, at most 8 not in time")
+		    need(o["concealed"] <= c["lost"] + c["late"] and o["invalid"] == 0 and o["decoded"] >= 0.99 * c["packets"], f"{r} decoded every Opus packet but those lost")
 		EOF
 	} >"$dir/checks.py"
 	wired "$id" "$dir" "--model loss --loss 3 --seed 31" "--model loss --loss 3 --seed 32" "" \

@@ -52,9 +52,12 @@ pub const DEFAULT_OPUS_KBPS: u32 = 160;
 /// frames cost more header bytes per second (docs/BENCHMARKS.md, "Opus").
 pub const DEFAULT_OPUS_FRAMES: u16 = 480;
 /// Packets the decoder stage holds, waiting for a hole before them to be
-/// repaired: 2.56 s of 10 ms frames, 640 ms of 2.5 ms ones. A packet
-/// further ahead conceals the oldest holes to make room.
-pub const STAGE_SLOTS: usize = 256;
+/// repaired: 2.56 s of 2.5 ms frames, more than the largest session
+/// latency (2 s). 1.3 MB of packet bytes per receiver.
+pub const STAGE_SLOTS: usize = 1024;
+/// A packet confirms a far one ([`Offer::TooFar`]) when its sequence
+/// number is at most this many after it.
+pub const OPUS_CONFIRM_SEQS: u64 = 8;
 
 /// An Opus stream's encoder settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +131,9 @@ pub struct OpusFrameEncoder {
     fill: usize,
     /// Frame index and pts (ns) of `acc`'s first frame.
     first: (u64, f64),
+    /// The frame index that continues what was pushed last, if anything
+    /// was: input that does not start there follows frames nobody sent.
+    expected: Option<u64>,
     out: Vec<u8>,
 }
 
@@ -182,6 +188,7 @@ impl OpusFrameEncoder {
             acc: vec![0.0; frames * channels_n as usize],
             fill: 0,
             first: (0, 0.0),
+            expected: None,
             out: vec![0; max_packet.clamp(1, MAX_OPUS_PACKET)],
         })
     }
@@ -201,24 +208,29 @@ impl OpusFrameEncoder {
         self.fill
     }
 
+    /// Whether input starting at frame index `frame` continues what was
+    /// pushed last (else [`OpusFrameEncoder::push`] drops the partly filled
+    /// frame and restarts).
+    pub fn continues(&self, frame: u64) -> bool {
+        self.expected.is_none_or(|e| e == frame)
+    }
+
     /// The last packet encoded ([`Encoded::len`] bytes of it).
     pub fn packet(&self, e: &Encoded) -> &[u8] {
         &self.out[..e.len.min(self.out.len())]
     }
 
-    /// Drops a partly filled frame and the encoder's history: after a gap
-    /// in the timeline (frames nobody sent) or digital silence that is not
-    /// sent, so that the next packet's lookahead holds silence, which is
-    /// what the frames before it were. Does not allocate.
-    pub fn reset(&mut self) {
-        self.fill = 0;
-        // OPUS_RESET_STATE cannot fail on a valid encoder.
-        let _ = self.enc.reset();
-    }
-
     /// Adds interleaved `samples` (whole frames; the first is frame
     /// `frame`, at `pts` ns, one frame every `period` ns), calling `done`
-    /// for every Opus frame they complete. Does not allocate.
+    /// for every Opus frame they complete. Input that does not continue
+    /// the last (frames nobody sent lie between: a pause of the sink, or
+    /// digital silence not sent) drops a partly filled frame and restarts
+    /// the encoder, whose next packet then starts with its lookahead of
+    /// silence, which is what came before; a receiver restarts its decoder
+    /// at the same packets, which are the ones whose frame index does not
+    /// follow the packet before ([`OpusDecoderStage::pop`]), so the two
+    /// stay in step. (The last partly filled frame before such a break is
+    /// not sent: an Opus frame leaves only when full.) Does not allocate.
     pub fn push(
         &mut self,
         frame: u64,
@@ -229,10 +241,19 @@ impl OpusFrameEncoder {
     ) {
         let ch = self.channels;
         let total = samples.len() / ch;
+        if total == 0 {
+            return;
+        }
+        if !self.continues(frame) {
+            self.fill = 0;
+            // OPUS_RESET_STATE cannot fail on a valid encoder.
+            let _ = self.enc.reset();
+        }
+        self.expected = Some(frame.wrapping_add(total as u64));
         let mut i = 0;
         while i < total {
             if self.fill == 0 {
-                self.first = (frame + i as u64, pts + i as f64 * period);
+                self.first = (frame.wrapping_add(i as u64), pts + i as f64 * period);
             }
             let n = (self.frames - self.fill).min(total - i);
             self.acc[self.fill * ch..(self.fill + n) * ch]
@@ -263,13 +284,31 @@ pub enum Offer {
     Duplicate,
     /// Its sequence number was decoded or concealed already.
     Late,
-    /// [`STAGE_SLOTS`] or more after the next one to decode: the ring has
-    /// no slot for it until the holes before are concealed
-    /// ([`OpusDecoderStage::pop`] with `conceal_before = u64::MAX`).
+    /// [`STAGE_SLOTS`] or more away from the next one to decode, ahead or
+    /// behind, and nothing confirms it yet: dropped. A genuine stream that
+    /// moved that far (a long loss, a sender that went back) sends another
+    /// packet near it, which confirms it: see [`Offer::Restarted`]. One
+    /// forged or corrupted sequence number therefore moves nothing.
     TooFar,
+    /// Confirmed a stream that moved by [`STAGE_SLOTS`] or more (the
+    /// packet before was [`Offer::TooFar`] and this one is just after
+    /// it): the stage restarted from this packet, which is stored.
+    Restarted,
     /// Not a valid Opus packet for the frames the header says: dropped
     /// (its frames are concealed when they are due).
     Invalid,
+}
+
+/// Where a packet's sequence number lies for the stage
+/// ([`OpusDecoderStage::screen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// Near the next one to decode: taken as usual.
+    Near,
+    /// Far, and nothing confirms it: dropped, nothing else touched.
+    Far,
+    /// Far, just after a far one: the stream moved; the stage restarts.
+    Restart,
 }
 
 /// A block of decoded frames ([`OpusDecoderStage::pop`]), whose samples are
@@ -298,6 +337,7 @@ pub struct OpusCounts {
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
+    used: bool,
     seq: u64,
     frame: u64,
     frames: u16,
@@ -309,7 +349,8 @@ struct Slot {
 }
 
 const EMPTY: Slot = Slot {
-    seq: u64::MAX,
+    used: false,
+    seq: 0,
     frame: 0,
     frames: 0,
     len: 0,
@@ -332,6 +373,9 @@ pub struct OpusDecoderStage {
     newest: Option<u64>,
     /// Frames of the last packet seen: a lost packet's duration.
     last_frames: u16,
+    /// A packet [`Offer::TooFar`] dropped, by sequence number: a stream
+    /// that moved there, if the next packet is near it.
+    candidate: Option<u64>,
     counts: OpusCounts,
 }
 
@@ -354,6 +398,7 @@ impl OpusDecoderStage {
             next: None,
             newest: None,
             last_frames: DEFAULT_OPUS_FRAMES,
+            candidate: None,
             counts: OpusCounts::default(),
         })
     }
@@ -367,6 +412,7 @@ impl OpusDecoderStage {
         self.slots.fill(EMPTY);
         self.next = None;
         self.newest = None;
+        self.candidate = None;
         let _ = self.mono.reset();
         let _ = self.stereo.reset();
     }
@@ -406,19 +452,70 @@ impl OpusDecoderStage {
             self.counts.invalid += 1;
             return Offer::Invalid;
         }
+        let screen = self.screen(seq);
+        self.offer_screened(screen, seq, frame, frames, payload)
+    }
+
+    /// Where sequence number `seq` lies for the stage, before anything
+    /// else of its packet is taken: near the next one to decode (within
+    /// [`STAGE_SLOTS`], or the stage has not begun), far, or far but just
+    /// after a far one ([`OPUS_CONFIRM_SEQS`]), which confirms a stream
+    /// that moved. Remembers a far one as the candidate (a near one
+    /// forgets it). A receiver screens every packet of its session with
+    /// this first, so that a far one it drops touches none of its own
+    /// bookkeeping either. Does not allocate.
+    pub fn screen(&mut self, seq: u64) -> Screen {
+        let Some((next_seq, _)) = self.next else {
+            return Screen::Near;
+        };
+        if seq.abs_diff(next_seq) < STAGE_SLOTS as u64 {
+            self.candidate = None;
+            return Screen::Near;
+        }
+        let confirms = self
+            .candidate
+            .is_some_and(|c| seq > c && seq - c <= OPUS_CONFIRM_SEQS);
+        self.candidate = Some(seq);
+        if confirms {
+            Screen::Restart
+        } else {
+            Screen::Far
+        }
+    }
+
+    /// [`OpusDecoderStage::offer`] of a packet already screened
+    /// ([`OpusDecoderStage::screen`]; `payload` checked with
+    /// [`OpusDecoderStage::valid`]). Does not allocate.
+    pub fn offer_screened(
+        &mut self,
+        screen: Screen,
+        seq: u64,
+        frame: u64,
+        frames: u16,
+        payload: &[u8],
+    ) -> Offer {
+        let mut result = Offer::Stored;
+        match screen {
+            Screen::Far => return Offer::TooFar,
+            Screen::Restart => {
+                let ch = self.channels as u8;
+                self.reset(ch);
+                self.next = Some((seq, frame));
+                result = Offer::Restarted;
+            }
+            Screen::Near => {}
+        }
         let (next_seq, _) = *self.next.get_or_insert((seq, frame));
         let k = (seq % STAGE_SLOTS as u64) as usize;
-        if self.slots[k].seq == seq {
+        if self.slots[k].used && self.slots[k].seq == seq {
             // Stored, or decoded and still remembered.
             return Offer::Duplicate;
         }
         if seq < next_seq {
             return Offer::Late;
         }
-        if seq - next_seq >= STAGE_SLOTS as u64 {
-            return Offer::TooFar;
-        }
         self.slots[k] = Slot {
+            used: true,
             seq,
             frame,
             frames,
@@ -429,7 +526,7 @@ impl OpusDecoderStage {
             .copy_from_slice(payload);
         self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
         self.last_frames = frames;
-        Offer::Stored
+        result
     }
 
     /// The next block of PCM in sequence order, if one is ready: the next
@@ -452,9 +549,15 @@ impl OpusDecoderStage {
         } else {
             &mut self.stereo
         };
-        if slot.seq == seq && !slot.done {
+        if slot.used && slot.seq == seq && !slot.done {
             self.slots[k].done = true;
             let n = slot.frames as usize;
+            if slot.frame != frame {
+                // Frames nobody sent lie before this packet (or it follows a
+                // concealed one that was the first after them): its encoder
+                // restarted there (`OpusFrameEncoder::push`), so does ours.
+                let _ = dec.reset();
+            }
             let data = &self.bytes[k * MAX_OPUS_PACKET..k * MAX_OPUS_PACKET + slot.len as usize];
             let out = &mut self.pcm[..n * ch];
             let concealed = match dec.decode_float_to_slice(data, out, false) {
@@ -469,7 +572,7 @@ impl OpusDecoderStage {
                     true
                 }
             };
-            self.next = Some((seq + 1, slot.frame + n as u64));
+            self.next = Some((seq.saturating_add(1), slot.frame.wrapping_add(n as u64)));
             return Some(Block {
                 frame: slot.frame,
                 frames: n,
@@ -485,7 +588,7 @@ impl OpusDecoderStage {
         let n = self.last_frames as usize;
         conceal(dec, &mut self.pcm[..n * ch]);
         self.counts.concealed += 1;
-        self.next = Some((seq + 1, frame + n as u64));
+        self.next = Some((seq.saturating_add(1), frame.wrapping_add(n as u64)));
         Some(Block {
             frame,
             frames: n,
@@ -707,6 +810,90 @@ mod tests {
         st.offer(far, far * 480, 480, &pkts[2].1);
         let b = st.pop(0).unwrap();
         assert_eq!((b.frame, b.concealed), (480, true));
+    }
+
+    #[test]
+    fn one_far_sequence_number_moves_nothing_two_near_each_other_do() {
+        let (_, pkts) = encode(4_800, &OpusConfig::default());
+        let mut st = OpusDecoderStage::new().unwrap();
+        st.reset(2);
+        for s in 0..2u64 {
+            st.offer(s, s * 480, 480, &pkts[s as usize].1);
+            assert!(!st.pop(0).unwrap().concealed);
+        }
+        // A forged packet far ahead, and one far behind: dropped.
+        assert_eq!(st.offer(5_000, 0, 480, &pkts[2].1), Offer::TooFar);
+        assert_eq!(st.offer(u64::MAX, 0, 480, &pkts[2].1), Offer::TooFar);
+        // The stream goes on as if nothing came.
+        assert_eq!(st.offer(2, 960, 480, &pkts[2].1), Offer::Stored);
+        assert_eq!(
+            st.pop(0).map(|b| (b.frame, b.concealed)),
+            Some((960, false))
+        );
+        // A stream that really moved: a second packet just after the first.
+        assert_eq!(st.offer(9_000, 90_000, 480, &pkts[3].1), Offer::TooFar);
+        assert_eq!(st.offer(9_001, 90_480, 480, &pkts[4].1), Offer::Restarted);
+        assert_eq!(st.pop(0).map(|b| b.frame), Some(90_480));
+    }
+
+    /// After frames nobody sent, encoder and decoder restart at the same
+    /// packet: the first one after the break plays at the input's level
+    /// (a decoder that kept its history, against an encoder that did not,
+    /// played it about 35 dB too quiet).
+    #[test]
+    fn encoder_and_decoder_restart_together_after_a_break() {
+        let cfg = OpusConfig::default();
+        let mut e = OpusFrameEncoder::new(2, &cfg, 1400).unwrap();
+        let mut st = OpusDecoderStage::new().unwrap();
+        st.reset(2);
+        let tone: Vec<f32> = (0..1024)
+            .flat_map(|i| {
+                let v = (i as f32 * 0.07).sin() * 0.5;
+                [v, v]
+            })
+            .collect();
+        let silence = vec![0f32; 2048];
+        let mut seq = 0u64;
+        let mut rms_after = Vec::new();
+        // Music, silence (sent, then a break as if suppressed), music.
+        for (k, (first, buf)) in [
+            (0u64, &tone),
+            (1024, &tone),
+            (2048, &silence),
+            (3072, &silence),
+            (100_000, &tone),
+            (101_024, &tone),
+            (102_048, &tone),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.push(first, 0.0, 1.0, buf, &mut |e, x| {
+                assert_eq!(st.offer(seq, x.frame, 480, e.packet(&x)), Offer::Stored);
+                seq += 1;
+                while let Some(b) = st.pop(0) {
+                    if k >= 4 {
+                        let p = st.pcm(&b);
+                        let rms = (p.iter().map(|v| v * v).sum::<f32>() / p.len() as f32).sqrt();
+                        rms_after.push(rms);
+                    }
+                }
+            });
+        }
+        // The first packet after the break: its lookahead of silence, then
+        // the tone at its level (0.35 rms) within 3 dB.
+        assert!(rms_after.len() >= 4, "{rms_after:?}");
+        let want = 0.5 / 2f32.sqrt();
+        for r in &rms_after[1..] {
+            assert!(*r > want * 0.7 && *r < want * 1.4, "{rms_after:?}");
+        }
+        // (Its first 120 frames are the lookahead's silence: 0.87 of the
+        // level at most; a decoder restarted against an encoder that was
+        // not would overshoot instead.)
+        assert!(
+            rms_after[0] > want * 0.5 && rms_after[0] < want * 1.1,
+            "first packet after the break: {rms_after:?}"
+        );
     }
 
     #[test]

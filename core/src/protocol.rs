@@ -18,6 +18,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 16;
 /// Bytes of the audio header (common header included) before the payload.
 pub const AUDIO_HEADER_LEN: usize = 60;
+/// Largest frame index an audio packet may carry (2^62: 3 million years
+/// at 48 kHz), so that a frame index plus a packet's or a ring's frames
+/// never overflows; a larger one is malformed.
+pub const MAX_FRAME_INDEX: u64 = 1 << 62;
 /// Bytes of a time request or reply (common header included).
 pub const TIME_LEN: usize = 48;
 /// Bytes of a sync message with its announcement (common header included).
@@ -811,8 +815,9 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
     if sample == SampleFormat::Opus {
         // One Opus packet (RFC 6716 §3.2.1: 1 to 1275 bytes); its TOC is
         // checked against `frames` by the decoder stage.
-        crate::opus::check_format(rate, channels)
-            .map_err(|_| Error::Malformed("Opus audio not 48 kHz mono or stereo"))?;
+        if rate != crate::opus::OPUS_RATE || channels > crate::opus::OPUS_MAX_CHANNELS {
+            return Err(Error::Malformed("Opus audio not 48 kHz mono or stereo"));
+        }
         let len = d.len() - AUDIO_HEADER_LEN;
         if len == 0 || len > crate::opus::MAX_OPUS_PACKET {
             return Err(Error::Malformed("Opus payload length out of range"));
@@ -823,6 +828,9 @@ fn parse_audio(d: &[u8]) -> Result<AudioPacket<'_>, Error> {
     let stream_id = u64_at(d, 8);
     if stream_id == 0 {
         return Err(Error::Malformed("audio from stream id 0"));
+    }
+    if u64_at(d, 24) > MAX_FRAME_INDEX {
+        return Err(Error::Malformed("audio frame index beyond 2^62"));
     }
     if d[55] & !(AUDIO_RESENT | AUDIO_LAST_OF_BUFFER) != 0 {
         return Err(Error::Malformed("audio with reserved flag bits set"));

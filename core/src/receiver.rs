@@ -23,7 +23,7 @@ use crate::drift::{Action, DriftController};
 use crate::fec::FecDecoder;
 use crate::format::{AudioFormat, SampleFormat, MAX_RATE};
 use crate::jitter::{Insert, JitterBuffer, Samples};
-use crate::opus::{Offer, OpusDecoderStage};
+use crate::opus::{Offer, OpusDecoderStage, Screen};
 use crate::protocol::{
     self, Packet, Role, StatusCounters, StatusPacket, TimePacket, FEC_MAX_SHARD, STATUS_ACTIVE,
     STATUS_LATE,
@@ -351,10 +351,11 @@ struct Session {
     /// Its sender marks the last packet of each sink buffer
     /// ([`protocol::AUDIO_LAST_OF_BUFFER`]).
     marks_buffers: bool,
-    /// An Opus session's pace: when its newest packet came (local ns), the
-    /// longest recent gap between newest packets (ns, decaying), and how
-    /// many gaps went into it ([`Receiver::watch_tail`]).
-    pace: (Option<u64>, f64, u32),
+    /// An Opus session's pace: when its newest packet came (local ns) and
+    /// whether it was its buffer's last, the longest recent gap from a
+    /// buffer's last packet to the next (ns, decaying), and how many gaps
+    /// went into it ([`Receiver::watch_tail`]).
+    pace: (Option<(u64, bool)>, f64, u32),
 }
 
 /// The receiver state machine.
@@ -720,11 +721,23 @@ impl Receiver {
                 {
                     self.set_format(h.format);
                 }
+                let screen = if h.format.sample == SampleFormat::Opus {
+                    self.opus.screen(h.seq)
+                } else {
+                    Screen::Near
+                };
+                if screen == Screen::Far {
+                    // One sequence number far from the stream's, not (yet)
+                    // confirmed by a second: nothing of it is taken.
+                    return Err(Error::Malformed(
+                        "Opus sequence number far from the followed stream's",
+                    ));
+                }
                 self.last_heard = now_ns;
-                self.insert_audio(now_ns, &h, a.payload, a.resent);
+                self.insert_audio(now_ns, &h, a.payload, a.resent, screen);
                 // Resends too: one that becomes the newest and is not a
                 // buffer's last leaves the rest of that buffer to watch.
-                self.watch_tail(now_ns, h.seq, a.last_of_buffer);
+                self.watch_tail(now_ns, h.seq, a.last_of_buffer, a.resent);
                 if let Some(f) = self.fec.as_mut() {
                     f.source(now_ns, h.seq, data);
                     self.take_rebuilt(now_ns, from);
@@ -913,6 +926,7 @@ impl Receiver {
         h: &protocol::AudioHeader,
         payload: &[u8],
         resent: bool,
+        screen: Screen,
     ) {
         self.note_gap(now_ns, h);
         let was_missing = if self.rebuilding {
@@ -979,24 +993,13 @@ impl Receiver {
         s.max_frames = s.max_frames.max(h.frames as u64);
         if s.newest.is_none_or(|(seq, _)| h.seq > seq) {
             s.newest = Some((h.seq, end));
-            if !resent {
-                // The pace of newest packets; a pause is not a gap.
-                if let Some(gap) = s.pace.0.map(|t| now_ns.saturating_sub(t) as f64) {
-                    if gap < PACE_MAX_GAP_NS {
-                        s.pace.1 = gap.max(s.pace.1 * PACE_DECAY);
-                        s.pace.2 = s.pace.2.saturating_add(1);
-                    }
-                }
-                s.pace.0 = Some(now_ns);
-            }
         }
         let mut result = if h.format.sample == SampleFormat::Opus {
             let (r, concealed) = offer_opus(
                 &mut self.opus,
                 &mut self.jitter,
                 &self.mix.3,
-                h,
-                payload,
+                (h, payload, screen),
                 keep_from,
             );
             self.counters.concealed_frames += concealed;
@@ -1111,22 +1114,36 @@ impl Receiver {
     /// newest and not marked as the buffer's last; for an Opus session,
     /// whose packets a short sink cycle sends one at a time, also for the
     /// next one when the session's pace says it is overdue.
-    fn watch_tail(&mut self, now_ns: u64, seq: u64, last: bool) {
+    fn watch_tail(&mut self, now_ns: u64, seq: u64, last: bool, resent: bool) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
         s.marks_buffers |= last;
         if s.newest.is_some_and(|(newest, _)| newest == seq) {
             let opus = s.format.is_some_and(|f| f.sample == SampleFormat::Opus);
+            if opus && !resent {
+                // The pace between buffers: the gap after a buffer's last
+                // packet to the next packet (a pause is not a gap).
+                if let Some((t, true)) = s.pace.0 {
+                    let gap = now_ns.saturating_sub(t) as f64;
+                    if gap < PACE_MAX_GAP_NS {
+                        s.pace.1 = gap.max(s.pace.1 * PACE_DECAY);
+                        s.pace.2 = s.pace.2.saturating_add(1);
+                    }
+                }
+                s.pace.0 = Some((now_ns, last));
+            }
             self.tail_watch = if !last && s.marks_buffers {
                 Some((seq, now_ns, now_ns + FIRST_WAIT_NS))
-            } else if opus && s.pace.2 >= PACE_GAPS {
+            } else if opus && last && s.pace.2 >= PACE_GAPS {
                 // A sink cycle shorter than an Opus frame sends one packet
                 // or none, each its buffer's last: a lost one would show
                 // only when the next comes, a frame later. The stream's own
-                // pace says sooner when the next one is overdue.
-                let wait = (s.pace.1 * PACE_SLACK) as u64 + FIRST_WAIT_NS;
-                Some((seq, now_ns, now_ns + wait))
+                // pace says sooner when the next one is overdue. (Waited
+                // for from then, so that one merely late teaches repair no
+                // reordering delay.)
+                let due = now_ns + (s.pace.1 * PACE_SLACK) as u64 + FIRST_WAIT_NS;
+                Some((seq, due, due))
             } else {
                 None
             };
@@ -1509,10 +1526,16 @@ impl Receiver {
         if self.opus.waiting() {
             // An Opus packet is missing before others: conceal it now if
             // this buffer reads its frames (repair had until now).
-            let from = if self.playing { self.x } else { target };
-            let reach = from + frames as f64 * r0 * 1.01 + (AFTER + FADE_FRAMES) as f64;
-            let keep_from = (from.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64;
-            let (concealed, _) = drain_opus(
+            // (A jump of the drift controller may move to the target:
+            // reach the further, keep from the nearer.)
+            let (near, far_pos) = if self.playing {
+                (self.x.min(target), self.x.max(target))
+            } else {
+                (target, target)
+            };
+            let reach = far_pos + frames as f64 * r0 * 1.01 + (AFTER + FADE_FRAMES) as f64;
+            let keep_from = (near.floor() as i64 - (BEFORE + FADE_FRAMES) as i64).max(0) as u64;
+            let (concealed, far) = drain_opus(
                 &mut self.opus,
                 &mut self.jitter,
                 &self.mix.3,
@@ -1520,6 +1543,10 @@ impl Receiver {
                 keep_from,
             );
             self.counters.concealed_frames += concealed;
+            if far {
+                // The stream moved on: restart from where it is now.
+                self.playing = false;
+            }
         }
         let mut jumped_from = None;
         if !self.playing {
@@ -1799,42 +1826,34 @@ impl Receiver {
     }
 }
 
-/// Offers an Opus packet to the decoder stage and stores in `jitter`
-/// whatever PCM it then has ready in sequence order (nothing concealed:
-/// the playback position decides that, [`Receiver::fill`]). Returns what
-/// became of the packet, as [`JitterBuffer::insert`] would say, and the
-/// frames concealed to make room (a packet [`crate::opus::STAGE_SLOTS`]
-/// ahead of a hole). `TooFar`: the stream moved on by more than the ring
-/// holds; the stage restarted from this packet. Does not allocate.
+/// Offers an Opus packet (its header, payload, and where its sequence
+/// number lies: [`OpusDecoderStage::screen`]) to the decoder stage and
+/// stores in `jitter`
+/// whatever PCM it then has ready in sequence order (holes are concealed
+/// by the playback position, [`Receiver::fill`], or to make room in a full
+/// ring). Returns what became of the packet, as [`JitterBuffer::insert`]
+/// would say, and the frames concealed. `TooFar`: the stream moved on by
+/// more than the ring holds (confirmed by a second packet); the stage
+/// restarted from this packet. Does not allocate.
 fn offer_opus(
     stage: &mut OpusDecoderStage,
     jitter: &mut JitterBuffer,
     mix: &ChannelMix,
-    h: &protocol::AudioHeader,
-    payload: &[u8],
+    (h, payload, screen): (&protocol::AudioHeader, &[u8], Screen),
     keep_from: u64,
 ) -> (Insert, u64) {
-    let mut concealed = 0;
-    let mut offer = stage.offer(h.seq, h.frame, h.frames, payload);
-    if offer == Offer::TooFar {
-        concealed += drain_opus(stage, jitter, mix, u64::MAX, keep_from).0;
-        offer = stage.offer(h.seq, h.frame, h.frames, payload);
-    }
-    let mut moved = false;
-    if offer == Offer::TooFar {
-        stage.reset(h.format.channels);
-        offer = stage.offer(h.seq, h.frame, h.frames, payload);
-        moved = true;
-    }
-    let (c, far) = drain_opus(stage, jitter, mix, 0, keep_from);
-    concealed += c;
+    let offer = stage.offer_screened(screen, h.seq, h.frame, h.frames, payload);
+    let (concealed, far) = drain_opus(stage, jitter, mix, 0, keep_from);
     let r = match offer {
-        _ if moved || far => Insert::TooFar,
+        Offer::Restarted => Insert::TooFar,
+        _ if far => Insert::TooFar,
         Offer::Stored => Insert::New,
         Offer::Duplicate => Insert::Duplicate,
-        Offer::Late => Insert::Late,
+        // Far from the stream and unconfirmed (a forgery moves nothing),
+        // or behind what was decoded: not played.
+        Offer::Late | Offer::TooFar => Insert::Late,
         // Checked before (`OpusDecoderStage::valid`).
-        Offer::Invalid | Offer::TooFar => Insert::Duplicate,
+        Offer::Invalid => Insert::Duplicate,
     };
     (r, concealed)
 }

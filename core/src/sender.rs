@@ -450,20 +450,13 @@ impl Sender {
                     self.frame += gap.round() as u64;
                 }
             }
-            if let Some(e) = self.opus.as_mut() {
-                // Frames nobody sent lie between: the encoder's history
-                // and a partly filled frame belong before them.
-                e.reset();
-            }
         }
         let period = self.dll.period();
         self.next_time = Some(u.time as f64 + frames as f64 * period);
         if self.suppressing {
             // The timeline runs on; the frames are counted, not sent.
+            // (An Opus encoder restarts where its input resumes.)
             self.frame += frames as u64;
-            if let Some(e) = self.opus.as_mut() {
-                e.reset();
-            }
             return;
         }
         if self.opus.is_some() {
@@ -518,7 +511,12 @@ impl Sender {
         let shift = enc.lookahead() as f64 * period;
         // The packets this buffer completes; the last is marked as the
         // buffer's last (repair watches for a lost tail by it).
-        let mut left = (enc.pending() + frames) / enc.frames();
+        let pending = if enc.continues(self.frame) {
+            enc.pending()
+        } else {
+            0
+        };
+        let mut left = (pending + frames) / enc.frames();
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(self.packet_frames);

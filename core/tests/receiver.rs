@@ -589,3 +589,80 @@ fn settings_from_a_controller_switch_stream_scale_volume_and_keep_a_negative_del
     }
     assert_eq!(rx.session(), Some(10), "switched off, the session is kept");
 }
+
+/// An Opus stream (`audio.format = OPUS`) with forged packets of its own
+/// session: valid Opus payloads whose sequence numbers lie far ahead of
+/// the stream's (each too far from the last to confirm it). Every one is
+/// refused before anything of it is taken: the stream plays on with
+/// nothing lost, late or concealed (a far sequence number once restarted
+/// the decoder stage and left every genuine packet "late" for minutes).
+#[test]
+fn forged_far_sequence_numbers_do_not_move_an_opus_stream() {
+    let mut rx = Receiver::new(ReceiverConfig::default()).unwrap();
+    let opus = Sender::new(SenderConfig {
+        session_id: 1,
+        stream: "default".into(),
+        latency_ns: 40_000_000,
+        format: AudioFormat {
+            sample: bark_core::SampleFormat::Opus,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let mut senders: [(Sender, Gen); 1] = [(opus, &sine)];
+    // A payload the decoder takes: a real Opus packet of 480 frames.
+    let cfg = bark_core::opus::OpusConfig::default();
+    let mut enc = bark_core::opus::OpusFrameEncoder::new(2, &cfg, 1275).unwrap();
+    let mut payload = Vec::new();
+    enc.push(0, 0.0, 1.0, &[0.3; 960], &mut |e, x| {
+        payload = e.packet(&x).to_vec()
+    });
+    let mut refused = 0;
+    let mut pkt = vec![0u8; 2048];
+    let mut decoded_at_150 = 0;
+    let out = run(&mut senders, &mut rx, 400, &mut |c, rx| {
+        if c == 150 {
+            decoded_at_150 = rx.opus().decoded;
+        }
+        if !(150..250).contains(&c) {
+            return;
+        }
+        let now = 1_000_000_000 + (c as f64 * Q as f64 * 1e9 / RATE) as u64;
+        let h = protocol::AudioHeader {
+            positions: Default::default(),
+            stream_id: 1,
+            seq: 5_000 + 100 * c as u64,
+            frame: (c * Q) as u64,
+            pts: now as i64 - 5_000_000,
+            format: AudioFormat {
+                sample: bark_core::SampleFormat::Opus,
+                ..Default::default()
+            },
+            latency_us: 2_000_000,
+            name_hash: protocol::stream_hash("default"),
+            priority: 0,
+            frames: 480,
+        };
+        let n = protocol::write_audio_payload(&mut pkt, &h, &payload).unwrap();
+        if rx.handle_packet(now, &pkt[..n], addr(1)).is_err() {
+            refused += 1;
+        }
+    });
+    assert_eq!(refused, 100, "every forged packet refused");
+    assert!(rx.playing());
+    let c = rx.counters();
+    assert_eq!((c.lost, c.late, c.latency_us), (0, 0, 40_000), "{c:?}");
+    let o = rx.opus();
+    assert_eq!(o.concealed, 0, "{o:?}");
+    // Decoding went on through the forgeries and after: cycles 150..400
+    // are 64 000 frames, 133 packets of 480.
+    assert!(
+        o.decoded >= decoded_at_150 + 120,
+        "{o:?} (at cycle 150: {decoded_at_150})"
+    );
+    assert!(
+        out[out.len() - 512..].iter().any(|v| v.abs() > 0.1),
+        "silent at the end"
+    );
+}
