@@ -21,6 +21,9 @@
 #     must follow the new session); a receiver's pulseaudio, then the
 #     sender's, is killed and restarted (bark-pulse must reconnect, same
 #     PID; the sender reloads its sink). Then recorded.
+#  5. opus: bark-pulse's sink sending Opus (format = "OPUS", 160 kbit/s,
+#     10 ms frames) to a bark-pulse receiver and a PipeWire one (issue 17:
+#     every front end offers Opus), with clock errors.
 #
 # Limits per case: every receiver's fidelity ≥ 0.9, no dropouts or jumps
 # (beyond those within a stall of the machine itself: bark-lab-stalls),
@@ -104,6 +107,8 @@ case_run pw-to-pa --sender pw --receivers pa,pa,pw --seconds 20 "${drift[@]}"
 case_run pipewire-pulse --sender pp --receivers pw,pa,pp --seconds 15
 case_run recovery --sender pa --receivers pa,pw --seconds 10 --crash-sender --restart-pa h1 --restart-pa h0 \
 	--host-env h1:BARK_TEST_CLOCK=-300000,-60
+case_run opus --sender pa --receivers pa,pw --seconds 15 --sender-arg --format --sender-arg OPUS \
+	--host-env h2:BARK_TEST_CLOCK=150000,80
 if [[ -n $(ip netns list | grep -E '^bark[pq][0-9]+-' || true) ]]; then
 	echo "pulse lab: namespaces left behind:"; ip netns list | grep -E '^bark[pq][0-9]+-'
 	failed=$((failed + 1))

@@ -63,6 +63,9 @@
 #               lost packets repaired in time (at most 8 not: those before
 #               the first Cookie), no damaged window, dropouts ≤ 8 ms,
 #               skew p99 ≤ 100 µs (held notes through the codec).
+#   opus-unicast  unicast with an Opus stream (`--format OPUS`): the same
+#               limits, and every receiver (subscribed, listed, on the
+#               group) decoded every Opus packet, none invalid.
 #   wifi        the same on the Wi-Fi model (NetModel::wifi_station: bursty
 #               3 % loss, 20-200 ms stalls, a 150 ms outage every 5 s), two
 #               unicast receivers on bark.profile = wifi (250 ms): no
@@ -455,8 +458,12 @@ case_flap() {
 }
 
 case_unicast() {
-	local id=$1 dir=$2 r1 r2 r3 r4 t
-	cat >"$dir/checks.py" <<-'EOF'
+	unicast_checks >"$2/checks.py"
+	unicast_run "$1" "$2" ""
+}
+
+unicast_checks() {
+	cat <<-'EOF'
 	a = load("analysis.json"); tx = load("tx.json")
 	subs = tx["subscriptions"]; audio = tx["tx"]["audio"]["packets"]; copies = tx["tx"]["fanout"]["packets"]
 	print(f"  sender: subscriptions {subs}, {audio} audio packets, {copies} unicast copies")
@@ -480,6 +487,25 @@ case_unicast() {
 	        need(sub is not None and sub["sessions"] == 1 and sub["cookies"] >= 1, f"{r['label']} subscribed to one session")
 	skew_within_100us(a)
 	EOF
+}
+
+case_opus-unicast() {
+	{
+		unicast_checks
+		cat <<-'EOF'
+		for r in ("rx1", "rx2", "rx3", "rx4"):
+		    c = load(r + ".json")["counters"]; o = c["opus"]
+		    print(f"  {r}: opus {o}")
+		    need(o["invalid"] == 0 and o["concealed"] <= c["lost"] + c["late"] and o["decoded"] >= 0.99 * c["packets"], f"{r} decoded every Opus packet")
+		EOF
+	} >"$2/checks.py"
+	unicast_run "$1" "$2" "--format OPUS"
+}
+
+# unicast_run ID DIR TX_ARGS: the unicast case's hosts, with TX_ARGS
+# (words) added to the sender's; DIR/checks.py is the caller's.
+unicast_run() {
+	local id=$1 dir=$2 r1 r2 r3 r4 t
 	lab_up "$id" 5 2>>"$out/lab.log" || return 1
 	r1=$(rx "$id" 1 rx1 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010")
 	r2=$(rx "$id" 2 rx2 "$dir" 26 --sender "$BARK_LAB_SUBNET.1:4010" --profile wifi)
@@ -487,8 +513,9 @@ case_unicast() {
 	# rx4 neither joins nor subscribes: the sender lists its address.
 	r4=$(rx "$id" 4 rx4 "$dir" 26 --source-ip "$BARK_LAB_SUBNET.5")
 	sleep 1
+	# shellcheck disable=SC2086 # words by design
 	t=$(tx "$id" 0 tx "$dir" 20 "$out/music-a.wav" --control-port 4010 \
-		--destination-ip "$group,$BARK_LAB_SUBNET.5")
+		--destination-ip "$group,$BARK_LAB_SUBNET.5" $3)
 	lab_wait_pids 60 "$t" "$r1" "$r2" "$r3" "$r4" || return 1
 	analyze "$dir" tx rx1 rx2 rx3 rx4
 }
@@ -619,7 +646,7 @@ case_wifi() {
 		"--sender $BARK_LAB_SUBNET.1:4010 --profile wifi" "--control-port 4010"
 }
 
-all=(loss5 partition restart join two hostile flap unicast loss3 wifi opus-loss3)
+all=(loss5 partition restart join two hostile flap unicast loss3 wifi opus-loss3 opus-unicast)
 cases=("$@")
 ((${#cases[@]})) || cases=("${all[@]}")
 passed=0 failed=0 retried=() failures=()

@@ -743,8 +743,8 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     log::info!(
         "{}; {} frames/packet, session {session_id:016x}, time requests on {local}, command port {}{}",
         cfg.summary(),
-        cmd.port(),
         ep.sender().packet_frames(),
+        cmd.port(),
         start.key_note()
     );
     let net = Net {
