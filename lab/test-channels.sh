@@ -70,35 +70,8 @@ conf_with() {
 	done
 }
 
-# check ANALYSIS.JSON NAME MAX_SKEW_US MIN_FIDELITY: every receiver's
-# latency, fidelity and dropouts, every pair's skew.
-check() {
-	python3 - "$@" <<-'PY'
-		import json, sys
-		d = json.load(open(sys.argv[1]))
-		name, max_skew, min_fid = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-		bad = []
-		for r in d["receivers"]:
-		    lab = r["label"]
-		    lat = (r["latency_ms"] or {}).get("p50")
-		    fid = (r["fidelity"] or {}).get("mean")
-		    stalled = r.get("dropouts_in_stalls", 0) + r.get("jumps_in_stalls", 0)
-		    drops = r["dropouts"] + r["jumps"] - stalled
-		    print(f"  {lab}: latency {lat} ms, fidelity {fid}, dropouts+jumps {drops} (and {stalled} in machine stalls)")
-		    if lat is None or abs(lat - 40.0) > 0.5: bad.append(f"{lab} latency {lat} not 40 +- 0.5 ms")
-		    if fid is None or fid < min_fid: bad.append(f"{lab} fidelity {fid} < {min_fid}")
-		    if drops: bad.append(f"{lab}: {drops} dropouts/jumps")
-		for p in d["pairs"]:
-		    k = (p["abs_skew_us"] or {}).get("p99")
-		    out = p.get("unreliable_windows", 0)
-		    print(f"  skew {p['b']} - {p['a']}: p99 {k} us over {p['windows']} windows, {out} left out as unmeasurable (limit {max_skew:.0f})")
-		    if k is None or k > max_skew or p["windows"] < 20: bad.append(f"skew {p['b']}-{p['a']} p99 {k} us")
-		    # Left out windows must stay the exception.
-		    if out > 0.1 * p["windows"]: bad.append(f"skew {p['b']}-{p['a']}: {out} of {p['windows']} windows unmeasurable")
-		for b in bad: print(f"{name}: FAIL {b}")
-		sys.exit(1 if bad else 0)
-	PY
-}
+# check ANALYSIS.JSON NAME MAX_SKEW_US MIN_FIDELITY: lab/session-check.py.
+check() { python3 "$here/session-check.py" "$@"; }
 
 # not_matched ANALYSIS.JSON NAME: every receiver compared with another
 # receiver's channel matched nothing, or poorly.

@@ -54,32 +54,8 @@ session() {
 		--receivers 2 "${clocks[@]}" --seconds "$secs" "$@" >"$o.log" 2>&1
 }
 
-# check ANALYSIS.JSON NAME MAX_SKEW_US MIN_FIDELITY: every receiver's
-# latency, fidelity and dropouts; the pair's skew unless MAX_SKEW_US is -.
-check() {
-	python3 - "$@" <<-'PY'
-		import json, sys
-		d = json.load(open(sys.argv[1]))
-		name, max_skew, min_fid = sys.argv[2], sys.argv[3], float(sys.argv[4])
-		bad = []
-		for r in d["receivers"]:
-		    lab = r["label"]
-		    lat = (r["latency_ms"] or {}).get("p50")
-		    fid = r["fidelity"] or {}
-		    stalled = r.get("dropouts_in_stalls", 0) + r.get("jumps_in_stalls", 0)
-		    drops = r["dropouts"] + r["jumps"] - stalled
-		    print(f"  {lab}: latency {lat} ms, fidelity mean {fid.get('mean')} min {fid.get('min')}, {r['windows']} windows, dropouts+jumps {drops} (and {stalled} in machine stalls)")
-		    if lat is None or abs(lat - 40.0) > 0.5: bad.append(f"{lab} latency {lat} not 40 +- 0.5 ms")
-		    if fid.get("mean") is None or fid["mean"] < min_fid: bad.append(f"{lab} fidelity {fid.get('mean')} < {min_fid}")
-		    if drops: bad.append(f"{lab}: {drops} dropouts/jumps")
-		for p in d["pairs"]:
-		    k = (p["abs_skew_us"] or {}).get("p99")
-		    print(f"  skew {p['b']} - {p['a']}: p99 {k} us over {p['windows']} windows")
-		    if max_skew != "-" and (k is None or k > float(max_skew)): bad.append(f"skew p99 {k} us > {max_skew}")
-		for b in bad: print(f"{name}: FAIL {b}")
-		sys.exit(1 if bad else 0)
-	PY
-}
+# check ANALYSIS.JSON NAME MAX_SKEW_US MIN_FIDELITY: lab/session-check.py.
+check() { python3 "$here/session-check.py" "$@"; }
 
 try_music() {
 	session "$1" "$dir/sink-opus.conf" 20 || return 1

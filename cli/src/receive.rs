@@ -215,16 +215,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     .context("--command-port")?;
     ep.receiver_mut().set_settings(&initial, cmd.port(), true);
     let (_advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: bark_core::protocol::Role::Receiver,
-            node_name: a.node_name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: cmd.port(),
-            control_port: None,
-            key_id: auth.key().map(|k| k.id().to_string()),
-        },
+        &cmd.advert(&a.node_name, None, auth.key()),
         a.sender
             .unwrap_or(SocketAddrV4::new(a.net.source_ip, a.net.port)),
         ifname,

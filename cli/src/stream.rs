@@ -260,6 +260,9 @@ pub fn run(a: &StreamArgs) -> Result<()> {
         node_id,
     )
     .map_err(|e| anyhow!("{e}"))?;
+    if let Some(w) = ep.sender().fec_advice() {
+        log::warn!("{w}");
+    }
     let (first, more) = bark_core::settings::destinations(&a.net.destination_ip)
         .map_err(|why| anyhow!("--destination-ip {}: {why}", a.net.destination_ip))?;
     let dest = SocketAddrV4::new(first, a.net.port);
@@ -290,16 +293,11 @@ pub fn run(a: &StreamArgs) -> Result<()> {
     .context("--command-port")?;
     ep.sender_mut().set_settings(&initial, cmd.port());
     let (_advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: bark_core::protocol::Role::Sender,
-            node_name: a.node_name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: cmd.port(),
-            control_port: sock.local_addr().ok().map(|l| l.port()),
-            key_id: auth.key().map(|k| k.id().to_string()),
-        },
+        &cmd.advert(
+            &a.node_name,
+            sock.local_addr().ok().map(|l| l.port()),
+            auth.key(),
+        ),
         dest,
         a.net.local_ifname.as_deref(),
         &bark_io::node::hostname(),

@@ -628,6 +628,16 @@ impl Responder {
         self.port
     }
 
+    /// The node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// Counts so far.
     pub fn counts(&self) -> &CommandCounts {
         &self.counts

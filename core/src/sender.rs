@@ -63,6 +63,15 @@ pub const IDLE_AFTER_NS: u64 = 200_000_000;
 /// the frames not sent as silence, and the first one after them at its
 /// instant; shorter silences inside music are sent as they are.
 pub const SILENCE_HOLD_NS: u64 = 250_000_000;
+/// What a receiver needs after a rebuilt packet is in hand, ns (30 ms),
+/// for [`Sender::fec_advice`]: its output quantum, downstream latency and
+/// margin ([`crate::receiver::NEED_MARGIN_NS`]), 17-28 ms for the
+/// simulator's receivers (256-512-frame quanta, 5.8 ms downstream), with
+/// room for a rebuild's own delay: their rebuilt Opus packets of a
+/// 42.5 ms block came in time at 80 ms, not all at 70
+/// (docs/BENCHMARKS.md, "Opus and FEC").
+pub const FEC_RECEIVER_ROOM_NS: u64 = 30_000_000;
+
 /// Default for [`SenderConfig::max_latency_ns`]: the session latency rises
 /// to cover the slowest receiver's output up to 1 s (a Bluetooth speaker's
 /// 150–250 ms with room to spare), ns.
@@ -372,6 +381,48 @@ impl Sender {
         &self.cfg
     }
 
+    /// Whether FEC can rebuild this Opus stream's packets in time at its
+    /// base latency (`sess.latency.msec`): `None` if so (or if it is not
+    /// Opus with FEC), else a warning naming the latency it needs and the
+    /// Opus frame that would fit, for the front end to log once at start.
+    /// A block of `k` Opus packets is whole, and its lost packet rebuilt,
+    /// up to `k` frames and the encoder's lookahead after the first
+    /// packet's pts (42.5 ms for 4:1 of 10 ms frames); receivers need
+    /// [`FEC_RECEIVER_ROOM_NS`] after that, and the need is rounded up to
+    /// 10 ms (docs/BENCHMARKS.md, "Opus and FEC"). PCM is left alone: its
+    /// packets are 3.7 ms and leave in bursts per sink cycle, so a block's
+    /// time depends on the quantum (BENCHMARKS "FEC"; the drop-in advises
+    /// 80 ms for 8:2). Allocates (a message): not for the data thread.
+    pub fn fec_advice(&self) -> Option<String> {
+        let (enc, (k, m)) = (self.opus.as_ref()?, self.cfg.fec?);
+        let rate = u64::from(self.cfg.format.rate.max(1));
+        let ms = |frames: u64| frames as f64 * 1000.0 / rate as f64;
+        let ready = |frames: u64| {
+            (u64::from(k) * frames + u64::from(enc.lookahead())) * 1_000_000_000 / rate
+        };
+        let need =
+            |frames: u64| (ready(frames) + FEC_RECEIVER_ROOM_NS).div_ceil(10_000_000) * 10_000_000;
+        let frames = enc.frames() as u64;
+        let latency = self.cfg.latency_ns;
+        if latency >= need(frames) {
+            return None;
+        }
+        let shorter = crate::opus::OPUS_FRAME_SIZES
+            .iter()
+            .map(|&f| u64::from(f))
+            .filter(|&f| f < frames && need(f) <= latency)
+            .max()
+            .map(|f| format!(", or bark.opus.frame-msec = {}", ms(f)))
+            .unwrap_or_default();
+        Some(format!(
+            "bark.fec = {k}:{m} with audio.format = OPUS ({} ms frames): a rebuilt packet is ready {:.1} ms after its pts, too late for sess.latency.msec = {}; use {} or more{shorter}",
+            ms(frames),
+            ready(frames) as f64 / 1e6,
+            latency / 1_000_000,
+            need(frames) / 1_000_000,
+        ))
+    }
+
     /// Frames per audio packet: as many as the configured MTU carries, or
     /// an Opus stream's frame ([`OpusConfig::frames`]).
     pub fn packet_frames(&self) -> usize {
@@ -463,20 +514,16 @@ impl Sender {
             self.push_opus(u.time, period, &samples[..frames * ch], send);
             return;
         }
+        let base = self.audio_base();
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(self.packet_frames);
             let h = AudioHeader {
-                positions: self.positions,
-                stream_id: self.cfg.session_id,
                 seq: self.seq,
                 frame: self.frame,
                 pts: u.time + (done as f64 * period).round() as i64,
-                format: self.cfg.format,
-                latency_us: (self.latency.current() / 1000) as u32,
-                name_hash: self.name_hash,
-                priority: self.cfg.priority,
                 frames: n as u16,
+                ..base
             };
             let chunk = wire_order(
                 self.order.as_ref(),
@@ -494,6 +541,24 @@ impl Sender {
             self.seq += 1;
             self.frame += n as u64;
             done += n;
+        }
+    }
+
+    /// What every audio packet of this buffer shares (session, format,
+    /// name, priority, latency, layout); sequence number, frame index, pts
+    /// and length are the packet's own (left 0 here).
+    fn audio_base(&self) -> AudioHeader {
+        AudioHeader {
+            positions: self.positions,
+            stream_id: self.cfg.session_id,
+            seq: 0,
+            frame: 0,
+            pts: 0,
+            format: self.cfg.format,
+            latency_us: (self.latency.current() / 1000) as u32,
+            name_hash: self.name_hash,
+            priority: self.cfg.priority,
+            frames: 0,
         }
     }
 
@@ -517,6 +582,7 @@ impl Sender {
             0
         };
         let mut left = (pending + frames) / enc.frames();
+        let base = self.audio_base();
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(self.packet_frames);
@@ -531,16 +597,11 @@ impl Sender {
             let mut emit = |e: &OpusFrameEncoder, x: crate::opus::Encoded| {
                 left = left.saturating_sub(1);
                 let h = AudioHeader {
-                    positions: self.positions,
-                    stream_id: self.cfg.session_id,
                     seq: self.seq,
                     frame: x.frame,
                     pts: (x.pts - shift).round() as i64,
-                    format: self.cfg.format,
-                    latency_us: (self.latency.current() / 1000) as u32,
-                    name_hash: self.name_hash,
-                    priority: self.cfg.priority,
                     frames: e.frames() as u16,
+                    ..base
                 };
                 if let Some(len) = protocol::write_audio_payload(&mut self.buf, &h, e.packet(&x)) {
                     if left == 0 {

@@ -201,6 +201,8 @@ pub struct Scenario {
     /// codec's lookahead, its framing and its concealment are in the path.
     /// The tone is then [`OPUS_TONE_HZ`].
     pub opus: bool,
+    /// The Opus encoder's settings, with `opus`.
+    pub opus_config: crate::opus::OpusConfig,
 }
 
 /// Scenario names [`scenario`] knows.
@@ -261,6 +263,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         max_latency_ns: crate::sender::DEFAULT_MAX_LATENCY_NS,
         fec: None,
         opus: false,
+        opus_config: Default::default(),
     };
     match name {
         "wired" => {}
@@ -1151,6 +1154,7 @@ pub fn run_timed(sc: &Scenario, trace: Option<usize>) -> (Report, u64) {
                 0
             },
             fec: sc.fec,
+            opus: sc.opus_config,
             format: if sc.opus {
                 AudioFormat {
                     sample: crate::SampleFormat::Opus,

@@ -1,7 +1,9 @@
 //! The deterministic simulation's acceptance criteria, per scenario, in
 //! simulated time: exact and repeatable.
 
-use bark_core::sim::{run, scenario, Report, SCENARIOS};
+use bark_core::sender::{Sender, SenderConfig};
+use bark_core::sim::{run, scenario, Report, RxReport, SCENARIOS};
+use bark_core::AudioFormat;
 
 fn check(name: &str) -> Report {
     let sc = scenario(name).expect("known scenario");
@@ -407,6 +409,20 @@ fn wifi() {
 /// fewer NACKs than `loss3`'s ~700. The others (512 and 480 frames) have
 /// less time left than a block takes, so they ask before it can be
 /// rebuilt and get some packets twice.
+/// Receiver `i` lost more than `min_dropped` audio packets on its link
+/// and FEC rebuilt at least `share` of them (and no more than were lost).
+/// Returns (dropped, rebuilt).
+fn rebuilt_most(i: usize, rx: &RxReport, min_dropped: u64, share: f64) -> (u64, u64) {
+    let (dropped, rebuilt) = (rx.audio_dropped, rx.fec.recovered);
+    assert!(dropped > min_dropped, "rx{i}: {dropped}");
+    assert!(
+        rebuilt as f64 >= share * dropped as f64 && rebuilt <= dropped,
+        "rx{i}: rebuilt {rebuilt} of {dropped}: {:?}",
+        rx.fec
+    );
+    (dropped, rebuilt)
+}
+
 #[test]
 fn fec() {
     let mut sc = scenario("fec").unwrap();
@@ -414,13 +430,7 @@ fn fec() {
     let r = run(&sc);
     assert!(r.sender.tx_fec.packets >= 5000, "{:?}", r.sender);
     for (i, rx) in r.receivers.iter().enumerate() {
-        let (dropped, rebuilt) = (rx.audio_dropped, rx.fec.recovered);
-        assert!(dropped > 500, "rx{i}: {dropped}");
-        assert!(
-            rebuilt as f64 >= 0.85 * dropped as f64 && rebuilt <= dropped,
-            "rx{i}: rebuilt {rebuilt} of {dropped}: {:?}",
-            rx.fec
-        );
+        rebuilt_most(i, rx, 500, 0.85);
         assert_eq!(rx.status.duplicated, 0, "rx{i}: nothing rebuilt that came");
     }
     let r = check_repaired("fec", 0.025..0.035, 0);
@@ -432,6 +442,64 @@ fn fec() {
         rx0.fec
     );
     assert!(r.skew_p99_us <= 50.0, "{r}");
+}
+
+/// opus-loss3's links with FEC 4:1 and no resends: the repair packets
+/// carry Opus datagrams of varying length (padded to the block's longest),
+/// and most losses are rebuilt, in time at the latency
+/// [`Sender::fec_advice`] asks for: 80 ms with 10 ms frames (a block is
+/// whole 42.5 ms after its first pts; at 60 ms 17-35 % of the rebuilt
+/// packets came too late), 60 ms with 5 ms frames. What FEC cannot
+/// rebuild (two losses in a block) is concealed by the decoder, never
+/// silence, and sync holds.
+#[test]
+fn opus_fec() {
+    for (k, m, frames, latency_ms) in [(4u8, 1u8, 480u16, 80u64), (4, 1, 240, 60)] {
+        let mut sc = scenario("opus-loss3").unwrap();
+        sc.opus_config.frames = frames;
+        sc.fec = Some((k, m));
+        sc.repair = false;
+        sc.latency_ns = latency_ms * 1_000_000;
+        // The advice: this latency and no less.
+        for (ms, advice) in [(latency_ms, false), (latency_ms - 10, true)] {
+            let tx = Sender::new(SenderConfig {
+                format: AudioFormat {
+                    sample: bark_core::SampleFormat::Opus,
+                    rate: 48_000,
+                    channels: 2,
+                },
+                latency_ns: ms * 1_000_000,
+                fec: sc.fec,
+                opus: sc.opus_config,
+                ..Default::default()
+            })
+            .unwrap();
+            let said = tx.fec_advice();
+            assert_eq!(said.is_some(), advice, "{k}:{m} at {ms} ms: {said:?}");
+            println!("{k}:{m} of {frames} frames at {ms} ms: {said:?}");
+        }
+        let r = run(&sc);
+        println!("{k}:{m} of {frames} frames at {latency_ms} ms: {r}");
+        assert!(r.sender.tx_fec.packets >= 1000, "{:?}", r.sender);
+        assert!(r.skew_p99_us <= 50.0, "{r}");
+        for (i, rx) in r.receivers.iter().enumerate() {
+            let (dropped, rebuilt) = rebuilt_most(i, rx, 100, 0.8);
+            let s = &rx.status;
+            println!(
+                "  rx{i}: dropped {dropped}, rebuilt {rebuilt}, lost {}, late {}, concealed {} frames",
+                s.lost, s.late, s.concealed_frames
+            );
+            assert_eq!(s.late, 0, "rx{i}: rebuilt in time: {s:?}");
+            // Each packet FEC could not rebuild is one Opus frame the
+            // decoder conceals.
+            assert!(
+                s.concealed_frames <= (dropped - rebuilt) * u64::from(frames),
+                "rx{i}: {s:?} {:?}",
+                rx.fec
+            );
+            assert!(rx.p99_error_us <= 50.0, "rx{i}: {rx:?}");
+        }
+    }
 }
 
 /// An Opus stream (160 kbit/s, 10 ms frames) on the wired LAN: the same

@@ -137,6 +137,30 @@ impl CommandPort {
         &self.responder
     }
 
+    /// What DNS-SD says of the node this port serves
+    /// ([`crate::discovery::advertise`]): its role, id, room name and
+    /// stream as the responder has them now, this port; `node_name` is
+    /// its `node.name`, `control_port` a sender's (time requests,
+    /// subscriptions), `key` the key it seals with (its id is advertised).
+    pub fn advert(
+        &self,
+        node_name: &str,
+        control_port: Option<u16>,
+        key: Option<&Key>,
+    ) -> crate::discovery::Advert {
+        let r = &self.responder;
+        crate::discovery::Advert {
+            role: r.role(),
+            node_name: node_name.to_string(),
+            room: r.settings().name.as_str().to_string(),
+            node_id: r.node_id(),
+            stream: r.settings().stream.as_str().to_string(),
+            command_port: self.port(),
+            control_port,
+            key_id: key.map(|k| k.id().to_string()),
+        }
+    }
+
     /// A change made on the node itself (see [`Responder::set_local`]).
     pub fn set_local(&mut self, mask: u16, s: &Settings) -> u16 {
         self.responder.set_local(mask, s)

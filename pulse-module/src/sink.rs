@@ -700,6 +700,9 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
         node_id,
     )
     .map_err(|e| anyhow!("{e}"))?;
+    if let Some(w) = ep.sender().fec_advice() {
+        log::warn!("{w}");
+    }
     let configured = *ep.sender().settings();
     let id = Identity {
         node_name: &cfg.name,
@@ -721,16 +724,7 @@ pub fn run(cfg: SinkConfig) -> Result<()> {
     let sock = net::sender_socket(&cfg.net, FrontEnd::Pulse).context("setting up the network")?;
     let local = sock.local_addr()?;
     let (advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: bark_core::protocol::Role::Sender,
-            node_name: cfg.name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: cmd.port(),
-            control_port: Some(local.port()),
-            key_id: start.key.as_ref().map(|k| k.id().to_string()),
-        },
+        &cmd.advert(&cfg.name, Some(local.port()), start.key.as_ref()),
         cfg.net.destination,
         cfg.net.ifname.as_deref(),
         &start.host,

@@ -549,16 +549,7 @@ pub fn run(cfg: SourceConfig) -> Result<()> {
     let initial = *cmd.responder().settings();
     ep.receiver_mut().set_settings(&initial, cmd.port(), false);
     let (advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: ProtoRole::Receiver,
-            node_name: cfg.name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: cmd.port(),
-            control_port: None,
-            key_id: start.key.as_ref().map(|k| k.id().to_string()),
-        },
+        &cmd.advert(&cfg.name, None, start.key.as_ref()),
         cfg.sender.unwrap_or(cfg.configured_group),
         cfg.interface.as_deref(),
         &start.host,

@@ -64,6 +64,9 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
         node_id,
     )
     .map_err(|e| LoadError::invalid(e.to_string()))?;
+    if let Some(w) = ep.sender().fec_advice() {
+        crate::log_warn!("{}: {w}", a.node_name);
+    }
     ep.list_destinations(&a.net.copies)
         .map_err(|e| LoadError::invalid(e.to_string()))?;
     let sock = net::sender_socket(&a.net, FrontEnd::PipeWire).map_err(LoadError::io)?;
@@ -88,16 +91,7 @@ pub fn setup(a: &SinkArgs, clock: ClockMap, host: &str) -> Result<(RtSink, Setup
     ep.sender_mut().set_settings(&initial, command.port());
 
     let (advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: Role::Sender,
-            node_name: a.node_name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: command.port(),
-            control_port: Some(local.port()),
-            key_id: key.as_ref().map(|k| k.id().to_string()),
-        },
+        &command.advert(&a.node_name, Some(local.port()), key.as_ref()),
         a.net.destination,
         a.net.ifname.as_deref(),
         host,

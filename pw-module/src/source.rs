@@ -158,16 +158,7 @@ pub fn setup(a: &SourceArgs, clock: ClockMap, host: &str) -> Result<(RtSource, S
     ep.receiver_mut()
         .set_settings(&initial, command.port(), false);
     let (advert, said) = bark_io::discovery::advertise(
-        &bark_io::discovery::Advert {
-            role: Role::Receiver,
-            node_name: a.node_name.clone(),
-            room: initial.name.as_str().to_string(),
-            node_id,
-            stream: initial.stream.as_str().to_string(),
-            command_port: command.port(),
-            control_port: None,
-            key_id: key.as_ref().map(|k| k.id().to_string()),
-        },
+        &command.advert(&a.node_name, None, key.as_ref()),
         a.sender.unwrap_or(a.configured_group),
         a.ifname.as_deref(),
         host,
