@@ -207,7 +207,24 @@ pub fn played(
     // finds reference samples (a run may begin with the recording). The lag
     // is the same.
     let into = (search as usize + 64).min((run.end - run.start).saturating_sub(w));
-    let est = window_lag(&reference.mono, &probe.mono, k0 + into, w, guess, search)?;
+    // The raw cross-correlation's peak leans towards a decaying sound's
+    // louder past (as for the blocks below): at a resume that lands on a
+    // decaying note it sat 193 frames off, and every block after it was
+    // judged there. Take the lag whose normalized correlation is best, then
+    // refine it within ±2 frames.
+    let k = k0 + into;
+    let ncorr = |l: i64| -> f64 {
+        let s = k as i64 - l;
+        if s < 0 || s as usize + w > reference.mono.len() || k + w > probe.mono.len() {
+            return f64::MIN;
+        }
+        corr(
+            &reference.mono[s as usize..s as usize + w],
+            &probe.mono[k..k + w],
+        )
+    };
+    let best = (guess - search..=guess + search).max_by(|&a, &b| ncorr(a).total_cmp(&ncorr(b)))?;
+    let est = window_lag(&reference.mono, &probe.mono, k, w, best, 2)?;
     let at = run.start as f64 + est.lag;
     let t_rx = probe.time_at(at)?;
     let error_us = (t_rx - run.t_ns - latency_ns) / 1e3;
